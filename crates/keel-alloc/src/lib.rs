@@ -1,0 +1,371 @@
+//! A counting global allocator.
+//!
+//! Keel promises flat memory under churn (rule R6 in `DESIGN.md`): creating and
+//! destroying clients, channels, invokers, connections and spans a million
+//! times must leave nothing behind. That promise is checked by counting, and
+//! this crate does the counting. [`CountingAlloc`] wraps any [`GlobalAlloc`]
+//! (the system allocator by default) and records, for the whole process and for
+//! each thread separately:
+//!
+//! - allocations and frees (a `realloc` counts as one of each),
+//! - bytes allocated and bytes freed, hence live bytes,
+//! - an approximate peak of live bytes.
+//!
+//! ```text
+//!   alloc/dealloc on thread T
+//!        │
+//!        ├──► T's own counters (plain Cells: no atomics, read by T only)
+//!        │        used for per-thread attribution ("what did this side allocate")
+//!        │
+//!        └──► shard[T's index % SHARDS] (cache-line padded atomics, one RMW each)
+//!                 summed on read for process totals; no global lock, and
+//!                 threads rarely share a shard, so the lines do not bounce
+//! ```
+//!
+//! It is cheap enough to leave on in benchmarks and in production: the console
+//! shows its live-heap figure. The peak is approximate: each thread checks the
+//! process total only after its own net growth passes [`PEAK_GRANULE`] bytes,
+//! so the true peak may exceed the reported one by at most that much per thread.
+//!
+//! # Example
+//!
+//! ```
+//! use keel_alloc::{CountingAlloc, churn_thread};
+//!
+//! #[global_allocator]
+//! static ALLOC: CountingAlloc = CountingAlloc::system();
+//!
+//! // A closure that allocates and frees: its net growth is zero.
+//! let d = churn_thread(10, 1_000, |_| drop(vec![0u8; 100]));
+//! assert_eq!(d.allocs, 1_000);
+//! assert_eq!(d.live_bytes, 0);
+//!
+//! // A closure that leaks is caught.
+//! let d = churn_thread(0, 10, |_| { Box::leak(Box::new([0u8; 64])); });
+//! assert_eq!(d.live_bytes, 640);
+//! ```
+#![deny(missing_docs)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+
+/// Number of counter shards for process-wide totals.
+const SHARDS: usize = 32;
+
+/// A thread re-checks the process peak after its live bytes grew by this much.
+pub const PEAK_GRANULE: i64 = 64 * 1024;
+
+/// A [`GlobalAlloc`] that counts what passes through it and forwards to `A`.
+///
+/// Install it with `#[global_allocator]`. All instances share one set of
+/// counters (a process has one global allocator).
+#[derive(Debug, Default)]
+pub struct CountingAlloc<A = System> {
+    inner: A,
+}
+
+impl CountingAlloc<System> {
+    /// Counts over the system allocator.
+    pub const fn system() -> Self {
+        CountingAlloc { inner: System }
+    }
+}
+
+impl<A> CountingAlloc<A> {
+    /// Counts over `inner`, e.g. mimalloc or jemalloc.
+    pub const fn new(inner: A) -> Self {
+        CountingAlloc { inner }
+    }
+}
+
+#[repr(align(128))]
+struct Shard {
+    allocs: AtomicU64,
+    frees: AtomicU64,
+    alloc_bytes: AtomicU64,
+    free_bytes: AtomicU64,
+}
+
+#[allow(clippy::declare_interior_mutable_const)] // used only as an array initialiser
+const SHARD_INIT: Shard = Shard {
+    allocs: AtomicU64::new(0),
+    frees: AtomicU64::new(0),
+    alloc_bytes: AtomicU64::new(0),
+    free_bytes: AtomicU64::new(0),
+};
+
+static SHARDS_ARR: [Shard; SHARDS] = [SHARD_INIT; SHARDS];
+static PEAK: AtomicU64 = AtomicU64::new(0);
+static NEXT_THREAD: AtomicU32 = AtomicU32::new(0);
+static INSTALLED: AtomicBool = AtomicBool::new(false);
+
+/// Per-thread counters. Const-initialised `Cell`s without `Drop`, so touching
+/// them from inside the allocator never allocates and works during thread
+/// teardown.
+struct Local {
+    allocs: Cell<u64>,
+    frees: Cell<u64>,
+    alloc_bytes: Cell<u64>,
+    free_bytes: Cell<u64>,
+    /// Shard index + 1; 0 until first use.
+    shard: Cell<u32>,
+    /// Net bytes grown since this thread last checked the peak.
+    unchecked: Cell<i64>,
+}
+
+thread_local! {
+    static LOCAL: Local = const {
+        Local {
+            allocs: Cell::new(0),
+            frees: Cell::new(0),
+            alloc_bytes: Cell::new(0),
+            free_bytes: Cell::new(0),
+            shard: Cell::new(0),
+            unchecked: Cell::new(0),
+        }
+    };
+}
+
+impl Local {
+    fn shard(&self) -> &'static Shard {
+        let mut s = self.shard.get();
+        if s == 0 {
+            s = NEXT_THREAD.fetch_add(1, Relaxed) % SHARDS as u32 + 1;
+            self.shard.set(s);
+        }
+        &SHARDS_ARR[(s - 1) as usize]
+    }
+}
+
+#[inline]
+fn on_alloc(size: usize) {
+    let size = size as u64;
+    let _ = LOCAL.try_with(|l| {
+        l.allocs.set(l.allocs.get() + 1);
+        l.alloc_bytes.set(l.alloc_bytes.get() + size);
+        let shard = l.shard();
+        shard.allocs.fetch_add(1, Relaxed);
+        shard.alloc_bytes.fetch_add(size, Relaxed);
+        let unchecked = l.unchecked.get() + size as i64;
+        if unchecked >= PEAK_GRANULE {
+            l.unchecked.set(0);
+            update_peak(process_live());
+        } else {
+            l.unchecked.set(unchecked);
+        }
+    });
+}
+
+#[inline]
+fn on_free(size: usize) {
+    let size = size as u64;
+    let _ = LOCAL.try_with(|l| {
+        l.frees.set(l.frees.get() + 1);
+        l.free_bytes.set(l.free_bytes.get() + size);
+        let shard = l.shard();
+        shard.frees.fetch_add(1, Relaxed);
+        shard.free_bytes.fetch_add(size, Relaxed);
+        l.unchecked.set(l.unchecked.get() - size as i64);
+    });
+}
+
+fn process_live() -> u64 {
+    let (mut a, mut f) = (0u64, 0u64);
+    for s in &SHARDS_ARR {
+        a = a.wrapping_add(s.alloc_bytes.load(Relaxed));
+        f = f.wrapping_add(s.free_bytes.load(Relaxed));
+    }
+    a.saturating_sub(f)
+}
+
+fn update_peak(live: u64) {
+    PEAK.fetch_max(live, Relaxed);
+}
+
+// SAFETY: every method forwards to the inner allocator with the caller's
+// layout and pointer unchanged, so `A`'s guarantees are `CountingAlloc`'s; the
+// counting touches only atomics and const-initialised thread-locals, which
+// never allocate and so cannot recurse into the allocator.
+unsafe impl<A: GlobalAlloc> GlobalAlloc for CountingAlloc<A> {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded with the caller's (valid, non-zero-size) layout.
+        let p = unsafe { self.inner.alloc(layout) };
+        if !p.is_null() {
+            INSTALLED.store(true, Relaxed);
+            on_alloc(layout.size());
+        }
+        p
+    }
+
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: as for `alloc`.
+        let p = unsafe { self.inner.alloc_zeroed(layout) };
+        if !p.is_null() {
+            INSTALLED.store(true, Relaxed);
+            on_alloc(layout.size());
+        }
+        p
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: the caller guarantees `ptr` came from this allocator (hence
+        // from `inner`) with this layout.
+        unsafe { self.inner.dealloc(ptr, layout) };
+        on_free(layout.size());
+    }
+
+    #[inline]
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: the caller guarantees `ptr`/`layout` describe a live block
+        // from this allocator and `new_size` is valid for `layout.align()`.
+        let p = unsafe { self.inner.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            on_free(layout.size());
+            on_alloc(new_size);
+        }
+        p
+    }
+}
+
+/// Counter values at one moment, for the process or for one thread.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Allocations (including the allocating half of each `realloc`).
+    pub allocs: u64,
+    /// Frees (including the freeing half of each `realloc`).
+    pub frees: u64,
+    /// Bytes ever allocated.
+    pub alloc_bytes: u64,
+    /// Bytes ever freed.
+    pub free_bytes: u64,
+}
+
+impl Stats {
+    /// Bytes allocated and not yet freed. For one thread this can be
+    /// negative: a thread may free what another allocated.
+    pub fn live_bytes(&self) -> i64 {
+        self.alloc_bytes as i64 - self.free_bytes as i64
+    }
+
+    /// What happened between `self` (earlier) and `later`.
+    pub fn delta(&self, later: &Stats) -> Delta {
+        Delta {
+            iters: 0,
+            allocs: later.allocs - self.allocs,
+            frees: later.frees - self.frees,
+            alloc_bytes: later.alloc_bytes - self.alloc_bytes,
+            free_bytes: later.free_bytes - self.free_bytes,
+            live_bytes: later.live_bytes() - self.live_bytes(),
+        }
+    }
+}
+
+/// The change in counters over a measured stretch of work.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Delta {
+    /// Iterations measured (0 when built from two [`Stats`] directly).
+    pub iters: u64,
+    /// Allocations made.
+    pub allocs: u64,
+    /// Frees made.
+    pub frees: u64,
+    /// Bytes allocated.
+    pub alloc_bytes: u64,
+    /// Bytes freed.
+    pub free_bytes: u64,
+    /// Change in live bytes: what the work left behind (negative if it freed
+    /// more than it allocated).
+    pub live_bytes: i64,
+}
+
+impl Delta {
+    /// Allocations per iteration.
+    pub fn allocs_per_iter(&self) -> f64 {
+        if self.iters == 0 {
+            return self.allocs as f64;
+        }
+        self.allocs as f64 / self.iters as f64
+    }
+}
+
+/// Process-wide counters (summed over shards).
+pub fn stats() -> Stats {
+    let mut s = Stats::default();
+    for sh in &SHARDS_ARR {
+        s.allocs += sh.allocs.load(Relaxed);
+        s.frees += sh.frees.load(Relaxed);
+        s.alloc_bytes += sh.alloc_bytes.load(Relaxed);
+        s.free_bytes += sh.free_bytes.load(Relaxed);
+    }
+    update_peak(s.alloc_bytes.saturating_sub(s.free_bytes));
+    s
+}
+
+/// Counters of the calling thread only: what this thread allocated and freed.
+pub fn thread_stats() -> Stats {
+    LOCAL
+        .try_with(|l| Stats {
+            allocs: l.allocs.get(),
+            frees: l.frees.get(),
+            alloc_bytes: l.alloc_bytes.get(),
+            free_bytes: l.free_bytes.get(),
+        })
+        .unwrap_or_default()
+}
+
+/// Process-wide live heap bytes.
+pub fn live_bytes() -> u64 {
+    process_live()
+}
+
+/// The highest process-wide live bytes seen since start or [`reset_peak`]
+/// (approximate: see [`PEAK_GRANULE`]).
+pub fn peak_bytes() -> u64 {
+    update_peak(process_live());
+    PEAK.load(Relaxed)
+}
+
+/// Restarts peak tracking from the current live bytes.
+pub fn reset_peak() {
+    PEAK.store(process_live(), Relaxed);
+}
+
+/// Whether a [`CountingAlloc`] is the process's global allocator (it has
+/// served at least one allocation). When false, every figure here is zero.
+pub fn is_installed() -> bool {
+    INSTALLED.load(Relaxed)
+}
+
+/// Runs `f` `warmup` times, then `iters` times, and reports what the measured
+/// iterations did to the process-wide counters. For churn tests (rule R6):
+/// `assert!(churn(..).live_bytes <= SMALL_CONSTANT)`.
+///
+/// Process-wide figures include other threads' work: run such tests alone in
+/// their test binary (or serialised), or use [`churn_thread`].
+pub fn churn(warmup: u64, iters: u64, f: impl FnMut(u64)) -> Delta {
+    measure(warmup, iters, f, stats)
+}
+
+/// Like [`churn`], but counts only what the calling thread allocated and freed.
+pub fn churn_thread(warmup: u64, iters: u64, f: impl FnMut(u64)) -> Delta {
+    measure(warmup, iters, f, thread_stats)
+}
+
+fn measure(warmup: u64, iters: u64, mut f: impl FnMut(u64), read: fn() -> Stats) -> Delta {
+    for i in 0..warmup {
+        f(i);
+    }
+    let before = read();
+    for i in 0..iters {
+        f(i);
+    }
+    let after = read();
+    Delta {
+        iters,
+        ..before.delta(&after)
+    }
+}

@@ -1,0 +1,110 @@
+//! Behaviour of the counting allocator when it is the global allocator.
+
+use keel_alloc::{CountingAlloc, churn, churn_thread, stats, thread_stats};
+use std::sync::Mutex;
+
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc::system();
+
+/// Process-wide assertions must not overlap with each other.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+#[test]
+fn counts_one_box_on_this_thread() {
+    let before = thread_stats();
+    let b = std::hint::black_box(Box::new([7u8; 100]));
+    let mid = thread_stats();
+    drop(b);
+    let after = thread_stats();
+    let d = before.delta(&mid);
+    assert_eq!(d.allocs, 1);
+    assert_eq!(d.alloc_bytes, 100);
+    assert_eq!(d.live_bytes, 100);
+    let d = before.delta(&after);
+    assert_eq!((d.allocs, d.frees, d.live_bytes), (1, 1, 0));
+    assert!(keel_alloc::is_installed());
+}
+
+#[test]
+fn realloc_counts_as_alloc_and_free() {
+    let mut v: Vec<u8> = Vec::with_capacity(16);
+    v.push(1);
+    let before = thread_stats();
+    v.reserve_exact(1000);
+    let d = before.delta(&thread_stats());
+    assert_eq!((d.allocs, d.frees), (1, 1));
+    assert_eq!(d.live_bytes, v.capacity() as i64 - 16);
+}
+
+#[test]
+fn other_threads_are_not_attributed_to_this_one() {
+    let before = thread_stats();
+    let kept = std::thread::spawn(|| {
+        let mut v = Vec::new();
+        for i in 0..1000u32 {
+            v.push(Box::new(i));
+        }
+        v
+    })
+    .join()
+    .expect("thread");
+    let d = before.delta(&thread_stats());
+    // Spawning and joining a thread allocates a little here, but not the 1001
+    // allocations the other thread made.
+    assert!(d.allocs < 50, "{d:?}");
+    // Freeing on this thread what the other allocated shows as negative live.
+    let before = thread_stats();
+    drop(kept);
+    let d = before.delta(&thread_stats());
+    assert_eq!(d.frees, 1001);
+    assert!(d.live_bytes < -4000, "{d:?}");
+}
+
+#[test]
+fn churn_thread_sees_flat_and_leaking_closures() {
+    let flat = churn_thread(10, 10_000, |i| {
+        let s = format!("{i}");
+        std::hint::black_box(s);
+    });
+    assert_eq!(flat.iters, 10_000);
+    assert_eq!(flat.allocs, 10_000);
+    assert_eq!(flat.live_bytes, 0);
+    assert!((flat.allocs_per_iter() - 1.0).abs() < 1e-9);
+
+    let leak = churn_thread(0, 1_000, |_| {
+        Box::leak(Box::new([0u64; 4]));
+    });
+    assert_eq!(leak.live_bytes, 32_000);
+}
+
+#[test]
+fn process_wide_counts_and_peak_see_every_thread() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    keel_alloc::reset_peak();
+    let base_peak = keel_alloc::peak_bytes();
+    // Four threads each hold 1 MiB at once, then free it.
+    let d = churn(0, 1, |_| {
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(4));
+        let hs: Vec<_> = (0..4)
+            .map(|_| {
+                let b = barrier.clone();
+                std::thread::spawn(move || {
+                    let v = std::hint::black_box(vec![1u8; 1 << 20]);
+                    b.wait();
+                    drop(v);
+                })
+            })
+            .collect();
+        for h in hs {
+            h.join().expect("thread");
+        }
+    });
+    assert!(d.alloc_bytes >= 4 << 20, "{d:?}");
+    assert!(d.live_bytes.abs() < 64 * 1024, "{d:?}");
+    let peak = keel_alloc::peak_bytes();
+    assert!(
+        peak >= base_peak + (4 << 20) - 4 * keel_alloc::PEAK_GRANULE as u64,
+        "peak {peak} base {base_peak}"
+    );
+    assert!(stats().live_bytes() > 0);
+}

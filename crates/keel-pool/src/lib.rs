@@ -1,0 +1,87 @@
+//! Typed object pools with thread-local caches, statistics and trimming.
+//!
+//! Keel's per-request objects (spans, call contexts, I/O buffers) come from
+//! pools so that the steady state of a call allocates nothing (rule R3 in
+//! `DESIGN.md`). brpc's object pools showed the way and also the problem:
+//! they never give memory back. A [`Pool`] here does, and says what it holds.
+//!
+//! # Design
+//!
+//! ```text
+//!            thread A                          thread B
+//!   ┌───────────────────────┐        ┌───────────────────────┐
+//!   │ cache: [p p p p ...]  │        │ cache: [p p ...]      │   get = pop, put = push:
+//!   └──────────┬────────────┘        └──────────┬────────────┘   no lock, no atomic RMW
+//!              │ half a cache at a time          │
+//!              ▼      (one lock per batch)        ▼
+//!   ┌──────────────────────────────────────────────────────────┐
+//!   │ global: free [p p p p p p ...]   blocks [B0 B1 B2 ...]     │  Mutex
+//!   └──────────────────────────────────────────────────────────┘
+//!              │ trim: blocks whose every slot is free go back to the allocator
+//!              ▼
+//!   ┌─ block ─────────────────────────────┐
+//!   │ slot{T, ->block} slot{T, ->block} … │  one allocation, objects built once
+//!   └─────────────────────────────────────┘
+//! ```
+//!
+//! - **Fast path.** Each thread keeps, per pool, a small stack of free
+//!   objects. `get` pops, dropping a [`Pooled`] pushes (after
+//!   [`Reset::reset`], which clears the object but keeps its capacity).
+//! - **Across threads.** An object may be dropped on any thread; it joins
+//!   that thread's cache. Caches exchange objects with the global list in
+//!   batches of half a cache, so the mutex is taken once per many operations.
+//! - **Thread exit.** A thread's caches are dropped with its thread-locals and
+//!   hand everything back to the global list (brpc abandons them).
+//! - **Bounded.** When the global list passes [`PoolConfig::high_water`]
+//!   objects, whole free blocks go back to the allocator automatically;
+//!   [`Pool::trim`] frees every fully free block on demand.
+//! - **Visible.** [`Pool::stats`] and [`all_stats`] report live, cached,
+//!   blocks, bytes, gets, puts, and blocks allocated and freed. Every pool is
+//!   listed in a process-wide registry through a guard that unlists it when
+//!   the pool drops (rule R1).
+//!
+//! Concurrency of the global list, cross-thread return and trim is model
+//! checked with loom: `RUSTFLAGS="--cfg loom" cargo test -p keel-pool --release --lib loom`.
+//!
+//! # Example
+//!
+//! ```
+//! use keel_pool::{Pool, Reset};
+//!
+//! #[derive(Default)]
+//! struct Buffer { bytes: Vec<u8> }
+//!
+//! impl Reset for Buffer {
+//!     fn reset(&mut self) { self.bytes.clear() }
+//! }
+//!
+//! static BUFFERS: Pool<Buffer> = Pool::new("buffers", Buffer::default);
+//!
+//! let mut b = BUFFERS.get();
+//! b.bytes.extend_from_slice(b"hello");
+//! drop(b); // reset and back in this thread's cache
+//!
+//! let b = BUFFERS.get(); // the same object, empty, capacity kept
+//! assert!(b.bytes.is_empty() && b.bytes.capacity() >= 5);
+//! assert_eq!(BUFFERS.stats().live, 1);
+//! drop(b);
+//! assert_eq!(BUFFERS.stats().live, 0);
+//! ```
+#![deny(missing_docs)]
+
+mod local;
+mod pool;
+mod registry;
+mod reset;
+mod shared;
+mod stats;
+mod sync;
+mod tls;
+
+pub use pool::{Pool, PoolConfig, Pooled};
+pub use registry::{all_stats, pool_count, trim_all};
+pub use reset::Reset;
+pub use stats::PoolStats;
+
+#[cfg(all(test, loom))]
+mod loom_tests;

@@ -1,0 +1,58 @@
+//! The process-wide list of pools, for the console.
+//!
+//! A pool registers when first used and its [`Registration`] guard removes
+//! the entry when the pool drops (rule R1). Entries hold `Weak` references, so
+//! the list never keeps a pool alive.
+
+use std::sync::{Mutex, Weak};
+
+use crate::stats::PoolStats;
+
+/// What the registry can ask of any pool, whatever its object type.
+pub(crate) trait Registered: Send + Sync {
+    fn stats(&self) -> PoolStats;
+    fn trim(&self) -> usize;
+}
+
+static POOLS: Mutex<Vec<(u64, Weak<dyn Registered>)>> = Mutex::new(Vec::new());
+
+/// Keeps a pool listed; dropping it unlists the pool.
+pub(crate) struct Registration {
+    uid: u64,
+}
+
+pub(crate) fn register(uid: u64, pool: Weak<dyn Registered>) -> Registration {
+    lock().push((uid, pool));
+    Registration { uid }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        lock().retain(|(uid, _)| *uid != self.uid);
+    }
+}
+
+fn lock() -> std::sync::MutexGuard<'static, Vec<(u64, Weak<dyn Registered>)>> {
+    POOLS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn live() -> Vec<std::sync::Arc<dyn Registered>> {
+    lock().iter().filter_map(|(_, w)| w.upgrade()).collect()
+}
+
+/// Statistics of every live pool in the process, in registration order.
+pub fn all_stats() -> Vec<PoolStats> {
+    live().iter().map(|p| p.stats()).collect()
+}
+
+/// Trims every live pool (see [`Pool::trim`](crate::Pool::trim)); returns the
+/// number of blocks freed. The calling thread's caches are flushed first;
+/// other threads keep theirs.
+pub fn trim_all() -> usize {
+    live().iter().map(|p| p.trim()).sum()
+}
+
+/// How many pools are registered now.
+pub fn pool_count() -> usize {
+    lock().len()
+}

@@ -1,0 +1,423 @@
+//! The part of a pool every thread shares: blocks, the global free list,
+//! trimming and statistics.
+//!
+//! Objects live in *blocks*: one allocation of `per_block` slots, every slot
+//! holding a constructed `T` for the block's whole life. A slot points back at
+//! its block so that trimming can tell when every slot of a block is free.
+//!
+//! The global free list is a flat vector of slot pointers behind a mutex.
+//! Threads move pointers to and from it in batches (half a thread cache at a
+//! time), so the lock is taken once per many gets or puts and is the only
+//! place objects cross threads.
+
+use std::cell::{Cell, UnsafeCell};
+use std::mem;
+use std::ptr::NonNull;
+
+use crate::stats::PoolStats;
+use crate::sync::{Arc, AtomicBool, AtomicU64, AtomicUsize, Mutex, lock};
+use crate::{PoolConfig, Reset};
+
+use std::sync::atomic::Ordering::Relaxed;
+
+/// One object's home. `value` is always initialised while the block lives.
+#[repr(C)] // `value` first: a pointer to the object is a pointer to its slot
+pub(crate) struct Slot<T> {
+    pub(crate) value: UnsafeCell<T>,
+    block: NonNull<Block<T>>,
+}
+
+/// A batch of slots allocated together and freed together.
+pub(crate) struct Block<T> {
+    /// Free slots of this block counted during a trim; touched only while the
+    /// global lock is held.
+    mark: Cell<usize>,
+    slots: NonNull<[Slot<T>]>,
+}
+
+/// A pointer to a slot that is free (in a cache or the global list) or owned
+/// by exactly one [`Pooled`](crate::Pooled).
+pub(crate) struct SlotPtr<T>(pub(crate) NonNull<Slot<T>>);
+
+impl<T> Clone for SlotPtr<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for SlotPtr<T> {}
+
+// SAFETY: a `SlotPtr` is a handle to an object that only one party (one cache,
+// the global list, or one `Pooled`) uses at a time; moving that right between
+// threads is moving a `T`, which is allowed for `T: Send`.
+unsafe impl<T: Send> Send for SlotPtr<T> {}
+
+/// Counters a thread cache publishes. Written only by the owning thread (a
+/// plain load + store, no read-modify-write), read by anyone for statistics.
+#[derive(Default)]
+pub(crate) struct LocalStats {
+    pub(crate) gets: AtomicU64,
+    pub(crate) puts: AtomicU64,
+    pub(crate) cached: AtomicUsize,
+}
+
+impl LocalStats {
+    #[inline]
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.store(counter.load(Relaxed) + 1, Relaxed);
+    }
+}
+
+pub(crate) struct Global<T> {
+    free: Vec<SlotPtr<T>>,
+    blocks: Vec<NonNull<Block<T>>>,
+    /// Automatic trimming runs when `free` reaches this length.
+    next_trim_at: usize,
+    /// Statistics of live thread caches.
+    locals: Vec<Arc<LocalStats>>,
+    /// Gets and puts of thread caches that have been flushed (thread exit),
+    /// plus those served directly by the global list.
+    retired_gets: u64,
+    retired_puts: u64,
+}
+
+/// Blocks removed from the pool, to be destroyed once no lock is held
+/// (destroying runs `T::drop`, which is user code).
+#[must_use = "blocks must be destroyed with `destroy`"]
+pub(crate) struct Doomed<T>(Vec<NonNull<Block<T>>>);
+
+impl<T> Doomed<T> {
+    pub(crate) fn none() -> Self {
+        Doomed(Vec::new())
+    }
+
+    /// Drops every object of every block and frees the blocks.
+    pub(crate) fn destroy(self) {
+        for block in self.0 {
+            // SAFETY: a doomed block was removed from `Global::blocks` under
+            // the lock together with every pointer to its slots (all were in
+            // the free list and were filtered out), so nothing else refers to
+            // it; both allocations came from `Box::into_raw` in `new_block`.
+            unsafe {
+                let block = Box::from_raw(block.as_ptr());
+                drop(Box::from_raw(block.slots.as_ptr()));
+            }
+        }
+    }
+}
+
+pub(crate) struct Shared<T> {
+    pub(crate) uid: u64,
+    pub(crate) index: usize,
+    pub(crate) name: &'static str,
+    pub(crate) config: PoolConfig,
+    pub(crate) per_block: usize,
+    pub(crate) local_capacity: usize,
+    make: fn() -> T,
+    global: Mutex<Global<T>>,
+    /// Set when the owning `Pool` is dropped: its blocks are gone and pointers
+    /// still sitting in thread caches must never be followed.
+    dead: AtomicBool,
+    blocks_allocated: AtomicU64,
+    blocks_freed: AtomicU64,
+}
+
+// SAFETY: the raw pointers in `Global` are protected by its mutex; objects
+// reached through them move between threads only as `T: Send` values.
+unsafe impl<T: Send> Send for Shared<T> {}
+// SAFETY: all shared mutation goes through the mutex or atomics.
+unsafe impl<T: Send> Sync for Shared<T> {}
+
+impl<T: Reset + Send> Shared<T> {
+    pub(crate) fn new(
+        uid: u64,
+        index: usize,
+        name: &'static str,
+        make: fn() -> T,
+        config: PoolConfig,
+    ) -> Self {
+        let slot = mem::size_of::<Slot<T>>().max(1);
+        let per_block = config
+            .block_objects
+            .unwrap_or_else(|| (16 * 1024 / slot).clamp(8, 256))
+            .max(1);
+        let local_capacity = config
+            .local_capacity
+            .unwrap_or_else(|| (256 * 1024 / slot).clamp(32, 256))
+            .max(2);
+        Shared {
+            uid,
+            index,
+            name,
+            config,
+            per_block,
+            local_capacity,
+            make,
+            global: Mutex::new(Global {
+                free: Vec::new(),
+                blocks: Vec::new(),
+                next_trim_at: config.high_water,
+                locals: Vec::new(),
+                retired_gets: 0,
+                retired_puts: 0,
+            }),
+            dead: AtomicBool::new(false),
+            blocks_allocated: AtomicU64::new(0),
+            blocks_freed: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn is_dead(&self) -> bool {
+        self.dead.load(Relaxed)
+    }
+
+    /// Allocates and fills a new block. Runs `make` (user code), so it is
+    /// called with no lock held; the block joins the pool in [`adopt`].
+    pub(crate) fn new_block(&self) -> NonNull<Block<T>> {
+        let block = NonNull::from(Box::leak(Box::new(Block {
+            mark: Cell::new(0),
+            slots: NonNull::<[Slot<T>; 0]>::dangling(),
+        })));
+        let slots: Box<[Slot<T>]> = (0..self.per_block)
+            .map(|_| Slot {
+                value: UnsafeCell::new((self.make)()),
+                block,
+            })
+            .collect();
+        // SAFETY: `block` was just leaked from a Box and nobody else has it.
+        unsafe { (*block.as_ptr()).slots = NonNull::from(Box::leak(slots)) };
+        self.blocks_allocated.fetch_add(1, Relaxed);
+        block
+    }
+
+    /// Adds a new block to the pool: the first `take` of its slots go to
+    /// `into` (a thread cache, or one caller), the rest to the global list.
+    pub(crate) fn adopt(&self, block: NonNull<Block<T>>, into: &mut Vec<SlotPtr<T>>, take: usize) {
+        // SAFETY: the block is fully built and not yet shared.
+        let slots = unsafe { (*block.as_ptr()).slots };
+        let first = slots.cast::<Slot<T>>();
+        let n = slots.len();
+        let mut g = lock(&self.global);
+        g.blocks.push(block);
+        for i in 0..n {
+            // SAFETY: `i < n`, inside the slot array.
+            let p = SlotPtr(unsafe { first.add(i) });
+            if i < take {
+                into.push(p);
+            } else {
+                g.free.push(p);
+            }
+        }
+    }
+
+    /// Moves up to `n` free objects from the global list into `into`.
+    /// Returns how many moved.
+    pub(crate) fn refill(&self, into: &mut Vec<SlotPtr<T>>, n: usize) -> usize {
+        let mut g = lock(&self.global);
+        let k = n.min(g.free.len());
+        let from = g.free.len() - k;
+        into.extend(g.free.drain(from..));
+        if g.free.len() < self.config.high_water {
+            g.next_trim_at = self.config.high_water;
+        }
+        k
+    }
+
+    /// Moves `from[at..]` to the global list; trims automatically when the
+    /// list passes the high-water mark.
+    pub(crate) fn spill(&self, from: &mut Vec<SlotPtr<T>>, at: usize) -> Doomed<T> {
+        let mut g = lock(&self.global);
+        if self.is_dead() {
+            from.truncate(at);
+            return Doomed::none();
+        }
+        g.free.extend(from.drain(at..));
+        self.maybe_trim(&mut g)
+    }
+
+    /// A get that bypasses thread caches (thread teardown, reentrancy).
+    pub(crate) fn get_global(&self) -> SlotPtr<T> {
+        {
+            let mut g = lock(&self.global);
+            if let Some(p) = g.free.pop() {
+                g.retired_gets += 1;
+                return p;
+            }
+        }
+        self.adopt_one(self.new_block())
+    }
+
+    /// Adds a new block and takes one object of it for a caller that has no
+    /// thread cache.
+    pub(crate) fn adopt_one(&self, block: NonNull<Block<T>>) -> SlotPtr<T> {
+        let mut one = Vec::with_capacity(1);
+        self.adopt(block, &mut one, 1);
+        lock(&self.global).retired_gets += 1;
+        one[0]
+    }
+
+    /// A put that bypasses thread caches.
+    pub(crate) fn put_global(&self, p: SlotPtr<T>) -> Doomed<T> {
+        let mut g = lock(&self.global);
+        g.retired_puts += 1;
+        if self.is_dead() {
+            return Doomed::none();
+        }
+        g.free.push(p);
+        self.maybe_trim(&mut g)
+    }
+
+    pub(crate) fn register_local(&self, stats: &Arc<LocalStats>) {
+        lock(&self.global).locals.push(stats.clone());
+    }
+
+    /// A thread cache goes away: its objects and counters join the global
+    /// state.
+    pub(crate) fn flush_local(
+        &self,
+        free: &mut Vec<SlotPtr<T>>,
+        stats: &Arc<LocalStats>,
+    ) -> Doomed<T> {
+        let mut g = lock(&self.global);
+        g.retired_gets += stats.gets.load(Relaxed);
+        g.retired_puts += stats.puts.load(Relaxed);
+        g.locals.retain(|s| !Arc::ptr_eq(s, stats));
+        if self.is_dead() {
+            free.clear();
+            return Doomed::none();
+        }
+        g.free.append(free);
+        self.maybe_trim(&mut g)
+    }
+
+    fn maybe_trim(&self, g: &mut Global<T>) -> Doomed<T> {
+        if g.free.len() < g.next_trim_at {
+            return Doomed::none();
+        }
+        let doomed = self.trim_locked(g, self.config.high_water / 2);
+        // Scan again only after the list doubles, so a fragmented pool (free
+        // objects spread over blocks that each hold a live one) costs O(1)
+        // amortised per put, not a scan per spill.
+        g.next_trim_at = (g.free.len() * 2).max(self.config.high_water);
+        doomed
+    }
+
+    /// Removes fully free blocks while more than `keep` objects stay cached
+    /// globally.
+    fn trim_locked(&self, g: &mut Global<T>, keep: usize) -> Doomed<T> {
+        let per_block = self.per_block;
+        if g.free.len() <= keep || g.free.len() < per_block {
+            return Doomed::none();
+        }
+        for p in &g.free {
+            // SAFETY: free slots belong to live blocks; `mark` is only touched
+            // under the lock, which we hold.
+            unsafe {
+                let b = &*(*p.0.as_ptr()).block.as_ptr();
+                b.mark.set(b.mark.get() + 1);
+            }
+        }
+        let mut doomed = Vec::new();
+        let mut cached = g.free.len();
+        g.blocks.retain(|&b| {
+            // SAFETY: as above.
+            let mark = unsafe { &(*b.as_ptr()).mark };
+            if mark.get() == per_block && cached >= keep + per_block {
+                cached -= per_block;
+                doomed.push(b);
+                false
+            } else {
+                mark.set(0);
+                true
+            }
+        });
+        if !doomed.is_empty() {
+            // Doomed blocks kept their mark (== per_block); surviving blocks
+            // were reset to 0 above.
+            g.free.retain(|p| {
+                // SAFETY: as above; doomed blocks are not freed yet.
+                unsafe { (*(*p.0.as_ptr()).block.as_ptr()).mark.get() != per_block }
+            });
+            if g.free.capacity() > 2 * g.free.len() + 64 {
+                g.free.shrink_to(g.free.len() * 5 / 4);
+            }
+            if g.blocks.capacity() > 2 * g.blocks.len() + 16 {
+                g.blocks.shrink_to(g.blocks.len() * 5 / 4);
+            }
+            self.blocks_freed.fetch_add(doomed.len() as u64, Relaxed);
+        }
+        Doomed(doomed)
+    }
+
+    /// Frees every fully free block above `keep` cached objects.
+    pub(crate) fn trim(&self, keep: usize) -> (usize, Doomed<T>) {
+        let mut g = lock(&self.global);
+        let doomed = self.trim_locked(&mut g, keep);
+        if g.free.is_empty() {
+            g.free = Vec::new();
+        }
+        if g.blocks.is_empty() {
+            g.blocks = Vec::new();
+        }
+        (doomed.0.len(), doomed)
+    }
+
+    /// The owning pool is dropped: no object can be in use any more (every
+    /// `Pooled` borrows the pool), so every block goes, including slots whose
+    /// pointers still sit in other threads' caches; those caches see `dead`
+    /// and never follow them.
+    pub(crate) fn kill(&self) -> Doomed<T> {
+        let mut g = lock(&self.global);
+        self.dead.store(true, Relaxed);
+        g.free = Vec::new();
+        let blocks = mem::take(&mut g.blocks);
+        self.blocks_freed.fetch_add(blocks.len() as u64, Relaxed);
+        Doomed(blocks)
+    }
+
+    pub(crate) fn stats(&self) -> PoolStats {
+        let g = lock(&self.global);
+        let mut cached_local = 0u64;
+        let (mut gets, mut puts) = (g.retired_gets, g.retired_puts);
+        for l in &g.locals {
+            cached_local += l.cached.load(Relaxed) as u64;
+            gets += l.gets.load(Relaxed);
+            puts += l.puts.load(Relaxed);
+        }
+        let blocks = g.blocks.len() as u64;
+        let total = blocks * self.per_block as u64;
+        let cached_global = g.free.len() as u64;
+        let block_bytes = mem::size_of::<Block<T>>() + self.per_block * mem::size_of::<Slot<T>>();
+        let list_bytes = g.free.capacity() * mem::size_of::<SlotPtr<T>>()
+            + g.blocks.capacity() * mem::size_of::<NonNull<Block<T>>>();
+        PoolStats {
+            name: self.name,
+            object_size: mem::size_of::<T>(),
+            live: total.saturating_sub(cached_global + cached_local),
+            cached: cached_global + cached_local,
+            cached_global,
+            cached_local,
+            blocks,
+            bytes: blocks * block_bytes as u64 + list_bytes as u64,
+            gets,
+            puts,
+            blocks_allocated: self.blocks_allocated.load(Relaxed),
+            blocks_freed: self.blocks_freed.load(Relaxed),
+            high_water: self.config.high_water as u64,
+            thread_caches: g.locals.len() as u64,
+        }
+    }
+}
+
+impl<T> Drop for Shared<T> {
+    fn drop(&mut self) {
+        // Normally `kill` already emptied the pool. A `Shared` can also die
+        // without `kill` only if its pool never existed as a `Pool` (not
+        // possible through the public API); free what is left regardless.
+        let blocks = {
+            let mut g = lock(&self.global);
+            g.free.clear();
+            mem::take(&mut g.blocks)
+        };
+        Doomed(blocks).destroy();
+    }
+}

@@ -1,0 +1,41 @@
+//! Pool statistics.
+
+/// A snapshot of one pool's counters. Cheap to read: one lock of the pool's
+/// global list and a sum over its thread caches.
+///
+/// Counters of other threads' caches are read without stopping them, so a
+/// snapshot taken while the pool is busy may be off by the few operations in
+/// flight; at rest it is exact.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// The pool's name (for the console).
+    pub name: &'static str,
+    /// `size_of::<T>()`.
+    pub object_size: usize,
+    /// Objects handed out and not yet returned.
+    pub live: u64,
+    /// Free objects kept for reuse: `cached_global + cached_local`.
+    pub cached: u64,
+    /// Free objects in the global list.
+    pub cached_global: u64,
+    /// Free objects in thread caches.
+    pub cached_local: u64,
+    /// Blocks currently allocated.
+    pub blocks: u64,
+    /// Bytes reserved by blocks and the pool's bookkeeping (not counting
+    /// heap memory owned by the objects themselves).
+    pub bytes: u64,
+    /// Objects handed out, ever.
+    pub gets: u64,
+    /// Objects returned, ever.
+    pub puts: u64,
+    /// Blocks allocated, ever.
+    pub blocks_allocated: u64,
+    /// Blocks given back to the allocator, ever.
+    pub blocks_freed: u64,
+    /// Cached objects above which whole free blocks are trimmed
+    /// automatically.
+    pub high_water: u64,
+    /// Threads holding a cache for this pool.
+    pub thread_caches: u64,
+}
