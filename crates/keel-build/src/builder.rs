@@ -1,0 +1,503 @@
+//! The pipeline: protox parses and checks the `.proto` files into a
+//! `FileDescriptorSet`, prost-build turns that into messages, and
+//! [`ServiceGenerator`] adds the Keel service code. No `protoc` anywhere.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use prost_build::Module;
+
+use crate::{Error, ServiceGenerator};
+
+/// Configures and runs code generation; [`compile_protos`](crate::compile_protos)
+/// is `Builder::new().compile(..)`.
+///
+/// ```no_run
+/// // build.rs
+/// fn main() -> Result<(), keel_build::Error> {
+///     keel_build::configure()
+///         .build_client(false)
+///         .compile(&["proto/echo.proto"], &["proto"])
+/// }
+/// ```
+pub struct Builder {
+    out_dir: Option<PathBuf>,
+    generator: ServiceGenerator,
+    emit_rerun_if_changed: bool,
+    prost: prost_build::Config,
+}
+
+/// One generated Rust file, returned by [`Builder::generate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GeneratedFile {
+    /// The file name `compile` would write: the protobuf package plus `.rs`
+    /// (`example.rs`), `_.rs` for files without a package.
+    pub name: String,
+    /// The formatted Rust source.
+    pub code: String,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for Builder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("out_dir", &self.out_dir)
+            .field("generator", &self.generator)
+            .field("emit_rerun_if_changed", &self.emit_rerun_if_changed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Builder {
+    /// Defaults: write into `OUT_DIR`, generate servers and clients that refer
+    /// to `::keel`, print `cargo:rerun-if-changed` for every file read.
+    pub fn new() -> Self {
+        Builder {
+            out_dir: None,
+            generator: ServiceGenerator::new(),
+            emit_rerun_if_changed: true,
+            prost: prost_build::Config::new(),
+        }
+    }
+
+    /// Writes the generated files into `dir` instead of `OUT_DIR`.
+    pub fn out_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.out_dir = Some(dir.into());
+        self
+    }
+
+    /// Refers to the Keel runtime as `path` (absolute, e.g. `::keel` — the
+    /// default — or `crate` for code included inside keel itself).
+    pub fn runtime_path(mut self, path: impl Into<String>) -> Self {
+        self.generator = self.generator.runtime_path(path);
+        self
+    }
+
+    /// Whether to generate server traits and adapters (default `true`).
+    pub fn build_server(mut self, enabled: bool) -> Self {
+        self.generator = self.generator.build_server(enabled);
+        self
+    }
+
+    /// Whether to generate clients (default `true`).
+    pub fn build_client(mut self, enabled: bool) -> Self {
+        self.generator = self.generator.build_client(enabled);
+        self
+    }
+
+    /// Whether to print `cargo:rerun-if-changed=PATH` for every `.proto`
+    /// file read, imports included (default `true`; turn it off outside
+    /// build scripts).
+    pub fn emit_rerun_if_changed(mut self, enabled: bool) -> Self {
+        self.emit_rerun_if_changed = enabled;
+        self
+    }
+
+    /// Adjusts the prost-build configuration for messages (attributes,
+    /// `bytes` fields, extern paths, ...). Its service generator and output
+    /// directory are set by this builder and are overridden.
+    pub fn prost_config(mut self, configure: impl FnOnce(&mut prost_build::Config)) -> Self {
+        configure(&mut self.prost);
+        self
+    }
+
+    /// Compiles `protos` (paths on disk, or names relative to `includes`)
+    /// and writes one Rust file per protobuf package into the output directory.
+    pub fn compile(
+        mut self,
+        protos: &[impl AsRef<Path>],
+        includes: &[impl AsRef<Path>],
+    ) -> Result<(), Error> {
+        let out_dir = match self.out_dir.take() {
+            Some(dir) => dir,
+            None => std::env::var_os("OUT_DIR")
+                .map(PathBuf::from)
+                .ok_or(Error::OutDirNotSet)?,
+        };
+        let fds = self.load(protos, includes)?.file_descriptor_set();
+        let generator = self.generator.clone();
+        self.prost
+            .out_dir(out_dir)
+            .service_generator(Box::new(generator))
+            .compile_fds(fds)
+            .map_err(Error::Codegen)?;
+        self.warn_skipped();
+        Ok(())
+    }
+
+    /// Like [`compile`](Self::compile) but returns the files instead of
+    /// writing them (for tests and tools); prints nothing.
+    pub fn generate(
+        mut self,
+        protos: &[impl AsRef<Path>],
+        includes: &[impl AsRef<Path>],
+    ) -> Result<Vec<GeneratedFile>, Error> {
+        self.emit_rerun_if_changed = false;
+        let fds = self.load(protos, includes)?.file_descriptor_set();
+        let requests: Vec<_> = fds
+            .file
+            .into_iter()
+            .map(|file| (Module::from_protobuf_package_name(file.package()), file))
+            .collect();
+        let generator = self.generator.clone();
+        let modules = self
+            .prost
+            .service_generator(Box::new(generator))
+            .generate(requests)
+            .map_err(Error::Codegen)?;
+        let mut files: Vec<GeneratedFile> = modules
+            .into_iter()
+            .map(|(module, code)| GeneratedFile {
+                name: module.to_file_name_or("_"),
+                code,
+            })
+            .collect();
+        files.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(files)
+    }
+
+    /// Parses and checks the files with protox; the compiler holds the
+    /// resulting descriptors.
+    fn load(
+        &self,
+        protos: &[impl AsRef<Path>],
+        includes: &[impl AsRef<Path>],
+    ) -> Result<protox::Compiler, Error> {
+        let includes: Vec<PathBuf> = includes.iter().map(|p| p.as_ref().to_path_buf()).collect();
+        for proto in protos {
+            let proto = proto.as_ref();
+            // protox reports a missing file as "not in any include path",
+            // which sends people looking in the wrong place.
+            if !proto.exists() && !includes.iter().any(|dir| dir.join(proto).is_file()) {
+                return Err(Error::Proto {
+                    file: Some(proto.to_path_buf()),
+                    line: None,
+                    column: None,
+                    message: "file not found (neither on disk nor under an include directory)"
+                        .to_owned(),
+                });
+            }
+        }
+        let protox_err = |err: protox::Error| Error::from_protox(&err, &includes);
+        let mut compiler = protox::Compiler::new(&includes).map_err(protox_err)?;
+        compiler
+            .include_source_info(true)
+            .include_imports(true)
+            .open_files(protos)
+            .map_err(protox_err)?;
+        if self.emit_rerun_if_changed {
+            for file in compiler.files() {
+                if let Some(path) = file.path() {
+                    println!("cargo:rerun-if-changed={}", path.display());
+                }
+            }
+        }
+        Ok(compiler)
+    }
+
+    fn warn_skipped(&self) {
+        if !self.emit_rerun_if_changed {
+            return;
+        }
+        for method in self.generator.skipped() {
+            println!(
+                "cargo:warning=keel-build: streaming method {method} is not supported yet; \
+                 only its descriptor was generated"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixtures() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/proto")
+    }
+
+    /// A fresh directory for one test, removed when dropped.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(name: &str) -> Self {
+            let dir = std::env::temp_dir()
+                .join(format!("keel-build-{}", std::process::id()))
+                .join(name);
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).expect("create scratch dir");
+            Scratch(dir)
+        }
+
+        fn write(&self, name: &str, text: &str) -> PathBuf {
+            let path = self.0.join(name);
+            std::fs::write(&path, text).expect("write fixture");
+            path
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn generate_one(proto: &str) -> GeneratedFile {
+        let mut files = Builder::new()
+            .generate(&[proto], &[fixtures()])
+            .expect("generation succeeds");
+        assert_eq!(files.len(), 1, "one package, one file");
+        files.remove(0)
+    }
+
+    fn assert_contains(code: &str, needles: &[&str]) {
+        for needle in needles {
+            assert!(code.contains(needle), "missing `{needle}` in:\n{code}");
+        }
+    }
+
+    #[test]
+    fn proto2_echo_generates_messages_trait_client_and_descriptors() {
+        let file = generate_one("echo.proto");
+        assert_eq!(file.name, "example.rs");
+        assert_contains(
+            &file.code,
+            &[
+                // prost messages, with proto2 `required` understood
+                "pub struct EchoRequest",
+                "#[prost(string, required, tag = \"1\")]",
+                // server trait and adapter
+                "pub trait EchoService: ::core::marker::Send + ::core::marker::Sync + 'static",
+                "fn echo(\n        &self,\n        ctx: &::keel::Context,\n        request: EchoRequest,",
+                "Output = ::core::result::Result<EchoResponse, ::keel::Status>,",
+                "pub struct EchoServiceServer<S>",
+                "impl<S: EchoService> ::keel::server::Service for EchoServiceServer<S>",
+                "0 => {\n                ::keel::server::unary(\n                    &echo_service::ECHO,",
+                // client
+                "pub struct EchoServiceClient",
+                "pub fn new(channel: &::keel::Channel) -> Self",
+                "pub fn with_options(&self, options: ::keel::CallOptions) -> Self",
+                "pub async fn echo(\n        &self,\n        request: &EchoRequest,\n    ) -> ::core::result::Result<EchoResponse, ::keel::Status>",
+                // static descriptors
+                "pub mod echo_service",
+                "pub static ECHO: ::keel::MethodDescriptor",
+                "service: \"example.EchoService\"",
+                "method: \"Echo\"",
+                "path: \"/example.EchoService/Echo\"",
+                "request_type: \"example.EchoRequest\"",
+                "kind: ::keel::MethodKind::Unary",
+                "pub static SERVICE: ::keel::ServiceDescriptor",
+                "methods: &[&ECHO]",
+            ],
+        );
+    }
+
+    #[test]
+    fn proto3_two_services_several_methods() {
+        let file = generate_one("shop.proto");
+        assert_eq!(file.name, "keel.shop.rs");
+        let code = &file.code;
+        assert_contains(
+            code,
+            &[
+                "pub trait Inventory:",
+                "pub trait Pricing:",
+                "pub struct InventoryClient",
+                "pub struct PricingClient",
+                "fn put_item(",
+                "fn get_item(",
+                "fn quote_item(",
+                "fn clear(",
+                // keyword-named method is escaped, its static is not
+                "fn r#type(",
+                "pub async fn r#type(",
+                "pub static TYPE: ::keel::MethodDescriptor",
+                "path: \"/keel.shop.Pricing/QuoteItem\"",
+                "methods: &[&PUT_ITEM, &GET_ITEM, &TYPE, &WATCH]",
+                "methods: &[&QUOTE_ITEM, &CLEAR]",
+                // comments from the .proto are carried over
+                "/// Keeps the shelf stocked.",
+                "/// Adds or replaces an item.",
+                "/// An item on the shelf.",
+                // proto3 `optional` is an Option
+                "pub coupon: ::core::option::Option<::prost::alloc::string::String>",
+                // streaming: descriptor only
+                "kind: ::keel::MethodKind::ServerStreaming",
+            ],
+        );
+        assert!(
+            !code.contains("fn watch("),
+            "streaming methods get no handler yet"
+        );
+    }
+
+    #[test]
+    fn streaming_methods_are_reported_as_skipped() {
+        let generator = ServiceGenerator::new();
+        let seen = generator.clone();
+        let fds = protox::compile(["shop.proto"], [fixtures()]).expect("parses");
+        let requests = fds
+            .file
+            .into_iter()
+            .map(|f| (Module::from_protobuf_package_name(f.package()), f))
+            .collect();
+        prost_build::Config::new()
+            .service_generator(Box::new(generator))
+            .generate(requests)
+            .expect("generates");
+        assert_eq!(seen.skipped(), vec!["keel.shop.Inventory.Watch".to_owned()]);
+    }
+
+    #[test]
+    fn options_shape_the_output() {
+        let files = Builder::new()
+            .runtime_path("crate")
+            .build_client(false)
+            .generate(&["echo.proto"], &[fixtures()])
+            .expect("generates");
+        let code = &files[0].code;
+        assert!(code.contains("impl<S: EchoService> crate::server::Service"));
+        assert!(!code.contains("EchoServiceClient"));
+        assert!(!code.contains("::keel::"));
+
+        let files = Builder::new()
+            .build_server(false)
+            .generate(&["echo.proto"], &[fixtures()])
+            .expect("generates");
+        assert!(!files[0].code.contains("pub trait EchoService"));
+        assert!(files[0].code.contains("pub struct EchoServiceClient"));
+    }
+
+    #[test]
+    fn syntax_error_names_file_line_and_column() {
+        let dir = Scratch::new("syntax");
+        let path = dir.write(
+            "broken.proto",
+            "syntax = \"proto3\";\npackage bad;\n\nmessage Broken {\n  string name = 1\n  int32 id = 2;\n}\n",
+        );
+        let err = Builder::new()
+            .generate(&[&path], &[&dir.0])
+            .expect_err("missing semicolon");
+        let Error::Proto {
+            file, line, column, ..
+        } = &err
+        else {
+            panic!("expected a proto error, got {err:?}");
+        };
+        assert_eq!(file.as_deref(), Some(path.as_path()));
+        assert_eq!(*line, Some(6), "{err}");
+        assert_eq!(*column, Some(3), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!("{}:6:3: ", path.display())),
+            "{text}"
+        );
+        assert!(text.contains("expected"), "{text}");
+    }
+
+    #[test]
+    fn type_error_names_file_and_line() {
+        let dir = Scratch::new("types");
+        let path = dir.write(
+            "unknown.proto",
+            "syntax = \"proto3\";\npackage bad;\n\nmessage Holder {\n  Missing thing = 1;\n}\n",
+        );
+        let err = Builder::new()
+            .generate(&["unknown.proto"], &[&dir.0])
+            .expect_err("unknown type");
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!("{}:5:", path.display())),
+            "{text}"
+        );
+        assert!(text.contains("Missing"), "{text}");
+    }
+
+    #[test]
+    fn missing_file_is_named() {
+        let err = Builder::new()
+            .generate(&["nope/absent.proto"], &[fixtures()])
+            .expect_err("no such file");
+        let text = err.to_string();
+        assert!(text.starts_with("nope/absent.proto: "), "{text}");
+        assert!(text.contains("not found"), "{text}");
+    }
+
+    #[test]
+    fn compile_writes_into_out_dir() {
+        let dir = Scratch::new("out");
+        Builder::new()
+            .emit_rerun_if_changed(false)
+            .out_dir(&dir.0)
+            .compile(&["echo.proto", "shop.proto"], &[fixtures()])
+            .expect("compiles");
+        let echo = std::fs::read_to_string(dir.0.join("example.rs")).expect("example.rs");
+        assert!(echo.contains("pub struct EchoServiceClient"));
+        let shop = std::fs::read_to_string(dir.0.join("keel.shop.rs")).expect("keel.shop.rs");
+        assert!(shop.contains("pub struct PricingClient"));
+    }
+
+    #[test]
+    fn compile_without_out_dir_says_so() {
+        if std::env::var_os("OUT_DIR").is_some() {
+            return; // cannot test the unset case here
+        }
+        let err = compile_protos_quiet(&["echo.proto"]).expect_err("no OUT_DIR");
+        assert!(matches!(err, Error::OutDirNotSet), "{err:?}");
+        assert!(err.to_string().contains("OUT_DIR"));
+    }
+
+    fn compile_protos_quiet(protos: &[&str]) -> Result<(), Error> {
+        Builder::new()
+            .emit_rerun_if_changed(false)
+            .compile(protos, &[fixtures()])
+    }
+
+    /// Re-runs [`child_generates_with_empty_path`] in a child process whose
+    /// `PATH` is empty and whose `PROTOC` points nowhere: any attempt to run
+    /// protoc would fail there.
+    #[test]
+    fn generation_needs_no_protoc() {
+        let exe = std::env::current_exe().expect("test binary path");
+        let output = std::process::Command::new(exe)
+            .args([
+                "--exact",
+                "builder::tests::child_generates_with_empty_path",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env_remove("PATH")
+            .env("PROTOC", "/nonexistent/protoc")
+            .env("KEEL_BUILD_NO_PROTOC_CHILD", "1")
+            .output()
+            .expect("spawn child");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "child failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(stdout.contains("1 passed"), "child ran no test:\n{stdout}");
+    }
+
+    /// Runs in every test run; `generation_needs_no_protoc` also re-runs it
+    /// in a child process with no `PATH` and a `PROTOC` that does not exist.
+    #[test]
+    fn child_generates_with_empty_path() {
+        if std::env::var_os("KEEL_BUILD_NO_PROTOC_CHILD").is_some() {
+            assert!(std::env::var_os("PATH").is_none());
+        }
+        let files = Builder::new()
+            .generate(&["echo.proto", "shop.proto"], &[fixtures()])
+            .expect("generates without protoc");
+        let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["example.rs", "keel.shop.rs"]);
+        assert!(files[0].code.contains("pub trait EchoService"));
+        assert!(files[1].code.contains("pub struct InventoryClient"));
+    }
+}

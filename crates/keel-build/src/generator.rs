@@ -1,0 +1,390 @@
+//! Keel service code: one `prost_build::ServiceGenerator` that writes, per
+//! protobuf service, the server trait, its dispatch adapter, the client and
+//! the `static` descriptors.
+//!
+//! The text is emitted as plain Rust and formatted by prost-build afterwards
+//! (prettyplease), so the templates below favour clarity over layout.
+
+use std::cell::RefCell;
+use std::fmt::Write as _;
+use std::rc::Rc;
+
+use heck::{ToShoutySnakeCase, ToSnakeCase};
+use prost_build::{Method, Service};
+
+/// Generates Keel server traits, clients and descriptors for protobuf
+/// services; plug it into a `prost_build::Config` with
+/// `config.service_generator(Box::new(ServiceGenerator::new()))` when driving
+/// prost-build yourself ([`Builder`](crate::Builder) does this for you).
+///
+/// Streaming methods get a descriptor (with their `kind` recorded) but no
+/// trait method or client method yet: Keel's runtime is unary-only for now.
+/// Their full names are collected in [`ServiceGenerator::skipped`].
+#[derive(Debug, Clone)]
+pub struct ServiceGenerator {
+    runtime: String,
+    server: bool,
+    client: bool,
+    skipped: Rc<RefCell<Vec<String>>>,
+}
+
+impl Default for ServiceGenerator {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ServiceGenerator {
+    /// A generator for servers and clients that refers to the runtime as `::keel`.
+    pub fn new() -> Self {
+        ServiceGenerator {
+            runtime: "::keel".to_owned(),
+            server: true,
+            client: true,
+            skipped: Rc::default(),
+        }
+    }
+
+    /// Uses `path` (an absolute path such as `::keel` or `crate`) to refer to
+    /// the Keel runtime in generated code.
+    pub fn runtime_path(mut self, path: impl Into<String>) -> Self {
+        self.runtime = path.into();
+        self
+    }
+
+    /// Whether to generate server traits and adapters (default `true`).
+    pub fn build_server(mut self, enabled: bool) -> Self {
+        self.server = enabled;
+        self
+    }
+
+    /// Whether to generate clients (default `true`).
+    pub fn build_client(mut self, enabled: bool) -> Self {
+        self.client = enabled;
+        self
+    }
+
+    /// Full names (`package.Service.Method`) of streaming methods that got a
+    /// descriptor but no handler or client method. Shared between clones, so
+    /// a caller can keep a clone and read it after prost-build consumed the
+    /// generator.
+    pub fn skipped(&self) -> Vec<String> {
+        self.skipped.borrow().clone()
+    }
+}
+
+impl prost_build::ServiceGenerator for ServiceGenerator {
+    fn generate(&mut self, service: Service, buf: &mut String) {
+        let service = ServiceModel::new(&service, &self.runtime);
+        for method in service.methods.iter().filter(|m| !m.unary) {
+            self.skipped
+                .borrow_mut()
+                .push(format!("{}.{}", service.full_name, method.proto_name));
+        }
+        service.write_descriptors(buf);
+        if self.server {
+            service.write_server(buf);
+        }
+        if self.client {
+            service.write_client(buf);
+        }
+    }
+}
+
+/// What the templates need to know about one service, names resolved.
+struct ServiceModel<'a> {
+    rt: &'a str,
+    /// `example.EchoService`
+    full_name: String,
+    /// `EchoService`
+    rust_name: &'a str,
+    /// `echo_service`: the module holding the descriptors.
+    module: String,
+    comments: String,
+    methods: Vec<MethodModel<'a>>,
+}
+
+struct MethodModel<'a> {
+    /// `Echo`
+    proto_name: &'a str,
+    /// `echo` (keywords escaped by prost-build)
+    rust_name: &'a str,
+    /// `ECHO`: the descriptor's static in the service module.
+    static_name: String,
+    input: &'a str,
+    output: &'a str,
+    input_proto: &'a str,
+    output_proto: &'a str,
+    kind: &'static str,
+    unary: bool,
+    comments: String,
+}
+
+/// The service descriptor's static; a method whose name would collide gets
+/// a `_METHOD` suffix instead.
+const SERVICE_STATIC: &str = "SERVICE";
+
+impl<'a> ServiceModel<'a> {
+    fn new(service: &'a Service, rt: &'a str) -> Self {
+        let full_name = if service.package.is_empty() {
+            service.proto_name.clone()
+        } else {
+            format!("{}.{}", service.package, service.proto_name)
+        };
+        let mut comments = String::new();
+        service.comments.append_with_indent(0, &mut comments);
+        ServiceModel {
+            rt,
+            full_name,
+            rust_name: &service.name,
+            module: sanitize(service.proto_name.to_snake_case()),
+            comments,
+            methods: service.methods.iter().map(MethodModel::new).collect(),
+        }
+    }
+
+    fn write_descriptors(&self, buf: &mut String) {
+        let ServiceModel {
+            rt,
+            full_name,
+            module,
+            ..
+        } = self;
+        let _ = writeln!(
+            buf,
+            "/// Descriptors of `{full_name}`: `static`s built once per process. A \
+             method's identity is its address: channels key per-method state by it."
+        );
+        let _ = writeln!(buf, "pub mod {module} {{");
+        for (index, m) in self.methods.iter().enumerate() {
+            let _ = writeln!(
+                buf,
+                "/// `{full_name}.{proto}`.\n\
+                 pub static {name}: {rt}::MethodDescriptor = {rt}::MethodDescriptor {{\n\
+                 service: \"{full_name}\",\n\
+                 method: \"{proto}\",\n\
+                 path: \"/{full_name}/{proto}\",\n\
+                 index: {index},\n\
+                 request_type: \"{input}\",\n\
+                 response_type: \"{output}\",\n\
+                 kind: {rt}::MethodKind::{kind},\n\
+                 }};",
+                proto = m.proto_name,
+                name = m.static_name,
+                input = m.input_proto,
+                output = m.output_proto,
+                kind = m.kind,
+            );
+        }
+        let list: Vec<&str> = self.methods.iter().map(|m| &*m.static_name).collect();
+        let _ = writeln!(
+            buf,
+            "/// The service `{full_name}` and its methods, in declaration order.\n\
+             pub static {SERVICE_STATIC}: {rt}::ServiceDescriptor = {rt}::ServiceDescriptor {{\n\
+             name: \"{full_name}\",\n\
+             methods: &[{}],\n\
+             }};\n\
+             }}",
+            list.iter()
+                .map(|name| format!("&{name}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+
+    fn write_server(&self, buf: &mut String) {
+        let ServiceModel {
+            rt,
+            full_name,
+            rust_name,
+            module,
+            comments,
+            ..
+        } = self;
+        let server = format!("{rust_name}Server");
+
+        // The trait users implement, with `async fn`s.
+        buf.push_str(comments);
+        if !comments.is_empty() {
+            buf.push_str("///\n");
+        }
+        let _ = writeln!(
+            buf,
+            "/// Server side of `{full_name}`: implement it (with `async fn`s), wrap the \
+             implementation in [`{server}`] and add that to a server or an in-process channel.\n\
+             pub trait {rust_name}: ::core::marker::Send + ::core::marker::Sync + 'static {{"
+        );
+        for m in self.methods.iter().filter(|m| m.unary) {
+            buf.push_str(&m.comments);
+            if !m.comments.is_empty() {
+                buf.push_str("///\n");
+            }
+            let _ = writeln!(
+                buf,
+                "/// Handles `{full_name}.{proto}`. An `Err` reaches the caller with its code and text.\n\
+                 fn {name}(&self, ctx: &{rt}::Context, request: {input}) -> impl ::core::future::Future<\
+                 Output = ::core::result::Result<{output}, {rt}::Status>> + ::core::marker::Send;",
+                proto = m.proto_name,
+                name = m.rust_name,
+                input = m.input,
+                output = m.output,
+            );
+        }
+        buf.push_str("}\n");
+
+        // The adapter the server dispatches into.
+        let _ = writeln!(
+            buf,
+            "/// Serves an implementation of [`{rust_name}`]: decodes requests, calls the handler, \
+             encodes responses. Add it to a `{rt}::server::MethodTable` (or a server).\n\
+             #[derive(Debug, Clone, Default)]\n\
+             pub struct {server}<S> {{ inner: S }}\n\
+             #[allow(dead_code)] // accessors a program may not need\n\
+             impl<S> {server}<S> {{\n\
+             /// Wraps the implementation `inner`.\n\
+             pub const fn new(inner: S) -> Self {{ Self {{ inner }} }}\n\
+             /// The wrapped implementation.\n\
+             pub fn get_ref(&self) -> &S {{ &self.inner }}\n\
+             /// Unwraps the implementation.\n\
+             pub fn into_inner(self) -> S {{ self.inner }}\n\
+             }}\n\
+             impl<S: {rust_name}> {rt}::server::Service for {server}<S> {{\n\
+             fn descriptor(&self) -> &'static {rt}::ServiceDescriptor {{ &{module}::{SERVICE_STATIC} }}\n\
+             fn call<'a>(&'a self, method: usize, ctx: &'a {rt}::Context, \
+             request: {rt}::bytes::Bytes, response: &'a mut {rt}::bytes::BytesMut) \
+             -> {rt}::server::ServiceFuture<'a> {{"
+        );
+        if !self.methods.iter().any(|m| m.unary) {
+            let _ = writeln!(
+                buf,
+                "let _ = (ctx, request, response);\n\
+                 {rt}::server::unknown_method(&{module}::{SERVICE_STATIC}, method)\n}}\n}}"
+            );
+            return;
+        }
+        buf.push_str("match method {\n");
+        for (index, m) in self.methods.iter().enumerate().filter(|(_, m)| m.unary) {
+            let _ = writeln!(
+                buf,
+                "{index} => {rt}::server::unary(&{module}::{st}, request, response, \
+                 move |request| self.inner.{name}(ctx, request)),",
+                st = m.static_name,
+                name = m.rust_name,
+            );
+        }
+        let _ = writeln!(
+            buf,
+            "_ => {rt}::server::unknown_method(&{module}::{SERVICE_STATIC}, method),\n}}\n}}\n}}"
+        );
+    }
+
+    fn write_client(&self, buf: &mut String) {
+        let ServiceModel {
+            rt,
+            full_name,
+            rust_name,
+            module,
+            ..
+        } = self;
+        let client = format!("{rust_name}Client");
+        let _ = writeln!(
+            buf,
+            "/// Client of `{full_name}`: a channel handle plus call options, a few words. \
+             [`new`]({client}::new) and [`with_options`]({client}::with_options) allocate \
+             nothing; clone it freely.\n\
+             #[derive(Debug, Clone)]\n\
+             pub struct {client} {{ inner: {rt}::Client }}\n\
+             #[allow(dead_code)] // a program rarely calls every method\n\
+             impl {client} {{\n\
+             /// A client calling through `channel` with default options (no heap allocation).\n\
+             pub fn new(channel: &{rt}::Channel) -> Self {{ Self {{ inner: {rt}::Client::new(channel) }} }}\n\
+             /// Wraps a generic client handle.\n\
+             pub fn from_client(inner: {rt}::Client) -> Self {{ Self {{ inner }} }}\n\
+             /// A client sharing this one's channel and descriptors, calling with \
+             `options` (no heap allocation).\n\
+             #[must_use]\n\
+             pub fn with_options(&self, options: {rt}::CallOptions) -> Self {{ \
+             Self {{ inner: self.inner.with_options(options) }} }}\n\
+             /// The options every call of this client uses.\n\
+             pub fn options(&self) -> &{rt}::CallOptions {{ self.inner.options() }}\n\
+             /// The generic client handle, e.g. for calls that also return the \
+             response attachment.\n\
+             pub fn client(&self) -> &{rt}::Client {{ &self.inner }}"
+        );
+        for m in self.methods.iter().filter(|m| m.unary) {
+            buf.push_str(&m.comments);
+            if !m.comments.is_empty() {
+                buf.push_str("///\n");
+            }
+            let _ = writeln!(
+                buf,
+                "/// Calls `{full_name}.{proto}`.\n\
+                 pub async fn {name}(&self, request: &{input}) \
+                 -> ::core::result::Result<{output}, {rt}::Status> {{\n\
+                 self.inner.unary(&{module}::{st}, request).await\n\
+                 }}",
+                proto = m.proto_name,
+                name = m.rust_name,
+                input = m.input,
+                output = m.output,
+                st = m.static_name,
+            );
+        }
+        buf.push_str("}\n");
+    }
+}
+
+impl<'a> MethodModel<'a> {
+    fn new(method: &'a Method) -> Self {
+        let mut static_name = method.proto_name.to_shouty_snake_case();
+        if static_name == SERVICE_STATIC {
+            static_name.push_str("_METHOD");
+        }
+        let kind = match (method.client_streaming, method.server_streaming) {
+            (false, false) => "Unary",
+            (true, false) => "ClientStreaming",
+            (false, true) => "ServerStreaming",
+            (true, true) => "BidiStreaming",
+        };
+        let mut comments = String::new();
+        method.comments.append_with_indent(0, &mut comments);
+        MethodModel {
+            proto_name: &method.proto_name,
+            rust_name: &method.name,
+            static_name,
+            input: &method.input_type,
+            output: &method.output_type,
+            input_proto: method.input_proto_type.trim_start_matches('.'),
+            output_proto: method.output_proto_type.trim_start_matches('.'),
+            kind,
+            unary: kind == "Unary",
+            comments,
+        }
+    }
+}
+
+/// Makes a snake_case name a valid module identifier.
+fn sanitize(name: String) -> String {
+    match name.as_str() {
+        "as" | "break" | "const" | "continue" | "else" | "enum" | "false" | "fn" | "for" | "if"
+        | "impl" | "in" | "let" | "loop" | "match" | "mod" | "move" | "mut" | "pub" | "ref"
+        | "return" | "static" | "struct" | "trait" | "true" | "type" | "unsafe" | "use"
+        | "where" | "while" | "dyn" | "abstract" | "become" | "box" | "do" | "final" | "macro"
+        | "override" | "priv" | "typeof" | "unsized" | "virtual" | "yield" | "async" | "await"
+        | "try" | "gen" => format!("r#{name}"),
+        "_" | "super" | "self" | "extern" | "crate" => format!("{name}_"),
+        _ => name,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn module_names_are_valid_identifiers() {
+        assert_eq!(sanitize("echo_service".to_owned()), "echo_service");
+        assert_eq!(sanitize("type".to_owned()), "r#type");
+        assert_eq!(sanitize("self".to_owned()), "self_");
+    }
+}

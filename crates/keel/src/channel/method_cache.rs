@@ -1,0 +1,143 @@
+//! A channel's per-method state, keyed by method identity.
+//!
+//! Entries are created on a method's first call and live as long as the
+//! channel, so the table is bounded by the number of distinct methods called
+//! through it — clients, option sets and calls add nothing (`DESIGN.md`
+//! §1.3). The steady state is a read lock, a hash of one pointer and a few
+//! relaxed atomic increments; no allocation.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use crate::method::{MethodDescriptor, MethodKey};
+
+/// Counters of one method on one channel.
+#[derive(Debug, Default)]
+pub(crate) struct MethodStats {
+    calls: AtomicU64,
+    errors: AtomicU64,
+    latency_nanos: AtomicU64,
+}
+
+impl MethodStats {
+    pub(crate) fn start(&self) {
+        self.calls.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn finish(&self, latency: Duration, failed: bool) {
+        if failed {
+            self.errors.fetch_add(1, Relaxed);
+        }
+        let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
+        self.latency_nanos.fetch_add(nanos, Relaxed);
+    }
+}
+
+/// A point-in-time copy of one method's counters on a channel.
+#[derive(Debug, Clone, Copy)]
+pub struct MethodStatsSnapshot {
+    /// The method.
+    pub method: &'static MethodDescriptor,
+    /// Calls started.
+    pub calls: u64,
+    /// Calls that ended with an error (timeouts included).
+    pub errors: u64,
+    /// Sum of the latencies of calls that ended; cancelled calls count in
+    /// `calls` only.
+    pub total_latency: Duration,
+}
+
+/// The table itself.
+#[derive(Debug, Default)]
+pub(crate) struct MethodCache {
+    entries: RwLock<HashMap<MethodKey, Arc<MethodStats>>>,
+}
+
+impl MethodCache {
+    /// The entry of `method`, created on first use.
+    pub(crate) fn entry(&self, method: &'static MethodDescriptor) -> Arc<MethodStats> {
+        let key = MethodKey(method);
+        // Counters stay valid whatever a panicking holder did: ignore poison.
+        if let Some(stats) = self
+            .entries
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+        {
+            return Arc::clone(stats);
+        }
+        let mut entries = self.entries.write().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(entries.entry(key).or_default())
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.entries
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    pub(crate) fn snapshot(&self) -> Vec<MethodStatsSnapshot> {
+        let entries = self.entries.read().unwrap_or_else(PoisonError::into_inner);
+        entries
+            .iter()
+            .map(|(key, stats)| MethodStatsSnapshot {
+                method: key.0,
+                calls: stats.calls.load(Relaxed),
+                errors: stats.errors.load(Relaxed),
+                total_latency: Duration::from_nanos(stats.latency_nanos.load(Relaxed)),
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::method::MethodKind;
+
+    static M: MethodDescriptor = MethodDescriptor {
+        service: "s.S",
+        method: "M",
+        path: "/s.S/M",
+        index: 0,
+        request_type: "s.A",
+        response_type: "s.B",
+        kind: MethodKind::Unary,
+    };
+    static N: MethodDescriptor = MethodDescriptor {
+        service: "s.S",
+        method: "M",
+        path: "/s.S/M",
+        index: 0,
+        request_type: "s.A",
+        response_type: "s.B",
+        kind: MethodKind::Unary,
+    };
+
+    #[test]
+    fn one_entry_per_method_identity() {
+        let cache = MethodCache::default();
+        for _ in 0..100 {
+            cache.entry(&M).start();
+        }
+        assert_eq!(cache.len(), 1);
+        // Same names, different descriptor: a different method.
+        cache.entry(&N).finish(Duration::from_millis(2), true);
+        assert_eq!(cache.len(), 2);
+        let snapshot = cache.snapshot();
+        let m = snapshot
+            .iter()
+            .find(|s| s.method.is(&M))
+            .expect("M present");
+        assert_eq!((m.calls, m.errors), (100, 0));
+        let n = snapshot
+            .iter()
+            .find(|s| s.method.is(&N))
+            .expect("N present");
+        assert_eq!((n.calls, n.errors), (0, 1));
+        assert_eq!(n.total_latency, Duration::from_millis(2));
+    }
+}

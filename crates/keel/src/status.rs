@@ -1,0 +1,254 @@
+//! Errors of a call: a numeric [`Code`] (brpc's errno values, or any `i32` a
+//! handler chooses) and a human message, carried to the caller unchanged.
+
+use std::borrow::Cow;
+use std::fmt;
+
+/// An error code, as carried in baidu_std's `RpcResponseMeta.error_code`.
+///
+/// The constants are brpc's framework errnos (`brpc/errno.proto`), so a brpc
+/// peer and a Keel peer read each other's failures. Any other `i32` is an
+/// application code chosen by a handler and passes through unchanged. Codes
+/// compare by value and work in patterns:
+///
+/// ```
+/// use keel::Code;
+/// fn retryable(code: Code) -> bool {
+///     matches!(code, Code::EFAILEDSOCKET | Code::EOVERCROWDED | Code::ELOGOFF)
+/// }
+/// assert!(retryable(Code::new(1009)));
+/// assert!(!retryable(Code::new(42)));
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Code(i32);
+
+macro_rules! codes {
+    ($($(#[$doc:meta])* $name:ident = $value:literal, $text:literal;)*) => {
+        impl Code {
+            $( $(#[$doc])* pub const $name: Code = Code($value); )*
+
+            /// brpc's name for this code (`"ERPCTIMEDOUT"`), if it is one of brpc's.
+            pub const fn name(self) -> Option<&'static str> {
+                match self.0 {
+                    $( $value => Some(stringify!($name)), )*
+                    _ => None,
+                }
+            }
+
+            /// brpc's one-line description (`"RPC call is timed out"`), if any.
+            pub const fn description(self) -> Option<&'static str> {
+                match self.0 {
+                    $( $value => Some($text), )*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+codes! {
+    /// No such service on the server (1001).
+    ENOSERVICE = 1001, "No such service";
+    /// The service has no such method (1002).
+    ENOMETHOD = 1002, "No such method";
+    /// The request could not be decoded or is invalid (1003).
+    EREQUEST = 1003, "Bad request";
+    /// Authentication failed (1004).
+    ERPCAUTH = 1004, "Authentication failed";
+    /// Too many sub-calls of a parallel call failed (1005).
+    ETOOMANYFAILS = 1005, "Too many sub calls failed";
+    /// A parallel channel finished (1006).
+    EPCHANFINISH = 1006, "ParallelChannel finished";
+    /// A backup request was sent (1007).
+    EBACKUPREQUEST = 1007, "Sending backup request";
+    /// The call's deadline passed before a response arrived (1008).
+    ERPCTIMEDOUT = 1008, "RPC call is timed out";
+    /// The connection broke (1009).
+    EFAILEDSOCKET = 1009, "Broken socket";
+    /// A bad HTTP call (1010).
+    EHTTP = 1010, "Bad http call";
+    /// The server is overcrowded: too many pending writes (1011).
+    EOVERCROWDED = 1011, "The server is overcrowded";
+    /// The server failed internally (2001).
+    EINTERNAL = 2001, "Internal server error";
+    /// The response could not be decoded or is invalid (2002).
+    ERESPONSE = 2002, "Bad response";
+    /// The server is stopping (2003).
+    ELOGOFF = 2003, "Server is stopping";
+    /// The server reached its concurrency limit (2004).
+    ELIMIT = 2004, "Reached server's max_concurrency";
+    /// The connection was closed on purpose (2005).
+    ECLOSE = 2005, "Close socket initiatively";
+}
+
+impl Code {
+    /// The code with numeric value `value` (brpc's or an application's).
+    pub const fn new(value: i32) -> Code {
+        Code(value)
+    }
+
+    /// The numeric value, as sent on the wire.
+    pub const fn value(self) -> i32 {
+        self.0
+    }
+}
+
+impl From<i32> for Code {
+    fn from(value: i32) -> Code {
+        Code(value)
+    }
+}
+
+impl From<Code> for i32 {
+    fn from(code: Code) -> i32 {
+        code.0
+    }
+}
+
+/// `ERPCTIMEDOUT(1008)` for brpc's codes, `E42` for others.
+impl fmt::Display for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.name() {
+            Some(name) => write!(f, "{name}({})", self.0),
+            None => write!(f, "E{}", self.0),
+        }
+    }
+}
+
+impl fmt::Debug for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// A failed call: a [`Code`] and a message for people.
+///
+/// Handlers return it to fail a call; the server sends code and message to
+/// the caller, who gets an equal `Status`. Static messages cost no
+/// allocation (`Status::new(code, "text")`).
+///
+/// ```
+/// use keel::{Code, Status};
+/// let status = Status::new(Code::ERPCTIMEDOUT, "reached timeout=100ms");
+/// assert_eq!(status.to_string(), "ERPCTIMEDOUT(1008): reached timeout=100ms");
+/// assert_eq!(Status::new(Code::new(42), "out of stock").to_string(), "E42: out of stock");
+/// ```
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
+pub struct Status {
+    code: Code,
+    message: Cow<'static, str>,
+}
+
+impl Status {
+    /// A failure with `code` and `message`.
+    ///
+    /// Code 0 means success on the wire, so it is replaced by
+    /// [`Code::EINTERNAL`] (a failure must never read as success).
+    pub fn new(code: Code, message: impl Into<Cow<'static, str>>) -> Status {
+        let code = if code.0 == 0 { Code::EINTERNAL } else { code };
+        Status {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The error code.
+    pub fn code(&self) -> Code {
+        self.code
+    }
+
+    /// The message (may be empty).
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// [`Code::EINTERNAL`] with `message`.
+    pub fn internal(message: impl Into<Cow<'static, str>>) -> Status {
+        Status::new(Code::EINTERNAL, message)
+    }
+
+    /// [`Code::EREQUEST`] with `message`: the request is invalid.
+    pub fn bad_request(message: impl Into<Cow<'static, str>>) -> Status {
+        Status::new(Code::EREQUEST, message)
+    }
+}
+
+/// `CODE(n): message`, or brpc's description when the message is empty.
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = match (&*self.message, self.code.description()) {
+            ("", Some(description)) => description,
+            (message, _) => message,
+        };
+        write!(f, "{}: {text}", self.code)
+    }
+}
+
+impl fmt::Debug for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Status")
+            .field("code", &self.code)
+            .field("message", &self.message)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn brpc_values() {
+        let table = [
+            (Code::ENOSERVICE, 1001),
+            (Code::ENOMETHOD, 1002),
+            (Code::EREQUEST, 1003),
+            (Code::ERPCAUTH, 1004),
+            (Code::ETOOMANYFAILS, 1005),
+            (Code::EBACKUPREQUEST, 1007),
+            (Code::ERPCTIMEDOUT, 1008),
+            (Code::EFAILEDSOCKET, 1009),
+            (Code::EHTTP, 1010),
+            (Code::EOVERCROWDED, 1011),
+            (Code::EINTERNAL, 2001),
+            (Code::ERESPONSE, 2002),
+            (Code::ELOGOFF, 2003),
+            (Code::ELIMIT, 2004),
+            (Code::ECLOSE, 2005),
+        ];
+        for (code, value) in table {
+            assert_eq!(code.value(), value);
+            assert_eq!(Code::from(value), code);
+            assert!(code.name().is_some_and(|n| n.starts_with('E')));
+        }
+        assert_eq!(Code::ENOMETHOD.name(), Some("ENOMETHOD"));
+    }
+
+    #[test]
+    fn application_codes_pass_through() {
+        let code = Code::new(-7);
+        assert_eq!(code.name(), None);
+        assert_eq!(i32::from(code), -7);
+        assert_eq!(code.to_string(), "E-7");
+    }
+
+    #[test]
+    fn display_has_name_number_and_text() {
+        let s = Status::new(Code::ENOMETHOD, "no method Foo in example.EchoService");
+        assert_eq!(
+            s.to_string(),
+            "ENOMETHOD(1002): no method Foo in example.EchoService"
+        );
+        assert_eq!(
+            Status::new(Code::ELIMIT, "").to_string(),
+            "ELIMIT(2004): Reached server's max_concurrency"
+        );
+        let err: &dyn std::error::Error = &s;
+        assert!(err.source().is_none());
+    }
+
+    #[test]
+    fn code_zero_is_never_a_failure_code() {
+        assert_eq!(Status::new(Code::new(0), "oops").code(), Code::EINTERNAL);
+    }
+}
