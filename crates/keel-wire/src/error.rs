@@ -79,6 +79,21 @@ pub enum WireError {
     #[error("RpcMeta is not a valid protobuf message: {0}")]
     BadMeta(#[from] prost::DecodeError),
 
+    /// The `RpcMeta` protobuf could not be parsed by the zero-allocation
+    /// parser ([`MetaView::parse`](crate::baidu_std::MetaView::parse)).
+    ///
+    /// The same kind of failure as [`WireError::BadMeta`] (same
+    /// [`code`](WireError::code)), but typed, and built without allocating.
+    #[error("RpcMeta is not a valid protobuf message: {field}: {reason}")]
+    BadMetaField {
+        /// Where parsing failed: a field (`RpcRequestMeta.service_name`), or a
+        /// message (`RpcMeta`) when the failure is in a field key or in a
+        /// field the parser does not know.
+        field: &'static str,
+        /// What was wrong there.
+        reason: BadMetaReason,
+    },
+
     /// `RpcMeta.attachment_size` is negative or larger than what follows the
     /// meta in the body.
     #[error(
@@ -102,6 +117,16 @@ pub enum WireError {
         in_meta: i32,
         /// The attachment's real length.
         actual: usize,
+    },
+
+    /// Encoding: the attachment is too large for `RpcMeta.attachment_size`,
+    /// an int32.
+    #[error(
+        "attachment of {size} bytes is larger than RpcMeta.attachment_size can say (an int32, at most 2 GiB - 1); send smaller attachments"
+    )]
+    AttachmentTooLarge {
+        /// The attachment's length.
+        size: usize,
     },
 
     /// Encoding: the payload writer did not write the announced length.
@@ -165,9 +190,10 @@ impl WireError {
             WireError::MetaLargerThanBody { .. } => "meta_larger_than_body",
             WireError::Truncated { .. } => "truncated",
             WireError::TrailingBytes { .. } => "trailing_bytes",
-            WireError::BadMeta(_) => "bad_meta",
+            WireError::BadMeta(_) | WireError::BadMetaField { .. } => "bad_meta",
             WireError::AttachmentLargerThanPayload { .. } => "attachment_larger_than_payload",
             WireError::AttachmentSizeMismatch { .. } => "attachment_size_mismatch",
+            WireError::AttachmentTooLarge { .. } => "attachment_too_large",
             WireError::PayloadLengthMismatch { .. } => "payload_length_mismatch",
             WireError::FrameTooLarge { .. } => "frame_too_large",
             WireError::UnsupportedCompression { .. } => "unsupported_compression",
@@ -175,4 +201,42 @@ impl WireError {
             WireError::Decompress { .. } => "decompress",
         }
     }
+}
+
+/// Why [`MetaView::parse`](crate::baidu_std::MetaView::parse) rejected an
+/// `RpcMeta`: a violation of the protobuf wire format, found at the field
+/// named by [`WireError::BadMetaField`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BadMetaReason {
+    /// A varint runs past the end of its message.
+    #[error("a varint runs past the end of the message")]
+    TruncatedVarint,
+    /// A varint is longer than 10 bytes or does not fit 64 bits.
+    #[error("a varint does not fit 64 bits")]
+    VarintOverflow,
+    /// A field key does not fit 32 bits.
+    #[error("a field key does not fit 32 bits")]
+    KeyOverflow,
+    /// A field key has wire type 6 or 7, which protobuf does not define.
+    #[error("a field key has an undefined wire type (6 or 7)")]
+    InvalidWireType,
+    /// A field key has field number 0.
+    #[error("a field key has field number 0")]
+    FieldNumberZero,
+    /// A group (wire type 3 or 4): proto2 groups are not used by brpc's meta
+    /// and are not accepted.
+    #[error("groups (wire types 3 and 4) are not supported")]
+    Group,
+    /// A fixed-size or length-delimited value runs past the end of its
+    /// message.
+    #[error("a value runs past the end of the message")]
+    Truncated,
+    /// A known field was sent with another wire type than its protobuf type
+    /// has (e.g. a varint where a string is expected).
+    #[error("the field has the wrong wire type for its type")]
+    WrongWireType,
+    /// A string field is not valid UTF-8.
+    #[error("the string is not valid UTF-8")]
+    InvalidUtf8,
 }

@@ -17,6 +17,11 @@
 //!   buffer without copying their bodies, and enforces
 //!   [`baidu_std::Limits`] from the header alone, before buffering a body;
 //!   [`baidu_std::encode_frame`] writes one into a caller's buffer in place.
+//!   For hot paths that must not allocate per call, [`baidu_std::view`]
+//!   does the same without owned strings: [`baidu_std::decode_raw_frame`]
+//!   and [`baidu_std::MetaView`] read a frame in place,
+//!   [`baidu_std::encode_request`] and [`baidu_std::encode_response`] write
+//!   one from borrowed fields, byte for byte as `encode_frame` would.
 //! - [`compress`](mod@compress): the payload compressions brpc names in
 //!   `RpcMeta.compress_type` (snappy, gzip, zlib), with decompression bounded
 //!   by a limit so a decompression bomb is an error, not an allocation.
@@ -62,5 +67,5 @@ mod error;
 mod sniff;
 
 pub use compress::{CompressType, compress, decompress, decompress_into};
-pub use error::WireError;
+pub use error::{BadMetaReason, WireError};
 pub use sniff::{HTTP2_PREFACE, SNIFF_MAX_LEN, Sniff, sniff};

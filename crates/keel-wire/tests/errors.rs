@@ -365,6 +365,7 @@ fn codes_are_distinct() {
         }
         .code(),
         WireError::FrameTooLarge { size: 0 }.code(),
+        WireError::AttachmentTooLarge { size: 0 }.code(),
         WireError::UnsupportedCompression { compress_type: 0 }.code(),
         WireError::DecompressedTooLarge {
             kind: CompressType::Gzip,

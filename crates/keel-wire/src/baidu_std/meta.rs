@@ -5,7 +5,8 @@
 //! Plain scalar fields are written only when they differ from their default,
 //! which is what brpc reads for an absent `optional` field anyway; where
 //! brpc distinguishes "absent" from "zero" (`timeout_ms`) the field is an
-//! `Option`. Unknown fields are skipped when decoding.
+//! `Option`. One exception: `RpcResponseMeta.error_code` is always written,
+//! as brpc itself writes it. Unknown fields are skipped when decoding.
 
 use std::collections::BTreeMap;
 
@@ -96,7 +97,11 @@ pub struct RpcRequestMeta {
 pub struct RpcResponseMeta {
     /// 0 on success, else a brpc error code (see [`errno`](super::errno)) or
     /// an application's own.
-    #[prost(int32, tag = "1")]
+    ///
+    /// Always written, even when 0: brpc writes it that way (so
+    /// `response {}` is never empty on the wire), and Keel's frames match
+    /// brpc's. brpc's proto has it `optional`; an absent one reads as 0.
+    #[prost(int32, required, tag = "1")]
     pub error_code: i32,
     /// What went wrong, for people.
     #[prost(string, tag = "2")]
@@ -230,6 +235,15 @@ mod tests {
         // reject the whole meta.
         let meta = RpcMeta::request("", "", 0);
         assert_eq!(meta.encode_to_vec(), [0x0a, 0x04, 0x0a, 0x00, 0x12, 0x00]);
+    }
+
+    #[test]
+    fn error_code_is_written_even_when_zero() {
+        // As brpc writes it (see tests/vectors/echo_response.hex).
+        assert_eq!(
+            RpcMeta::response(0, 0, "").encode_to_vec(),
+            [0x12, 0x02, 0x08, 0x00]
+        );
     }
 
     #[test]

@@ -19,10 +19,26 @@
 //! [`Frame`]'s payload and attachment are [`Bytes`] slices of the read buffer:
 //! no copy. [`encode_frame`] and [`encode_message_frame`] append a frame to a
 //! write buffer with one reservation and no intermediate buffer.
+//!
+//! Two ways to read and write frames:
+//!
+//! - With prost types that own their strings: [`Frame`], [`RpcMeta`],
+//!   [`decode_frame`], [`encode_frame`]. They are the reference, and what
+//!   tests and tools use.
+//! - Without allocating, for the server's and client's hot paths (module
+//!   [`view`]): [`decode_raw_frame`] cuts a [`RawFrame`], whose meta is read
+//!   in place as a [`MetaView`] borrowing its strings from the frame;
+//!   [`encode_request`] and [`encode_response`] write a frame from borrowed
+//!   fields. Both ways produce and accept the same bytes.
 
 mod meta;
+pub mod view;
 
 pub use meta::{ChunkInfo, RpcMeta, RpcRequestMeta, RpcResponseMeta, StreamSettings, errno};
+pub use view::{
+    MetaView, RawFrame, RequestHeader, RequestView, ResponseView, UserFields, UserFieldsIter,
+    decode_raw_frame, encode_request, encode_response,
+};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use prost::Message;
@@ -166,44 +182,7 @@ impl Frame {
     /// [`WireError::TrailingBytes`]. Payload and attachment share `bytes`'
     /// storage.
     pub fn decode(bytes: Bytes, limits: &Limits) -> Result<Frame, WireError> {
-        let header = FrameHeader::parse(&bytes)?;
-        header.check(limits)?;
-        let needed = header.frame_len();
-        if bytes.len() < needed {
-            return Err(WireError::Truncated {
-                needed,
-                available: bytes.len(),
-            });
-        }
-        if bytes.len() > needed {
-            return Err(WireError::TrailingBytes {
-                extra: bytes.len() - needed,
-            });
-        }
-        Frame::from_checked(header, bytes)
-    }
-
-    /// Splits a whole frame whose header passed [`FrameHeader::check`] and
-    /// whose length is `header.frame_len()`.
-    fn from_checked(header: FrameHeader, frame: Bytes) -> Result<Frame, WireError> {
-        debug_assert_eq!(frame.len(), header.frame_len());
-        let meta_end = HEADER_LEN + header.meta_size as usize;
-        let meta = RpcMeta::decode(frame.slice(HEADER_LEN..meta_end))?;
-        let available = frame.len() - meta_end;
-        let attachment_len = usize::try_from(meta.attachment_size)
-            .ok()
-            .filter(|&n| n <= available)
-            .ok_or(WireError::AttachmentLargerThanPayload {
-                attachment_size: meta.attachment_size,
-                available,
-                correlation_id: meta.correlation_id,
-            })?;
-        let payload_end = frame.len() - attachment_len;
-        Ok(Frame {
-            payload: frame.slice(meta_end..payload_end),
-            attachment: frame.slice(payload_end..),
-            meta,
-        })
+        RawFrame::decode(bytes, limits)?.into_frame()
     }
 
     /// Appends this frame to `dst` (see [`encode_frame`]).
@@ -232,7 +211,8 @@ impl Frame {
 ///
 /// A complete frame is split off `buf` (`split_to(..).freeze()`) and its
 /// payload and attachment are slices of it: the body is neither copied nor
-/// allocated; only the meta's strings are.
+/// allocated; only the meta's strings are (see [`decode_raw_frame`] for a
+/// decoder that allocates nothing).
 ///
 /// On a header error `buf` is left untouched, and the stream cannot be
 /// resynchronised: close the connection. On a body error
@@ -240,19 +220,9 @@ impl Frame {
 /// bad frame has been removed from `buf`, so the next call starts at the next
 /// frame.
 pub fn decode_frame(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Frame>, WireError> {
-    if buf.len() < HEADER_LEN {
-        check_magic(buf)?;
-        return Ok(None);
-    }
-    let header = FrameHeader::parse(buf)?;
-    header.check(limits)?;
-    let frame_len = header.frame_len();
-    if buf.len() < frame_len {
-        buf.reserve(frame_len - buf.len());
-        return Ok(None);
-    }
-    let frame = buf.split_to(frame_len).freeze();
-    Frame::from_checked(header, frame).map(Some)
+    decode_raw_frame(buf, limits)?
+        .map(RawFrame::into_frame)
+        .transpose()
 }
 
 /// Appends one frame to `dst`: header, `meta`, a payload of `payload_len`
@@ -284,7 +254,33 @@ pub fn encode_frame(
             actual: attachment.len(),
         });
     }
-    let meta_len = meta.encoded_len();
+    write_frame(
+        dst,
+        meta.encoded_len(),
+        |dst| {
+            meta.encode(dst)
+                .expect("BytesMut grows on demand, so encoding into it cannot run out of space")
+        },
+        payload_len,
+        write_payload,
+        attachment,
+    )
+}
+
+/// Appends one frame to `dst`: header, a meta of `meta_len` bytes written by
+/// `write_meta`, a payload of `payload_len` bytes written by
+/// `write_payload`, then `attachment`; `dst` is reserved once for all of it.
+///
+/// Fails with [`WireError::FrameTooLarge`] before writing anything, and with
+/// [`WireError::PayloadLengthMismatch`] after removing what was written.
+fn write_frame(
+    dst: &mut BytesMut,
+    meta_len: usize,
+    write_meta: impl FnOnce(&mut BytesMut),
+    payload_len: usize,
+    write_payload: impl FnOnce(&mut BytesMut),
+    attachment: &[u8],
+) -> Result<(), WireError> {
     let body_len = meta_len
         .checked_add(payload_len)
         .and_then(|n| n.checked_add(attachment.len()));
@@ -304,8 +300,12 @@ pub fn encode_frame(
     dst.reserve(header.frame_len());
     let start = dst.len();
     dst.put_slice(&header.to_bytes());
-    meta.encode(dst)
-        .expect("BytesMut grows on demand, so encoding into it cannot run out of space");
+    write_meta(dst);
+    debug_assert_eq!(
+        dst.len() - start,
+        HEADER_LEN + meta_len,
+        "write_meta wrote meta_len bytes"
+    );
     let payload_start = dst.len();
     write_payload(dst);
     match dst.len().checked_sub(payload_start) {

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use bytes::Bytes;
+use keel_wire::baidu_std::{MetaView, RpcMeta, RpcRequestMeta, RpcResponseMeta};
 
 /// `example.EchoRequest` / `example.EchoResponse` from `vectors/echo.proto`
 /// (both are `required string message = 1`). `Option` keeps presence, so a
@@ -134,4 +135,56 @@ pub fn all() -> Vec<Capture> {
     ];
     v.extend(wire_cases());
     v
+}
+
+/// What `view` says, as an `RpcMeta` (the fields a `MetaView` keeps).
+pub fn view_to_meta(view: &MetaView<'_>) -> RpcMeta {
+    RpcMeta {
+        request: view.request.map(|r| RpcRequestMeta {
+            service_name: r.service_name.into(),
+            method_name: r.method_name.into(),
+            log_id: r.log_id,
+            trace_id: r.trace_id,
+            span_id: r.span_id,
+            parent_span_id: r.parent_span_id,
+            request_id: r.request_id.into(),
+            timeout_ms: r.timeout_ms,
+        }),
+        response: view.response.map(|r| RpcResponseMeta {
+            error_code: r.error_code,
+            error_text: r.error_text.into(),
+        }),
+        compress_type: view.compress_type,
+        correlation_id: view.correlation_id,
+        attachment_size: view.attachment_size,
+        authentication_data: Bytes::copy_from_slice(view.authentication_data),
+        // Later pairs replace earlier ones, as in a protobuf map.
+        user_fields: view
+            .user_fields()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+        ..RpcMeta::default()
+    }
+}
+
+/// `meta` without the fields a `MetaView` checks but does not keep.
+pub fn kept_by_view(meta: &RpcMeta) -> RpcMeta {
+    RpcMeta {
+        chunk_info: None,
+        stream_settings: None,
+        content_type: 0,
+        checksum_type: 0,
+        checksum_value: Bytes::new(),
+        ..meta.clone()
+    }
+}
+
+/// Asserts that `view` and the prost-decoded `meta` agree field by field.
+#[track_caller]
+pub fn assert_view_eq(view: &MetaView<'_>, meta: &RpcMeta, what: &str) {
+    assert_eq!(view_to_meta(view), kept_by_view(meta), "{what}");
+    assert_eq!(view.error_code(), meta.error_code(), "{what}");
+    for (key, value) in &meta.user_fields {
+        assert_eq!(view.user_fields.get(key), Some(&**value), "{what}");
+    }
 }
