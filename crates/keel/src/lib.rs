@@ -81,17 +81,19 @@ pub mod client;
 pub mod codec;
 pub mod context;
 pub mod method;
+pub mod metrics;
 pub mod options;
 pub mod server;
 pub mod status;
 
 pub use bytes;
 
-pub use channel::Channel;
+pub use channel::{Channel, ChannelBuilder};
 pub use client::{Client, Response};
 pub use context::Context;
 pub use method::{MethodDescriptor, MethodKind, ServiceDescriptor};
 pub use options::{CallOptions, Compression};
+pub use server::Server;
 pub use status::{Code, Status};
 
 /// Includes the code `keel-build` generated for protobuf package `$package`

@@ -9,7 +9,7 @@
 //!      │  2. deadline from options.timeout, enforced here
 //!      ▼
 //!   Transport::call(Call { method, options, &req, deadline })
-//!      │  in-process today; baidu_std / gRPC sockets later
+//!      │  baidu_std over TCP (`Channel::new("host:port")`) or in-process
 //!      ▼
 //!   Reply { payload, attachment } ── decoded by the client
 //! ```
@@ -19,12 +19,14 @@
 //! so it is bounded by the number of methods, however many clients and
 //! option sets call through it.
 
+mod baidu_std;
 mod in_process;
 mod method_cache;
 mod transport;
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -34,6 +36,7 @@ use crate::options::CallOptions;
 use crate::server::MethodTable;
 use crate::status::{Code, Status};
 
+pub use baidu_std::BaiduStd;
 pub use in_process::InProcess;
 pub use method_cache::MethodStatsSnapshot;
 pub use transport::{Call, Reply, Transport, TransportFuture};
@@ -51,14 +54,120 @@ pub struct Channel {
 /// field), so a call follows a single pointer.
 struct Shared<T: ?Sized> {
     methods: MethodCache,
+    /// Used when a call's options carry no timeout.
+    default_timeout: Option<Duration>,
     transport: T,
 }
 
+/// A channel address that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid channel address {addr:?}: {reason}")]
+pub struct InvalidAddress {
+    /// The address given.
+    pub addr: String,
+    /// What is wrong with it.
+    pub reason: &'static str,
+}
+
+/// Builds a [`Channel`] to one `host:port` endpoint over baidu_std.
+#[derive(Debug, Clone)]
+pub struct ChannelBuilder {
+    addr: String,
+    connect_timeout: Duration,
+    timeout: Option<Duration>,
+    max_retry: u32,
+    max_body_size: usize,
+}
+
+impl ChannelBuilder {
+    /// How long connecting may take (default 1 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// The timeout of calls whose options set none (default 1 s; `None`
+    /// waits forever).
+    pub fn timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Retries after connection failures, within the call's deadline
+    /// (default 3, like brpc). Options may override it per call.
+    pub fn max_retry(mut self, retries: u32) -> Self {
+        self.max_retry = retries;
+        self
+    }
+
+    /// Largest response body accepted (default 64 MiB).
+    pub fn max_body_size(mut self, bytes: usize) -> Self {
+        self.max_body_size = bytes;
+        self
+    }
+
+    /// The channel. Nothing connects until the first call (like brpc,
+    /// a channel can be made before its server is up).
+    pub fn build(self) -> Result<Channel, InvalidAddress> {
+        check_addr(&self.addr)?;
+        let transport = BaiduStd::new(
+            self.addr,
+            baidu_std::EndpointConfig {
+                connect_timeout: self.connect_timeout,
+                max_retry: self.max_retry,
+                max_body_size: self.max_body_size,
+            },
+        );
+        Ok(Channel::build(transport, self.timeout))
+    }
+}
+
+fn check_addr(addr: &str) -> Result<(), InvalidAddress> {
+    let bad = |reason| {
+        Err(InvalidAddress {
+            addr: addr.to_owned(),
+            reason,
+        })
+    };
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return bad("expected host:port");
+    };
+    if host.is_empty() {
+        return bad("the host is empty");
+    }
+    if port.parse::<u16>().is_err() {
+        return bad("the port is not a number from 0 to 65535");
+    }
+    Ok(())
+}
+
 impl Channel {
-    /// A channel sending calls through `transport`.
-    pub fn new<T: Transport>(transport: T) -> Channel {
+    /// A channel to `addr` (`host:port`) over baidu_std with default
+    /// options; see [`Channel::builder`] for the others.
+    pub fn new(addr: &str) -> Result<Channel, InvalidAddress> {
+        Channel::builder(addr).build()
+    }
+
+    /// A builder for a channel to `addr` (`host:port`).
+    pub fn builder(addr: &str) -> ChannelBuilder {
+        ChannelBuilder {
+            addr: addr.to_owned(),
+            connect_timeout: Duration::from_secs(1),
+            timeout: Some(Duration::from_secs(1)),
+            max_retry: 3,
+            max_body_size: keel_wire::baidu_std::Limits::DEFAULT_MAX_BODY_SIZE,
+        }
+    }
+
+    /// A channel sending calls through `transport`, with no default timeout.
+    pub fn from_transport<T: Transport>(transport: T) -> Channel {
+        Channel::build(transport, None)
+    }
+
+    fn build<T: Transport>(transport: T, default_timeout: Option<Duration>) -> Channel {
         let shared: Arc<Shared<dyn Transport>> = Arc::new(Shared {
             methods: MethodCache::default(),
+            default_timeout,
             transport,
         });
         Channel { shared }
@@ -67,7 +176,7 @@ impl Channel {
     /// A channel to the services in `table`, in this process (see
     /// [`InProcess`]).
     pub fn in_process(table: MethodTable) -> Channel {
-        Channel::new(InProcess::new(table))
+        Channel::from_transport(InProcess::new(table))
     }
 
     /// Sends one call and returns its still-encoded reply. Clients use this;
@@ -86,7 +195,8 @@ impl Channel {
         let stats = self.shared.methods.entry(method);
         stats.start();
         let started = Instant::now();
-        let deadline = options.timeout.and_then(|t| started.checked_add(t));
+        let timeout = options.timeout.or(self.shared.default_timeout);
+        let deadline = timeout.and_then(|t| started.checked_add(t));
         let call = self.shared.transport.call(Call {
             method,
             options,
@@ -97,7 +207,7 @@ impl Channel {
             None => call.await,
             Some(deadline) => match tokio::time::timeout_at(deadline, call).await {
                 Ok(result) => result,
-                Err(_elapsed) => Err(timed_out(method, options)),
+                Err(_elapsed) => Err(timed_out(method, timeout)),
             },
         };
         stats.finish(started.elapsed(), result.is_err());
@@ -116,6 +226,13 @@ impl Channel {
         self.shared.methods.len()
     }
 
+    /// Calls sent and waiting for their response now (a table keyed by
+    /// correlation id; every call leaves it when it completes, fails, times
+    /// out or is dropped).
+    pub fn pending_calls(&self) -> usize {
+        self.shared.transport.pending_calls()
+    }
+
     /// The transport calls go through.
     pub fn transport(&self) -> &dyn Transport {
         &self.shared.transport
@@ -130,8 +247,8 @@ impl fmt::Debug for Channel {
     }
 }
 
-fn timed_out(method: &MethodDescriptor, options: &CallOptions) -> Status {
-    let millis = options.timeout.map_or(0, |t| t.as_millis());
+fn timed_out(method: &MethodDescriptor, timeout: Option<Duration>) -> Status {
+    let millis = timeout.map_or(0, |t| t.as_millis());
     Status::new(
         Code::ERPCTIMEDOUT,
         format!("reached timeout={millis}ms calling {method}"),

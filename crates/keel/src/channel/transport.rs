@@ -13,8 +13,8 @@ use crate::options::CallOptions;
 use crate::status::Status;
 
 /// Carries calls to a server: in-process (see
-/// [`InProcess`](crate::channel::InProcess)) or, later, over TCP with
-/// baidu_std or gRPC framing.
+/// [`InProcess`](crate::channel::InProcess)) or over TCP with baidu_std
+/// framing ([`BaiduStd`](crate::channel::BaiduStd)).
 ///
 /// Object-safe: a channel holds it as `dyn Transport`. The channel has
 /// already applied its cross-cutting concerns (per-method stats, the timeout)
@@ -26,6 +26,12 @@ pub trait Transport: Send + Sync + 'static {
     /// abandons the call (timeout, cancellation): implementations must
     /// release whatever they registered for it (R1).
     fn call<'a>(&'a self, call: Call<'a>) -> TransportFuture<'a>;
+
+    /// Calls sent and not yet answered (0 for transports that keep no
+    /// table).
+    fn pending_calls(&self) -> usize {
+        0
+    }
 }
 
 /// The future of [`Transport::call`].

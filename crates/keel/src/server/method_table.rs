@@ -41,6 +41,9 @@ pub struct Route<'a> {
     pub service: &'a Arc<dyn Service>,
     /// The method called.
     pub method: &'static MethodDescriptor,
+    /// The method's position in the whole table, `0..method_count()`:
+    /// servers index per-method state (limits, statistics) by it.
+    pub slot: usize,
 }
 
 impl fmt::Debug for Route<'_> {
@@ -53,7 +56,7 @@ impl fmt::Debug for Route<'_> {
 
 struct ServiceRoutes {
     service: Arc<dyn Service>,
-    methods: HashMap<&'static str, &'static MethodDescriptor>,
+    methods: HashMap<&'static str, (&'static MethodDescriptor, usize)>,
 }
 
 /// The services a server (or in-process channel) serves, indexed by name.
@@ -102,7 +105,8 @@ impl MethodTable {
         if self.services.contains_key(descriptor.name) {
             return Err(MethodTableError::DuplicateService(descriptor.name));
         }
-        let methods = routes(descriptor)?;
+        let first_slot = self.method_count();
+        let methods = routes(descriptor, first_slot)?;
         self.services
             .insert(descriptor.name, ServiceRoutes { service, methods });
         Ok(self)
@@ -124,7 +128,7 @@ impl MethodTable {
                 format!("fail to find service={service}"),
             ));
         };
-        let Some(descriptor) = routes.methods.get(method) else {
+        let Some(&(descriptor, slot)) = routes.methods.get(method) else {
             return Err(Status::new(
                 Code::ENOMETHOD,
                 format!("fail to find method={method} in service={service}"),
@@ -133,6 +137,7 @@ impl MethodTable {
         Ok(Route {
             service: &routes.service,
             method: descriptor,
+            slot,
         })
     }
 
@@ -166,7 +171,8 @@ impl fmt::Debug for MethodTable {
 /// Checks `descriptor` and indexes its methods by name.
 fn routes(
     descriptor: &'static ServiceDescriptor,
-) -> Result<HashMap<&'static str, &'static MethodDescriptor>, MethodTableError> {
+    first_slot: usize,
+) -> Result<HashMap<&'static str, (&'static MethodDescriptor, usize)>, MethodTableError> {
     let mut methods = HashMap::with_capacity(descriptor.methods.len());
     for (index, &method) in descriptor.methods.iter().enumerate() {
         let problem = if method.service != descriptor.name {
@@ -175,7 +181,10 @@ fn routes(
             Some("its index differs from its position")
         } else if !path_matches(method) {
             Some("its path is not /{service}/{method}")
-        } else if methods.insert(method.method, method).is_some() {
+        } else if methods
+            .insert(method.method, (method, first_slot + index))
+            .is_some()
+        {
             Some("the name appears twice")
         } else {
             None

@@ -11,12 +11,16 @@
 //!                 decode (EREQUEST) → user's async fn → encode
 //! ```
 //!
-//! Transports (the in-process channel today, baidu_std/gRPC servers later)
+//! Transports (the baidu_std [`Server`] over TCP and the in-process channel)
 //! all go through this path, so errors look the same whichever way a call
 //! arrives.
 
+mod builder;
+mod connection;
+mod limit;
 mod method_table;
 mod service;
 
+pub use builder::{Server, ServerBuilder, ServerStats};
 pub use method_table::{MethodTable, MethodTableError, Route};
 pub use service::{Service, ServiceFuture, unary, unknown_method};

@@ -1,0 +1,244 @@
+//! `keel demo`: everything embedded, nothing to set up.
+//!
+//! The server runs on its own thread with a single-threaded runtime, the
+//! client on this thread with another, so the counting allocator's
+//! per-thread counters tell each side's allocations apart.
+
+use std::io::Write;
+use std::sync::mpsc as std_mpsc;
+use std::time::{Duration, Instant};
+
+use keel::metrics::LatencyHistogram;
+use keel::{CallOptions, Channel, Server};
+use keel_examples::Echo;
+use keel_examples::example::{EchoRequest, EchoServiceClient, EchoServiceServer};
+use tokio::sync::{mpsc, oneshot};
+
+/// Requests to the server thread.
+enum ToServer {
+    /// Report this thread's allocation counters.
+    Stats(oneshot::Sender<keel_alloc::Stats>),
+}
+
+struct Settings {
+    duration: Duration,
+    concurrency: usize,
+}
+
+fn settings(args: &[String]) -> Result<Settings, String> {
+    let duration = keel_examples::flag(args, "duration", 3.0f64)?;
+    let concurrency = keel_examples::flag(args, "concurrency", 128usize)?;
+    if !(duration > 0.0 && duration <= 600.0) {
+        return Err("--duration must be in (0, 600] seconds".into());
+    }
+    if concurrency == 0 || concurrency > 100_000 {
+        return Err("--concurrency must be in 1..=100000".into());
+    }
+    if let Some(unknown) = args.iter().find(|a| {
+        a.starts_with("--") && !a.starts_with("--duration") && !a.starts_with("--concurrency")
+    }) {
+        return Err(format!("demo: unknown option {unknown}"));
+    }
+    Ok(Settings {
+        duration: Duration::from_secs_f64(duration),
+        concurrency,
+    })
+}
+
+/// Starts the echo server thread; returns its address and a line to it.
+fn start_server() -> Result<(std::net::SocketAddr, mpsc::UnboundedSender<ToServer>), String> {
+    let (ready_tx, ready_rx) = std_mpsc::channel();
+    let (to_server, mut inbox) = mpsc::unbounded_channel::<ToServer>();
+    std::thread::Builder::new()
+        .name("keel-demo-server".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(format!("cannot start a runtime: {e}")));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let server = Server::builder()
+                    .add_service(EchoServiceServer::new(Echo))
+                    .bind("127.0.0.1:0")
+                    .await;
+                let server = match server {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(format!("cannot listen on loopback: {e}")));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(server.local_addr()));
+                // Serve until the demo hangs up.
+                while let Some(ToServer::Stats(reply)) = inbox.recv().await {
+                    let _ = reply.send(keel_alloc::thread_stats());
+                }
+                server.shutdown(Duration::from_secs(1)).await;
+            });
+        })
+        .map_err(|e| format!("cannot start the server thread: {e}"))?;
+    let addr = ready_rx
+        .recv()
+        .map_err(|_| "the server thread ended early".to_string())??;
+    Ok((addr, to_server))
+}
+
+async fn server_stats(
+    to_server: &mpsc::UnboundedSender<ToServer>,
+) -> Result<keel_alloc::Stats, String> {
+    let (tx, rx) = oneshot::channel();
+    to_server
+        .send(ToServer::Stats(tx))
+        .map_err(|_| "the server thread is gone".to_string())?;
+    rx.await
+        .map_err(|_| "the server thread is gone".to_string())
+}
+
+/// Runs the demo; the error is a message for the user.
+pub fn run(args: &[String]) -> Result<(), String> {
+    let s = settings(args)?;
+    let (addr, to_server) = start_server()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a runtime: {e}"))?;
+    rt.block_on(drive(s, addr, to_server))
+}
+
+async fn drive(
+    s: Settings,
+    addr: std::net::SocketAddr,
+    to_server: mpsc::UnboundedSender<ToServer>,
+) -> Result<(), String> {
+    println!(
+        "keel demo: echo server on {addr} (baidu_std), client with {} calls in flight on one connection",
+        s.concurrency
+    );
+    let channel = Channel::new(&addr.to_string()).map_err(|e| e.to_string())?;
+    let client = EchoServiceClient::new(&channel);
+    let req = EchoRequest {
+        message: "0123456789abcdef".into(), // 16 bytes, like the benchmarks
+    };
+    // Warm up: connection, buffers, pools.
+    for _ in 0..2_000 {
+        client
+            .echo(&req)
+            .await
+            .map_err(|e| format!("warm-up call failed: {e}"))?;
+    }
+
+    let client_before = keel_alloc::thread_stats();
+    let server_before = server_stats(&to_server).await?;
+    let started = Instant::now();
+    let until = started + s.duration;
+    let mut workers = tokio::task::JoinSet::new();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    for _ in 0..s.concurrency {
+        let client = client.clone();
+        let req = req.clone();
+        let done = done.clone();
+        workers.spawn(async move {
+            let mut hist = LatencyHistogram::new();
+            let mut first_error = None;
+            while Instant::now() < until {
+                let t = Instant::now();
+                match client.echo(&req).await {
+                    Ok(_) => {
+                        hist.record(t.elapsed().as_micros() as u64);
+                        done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                        break;
+                    }
+                }
+            }
+            (hist, first_error)
+        });
+    }
+    // Progress, twice a second, on one line.
+    let progress = {
+        let done = done.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let n = done.load(std::sync::atomic::Ordering::Relaxed);
+                let t = started.elapsed().as_secs_f64();
+                print!("\r  {t:4.1}s  {n:>10} calls  {:>9.0} QPS", n as f64 / t);
+                let _ = std::io::stdout().flush();
+            }
+        })
+    };
+    let mut hist = LatencyHistogram::new();
+    let mut first_error = None;
+    while let Some(w) = workers.join_next().await {
+        let (h, e) = w.map_err(|e| format!("a client task failed: {e}"))?;
+        hist.merge(&h);
+        if first_error.is_none() {
+            first_error = e;
+        }
+    }
+    progress.abort();
+    let elapsed = started.elapsed().as_secs_f64();
+    let client_after = keel_alloc::thread_stats();
+    let server_after = server_stats(&to_server).await?;
+    println!();
+    if let Some(e) = first_error {
+        return Err(format!("a call failed: {e}"));
+    }
+    let calls = hist.count().max(1);
+    let per_call = |before: &keel_alloc::Stats, after: &keel_alloc::Stats| {
+        before.delta(after).allocs as f64 / calls as f64
+    };
+    println!();
+    println!("  calls                {:>12}", hist.count());
+    println!(
+        "  QPS                  {:>12.0}",
+        hist.count() as f64 / elapsed
+    );
+    println!("  latency p50          {:>10} us", hist.quantile(0.5));
+    println!("  latency p99          {:>10} us", hist.quantile(0.99));
+    println!(
+        "  allocations per call {:>12.2} on the server",
+        per_call(&server_before, &server_after)
+    );
+    println!(
+        "  allocations per call {:>12.2} on the client",
+        per_call(&client_before, &client_after)
+    );
+
+    // A million clients on one channel: they cost nothing.
+    let live_before = keel_alloc::live_bytes();
+    let allocs_before = keel_alloc::thread_stats();
+    let options = CallOptions {
+        timeout: Some(Duration::from_millis(250)),
+        log_id: 7,
+        ..CallOptions::default()
+    };
+    for _ in 0..1_000_000 {
+        let c = EchoServiceClient::new(&channel);
+        let derived = c.with_options(options.clone());
+        std::hint::black_box((&c, &derived));
+    }
+    let allocs = allocs_before.delta(&keel_alloc::thread_stats()).allocs;
+    let live_after = keel_alloc::live_bytes();
+    println!();
+    println!("  1,000,000 clients + with_options on one channel:");
+    println!("    live heap before   {:>12} bytes", live_before);
+    println!("    live heap after    {:>12} bytes", live_after);
+    println!("    allocations        {:>12}", allocs);
+    println!(
+        "    channel method table {:>10} entries (bounded by methods, not clients)",
+        channel.method_cache_len()
+    );
+    drop(to_server);
+    Ok(())
+}

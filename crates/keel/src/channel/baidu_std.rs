@@ -1,0 +1,606 @@
+//! The baidu_std transport: one multiplexed TCP connection to one endpoint
+//! (brpc's "single" connection type), reconnected after failures.
+//!
+//! ```text
+//!   call ──lock──► encode frame into `out`, register slot ──► notify writer
+//!     │                                                          │
+//!     ▼                                                          ▼
+//!   PendingCall (polls its slot)              connection task: write `out` (all
+//!     ▲                                        calls queued meanwhile in one write),
+//!     └──────────── slot Done + wake ◄──────── read responses, match correlation id
+//! ```
+//!
+//! Pending calls live in a slab keyed by correlation id (slot index in the
+//! low 32 bits, the slot's generation in the high 32), so matching a
+//! response is an index, and a late response to an abandoned call finds a
+//! newer generation and is dropped. A call that completes, fails, times out,
+//! or whose future is dropped frees its slot on that path (rule R1). The
+//! connection task ends when the transport drops (rule R5).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context as TaskContext, Poll, Waker};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use keel_wire::CompressType;
+use keel_wire::baidu_std::{Limits, RequestHeader, decode_raw_frame, encode_request};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+
+use crate::channel::transport::{Call, Reply, Transport, TransportFuture};
+use crate::options::Compression;
+use crate::status::{Code, Status};
+
+const READ_CHUNK: usize = 8 * 1024;
+const KEEP_CAPACITY: usize = 64 * 1024;
+
+/// Settings of one baidu_std endpoint.
+#[derive(Debug, Clone)]
+pub(crate) struct EndpointConfig {
+    pub(crate) connect_timeout: Duration,
+    pub(crate) max_retry: u32,
+    pub(crate) max_body_size: usize,
+}
+
+/// Calls one `host:port` over baidu_std.
+pub struct BaiduStd {
+    conn: Arc<Conn>,
+    /// Dropping the transport drops this sender, which ends the connection
+    /// task (its receiver sees the channel close).
+    _alive: watch::Sender<()>,
+    alive_rx: watch::Receiver<()>,
+}
+
+impl std::fmt::Debug for BaiduStd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BaiduStd")
+            .field("addr", &self.conn.addr)
+            .field("pending", &self.pending_calls())
+            .finish()
+    }
+}
+
+struct Conn {
+    addr: String,
+    config: EndpointConfig,
+    state: Mutex<State>,
+    wake_writer: Notify,
+    connect_lock: tokio::sync::Mutex<()>,
+}
+
+struct State {
+    /// Bumped for every new connection; slots remember the epoch they were
+    /// sent on, so a failed connection fails exactly its own calls.
+    epoch: u64,
+    up: bool,
+    out: BytesMut,
+    pending: Slab,
+}
+
+impl BaiduStd {
+    pub(crate) fn new(addr: String, config: EndpointConfig) -> BaiduStd {
+        let (alive, alive_rx) = watch::channel(());
+        BaiduStd {
+            conn: Arc::new(Conn {
+                addr,
+                config,
+                state: Mutex::new(State {
+                    epoch: 0,
+                    up: false,
+                    out: BytesMut::new(),
+                    pending: Slab::default(),
+                }),
+                wake_writer: Notify::new(),
+                connect_lock: tokio::sync::Mutex::new(()),
+            }),
+            _alive: alive,
+            alive_rx,
+        }
+    }
+
+    /// Calls waiting for a response now.
+    pub fn pending_calls(&self) -> usize {
+        self.conn.lock().pending.live
+    }
+
+    async fn try_call(&self, call: &Call<'_>) -> Result<Reply, Status> {
+        let epoch = self.ensure_connected().await?;
+        let key = {
+            let mut st = self.conn.lock();
+            if !st.up || st.epoch != epoch {
+                return Err(Status::new(
+                    Code::EFAILEDSOCKET,
+                    format!("connection to {} closed", self.conn.addr),
+                ));
+            }
+            let key = st.pending.insert(epoch);
+            if let Err(status) = encode_call(&mut st.out, call, key.correlation_id()) {
+                st.pending.remove(key);
+                return Err(status);
+            }
+            key
+        };
+        self.conn.wake_writer.notify_one();
+        PendingCall {
+            conn: &self.conn,
+            key,
+            finished: false,
+        }
+        .await
+    }
+
+    async fn ensure_connected(&self) -> Result<u64, Status> {
+        if let Some(epoch) = self.conn.up_epoch() {
+            return Ok(epoch);
+        }
+        let _one_at_a_time = self.conn.connect_lock.lock().await;
+        if let Some(epoch) = self.conn.up_epoch() {
+            return Ok(epoch);
+        }
+        let addr = &self.conn.addr;
+        let stream =
+            match tokio::time::timeout(self.conn.config.connect_timeout, TcpStream::connect(addr))
+                .await
+            {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    return Err(Status::new(
+                        Code::EFAILEDSOCKET,
+                        format!("fail to connect {addr}: {e}"),
+                    ));
+                }
+                Err(_) => {
+                    return Err(Status::new(
+                        Code::EFAILEDSOCKET,
+                        format!(
+                            "fail to connect {addr}: no answer within {:?}",
+                            self.conn.config.connect_timeout
+                        ),
+                    ));
+                }
+            };
+        let _ = stream.set_nodelay(true);
+        let epoch = {
+            let mut st = self.conn.lock();
+            st.epoch += 1;
+            st.up = true;
+            st.out.clear();
+            st.epoch
+        };
+        tokio::spawn(run_connection(
+            self.conn.clone(),
+            stream,
+            epoch,
+            self.alive_rx.clone(),
+        ));
+        Ok(epoch)
+    }
+}
+
+impl Transport for BaiduStd {
+    fn call<'a>(&'a self, call: Call<'a>) -> TransportFuture<'a> {
+        Box::pin(async move {
+            let mut retries = 0;
+            loop {
+                match self.try_call(&call).await {
+                    // The request may not have reached the server: brpc
+                    // retries these, within the call's one deadline (the
+                    // channel's timeout wraps this whole loop).
+                    Err(s)
+                        if s.code() == Code::EFAILEDSOCKET
+                            && retries
+                                < call.options.max_retry.unwrap_or(self.conn.config.max_retry) =>
+                    {
+                        retries += 1;
+                    }
+                    result => return result,
+                }
+            }
+        })
+    }
+
+    fn pending_calls(&self) -> usize {
+        BaiduStd::pending_calls(self)
+    }
+}
+
+fn encode_call(out: &mut BytesMut, call: &Call<'_>, correlation_id: i64) -> Result<(), Status> {
+    let options = call.options;
+    let timeout_ms = call.deadline.map(|d| {
+        let left = d.saturating_duration_since(Instant::now()).as_millis();
+        left.clamp(1, i32::MAX as u128) as i32
+    });
+    let compress = options.compression.wire_value();
+    let header = RequestHeader {
+        service_name: call.method.service,
+        method_name: call.method.method,
+        correlation_id,
+        log_id: options.log_id as i64,
+        trace_id: 0,
+        span_id: 0,
+        parent_span_id: 0,
+        timeout_ms,
+        compress_type: compress,
+        attachment_len: options.attachment.len(),
+    };
+    let framed = if options.compression == Compression::None {
+        encode_request(
+            out,
+            &header,
+            call.request.encoded_len(),
+            |dst| call.request.encode_to(dst),
+            &options.attachment,
+        )
+    } else {
+        let mut plain = BytesMut::with_capacity(call.request.encoded_len());
+        call.request.encode_to(&mut plain);
+        let kind = CompressType::try_from(compress)
+            .map_err(|e| Status::new(Code::EREQUEST, e.to_string()))?;
+        let mut packed = BytesMut::new();
+        keel_wire::compress(kind, &plain, &mut packed)
+            .map_err(|e| Status::new(Code::EREQUEST, e.to_string()))?;
+        encode_request(
+            out,
+            &header,
+            packed.len(),
+            |dst| dst.extend_from_slice(&packed),
+            &options.attachment,
+        )
+    };
+    framed.map_err(|e| Status::new(Code::EREQUEST, format!("request cannot be framed: {e}")))
+}
+
+impl Conn {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn up_epoch(&self) -> Option<u64> {
+        let st = self.lock();
+        st.up.then_some(st.epoch)
+    }
+
+    /// Delivers one response frame to its waiting call, if it still waits.
+    fn complete(&self, correlation_id: i64, result: Result<Reply, Status>) {
+        let waker = {
+            let mut st = self.lock();
+            st.pending
+                .complete(Key::from_correlation_id(correlation_id), result)
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// The connection of `epoch` is gone: fail its calls, forget its queue.
+    fn fail(&self, epoch: u64, why: &str) {
+        let wakers = {
+            let mut st = self.lock();
+            if st.epoch == epoch {
+                st.up = false;
+                st.out.clear();
+            }
+            let text = format!("connection to {} failed: {why}", self.addr);
+            st.pending.fail_epoch(epoch, &text)
+        };
+        for w in wakers {
+            w.wake();
+        }
+    }
+}
+
+/// Reads responses and writes queued requests of one connection until it
+/// fails or the transport is dropped.
+async fn run_connection(
+    conn: Arc<Conn>,
+    mut stream: TcpStream,
+    epoch: u64,
+    mut alive: watch::Receiver<()>,
+) {
+    let limits = Limits::new(conn.config.max_body_size);
+    let (mut rd, mut wr) = stream.split();
+    let mut inbuf = BytesMut::new();
+    let mut outbuf = BytesMut::new();
+    let why: String = loop {
+        if inbuf.is_empty() && inbuf.capacity() > KEEP_CAPACITY {
+            inbuf = BytesMut::new();
+        }
+        inbuf.reserve(READ_CHUNK);
+        tokio::select! {
+            closed = alive.changed() => {
+                let _ = closed;
+                break "channel dropped".into();
+            }
+            _ = conn.wake_writer.notified() => {
+                {
+                    let mut st = conn.lock();
+                    if st.epoch != epoch {
+                        // A newer connection owns the queue; pass the
+                        // wakeup on and leave.
+                        drop(st);
+                        conn.wake_writer.notify_one();
+                        break "replaced by a newer connection".into();
+                    }
+                    std::mem::swap(&mut st.out, &mut outbuf);
+                }
+                if outbuf.is_empty() {
+                    continue;
+                }
+                if let Err(e) = wr.write_all(&outbuf).await {
+                    break e.to_string();
+                }
+                outbuf.clear();
+                if outbuf.capacity() > KEEP_CAPACITY {
+                    outbuf = BytesMut::new();
+                }
+            }
+            read = rd.read_buf(&mut inbuf) => match read {
+                Ok(0) => break "closed by the server".into(),
+                Ok(_) => {
+                    if let Err(e) = deliver(&conn, &mut inbuf, &limits) {
+                        break e;
+                    }
+                }
+                Err(e) => break e.to_string(),
+            },
+        }
+    };
+    conn.fail(epoch, &why);
+}
+
+/// Hands every complete response in `inbuf` to its call.
+fn deliver(conn: &Conn, inbuf: &mut BytesMut, limits: &Limits) -> Result<(), String> {
+    loop {
+        let frame = match decode_raw_frame(inbuf, limits) {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(format!("bad response frame: {e}")),
+        };
+        let meta = frame
+            .meta()
+            .map_err(|e| format!("bad response meta: {e}"))?;
+        let cid = meta.correlation_id;
+        let result = match meta.response {
+            Some(r) if r.error_code != 0 => Err(Status::new(
+                Code::new(r.error_code),
+                r.error_text.to_owned(),
+            )),
+            _ => match frame.split(&meta) {
+                Ok((payload, attachment)) => {
+                    decompress(meta.compress_type, payload, limits).map(|payload| Reply {
+                        payload,
+                        attachment,
+                    })
+                }
+                Err(e) => Err(Status::new(Code::ERESPONSE, e.to_string())),
+            },
+        };
+        conn.complete(cid, result);
+    }
+}
+
+fn decompress(kind: i32, payload: Bytes, limits: &Limits) -> Result<Bytes, Status> {
+    if kind == 0 {
+        return Ok(payload);
+    }
+    let kind =
+        CompressType::try_from(kind).map_err(|e| Status::new(Code::ERESPONSE, e.to_string()))?;
+    keel_wire::decompress(kind, &payload, limits.max_body_size)
+        .map_err(|e| Status::new(Code::ERESPONSE, e.to_string()))
+}
+
+/// A call waiting for its response; dropping it frees its slot.
+struct PendingCall<'a> {
+    conn: &'a Conn,
+    key: Key,
+    finished: bool,
+}
+
+impl Future for PendingCall<'_> {
+    type Output = Result<Reply, Status>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let mut st = self.conn.lock();
+        match st.pending.poll(self.key, cx.waker()) {
+            Poll::Ready(result) => {
+                drop(st);
+                self.finished = true;
+                Poll::Ready(result)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl Drop for PendingCall<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.conn.lock().pending.remove(self.key);
+        }
+    }
+}
+
+/// Identifies a pending call: slot index and generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Key {
+    index: u32,
+    generation: u32,
+}
+
+impl Key {
+    fn correlation_id(self) -> i64 {
+        (((self.generation as u64) << 32) | self.index as u64) as i64
+    }
+
+    fn from_correlation_id(cid: i64) -> Key {
+        let cid = cid as u64;
+        Key {
+            index: cid as u32,
+            generation: (cid >> 32) as u32,
+        }
+    }
+}
+
+enum SlotState {
+    Free,
+    Waiting(Option<Waker>),
+    Done(Result<Reply, Status>),
+}
+
+struct Slot {
+    generation: u32,
+    epoch: u64,
+    state: SlotState,
+}
+
+/// Pending calls by slot index. Grows to the peak number of calls in flight
+/// and no further; released slots are reused, and an idle table that grew
+/// large is given back.
+#[derive(Default)]
+struct Slab {
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    live: usize,
+}
+
+const SLAB_KEEP: usize = 1024;
+
+impl Slab {
+    fn insert(&mut self, epoch: u64) -> Key {
+        self.live += 1;
+        let index = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slots.push(Slot {
+                    generation: 0,
+                    epoch,
+                    state: SlotState::Free,
+                });
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let slot = &mut self.slots[index as usize];
+        slot.generation = slot.generation.wrapping_add(1);
+        slot.epoch = epoch;
+        slot.state = SlotState::Waiting(None);
+        Key {
+            index,
+            generation: slot.generation,
+        }
+    }
+
+    fn get(&mut self, key: Key) -> Option<&mut Slot> {
+        self.slots
+            .get_mut(key.index as usize)
+            .filter(|s| s.generation == key.generation && !matches!(s.state, SlotState::Free))
+    }
+
+    fn remove(&mut self, key: Key) {
+        if let Some(slot) = self.get(key) {
+            slot.state = SlotState::Free;
+            self.free.push(key.index);
+            self.live -= 1;
+            if self.live == 0 && self.slots.len() > SLAB_KEEP {
+                self.slots = Vec::new();
+                self.free = Vec::new();
+            }
+        }
+    }
+
+    fn complete(&mut self, key: Key, result: Result<Reply, Status>) -> Option<Waker> {
+        let slot = self.get(key)?;
+        match std::mem::replace(&mut slot.state, SlotState::Done(result)) {
+            SlotState::Waiting(waker) => waker,
+            // A duplicate answer: keep the first.
+            other => {
+                slot.state = other;
+                None
+            }
+        }
+    }
+
+    fn poll(&mut self, key: Key, waker: &Waker) -> Poll<Result<Reply, Status>> {
+        let Some(slot) = self.get(key) else {
+            return Poll::Ready(Err(Status::internal("pending call vanished")));
+        };
+        match &mut slot.state {
+            SlotState::Done(_) => {
+                let SlotState::Done(result) = std::mem::replace(&mut slot.state, SlotState::Free)
+                else {
+                    unreachable!("matched Done just above")
+                };
+                self.free.push(key.index);
+                self.live -= 1;
+                Poll::Ready(result)
+            }
+            SlotState::Waiting(w) => {
+                match w {
+                    Some(w) if w.will_wake(waker) => {}
+                    _ => *w = Some(waker.clone()),
+                }
+                Poll::Pending
+            }
+            SlotState::Free => unreachable!("get() filters free slots"),
+        }
+    }
+
+    fn fail_epoch(&mut self, epoch: u64, text: &str) -> Vec<Waker> {
+        let mut wakers = Vec::new();
+        for slot in &mut self.slots {
+            if slot.epoch == epoch && matches!(slot.state, SlotState::Waiting(_)) {
+                let SlotState::Waiting(w) = std::mem::replace(
+                    &mut slot.state,
+                    SlotState::Done(Err(Status::new(Code::EFAILEDSOCKET, text.to_owned()))),
+                ) else {
+                    unreachable!("matched Waiting just above")
+                };
+                wakers.extend(w);
+            }
+        }
+        wakers
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn correlation_ids_round_trip_and_stale_answers_are_dropped() {
+        let mut slab = Slab::default();
+        let a = slab.insert(1);
+        assert_eq!(Key::from_correlation_id(a.correlation_id()), a);
+        slab.remove(a);
+        let b = slab.insert(1);
+        assert_eq!(a.index, b.index, "slot reused");
+        assert_ne!(a.correlation_id(), b.correlation_id(), "new generation");
+        // The abandoned call's late answer finds nothing.
+        assert!(slab.complete(a, Ok(Reply::default())).is_none());
+        assert!(matches!(
+            slab.slots[b.index as usize].state,
+            SlotState::Waiting(_)
+        ));
+        assert_eq!(slab.live, 1);
+        slab.remove(b);
+        assert_eq!(slab.live, 0);
+    }
+
+    #[test]
+    fn failing_an_epoch_fails_only_its_calls() {
+        let mut slab = Slab::default();
+        let old = slab.insert(1);
+        let new = slab.insert(2);
+        assert!(slab.fail_epoch(1, "gone").is_empty()); // no wakers registered
+        let waker = Waker::noop();
+        match slab.poll(old, waker) {
+            Poll::Ready(Err(s)) => assert_eq!(s.code(), Code::EFAILEDSOCKET),
+            _ => panic!("old call must fail"),
+        }
+        assert!(slab.poll(new, waker).is_pending());
+        assert_eq!(slab.live, 1);
+    }
+}

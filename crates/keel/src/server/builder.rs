@@ -1,0 +1,279 @@
+//! [`Server`]: binds a port, accepts connections, and shuts down gracefully.
+//!
+//! ```text
+//!   Server::builder().add_service(..).max_concurrency(..).bind(addr)
+//!        │
+//!        ▼
+//!   accept loop ──spawn──► connection task (one per connection, see connection.rs)
+//!        │                      reads frames, dispatches, writes responses
+//!        │ shutdown(grace)
+//!        ▼
+//!   stop accepting; connections answer new requests with ELOGOFF, finish
+//!   calls in flight, close; whatever still runs at the deadline is aborted
+//! ```
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, ToSocketAddrs};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::method::MethodDescriptor;
+use crate::server::limit::{Limiter, Limits};
+use crate::server::method_table::{MethodTable, MethodTableError};
+use crate::server::service::Service;
+
+/// Builds a [`Server`].
+#[derive(Debug, Default)]
+pub struct ServerBuilder {
+    table: MethodTable,
+    error: Option<MethodTableError>,
+    max_concurrency: Option<usize>,
+    method_limits: HashMap<&'static str, usize>,
+    max_body_size: Option<usize>,
+}
+
+impl ServerBuilder {
+    /// Serves `service` (usually a generated `FooServiceServer::new(impl)`).
+    /// Adding the same service twice is reported by [`bind`](Self::bind).
+    pub fn add_service(mut self, service: impl Service) -> Self {
+        if let Err(e) = self.table.add(service) {
+            self.error.get_or_insert(e);
+        }
+        self
+    }
+
+    /// Calls in flight over the whole server; beyond it calls are refused
+    /// with `ELIMIT` (2004). Unlimited by default.
+    pub fn max_concurrency(mut self, max: usize) -> Self {
+        self.max_concurrency = Some(max);
+        self
+    }
+
+    /// Calls of `method` in flight; beyond it calls of that method are
+    /// refused with `ELIMIT` (2004).
+    pub fn method_max_concurrency(mut self, method: &'static MethodDescriptor, max: usize) -> Self {
+        self.method_limits.insert(method.path, max);
+        self
+    }
+
+    /// Largest frame body accepted (meta + message + attachment), checked
+    /// before the body is buffered. Default 64 MiB, like brpc.
+    pub fn max_body_size(mut self, bytes: usize) -> Self {
+        self.max_body_size = Some(bytes);
+        self
+    }
+
+    /// Binds `addr` and starts serving in the background; the returned
+    /// [`Server`] reports the bound address and shuts down gracefully.
+    pub async fn bind(self, addr: impl ToSocketAddrs) -> io::Result<Server> {
+        if let Some(e) = self.error {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, e));
+        }
+        let listener = TcpListener::bind(addr).await?;
+        let local_addr = listener.local_addr()?;
+        let mut methods: Vec<Limiter> = Vec::new();
+        for service in self.table.services() {
+            for m in service.methods {
+                let route = self
+                    .table
+                    .lookup(m.service, m.method)
+                    .map_err(|s| io::Error::other(s.to_string()))?;
+                if methods.len() <= route.slot {
+                    methods.resize_with(route.slot + 1, || Limiter::new(None));
+                }
+                methods[route.slot] = Limiter::new(self.method_limits.get(m.path).copied());
+            }
+        }
+        let limits = Arc::new(Limits {
+            global: Limiter::new(self.max_concurrency),
+            methods,
+        });
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            table: self.table,
+            wire_limits: keel_wire::baidu_std::Limits::new(
+                self.max_body_size
+                    .unwrap_or(keel_wire::baidu_std::Limits::DEFAULT_MAX_BODY_SIZE),
+            ),
+            limits,
+            draining: AtomicBool::new(false),
+            stats: Counters::default(),
+        });
+        let accept = tokio::spawn(accept_loop(listener, shared.clone(), shutdown_rx));
+        Ok(Server {
+            local_addr,
+            shared,
+            shutdown_tx,
+            accept: Some(accept),
+        })
+    }
+
+    /// Binds `addr` and serves until the process ends.
+    pub async fn serve(self, addr: impl ToSocketAddrs) -> io::Result<()> {
+        let mut server = self.bind(addr).await?;
+        match server.accept.take() {
+            Some(accept) => accept.await.map(drop).map_err(io::Error::other),
+            None => Ok(()),
+        }
+    }
+}
+
+/// What every connection of one server shares.
+pub(crate) struct Shared {
+    pub(crate) table: MethodTable,
+    pub(crate) wire_limits: keel_wire::baidu_std::Limits,
+    pub(crate) limits: Arc<Limits>,
+    pub(crate) draining: AtomicBool,
+    pub(crate) stats: Counters,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) connections: AtomicUsize,
+    pub(crate) accepted: AtomicU64,
+    pub(crate) calls: AtomicU64,
+    pub(crate) errors: AtomicU64,
+}
+
+/// A snapshot of a server's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ServerStats {
+    /// Connections open now.
+    pub connections: usize,
+    /// Connections accepted, ever.
+    pub accepted: u64,
+    /// Calls answered, ever (successes and errors).
+    pub calls: u64,
+    /// Calls answered with an error code, ever.
+    pub errors: u64,
+    /// Calls being handled now.
+    pub in_flight: usize,
+    /// Calls refused by a concurrency limit, ever.
+    pub rejected: u64,
+}
+
+/// A running server. Dropping it stops accepting and closes every
+/// connection at once; [`shutdown`](Self::shutdown) does it gracefully.
+#[derive(Debug)]
+pub struct Server {
+    local_addr: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown_tx: watch::Sender<bool>,
+    /// The accept loop; it returns the connection tasks still running.
+    accept: Option<tokio::task::JoinHandle<JoinSet<()>>>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("table", &self.table)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// A builder with no services.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder::default()
+    }
+
+    /// The address the server listens on (useful after binding port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The server's counters now.
+    pub fn stats(&self) -> ServerStats {
+        let c = &self.shared.stats;
+        let limits = &self.shared.limits;
+        ServerStats {
+            connections: c.connections.load(Ordering::Acquire),
+            accepted: c.accepted.load(Ordering::Relaxed),
+            calls: c.calls.load(Ordering::Relaxed),
+            errors: c.errors.load(Ordering::Relaxed),
+            in_flight: limits.global.current(),
+            rejected: limits.global.rejected()
+                + limits.methods.iter().map(Limiter::rejected).sum::<u64>(),
+        }
+    }
+
+    /// Stops accepting, answers new requests on open connections with
+    /// `ELOGOFF` (2003), lets calls in flight finish for up to `grace`, then
+    /// closes every connection. Returns the number of connections that had
+    /// to be cut at the deadline.
+    pub async fn shutdown(mut self, grace: Duration) -> usize {
+        self.shared.draining.store(true, Ordering::Release);
+        let _ = self.shutdown_tx.send(true);
+        let Some(accept) = self.accept.take() else {
+            return 0;
+        };
+        match accept.await {
+            Ok(mut connections) => {
+                let deadline = tokio::time::Instant::now() + grace;
+                while !connections.is_empty() {
+                    if tokio::time::timeout_at(deadline, connections.join_next())
+                        .await
+                        .is_err()
+                    {
+                        let cut = connections.len();
+                        connections.shutdown().await;
+                        return cut;
+                    }
+                }
+                0
+            }
+            Err(_) => 0,
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.shutdown_tx.send(true);
+        // Aborting the accept loop drops its JoinSet, which aborts every
+        // connection task.
+        if let Some(accept) = &self.accept {
+            accept.abort();
+        }
+    }
+}
+
+/// Accepts until shutdown; returns the still-running connection tasks so a
+/// graceful shutdown can wait for them. Finished tasks are reaped as we go,
+/// so the set never holds closed connections.
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) -> JoinSet<()> {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
+                    shared.stats.connections.fetch_add(1, Ordering::AcqRel);
+                    let conn = super::connection::Connection::new(
+                        stream,
+                        peer,
+                        shared.clone(),
+                        shutdown.clone(),
+                    );
+                    connections.spawn(conn.run());
+                }
+                // Out of descriptors and similar: back off briefly rather
+                // than spin; the listener stays open.
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            },
+            _ = shutdown.changed() => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    connections
+}

@@ -1,0 +1,394 @@
+//! One server connection speaking baidu_std.
+//!
+//! A connection is one task. It reads whatever bytes are available, cuts
+//! every complete frame out of them, and dispatches each call:
+//!
+//! ```text
+//!   read ─► frames ─► lookup ─► limits ─► handler future ─► poll once, inline
+//!                                                   │ ready: encode into `out`
+//!                                                   │ pending: spawn it; its
+//!                                                   ▼ result comes back on `done`
+//!   write `out` once per batch (responses ready together share one write)
+//! ```
+//!
+//! Most handlers (echo, lookups) finish on their first poll, so they cost no
+//! task, no channel and no wakeup; one read of many pipelined requests is
+//! answered by one write. Calls that wait (I/O, downstream RPCs) run as their
+//! own tasks and may complete out of order; responses carry the request's
+//! correlation id, so order does not matter (one connection multiplexes many
+//! calls).
+//!
+//! A call that carries `timeout_ms` is stopped when that deadline passes:
+//! the client no longer waits for it.
+//!
+//! A frame that cannot be parsed is answered when its correlation id is
+//! known, and the connection is then closed: framing is lost or the peer is
+//! not speaking baidu_std. Other connections are not affected.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context as TaskContext, Poll, Waker};
+
+use bytes::{Bytes, BytesMut};
+use keel_wire::CompressType;
+use keel_wire::baidu_std::{MetaView, RawFrame, decode_raw_frame, encode_response};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+
+use crate::context::Context;
+use crate::method::MethodDescriptor;
+use crate::server::builder::Shared;
+use crate::server::limit::Permit;
+use crate::server::service::Service;
+use crate::status::{Code, Status};
+
+/// Read buffer growth step, and the size a connection's buffers shrink back
+/// to after a large message so idle connections stay small.
+const READ_CHUNK: usize = 8 * 1024;
+const KEEP_CAPACITY: usize = 64 * 1024;
+/// Response buffers kept for reuse per connection.
+const SCRATCH_KEPT: usize = 16;
+
+pub(crate) struct Connection {
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// A finished call, ready to be written.
+struct Done {
+    correlation_id: i64,
+    compress: i32,
+    result: Result<(), Status>,
+    /// The encoded response message (reused buffer).
+    body: BytesMut,
+    attachment: Bytes,
+}
+
+type CallFuture = Pin<Box<dyn Future<Output = Done> + Send>>;
+
+/// Decrements the open-connection count however the task ends (including
+/// being aborted at the end of a graceful shutdown).
+struct OpenGuard(Arc<Shared>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.stats.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Per-connection state the frame handler works on.
+struct State {
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    out: BytesMut,
+    scratch: Vec<BytesMut>,
+    done_tx: mpsc::UnboundedSender<Done>,
+    /// Calls running as their own tasks.
+    spawned: usize,
+    draining: bool,
+    /// Stop reading: framing is lost or the peer misbehaved.
+    broken: bool,
+}
+
+impl Connection {
+    pub(crate) fn new(
+        stream: TcpStream,
+        peer: SocketAddr,
+        shared: Arc<Shared>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Connection {
+        Connection {
+            stream,
+            peer,
+            shared,
+            shutdown,
+        }
+    }
+
+    pub(crate) async fn run(self) {
+        let Connection {
+            mut stream,
+            peer,
+            shared,
+            mut shutdown,
+        } = self;
+        let _open = OpenGuard(shared.clone());
+        let _ = stream.set_nodelay(true);
+        let (mut rd, mut wr) = stream.split();
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
+        let mut st = State {
+            peer,
+            draining: shared.draining.load(Ordering::Acquire),
+            shared,
+            out: BytesMut::new(),
+            scratch: Vec::new(),
+            done_tx,
+            spawned: 0,
+            broken: false,
+        };
+        let mut inbuf = BytesMut::new();
+        let mut eof = false;
+        loop {
+            // Every complete frame in the buffer.
+            while !st.broken {
+                match decode_raw_frame(&mut inbuf, &st.shared.wire_limits) {
+                    Ok(Some(frame)) => st.on_frame(frame),
+                    Ok(None) => break,
+                    Err(e) => st.on_bad_frame(&e),
+                }
+            }
+            // Calls that finished on their own tasks meanwhile.
+            while let Ok(done) = done_rx.try_recv() {
+                st.spawned -= 1;
+                st.write_done(done);
+            }
+            if !st.out.is_empty() {
+                if wr.write_all(&st.out).await.is_err() {
+                    return;
+                }
+                st.out.clear();
+                if st.out.capacity() > KEEP_CAPACITY {
+                    st.out = BytesMut::new();
+                }
+            }
+            if st.broken || ((eof || st.draining) && st.spawned == 0) {
+                // Nothing more will be answered: close.
+                let _ = wr.shutdown().await;
+                return;
+            }
+            if inbuf.is_empty() && inbuf.capacity() > KEEP_CAPACITY {
+                inbuf = BytesMut::new();
+            }
+            inbuf.reserve(READ_CHUNK);
+            tokio::select! {
+                biased;
+                Some(done) = done_rx.recv(), if st.spawned > 0 => {
+                    st.spawned -= 1;
+                    st.write_done(done);
+                }
+                read = rd.read_buf(&mut inbuf), if !eof => match read {
+                    Ok(0) => eof = true,
+                    Ok(_) => {}
+                    Err(_) => return,
+                },
+                changed = shutdown.changed(), if !st.draining => {
+                    let _ = changed;
+                    st.draining = true;
+                }
+            }
+        }
+    }
+}
+
+impl State {
+    fn on_frame(&mut self, frame: RawFrame) {
+        let meta = match frame.meta() {
+            Ok(meta) => meta,
+            Err(e) => return self.on_bad_frame(&e),
+        };
+        let cid = meta.correlation_id;
+        let Some(request) = meta.request else {
+            // A response or a stream frame sent to a server: not a call.
+            self.error(cid, Code::EREQUEST, "frame carries no request meta");
+            self.broken = true;
+            return;
+        };
+        if self.draining {
+            return self.error(cid, Code::ELOGOFF, "server is shutting down");
+        }
+        let (method, service, slot) = match self
+            .shared
+            .table
+            .lookup(request.service_name, request.method_name)
+        {
+            Ok(route) => (route.method, route.service.clone(), route.slot),
+            Err(status) => return self.error_status(cid, &status),
+        };
+        let (payload, attachment) = match frame.split(&meta) {
+            Ok(parts) => parts,
+            Err(e) => return self.error(cid, Code::EREQUEST, &e.to_string()),
+        };
+        let payload = match decompress(&meta, payload, &self.shared.wire_limits) {
+            Ok(p) => p,
+            Err(status) => return self.error_status(cid, &status),
+        };
+        let permit = match self.shared.limits.acquire(slot) {
+            Ok(p) => p,
+            Err(which) => {
+                let text = format!("concurrency limit of {which} reached calling {method}");
+                return self.error(cid, Code::ELIMIT, &text);
+            }
+        };
+        let mut ctx = Context::new(method)
+            .with_peer(self.peer)
+            .with_log_id(request.log_id as u64)
+            .with_attachment(attachment);
+        if let Some(ms) = request.timeout_ms.filter(|&ms| ms > 0) {
+            ctx = ctx.with_deadline(
+                tokio::time::Instant::now() + std::time::Duration::from_millis(ms as u64),
+            );
+        }
+        let body = self.scratch.pop().unwrap_or_default();
+        let mut call: CallFuture = Box::pin(run_call(
+            service,
+            method,
+            ctx,
+            payload,
+            body,
+            permit,
+            cid,
+            meta.compress_type,
+        ));
+        // First poll inline: handlers that do not wait finish here, with no
+        // task and no wakeup. The no-op waker is fine: a pending call is
+        // spawned and polled again at once with a real one.
+        match call
+            .as_mut()
+            .poll(&mut TaskContext::from_waker(Waker::noop()))
+        {
+            Poll::Ready(done) => self.write_done(done),
+            Poll::Pending => {
+                self.spawned += 1;
+                let tx = self.done_tx.clone();
+                tokio::spawn(async move {
+                    // When the connection goes away nobody can receive the
+                    // answer: the call is cancelled (rule R5).
+                    tokio::select! {
+                        done = &mut call => { let _ = tx.send(done); }
+                        _ = tx.closed() => {}
+                    }
+                });
+            }
+        }
+    }
+
+    /// A frame that could not be cut or parsed. Answer if we know whom to
+    /// answer, then stop reading.
+    fn on_bad_frame(&mut self, e: &keel_wire::WireError) {
+        if let keel_wire::WireError::AttachmentLargerThanPayload { correlation_id, .. } = e {
+            self.error(*correlation_id, Code::EREQUEST, &e.to_string());
+        }
+        self.broken = true;
+    }
+
+    fn error_status(&mut self, cid: i64, status: &Status) {
+        self.error(cid, status.code(), status.message());
+    }
+
+    fn error(&mut self, cid: i64, code: Code, text: &str) {
+        let stats = &self.shared.stats;
+        stats.calls.fetch_add(1, Ordering::Relaxed);
+        stats.errors.fetch_add(1, Ordering::Relaxed);
+        encode_response(&mut self.out, cid, code.value(), text, 0, &[], &[])
+            .expect("an error frame without payload is far below the frame size limit");
+    }
+
+    fn write_done(&mut self, mut done: Done) {
+        match &done.result {
+            Ok(()) => {
+                self.shared.stats.calls.fetch_add(1, Ordering::Relaxed);
+                let written = match compress(done.compress, &done.body) {
+                    Ok(Some(compressed)) => encode_response(
+                        &mut self.out,
+                        done.correlation_id,
+                        0,
+                        "",
+                        done.compress,
+                        &compressed,
+                        &done.attachment,
+                    ),
+                    Ok(None) => encode_response(
+                        &mut self.out,
+                        done.correlation_id,
+                        0,
+                        "",
+                        0,
+                        &done.body,
+                        &done.attachment,
+                    ),
+                    Err(status) => {
+                        self.error_status(done.correlation_id, &status);
+                        Ok(())
+                    }
+                };
+                if let Err(e) = written {
+                    let text = format!("response cannot be framed: {e}");
+                    self.error(done.correlation_id, Code::ERESPONSE, &text);
+                }
+            }
+            Err(status) => self.error_status(done.correlation_id, status),
+        }
+        if self.scratch.len() < SCRATCH_KEPT && done.body.capacity() <= KEEP_CAPACITY {
+            done.body.clear();
+            self.scratch.push(done.body);
+        }
+    }
+}
+
+/// Runs one admitted call to completion. Owns everything it uses, so it can
+/// move to its own task if the handler waits.
+#[allow(clippy::too_many_arguments)] // one call's parts, moved in once
+async fn run_call(
+    service: Arc<dyn Service>,
+    method: &'static MethodDescriptor,
+    ctx: Context,
+    payload: Bytes,
+    mut body: BytesMut,
+    permit: Permit,
+    correlation_id: i64,
+    compress: i32,
+) -> Done {
+    let call = service.call(method.index, &ctx, payload, &mut body);
+    // Past the deadline the client has given up: stop the handler rather
+    // than let abandoned calls pile up.
+    let result = match ctx.deadline() {
+        None => call.await,
+        Some(deadline) => match tokio::time::timeout_at(deadline, call).await {
+            Ok(result) => result,
+            Err(_) => Err(Status::new(
+                Code::ERPCTIMEDOUT,
+                format!("{method} did not finish before the client's deadline"),
+            )),
+        },
+    };
+    drop(permit);
+    Done {
+        correlation_id,
+        compress,
+        result,
+        body,
+        attachment: ctx.take_response_attachment(),
+    }
+}
+
+fn decompress(
+    meta: &MetaView<'_>,
+    payload: Bytes,
+    limits: &keel_wire::baidu_std::Limits,
+) -> Result<Bytes, Status> {
+    if meta.compress_type == 0 {
+        return Ok(payload);
+    }
+    let kind = CompressType::try_from(meta.compress_type)
+        .map_err(|e| Status::new(Code::EREQUEST, e.to_string()))?;
+    keel_wire::decompress(kind, &payload, limits.max_body_size)
+        .map_err(|e| Status::new(Code::EREQUEST, e.to_string()))
+}
+
+/// Compresses a response body the way the request was compressed (brpc
+/// clients that compress can read compressed answers). `None` = as is.
+fn compress(kind: i32, body: &[u8]) -> Result<Option<BytesMut>, Status> {
+    if kind == 0 {
+        return Ok(None);
+    }
+    let kind = CompressType::try_from(kind).map_err(|e| Status::internal(e.to_string()))?;
+    let mut out = BytesMut::new();
+    keel_wire::compress(kind, body, &mut out).map_err(|e| Status::internal(e.to_string()))?;
+    Ok(Some(out))
+}

@@ -1,0 +1,116 @@
+//! Concurrency limits: one for the whole server, one per method.
+//!
+//! A call holds a [`Permit`] from the moment it is admitted until its response
+//! is encoded; the permit's `Drop` gives the places back on every path
+//! (success, error, a handler that panics, a connection that dies with the
+//! call still running).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+/// Counts calls in flight against a maximum (`usize::MAX` = unlimited).
+#[derive(Debug)]
+pub(crate) struct Limiter {
+    max: usize,
+    current: AtomicUsize,
+    rejected: AtomicU64,
+}
+
+impl Limiter {
+    pub(crate) fn new(max: Option<usize>) -> Limiter {
+        Limiter {
+            max: max.unwrap_or(usize::MAX),
+            current: AtomicUsize::new(0),
+            rejected: AtomicU64::new(0),
+        }
+    }
+
+    fn try_acquire(&self) -> bool {
+        if self.current.fetch_add(1, Ordering::AcqRel) >= self.max {
+            self.current.fetch_sub(1, Ordering::AcqRel);
+            self.rejected.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    fn release(&self) {
+        self.current.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    pub(crate) fn current(&self) -> usize {
+        self.current.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn rejected(&self) -> u64 {
+        self.rejected.load(Ordering::Relaxed)
+    }
+}
+
+/// The server's limits: a global one and one per method slot (see
+/// [`Route::slot`](crate::server::Route::slot)).
+#[derive(Debug)]
+pub(crate) struct Limits {
+    pub(crate) global: Limiter,
+    pub(crate) methods: Vec<Limiter>,
+}
+
+impl Limits {
+    /// Admits one call of method `slot`, or says which limit refused it.
+    pub(crate) fn acquire(self: &Arc<Self>, slot: usize) -> Result<Permit, &'static str> {
+        if !self.global.try_acquire() {
+            return Err("the server");
+        }
+        if let Some(m) = self.methods.get(slot) {
+            if !m.try_acquire() {
+                self.global.release();
+                return Err("the method");
+            }
+        }
+        Ok(Permit {
+            limits: self.clone(),
+            slot,
+        })
+    }
+}
+
+/// One admitted call; dropping it releases its places.
+#[derive(Debug)]
+pub(crate) struct Permit {
+    limits: Arc<Limits>,
+    slot: usize,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if let Some(m) = self.limits.methods.get(self.slot) {
+            m.release();
+        }
+        self.limits.global.release();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn global_and_method_limits_refuse_and_release() {
+        let limits = Arc::new(Limits {
+            global: Limiter::new(Some(3)),
+            methods: vec![Limiter::new(Some(1)), Limiter::new(None)],
+        });
+        let a = limits.acquire(0).expect("first call of method 0");
+        assert_eq!(limits.acquire(0).unwrap_err(), "the method");
+        let b = limits.acquire(1).expect("method 1");
+        let c = limits.acquire(1).expect("method 1 again");
+        assert_eq!(limits.acquire(1).unwrap_err(), "the server");
+        assert_eq!(limits.global.current(), 3);
+        drop((a, b, c));
+        assert_eq!(limits.global.current(), 0);
+        assert_eq!(limits.methods[0].current(), 0);
+        assert_eq!(limits.global.rejected(), 1);
+        assert_eq!(limits.methods[0].rejected(), 1);
+        let _again = limits.acquire(0).expect("released places are reusable");
+    }
+}

@@ -1,0 +1,124 @@
+//! An echo service on a real TCP server for the baidu_std tests.
+#![allow(dead_code, unused_imports)] // each test binary uses part of it
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use keel::{Code, Context, Server, Status};
+use tokio::sync::{Notify, Semaphore};
+
+pub mod example {
+    keel::include_proto!("example");
+}
+pub use example::{EchoRequest, EchoResponse, EchoService, EchoServiceClient, EchoServiceServer};
+
+/// Echo with a few behaviours picked by the message:
+/// - `fail`: error 4242 with a text;
+/// - `stall`: waits forever (until the call is cancelled);
+/// - `gate`: waits until the test adds a permit to `gate`;
+/// - `deadline`: answers whether the call carried a deadline;
+/// - anything else: echoed, attachment reversed.
+pub struct Echo {
+    pub gate: Arc<Semaphore>,
+    pub gated: Arc<Notify>,
+    pub calls: Arc<AtomicU64>,
+    never: Notify,
+}
+
+impl Default for Echo {
+    fn default() -> Self {
+        Echo {
+            gate: Arc::new(Semaphore::new(0)),
+            gated: Arc::default(),
+            calls: Arc::default(),
+            never: Notify::new(),
+        }
+    }
+}
+
+impl EchoService for Echo {
+    async fn echo(&self, ctx: &Context, req: EchoRequest) -> Result<EchoResponse, Status> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        match req.message.as_str() {
+            "fail" => Err(Status::new(Code::new(4242), "refusing to echo `fail`")),
+            "stall" => {
+                self.never.notified().await;
+                Err(Status::internal("unreachable"))
+            }
+            "gate" => {
+                self.gated.notify_one();
+                let permit = self.gate.acquire().await.expect("gate open");
+                permit.forget();
+                Ok(EchoResponse {
+                    message: "gate".into(),
+                })
+            }
+            "deadline" => Ok(EchoResponse {
+                message: format!("deadline={}", ctx.deadline().is_some()),
+            }),
+            _ => {
+                if !ctx.attachment().is_empty() {
+                    let mut reversed = ctx.attachment().to_vec();
+                    reversed.reverse();
+                    ctx.set_response_attachment(reversed.into());
+                }
+                Ok(EchoResponse {
+                    message: req.message,
+                })
+            }
+        }
+    }
+}
+
+/// A running echo server on an ephemeral loopback port and handles to its
+/// echo implementation.
+pub struct Fixture {
+    pub server: Server,
+    pub gate: Arc<Semaphore>,
+    pub gated: Arc<Notify>,
+    pub calls: Arc<AtomicU64>,
+}
+
+impl Fixture {
+    pub fn addr(&self) -> String {
+        self.server.local_addr().to_string()
+    }
+}
+
+pub async fn start(
+    configure: impl FnOnce(keel::server::ServerBuilder) -> keel::server::ServerBuilder,
+) -> Fixture {
+    let echo = Echo::default();
+    let (gate, gated, calls) = (echo.gate.clone(), echo.gated.clone(), echo.calls.clone());
+    let builder = Server::builder().add_service(EchoServiceServer::new(echo));
+    let server = configure(builder)
+        .bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    Fixture {
+        server,
+        gate,
+        gated,
+        calls,
+    }
+}
+
+pub fn request(message: &str) -> EchoRequest {
+    EchoRequest {
+        message: message.to_owned(),
+    }
+}
+
+/// Waits (bounded) until `cond` holds, yielding to the runtime in between.
+/// Used for effects that complete on another task, such as a server noticing
+/// a closed connection; panics if it never happens.
+pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+}

@@ -1,0 +1,285 @@
+//! The echo service over TCP with baidu_std: server, channel, generated
+//! client, and the errors brpc defines.
+
+mod support;
+
+use std::time::Duration;
+
+use keel::bytes::Bytes;
+use keel::{CallOptions, Channel, Code, Compression};
+use support::{EchoServiceClient, eventually, request, start};
+
+#[tokio::test]
+async fn echo_round_trip_with_attachments_and_compression() {
+    let f = start(|b| b).await;
+    let channel = Channel::new(&f.addr()).expect("valid address");
+    let client = EchoServiceClient::new(&channel);
+    let resp = client.echo(&request("hello")).await.expect("echo");
+    assert_eq!(resp.message, "hello");
+
+    for compression in [Compression::None, Compression::Snappy, Compression::Gzip] {
+        let c = client.with_options(CallOptions {
+            attachment: Bytes::from_static(b"abc"),
+            compression,
+            ..CallOptions::default()
+        });
+        let big = "x".repeat(10_000);
+        let resp = c
+            .client()
+            .unary_with_attachment::<_, support::EchoResponse>(
+                &support::example::echo_service::ECHO,
+                &request(&big),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{compression:?}: {e}"));
+        assert_eq!(resp.message.message, big);
+        assert_eq!(&resp.attachment[..], b"cba", "{compression:?}");
+    }
+    assert_eq!(channel.pending_calls(), 0);
+}
+
+#[tokio::test]
+async fn handler_errors_and_routing_errors_carry_brpc_codes() {
+    let f = start(|b| b).await;
+    let channel = Channel::new(&f.addr()).expect("valid address");
+    let client = EchoServiceClient::new(&channel);
+    let err = client
+        .echo(&request("fail"))
+        .await
+        .expect_err("handler error");
+    assert_eq!(err.code(), Code::new(4242));
+    assert!(err.message().contains("refusing"), "{err}");
+
+    static NO_SERVICE: keel::MethodDescriptor = keel::MethodDescriptor {
+        service: "example.NoSuchService",
+        method: "Echo",
+        path: "/example.NoSuchService/Echo",
+        index: 0,
+        request_type: "example.EchoRequest",
+        response_type: "example.EchoResponse",
+        kind: keel::MethodKind::Unary,
+    };
+    static NO_METHOD: keel::MethodDescriptor = keel::MethodDescriptor {
+        service: "example.EchoService",
+        method: "NoSuchMethod",
+        path: "/example.EchoService/NoSuchMethod",
+        index: 0,
+        request_type: "example.EchoRequest",
+        response_type: "example.EchoResponse",
+        kind: keel::MethodKind::Unary,
+    };
+    let raw = keel::Client::new(&channel);
+    let err = raw
+        .unary_raw(&NO_SERVICE, Bytes::new())
+        .await
+        .expect_err("unknown service");
+    assert_eq!(err.code(), Code::ENOSERVICE);
+    let err = raw
+        .unary_raw(&NO_METHOD, Bytes::new())
+        .await
+        .expect_err("unknown method");
+    assert_eq!(err.code(), Code::ENOMETHOD);
+    let err = raw
+        .unary_raw(
+            &support::example::echo_service::ECHO,
+            Bytes::from_static(b"\xff\xff\xff"),
+        )
+        .await
+        .expect_err("garbage request");
+    assert_eq!(err.code(), Code::EREQUEST);
+    // The connection survived all of that.
+    assert_eq!(
+        client.echo(&request("still")).await.expect("echo").message,
+        "still"
+    );
+    assert_eq!(f.server.stats().accepted, 1);
+}
+
+#[tokio::test]
+async fn responses_return_out_of_order_on_one_connection() {
+    let f = start(|b| b).await;
+    let channel = Channel::new(&f.addr()).expect("valid address");
+    let client = EchoServiceClient::new(&channel);
+    let slow = tokio::spawn({
+        let client = client.clone();
+        async move { client.echo(&request("gate")).await }
+    });
+    f.gated.notified().await; // the slow call is in its handler
+    // A later call on the same connection completes first.
+    assert_eq!(
+        client.echo(&request("fast")).await.expect("fast").message,
+        "fast"
+    );
+    assert!(!slow.is_finished());
+    f.gate.add_permits(1);
+    assert_eq!(slow.await.expect("task").expect("slow").message, "gate");
+    assert_eq!(f.server.stats().accepted, 1, "one multiplexed connection");
+}
+
+#[tokio::test]
+async fn timeouts_answer_erpctimedout_and_send_timeout_ms() {
+    let f = start(|b| b).await;
+    let channel = Channel::builder(&f.addr())
+        .timeout(Some(Duration::from_millis(50)))
+        .build()
+        .expect("valid address");
+    let client = EchoServiceClient::new(&channel);
+    let resp = client.echo(&request("deadline")).await.expect("echo");
+    assert_eq!(
+        resp.message, "deadline=true",
+        "timeout_ms reached the server"
+    );
+    let err = client.echo(&request("stall")).await.expect_err("stalls");
+    assert_eq!(err.code(), Code::ERPCTIMEDOUT);
+    assert_eq!(channel.pending_calls(), 0, "timed-out call left the table");
+    let no_timeout = Channel::builder(&f.addr())
+        .timeout(None)
+        .build()
+        .expect("valid address");
+    let resp = EchoServiceClient::new(&no_timeout)
+        .echo(&request("deadline"))
+        .await
+        .expect("echo");
+    assert_eq!(resp.message, "deadline=false");
+}
+
+#[tokio::test]
+async fn concurrency_limits_answer_elimit() {
+    let f = start(|b| b.max_concurrency(1)).await;
+    let channel = Channel::new(&f.addr()).expect("valid address");
+    let client = EchoServiceClient::new(&channel);
+    let held = tokio::spawn({
+        let client = client.clone();
+        async move { client.echo(&request("gate")).await }
+    });
+    f.gated.notified().await;
+    let err = client
+        .echo(&request("x"))
+        .await
+        .expect_err("over the limit");
+    assert_eq!(err.code(), Code::ELIMIT);
+    f.gate.add_permits(1);
+    held.await.expect("task").expect("held call completes");
+    client.echo(&request("x")).await.expect("room again");
+    assert_eq!(f.server.stats().rejected, 1);
+
+    let f = start(|b| b.method_max_concurrency(&support::example::echo_service::ECHO, 1)).await;
+    let channel = Channel::new(&f.addr()).expect("valid address");
+    let client = EchoServiceClient::new(&channel);
+    let held = tokio::spawn({
+        let client = client.clone();
+        async move { client.echo(&request("gate")).await }
+    });
+    f.gated.notified().await;
+    let err = client
+        .echo(&request("x"))
+        .await
+        .expect_err("over the method limit");
+    assert_eq!(err.code(), Code::ELIMIT);
+    f.gate.add_permits(1);
+    held.await.expect("task").expect("held call completes");
+}
+
+#[tokio::test]
+async fn graceful_shutdown_finishes_in_flight_and_refuses_new_calls() {
+    let f = start(|b| b).await;
+    let channel = Channel::new(&f.addr()).expect("valid address");
+    let client = EchoServiceClient::new(&channel);
+    let in_flight = tokio::spawn({
+        let client = client.clone();
+        async move { client.echo(&request("gate")).await }
+    });
+    f.gated.notified().await;
+    let gate = f.gate.clone();
+    let server = f.server;
+    let shutdown = tokio::spawn(async move { server.shutdown(Duration::from_secs(10)).await });
+    // A new call on the open connection is refused with ELOGOFF while the
+    // in-flight one is still running.
+    let mut refused = None;
+    for _ in 0..1000 {
+        match client.echo(&request("late")).await {
+            Err(e) if e.code() == Code::ELOGOFF => {
+                refused = Some(e);
+                break;
+            }
+            Ok(_) => tokio::task::yield_now().await, // shutdown not seen yet
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert!(refused.is_some(), "no ELOGOFF seen");
+    assert!(!in_flight.is_finished());
+    gate.add_permits(1);
+    assert_eq!(
+        in_flight
+            .await
+            .expect("task")
+            .expect("in-flight call")
+            .message,
+        "gate"
+    );
+    assert_eq!(shutdown.await.expect("task"), 0, "nothing had to be cut");
+    // Closed: new connections fail.
+    let err = client
+        .echo(&request("after"))
+        .await
+        .expect_err("server gone");
+    assert_eq!(err.code(), Code::EFAILEDSOCKET, "{err}");
+}
+
+#[tokio::test]
+async fn channel_reconnects_after_the_server_comes_back() {
+    let f = start(|b| b).await;
+    let addr = f.server.local_addr();
+    let channel = Channel::builder(&addr.to_string())
+        .max_retry(0)
+        .build()
+        .expect("valid address");
+    let client = EchoServiceClient::new(&channel);
+    client.echo(&request("one")).await.expect("first server");
+    assert_eq!(f.server.shutdown(Duration::from_secs(5)).await, 0);
+    let err = client.echo(&request("two")).await.expect_err("no server");
+    assert_eq!(err.code(), Code::EFAILEDSOCKET);
+    // The same port again.
+    let again = keel::Server::builder()
+        .add_service(support::EchoServiceServer::new(support::Echo::default()))
+        .bind(addr)
+        .await
+        .expect("rebind");
+    assert_eq!(
+        client
+            .echo(&request("three"))
+            .await
+            .expect("reconnected")
+            .message,
+        "three"
+    );
+    assert_eq!(channel.pending_calls(), 0);
+    drop(again);
+}
+
+#[tokio::test]
+async fn bad_addresses_are_refused_clearly() {
+    for bad in ["", "localhost", ":80", "host:http", "host:70000"] {
+        let err = Channel::new(bad).expect_err(bad);
+        assert!(err.to_string().contains("invalid channel address"), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn closed_connections_leave_no_server_state() {
+    let f = start(|b| b).await;
+    for i in 0..20 {
+        let channel = Channel::new(&f.addr()).expect("valid address");
+        let msg = format!("m{i}");
+        let resp = EchoServiceClient::new(&channel)
+            .echo(&request(&msg))
+            .await
+            .expect("echo");
+        assert_eq!(resp.message, msg);
+    }
+    eventually("the server to see every connection close", || {
+        f.server.stats().connections == 0
+    })
+    .await;
+    assert_eq!(f.server.stats().accepted, 20);
+}

@@ -1,0 +1,71 @@
+//! Shared pieces of the examples: brpc's echo service (package `example`,
+//! the same names and field numbers as brpc's `example/echo_c++`, so brpc's
+//! echo client and server interoperate with these), and a tiny flag parser.
+
+pub mod example {
+    //! Generated from `proto/echo.proto`.
+    #![allow(missing_docs)]
+    keel::include_proto!("example");
+}
+
+use std::str::FromStr;
+
+use example::{EchoRequest, EchoResponse, EchoService};
+
+/// brpc's echo semantics: the message and the attachment come back as they
+/// went. Used by `echo_server`, `keel demo` and the benchmarks.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Echo;
+
+impl EchoService for Echo {
+    async fn echo(
+        &self,
+        ctx: &keel::Context,
+        req: EchoRequest,
+    ) -> Result<EchoResponse, keel::Status> {
+        if !ctx.attachment().is_empty() {
+            ctx.set_response_attachment(ctx.attachment().clone());
+        }
+        Ok(EchoResponse {
+            message: req.message,
+        })
+    }
+}
+
+/// The value of `--name VALUE` (or `--name=VALUE`) in `args`, parsed, or
+/// `default` when absent. A value that does not parse is an error naming
+/// the flag.
+pub fn flag<T: FromStr>(args: &[String], name: &str, default: T) -> Result<T, String> {
+    let long = format!("--{name}");
+    let eq = format!("--{name}=");
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let value = if a == &long {
+            it.next().ok_or_else(|| format!("{long} needs a value"))?
+        } else if let Some(v) = a.strip_prefix(&eq) {
+            v
+        } else {
+            continue;
+        };
+        return value
+            .parse()
+            .map_err(|_| format!("{long}: cannot use {value:?}"));
+    }
+    Ok(default)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::flag;
+
+    #[test]
+    fn flags_parse_both_forms_and_report_errors() {
+        let args: Vec<String> = ["--addr", "1.2.3.4:5", "--n=7", "--bad", "x"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(flag(&args, "addr", String::new()).unwrap(), "1.2.3.4:5");
+        assert_eq!(flag(&args, "n", 0u32).unwrap(), 7);
+        assert_eq!(flag(&args, "missing", 3u32).unwrap(), 3);
+        assert!(flag::<u32>(&args, "bad", 0).unwrap_err().contains("--bad"));
+    }
+}
