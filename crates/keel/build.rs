@@ -1,11 +1,15 @@
 //! Generates the services keel's own tests and doctests use: brpc's echo
-//! (proto2) and a small proto3 greeter. Cheap: two small files, re-run only
-//! when they change.
+//! (proto2), a small proto3 greeter, and proto2 messages with nested
+//! `required` fields (plus the package they import). Cheap: a few small
+//! files, re-run only when they change.
 
 fn main() {
-    if let Err(err) =
-        keel_build::compile_protos(&["proto/echo.proto", "proto/greeter.proto"], &["proto"])
-    {
+    let protos = [
+        "proto/echo.proto",
+        "proto/greeter.proto",
+        "proto/required.proto",
+    ];
+    if let Err(err) = keel_build::compile_protos(&protos, &["proto"]) {
         eprintln!("error: {err}");
         std::process::exit(1);
     }

@@ -120,7 +120,9 @@ impl Builder {
                 .ok_or(Error::OutDirNotSet)?,
         };
         let fds = self.load(protos, includes)?.file_descriptor_set();
-        let generator = self.generator.clone();
+        // prost-build generates the files in this order, so `finalize`
+        // meets them in it too.
+        let generator = self.generator.clone().required_fields(&fds.file);
         self.prost
             .out_dir(out_dir)
             .service_generator(Box::new(generator))
@@ -139,12 +141,12 @@ impl Builder {
     ) -> Result<Vec<GeneratedFile>, Error> {
         self.emit_rerun_if_changed = false;
         let fds = self.load(protos, includes)?.file_descriptor_set();
+        let generator = self.generator.clone().required_fields(&fds.file);
         let requests: Vec<_> = fds
             .file
             .into_iter()
             .map(|file| (Module::from_protobuf_package_name(file.package()), file))
             .collect();
-        let generator = self.generator.clone();
         let modules = self
             .prost
             .service_generator(Box::new(generator))
@@ -259,6 +261,272 @@ mod tests {
         for needle in needles {
             assert!(code.contains(needle), "missing `{needle}` in:\n{code}");
         }
+    }
+
+    /// `code` without whitespace and trailing commas, so needles do not
+    /// depend on where the formatter breaks lines.
+    fn squash(code: &str) -> String {
+        let joined: String = code.split_whitespace().collect();
+        joined
+            .replace(",)", ")")
+            .replace(",]", "]")
+            .replace(",}", "}")
+    }
+
+    /// Like [`assert_contains`], ignoring whitespace.
+    fn assert_contains_squashed(code: &str, needles: &[&str]) {
+        let squashed = squash(code);
+        for needle in needles {
+            assert!(
+                squashed.contains(&squash(needle)),
+                "missing `{needle}` in:\n{code}"
+            );
+        }
+    }
+
+    fn generate_all(protos: &[&str]) -> Vec<GeneratedFile> {
+        Builder::new()
+            .generate(protos, &[fixtures()])
+            .expect("generation succeeds")
+    }
+
+    #[test]
+    fn proto2_required_fields_get_tables_impls_and_checked_call_sites() {
+        let file = generate_one("echo.proto");
+        let code = &file.code;
+        assert_contains(
+            code,
+            &[
+                "#[allow(dead_code)]\nmod __keel_required {",
+                "    /// `example.EchoRequest`.\n    pub static EXAMPLE__ECHO_REQUEST: ::keel::codec::RequiredSchema = ::keel::codec::RequiredSchema {\n        message: \"example.EchoRequest\",\n        required: &[\n            ::keel::codec::RequiredField {\n                number: 1,\n                path: \"example.EchoRequest.message\",\n            },\n        ],\n        nested: &[],\n        map_entry: false,\n    };",
+                "pub static EXAMPLE__ECHO_RESPONSE: ::keel::codec::RequiredSchema",
+                "path: \"example.EchoResponse.message\"",
+                "impl ::keel::codec::RequiredFields for EchoRequest {\n    const REQUIRED: &'static ::keel::codec::RequiredSchema = &__keel_required::EXAMPLE__ECHO_REQUEST;\n}",
+                "impl ::keel::codec::RequiredFields for EchoResponse {",
+            ],
+        );
+        assert_contains_squashed(
+            code,
+            &[
+                // the server checks the request, the client the response
+                "::keel::server::unary(&echo_service::ECHO, \
+                 ::core::option::Option::Some(&__keel_required::EXAMPLE__ECHO_REQUEST), \
+                 request, response,",
+                ".unary_checked(&echo_service::ECHO, request, \
+                 ::core::option::Option::Some(&__keel_required::EXAMPLE__ECHO_RESPONSE))",
+            ],
+        );
+        assert_eq!(code.matches("mod __keel_required").count(), 1);
+    }
+
+    #[test]
+    fn proto3_gets_no_required_code_and_unchecked_call_sites() {
+        let file = generate_one("shop.proto");
+        let code = &file.code;
+        for absent in ["__keel_required", "RequiredFields", "RequiredSchema"] {
+            assert!(!code.contains(absent), "`{absent}` in:\n{code}");
+        }
+        assert_contains_squashed(
+            code,
+            &[
+                "::keel::server::unary(&inventory::PUT_ITEM, ::core::option::Option::None, request,",
+                "::keel::server::unary(&pricing::CLEAR, ::core::option::Option::None, request,",
+                ".unary_checked(&inventory::GET_ITEM, request, ::core::option::Option::None)",
+                ".unary_checked(&pricing::QUOTE_ITEM, request, ::core::option::Option::None)",
+            ],
+        );
+    }
+
+    #[test]
+    fn nested_required_fields_are_reached_through_every_kind_of_field() {
+        let files = generate_all(&["required.proto"]);
+        let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["required.dep.rs", "required.rs"]);
+        let (dep, code) = (&files[0].code, &files[1].code);
+
+        // The imported package has its own table and impl.
+        assert_contains(
+            dep,
+            &[
+                "pub static REQUIRED__DEP__TAG: ::keel::codec::RequiredSchema",
+                "path: \"required.dep.Tag.key\"",
+                "impl ::keel::codec::RequiredFields for Tag {",
+            ],
+        );
+        assert_eq!(dep.matches("mod __keel_required").count(), 1);
+
+        let nested = |number: u32, group: bool, table: &str| {
+            format!(
+                "::keel::codec::NestedField {{ number: {number}, group: {group}, schema: &{table}, }}"
+            )
+        };
+        let tree_nested = [
+            nested(2, false, "REQUIRED__LEAF"),                // singular
+            nested(3, false, "REQUIRED__LEAF"),                // repeated
+            nested(4, false, "REQUIRED__TREE__BY_NAME_ENTRY"), // map value
+            nested(5, true, "REQUIRED__TREE__EXTRA"),          // group
+            nested(7, false, "REQUIRED__TREE"),                // recursion
+            nested(8, false, "REQUIRED__DEP__TAG"),            // other package
+            nested(9, false, "REQUIRED__LEAF"),                // oneof member
+            nested(11, false, "REQUIRED__TREE__INNER"),        // nested type
+        ]
+        .join(",");
+        assert_contains_squashed(
+            code,
+            &[
+                &format!(
+                    "pub static REQUIRED__TREE: ::keel::codec::RequiredSchema = ::keel::codec::RequiredSchema {{ \
+                     message: \"required.Tree\", \
+                     required: &[::keel::codec::RequiredField {{ number: 1, path: \"required.Tree.name\", }},], \
+                     nested: &[{tree_nested},], \
+                     map_entry: false, }};"
+                ),
+                &format!(
+                    "pub static REQUIRED__TREE__BY_NAME_ENTRY: ::keel::codec::RequiredSchema = ::keel::codec::RequiredSchema {{ \
+                     message: \"required.Tree.ByNameEntry\", required: &[], \
+                     nested: &[{},], map_entry: true, }};",
+                    nested(2, false, "REQUIRED__LEAF")
+                ),
+                "path: \"required.Tree.Extra.x\"",
+                "path: \"required.Tree.Inner.on\"",
+                // The imported type's table is repeated here: tables never
+                // refer across packages.
+                "pub static REQUIRED__DEP__TAG: ::keel::codec::RequiredSchema",
+                // impls for the package's own types, nested ones by path
+                "impl ::keel::codec::RequiredFields for Leaf {",
+                "impl ::keel::codec::RequiredFields for Tree {",
+                "impl ::keel::codec::RequiredFields for tree::Extra {",
+                "impl ::keel::codec::RequiredFields for tree::Inner {",
+                // each call site checks what needs it, and only that
+                "::keel::server::unary(&forest::PLANT, \
+                 ::core::option::Option::Some(&__keel_required::REQUIRED__TREE), request,",
+                "::keel::server::unary(&forest::PICK, ::core::option::Option::None, request,",
+                ".unary_checked(&forest::PLANT, request, ::core::option::Option::None)",
+                ".unary_checked(&forest::PICK, request, \
+                 ::core::option::Option::Some(&__keel_required::REQUIRED__LEAF))",
+            ],
+        );
+        // No impl for the other package's type, the map entry, or `Plain`,
+        // which needs no check; `plain`/`plains` are not in Tree's table.
+        for absent in [
+            "RequiredFields for Tag",
+            "RequiredFields for dep::Tag",
+            "ByNameEntry {",
+            "PLAIN",
+            "number: 12",
+            "number: 13",
+        ] {
+            assert!(!code.contains(absent), "`{absent}` in:\n{code}");
+        }
+        assert_eq!(code.matches("mod __keel_required").count(), 1);
+    }
+
+    #[test]
+    fn a_package_split_over_files_gets_its_tables_once() {
+        let dir = Scratch::new("split");
+        dir.write(
+            "a.proto",
+            "syntax = \"proto2\";\npackage split;\nmessage A { required int32 a = 1; }\n",
+        );
+        dir.write(
+            "b.proto",
+            "syntax = \"proto2\";\npackage split;\nimport \"a.proto\";\n\
+             message B { optional A a = 1; }\nservice S { rpc Get(B) returns (A); }\n",
+        );
+        let files = Builder::new()
+            .generate(&["b.proto"], &[&dir.0])
+            .expect("generates");
+        assert_eq!(files.len(), 1);
+        let code = &files[0].code;
+        assert_eq!(code.matches("mod __keel_required").count(), 1, "{code}");
+        assert_contains(
+            code,
+            &[
+                "impl ::keel::codec::RequiredFields for A {",
+                "impl ::keel::codec::RequiredFields for B {",
+            ],
+        );
+        assert_contains_squashed(
+            code,
+            &["::keel::server::unary(&s::GET, \
+               ::core::option::Option::Some(&__keel_required::SPLIT__B), request,"],
+        );
+    }
+
+    #[test]
+    fn extern_types_get_tables_but_no_impls() {
+        let dir = Scratch::new("wkt");
+        dir.write(
+            "wkt.proto",
+            "syntax = \"proto2\";\npackage wkt;\nimport \"google/protobuf/descriptor.proto\";\n\
+             message Holder { optional google.protobuf.FileDescriptorProto file = 1; }\n\
+             service S { rpc Get(Holder) returns (google.protobuf.UninterpretedOption); }\n",
+        );
+        // By default prost maps google.protobuf to prost-types: nothing is
+        // generated for it, and no impl may name its types.
+        let files = Builder::new()
+            .generate(&["wkt.proto"], &[&dir.0])
+            .expect("generates");
+        let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["wkt.rs"]);
+        let code = &files[0].code;
+        assert_contains(
+            code,
+            &[
+                "impl ::keel::codec::RequiredFields for Holder {",
+                "pub static GOOGLE__PROTOBUF__UNINTERPRETED_OPTION__NAME_PART: ::keel::codec::RequiredSchema",
+                "path: \"google.protobuf.UninterpretedOption.NamePart.name_part\"",
+            ],
+        );
+        assert_contains_squashed(
+            code,
+            &[
+                ".unary_checked(&s::GET, request, ::core::option::Option::Some(\
+               &__keel_required::GOOGLE__PROTOBUF__UNINTERPRETED_OPTION))",
+            ],
+        );
+        assert_eq!(
+            code.matches("impl ::keel::codec::RequiredFields").count(),
+            1
+        );
+
+        // Compiled in place, the well-known types get their impls.
+        let files = Builder::new()
+            .prost_config(|c| {
+                c.compile_well_known_types();
+            })
+            .generate(&["wkt.proto"], &[&dir.0])
+            .expect("generates");
+        let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["google.protobuf.rs", "wkt.rs"]);
+        assert_contains(
+            &files[0].code,
+            &[
+                "impl ::keel::codec::RequiredFields for UninterpretedOption {",
+                "impl ::keel::codec::RequiredFields for uninterpreted_option::NamePart {",
+                "impl ::keel::codec::RequiredFields for FileDescriptorProto {",
+            ],
+        );
+    }
+
+    #[test]
+    fn a_generator_without_descriptors_checks_nothing() {
+        let fds = protox::compile(["echo.proto"], [fixtures()]).expect("parses");
+        let requests = fds
+            .file
+            .into_iter()
+            .map(|f| (Module::from_protobuf_package_name(f.package()), f))
+            .collect();
+        let modules = prost_build::Config::new()
+            .service_generator(Box::new(ServiceGenerator::new()))
+            .generate(requests)
+            .expect("generates");
+        let code = modules.values().next().expect("one module");
+        assert!(!code.contains("__keel_required"), "{code}");
+        assert_contains_squashed(
+            code,
+            &["::keel::server::unary(&echo_service::ECHO, ::core::option::Option::None, request,"],
+        );
     }
 
     #[test]
@@ -438,6 +706,7 @@ mod tests {
             .expect("compiles");
         let echo = std::fs::read_to_string(dir.0.join("example.rs")).expect("example.rs");
         assert!(echo.contains("pub struct EchoServiceClient"));
+        assert!(echo.contains("impl ::keel::codec::RequiredFields for EchoRequest"));
         let shop = std::fs::read_to_string(dir.0.join("keel.shop.rs")).expect("keel.shop.rs");
         assert!(shop.contains("pub struct PricingClient"));
     }

@@ -1,6 +1,7 @@
 //! Keel service code: one `prost_build::ServiceGenerator` that writes, per
 //! protobuf service, the server trait, its dispatch adapter, the client and
-//! the `static` descriptors.
+//! the `static` descriptors; and, per package, the proto2 required-field
+//! tables (see [`crate::required`]) those call sites pass to the runtime.
 //!
 //! The text is emitted as plain Rust and formatted by prost-build afterwards
 //! (prettyplease), so the templates below favour clarity over layout.
@@ -11,6 +12,9 @@ use std::rc::Rc;
 
 use heck::{ToShoutySnakeCase, ToSnakeCase};
 use prost_build::{Method, Service};
+use protox::prost_reflect::prost_types::FileDescriptorProto;
+
+use crate::required::RequiredPlan;
 
 /// Generates Keel server traits, clients and descriptors for protobuf
 /// services; plug it into a `prost_build::Config` with
@@ -20,12 +24,21 @@ use prost_build::{Method, Service};
 /// Streaming methods get a descriptor (with their `kind` recorded) but no
 /// trait method or client method yet: Keel's runtime is unary-only for now.
 /// Their full names are collected in [`ServiceGenerator::skipped`].
+///
+/// Proto2 `required` fields are checked only when the generator was given
+/// the descriptors with [`required_fields`](Self::required_fields)
+/// ([`Builder`](crate::Builder) does this); without them every call site
+/// passes `None` and required fields are not checked.
 #[derive(Debug, Clone)]
 pub struct ServiceGenerator {
     runtime: String,
     server: bool,
     client: bool,
     skipped: Rc<RefCell<Vec<String>>>,
+    required: Option<Rc<RequiredPlan>>,
+    /// Files finalized so far: prost-build calls `finalize` once per file,
+    /// in the order of its requests.
+    files_done: usize,
 }
 
 impl Default for ServiceGenerator {
@@ -42,6 +55,8 @@ impl ServiceGenerator {
             server: true,
             client: true,
             skipped: Rc::default(),
+            required: None,
+            files_done: 0,
         }
     }
 
@@ -64,6 +79,22 @@ impl ServiceGenerator {
         self
     }
 
+    /// Generates proto2 required-field checks for the messages of `files`:
+    /// per package, the tables and `RequiredFields` impls of every message
+    /// type that has `required` fields or holds one that does, and call
+    /// sites that pass them (request checked by the server adapter, response
+    /// by the client). Types that need no check get nothing, and their call
+    /// sites pass `None`.
+    ///
+    /// `files` must be the files given to prost-build, in the same order:
+    /// the tables are written from prost-build's once-per-file `finalize`
+    /// hook.
+    pub fn required_fields(mut self, files: &[FileDescriptorProto]) -> Self {
+        self.required = Some(Rc::new(RequiredPlan::new(files)));
+        self.files_done = 0;
+        self
+    }
+
     /// Full names (`package.Service.Method`) of streaming methods that got a
     /// descriptor but no handler or client method. Shared between clones, so
     /// a caller can keep a clone and read it after prost-build consumed the
@@ -75,7 +106,7 @@ impl ServiceGenerator {
 
 impl prost_build::ServiceGenerator for ServiceGenerator {
     fn generate(&mut self, service: Service, buf: &mut String) {
-        let service = ServiceModel::new(&service, &self.runtime);
+        let service = ServiceModel::new(&service, &self.runtime, self.required.as_deref());
         for method in service.methods.iter().filter(|m| !m.unary) {
             self.skipped
                 .borrow_mut()
@@ -87,6 +118,21 @@ impl prost_build::ServiceGenerator for ServiceGenerator {
         }
         if self.client {
             service.write_client(buf);
+        }
+    }
+
+    fn finalize(&mut self, buf: &mut String) {
+        let index = self.files_done;
+        self.files_done += 1;
+        // The module (one per package) is shared by the package's files; the
+        // last of them carries the tables, once `buf` holds every type
+        // prost generated for the package.
+        if let Some(code) = self
+            .required
+            .as_ref()
+            .and_then(|plan| plan.package_code_after_file(index, buf, &self.runtime))
+        {
+            buf.push_str(&code);
         }
     }
 }
@@ -115,6 +161,10 @@ struct MethodModel<'a> {
     output: &'a str,
     input_proto: &'a str,
     output_proto: &'a str,
+    /// What the call sites pass for the request's and the response's
+    /// required fields: `Some(&table)` or `None`.
+    request_required: String,
+    response_required: String,
     kind: &'static str,
     unary: bool,
     comments: String,
@@ -125,7 +175,7 @@ struct MethodModel<'a> {
 const SERVICE_STATIC: &str = "SERVICE";
 
 impl<'a> ServiceModel<'a> {
-    fn new(service: &'a Service, rt: &'a str) -> Self {
+    fn new(service: &'a Service, rt: &'a str, required: Option<&RequiredPlan>) -> Self {
         let full_name = if service.package.is_empty() {
             service.proto_name.clone()
         } else {
@@ -139,7 +189,11 @@ impl<'a> ServiceModel<'a> {
             rust_name: &service.name,
             module: sanitize(service.proto_name.to_snake_case()),
             comments,
-            methods: service.methods.iter().map(MethodModel::new).collect(),
+            methods: service
+                .methods
+                .iter()
+                .map(|m| MethodModel::new(m, &service.package, required))
+                .collect(),
         }
     }
 
@@ -266,10 +320,11 @@ impl<'a> ServiceModel<'a> {
         for (index, m) in self.methods.iter().enumerate().filter(|(_, m)| m.unary) {
             let _ = writeln!(
                 buf,
-                "{index} => {rt}::server::unary(&{module}::{st}, request, response, \
+                "{index} => {rt}::server::unary(&{module}::{st}, {required}, request, response, \
                  move |request| self.inner.{name}(ctx, request)),",
                 st = m.static_name,
                 name = m.rust_name,
+                required = m.request_required,
             );
         }
         let _ = writeln!(
@@ -321,13 +376,14 @@ impl<'a> ServiceModel<'a> {
                 "/// Calls `{full_name}.{proto}`.\n\
                  pub async fn {name}(&self, request: &{input}) \
                  -> ::core::result::Result<{output}, {rt}::Status> {{\n\
-                 self.inner.unary(&{module}::{st}, request).await\n\
+                 self.inner.unary_checked(&{module}::{st}, request, {required}).await\n\
                  }}",
                 proto = m.proto_name,
                 name = m.rust_name,
                 input = m.input,
                 output = m.output,
                 st = m.static_name,
+                required = m.response_required,
             );
         }
         buf.push_str("}\n");
@@ -335,7 +391,7 @@ impl<'a> ServiceModel<'a> {
 }
 
 impl<'a> MethodModel<'a> {
-    fn new(method: &'a Method) -> Self {
+    fn new(method: &'a Method, package: &str, required: Option<&RequiredPlan>) -> Self {
         let mut static_name = method.proto_name.to_shouty_snake_case();
         if static_name == SERVICE_STATIC {
             static_name.push_str("_METHOD");
@@ -348,6 +404,10 @@ impl<'a> MethodModel<'a> {
         };
         let mut comments = String::new();
         method.comments.append_with_indent(0, &mut comments);
+        let check = |proto_type: &str| match required {
+            Some(plan) => plan.call_arg(package, proto_type),
+            None => "::core::option::Option::None".to_owned(),
+        };
         MethodModel {
             proto_name: &method.proto_name,
             rust_name: &method.name,
@@ -356,6 +416,8 @@ impl<'a> MethodModel<'a> {
             output: &method.output_type,
             input_proto: method.input_proto_type.trim_start_matches('.'),
             output_proto: method.output_proto_type.trim_start_matches('.'),
+            request_required: check(&method.input_proto_type),
+            response_required: check(&method.output_proto_type),
             kind,
             unary: kind == "Unary",
             comments,

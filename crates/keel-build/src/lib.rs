@@ -9,11 +9,23 @@
 //!                                                      FooServer<S>       (keel::server::Service)
 //!                                                      FooClient          (keel::Client + options)
 //!                                                      mod foo { static METHOD: MethodDescriptor, ... }
+//!                                                   ──► per package, if it uses proto2 `required`:
+//!                                                      mod __keel_required { static ..: RequiredSchema }
+//!                                                      impl keel::codec::RequiredFields for Msg
 //! ```
 //!
 //! Parsing is done by [protox](https://docs.rs/protox), so builds need no
 //! `protoc` binary on `PATH`; proto2 (`required`, defaults) and proto3 both
 //! work. Errors name the file, line and column (see [`Error`]).
+//!
+//! Proto2 `required` fields are enforced as brpc enforces them, although
+//! prost keeps no presence for them: every message type with required
+//! fields, or holding (singular, repeated, `oneof`, map value, group) a
+//! sub-message type that has some, gets a `static` table, and the generated
+//! server adapter and client pass the request's and the response's table to
+//! the runtime, which checks the encoded bytes before prost decodes them
+//! (EREQUEST / ERESPONSE when one is missing). Types that need no check —
+//! all of proto3 — get no code, and their call sites pass `None`.
 //!
 //! The generated code follows Keel's memory rules: method and service
 //! descriptors are `static`s (built once per process, identified by address),
@@ -58,6 +70,7 @@
 mod builder;
 mod error;
 mod generator;
+mod required;
 
 use std::path::Path;
 

@@ -4,7 +4,7 @@ use bytes::Bytes;
 use prost::Message;
 
 use crate::channel::Channel;
-use crate::codec::{RawPayload, decode_response};
+use crate::codec::{RawPayload, RequiredSchema, decode_response};
 use crate::method::MethodDescriptor;
 use crate::options::CallOptions;
 use crate::status::Status;
@@ -62,7 +62,77 @@ impl Client {
     }
 
     /// Calls `method` with `request` and decodes the response
-    /// ([`Code::ERESPONSE`](crate::Code::ERESPONSE) if it does not decode).
+    /// ([`Code::ERESPONSE`](crate::Code::ERESPONSE) if it does not decode),
+    /// checking the response's proto2 `required` fields against `required`.
+    ///
+    /// `required` is `Resp`'s table when it has required fields
+    /// (`Some(Resp::REQUIRED)`, see
+    /// [`RequiredFields`](crate::codec::RequiredFields)), or `None`.
+    /// Generated clients call this with the right one, so a response lacking
+    /// a required field fails with `ERESPONSE`, as brpc fails it. Nothing is
+    /// walked for `None`, and `Resp` needs no bound beyond prost's.
+    pub async fn unary_checked<Req, Resp>(
+        &self,
+        method: &'static MethodDescriptor,
+        request: &Req,
+        required: Option<&'static RequiredSchema>,
+    ) -> Result<Resp, Status>
+    where
+        Req: Message + Sync,
+        Resp: Message + Default,
+    {
+        let reply = self.channel.call(method, &self.options, request).await?;
+        decode_response(method, reply.payload, required)
+    }
+
+    /// Like [`unary_checked`](Self::unary_checked), also returning the
+    /// response attachment.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &keel::Client) -> Result<(), keel::Status> {
+    /// use keel::codec::RequiredFields;
+    ///
+    /// mod example {
+    ///     keel::include_proto!("example");
+    /// }
+    /// use example::{EchoRequest, EchoResponse, echo_service};
+    ///
+    /// let request = EchoRequest { message: "hi".into() };
+    /// let reply = client
+    ///     .unary_checked_with_attachment::<_, EchoResponse>(
+    ///         &echo_service::ECHO,
+    ///         &request,
+    ///         Some(EchoResponse::REQUIRED),
+    ///     )
+    ///     .await?;
+    /// println!("{} + {} attachment bytes", reply.message.message, reply.attachment.len());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn unary_checked_with_attachment<Req, Resp>(
+        &self,
+        method: &'static MethodDescriptor,
+        request: &Req,
+        required: Option<&'static RequiredSchema>,
+    ) -> Result<Response<Resp>, Status>
+    where
+        Req: Message + Sync,
+        Resp: Message + Default,
+    {
+        let reply = self.channel.call(method, &self.options, request).await?;
+        Ok(Response {
+            message: decode_response(method, reply.payload, required)?,
+            attachment: reply.attachment,
+        })
+    }
+
+    /// [`unary_checked`](Self::unary_checked) with no required-field check
+    /// (`None`): for responses without required fields (proto3), and for
+    /// callers that name only the types.
+    ///
+    /// A proto2 response lacking a required field decodes here (prost's
+    /// default in its place) where brpc would fail the call; pass the
+    /// table to `unary_checked` for such types, as generated clients do.
     pub async fn unary<Req, Resp>(
         &self,
         method: &'static MethodDescriptor,
@@ -72,11 +142,11 @@ impl Client {
         Req: Message + Sync,
         Resp: Message + Default,
     {
-        let reply = self.channel.call(method, &self.options, request).await?;
-        decode_response(method, reply.payload)
+        self.unary_checked(method, request, None).await
     }
 
-    /// Like [`unary`](Self::unary), also returning the response attachment.
+    /// [`unary_checked_with_attachment`](Self::unary_checked_with_attachment)
+    /// with no required-field check; see [`unary`](Self::unary).
     pub async fn unary_with_attachment<Req, Resp>(
         &self,
         method: &'static MethodDescriptor,
@@ -86,11 +156,8 @@ impl Client {
         Req: Message + Sync,
         Resp: Message + Default,
     {
-        let reply = self.channel.call(method, &self.options, request).await?;
-        Ok(Response {
-            message: decode_response(method, reply.payload)?,
-            attachment: reply.attachment,
-        })
+        self.unary_checked_with_attachment(method, request, None)
+            .await
     }
 
     /// Sends `payload` as the already-encoded request and returns the

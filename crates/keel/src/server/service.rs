@@ -7,7 +7,7 @@ use std::pin::Pin;
 use bytes::{Bytes, BytesMut};
 use prost::Message;
 
-use crate::codec::decode_request;
+use crate::codec::{RequiredSchema, decode_request};
 use crate::context::Context;
 use crate::method::{MethodDescriptor, ServiceDescriptor};
 use crate::status::{Code, Status};
@@ -49,8 +49,16 @@ pub trait Service: Send + Sync + 'static {
 
 /// Serves a unary call: decode `request` as `Req`, run `handler`, append the
 /// encoded `Resp` to `response`. Generated adapters call this.
+///
+/// `required` is `Req`'s table of proto2 `required` fields, or `None` when
+/// it has none (proto3): generated code knows which, and passes
+/// `Some(&...)` only then. A request missing a required field never reaches
+/// the handler; it fails with [`Code::EREQUEST`] ("Fail to parse
+/// request=..., ...: missing required field example.EchoRequest.message"),
+/// as brpc answers it.
 pub fn unary<'a, Req, Resp, F, Fut>(
     method: &'static MethodDescriptor,
+    required: Option<&'static RequiredSchema>,
     request: Bytes,
     response: &'a mut BytesMut,
     handler: F,
@@ -62,7 +70,7 @@ where
     Fut: Future<Output = Result<Resp, Status>> + Send + 'a,
 {
     Box::pin(async move {
-        let request = decode_request::<Req>(method, request)?;
+        let request = decode_request::<Req>(method, request, required)?;
         let reply = handler(request).await?;
         let len = reply.encoded_len();
         if response.capacity() == 0 {
