@@ -6,26 +6,36 @@
 //! half back the same way.
 
 use crate::Reset;
-use crate::shared::{Doomed, LocalStats, Shared, SlotPtr};
+use crate::shared::{Block, Doomed, LocalStats, Shared, SlotPtr};
 use crate::sync::Arc;
 
+use std::ptr::NonNull;
 use std::sync::atomic::Ordering::Relaxed;
 
 pub(crate) struct LocalCache<T: Reset + Send> {
     free: Vec<SlotPtr<T>>,
-    stats: Arc<LocalStats>,
+    /// Copy of `shared.local_capacity`, next to `free`.
+    capacity: usize,
+    /// Inline, so counting costs no pointer chase; the shared state lists
+    /// its address (the cache is boxed, so it does not move).
+    stats: LocalStats,
     pub(crate) shared: Arc<Shared<T>>,
 }
 
 impl<T: Reset + Send> LocalCache<T> {
-    pub(crate) fn new(shared: Arc<Shared<T>>) -> Self {
-        let stats = Arc::new(LocalStats::default());
-        shared.register_local(&stats);
-        LocalCache {
+    /// A new cache, boxed so its counters have a fixed address, and listed
+    /// in the shared state until it drops.
+    pub(crate) fn new(shared: Arc<Shared<T>>) -> Box<Self> {
+        let cache = Box::new(LocalCache {
             free: Vec::with_capacity(shared.local_capacity),
-            stats,
+            capacity: shared.local_capacity,
+            stats: LocalStats::default(),
             shared,
-        }
+        });
+        // SAFETY: the box keeps `stats` at this address until the cache
+        // drops, and `Drop` unlists it first (`flush_local`).
+        unsafe { cache.shared.register_local(NonNull::from(&cache.stats)) };
+        cache
     }
 
     /// Takes a free object: from this cache, else a batch from the global
@@ -35,58 +45,73 @@ impl<T: Reset + Send> LocalCache<T> {
     pub(crate) fn get(&mut self) -> Option<SlotPtr<T>> {
         let p = match self.free.pop() {
             Some(p) => p,
-            None => {
-                let half = self.shared.local_capacity / 2;
-                if self.shared.refill(&mut self.free, half) == 0 {
-                    return None;
-                }
-                self.free.pop()?
-            }
+            None => self.refill()?,
         };
-        self.note_get();
+        LocalStats::bump(&self.stats.gets);
         Some(p)
+    }
+
+    #[cold]
+    fn refill(&mut self) -> Option<SlotPtr<T>> {
+        let moved = self.shared.refill(&mut self.free, self.capacity / 2);
+        self.note_moved_in(moved as i64);
+        self.free.pop()
     }
 
     /// Takes one object of a freshly built block; the rest of half a cache
     /// stays here, the remainder goes to the global list.
-    pub(crate) fn adopt(
-        &mut self,
-        block: std::ptr::NonNull<crate::shared::Block<T>>,
-    ) -> SlotPtr<T> {
-        let room = self.shared.local_capacity / 2;
-        self.shared.adopt(block, &mut self.free, room.max(1));
+    pub(crate) fn adopt(&mut self, block: NonNull<Block<T>>) -> SlotPtr<T> {
+        let before = self.free.len();
+        self.shared
+            .adopt(block, &mut self.free, (self.capacity / 2).max(1));
+        self.note_moved_in((self.free.len() - before) as i64);
         let p = self.free.pop().expect("adopt moved at least one slot here");
-        self.note_get();
+        LocalStats::bump(&self.stats.gets);
         p
     }
 
-    /// Returns an (already reset) object.
+    /// Returns an (already reset) object if the cache has room; a full cache
+    /// hands it back for [`put_spilling`](Self::put_spilling). Kept small so
+    /// the common case inlines to a push and a counter store.
     #[inline]
-    pub(crate) fn put(&mut self, p: SlotPtr<T>) -> Doomed<T> {
-        let doomed = if self.free.len() >= self.shared.local_capacity {
-            let keep = self.shared.local_capacity / 2;
-            self.shared.spill(&mut self.free, keep)
-        } else {
-            Doomed::none()
-        };
+    pub(crate) fn try_put(&mut self, p: SlotPtr<T>) -> Result<(), SlotPtr<T>> {
+        if self.free.len() >= self.capacity {
+            return Err(p);
+        }
         self.free.push(p);
         LocalStats::bump(&self.stats.puts);
-        self.stats.cached.store(self.free.len(), Relaxed);
+        Ok(())
+    }
+
+    /// Returns an object to a full cache: half the cache goes to the global
+    /// list first. The caller destroys what the spill trimmed, outside any
+    /// borrow.
+    #[cold]
+    pub(crate) fn put_spilling(&mut self, p: SlotPtr<T>) -> Doomed<T> {
+        let doomed = self.give_back(self.capacity / 2);
+        self.free.push(p);
+        LocalStats::bump(&self.stats.puts);
         doomed
     }
 
-    /// Hands every cached object back to the global list (before a trim, and
-    /// when the thread exits).
+    /// Hands every cached object back to the global list (before a trim).
     pub(crate) fn drain(&mut self) -> Doomed<T> {
-        let d = self.shared.spill(&mut self.free, 0);
-        self.stats.cached.store(0, Relaxed);
-        d
+        self.give_back(0)
     }
 
-    #[inline]
-    fn note_get(&mut self) {
-        LocalStats::bump(&self.stats.gets);
-        self.stats.cached.store(self.free.len(), Relaxed);
+    /// Moves `free[keep..]` to the global list.
+    fn give_back(&mut self, keep: usize) -> Doomed<T> {
+        let out = self.free.len().saturating_sub(keep);
+        let doomed = self.shared.spill(&mut self.free, keep);
+        self.note_moved_in(-(out as i64));
+        doomed
+    }
+
+    /// Objects cached = moved in - moved out + puts - gets; the first two
+    /// change only on these cold paths, so the fast path stores one counter.
+    fn note_moved_in(&self, n: i64) {
+        let c = &self.stats.moved_in;
+        c.store(c.load(Relaxed).wrapping_add(n as u64), Relaxed);
     }
 }
 

@@ -35,7 +35,7 @@ fn shared() -> Arc<Shared<Obj>> {
     ))
 }
 
-fn get(c: &mut LocalCache<Obj>) -> SlotPtr<Obj> {
+fn get(c: &mut Box<LocalCache<Obj>>) -> SlotPtr<Obj> {
     match c.get() {
         Some(p) => p,
         None => {
@@ -55,10 +55,12 @@ fn read(p: SlotPtr<Obj>) -> u32 {
     unsafe { (*(*p.0.as_ptr()).value.get()).0 }
 }
 
-fn put(c: &mut LocalCache<Obj>, p: SlotPtr<Obj>) {
+fn put(c: &mut Box<LocalCache<Obj>>, p: SlotPtr<Obj>) {
     // SAFETY: as for `write`; reset before return, like `Pooled::drop`.
     unsafe { (*(*p.0.as_ptr()).value.get()).reset() };
-    c.put(p).destroy();
+    if let Err(p) = c.try_put(p) {
+        c.put_spilling(p).destroy();
+    }
 }
 
 #[test]

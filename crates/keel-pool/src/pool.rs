@@ -57,6 +57,10 @@ pub struct Pool<T: Reset + Send + 'static> {
 }
 
 struct Inner<T: Reset + Send + 'static> {
+    /// Copies of `shared.uid` and `shared.index`, next to the pointer, so
+    /// the fast path need not follow it.
+    uid: u64,
+    index: usize,
     shared: Arc<Shared<T>>,
     listed: std::sync::Arc<Listed<T>>,
     _registration: Registration,
@@ -76,7 +80,7 @@ impl<T: Reset + Send + 'static> Registered for Listed<T> {
 }
 
 fn trim_shared<T: Reset + Send + 'static>(shared: &Arc<Shared<T>>) -> usize {
-    if let Some(d) = tls::with_cache(shared, |c| c.drain()) {
+    if let Some(d) = tls::with_cache(shared.uid, shared.index, shared, |c| c.drain()) {
         d.destroy();
     }
     let (n, doomed) = shared.trim(0);
@@ -135,6 +139,8 @@ impl<T: Reset + Send + 'static> Pool<T> {
                 std::sync::Arc::downgrade(&listed) as std::sync::Weak<dyn Registered>;
             let _registration = registry::register(shared.uid, weak);
             Inner {
+                uid: shared.uid,
+                index: shared.index,
                 shared,
                 listed,
                 _registration,
@@ -146,19 +152,29 @@ impl<T: Reset + Send + 'static> Pool<T> {
     /// `make` when the pool has none free.
     #[inline]
     pub fn get(&self) -> Pooled<'_, T> {
-        let shared = &self.inner().shared;
-        let slot = match tls::with_cache(shared, |c| c.get()) {
+        let inner = self.inner();
+        let slot = match tls::with_cache(inner.uid, inner.index, &inner.shared, |c| c.get()) {
+            Some(Some(p)) => p,
+            _ => self.get_slow(),
+        };
+        Pooled { slot, pool: self }
+    }
+
+    #[cold]
+    fn get_slow(&self) -> SlotPtr<T> {
+        let inner = self.inner();
+        let shared = &inner.shared;
+        match tls::with_cache(inner.uid, inner.index, shared, |c| c.get()) {
             Some(Some(p)) => p,
             Some(None) => {
                 // No free object anywhere: build a block with no borrow held
                 // (`make` is user code and may use other pools).
                 let block = shared.new_block();
-                tls::with_cache(shared, |c| c.adopt(block))
+                tls::with_cache(inner.uid, inner.index, shared, |c| c.adopt(block))
                     .unwrap_or_else(|| shared.adopt_one(block))
             }
             None => shared.get_global(),
-        };
-        Pooled { slot, pool: self }
+        }
     }
 
     /// Gives every fully free block back to the allocator, after returning
@@ -274,14 +290,30 @@ impl<T: Reset + Send + 'static> Drop for Pooled<'_, T> {
         // Reset first, holding no pool state: it is user code and may return
         // other pooled objects, even to this same pool.
         (**self).reset();
-        let shared = &self.pool.inner().shared;
+        let inner = self.pool.inner();
         let slot = self.slot;
-        let doomed = match tls::with_cache(shared, |c| c.put(slot)) {
-            Some(d) => d,
-            None => shared.put_global(slot),
-        };
-        doomed.destroy();
+        if let Some(Ok(())) =
+            tls::with_cache(inner.uid, inner.index, &inner.shared, |c| c.try_put(slot))
+        {
+            return;
+        }
+        put_slow(inner, slot);
     }
+}
+
+/// A put that found the cache full (or unavailable).
+#[cold]
+#[inline(never)]
+fn put_slow<T: Reset + Send + 'static>(inner: &Inner<T>, slot: SlotPtr<T>) {
+    let shared = &inner.shared;
+    let doomed = match tls::with_cache(inner.uid, inner.index, shared, |c| match c.try_put(slot) {
+        Ok(()) => crate::shared::Doomed::none(),
+        Err(slot) => c.put_spilling(slot),
+    }) {
+        Some(d) => d,
+        None => shared.put_global(slot),
+    };
+    doomed.destroy();
 }
 
 impl<T: Reset + Send + fmt::Debug + 'static> fmt::Debug for Pooled<'_, T> {

@@ -15,7 +15,7 @@ use std::mem;
 use std::ptr::NonNull;
 
 use crate::stats::PoolStats;
-use crate::sync::{Arc, AtomicBool, AtomicU64, AtomicUsize, Mutex, lock};
+use crate::sync::{AtomicBool, AtomicU64, Mutex, lock};
 use crate::{PoolConfig, Reset};
 
 use std::sync::atomic::Ordering::Relaxed;
@@ -57,7 +57,19 @@ unsafe impl<T: Send> Send for SlotPtr<T> {}
 pub(crate) struct LocalStats {
     pub(crate) gets: AtomicU64,
     pub(crate) puts: AtomicU64,
-    pub(crate) cached: AtomicUsize,
+    /// Objects moved into the cache from the global list or new blocks,
+    /// minus those moved out (wrapping); see `LocalCache::note_moved_in`.
+    pub(crate) moved_in: AtomicU64,
+}
+
+impl LocalStats {
+    /// Objects in the cache now.
+    pub(crate) fn cached(&self) -> u64 {
+        self.moved_in
+            .load(Relaxed)
+            .wrapping_add(self.puts.load(Relaxed))
+            .wrapping_sub(self.gets.load(Relaxed))
+    }
 }
 
 impl LocalStats {
@@ -67,13 +79,20 @@ impl LocalStats {
     }
 }
 
+/// A thread cache's counters, owned by the cache, listed here for reading.
+pub(crate) struct StatsPtr(NonNull<LocalStats>);
+
+// SAFETY: `LocalStats` is all atomics; the pointer is only read under the
+// global lock while the owning cache keeps it alive (see `register_local`).
+unsafe impl Send for StatsPtr {}
+
 pub(crate) struct Global<T> {
     free: Vec<SlotPtr<T>>,
     blocks: Vec<NonNull<Block<T>>>,
     /// Automatic trimming runs when `free` reaches this length.
     next_trim_at: usize,
     /// Statistics of live thread caches.
-    locals: Vec<Arc<LocalStats>>,
+    locals: Vec<StatsPtr>,
     /// Gets and puts of thread caches that have been flushed (thread exit),
     /// plus those served directly by the global list.
     retired_gets: u64,
@@ -266,21 +285,21 @@ impl<T: Reset + Send> Shared<T> {
         self.maybe_trim(&mut g)
     }
 
-    pub(crate) fn register_local(&self, stats: &Arc<LocalStats>) {
-        lock(&self.global).locals.push(stats.clone());
+    /// Lists a thread cache's counters.
+    ///
+    /// # Safety
+    /// `stats` must stay valid until passed to [`flush_local`](Self::flush_local).
+    pub(crate) unsafe fn register_local(&self, stats: NonNull<LocalStats>) {
+        lock(&self.global).locals.push(StatsPtr(stats));
     }
 
     /// A thread cache goes away: its objects and counters join the global
     /// state.
-    pub(crate) fn flush_local(
-        &self,
-        free: &mut Vec<SlotPtr<T>>,
-        stats: &Arc<LocalStats>,
-    ) -> Doomed<T> {
+    pub(crate) fn flush_local(&self, free: &mut Vec<SlotPtr<T>>, stats: &LocalStats) -> Doomed<T> {
         let mut g = lock(&self.global);
         g.retired_gets += stats.gets.load(Relaxed);
         g.retired_puts += stats.puts.load(Relaxed);
-        g.locals.retain(|s| !Arc::ptr_eq(s, stats));
+        g.locals.retain(|s| !std::ptr::eq(s.0.as_ptr(), stats));
         if self.is_dead() {
             free.clear();
             return Doomed::none();
@@ -379,7 +398,10 @@ impl<T: Reset + Send> Shared<T> {
         let mut cached_local = 0u64;
         let (mut gets, mut puts) = (g.retired_gets, g.retired_puts);
         for l in &g.locals {
-            cached_local += l.cached.load(Relaxed) as u64;
+            // SAFETY: listed counters stay valid until `flush_local` unlists
+            // them under this same lock.
+            let l = unsafe { l.0.as_ref() };
+            cached_local = cached_local.wrapping_add(l.cached());
             gets += l.gets.load(Relaxed);
             puts += l.puts.load(Relaxed);
         }
