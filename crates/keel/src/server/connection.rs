@@ -46,9 +46,11 @@ use crate::server::limit::Permit;
 use crate::server::service::Service;
 use crate::status::{Code, Status};
 
-/// Read buffer growth step, and the size a connection's buffers shrink back
-/// to after a large message so idle connections stay small.
-const READ_CHUNK: usize = 8 * 1024;
+/// Room offered to each read: small for a quiet connection (an idle
+/// connection should cost little), doubled while reads fill it.
+const READ_MIN: usize = 1024;
+const READ_MAX: usize = 64 * 1024;
+/// Buffers larger than this are given back once empty.
 const KEEP_CAPACITY: usize = 64 * 1024;
 /// Response buffers kept for reuse per connection.
 const SCRATCH_KEPT: usize = 16;
@@ -88,7 +90,11 @@ struct State {
     shared: Arc<Shared>,
     out: BytesMut,
     scratch: Vec<BytesMut>,
-    done_tx: mpsc::UnboundedSender<Done>,
+    /// Where spawned calls send their result; made on the first call that
+    /// waits (most connections never need it).
+    done_tx: Option<mpsc::UnboundedSender<Done>>,
+    /// The receiving end of a channel just made, for the read loop to take.
+    new_done_rx: Option<mpsc::UnboundedReceiver<Done>>,
     /// Calls running as their own tasks.
     spawned: usize,
     draining: bool,
@@ -121,18 +127,20 @@ impl Connection {
         let _open = OpenGuard(shared.clone());
         let _ = stream.set_nodelay(true);
         let (mut rd, mut wr) = stream.split();
-        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
+        let mut done_rx: Option<mpsc::UnboundedReceiver<Done>> = None;
         let mut st = State {
             peer,
             draining: shared.draining.load(Ordering::Acquire),
             shared,
             out: BytesMut::new(),
             scratch: Vec::new(),
-            done_tx,
+            done_tx: None,
+            new_done_rx: None,
             spawned: 0,
             broken: false,
         };
         let mut inbuf = BytesMut::new();
+        let mut read_size = READ_MIN;
         let mut eof = false;
         loop {
             // Every complete frame in the buffer.
@@ -143,8 +151,11 @@ impl Connection {
                     Err(e) => st.on_bad_frame(&e),
                 }
             }
+            if let Some(rx) = st.new_done_rx.take() {
+                done_rx = Some(rx);
+            }
             // Calls that finished on their own tasks meanwhile.
-            while let Ok(done) = done_rx.try_recv() {
+            while let Some(Ok(done)) = done_rx.as_mut().map(|rx| rx.try_recv()) {
                 st.spawned -= 1;
                 st.write_done(done);
             }
@@ -162,18 +173,24 @@ impl Connection {
                 let _ = wr.shutdown().await;
                 return;
             }
-            if inbuf.is_empty() && inbuf.capacity() > KEEP_CAPACITY {
+            // A connection that went quiet after a burst gives the big
+            // buffer back.
+            if inbuf.is_empty() && inbuf.capacity() > 4 * read_size {
                 inbuf = BytesMut::new();
             }
-            inbuf.reserve(READ_CHUNK);
+            inbuf.reserve(read_size);
+            let room = inbuf.capacity() - inbuf.len();
             tokio::select! {
                 biased;
-                Some(done) = done_rx.recv(), if st.spawned > 0 => {
+                Some(done) = recv_done(&mut done_rx), if st.spawned > 0 => {
                     st.spawned -= 1;
                     st.write_done(done);
                 }
                 read = rd.read_buf(&mut inbuf), if !eof => match read {
                     Ok(0) => eof = true,
+                    // A read that filled the room asks for more next time.
+                    Ok(n) if n >= room => read_size = (read_size * 2).min(READ_MAX),
+                    Ok(n) if n < room / 4 => read_size = (read_size / 2).max(READ_MIN),
                     Ok(_) => {}
                     Err(_) => return,
                 },
@@ -255,7 +272,14 @@ impl State {
             Poll::Ready(done) => self.write_done(done),
             Poll::Pending => {
                 self.spawned += 1;
-                let tx = self.done_tx.clone();
+                let tx = match &self.done_tx {
+                    Some(tx) => tx.clone(),
+                    None => {
+                        let (tx, rx) = mpsc::unbounded_channel();
+                        self.new_done_rx = Some(rx);
+                        self.done_tx.insert(tx).clone()
+                    }
+                };
                 tokio::spawn(async move {
                     // When the connection goes away nobody can receive the
                     // answer: the call is cancelled (rule R5).
@@ -328,6 +352,15 @@ impl State {
             done.body.clear();
             self.scratch.push(done.body);
         }
+    }
+}
+
+/// The next result of a spawned call; never resolves before the channel
+/// exists.
+async fn recv_done(rx: &mut Option<mpsc::UnboundedReceiver<Done>>) -> Option<Done> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 
