@@ -2,6 +2,8 @@
 //! the same names and field numbers as brpc's `example/echo_c++`, so brpc's
 //! echo client and server interoperate with these), and a tiny flag parser.
 
+#![forbid(unsafe_code)]
+
 pub mod example {
     //! Generated from `proto/echo.proto`.
     #![allow(missing_docs)]

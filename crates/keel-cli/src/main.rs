@@ -5,6 +5,8 @@
 //!   reports throughput, latency, allocations per call on each side, and the
 //!   live heap around creating a million clients on one channel.
 
+#![forbid(unsafe_code)]
+
 mod demo;
 
 use keel_alloc::CountingAlloc;

@@ -16,26 +16,33 @@ pub(crate) struct LocalCache<T: Reset + Send> {
     free: Vec<SlotPtr<T>>,
     /// Copy of `shared.local_capacity`, next to `free`.
     capacity: usize,
-    /// Inline, so counting costs no pointer chase; the shared state lists
-    /// its address (the cache is boxed, so it does not move).
-    stats: LocalStats,
+    /// Counters, in an allocation of their own: other threads read them
+    /// (through the shared state's list) while this thread holds
+    /// `&mut LocalCache`, so they must not live inside it.
+    stats: NonNull<LocalStats>,
     pub(crate) shared: Arc<Shared<T>>,
 }
 
 impl<T: Reset + Send> LocalCache<T> {
-    /// A new cache, boxed so its counters have a fixed address, and listed
-    /// in the shared state until it drops.
+    /// A new cache, listed in the shared state until it drops.
     pub(crate) fn new(shared: Arc<Shared<T>>) -> Box<Self> {
-        let cache = Box::new(LocalCache {
+        let stats = NonNull::from(Box::leak(Box::new(LocalStats::default())));
+        // SAFETY: `stats` lives until `Drop`, which unlists it first
+        // (`flush_local`) and then frees it.
+        unsafe { shared.register_local(stats) };
+        Box::new(LocalCache {
             free: Vec::with_capacity(shared.local_capacity),
             capacity: shared.local_capacity,
-            stats: LocalStats::default(),
+            stats,
             shared,
-        });
-        // SAFETY: the box keeps `stats` at this address until the cache
-        // drops, and `Drop` unlists it first (`flush_local`).
-        unsafe { cache.shared.register_local(NonNull::from(&cache.stats)) };
-        cache
+        })
+    }
+
+    #[inline]
+    fn stats(&self) -> &LocalStats {
+        // SAFETY: allocated in `new`, freed only in `drop`; only shared
+        // references to it (all atomics) are ever made.
+        unsafe { self.stats.as_ref() }
     }
 
     /// Takes a free object: from this cache, else a batch from the global
@@ -47,7 +54,7 @@ impl<T: Reset + Send> LocalCache<T> {
             Some(p) => p,
             None => self.refill()?,
         };
-        LocalStats::bump(&self.stats.gets);
+        LocalStats::bump(&self.stats().gets);
         Some(p)
     }
 
@@ -66,7 +73,7 @@ impl<T: Reset + Send> LocalCache<T> {
             .adopt(block, &mut self.free, (self.capacity / 2).max(1));
         self.note_moved_in((self.free.len() - before) as i64);
         let p = self.free.pop().expect("adopt moved at least one slot here");
-        LocalStats::bump(&self.stats.gets);
+        LocalStats::bump(&self.stats().gets);
         p
     }
 
@@ -79,7 +86,7 @@ impl<T: Reset + Send> LocalCache<T> {
             return Err(p);
         }
         self.free.push(p);
-        LocalStats::bump(&self.stats.puts);
+        LocalStats::bump(&self.stats().puts);
         Ok(())
     }
 
@@ -90,7 +97,7 @@ impl<T: Reset + Send> LocalCache<T> {
     pub(crate) fn put_spilling(&mut self, p: SlotPtr<T>) -> Doomed<T> {
         let doomed = self.give_back(self.capacity / 2);
         self.free.push(p);
-        LocalStats::bump(&self.stats.puts);
+        LocalStats::bump(&self.stats().puts);
         doomed
     }
 
@@ -110,15 +117,21 @@ impl<T: Reset + Send> LocalCache<T> {
     /// Objects cached = moved in - moved out + puts - gets; the first two
     /// change only on these cold paths, so the fast path stores one counter.
     fn note_moved_in(&self, n: i64) {
-        let c = &self.stats.moved_in;
+        let c = &self.stats().moved_in;
         c.store(c.load(Relaxed).wrapping_add(n as u64), Relaxed);
     }
 }
 
 impl<T: Reset + Send> Drop for LocalCache<T> {
     fn drop(&mut self) {
-        self.shared
-            .flush_local(&mut self.free, &self.stats)
-            .destroy();
+        let stats = self.stats;
+        // SAFETY: as in `stats()`; unlisted under the lock before the free
+        // below, so no reader can still reach it.
+        let doomed = self
+            .shared
+            .flush_local(&mut self.free, unsafe { stats.as_ref() });
+        // SAFETY: allocated by `Box` in `new`, unlisted just now, freed once.
+        drop(unsafe { Box::from_raw(stats.as_ptr()) });
+        doomed.destroy();
     }
 }

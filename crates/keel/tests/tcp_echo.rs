@@ -274,3 +274,43 @@ async fn closed_connections_leave_no_server_state() {
     .await;
     assert_eq!(f.server.stats().accepted, 20);
 }
+
+#[tokio::test]
+async fn a_panicking_handler_answers_einternal_and_the_connection_lives_on() {
+    let f = start(|b| b).await;
+    let channel = Channel::new(&f.addr()).expect("valid address");
+    let client = EchoServiceClient::new(&channel);
+    for message in ["panic", "panic-later"] {
+        let err = client.echo(&request(message)).await.expect_err(message);
+        assert_eq!(err.code(), Code::EINTERNAL, "{message}: {err}");
+        assert!(err.message().contains("panicked"), "{err}");
+    }
+    assert_eq!(
+        client.echo(&request("after")).await.expect("echo").message,
+        "after"
+    );
+    assert_eq!(f.server.stats().accepted, 1, "same connection throughout");
+    assert_eq!(f.server.stats().in_flight, 0, "permits released");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_calls_in_both_directions_at_once_do_not_deadlock() {
+    // Each side sends megabytes while the other answers: neither may stop
+    // reading while it writes.
+    let f = start(|b| b).await;
+    let channel = Channel::builder(&f.addr())
+        .timeout(Some(Duration::from_secs(60)))
+        .build()
+        .expect("valid address");
+    let big = "y".repeat(1 << 20);
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let client = EchoServiceClient::new(&channel);
+        let req = request(&big);
+        calls.spawn(async move { client.echo(&req).await.map(|r| r.message.len()) });
+    }
+    while let Some(r) = calls.join_next().await {
+        assert_eq!(r.expect("task").expect("large echo"), 1 << 20);
+    }
+    assert_eq!(channel.pending_calls(), 0);
+}

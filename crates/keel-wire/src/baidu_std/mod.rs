@@ -206,8 +206,9 @@ impl Frame {
 /// bytes arrived. The header is checked as soon as it is complete: a bad
 /// magic fails after 4 bytes, a body over `limits.max_body_size` or a meta
 /// larger than the body after 12, before any of the body is waited for. Once
-/// a header passed, `buf` is reserved to hold the whole frame, so the reads
-/// that complete it do not reallocate.
+/// a header passed, `buf` is reserved toward the whole frame, at most 64 KiB
+/// ahead of what arrived, so a header alone cannot make a connection reserve
+/// a huge body.
 ///
 /// A complete frame is split off `buf` (`split_to(..).freeze()`) and its
 /// payload and attachment are slices of it: the body is neither copied nor

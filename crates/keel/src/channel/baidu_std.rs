@@ -37,6 +37,10 @@ use crate::status::{Code, Status};
 
 const READ_CHUNK: usize = 8 * 1024;
 const KEEP_CAPACITY: usize = 64 * 1024;
+/// Requests queued for one connection and not yet written, in bytes; past
+/// it calls fail with EOVERCROWDED (brpc's `socket_max_unwritten_bytes`)
+/// instead of growing the queue without bound when the peer stops reading.
+const MAX_UNWRITTEN: usize = 64 * 1024 * 1024;
 
 /// Settings of one baidu_std endpoint.
 #[derive(Debug, Clone)]
@@ -109,6 +113,8 @@ impl BaiduStd {
 
     async fn try_call(&self, call: &Call<'_>) -> Result<Reply, Status> {
         let epoch = self.ensure_connected().await?;
+        // Compression is slow work: do it before taking the lock.
+        let packed = compress_request(call)?;
         let key = {
             let mut st = self.conn.lock();
             if !st.up || st.epoch != epoch {
@@ -117,8 +123,20 @@ impl BaiduStd {
                     format!("connection to {} closed", self.conn.addr),
                 ));
             }
+            if st.out.len() >= MAX_UNWRITTEN {
+                return Err(Status::new(
+                    Code::EOVERCROWDED,
+                    format!(
+                        "{} bytes wait to be written to {}: the connection is overcrowded",
+                        st.out.len(),
+                        self.conn.addr
+                    ),
+                ));
+            }
             let key = st.pending.insert(epoch);
-            if let Err(status) = encode_call(&mut st.out, call, key.correlation_id()) {
+            if let Err(status) =
+                encode_call(&mut st.out, call, key.correlation_id(), packed.as_deref())
+            {
                 st.pending.remove(key);
                 return Err(status);
             }
@@ -208,13 +226,34 @@ impl Transport for BaiduStd {
     }
 }
 
-fn encode_call(out: &mut BytesMut, call: &Call<'_>, correlation_id: i64) -> Result<(), Status> {
+/// The request compressed as its options ask, or `None` to encode it
+/// straight into the frame.
+fn compress_request(call: &Call<'_>) -> Result<Option<BytesMut>, Status> {
+    let compress = call.options.compression;
+    if compress == Compression::None {
+        return Ok(None);
+    }
+    let mut plain = BytesMut::with_capacity(call.request.encoded_len());
+    call.request.encode_to(&mut plain);
+    let kind = CompressType::try_from(compress.wire_value())
+        .map_err(|e| Status::new(Code::EREQUEST, e.to_string()))?;
+    let mut packed = BytesMut::new();
+    keel_wire::compress(kind, &plain, &mut packed)
+        .map_err(|e| Status::new(Code::EREQUEST, e.to_string()))?;
+    Ok(Some(packed))
+}
+
+fn encode_call(
+    out: &mut BytesMut,
+    call: &Call<'_>,
+    correlation_id: i64,
+    packed: Option<&[u8]>,
+) -> Result<(), Status> {
     let options = call.options;
     let timeout_ms = call.deadline.map(|d| {
         let left = d.saturating_duration_since(Instant::now()).as_millis();
         left.clamp(1, i32::MAX as u128) as i32
     });
-    let compress = options.compression.wire_value();
     let header = RequestHeader {
         service_name: call.method.service,
         method_name: call.method.method,
@@ -224,32 +263,24 @@ fn encode_call(out: &mut BytesMut, call: &Call<'_>, correlation_id: i64) -> Resu
         span_id: 0,
         parent_span_id: 0,
         timeout_ms,
-        compress_type: compress,
+        compress_type: options.compression.wire_value(),
         attachment_len: options.attachment.len(),
     };
-    let framed = if options.compression == Compression::None {
-        encode_request(
+    let framed = match packed {
+        None => encode_request(
             out,
             &header,
             call.request.encoded_len(),
             |dst| call.request.encode_to(dst),
             &options.attachment,
-        )
-    } else {
-        let mut plain = BytesMut::with_capacity(call.request.encoded_len());
-        call.request.encode_to(&mut plain);
-        let kind = CompressType::try_from(compress)
-            .map_err(|e| Status::new(Code::EREQUEST, e.to_string()))?;
-        let mut packed = BytesMut::new();
-        keel_wire::compress(kind, &plain, &mut packed)
-            .map_err(|e| Status::new(Code::EREQUEST, e.to_string()))?;
-        encode_request(
+        ),
+        Some(packed) => encode_request(
             out,
             &header,
             packed.len(),
-            |dst| dst.extend_from_slice(&packed),
+            |dst| dst.extend_from_slice(packed),
             &options.attachment,
-        )
+        ),
     };
     framed.map_err(|e| Status::new(Code::EREQUEST, format!("request cannot be framed: {e}")))
 }
@@ -293,19 +324,42 @@ impl Conn {
     }
 }
 
+/// Fails the connection's calls however its task ends: an error, the
+/// channel dropping, or the task being cancelled with its runtime.
+struct FailOnExit<'a> {
+    conn: &'a Conn,
+    epoch: u64,
+    why: String,
+}
+
+impl Drop for FailOnExit<'_> {
+    fn drop(&mut self) {
+        self.conn.fail(self.epoch, &self.why);
+    }
+}
+
 /// Reads responses and writes queued requests of one connection until it
-/// fails or the transport is dropped.
+/// fails or the transport is dropped. Reading never waits for a write to
+/// finish (nor the reverse): a peer that answers while we still send a
+/// large batch cannot deadlock us.
 async fn run_connection(
     conn: Arc<Conn>,
     mut stream: TcpStream,
     epoch: u64,
     mut alive: watch::Receiver<()>,
 ) {
+    let mut exit = FailOnExit {
+        conn: &conn,
+        epoch,
+        why: "the connection task was cancelled".into(),
+    };
     let limits = Limits::new(conn.config.max_body_size);
     let (mut rd, mut wr) = stream.split();
     let mut inbuf = BytesMut::new();
+    // Requests taken from the queue and being written, from `written` on.
     let mut outbuf = BytesMut::new();
-    let why: String = loop {
+    let mut written = 0;
+    exit.why = loop {
         if inbuf.is_empty() && inbuf.capacity() > KEEP_CAPACITY {
             inbuf = BytesMut::new();
         }
@@ -315,29 +369,27 @@ async fn run_connection(
                 let _ = closed;
                 break "channel dropped".into();
             }
-            _ = conn.wake_writer.notified() => {
-                {
-                    let mut st = conn.lock();
-                    if st.epoch != epoch {
-                        // A newer connection owns the queue; pass the
-                        // wakeup on and leave.
-                        drop(st);
-                        conn.wake_writer.notify_one();
-                        break "replaced by a newer connection".into();
-                    }
-                    std::mem::swap(&mut st.out, &mut outbuf);
-                }
-                if outbuf.is_empty() {
-                    continue;
-                }
-                if let Err(e) = wr.write_all(&outbuf).await {
-                    break e.to_string();
-                }
+            _ = conn.wake_writer.notified(), if written == outbuf.len() => {
                 outbuf.clear();
+                written = 0;
                 if outbuf.capacity() > KEEP_CAPACITY {
                     outbuf = BytesMut::new();
                 }
+                let mut st = conn.lock();
+                if st.epoch != epoch {
+                    // A newer connection owns the queue; pass the wakeup
+                    // on and leave.
+                    drop(st);
+                    conn.wake_writer.notify_one();
+                    break "replaced by a newer connection".into();
+                }
+                std::mem::swap(&mut st.out, &mut outbuf);
             }
+            n = wr.write(&outbuf[written..]), if written < outbuf.len() => match n {
+                Ok(0) => break "the connection stopped accepting data".into(),
+                Ok(n) => written += n,
+                Err(e) => break e.to_string(),
+            },
             read = rd.read_buf(&mut inbuf) => match read {
                 Ok(0) => break "closed by the server".into(),
                 Ok(_) => {
@@ -349,7 +401,6 @@ async fn run_connection(
             },
         }
     };
-    conn.fail(epoch, &why);
 }
 
 /// Hands every complete response in `inbuf` to its call.
@@ -465,6 +516,11 @@ struct Slab {
     slots: Vec<Slot>,
     free: Vec<u32>,
     live: usize,
+    /// Generations come from one counter for the whole table, so a
+    /// correlation id is not reused even after the table shrinks and
+    /// indices start over (a late answer to an abandoned call can never
+    /// reach a new one).
+    next_generation: u32,
 }
 
 const SLAB_KEEP: usize = 1024;
@@ -483,8 +539,9 @@ impl Slab {
                 (self.slots.len() - 1) as u32
             }
         };
+        self.next_generation = self.next_generation.wrapping_add(1);
         let slot = &mut self.slots[index as usize];
-        slot.generation = slot.generation.wrapping_add(1);
+        slot.generation = self.next_generation;
         slot.epoch = epoch;
         slot.state = SlotState::Waiting(None);
         Key {
@@ -587,6 +644,24 @@ mod tests {
         assert_eq!(slab.live, 1);
         slab.remove(b);
         assert_eq!(slab.live, 0);
+    }
+
+    #[test]
+    fn correlation_ids_are_not_reused_after_the_table_shrinks() {
+        let mut slab = Slab::default();
+        let keys: Vec<_> = (0..SLAB_KEEP + 1).map(|_| slab.insert(1)).collect();
+        let first = keys[0];
+        for k in keys {
+            slab.remove(k);
+        }
+        assert!(
+            slab.slots.is_empty(),
+            "an idle, oversized table is given back"
+        );
+        let again = slab.insert(1);
+        assert_eq!(again.index, first.index, "indices start over");
+        assert_ne!(again.correlation_id(), first.correlation_id());
+        assert!(slab.complete(first, Ok(Reply::default())).is_none());
     }
 
     #[test]

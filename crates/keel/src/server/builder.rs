@@ -258,7 +258,6 @@ async fn accept_loop(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
-                    shared.stats.connections.fetch_add(1, Ordering::AcqRel);
                     let conn = super::connection::Connection::new(
                         stream,
                         peer,

@@ -27,6 +27,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -52,14 +53,18 @@ const READ_MIN: usize = 1024;
 const READ_MAX: usize = 64 * 1024;
 /// Buffers larger than this are given back once empty.
 const KEEP_CAPACITY: usize = 64 * 1024;
-/// Response buffers kept for reuse per connection.
-const SCRATCH_KEPT: usize = 16;
+/// Response buffers kept for reuse per connection, and the largest kept.
+const SCRATCH_KEPT: usize = 4;
+const SCRATCH_MAX: usize = 4 * 1024;
+/// Encoded answers waiting to be written beyond which reading pauses.
+const MAX_QUEUED_OUT: usize = 4 * 1024 * 1024;
 
 pub(crate) struct Connection {
     stream: TcpStream,
     peer: SocketAddr,
     shared: Arc<Shared>,
     shutdown: watch::Receiver<bool>,
+    open: OpenGuard,
 }
 
 /// A finished call, ready to be written.
@@ -74,9 +79,17 @@ struct Done {
 
 type CallFuture = Pin<Box<dyn Future<Output = Done> + Send>>;
 
-/// Decrements the open-connection count however the task ends (including
-/// being aborted at the end of a graceful shutdown).
+/// Counts a connection as open from accept until its task ends however it
+/// ends (including being aborted before it first ran, or at the end of a
+/// graceful shutdown).
 struct OpenGuard(Arc<Shared>);
+
+impl OpenGuard {
+    fn new(shared: Arc<Shared>) -> OpenGuard {
+        shared.stats.connections.fetch_add(1, Ordering::AcqRel);
+        OpenGuard(shared)
+    }
+}
 
 impl Drop for OpenGuard {
     fn drop(&mut self) {
@@ -112,6 +125,7 @@ impl Connection {
         Connection {
             stream,
             peer,
+            open: OpenGuard::new(shared.clone()),
             shared,
             shutdown,
         }
@@ -123,8 +137,8 @@ impl Connection {
             peer,
             shared,
             mut shutdown,
+            open: _open,
         } = self;
-        let _open = OpenGuard(shared.clone());
         let _ = stream.set_nodelay(true);
         let (mut rd, mut wr) = stream.split();
         let mut done_rx: Option<mpsc::UnboundedReceiver<Done>> = None;
@@ -141,6 +155,11 @@ impl Connection {
         };
         let mut inbuf = BytesMut::new();
         let mut read_size = READ_MIN;
+        // Responses being written (from `written` on) while `st.out`
+        // collects the next ones: reading goes on during a write, so a
+        // client that sends while it receives cannot deadlock us.
+        let mut writing = BytesMut::new();
+        let mut written = 0;
         let mut eof = false;
         loop {
             // Every complete frame in the buffer.
@@ -159,34 +178,51 @@ impl Connection {
                 st.spawned -= 1;
                 st.write_done(done);
             }
-            if !st.out.is_empty() {
-                if wr.write_all(&st.out).await.is_err() {
-                    return;
-                }
-                st.out.clear();
+            if written == writing.len() && !st.out.is_empty() {
+                writing.clear();
+                written = 0;
+                std::mem::swap(&mut st.out, &mut writing);
                 if st.out.capacity() > KEEP_CAPACITY {
                     st.out = BytesMut::new();
                 }
             }
-            if st.broken || ((eof || st.draining) && st.spawned == 0) {
-                // Nothing more will be answered: close.
+            let flushed = written == writing.len();
+            // Framing lost or the peer closed: answer what is ready, then
+            // close; calls still running are cancelled with the connection
+            // (nobody can read their answers). Draining: wait for them.
+            let closing = st.broken || eof;
+            if flushed && (closing || (st.draining && st.spawned == 0)) {
                 let _ = wr.shutdown().await;
                 return;
             }
             // A connection that went quiet after a burst gives the big
-            // buffer back.
+            // buffers back.
             if inbuf.is_empty() && inbuf.capacity() > 4 * read_size {
                 inbuf = BytesMut::new();
+                st.scratch.clear();
+            }
+            if flushed {
+                writing.clear();
+                written = 0;
+                if writing.capacity() > 4 * read_size {
+                    writing = BytesMut::new();
+                }
             }
             inbuf.reserve(read_size);
             let room = inbuf.capacity() - inbuf.len();
+            // Stop reading while answers pile up unread (backpressure).
+            let may_read = !closing && st.out.len() < MAX_QUEUED_OUT;
             tokio::select! {
                 biased;
-                Some(done) = recv_done(&mut done_rx), if st.spawned > 0 => {
+                Some(done) = recv_done(&mut done_rx), if st.spawned > 0 && !closing => {
                     st.spawned -= 1;
                     st.write_done(done);
                 }
-                read = rd.read_buf(&mut inbuf), if !eof => match read {
+                n = wr.write(&writing[written..]), if !flushed => match n {
+                    Ok(n) if n > 0 => written += n,
+                    _ => return,
+                },
+                read = rd.read_buf(&mut inbuf), if may_read => match read {
                     Ok(0) => eof = true,
                     // A read that filled the room asks for more next time.
                     Ok(n) if n >= room => read_size = (read_size * 2).min(READ_MAX),
@@ -198,6 +234,7 @@ impl Connection {
                     let _ = changed;
                     st.draining = true;
                 }
+                else => return,
             }
         }
     }
@@ -348,7 +385,7 @@ impl State {
             }
             Err(status) => self.error_status(done.correlation_id, status),
         }
-        if self.scratch.len() < SCRATCH_KEPT && done.body.capacity() <= KEEP_CAPACITY {
+        if self.scratch.len() < SCRATCH_KEPT && done.body.capacity() <= SCRATCH_MAX {
             done.body.clear();
             self.scratch.push(done.body);
         }
@@ -377,7 +414,18 @@ async fn run_call(
     correlation_id: i64,
     compress: i32,
 ) -> Done {
-    let call = service.call(method.index, &ctx, payload, &mut body);
+    let mut call = service.call(method.index, &ctx, payload, &mut body);
+    // A handler that panics answers EINTERNAL; the connection and its other
+    // calls carry on (the panic is still reported by the panic hook).
+    let call = std::future::poll_fn(move |cx| {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| call.as_mut().poll(cx))) {
+            Ok(poll) => poll,
+            Err(_) => Poll::Ready(Err(Status::new(
+                Code::EINTERNAL,
+                format!("the handler of {method} panicked"),
+            ))),
+        }
+    });
     // Past the deadline the client has given up: stop the handler rather
     // than let abandoned calls pile up.
     let result = match ctx.deadline() {

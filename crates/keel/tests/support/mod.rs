@@ -17,6 +17,7 @@ pub use example::{EchoRequest, EchoResponse, EchoService, EchoServiceClient, Ech
 /// - `stall`: waits forever (until the call is cancelled);
 /// - `gate`: waits until the test adds a permit to `gate`;
 /// - `deadline`: answers whether the call carried a deadline;
+/// - `panic` / `panic-later`: the handler panics (at once / after a wait);
 /// - anything else: echoed, attachment reversed.
 pub struct Echo {
     pub gate: Arc<Semaphore>,
@@ -52,6 +53,11 @@ impl EchoService for Echo {
                 Ok(EchoResponse {
                     message: "gate".into(),
                 })
+            }
+            "panic" => panic!("the test asked this handler to panic"),
+            "panic-later" => {
+                tokio::task::yield_now().await;
+                panic!("the test asked this handler to panic after waiting")
             }
             "deadline" => Ok(EchoResponse {
                 message: format!("deadline={}", ctx.deadline().is_some()),

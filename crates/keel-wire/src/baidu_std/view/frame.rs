@@ -136,14 +136,18 @@ impl RawFrame {
     }
 }
 
+/// Most a decoder reserves ahead of the bytes that have arrived.
+const RESERVE_STEP: usize = 64 * 1024;
+
 /// Cuts the next frame off the front of a connection's read buffer, without
 /// parsing its meta.
 ///
 /// The contract of [`decode_frame`](crate::baidu_std::decode_frame), which
 /// is this function followed by [`RawFrame::into_frame`]: `Ok(None)` while
 /// the frame is incomplete; the header checked against `limits` as soon as
-/// it is complete, before any of the body is waited for; `buf` reserved for
-/// the whole frame once the header passed; on a header error `buf` is left
+/// it is complete, before any of the body is waited for; `buf` reserved
+/// toward the whole frame (64 KiB at a time) once the header passed; on a
+/// header error `buf` is left
 /// untouched (close the connection: the stream cannot be resynchronised).
 ///
 /// Nothing is copied or allocated: the frame is split off `buf` and the
@@ -162,7 +166,9 @@ pub fn decode_raw_frame(
     header.check(limits)?;
     let frame_len = header.frame_len();
     if buf.len() < frame_len {
-        buf.reserve(frame_len - buf.len());
+        // Room for what is missing, but never more than a step at a time:
+        // a header alone must not make a connection reserve a huge body.
+        buf.reserve((frame_len - buf.len()).min(RESERVE_STEP));
         return Ok(None);
     }
     let mut frame = buf.split_to(frame_len);
