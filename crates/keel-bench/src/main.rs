@@ -7,24 +7,35 @@
 //! ```text
 //! cargo run --release -p keel-bench -- pool            # full run, ~30 s
 //! cargo run --release -p keel-bench -- pool --quick    # smoke run, a few s
+//! cargo run --release -p keel-bench -- echo            # Keel vs tonic, ~80 s
+//! cargo run --release -p keel-bench -- echo --quick    # smoke run, ~15 s
 //! cargo run --release -p keel-bench -- --help          # list subcommands
 //! ```
 //!
 //! Adding a benchmark: write a module with a `pub fn main(args: &[String]) ->
 //! ExitCode` (and a `//!` doc saying what it measures and why it is fair),
-//! then add a line to [`SUBCOMMANDS`]. Table printing is shared in [`table`].
+//! then add a line to [`SUBCOMMANDS`]. Table printing is shared in [`table`],
+//! medians and the machine's load in [`summary`].
 //!
-//! The global allocator is `std::alloc::System`, named explicitly so that the
-//! "system allocator" every benchmark compares against is exactly that and
-//! not a counting or replacement allocator slipped in later.
+//! The global allocator is keel-alloc's [`CountingAlloc`] over
+//! `std::alloc::System`: `echo` reports allocations per call and live heap
+//! bytes, which only a counting allocator can tell. It adds a few atomic
+//! adds to every allocation, for every peer alike. Benchmarks that compare
+//! *allocators* must not pay for it: `pool` calls `System` and `MiMalloc`
+//! through their `GlobalAlloc` methods directly, so its "system allocator"
+//! is exactly glibc's malloc.
 
 use std::process::ExitCode;
 
+use keel_alloc::CountingAlloc;
+
+mod echo;
 mod pool;
+mod summary;
 mod table;
 
 #[global_allocator]
-static GLOBAL: std::alloc::System = std::alloc::System;
+static GLOBAL: CountingAlloc = CountingAlloc::system();
 
 /// Exit code for a command line that could not be understood.
 const USAGE_ERROR: u8 = 2;
@@ -37,20 +48,38 @@ struct Subcommand {
     summary: &'static str,
     /// Runs it with the arguments after the subcommand's name.
     run: fn(&[String]) -> ExitCode,
+    /// Whether `--help` lists it (internal subcommands, such as the server
+    /// processes a benchmark starts, are not listed).
+    listed: bool,
 }
 
 /// Every benchmark, in the order `--help` lists them.
-const SUBCOMMANDS: &[Subcommand] = &[Subcommand {
-    name: "pool",
-    summary: "get+put cost of keel-pool vs Box, mimalloc, sharded-slab, lockfree-object-pool, opool",
-    run: pool::main,
-}];
+const SUBCOMMANDS: &[Subcommand] = &[
+    Subcommand {
+        name: "pool",
+        summary: "get+put cost of keel-pool vs Box, mimalloc, sharded-slab, lockfree-object-pool, opool",
+        run: pool::main,
+        listed: true,
+    },
+    Subcommand {
+        name: "echo",
+        summary: "echo RPC over loopback: Keel (baidu_std) vs tonic (gRPC), QPS, latency, CPU, allocations",
+        run: echo::main,
+        listed: true,
+    },
+    Subcommand {
+        name: echo::SERVER_SUBCOMMAND,
+        summary: "(internal) one echo server process for `echo`",
+        run: echo::server_main,
+        listed: false,
+    },
+];
 
 fn usage() -> String {
     let mut s = String::from(
         "usage: keel-bench <subcommand> [options]\n       keel-bench <subcommand> --help\n\nsubcommands:\n",
     );
-    for c in SUBCOMMANDS {
+    for c in SUBCOMMANDS.iter().filter(|c| c.listed) {
         s.push_str(&format!("  {:<8} {}\n", c.name, c.summary));
     }
     s

@@ -31,7 +31,7 @@
 //! | column    | get / put                                                       |
 //! |-----------|-----------------------------------------------------------------|
 //! | keel      | `keel_pool::Pool::get` (a `static` pool) / drop the `Pooled`     |
-//! | box       | `Box::<[u8]>::new_uninit_slice(N)` on `System` (glibc) / drop    |
+//! | box       | `System.alloc(layout)` / `System.dealloc` (glibc malloc/free)   |
 //! | mimalloc  | `MiMalloc.alloc(layout)` / `MiMalloc.dealloc` (`GlobalAlloc`)    |
 //! | slab      | `sharded_slab::Pool::create_with` / `Pool::clear(key)`           |
 //! | lf-linear | `lockfree_object_pool::LinearObjectPool::pull` / drop            |
@@ -43,11 +43,15 @@
 //! - Every pool holds the same object, [`Obj<N>`]: `N` plain bytes whose
 //!   reset hook (keel's `Reset`, sharded-slab's `Clear`, the reset closures of
 //!   lockfree-object-pool and opool) is the same cheap field clear.
-//! - The allocators are not charged for zeroing: `box` allocates uninitialised
-//!   memory and `mimalloc` is called through its `GlobalAlloc` methods, so
-//!   both do exactly one malloc and one free per pair and write one byte, as
-//!   the pools do. mimalloc is *not* this program's global allocator (that is
-//!   `System`, see `main.rs`), so it is measured without affecting the others.
+//! - The allocators are not charged for zeroing: `box` and `mimalloc` are
+//!   called through their `GlobalAlloc` methods (`System.alloc`, what a
+//!   `Box` on the system allocator does, and `MiMalloc.alloc`), so both do
+//!   exactly one malloc and one free per pair and write one byte, as the
+//!   pools do. Neither goes through this program's global allocator, which
+//!   is keel-alloc's counting wrapper (for `keel-bench echo`, see
+//!   `main.rs`): its bookkeeping would be charged to these two peers only,
+//!   since the pools allocate nothing in steady state. Likewise mimalloc is
+//!   measured without becoming everyone's allocator.
 //! - lf-spin and opool keep their free objects *by value* (a `Vec<T>` and an
 //!   `ArrayQueue<T>`) and their guards hold the object inline, so a bare
 //!   4 KiB object would be copied on every get and put and again when shipped
@@ -70,10 +74,10 @@
 //!   table shows the median of the rounds, so a burst of load from other
 //!   processes hits one sample of every peer instead of all samples of one.
 
-use std::alloc::{GlobalAlloc, Layout, handle_alloc_error};
+use std::alloc::{GlobalAlloc, Layout, System, handle_alloc_error};
 use std::fmt::Write as _;
 use std::hint::black_box;
-use std::mem::MaybeUninit;
+use std::marker::PhantomData;
 use std::process::ExitCode;
 use std::ptr::NonNull;
 use std::sync::Barrier;
@@ -87,6 +91,7 @@ use lockfree_object_pool::{
 };
 use mimalloc::MiMalloc;
 
+use crate::summary::{load_average, median};
 use crate::table::{Align, Table};
 
 /// Objects per batch shipped from the producer to the consumer.
@@ -220,65 +225,79 @@ impl<const N: usize> Peer for Keel<N> {
     }
 }
 
-/// `Box` on the system allocator, uninitialised so it is not charged for
-/// zeroing.
-pub struct SystemBox<const N: usize>;
-
-impl<const N: usize> Peer for SystemBox<N> {
-    const NAME: &'static str = "box";
-    type Obj<'a> = Box<[MaybeUninit<u8>]>;
-
-    #[inline]
-    fn get(&self, byte: u8) -> Self::Obj<'_> {
-        let mut b = Box::<[u8]>::new_uninit_slice(N);
-        b[0].write(byte);
-        black_box(b.as_mut_ptr());
-        b
-    }
-
-    #[cfg(test)]
-    fn addr(obj: &Self::Obj<'_>) -> usize {
-        obj.as_ptr() as usize
-    }
+/// An allocator a peer calls directly through its [`GlobalAlloc`] methods,
+/// never as this program's global allocator (that one counts; see
+/// `main.rs`), so the peer pays for exactly one malloc and one free.
+pub trait DirectAlloc: GlobalAlloc + Sync + 'static {
+    /// The column title.
+    const NAME: &'static str;
+    /// The allocator (a unit struct).
+    const INSTANCE: Self;
 }
 
-/// mimalloc, called directly through its `GlobalAlloc` methods.
-pub struct Mimalloc<const N: usize>;
+impl DirectAlloc for System {
+    const NAME: &'static str = "box";
+    const INSTANCE: Self = System;
+}
 
-/// One mimalloc allocation of `Obj<N>`'s layout; freed on drop.
-pub struct MiObj<const N: usize>(NonNull<u8>);
+impl DirectAlloc for MiMalloc {
+    const NAME: &'static str = "mimalloc";
+    const INSTANCE: Self = MiMalloc;
+}
 
-impl<const N: usize> MiObj<N> {
+/// One allocation from `A` of `Obj<N>`'s layout, uninitialised (so no peer
+/// is charged for zeroing); freed on drop.
+pub struct RawObj<A: DirectAlloc, const N: usize>(NonNull<u8>, PhantomData<A>);
+
+impl<A: DirectAlloc, const N: usize> RawObj<A, N> {
     const LAYOUT: Layout = Layout::new::<Obj<N>>();
 }
 
-// SAFETY: a `MiObj` owns its allocation exclusively, the bytes are plain
-// data, and mimalloc frees memory correctly from any thread.
-unsafe impl<const N: usize> Send for MiObj<N> {}
+// SAFETY: a `RawObj` owns its allocation exclusively, the bytes are plain
+// data, and both allocators (glibc malloc, mimalloc) free memory correctly
+// from any thread.
+unsafe impl<A: DirectAlloc, const N: usize> Send for RawObj<A, N> {}
 
-impl<const N: usize> Drop for MiObj<N> {
+impl<A: DirectAlloc, const N: usize> Drop for RawObj<A, N> {
     #[inline]
     fn drop(&mut self) {
-        // SAFETY: the pointer came from `MiMalloc.alloc` with this same layout
-        // and is freed exactly once, here.
-        unsafe { MiMalloc.dealloc(self.0.as_ptr(), Self::LAYOUT) }
+        // SAFETY: the pointer came from `A::INSTANCE.alloc` with this same
+        // layout and is freed exactly once, here.
+        unsafe { A::INSTANCE.dealloc(self.0.as_ptr(), Self::LAYOUT) }
     }
 }
 
-impl<const N: usize> Peer for Mimalloc<N> {
-    const NAME: &'static str = "mimalloc";
-    type Obj<'a> = MiObj<N>;
+/// A plain allocator as a peer: get = `alloc`, put = `dealloc`.
+pub struct Direct<A: DirectAlloc, const N: usize>(PhantomData<A>);
+
+impl<A: DirectAlloc, const N: usize> Direct<A, N> {
+    /// The peer.
+    pub const fn new() -> Self {
+        Direct(PhantomData)
+    }
+}
+
+/// The system allocator (glibc malloc), what `Box` uses under `System`:
+/// `System.alloc` / `System.dealloc`, called directly.
+pub type SystemBox<const N: usize> = Direct<System, N>;
+
+/// mimalloc: `MiMalloc.alloc` / `MiMalloc.dealloc`, called directly.
+pub type Mimalloc<const N: usize> = Direct<MiMalloc, N>;
+
+impl<A: DirectAlloc, const N: usize> Peer for Direct<A, N> {
+    const NAME: &'static str = A::NAME;
+    type Obj<'a> = RawObj<A, N>;
 
     #[inline]
     fn get(&self, byte: u8) -> Self::Obj<'_> {
-        let layout = MiObj::<N>::LAYOUT;
+        let layout = RawObj::<A, N>::LAYOUT;
         // SAFETY: the layout's size is N > 0 (`Obj::new` asserts it).
-        let p = unsafe { MiMalloc.alloc(layout) };
+        let p = unsafe { A::INSTANCE.alloc(layout) };
         let p = NonNull::new(p).unwrap_or_else(|| handle_alloc_error(layout));
         // SAFETY: `p` points at N >= 1 writable bytes that nothing else uses.
         unsafe { p.as_ptr().write(byte) };
         black_box(p);
-        MiObj(p)
+        RawObj(p, PhantomData)
     }
 
     #[cfg(test)]
@@ -439,8 +458,8 @@ impl<const N: usize> Peers<N> {
     fn new(keel: &'static Pool<Obj<N>>) -> Self {
         Peers {
             keel: Keel(keel),
-            system: SystemBox,
-            mimalloc: Mimalloc,
+            system: SystemBox::new(),
+            mimalloc: Mimalloc::new(),
             slab: Slab(sharded_slab::Pool::new()),
             lf_linear: LfLinear::new(),
             lf_spin: LfSpin::new(),
@@ -610,21 +629,6 @@ fn rows<const N: usize>(p: &Peers<N>) -> [Row<'_>; 2] {
     [single, cross]
 }
 
-/// The median of `xs` (the mean of the middle two for an even count).
-fn median(xs: &[f64]) -> Option<f64> {
-    if xs.is_empty() {
-        return None;
-    }
-    let mut v = xs.to_vec();
-    v.sort_by(f64::total_cmp);
-    let m = v.len() / 2;
-    Some(if v.len() % 2 == 1 {
-        v[m]
-    } else {
-        (v[m - 1] + v[m]) / 2.0
-    })
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Options {
     iters: u64,
@@ -710,13 +714,6 @@ pub fn main(args: &[String]) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().map(str::to_string))
-        .unwrap_or_else(|| "n/a".to_string())
-}
-
 fn run(opts: &Options) {
     // See the module doc: glibc's malloc is cheaper until a thread starts.
     thread::spawn(|| ()).join().expect("an empty thread");
@@ -770,7 +767,7 @@ fn run(opts: &Options) {
 // ---------------------------------------------------------------------------
 
 fn size_name(n: usize) -> String {
-    if n >= 1024 && n % 1024 == 0 {
+    if n >= 1024 && n.is_multiple_of(1024) {
         format!("{} KiB", n / 1024)
     } else {
         format!("{n} B")
@@ -799,7 +796,7 @@ fn report(
     );
     let _ = writeln!(
         out,
-        "  global allocator: std::alloc::System (glibc malloc), not counting; objects: [u8; N], reset = clear one byte"
+        "  box and mimalloc call System / MiMalloc directly, not the counting global allocator; objects: [u8; N], reset = clear one byte"
     );
     let _ = writeln!(
         out,
@@ -856,7 +853,7 @@ fn report(
         "  handoff = shipping plain usize values the same way; it is included in every cross-thread number.\n",
     );
     out.push_str(
-        "  box = Box<[MaybeUninit<u8>]> on System; mimalloc = MiMalloc.alloc/dealloc called directly;\n  \
+        "  box = System.alloc/dealloc (glibc, as Box on System); mimalloc = MiMalloc.alloc/dealloc; both called directly;\n  \
          slab = sharded_slab::Pool create_with + clear(key); lf-* = lockfree-object-pool Linear/SpinLock;\n  \
          lf-spin and opool pool Box<[u8; N]> (they store objects by value).\n  \
          lf-linear at 4 KiB: pull inlines its cold path (a 32-object page built on the stack),\n  \
@@ -1028,12 +1025,5 @@ mod tests {
         let o = Options::parse(&args("--peers keel,box")).unwrap().unwrap();
         assert!(o.wants("keel") && o.wants("box") && o.wants(HANDOFF) && !o.wants("opool"));
         assert!(Options::parse(&args("--peers keel,jemalloc")).is_err());
-    }
-
-    #[test]
-    fn median_of_odd_and_even_counts() {
-        assert_eq!(median(&[]), None);
-        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
-        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
     }
 }
