@@ -23,11 +23,13 @@ enum ToServer {
 struct Settings {
     duration: Duration,
     concurrency: usize,
+    rpcz: u64,
 }
 
 fn settings(args: &[String]) -> Result<Settings, String> {
     let duration = keel_examples::flag(args, "duration", 3.0f64)?;
     let concurrency = keel_examples::flag(args, "concurrency", 128usize)?;
+    let rpcz = keel_examples::flag(args, "rpcz", keel::rpcz::Sampler::DEFAULT_TARGET)?;
     if !(duration > 0.0 && duration <= 600.0) {
         return Err("--duration must be in (0, 600] seconds".into());
     }
@@ -35,13 +37,17 @@ fn settings(args: &[String]) -> Result<Settings, String> {
         return Err("--concurrency must be in 1..=100000".into());
     }
     if let Some(unknown) = args.iter().find(|a| {
-        a.starts_with("--") && !a.starts_with("--duration") && !a.starts_with("--concurrency")
+        a.starts_with("--")
+            && !["--duration", "--concurrency", "--rpcz"]
+                .iter()
+                .any(|known| a.starts_with(known))
     }) {
         return Err(format!("demo: unknown option {unknown}"));
     }
     Ok(Settings {
         duration: Duration::from_secs_f64(duration),
         concurrency,
+        rpcz,
     })
 }
 
@@ -103,6 +109,7 @@ async fn server_stats(
 /// Runs the demo; the error is a message for the user.
 pub fn run(args: &[String]) -> Result<(), String> {
     let s = settings(args)?;
+    keel::rpcz::tracer().sampler().set_target(s.rpcz);
     let (addr, to_server) = start_server()?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -206,6 +213,11 @@ async fn drive(
     );
     println!("  latency p50          {:>10} us", hist.quantile(0.5));
     println!("  latency p99          {:>10} us", hist.quantile(0.99));
+    let traced = keel::rpcz::tracer().store().stats();
+    println!(
+        "  rpcz                 {:>12} trees stored ({} submitted; sampling target {}/s)",
+        traced.trees, traced.submitted, s.rpcz
+    );
     println!(
         "  allocations per call {:>12.2} on the server",
         per_call(&server_before, &server_after)

@@ -19,9 +19,10 @@ static ALLOC: CountingAlloc = CountingAlloc::system();
 const USAGE: &str = "usage: keel <command> [options]
 
 commands:
-  demo [--duration SECS] [--concurrency N]
+  demo [--duration SECS] [--concurrency N] [--rpcz SPANS_PER_SEC]
         run an echo server and client on loopback and report QPS, latency,
-        allocations per call and heap use (defaults: 3 s, 128 in flight)
+        allocations per call and heap use (defaults: 3 s, 128 in flight,
+        rpcz sampling toward 1000 spans/s; 0 turns tracing off)
 ";
 
 fn main() {

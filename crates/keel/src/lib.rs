@@ -83,6 +83,7 @@ pub mod context;
 pub mod method;
 pub mod metrics;
 pub mod options;
+pub mod rpcz;
 pub mod server;
 pub mod status;
 

@@ -197,11 +197,16 @@ impl Channel {
         let started = Instant::now();
         let timeout = options.timeout.or(self.shared.default_timeout);
         let deadline = timeout.and_then(|t| started.checked_add(t));
+        // A child of the server call being handled, if it is traced; else
+        // a root of its own when the sampler says so.
+        let parent = crate::rpcz::current();
+        let span = crate::rpcz::tracer().client(parent.as_deref(), method.path);
         let call = self.shared.transport.call(Call {
             method,
             options,
             request,
             deadline,
+            trace: span.context(),
         });
         let result = match deadline {
             None => call.await,
@@ -211,6 +216,11 @@ impl Channel {
             },
         };
         stats.finish(started.elapsed(), result.is_err());
+        if span.is_sampled() {
+            span.set_request_size(request.encoded_len() as u64);
+            span.mark(crate::rpcz::Mark::ResponseReceived);
+            span.finish(result.as_ref().err().map_or(0, |e| e.code().value()));
+        }
         result
     }
 

@@ -49,6 +49,9 @@ pub struct Call<'a> {
     /// When the caller gives up (from `options.timeout`); sent to the server
     /// as `timeout_ms`. The channel enforces it; a transport may also use it.
     pub deadline: Option<Instant>,
+    /// The call's rpcz ids when it is traced; a transport that can carries
+    /// them to the server (baidu_std: `RpcRequestMeta` fields 4-6).
+    pub trace: Option<crate::rpcz::TraceContext>,
 }
 
 impl fmt::Debug for Call<'_> {
@@ -58,6 +61,7 @@ impl fmt::Debug for Call<'_> {
             .field("options", self.options)
             .field("request_len", &self.request.encoded_len())
             .field("deadline", &self.deadline)
+            .field("trace", &self.trace)
             .finish()
     }
 }

@@ -42,6 +42,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::context::Context;
 use crate::method::MethodDescriptor;
+use crate::rpcz::{Mark, SpanHandle};
 use crate::server::builder::Shared;
 use crate::server::limit::Permit;
 use crate::server::service::Service;
@@ -279,6 +280,16 @@ impl State {
                 return self.error(cid, Code::ELIMIT, &text);
             }
         };
+        let span = crate::rpcz::tracer().server(
+            method.path,
+            crate::rpcz::incoming(request.trace_id, request.span_id, request.parent_span_id),
+            std::time::Instant::now(),
+        );
+        if span.is_sampled() {
+            span.set_peer(self.peer);
+            span.set_protocol("baidu_std");
+            span.set_request_size(payload.len() as u64);
+        }
         let mut ctx = Context::new(method)
             .with_peer(self.peer)
             .with_log_id(request.log_id as u64)
@@ -296,6 +307,7 @@ impl State {
             payload,
             body,
             permit,
+            span,
             cid,
             meta.compress_type,
         ));
@@ -411,6 +423,7 @@ async fn run_call(
     payload: Bytes,
     mut body: BytesMut,
     permit: Permit,
+    span: SpanHandle,
     correlation_id: i64,
     compress: i32,
 ) -> Done {
@@ -428,15 +441,34 @@ async fn run_call(
     });
     // Past the deadline the client has given up: stop the handler rather
     // than let abandoned calls pile up.
-    let result = match ctx.deadline() {
-        None => call.await,
-        Some(deadline) => match tokio::time::timeout_at(deadline, call).await {
-            Ok(result) => result,
-            Err(_) => Err(Status::new(
-                Code::ERPCTIMEDOUT,
-                format!("{method} did not finish before the client's deadline"),
-            )),
-        },
+    let deadline = ctx.deadline();
+    let bounded = async move {
+        match deadline {
+            None => call.await,
+            Some(deadline) => match tokio::time::timeout_at(deadline, call).await {
+                Ok(result) => result,
+                Err(_) => Err(Status::new(
+                    Code::ERPCTIMEDOUT,
+                    format!("{method} did not finish before the client's deadline"),
+                )),
+            },
+        }
+    };
+    // A sampled call runs with its span as the task's current span, so
+    // client calls the handler makes become its children.
+    let result = if span.is_sampled() {
+        let span = Arc::new(span);
+        span.mark(Mark::HandlerStart);
+        let result = crate::rpcz::scope(span.clone(), bounded).await;
+        span.mark(Mark::HandlerEnd);
+        span.set_response_size(body.len() as u64);
+        let code = result.as_ref().err().map_or(0, |e| e.code().value());
+        if let Ok(span) = Arc::try_unwrap(span) {
+            span.finish(code);
+        }
+        result
+    } else {
+        bounded.await
     };
     drop(permit);
     Done {

@@ -1,0 +1,66 @@
+//! rpcz for Keel calls: every sampled server call gets a span, client calls
+//! made while handling it get child spans, and the ids travel in baidu_std's
+//! `RpcRequestMeta` (trace_id = 4, span_id = 5, parent_span_id = 6), so a
+//! trace crosses Keel and brpc processes alike.
+//!
+//! ```text
+//!   request (trace ids?) ─► server span ─► handler runs with it as the
+//!                                │          task-local current span
+//!                                │              │ client call
+//!                                │              ▼
+//!                                └── owns ── client span ─► ids in the request meta
+//! ```
+//!
+//! One process-wide [`tracer`] samples toward a target rate (default
+//! 1,000 spans/s, like brpc; 0 turns tracing off) and keeps recent finished
+//! trees in a bounded store (the console will show it). A request that
+//! arrives with a trace id is always traced.
+
+use std::sync::{Arc, LazyLock};
+
+pub use keel_rpcz::{
+    Mark, Query, Sampler, SpanHandle, Store, StoreConfig, TraceContext, Tracer, TreeSummary,
+};
+
+static TRACER: LazyLock<Tracer> = LazyLock::new(|| {
+    Tracer::new(
+        Sampler::new(1_000),
+        Arc::new(Store::new(StoreConfig::default())),
+    )
+});
+
+tokio::task_local! {
+    /// The span of the server call this task is handling, if sampled.
+    static CURRENT: Arc<SpanHandle>;
+}
+
+/// The process-wide tracer: its sampler (`tracer().sampler().set_target(n)`)
+/// and its store of recent trees.
+pub fn tracer() -> &'static Tracer {
+    &TRACER
+}
+
+/// Adds a line to the current span (the sampled server call this task is
+/// handling); does nothing, at the cost of one task-local lookup, otherwise.
+pub fn annotate(text: &str) {
+    let _ = CURRENT.try_with(|s| s.annotate(text));
+}
+
+/// The current span, if this task is handling a sampled server call.
+pub fn current() -> Option<Arc<SpanHandle>> {
+    CURRENT.try_with(Arc::clone).ok()
+}
+
+/// Runs `fut` with `span` as the current span.
+pub(crate) async fn scope<F: std::future::Future>(span: Arc<SpanHandle>, fut: F) -> F::Output {
+    CURRENT.scope(span, fut).await
+}
+
+/// The incoming trace context of a request, when it carries one.
+pub(crate) fn incoming(trace_id: i64, span_id: i64, parent_span_id: i64) -> Option<TraceContext> {
+    (trace_id != 0).then_some(TraceContext {
+        trace_id: trace_id as u64,
+        span_id: span_id as u64,
+        parent_span_id: parent_span_id as u64,
+    })
+}

@@ -1,0 +1,123 @@
+//! A call chain A -> B -> C across three Keel servers on loopback produces
+//! one trace: every span carries the same trace id and each server span's
+//! parent is the client span that called it.
+
+mod support;
+
+use keel::rpcz::{self, Query};
+use keel::{Channel, Context, Server, Status};
+use support::{EchoRequest, EchoResponse, EchoService, EchoServiceClient, EchoServiceServer};
+
+/// Echo that first relays the request to `next`, if any.
+struct Relay {
+    next: Option<Channel>,
+}
+
+impl EchoService for Relay {
+    async fn echo(&self, _ctx: &Context, req: EchoRequest) -> Result<EchoResponse, Status> {
+        rpcz::annotate("relay got the request");
+        match &self.next {
+            Some(next) => EchoServiceClient::new(next).echo(&req).await,
+            None => Ok(EchoResponse {
+                message: req.message,
+            }),
+        }
+    }
+}
+
+async fn serve(next: Option<Channel>) -> Server {
+    Server::builder()
+        .add_service(EchoServiceServer::new(Relay { next }))
+        .bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback")
+}
+
+#[tokio::test]
+async fn a_chain_of_three_servers_is_one_trace_with_parent_links() {
+    // Trace every call in this test process.
+    rpcz::tracer().sampler().set_target(1_000_000_000);
+    let c = serve(None).await;
+    let b = serve(Some(
+        Channel::new(&c.local_addr().to_string()).expect("addr"),
+    ))
+    .await;
+    let a = serve(Some(
+        Channel::new(&b.local_addr().to_string()).expect("addr"),
+    ))
+    .await;
+    let to_a = Channel::new(&a.local_addr().to_string()).expect("addr");
+    let resp = EchoServiceClient::new(&to_a)
+        .echo(&support::request("hop"))
+        .await
+        .expect("chain call");
+    assert_eq!(resp.message, "hop");
+
+    let store = rpcz::tracer().store();
+    // The test's own call is a client root; its tree holds one span.
+    let roots = store.query(&Query::default());
+    let root = roots
+        .iter()
+        .find(|t| t.kind == keel_rpcz::Kind::Client && t.spans == 1)
+        .copied()
+        .expect("the test's client root");
+    // Trees finish asynchronously after the response; wait (bounded) for
+    // the four trees of this trace: the client root, A, B and C.
+    support::eventually("all four trees of the trace", || {
+        store
+            .query(&Query {
+                trace_id: Some(root.trace_id),
+                ..Query::default()
+            })
+            .len()
+            == 4
+    })
+    .await;
+    let trees = store.query(&Query {
+        trace_id: Some(root.trace_id),
+        ..Query::default()
+    });
+    // Collect (kind, span id, parent id, spans in tree) of every span.
+    let mut spans = Vec::new();
+    for t in &trees {
+        store
+            .with_seq(t.seq, |view| {
+                for s in view.spans() {
+                    assert_eq!(s.trace_id(), root.trace_id, "one trace id throughout");
+                    spans.push((
+                        s.kind(),
+                        s.span_id(),
+                        s.parent_span_id(),
+                        s.annotations().count(),
+                    ));
+                }
+            })
+            .expect("tree still stored");
+    }
+    use keel_rpcz::Kind::{Client, Server as Srv};
+    let servers: Vec<_> = spans.iter().filter(|s| s.0 == Srv).collect();
+    let clients: Vec<_> = spans.iter().filter(|s| s.0 == Client).collect();
+    assert_eq!(servers.len(), 3, "{spans:?}");
+    assert_eq!(
+        clients.len(),
+        3,
+        "the test's call, A->B and B->C: {spans:?}"
+    );
+    // Every server span's parent is a client span of the same trace.
+    for s in &servers {
+        assert!(
+            clients.iter().any(|c| c.1 == s.2),
+            "server span {:x} has no calling client span: {spans:?}",
+            s.1
+        );
+        assert_eq!(s.3, 1, "the relay's annotation is on its server span");
+    }
+    // Clients made inside handlers are children of those server spans.
+    let inner: Vec<_> = clients.iter().filter(|c| c.2 != 0).collect();
+    assert_eq!(inner.len(), 2, "{spans:?}");
+    for c in inner {
+        assert!(servers.iter().any(|s| s.1 == c.2), "{spans:?}");
+    }
+    let text = store.render_text(root.trace_id).expect("renders");
+    assert!(text.contains("/example.EchoService/Echo"), "{text}");
+}
