@@ -10,6 +10,13 @@ pub const WINDOW: Duration = Duration::from_millis(100);
 const WINDOW_NS: u64 = 100_000_000;
 /// Probability 1.0 as a threshold on a random `u32`.
 const ONE: u64 = 1 << 32;
+/// Calls a thread counts locally before publishing them (see
+/// [`Sampler::should_sample`]).
+pub const BATCH: u32 = 32;
+
+thread_local! {
+    static LOCAL_SEEN: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
 
 /// Decides which calls are traced so that about `target` spans per second
 /// are sampled, whatever the request rate.
@@ -64,12 +71,25 @@ impl Sampler {
     }
 
     /// Whether to trace a call that arrived without a trace id.
+    ///
+    /// The hot path touches no shared counter and reads no clock: each
+    /// thread counts its calls locally and, every [`BATCH`] calls, adds them
+    /// to the shared count and checks whether the window ended. Only a
+    /// sampled call does an atomic add.
     #[inline]
     pub fn should_sample(&self) -> bool {
         if self.target.load(Relaxed) == 0 {
             return false;
         }
-        self.should_sample_at(self.epoch.elapsed())
+        let due = LOCAL_SEEN.with(|c| {
+            let n = c.get() + 1;
+            c.set(if n >= BATCH { 0 } else { n });
+            n >= BATCH
+        });
+        if due {
+            self.tick(self.epoch.elapsed(), BATCH as u64);
+        }
+        self.decide()
     }
 
     /// Whether to trace a call: always when `forced` (the request carried a
@@ -80,26 +100,38 @@ impl Sampler {
         forced || self.should_sample()
     }
 
-    /// [`should_sample`](Self::should_sample) with an explicit clock: `now`
-    /// is the time since an arbitrary fixed epoch, never decreasing much.
+    /// [`should_sample`](Self::should_sample) with an explicit clock and no
+    /// batching: `now` is the time since an arbitrary fixed epoch, never
+    /// decreasing much.
     pub fn should_sample_at(&self, now: Duration) -> bool {
-        let target = self.target.load(Relaxed);
-        if target == 0 {
+        if self.target.load(Relaxed) == 0 {
             return false;
         }
+        self.tick(now, 1);
+        self.decide()
+    }
+
+    /// Counts `calls` seen at `now`, ending the window if it is over.
+    fn tick(&self, now: Duration, calls: u64) {
         let now_ns = now.as_nanos() as u64;
         let start = self.window_start_ns.load(Relaxed);
         if now_ns >= start.saturating_add(WINDOW_NS) {
-            self.roll(start, now_ns, target);
+            self.roll(start, now_ns, self.target.load(Relaxed));
         }
-        self.seen.fetch_add(1, Relaxed);
+        self.seen.fetch_add(calls, Relaxed);
+    }
+
+    /// Draws against the current probability and the window's budget.
+    #[inline]
+    fn decide(&self) -> bool {
         let threshold = self.threshold.load(Relaxed);
         if threshold < ONE && (next_u64() >> 32) >= threshold {
             return false;
         }
         // 1.5 × the window's share, so chance alone rarely hits the cap
         // (a cap at exactly the share would bias the rate low).
-        let budget = (target * 3 / 20).max(1);
+        let target = self.target.load(Relaxed);
+        let budget = (target.saturating_mul(3) / 20).max(1);
         self.sampled.fetch_add(1, Relaxed) < budget
     }
 
