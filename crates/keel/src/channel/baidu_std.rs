@@ -36,6 +36,7 @@ use crate::options::Compression;
 use crate::status::{Code, Status};
 
 const READ_CHUNK: usize = 8 * 1024;
+const READ_MIN_ROOM: usize = 1024;
 const KEEP_CAPACITY: usize = 64 * 1024;
 /// Requests queued for one connection and not yet written, in bytes; past
 /// it calls fail with EOVERCROWDED (brpc's `socket_max_unwritten_bytes`)
@@ -363,7 +364,12 @@ async fn run_connection(
         if inbuf.is_empty() && inbuf.capacity() > KEEP_CAPACITY {
             inbuf = BytesMut::new();
         }
-        inbuf.reserve(READ_CHUNK);
+        // Top up only when little room is left: responses just cut from
+        // this buffer may still be alive in their callers, and reserving a
+        // full chunk every time would then allocate a new buffer per read.
+        if inbuf.capacity() - inbuf.len() < READ_MIN_ROOM {
+            inbuf.reserve(READ_CHUNK);
+        }
         tokio::select! {
             closed = alive.changed() => {
                 let _ = closed;
