@@ -110,9 +110,9 @@ use grpc::echo_service_server::{EchoService as TonicService, EchoServiceServer a
 pub const SERVER_SUBCOMMAND: &str = "echo-server";
 
 /// The message every call sends: 16 bytes, as in brpc's benchmarks.
-const MESSAGE: &str = "0123456789abcdef";
+pub(crate) const MESSAGE: &str = "0123456789abcdef";
 /// Worker threads of the client runtime and of each server's runtime.
-const WORKERS: usize = 2;
+pub(crate) const WORKERS: usize = 2;
 /// Seconds per run in a full run and with `--quick`.
 const DEFAULT_SECONDS: f64 = 3.0;
 const QUICK_SECONDS: f64 = 0.5;
@@ -249,7 +249,7 @@ impl Options {
 // ---------------------------------------------------------------------------
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framework {
+pub(crate) enum Framework {
     Keel,
     Tonic,
 }
@@ -284,20 +284,29 @@ impl TonicService for TonicEcho {
     }
 }
 
-/// Entry point of the hidden `keel-bench echo-server keel|tonic`: binds
-/// 127.0.0.1:0, prints `port N`, answers each `stats` line on stdin with
-/// `stats <allocations> <live heap bytes>`, and exits when stdin closes.
+/// Entry point of the hidden `keel-bench echo-server keel|tonic
+/// [RPCZ_TARGET]`: binds 127.0.0.1:0, prints `port N`, answers each `stats`
+/// line on stdin with `stats <allocations> <live heap bytes>`, and exits when
+/// stdin closes. With `RPCZ_TARGET` (Keel only; `keel-bench rpcz` passes it)
+/// the process's rpcz sampler aims at that many spans per second (0 = off).
 pub fn server_main(args: &[String]) -> ExitCode {
-    let framework = match args {
-        [f] => Framework::parse(f),
+    let parsed = match args {
+        [f] => Framework::parse(f).map(|f| (f, None)),
+        [f, n] => match (Framework::parse(f), n.parse::<u64>()) {
+            (Some(Framework::Keel), Ok(n)) => Some((Framework::Keel, Some(n))),
+            _ => None,
+        },
         _ => None,
     };
-    let Some(framework) = framework else {
+    let Some((framework, rpcz_target)) = parsed else {
         eprintln!(
-            "usage: keel-bench {SERVER_SUBCOMMAND} keel|tonic  (started by `keel-bench echo`)"
+            "usage: keel-bench {SERVER_SUBCOMMAND} keel [RPCZ_TARGET] | tonic  (started by `keel-bench echo` and `rpcz`)"
         );
         return ExitCode::from(2);
     };
+    if let Some(n) = rpcz_target {
+        keel::rpcz::tracer().sampler().set_target(n);
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(WORKERS)
         .enable_all()
@@ -395,23 +404,32 @@ struct ServerCounters {
 }
 
 /// A running server process, ended when dropped.
-struct ServerProcess {
+pub(crate) struct ServerProcess {
     framework: Framework,
     child: Child,
     /// Closing it tells the server to exit.
     stdin: Option<ChildStdin>,
     /// Lines the server printed, read by a thread so waits are bounded.
     lines: Receiver<String>,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
 }
 
 impl ServerProcess {
-    /// Starts `keel-bench echo-server <framework>` and waits for its port.
-    fn start(framework: Framework) -> Result<ServerProcess, String> {
+    /// Starts `keel-bench echo-server <framework> [rpcz_target]` and waits
+    /// for its port. `rpcz_target` (Keel only) sets the server's rpcz
+    /// sampling target; `None` leaves Keel's default.
+    pub(crate) fn start(
+        framework: Framework,
+        rpcz_target: Option<u64>,
+    ) -> Result<ServerProcess, String> {
         let exe = std::env::current_exe()
             .map_err(|e| format!("cannot find this program to start a server: {e}"))?;
-        let mut child = Command::new(exe)
-            .args([SERVER_SUBCOMMAND, framework.name()])
+        let mut command = Command::new(exe);
+        command.args([SERVER_SUBCOMMAND, framework.name()]);
+        if let Some(n) = rpcz_target {
+            command.arg(n.to_string());
+        }
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -549,7 +567,7 @@ fn own_cpu_ticks() -> Result<u64, String> {
 }
 
 /// Clock ticks per second, from `getconf CLK_TCK`.
-fn clock_ticks_per_second() -> f64 {
+pub(crate) fn clock_ticks_per_second() -> f64 {
     Command::new("getconf")
         .arg("CLK_TCK")
         .output()
@@ -647,7 +665,7 @@ async fn call_loop<C: EchoCall>(
 /// Load tasks, spawned and waiting for [`Armed::fire`]. Everything a run
 /// needs is allocated here, before the counters are read, so that the
 /// allocations a run counts are those of its calls alone.
-struct Armed {
+pub(crate) struct Armed {
     tasks: JoinSet<TaskResult>,
     start: watch::Sender<Option<Instant>>,
     total: LatencyHistogram,
@@ -657,7 +675,7 @@ impl Armed {
     /// Starts every task with a deadline `length` from now and waits for
     /// them; returns the merged latencies and the time from the start until
     /// the last call returned.
-    fn fire(
+    pub(crate) fn fire(
         self,
         rt: &tokio::runtime::Runtime,
         length: Duration,
@@ -697,7 +715,7 @@ impl Armed {
 }
 
 /// The clients of one scenario: one channel per connection.
-enum Clients {
+pub(crate) enum Clients {
     Keel(Vec<keel_examples::example::EchoServiceClient>),
     Tonic(Vec<TonicClient<tonic::transport::Channel>>),
 }
@@ -705,7 +723,7 @@ enum Clients {
 impl Clients {
     /// `connections` channels to `server`; tonic's connect here, Keel's on
     /// their first call.
-    async fn connect(
+    pub(crate) async fn connect(
         framework: Framework,
         addr: SocketAddr,
         connections: usize,
@@ -732,7 +750,7 @@ impl Clients {
 
     /// Spawns `per_connection` load tasks on each connection, waiting for
     /// the start.
-    fn arm(&self, rt: &tokio::runtime::Runtime, per_connection: usize) -> Armed {
+    pub(crate) fn arm(&self, rt: &tokio::runtime::Runtime, per_connection: usize) -> Armed {
         let (start, waiting) = watch::channel(None);
         let mut tasks = JoinSet::new();
         let request = EchoRequest {
@@ -788,9 +806,9 @@ async fn tonic_channel(addr: SocketAddr) -> Result<tonic::transport::Channel, St
 // ---------------------------------------------------------------------------
 
 #[derive(Debug, Clone, Copy)]
-struct Scenario {
-    connections: usize,
-    per_connection: usize,
+pub(crate) struct Scenario {
+    pub(crate) connections: usize,
+    pub(crate) per_connection: usize,
 }
 
 impl Scenario {
@@ -820,18 +838,18 @@ const SCENARIOS: [Scenario; 4] = [
 
 /// What one run measured.
 #[derive(Debug, Clone, Copy, Default)]
-struct Sample {
-    qps: f64,
-    p50_us: f64,
-    p99_us: f64,
-    server_cpu_us: f64,
-    client_cpu_us: f64,
-    server_allocs: f64,
-    client_allocs: f64,
+pub(crate) struct Sample {
+    pub(crate) qps: f64,
+    pub(crate) p50_us: f64,
+    pub(crate) p99_us: f64,
+    pub(crate) server_cpu_us: f64,
+    pub(crate) client_cpu_us: f64,
+    pub(crate) server_allocs: f64,
+    pub(crate) client_allocs: f64,
 }
 
 /// One run: counters before, load until the deadline, counters after.
-fn run_once(
+pub(crate) fn run_once(
     rt: &tokio::runtime::Runtime,
     server: &mut ServerProcess,
     clients: &Clients,
@@ -1115,8 +1133,8 @@ fn run(opts: &Options) -> Result<String, String> {
         .build()
         .map_err(|e| format!("cannot start the client runtime: {e}"))?;
     let mut servers = [
-        ServerProcess::start(Framework::Keel)?,
-        ServerProcess::start(Framework::Tonic)?,
+        ServerProcess::start(Framework::Keel, None)?,
+        ServerProcess::start(Framework::Tonic, None)?,
     ];
 
     eprintln!(
@@ -1363,7 +1381,7 @@ fn report(opts: &Options, cores: usize, r: &Results) -> String {
 }
 
 /// `1234567` as `1,234,567`.
-fn group_thousands(n: u64) -> String {
+pub(crate) fn group_thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {

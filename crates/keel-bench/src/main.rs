@@ -9,6 +9,7 @@
 //! cargo run --release -p keel-bench -- pool --quick    # smoke run, a few s
 //! cargo run --release -p keel-bench -- echo            # Keel vs tonic, ~80 s
 //! cargo run --release -p keel-bench -- echo --quick    # smoke run, ~15 s
+//! cargo run --release -p keel-bench -- rpcz            # span cost + echo QPS vs sampling, ~35 s
 //! cargo run --release -p keel-bench -- --help          # list subcommands
 //! ```
 //!
@@ -31,6 +32,7 @@ use keel_alloc::CountingAlloc;
 
 mod echo;
 mod pool;
+mod rpcz;
 mod summary;
 mod table;
 
@@ -65,6 +67,12 @@ const SUBCOMMANDS: &[Subcommand] = &[
         name: "echo",
         summary: "echo RPC over loopback: Keel (baidu_std) vs tonic (gRPC), QPS, latency, CPU, allocations",
         run: echo::main,
+        listed: true,
+    },
+    Subcommand {
+        name: "rpcz",
+        summary: "rpcz span cost vs tracing + Registry, and echo QPS with sampling off / default / 100%",
+        run: rpcz::main,
         listed: true,
     },
     Subcommand {
