@@ -31,7 +31,7 @@ static TRACER: LazyLock<Tracer> = LazyLock::new(|| {
 
 tokio::task_local! {
     /// The span of the server call this task is handling, if sampled.
-    static CURRENT: Arc<SpanHandle>;
+    static CURRENT: SpanHandle;
 }
 
 /// The process-wide tracer: its sampler (`tracer().sampler().set_target(n)`)
@@ -46,14 +46,24 @@ pub fn annotate(text: &str) {
     let _ = CURRENT.try_with(|s| s.annotate(text));
 }
 
-/// The current span, if this task is handling a sampled server call.
-pub fn current() -> Option<Arc<SpanHandle>> {
-    CURRENT.try_with(Arc::clone).ok()
+/// A client span for an outgoing call to `method`: a child of the current
+/// span when this task is handling a traced server call, else a root of its
+/// own when the sampler says so, else unsampled.
+pub(crate) fn client_span(method: &'static str) -> SpanHandle {
+    CURRENT
+        .try_with(|current| TRACER.client(Some(current), method))
+        .unwrap_or_else(|_| TRACER.client(None, method))
 }
 
-/// Runs `fut` with `span` as the current span.
-pub(crate) async fn scope<F: std::future::Future>(span: Arc<SpanHandle>, fut: F) -> F::Output {
-    CURRENT.scope(span, fut).await
+/// Runs `fut` with `span` as the current span and hands the span back with
+/// the output (no allocation: the span lives in the future meanwhile).
+pub(crate) async fn scope<F: std::future::Future>(
+    span: SpanHandle,
+    fut: F,
+) -> (F::Output, Option<SpanHandle>) {
+    let mut scoped = std::pin::pin!(CURRENT.scope(span, fut));
+    let output = (&mut scoped).await;
+    (output, scoped.as_mut().take_value())
 }
 
 /// The incoming trace context of a request, when it carries one.

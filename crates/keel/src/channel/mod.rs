@@ -199,8 +199,7 @@ impl Channel {
         let deadline = timeout.and_then(|t| started.checked_add(t));
         // A child of the server call being handled, if it is traced; else
         // a root of its own when the sampler says so.
-        let parent = crate::rpcz::current();
-        let span = crate::rpcz::tracer().client(parent.as_deref(), method.path);
+        let span = crate::rpcz::client_span(method.path);
         let call = self.shared.transport.call(Call {
             method,
             options,

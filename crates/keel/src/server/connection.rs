@@ -457,14 +457,12 @@ async fn run_call(
     // A sampled call runs with its span as the task's current span, so
     // client calls the handler makes become its children.
     let result = if span.is_sampled() {
-        let span = Arc::new(span);
         span.mark(Mark::HandlerStart);
-        let result = crate::rpcz::scope(span.clone(), bounded).await;
-        span.mark(Mark::HandlerEnd);
-        span.set_response_size(body.len() as u64);
-        let code = result.as_ref().err().map_or(0, |e| e.code().value());
-        if let Ok(span) = Arc::try_unwrap(span) {
-            span.finish(code);
+        let (result, span) = crate::rpcz::scope(span, bounded).await;
+        if let Some(span) = span {
+            span.mark(Mark::HandlerEnd);
+            span.set_response_size(body.len() as u64);
+            span.finish(result.as_ref().err().map_or(0, |e| e.code().value()));
         }
         result
     } else {
