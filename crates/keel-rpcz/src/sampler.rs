@@ -10,6 +10,10 @@ pub const WINDOW: Duration = Duration::from_millis(100);
 const WINDOW_NS: u64 = 100_000_000;
 /// Probability 1.0 as a threshold on a random `u32`.
 const ONE: u64 = 1 << 32;
+/// The largest target rate: far above any real call rate (it means "trace
+/// everything") and small enough that the probability arithmetic cannot
+/// overflow even for windows of hours.
+pub const MAX_TARGET: u64 = 1 << 32;
 /// Calls a thread counts locally before publishing them (see
 /// [`Sampler::should_sample`]).
 pub const BATCH: u32 = 32;
@@ -46,7 +50,7 @@ impl Sampler {
     /// (0 = trace only calls that arrive with a trace id).
     pub fn new(target_per_sec: u64) -> Sampler {
         Sampler {
-            target: AtomicU64::new(target_per_sec),
+            target: AtomicU64::new(target_per_sec.min(MAX_TARGET)),
             threshold: AtomicU64::new(ONE),
             window_start_ns: AtomicU64::new(0),
             seen: AtomicU64::new(0),
@@ -56,8 +60,10 @@ impl Sampler {
     }
 
     /// Changes the target rate; takes effect immediately.
+    /// Targets above [`MAX_TARGET`] are treated as `MAX_TARGET` (trace
+    /// everything).
     pub fn set_target(&self, target_per_sec: u64) {
-        self.target.store(target_per_sec, Relaxed);
+        self.target.store(target_per_sec.min(MAX_TARGET), Relaxed);
     }
 
     /// The target rate in spans per second.
@@ -182,6 +188,18 @@ mod tests {
             t += step;
         }
         n
+    }
+
+    #[test]
+    fn huge_targets_are_clamped_and_long_windows_do_not_overflow() {
+        let s = Sampler::new(u64::MAX);
+        assert_eq!(s.target(), MAX_TARGET);
+        s.set_target(u64::MAX / 4);
+        assert_eq!(s.target(), MAX_TARGET);
+        // A first call after an hour of silence: one very long window.
+        assert!(s.should_sample_at(Duration::from_secs(1)));
+        assert!(s.should_sample_at(Duration::from_secs(3_600)));
+        assert_eq!(s.probability(), 1.0);
     }
 
     #[test]
