@@ -78,6 +78,7 @@
 //! when their stdin closes, or are killed by PID if they have not exited
 //! [`CHILD_EXIT_WAIT`] later.
 
+use crate::args;
 use std::fmt::Write as _;
 use std::future::Future;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -184,34 +185,12 @@ impl Options {
             match a.as_str() {
                 "-h" | "--help" => return Ok(None),
                 "--quick" => quick = true,
-                "--seconds" => {
-                    let v = it.next().ok_or("--seconds needs a number")?;
-                    match v.parse::<f64>() {
-                        Ok(s) if s > 0.0 && s <= 600.0 => seconds = Some(s),
-                        _ => {
-                            return Err(format!("--seconds needs a number in (0, 600], not `{v}`"));
-                        }
-                    }
-                }
-                "--rounds" => {
-                    let v = it.next().ok_or("--rounds needs a number")?;
-                    match v.parse::<usize>() {
-                        Ok(r) if (1..=100).contains(&r) => rounds = Some(r),
-                        _ => {
-                            return Err(format!("--rounds needs an integer in 1..=100, not `{v}`"));
-                        }
-                    }
-                }
+                "--seconds" => seconds = Some(args::seconds(&mut it)?),
+                "--rounds" => rounds = Some(args::rounds(&mut it)?),
                 "--scenarios" => {
-                    let list = it.next().ok_or("--scenarios needs a list")?;
-                    let names: Vec<String> = list.split(',').map(str::to_string).collect();
-                    if let Some(bad) = names
-                        .iter()
-                        .find(|n| !SCENARIOS.iter().any(|s| &s.name() == *n))
-                    {
-                        return Err(format!("unknown scenario `{bad}` in --scenarios"));
-                    }
-                    scenarios = Some(names);
+                    let known: Vec<String> = SCENARIOS.iter().map(|s| s.name()).collect();
+                    let known: Vec<&str> = known.iter().map(String::as_str).collect();
+                    scenarios = Some(args::names(&mut it, "--scenarios", &known)?);
                 }
                 other => return Err(format!("unknown option `{other}`")),
             }

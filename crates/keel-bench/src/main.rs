@@ -30,6 +30,7 @@ use std::process::ExitCode;
 
 use keel_alloc::CountingAlloc;
 
+mod args;
 mod echo;
 mod pool;
 mod rpcz;

@@ -74,6 +74,7 @@
 //!   table shows the median of the rounds, so a burst of load from other
 //!   processes hits one sample of every peer instead of all samples of one.
 
+use crate::args;
 use std::alloc::{GlobalAlloc, Layout, System, handle_alloc_error};
 use std::fmt::Write as _;
 use std::hint::black_box;
@@ -646,26 +647,19 @@ impl Options {
         let mut peers = None;
         let mut it = args.iter();
         while let Some(a) = it.next() {
-            let mut number = |what: &str| -> Result<u64, String> {
-                let v = it.next().ok_or_else(|| format!("{what} needs a number"))?;
-                match v.replace('_', "").parse::<u64>() {
-                    Ok(n) if n > 0 => Ok(n),
-                    _ => Err(format!("{what} needs a positive integer, not `{v}`")),
-                }
-            };
             match a.as_str() {
                 "-h" | "--help" => return Ok(None),
                 "--quick" => quick = true,
-                "--iters" => iters = Some(number("--iters")?),
-                "--rounds" => rounds = Some(number("--rounds")? as usize),
-                "--peers" => {
-                    let list = it.next().ok_or("--peers needs a list")?;
-                    let names: Vec<String> = list.split(',').map(str::to_string).collect();
-                    if let Some(bad) = names.iter().find(|n| !PEER_NAMES.contains(&n.as_str())) {
-                        return Err(format!("unknown peer `{bad}` in --peers"));
-                    }
-                    peers = Some(names);
+                "--iters" => {
+                    iters = Some(args::value(
+                        &mut it,
+                        "--iters",
+                        "a positive integer",
+                        |n: &u64| *n > 0,
+                    )?)
                 }
+                "--rounds" => rounds = Some(args::rounds(&mut it)?),
+                "--peers" => peers = Some(args::names(&mut it, "--peers", &PEER_NAMES)?),
                 other => return Err(format!("unknown option `{other}`")),
             }
         }

@@ -46,6 +46,7 @@
 //!
 //! [`Layer`]: tracing_subscriber::Layer
 
+use crate::args;
 use std::fmt::{self, Write as _};
 use std::hint::black_box;
 use std::net::SocketAddr;
@@ -147,24 +148,8 @@ impl Options {
             match a.as_str() {
                 "-h" | "--help" => return Ok(None),
                 "--quick" => quick = true,
-                "--seconds" => {
-                    let v = it.next().ok_or("--seconds needs a number")?;
-                    match v.parse::<f64>() {
-                        Ok(s) if s > 0.0 && s <= 600.0 => seconds = Some(s),
-                        _ => {
-                            return Err(format!("--seconds needs a number in (0, 600], not `{v}`"));
-                        }
-                    }
-                }
-                "--rounds" => {
-                    let v = it.next().ok_or("--rounds needs a number")?;
-                    match v.parse::<usize>() {
-                        Ok(r) if (1..=100).contains(&r) => rounds = Some(r),
-                        _ => {
-                            return Err(format!("--rounds needs an integer in 1..=100, not `{v}`"));
-                        }
-                    }
-                }
+                "--seconds" => seconds = Some(args::seconds(&mut it)?),
+                "--rounds" => rounds = Some(args::rounds(&mut it)?),
                 other => return Err(format!("unknown option `{other}`")),
             }
         }

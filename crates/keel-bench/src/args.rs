@@ -1,0 +1,79 @@
+//! Command-line values shared by the subcommands: one place that reads a
+//! flag's value, checks it, and says what was wrong.
+
+use std::str::FromStr;
+
+/// The value after `flag`, parsed and accepted by `ok`; otherwise an error
+/// naming the flag and `what` it needs ("a number in (0, 600]").
+/// Underscores are ignored, so `3_000_000` works.
+pub fn value<'a, T: FromStr>(
+    it: &mut impl Iterator<Item = &'a String>,
+    flag: &str,
+    what: &str,
+    ok: impl Fn(&T) -> bool,
+) -> Result<T, String> {
+    let v = it.next().ok_or_else(|| format!("{flag} needs {what}"))?;
+    match v.replace('_', "").parse::<T>() {
+        Ok(x) if ok(&x) => Ok(x),
+        _ => Err(format!("{flag} needs {what}, not `{v}`")),
+    }
+}
+
+/// `--seconds`: a run's length in seconds, in (0, 600].
+pub fn seconds<'a>(it: &mut impl Iterator<Item = &'a String>) -> Result<f64, String> {
+    value(it, "--seconds", "a number in (0, 600]", |s: &f64| {
+        *s > 0.0 && *s <= 600.0
+    })
+}
+
+/// `--rounds`: how many interleaved rounds, in 1..=100.
+pub fn rounds<'a>(it: &mut impl Iterator<Item = &'a String>) -> Result<usize, String> {
+    value(it, "--rounds", "an integer in 1..=100", |r: &usize| {
+        (1..=100).contains(r)
+    })
+}
+
+/// A comma-separated list after `flag` whose every name is in `known`.
+pub fn names<'a>(
+    it: &mut impl Iterator<Item = &'a String>,
+    flag: &str,
+    known: &[&str],
+) -> Result<Vec<String>, String> {
+    let list = it.next().ok_or_else(|| format!("{flag} needs a list"))?;
+    let names: Vec<String> = list.split(',').map(str::to_string).collect();
+    match names.iter().find(|n| !known.contains(&n.as_str())) {
+        Some(bad) => Err(format!("unknown name `{bad}` in {flag}")),
+        None => Ok(names),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn values_are_checked_and_errors_name_the_flag() {
+        let a = args(&["2.5", "0", "3_000", "x,y"]);
+        let mut it = a.iter();
+        assert_eq!(seconds(&mut it), Ok(2.5));
+        assert!(
+            seconds(&mut it)
+                .unwrap_err()
+                .contains("--seconds needs a number")
+        );
+        assert_eq!(
+            value(&mut it, "--iters", "a count", |n: &u64| *n > 0),
+            Ok(3000)
+        );
+        assert!(
+            names(&mut it, "--peers", &["x"])
+                .unwrap_err()
+                .contains("`y`")
+        );
+        assert!(rounds(&mut it).unwrap_err().contains("--rounds needs"));
+    }
+}
