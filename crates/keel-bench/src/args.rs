@@ -1,7 +1,41 @@
 //! Command-line values shared by the subcommands: one place that reads a
 //! flag's value, checks it, and says what was wrong.
 
+use std::process::ExitCode;
 use std::str::FromStr;
+
+/// What every subcommand does with its arguments: parse them (`Ok(None)`
+/// is `--help`), run, print the report; a usage error exits with 2 and the
+/// usage text, a failed run with 1.
+pub fn main<O>(
+    name: &str,
+    usage: &str,
+    args: &[String],
+    parse: impl FnOnce(&[String]) -> Result<Option<O>, String>,
+    run: impl FnOnce(&O) -> Result<String, String>,
+) -> ExitCode {
+    let opts = match parse(args) {
+        Ok(Some(o)) => o,
+        Ok(None) => {
+            print!("{usage}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprint!("keel-bench {name}: {e}\n\n{usage}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&opts) {
+        Ok(report) => {
+            print!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("\nkeel-bench {name}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
 /// The value after `flag`, parsed and accepted by `ok`; otherwise an error
 /// naming the flag and `what` it needs ("a number in (0, 600]").

@@ -1066,27 +1066,7 @@ fn tonic_idle_bytes(
 
 /// Entry point of `keel-bench echo`.
 pub fn main(args: &[String]) -> ExitCode {
-    let opts = match Options::parse(args) {
-        Ok(Some(o)) => o,
-        Ok(None) => {
-            print!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprint!("keel-bench echo: {e}\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-    match run(&opts) {
-        Ok(report) => {
-            print!("{report}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("\nkeel-bench echo: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    args::main("echo", USAGE, args, Options::parse, run)
 }
 
 /// Everything `run` found, for the report.

@@ -693,19 +693,10 @@ impl Options {
 
 /// Entry point of `keel-bench pool`.
 pub fn main(args: &[String]) -> ExitCode {
-    let opts = match Options::parse(args) {
-        Ok(Some(o)) => o,
-        Ok(None) => {
-            print!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprint!("keel-bench pool: {e}\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-    run(&opts);
-    ExitCode::SUCCESS
+    args::main("pool", USAGE, args, Options::parse, |opts| {
+        run(opts);
+        Ok(String::new())
+    })
 }
 
 fn run(opts: &Options) {
