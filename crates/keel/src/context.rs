@@ -104,6 +104,20 @@ impl Context {
         self.deadline
     }
 
+    /// Runs `f` with this call's rpcz span when the call is sampled (the
+    /// handler may annotate it, read its ids, set fields); `None` when it is
+    /// not. Client calls made meanwhile become the span's children on their
+    /// own. For a line of text, [`annotate`](Self::annotate) is shorter.
+    pub fn span<R>(&self, f: impl FnOnce(&crate::rpcz::SpanHandle) -> R) -> Option<R> {
+        crate::rpcz::with_current(f)
+    }
+
+    /// Adds a line to this call's rpcz span; does nothing when the call is
+    /// not sampled.
+    pub fn annotate(&self, text: &str) {
+        crate::rpcz::annotate(text);
+    }
+
     /// Sets the raw bytes sent back after the response message (replacing
     /// any set before). Sent only if the handler succeeds.
     pub fn set_response_attachment(&self, attachment: Bytes) {

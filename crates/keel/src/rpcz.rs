@@ -46,6 +46,12 @@ pub fn annotate(text: &str) {
     let _ = CURRENT.try_with(|s| s.annotate(text));
 }
 
+/// Runs `f` with the current span (the sampled server call this task is
+/// handling), or returns `None` when there is none.
+pub fn with_current<R>(f: impl FnOnce(&SpanHandle) -> R) -> Option<R> {
+    CURRENT.try_with(f).ok()
+}
+
 /// A client span for an outgoing call to `method`: a child of the current
 /// span when this task is handling a traced server call, else a root of its
 /// own when the sampler says so, else unsampled.

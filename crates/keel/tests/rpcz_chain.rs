@@ -14,8 +14,11 @@ struct Relay {
 }
 
 impl EchoService for Relay {
-    async fn echo(&self, _ctx: &Context, req: EchoRequest) -> Result<EchoResponse, Status> {
-        rpcz::annotate("relay got the request");
+    async fn echo(&self, ctx: &Context, req: EchoRequest) -> Result<EchoResponse, Status> {
+        // The span is reachable from the context (every call here is sampled).
+        let ids = ctx.span(|span| span.context()).flatten();
+        assert!(ids.is_some(), "a sampled call's handler sees its span");
+        ctx.annotate("relay got the request");
         match &self.next {
             Some(next) => EchoServiceClient::new(next).echo(&req).await,
             None => Ok(EchoResponse {
@@ -84,6 +87,18 @@ async fn a_chain_of_three_servers_is_one_trace_with_parent_links() {
             .with_seq(t.seq, |view| {
                 for s in view.spans() {
                     assert_eq!(s.trace_id(), root.trace_id, "one trace id throughout");
+                    assert!(
+                        s.mark(keel_rpcz::Mark::Sent).is_some(),
+                        "every span, server and client, records when it sent: {s:?}"
+                    );
+                    if s.kind() == keel_rpcz::Kind::Server {
+                        let (start, end, sent) = (
+                            s.mark(keel_rpcz::Mark::HandlerStart),
+                            s.mark(keel_rpcz::Mark::HandlerEnd),
+                            s.mark(keel_rpcz::Mark::Sent),
+                        );
+                        assert!(start <= end && end <= sent, "marks in call order: {s:?}");
+                    }
                     spans.push((
                         s.kind(),
                         s.span_id(),

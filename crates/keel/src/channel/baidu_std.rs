@@ -143,6 +143,7 @@ impl BaiduStd {
             }
             key
         };
+        call.span.mark(crate::rpcz::Mark::Sent);
         self.conn.wake_writer.notify_one();
         PendingCall {
             conn: &self.conn,
@@ -255,14 +256,15 @@ fn encode_call(
         let left = d.saturating_duration_since(Instant::now()).as_millis();
         left.clamp(1, i32::MAX as u128) as i32
     });
+    let trace = call.span.context();
     let header = RequestHeader {
         service_name: call.method.service,
         method_name: call.method.method,
         correlation_id,
         log_id: options.log_id as i64,
-        trace_id: call.trace.map_or(0, |t| t.trace_id as i64),
-        span_id: call.trace.map_or(0, |t| t.span_id as i64),
-        parent_span_id: call.trace.map_or(0, |t| t.parent_span_id as i64),
+        trace_id: trace.map_or(0, |t| t.trace_id as i64),
+        span_id: trace.map_or(0, |t| t.span_id as i64),
+        parent_span_id: trace.map_or(0, |t| t.parent_span_id as i64),
         timeout_ms,
         compress_type: options.compression.wire_value(),
         attachment_len: options.attachment.len(),

@@ -37,6 +37,7 @@ impl Transport for InProcess {
         Box::pin(async move {
             let route = self.table.lookup(call.method.service, call.method.method)?;
             let request = encode_to_bytes(call.request);
+            call.span.mark(crate::rpcz::Mark::Sent);
             let mut ctx = Context::new(route.method)
                 .with_log_id(call.options.log_id)
                 .with_attachment(call.options.attachment.clone());

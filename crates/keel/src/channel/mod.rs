@@ -205,7 +205,7 @@ impl Channel {
             options,
             request,
             deadline,
-            trace: span.context(),
+            span: &span,
         });
         let result = match deadline {
             None => call.await,

@@ -49,9 +49,11 @@ pub struct Call<'a> {
     /// When the caller gives up (from `options.timeout`); sent to the server
     /// as `timeout_ms`. The channel enforces it; a transport may also use it.
     pub deadline: Option<Instant>,
-    /// The call's rpcz ids when it is traced; a transport that can carries
-    /// them to the server (baidu_std: `RpcRequestMeta` fields 4-6).
-    pub trace: Option<crate::rpcz::TraceContext>,
+    /// The call's rpcz span (unsampled when the call is not traced). A
+    /// transport that can carries its ids to the server (baidu_std:
+    /// `RpcRequestMeta` fields 4-6) and marks it [`Sent`](crate::rpcz::Mark::Sent)
+    /// once the request is queued for writing.
+    pub span: &'a crate::rpcz::SpanHandle,
 }
 
 impl fmt::Debug for Call<'_> {
@@ -61,7 +63,7 @@ impl fmt::Debug for Call<'_> {
             .field("options", self.options)
             .field("request_len", &self.request.encoded_len())
             .field("deadline", &self.deadline)
-            .field("trace", &self.trace)
+            .field("trace", &self.span.context())
             .finish()
     }
 }

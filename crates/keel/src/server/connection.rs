@@ -76,6 +76,9 @@ struct Done {
     /// The encoded response message (reused buffer).
     body: BytesMut,
     attachment: Bytes,
+    /// The call's span when sampled: marked sent and finished once the
+    /// answer is framed for writing.
+    span: SpanHandle,
 }
 
 type CallFuture = Pin<Box<dyn Future<Output = Done> + Send>>;
@@ -397,6 +400,11 @@ impl State {
             }
             Err(status) => self.error_status(done.correlation_id, status),
         }
+        if done.span.is_sampled() {
+            done.span.mark(Mark::Sent);
+            let status = done.result.as_ref().err().map_or(0, |e| e.code().value());
+            std::mem::take(&mut done.span).finish(status);
+        }
         if self.scratch.len() < SCRATCH_KEPT && done.body.capacity() <= SCRATCH_MAX {
             done.body.clear();
             self.scratch.push(done.body);
@@ -456,17 +464,15 @@ async fn run_call(
     };
     // A sampled call runs with its span as the task's current span, so
     // client calls the handler makes become its children.
-    let result = if span.is_sampled() {
+    let (result, span) = if span.is_sampled() {
         span.mark(Mark::HandlerStart);
         let (result, span) = crate::rpcz::scope(span, bounded).await;
-        if let Some(span) = span {
-            span.mark(Mark::HandlerEnd);
-            span.set_response_size(body.len() as u64);
-            span.finish(result.as_ref().err().map_or(0, |e| e.code().value()));
-        }
-        result
+        let span = span.unwrap_or_else(SpanHandle::none);
+        span.mark(Mark::HandlerEnd);
+        span.set_response_size(body.len() as u64);
+        (result, span)
     } else {
-        bounded.await
+        (bounded.await, span)
     };
     drop(permit);
     Done {
@@ -475,6 +481,7 @@ async fn run_call(
         result,
         body,
         attachment: ctx.take_response_attachment(),
+        span,
     }
 }
 
