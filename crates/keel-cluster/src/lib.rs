@@ -21,3 +21,27 @@ pub mod naming;
 pub use balance::{Candidate, LoadBalancer, Picker};
 pub use endpoint::{Endpoint, EndpointError};
 pub use naming::{NamingService, NamingSink};
+
+/// Servers shared by reference count (as keel's invokers are) are
+/// candidates like the servers themselves.
+impl<C: Candidate + ?Sized> Candidate for std::sync::Arc<C> {
+    fn weight(&self) -> u32 {
+        (**self).weight()
+    }
+
+    fn usable(&self) -> bool {
+        (**self).usable()
+    }
+
+    fn in_flight(&self) -> u32 {
+        (**self).in_flight()
+    }
+
+    fn latency_us(&self) -> u64 {
+        (**self).latency_us()
+    }
+
+    fn hash(&self) -> u64 {
+        (**self).hash()
+    }
+}

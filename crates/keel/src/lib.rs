@@ -78,6 +78,7 @@
 
 pub mod channel;
 pub mod client;
+pub mod cluster;
 pub mod codec;
 pub mod context;
 pub mod method;

@@ -47,6 +47,9 @@ macro_rules! codes {
 }
 
 codes! {
+    /// No server of the channel can take the call: none is known, or every
+    /// one is isolated or excluded (Linux's errno, as brpc uses it; 112).
+    EHOSTDOWN = 112, "Host is down";
     /// No such service on the server (1001).
     ENOSERVICE = 1001, "No such service";
     /// The service has no such method (1002).

@@ -112,7 +112,19 @@ impl BaiduStd {
         self.conn.lock().pending.live
     }
 
-    async fn try_call(&self, call: &Call<'_>) -> Result<Reply, Status> {
+    /// Addresses this transport connects to.
+    pub fn addr(&self) -> &str {
+        &self.conn.addr
+    }
+
+    /// Whether a connection is up now.
+    pub fn is_connected(&self) -> bool {
+        self.conn.up_epoch().is_some()
+    }
+
+    /// Sends `call` once: no retry after a connection failure (the cluster
+    /// layer retries on another server instead).
+    pub(crate) async fn try_call(&self, call: &Call<'_>) -> Result<Reply, Status> {
         let epoch = self.ensure_connected().await?;
         // Compression is slow work: do it before taking the lock.
         let packed = compress_request(call)?;

@@ -30,13 +30,17 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::cluster::{BreakerConfig, Cluster, ClusterOptions, Strategy, naming};
 use crate::codec::Encode;
 use crate::method::MethodDescriptor;
 use crate::options::CallOptions;
 use crate::server::MethodTable;
 use crate::status::{Code, Status};
+use keel_cluster::LoadBalancer;
+use naming::NamingService;
 
 pub use baidu_std::BaiduStd;
+pub(crate) use baidu_std::EndpointConfig;
 pub use in_process::InProcess;
 pub use method_cache::MethodStatsSnapshot;
 pub use transport::{Call, Reply, Transport, TransportFuture};
@@ -66,17 +70,32 @@ pub struct InvalidAddress {
     /// The address given.
     pub addr: String,
     /// What is wrong with it.
-    pub reason: &'static str,
+    pub reason: String,
 }
 
-/// Builds a [`Channel`] to one `host:port` endpoint over baidu_std.
-#[derive(Debug, Clone)]
+/// Builds a [`Channel`] over baidu_std: to one `host:port`, or to the
+/// servers of a naming URL (`list://`, `file://`, `dns://`) or of a
+/// [`NamingService`] of your own, through the [cluster layer](crate::cluster).
 pub struct ChannelBuilder {
     addr: String,
+    naming: Option<Box<dyn NamingService>>,
     connect_timeout: Duration,
     timeout: Option<Duration>,
-    max_retry: u32,
     max_body_size: usize,
+    cluster: ClusterOptions,
+}
+
+impl fmt::Debug for ChannelBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChannelBuilder")
+            .field("addr", &self.addr)
+            .field("own_naming", &self.naming.is_some())
+            .field("connect_timeout", &self.connect_timeout)
+            .field("timeout", &self.timeout)
+            .field("max_body_size", &self.max_body_size)
+            .field("cluster", &self.cluster)
+            .finish()
+    }
 }
 
 impl ChannelBuilder {
@@ -94,9 +113,55 @@ impl ChannelBuilder {
     }
 
     /// Retries after connection failures, within the call's deadline
-    /// (default 3, like brpc). Options may override it per call.
+    /// (default 3, like brpc); a cluster channel retries on other servers.
+    /// Options may override it per call.
     pub fn max_retry(mut self, retries: u32) -> Self {
-        self.max_retry = retries;
+        self.cluster.max_retry = retries;
+        self
+    }
+
+    /// The load balancer of a cluster channel (default round robin).
+    pub fn load_balancer(mut self, balancer: LoadBalancer) -> Self {
+        self.cluster.load_balancer = balancer;
+        self
+    }
+
+    /// Failover (default) or failfast, for a cluster channel.
+    pub fn strategy(mut self, strategy: Strategy) -> Self {
+        self.cluster.strategy = strategy;
+        self
+    }
+
+    /// Bounds each attempt of a cluster channel's calls; an attempt that
+    /// runs out of it is retried on another server (see
+    /// [`ClusterOptions::attempt_timeout`]).
+    pub fn attempt_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.cluster.attempt_timeout = timeout;
+        self
+    }
+
+    /// Sends a backup request to a second server after `after` without an
+    /// answer (cluster channels; brpc's `backup_request_ms`).
+    pub fn backup_request(mut self, after: Option<Duration>) -> Self {
+        self.cluster.backup_request = after;
+        self
+    }
+
+    /// Circuit breaking and health checks of a cluster channel's servers.
+    pub fn breaker(mut self, breaker: BreakerConfig) -> Self {
+        self.cluster.breaker = breaker;
+        self
+    }
+
+    /// How often `file://` and `dns://` naming look again (default 1 s).
+    pub fn naming_interval(mut self, interval: Duration) -> Self {
+        self.cluster.naming_interval = interval;
+        self
+    }
+
+    /// All cluster options at once.
+    pub fn cluster_options(mut self, options: ClusterOptions) -> Self {
+        self.cluster = options;
         self
     }
 
@@ -107,55 +172,71 @@ impl ChannelBuilder {
     }
 
     /// The channel. Nothing connects until the first call (like brpc,
-    /// a channel can be made before its server is up).
+    /// a channel can be made before its server is up). A naming service
+    /// starts now when called inside a tokio runtime, else at the first
+    /// call.
     pub fn build(self) -> Result<Channel, InvalidAddress> {
-        check_addr(&self.addr)?;
-        let transport = BaiduStd::new(
-            self.addr,
-            baidu_std::EndpointConfig {
-                connect_timeout: self.connect_timeout,
-                max_retry: self.max_retry,
-                max_body_size: self.max_body_size,
+        let endpoint = EndpointConfig {
+            connect_timeout: self.connect_timeout,
+            max_retry: self.cluster.max_retry,
+            max_body_size: self.max_body_size,
+        };
+        let naming = match self.naming {
+            Some(naming) => naming,
+            None => match naming::from_url(&self.addr, self.cluster.naming_interval) {
+                Ok(Some(naming)) => naming,
+                Ok(None) => {
+                    keel_cluster::endpoint::check_addr(&self.addr).map_err(|reason| {
+                        InvalidAddress {
+                            addr: self.addr.clone(),
+                            reason: reason.into(),
+                        }
+                    })?;
+                    let transport = BaiduStd::new(self.addr, endpoint);
+                    return Ok(Channel::build(transport, self.timeout));
+                }
+                Err(e) => {
+                    return Err(InvalidAddress {
+                        addr: self.addr,
+                        reason: e.reason,
+                    });
+                }
             },
-        );
-        Ok(Channel::build(transport, self.timeout))
+        };
+        let cluster = Cluster::new(&self.addr, naming, self.cluster, endpoint);
+        Ok(Channel::build(cluster, self.timeout))
     }
-}
-
-fn check_addr(addr: &str) -> Result<(), InvalidAddress> {
-    let bad = |reason| {
-        Err(InvalidAddress {
-            addr: addr.to_owned(),
-            reason,
-        })
-    };
-    let Some((host, port)) = addr.rsplit_once(':') else {
-        return bad("expected host:port");
-    };
-    if host.is_empty() {
-        return bad("the host is empty");
-    }
-    if port.parse::<u16>().is_err() {
-        return bad("the port is not a number from 0 to 65535");
-    }
-    Ok(())
 }
 
 impl Channel {
-    /// A channel to `addr` (`host:port`) over baidu_std with default
-    /// options; see [`Channel::builder`] for the others.
+    /// A channel over baidu_std with default options to `addr`: one
+    /// `host:port`, or a naming URL whose servers the calls are spread over
+    /// (`list://127.0.0.1:8001,127.0.0.1:8002 weight=3`, `file:///path`,
+    /// `dns://host:port`; see [`cluster`](crate::cluster)). See
+    /// [`Channel::builder`] for the options.
     pub fn new(addr: &str) -> Result<Channel, InvalidAddress> {
         Channel::builder(addr).build()
     }
 
-    /// A builder for a channel to `addr` (`host:port`).
+    /// A builder for a channel to `addr` (`host:port` or a naming URL).
     pub fn builder(addr: &str) -> ChannelBuilder {
         ChannelBuilder {
             addr: addr.to_owned(),
+            naming: None,
             connect_timeout: Duration::from_secs(1),
             timeout: Some(Duration::from_secs(1)),
-            max_retry: 3,
             max_body_size: keel_wire::baidu_std::Limits::DEFAULT_MAX_BODY_SIZE,
+            cluster: ClusterOptions::default(),
+        }
+    }
+
+    /// A builder for a cluster channel whose servers come from `naming`, a
+    /// naming service of your own (or a [`ListNaming`](naming::ListNaming)
+    /// you update from code); `name` labels it in listings.
+    pub fn builder_with_naming(name: &str, naming: Box<dyn NamingService>) -> ChannelBuilder {
+        ChannelBuilder {
+            naming: Some(naming),
+            ..Channel::builder(name)
         }
     }
 
@@ -240,6 +321,12 @@ impl Channel {
     /// out or is dropped).
     pub fn pending_calls(&self) -> usize {
         self.shared.transport.pending_calls()
+    }
+
+    /// The cluster layer of a channel built on a naming URL: its servers,
+    /// invokers and counters. `None` for a one-endpoint channel.
+    pub fn cluster(&self) -> Option<&Cluster> {
+        self.shared.transport.cluster()
     }
 
     /// The transport calls go through.

@@ -32,6 +32,12 @@ pub trait Transport: Send + Sync + 'static {
     fn pending_calls(&self) -> usize {
         0
     }
+
+    /// The cluster layer, when this transport is one (a channel built on a
+    /// naming URL).
+    fn cluster(&self) -> Option<&crate::cluster::Cluster> {
+        None
+    }
 }
 
 /// The future of [`Transport::call`].

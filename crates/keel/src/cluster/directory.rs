@@ -1,0 +1,172 @@
+//! The directory: one invoker per live endpoint of a cluster channel, and
+//! the balancer built over them.
+//!
+//! ```text
+//!   naming task ── update(endpoints) ──► Directory
+//!                                          │ reuse invokers of kept endpoints,
+//!                                          │ create new ones, destroy removed ones
+//!                                          ▼
+//!                     current: Arc<Snapshot { servers, picker }>
+//!   call ── snapshot() ── picker.pick(..) ──► Arc<Invoker> (held for the attempt)
+//! ```
+//!
+//! A snapshot is immutable: an update builds a new one and swaps it in, so a
+//! pick never waits for an update and never sees a half-built list.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
+
+use keel_cluster::naming::SinkTarget;
+use keel_cluster::{Endpoint, LoadBalancer, Picker};
+use tokio::sync::watch;
+
+use super::invoker::{Health, Invoker, InvokerState};
+use crate::channel::EndpointConfig;
+
+/// One endpoint set and the balancer over it.
+pub(crate) struct Snapshot {
+    pub(crate) servers: Vec<Arc<Invoker>>,
+    pub(crate) picker: Picker,
+}
+
+pub(crate) struct Directory {
+    pub(crate) name: Arc<str>,
+    kind: LoadBalancer,
+    config: EndpointConfig,
+    pub(crate) health: Arc<Health>,
+    current: RwLock<Arc<Snapshot>>,
+    /// One update at a time.
+    updating: Mutex<()>,
+    /// Whether a first endpoint set has arrived.
+    ready: AtomicBool,
+    /// How many endpoint sets have been applied.
+    updates: watch::Sender<u64>,
+}
+
+impl Directory {
+    pub(crate) fn new(
+        name: Arc<str>,
+        kind: LoadBalancer,
+        config: EndpointConfig,
+        health: Arc<Health>,
+    ) -> Directory {
+        let empty: [Arc<Invoker>; 0] = [];
+        Directory {
+            name,
+            kind,
+            config,
+            health,
+            current: RwLock::new(Arc::new(Snapshot {
+                servers: Vec::new(),
+                picker: Picker::new(kind, &empty),
+            })),
+            updating: Mutex::new(()),
+            ready: AtomicBool::new(false),
+            updates: watch::channel(0).0,
+        }
+    }
+
+    pub(crate) fn snapshot(&self) -> Arc<Snapshot> {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Endpoint sets applied so far.
+    pub(crate) fn updates(&self) -> u64 {
+        *self.updates.borrow()
+    }
+
+    /// Waits until at least `n` endpoint sets have been applied.
+    pub(crate) async fn wait_for_updates(&self, n: u64) {
+        let mut rx = self.updates.subscribe();
+        // The sender lives in `self`, so it cannot be dropped meanwhile.
+        let _ = rx.wait_for(|&applied| applied >= n).await;
+    }
+
+    /// The servers are now exactly `endpoints`.
+    pub(crate) fn update(&self, mut endpoints: Vec<Endpoint>) {
+        let _one = self.updating.lock().unwrap_or_else(PoisonError::into_inner);
+        endpoints.sort();
+        endpoints.dedup_by(|a, b| a.addr == b.addr);
+        let old = self.snapshot();
+        let mut kept: HashMap<&str, &Arc<Invoker>> = old
+            .servers
+            .iter()
+            .filter(|i| i.state() != InvokerState::Closing)
+            .map(|i| (i.endpoint().addr.as_str(), i))
+            .collect();
+        let mut servers = Vec::with_capacity(endpoints.len());
+        for endpoint in endpoints {
+            let reuse = kept
+                .get(endpoint.addr.as_str())
+                .filter(|i| i.endpoint().weight == endpoint.weight)
+                .map(|i| Arc::clone(i));
+            match reuse {
+                Some(invoker) => {
+                    kept.remove(endpoint.addr.as_str());
+                    servers.push(invoker);
+                }
+                None => servers.push(Invoker::new(
+                    endpoint,
+                    self.name.clone(),
+                    self.config.clone(),
+                    self.health.clone(),
+                )),
+            }
+        }
+        for (i, invoker) in servers.iter().enumerate() {
+            invoker.set_slot(i);
+        }
+        let removed: Vec<Arc<Invoker>> = kept.into_values().cloned().collect();
+        let picker = Picker::new(self.kind, &servers);
+        let fresh = Arc::new(Snapshot { servers, picker });
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = fresh;
+        drop(old);
+        // Removed servers stop being picked at once; calls in flight on
+        // them hold them until they finish.
+        for invoker in removed {
+            invoker.destroy();
+        }
+        self.ready.store(true, Ordering::Release);
+        self.updates.send_modify(|n| *n += 1);
+    }
+
+    /// Tells the balancer that `invoker`'s load changed (least active keeps
+    /// a tree of loads); nothing for the other balancers.
+    pub(crate) fn feedback(&self, invoker: &Invoker) {
+        if self.kind != LoadBalancer::LeastActive {
+            return;
+        }
+        let snapshot = self.snapshot();
+        let slot = invoker.slot();
+        if snapshot
+            .servers
+            .get(slot)
+            .is_some_and(|s| s.id() == invoker.id())
+        {
+            snapshot.picker.feedback(&snapshot.servers, slot);
+        }
+    }
+}
+
+/// Hands a naming service's endpoint sets to a directory, while it lives.
+pub(crate) struct Sink(pub(crate) Weak<Directory>);
+
+impl SinkTarget for Sink {
+    fn update(&self, endpoints: Vec<Endpoint>) -> bool {
+        match self.0.upgrade() {
+            Some(directory) => {
+                directory.update(endpoints);
+                true
+            }
+            None => false,
+        }
+    }
+}

@@ -1,0 +1,467 @@
+//! One server of a cluster channel: its connection, state and statistics.
+//!
+//! ```text
+//!   Directory ──Arc──► Invoker ◄──Arc── calls in flight on it
+//!                        │  state: available ⇄ isolated → closing
+//!                        │  in-flight, latency (EWMA), errors (EWMA)
+//!                        ├─ BaiduStd (one multiplexed connection)
+//!                        └─ Registration (weak entry in the registry)
+//! ```
+//!
+//! `destroy()` only marks the invoker closing: it is not picked again, the
+//! calls that hold it finish normally, and when the last holder lets go it
+//! is dropped whole: its connection task ends (rule R5), its registry entry
+//! leaves through the guard (R1). Nothing is cleared to pretend (R2).
+
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
+
+use keel_cluster::{Candidate, Endpoint};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::registry::Registration;
+use crate::channel::{BaiduStd, Call, EndpointConfig, Reply};
+use crate::codec::RawPayload;
+use crate::method::{MethodDescriptor, MethodKind};
+use crate::options::CallOptions;
+use crate::rpcz::SpanHandle;
+use crate::status::{Code, Status};
+
+/// Where an invoker is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum InvokerState {
+    /// Picked by the load balancer.
+    Available,
+    /// Failing: not picked until a health check revives it.
+    Isolated,
+    /// Removed from the channel (destroyed): never picked again; calls in
+    /// flight on it finish.
+    Closing,
+}
+
+const AVAILABLE: u8 = 0;
+const ISOLATED: u8 = 1;
+const CLOSING: u8 = 2;
+
+impl InvokerState {
+    fn from_u8(v: u8) -> InvokerState {
+        match v {
+            AVAILABLE => InvokerState::Available,
+            ISOLATED => InvokerState::Isolated,
+            _ => InvokerState::Closing,
+        }
+    }
+
+    /// `"available"`, `"isolated"` or `"closing"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InvokerState::Available => "available",
+            InvokerState::Isolated => "isolated",
+            InvokerState::Closing => "closing",
+        }
+    }
+}
+
+/// Circuit breaking and health checking of a cluster channel's servers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BreakerConfig {
+    /// Isolate failing servers at all (default true).
+    pub enabled: bool,
+    /// Isolate a server when its recent error rate (an exponential average
+    /// over about the last 16 calls) passes this (default 0.5). A failed
+    /// connection isolates at once.
+    pub error_rate: f64,
+    /// Calls a server must have answered since it was (re)admitted before
+    /// its error rate can isolate it (default 16).
+    pub min_calls: u32,
+    /// Time between health checks of an isolated server (default 1 s):
+    /// reconnect, then a probe call; any answer from the server revives it.
+    pub health_check_interval: Duration,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            enabled: true,
+            error_rate: 0.5,
+            min_calls: 16,
+            health_check_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// What a cluster channel's invokers share: how many are available (so
+/// isolation never takes out the last one) and the breaker settings.
+#[derive(Debug)]
+pub(crate) struct Health {
+    pub(crate) breaker: BreakerConfig,
+    available: AtomicUsize,
+    /// Serialises state changes, which are rare (isolate, revive, destroy),
+    /// so `available` always matches the states.
+    transitions: Mutex<()>,
+    pub(crate) isolations: AtomicU64,
+    pub(crate) revivals: AtomicU64,
+}
+
+impl Health {
+    pub(crate) fn new(breaker: BreakerConfig) -> Health {
+        Health {
+            breaker,
+            available: AtomicUsize::new(0),
+            transitions: Mutex::new(()),
+            isolations: AtomicU64::new(0),
+            revivals: AtomicU64::new(0),
+        }
+    }
+
+    fn transition(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.transitions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Fixed-point scale of the error average (1.0 = `EMA_ONE`).
+const EMA_ONE: u32 = 1 << 16;
+/// The average moves 1/16 of the way to each new sample.
+const EMA_SHIFT: u32 = 4;
+
+/// The method a health check calls. Any answer from the server, even
+/// "no such service", shows it is up and reading requests.
+static PROBE: MethodDescriptor = MethodDescriptor {
+    service: "keel.Health",
+    method: "Check",
+    path: "/keel.Health/Check",
+    index: 0,
+    request_type: "keel.Empty",
+    response_type: "keel.Empty",
+    kind: MethodKind::Unary,
+};
+static PROBE_OPTIONS: CallOptions = CallOptions::new();
+
+/// One server of a cluster channel. See the [module docs](self).
+pub struct Invoker {
+    id: u64,
+    endpoint: Endpoint,
+    hash: u64,
+    channel: Arc<str>,
+    transport: BaiduStd,
+    state: AtomicU8,
+    in_flight: AtomicU32,
+    latency_us: AtomicU64,
+    calls: AtomicU64,
+    errors: AtomicU64,
+    error_ema: AtomicU32,
+    /// Calls answered since the invoker was created or revived.
+    samples: AtomicU32,
+    /// Index in the directory's newest server list (for balancer feedback).
+    slot: AtomicUsize,
+    health: Arc<Health>,
+    /// Dropped with the invoker, which ends its health checks at once.
+    alive: watch::Sender<()>,
+    _registration: Registration,
+}
+
+/// A snapshot of one invoker, as the registry and the console list it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InvokerInfo {
+    /// Process-unique id.
+    pub id: u64,
+    /// The server.
+    pub endpoint: Endpoint,
+    /// The channel's naming URL.
+    pub channel: String,
+    /// Available, isolated or closing.
+    pub state: InvokerState,
+    /// Calls in flight on it now.
+    pub in_flight: u32,
+    /// Calls it has answered (successfully or not).
+    pub calls: u64,
+    /// Calls that failed.
+    pub errors: u64,
+    /// Recent average latency, in microseconds.
+    pub latency_us: u64,
+    /// Whether its connection is up.
+    pub connected: bool,
+    /// Calls waiting for a response on its connection.
+    pub pending: usize,
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+impl Invoker {
+    pub(crate) fn new(
+        endpoint: Endpoint,
+        channel: Arc<str>,
+        config: EndpointConfig,
+        health: Arc<Health>,
+    ) -> Arc<Invoker> {
+        let _t = health.transition();
+        health.available.fetch_add(1, Ordering::AcqRel);
+        Arc::new_cyclic(|weak: &Weak<Invoker>| Invoker {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            hash: keel_cluster::balance::endpoint_hash(&endpoint.addr),
+            transport: BaiduStd::new(endpoint.addr.clone(), config),
+            endpoint,
+            channel,
+            state: AtomicU8::new(AVAILABLE),
+            in_flight: AtomicU32::new(0),
+            latency_us: AtomicU64::new(0),
+            calls: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            error_ema: AtomicU32::new(0),
+            samples: AtomicU32::new(0),
+            slot: AtomicUsize::new(usize::MAX),
+            health: health.clone(),
+            alive: watch::channel(()).0,
+            _registration: Registration::new(weak.clone()),
+        })
+    }
+
+    /// Process-unique id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The server.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// Available, isolated or closing.
+    pub fn state(&self) -> InvokerState {
+        InvokerState::from_u8(self.state.load(Ordering::Acquire))
+    }
+
+    /// Calls in flight on it now.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Calls waiting for a response on its connection.
+    pub fn pending_calls(&self) -> usize {
+        self.transport.pending_calls()
+    }
+
+    pub(crate) fn slot(&self) -> usize {
+        self.slot.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_slot(&self, slot: usize) {
+        self.slot.store(slot, Ordering::Relaxed);
+    }
+
+    /// One more attempt in flight.
+    pub(crate) fn begin(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One attempt fewer in flight.
+    pub(crate) fn end(&self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// A snapshot for listings.
+    pub fn info(&self) -> InvokerInfo {
+        InvokerInfo {
+            id: self.id,
+            endpoint: self.endpoint.clone(),
+            channel: self.channel.to_string(),
+            state: self.state(),
+            in_flight: self.in_flight(),
+            calls: self.calls.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            latency_us: self.latency_us.load(Ordering::Relaxed),
+            connected: self.transport.is_connected(),
+            pending: self.pending_calls(),
+        }
+    }
+
+    /// Stops picking this invoker, for good. Calls in flight on it finish;
+    /// it is dropped (connection closed, registry entry gone) when the
+    /// last of them lets go of it.
+    pub fn destroy(&self) {
+        let _t = self.health.transition();
+        if self.state.swap(CLOSING, Ordering::AcqRel) == AVAILABLE {
+            self.health.available.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Sends one attempt of `call` to this server, keeping the in-flight
+    /// count, latency and error statistics, and isolating the server when
+    /// it fails too often.
+    /// The caller counts the attempt in flight around it
+    /// ([`begin`](Self::begin) / [`end`](Self::end)).
+    /// `timeout` bounds this attempt alone (failover on timeouts); an
+    /// attempt that runs out of it fails with ERPCTIMEDOUT and counts as an
+    /// error of this server.
+    pub(crate) async fn call(
+        self: &Arc<Self>,
+        call: &Call<'_>,
+        timeout: Option<Duration>,
+    ) -> Result<Reply, Status> {
+        let started = Instant::now();
+        let result = match timeout {
+            None => self.transport.try_call(call).await,
+            Some(t) => match tokio::time::timeout(t, self.transport.try_call(call)).await {
+                Ok(result) => result,
+                Err(_elapsed) => Err(Status::new(
+                    Code::ERPCTIMEDOUT,
+                    format!(
+                        "{} did not answer within the attempt timeout of {t:?}",
+                        self.endpoint.addr
+                    ),
+                )),
+            },
+        };
+        self.record(&result, started.elapsed());
+        result
+    }
+
+    fn record(self: &Arc<Self>, result: &Result<Reply, Status>, elapsed: Duration) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let us = elapsed.as_micros().min(u64::MAX as u128) as u64;
+        let old = self.latency_us.load(Ordering::Relaxed);
+        let new = if old == 0 {
+            us
+        } else {
+            old - (old >> EMA_SHIFT) + (us >> EMA_SHIFT)
+        };
+        self.latency_us.store(new, Ordering::Relaxed);
+        let failed = result.is_err();
+        let ema = self.error_ema.load(Ordering::Relaxed);
+        let ema = ema - (ema >> EMA_SHIFT) + if failed { EMA_ONE >> EMA_SHIFT } else { 0 };
+        self.error_ema.store(ema, Ordering::Relaxed);
+        let samples = self.samples.fetch_add(1, Ordering::Relaxed) + 1;
+        let Err(status) = result else { return };
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        let breaker = &self.health.breaker;
+        if !breaker.enabled {
+            return;
+        }
+        let broken = status.code() == Code::EFAILEDSOCKET;
+        let too_many = samples >= breaker.min_calls
+            && f64::from(ema) / f64::from(EMA_ONE) > breaker.error_rate;
+        if broken || too_many {
+            self.isolate();
+        }
+    }
+
+    /// Takes this invoker out of rotation until a health check revives it,
+    /// unless it is the channel's last available one.
+    fn isolate(self: &Arc<Self>) {
+        {
+            let _t = self.health.transition();
+            if self.state.load(Ordering::Acquire) != AVAILABLE
+                || self.health.available.load(Ordering::Acquire) <= 1
+            {
+                return;
+            }
+            self.state.store(ISOLATED, Ordering::Release);
+            self.health.available.fetch_sub(1, Ordering::AcqRel);
+            self.health.isolations.fetch_add(1, Ordering::Relaxed);
+        }
+        self.spawn_health_check();
+    }
+
+    fn revive(&self) -> bool {
+        let _t = self.health.transition();
+        if self.state.load(Ordering::Acquire) != ISOLATED {
+            return false;
+        }
+        self.error_ema.store(0, Ordering::Relaxed);
+        self.samples.store(0, Ordering::Relaxed);
+        self.state.store(AVAILABLE, Ordering::Release);
+        self.health.available.fetch_add(1, Ordering::AcqRel);
+        self.health.revivals.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    /// Checks an isolated invoker every interval until it answers (then
+    /// revives it), is destroyed, or is dropped. Holds it only weakly
+    /// between checks, so it never keeps a removed server alive.
+    fn spawn_health_check(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        let mut alive = self.alive.subscribe();
+        let interval = self.health.breaker.health_check_interval;
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    // Only ever resolves when the invoker is dropped.
+                    _ = alive.changed() => return,
+                    _ = tokio::time::sleep(interval) => {}
+                }
+                let Some(invoker) = weak.upgrade() else {
+                    return;
+                };
+                if invoker.state() != InvokerState::Isolated {
+                    return;
+                }
+                if invoker
+                    .probe(interval.max(Duration::from_millis(100)))
+                    .await
+                {
+                    invoker.revive();
+                    return;
+                }
+            }
+        });
+    }
+
+    /// Reconnects if needed and sends a probe call: true when the server
+    /// answered anything (even "no such service") within `timeout`.
+    async fn probe(&self, timeout: Duration) -> bool {
+        let span = SpanHandle::none();
+        let request = RawPayload::default();
+        let call = Call {
+            method: &PROBE,
+            options: &PROBE_OPTIONS,
+            request: &request,
+            deadline: Instant::now().checked_add(timeout),
+            span: &span,
+        };
+        match tokio::time::timeout(timeout, self.transport.try_call(&call)).await {
+            Err(_elapsed) => false,
+            Ok(Ok(_)) => true,
+            Ok(Err(status)) => !matches!(
+                status.code(),
+                Code::EFAILEDSOCKET | Code::ERPCTIMEDOUT | Code::EOVERCROWDED | Code::ELOGOFF
+            ),
+        }
+    }
+}
+
+impl std::fmt::Debug for Invoker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Invoker")
+            .field("id", &self.id)
+            .field("endpoint", &self.endpoint)
+            .field("state", &self.state())
+            .field("in_flight", &self.in_flight())
+            .finish()
+    }
+}
+
+impl Candidate for Invoker {
+    fn weight(&self) -> u32 {
+        self.endpoint.weight
+    }
+
+    fn usable(&self) -> bool {
+        self.state.load(Ordering::Relaxed) == AVAILABLE
+    }
+
+    fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    fn latency_us(&self) -> u64 {
+        self.latency_us.load(Ordering::Relaxed)
+    }
+
+    fn hash(&self) -> u64 {
+        self.hash
+    }
+}

@@ -1,0 +1,416 @@
+//! The cluster layer: a channel over many servers (Dubbo's consumer path).
+//!
+//! ```text
+//!   naming (list:// file:// dns:// or your own) ──► Directory ──► invokers
+//!                                                        │ snapshot
+//!   Channel::call ──► Cluster::call ── pick (load balancer) ──► Invoker::call
+//!                       │  failover: retry on another server, same deadline
+//!                       │  backup request: a second server after a delay
+//!                       └  circuit breaker: isolate failing servers
+//! ```
+//!
+//! Build one with `Channel::new("list://127.0.0.1:8001,127.0.0.1:8002")` or
+//! [`Channel::builder`](crate::Channel::builder) (load balancer, strategy,
+//! backup requests, breaker). The naming service runs as the channel's
+//! background task and ends when the channel drops (rule R5). Invokers are
+//! created for new endpoints and destroyed for removed ones; a destroyed
+//! invoker serves the calls already on it and is then dropped whole (R1,
+//! R2). [`invokers`] lists every live invoker of the process.
+
+mod directory;
+mod invoker;
+mod registry;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use keel_cluster::naming::{NamingService, NamingSink};
+use tokio::sync::watch;
+
+use crate::channel::{Call, EndpointConfig, Reply, Transport, TransportFuture};
+use crate::status::{Code, Status};
+use directory::{Directory, Sink};
+
+pub use invoker::{BreakerConfig, Invoker, InvokerInfo, InvokerState};
+pub use keel_cluster::{Endpoint, LoadBalancer, balance, naming};
+pub use registry::{invokers, live_invokers};
+
+/// What a cluster channel does when a call fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Strategy {
+    /// Retry on another server after a failure the request may not have
+    /// been processed in (a broken or refused connection, a stopping or
+    /// overloaded server; timeouts too when an attempt timeout is set), up
+    /// to `max_retry` times, all within the call's one deadline.
+    #[default]
+    Failover,
+    /// Never retry: the first failure is the call's.
+    Failfast,
+}
+
+/// How a cluster channel spreads and retries calls.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterOptions {
+    /// Which server a call goes to (default round robin).
+    pub load_balancer: LoadBalancer,
+    /// Failover (default) or failfast.
+    pub strategy: Strategy,
+    /// Retries on other servers under failover (default 3); a call's
+    /// `CallOptions::max_retry` overrides it.
+    pub max_retry: u32,
+    /// Bounds each attempt; an attempt that runs out of it is retried on
+    /// another server (failover). `None` (default): only the call's
+    /// deadline bounds it, and a timeout is final.
+    pub attempt_timeout: Option<Duration>,
+    /// After this long without an answer, send the same call to a second
+    /// server; the first success wins and the other is cancelled (brpc's
+    /// `backup_request_ms`). `None` (default): no backup requests.
+    pub backup_request: Option<Duration>,
+    /// Circuit breaking and health checks.
+    pub breaker: BreakerConfig,
+    /// How often file and DNS naming look again (default 1 s).
+    pub naming_interval: Duration,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions {
+            load_balancer: LoadBalancer::RoundRobin,
+            strategy: Strategy::Failover,
+            max_retry: 3,
+            attempt_timeout: None,
+            backup_request: None,
+            breaker: BreakerConfig::default(),
+            naming_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Counters of a cluster channel.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClusterStats {
+    /// Endpoint sets applied.
+    pub updates: u64,
+    /// Attempts retried on another server.
+    pub retries: u64,
+    /// Backup requests sent.
+    pub backup_requests: u64,
+    /// Calls the backup request answered first.
+    pub backup_wins: u64,
+    /// Servers isolated by the circuit breaker.
+    pub isolations: u64,
+    /// Isolated servers revived by a health check.
+    pub revivals: u64,
+}
+
+/// The transport of a cluster channel: picks a server per attempt and
+/// applies the strategy. Reach it through
+/// [`Channel::cluster`](crate::Channel::cluster).
+pub struct Cluster {
+    directory: Arc<Directory>,
+    options: ClusterOptions,
+    retries: AtomicU64,
+    backup_requests: AtomicU64,
+    backup_wins: AtomicU64,
+    /// The naming service, until its task starts (at build time inside a
+    /// runtime, else at the first call).
+    naming: Mutex<Option<Box<dyn NamingService>>>,
+    started: AtomicBool,
+    /// Dropped with the cluster, which ends the naming task.
+    stop: watch::Sender<()>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("name", &self.directory.name)
+            .field("servers", &self.directory.snapshot().servers.len())
+            .field("options", &self.options)
+            .finish()
+    }
+}
+
+impl Cluster {
+    pub(crate) fn new(
+        name: &str,
+        naming: Box<dyn NamingService>,
+        options: ClusterOptions,
+        endpoint: EndpointConfig,
+    ) -> Cluster {
+        let health = Arc::new(invoker::Health::new(options.breaker));
+        let directory = Arc::new(Directory::new(
+            name.into(),
+            options.load_balancer,
+            // The cluster retries on other servers; each invoker tries once.
+            EndpointConfig {
+                max_retry: 0,
+                ..endpoint
+            },
+            health,
+        ));
+        let cluster = Cluster {
+            directory,
+            options,
+            retries: AtomicU64::new(0),
+            backup_requests: AtomicU64::new(0),
+            backup_wins: AtomicU64::new(0),
+            naming: Mutex::new(Some(naming)),
+            started: AtomicBool::new(false),
+            stop: watch::channel(()).0,
+        };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            cluster.start_naming();
+        }
+        cluster
+    }
+
+    fn start_naming(&self) {
+        if self.started.load(Ordering::Acquire) || self.started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let naming = self
+            .naming
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let Some(naming) = naming else { return };
+        let sink = NamingSink::new(Arc::new(Sink(Arc::downgrade(&self.directory))));
+        let mut stop = self.stop.subscribe();
+        tokio::spawn(async move {
+            tokio::select! {
+                // Only resolves when the cluster (the channel) is dropped.
+                _ = stop.changed() => {}
+                _ = naming.run(sink) => {}
+            }
+        });
+    }
+
+    /// The naming URL (or name) the channel was built on.
+    pub fn name(&self) -> &str {
+        &self.directory.name
+    }
+
+    /// The current servers.
+    pub fn endpoints(&self) -> Vec<Endpoint> {
+        self.directory
+            .snapshot()
+            .servers
+            .iter()
+            .map(|i| i.endpoint().clone())
+            .collect()
+    }
+
+    /// The current servers' invokers.
+    pub fn invokers(&self) -> Vec<InvokerInfo> {
+        self.directory
+            .snapshot()
+            .servers
+            .iter()
+            .map(|i| i.info())
+            .collect()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> ClusterStats {
+        let health = &self.directory.health;
+        ClusterStats {
+            updates: self.directory.updates(),
+            retries: self.retries.load(Ordering::Relaxed),
+            backup_requests: self.backup_requests.load(Ordering::Relaxed),
+            backup_wins: self.backup_wins.load(Ordering::Relaxed),
+            isolations: health.isolations.load(Ordering::Relaxed),
+            revivals: health.revivals.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Waits until the naming service has delivered at least `n` endpoint
+    /// sets (see [`ClusterStats::updates`]); starts it if needed.
+    pub async fn wait_for_updates(&self, n: u64) {
+        self.start_naming();
+        self.directory.wait_for_updates(n).await;
+    }
+
+    fn pick(&self, call: &Call<'_>, tried: &Tried) -> Result<Arc<Invoker>, Status> {
+        let snapshot = self.directory.snapshot();
+        let servers = &snapshot.servers;
+        let key = call.options.hash_key;
+        snapshot
+            .picker
+            .pick(servers, key, |i| tried.contains(servers[i].id()))
+            // Every server was tried: one may work now (brpc does the same).
+            .or_else(|| snapshot.picker.pick(servers, key, |_| false))
+            .map(|i| servers[i].clone())
+            .ok_or_else(|| {
+                Status::new(
+                    Code::EHOSTDOWN,
+                    format!(
+                        "no server of {} can take the call ({} known, none available)",
+                        self.directory.name,
+                        servers.len()
+                    ),
+                )
+            })
+    }
+
+    /// One attempt on `invoker`, counted in flight while it runs.
+    async fn attempt(&self, invoker: &Arc<Invoker>, call: &Call<'_>) -> Result<Reply, Status> {
+        let _in_flight = Attempt::new(&self.directory, invoker);
+        invoker.call(call, self.options.attempt_timeout).await
+    }
+
+    /// An attempt on `first`, and after `after` without an answer one on a
+    /// second server; the first success wins, and the other attempt is
+    /// dropped, which removes its pending entry.
+    async fn with_backup(
+        &self,
+        first: &Arc<Invoker>,
+        call: &Call<'_>,
+        after: Duration,
+        tried: &Tried,
+    ) -> Result<Reply, Status> {
+        let primary = self.attempt(first, call);
+        tokio::pin!(primary);
+        tokio::select! {
+            result = &mut primary => return result,
+            _ = tokio::time::sleep(after) => {}
+        }
+        let mut tried = *tried;
+        tried.push(first.id());
+        let snapshot = self.directory.snapshot();
+        let servers = &snapshot.servers;
+        let second = snapshot
+            .picker
+            .pick(servers, call.options.hash_key, |i| {
+                tried.contains(servers[i].id())
+            })
+            .map(|i| servers[i].clone());
+        drop(snapshot);
+        let Some(second) = second else {
+            return primary.await;
+        };
+        self.backup_requests.fetch_add(1, Ordering::Relaxed);
+        let backup = self.attempt(&second, call);
+        tokio::pin!(backup);
+        tokio::select! {
+            result = &mut primary => match result {
+                Ok(reply) => Ok(reply),
+                Err(_) => self.count_backup(backup.await),
+            },
+            result = &mut backup => match result {
+                Ok(reply) => self.count_backup(Ok(reply)),
+                Err(_) => primary.await,
+            },
+        }
+    }
+
+    fn count_backup(&self, result: Result<Reply, Status>) -> Result<Reply, Status> {
+        if result.is_ok() {
+            self.backup_wins.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    fn retryable(&self, status: &Status) -> bool {
+        // brpc's default retry policy, plus timeouts of single attempts.
+        matches!(
+            status.code(),
+            Code::EFAILEDSOCKET
+                | Code::EHOSTDOWN
+                | Code::ELOGOFF
+                | Code::ELIMIT
+                | Code::EOVERCROWDED
+        ) || (status.code() == Code::ERPCTIMEDOUT && self.options.attempt_timeout.is_some())
+    }
+
+    async fn call_inner(&self, call: Call<'_>) -> Result<Reply, Status> {
+        if !self.directory.is_ready() {
+            // The first endpoint set has not arrived yet; the channel's
+            // deadline bounds the wait.
+            self.wait_for_updates(1).await;
+        }
+        let max_retry = match self.options.strategy {
+            Strategy::Failfast => 0,
+            Strategy::Failover => call.options.max_retry.unwrap_or(self.options.max_retry),
+        };
+        let mut tried = Tried::default();
+        let mut retries = 0;
+        loop {
+            let invoker = self.pick(&call, &tried)?;
+            let result = match self.options.backup_request {
+                Some(after) => self.with_backup(&invoker, &call, after, &tried).await,
+                None => self.attempt(&invoker, &call).await,
+            };
+            match result {
+                Err(status) if retries < max_retry && self.retryable(&status) => {
+                    retries += 1;
+                    self.retries.fetch_add(1, Ordering::Relaxed);
+                    tried.push(invoker.id());
+                }
+                result => return result,
+            }
+        }
+    }
+}
+
+impl Transport for Cluster {
+    fn call<'a>(&'a self, call: Call<'a>) -> TransportFuture<'a> {
+        self.start_naming();
+        Box::pin(self.call_inner(call))
+    }
+
+    fn pending_calls(&self) -> usize {
+        self.directory
+            .snapshot()
+            .servers
+            .iter()
+            .map(|i| i.pending_calls())
+            .sum()
+    }
+
+    fn cluster(&self) -> Option<&Cluster> {
+        Some(self)
+    }
+}
+
+/// Keeps an attempt counted in flight on its invoker (and the balancer
+/// told) however the attempt ends, including being dropped.
+struct Attempt<'a> {
+    directory: &'a Directory,
+    invoker: &'a Invoker,
+}
+
+impl<'a> Attempt<'a> {
+    fn new(directory: &'a Directory, invoker: &'a Invoker) -> Attempt<'a> {
+        invoker.begin();
+        directory.feedback(invoker);
+        Attempt { directory, invoker }
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        self.invoker.end();
+        self.directory.feedback(self.invoker);
+    }
+}
+
+/// Invokers a call already tried (by id), kept inline: retries are few.
+#[derive(Clone, Copy, Default)]
+struct Tried {
+    ids: [u64; 8],
+    len: usize,
+}
+
+impl Tried {
+    fn push(&mut self, id: u64) {
+        if self.len < self.ids.len() && !self.contains(id) {
+            self.ids[self.len] = id;
+            self.len += 1;
+        }
+    }
+
+    fn contains(&self, id: u64) -> bool {
+        self.ids[..self.len].contains(&id)
+    }
+}

@@ -1,0 +1,81 @@
+//! The process-wide list of live invokers, for the console and for tests.
+//!
+//! Entries are weak: the registry never keeps an invoker alive (the lesson
+//! of Dubbo-Go's protocol singleton, DESIGN.md §1.2). An invoker registers
+//! itself when created and its [`Registration`] guard removes the entry
+//! when the invoker is dropped, on every path (rule R1).
+
+use std::sync::{Mutex, PoisonError, Weak};
+
+use super::invoker::{Invoker, InvokerInfo};
+
+struct Registry {
+    slots: Vec<Option<Weak<Invoker>>>,
+    free: Vec<usize>,
+    live: usize,
+}
+
+static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
+    slots: Vec::new(),
+    free: Vec::new(),
+    live: 0,
+});
+
+fn registry() -> std::sync::MutexGuard<'static, Registry> {
+    // Every update leaves the registry consistent before it can panic.
+    REGISTRY.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// An invoker's entry in the registry; dropping it removes the entry.
+pub(crate) struct Registration {
+    slot: usize,
+}
+
+impl Registration {
+    pub(crate) fn new(invoker: Weak<Invoker>) -> Registration {
+        let mut r = registry();
+        r.live += 1;
+        let slot = match r.free.pop() {
+            Some(slot) => {
+                r.slots[slot] = Some(invoker);
+                slot
+            }
+            None => {
+                r.slots.push(Some(invoker));
+                r.slots.len() - 1
+            }
+        };
+        Registration { slot }
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let mut r = registry();
+        r.slots[self.slot] = None;
+        r.live -= 1;
+        if r.live == 0 {
+            // Nothing registered: give the tables back entirely.
+            r.slots = Vec::new();
+            r.free = Vec::new();
+        } else {
+            r.free.push(self.slot);
+        }
+    }
+}
+
+/// Every live invoker in this process (of every channel): endpoint,
+/// channel, state, calls in flight, errors. A snapshot; it keeps nothing
+/// alive.
+pub fn invokers() -> Vec<InvokerInfo> {
+    let weak: Vec<Weak<Invoker>> = registry().slots.iter().flatten().cloned().collect();
+    weak.iter()
+        .filter_map(Weak::upgrade)
+        .map(|invoker| invoker.info())
+        .collect()
+}
+
+/// How many invokers are alive in this process.
+pub fn live_invokers() -> usize {
+    registry().live
+}
