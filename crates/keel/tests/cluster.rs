@@ -457,3 +457,45 @@ async fn a_destroyed_invoker_finishes_its_call_then_closes_its_connection() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn least_active_avoids_the_server_with_a_call_in_flight() {
+    quiet();
+    let a = start(|b| b).await;
+    let b = start(|b| b).await;
+    let channel = Channel::builder(&list(&[&a.addr(), &b.addr()]))
+        .load_balancer(LoadBalancer::LeastActive)
+        .timeout(Some(Duration::from_secs(10)))
+        .build()
+        .expect("valid");
+    // One call parks on whichever server it went to.
+    let parked = {
+        let channel = channel.clone();
+        tokio::spawn(async move {
+            EchoServiceClient::new(&channel)
+                .echo(&request("gate"))
+                .await
+        })
+    };
+    let (busy, idle) = tokio::select! {
+        _ = a.gated.notified() => (&a, &b),
+        _ = b.gated.notified() => (&b, &a),
+    };
+    // Every other call goes to the idle server (round robin would send
+    // half of them to the busy one).
+    let client = EchoServiceClient::new(&channel);
+    for _ in 0..10 {
+        client.echo(&request("hi")).await.expect("call");
+    }
+    assert_eq!(idle.calls.load(Ordering::Relaxed), 10);
+    assert_eq!(
+        busy.calls.load(Ordering::Relaxed),
+        1,
+        "only the parked call"
+    );
+    busy.gate.add_permits(1);
+    parked
+        .await
+        .expect("no panic")
+        .expect("the parked call completes");
+}

@@ -26,6 +26,8 @@ async fn hundred_thousand_endpoint_changes_leave_nothing_behind() {
     keel::rpcz::tracer().sampler().set_target(0);
     let servers = [start(|b| b).await, start(|b| b).await, start(|b| b).await];
     let eps: Vec<Endpoint> = servers.iter().map(|s| Endpoint::new(s.addr())).collect();
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let tasks_without_channel = metrics.num_alive_tasks();
     let naming = ListNaming::new(eps[..2].to_vec());
     let updater = naming.updater();
     let channel = Channel::builder_with_naming("list://churn", Box::new(naming))
@@ -34,7 +36,6 @@ async fn hundred_thousand_endpoint_changes_leave_nothing_behind() {
         .expect("valid");
     let cluster = channel.cluster().expect("cluster");
     let client = EchoServiceClient::new(&channel);
-    let metrics = tokio::runtime::Handle::current().metrics();
     // Each cycle replaces one endpoint of the two: one invoker created, one
     // destroyed.
     let mut applied = 1;
