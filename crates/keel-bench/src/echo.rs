@@ -539,7 +539,7 @@ fn parse_cpu_ticks(stat: &str) -> Option<u64> {
 }
 
 /// This process's CPU time so far, in clock ticks.
-fn own_cpu_ticks() -> Result<u64, String> {
+pub(crate) fn own_cpu_ticks() -> Result<u64, String> {
     let stat = std::fs::read_to_string("/proc/self/stat")
         .map_err(|e| format!("cannot read /proc/self/stat: {e}"))?;
     parse_cpu_ticks(&stat).ok_or_else(|| "cannot parse /proc/self/stat".to_string())

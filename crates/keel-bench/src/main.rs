@@ -10,6 +10,8 @@
 //! cargo run --release -p keel-bench -- echo            # Keel vs tonic, ~80 s
 //! cargo run --release -p keel-bench -- echo --quick    # smoke run, ~15 s
 //! cargo run --release -p keel-bench -- rpcz            # span cost + echo QPS vs sampling, ~35 s
+//! cargo run --release -p keel-bench -- lb              # load balancer pick cost, ~5 s
+//! cargo run --release -p keel-bench -- cluster         # echo through cluster channels vs a plain one, ~45 s
 //! cargo run --release -p keel-bench -- --help          # list subcommands
 //! ```
 //!
@@ -31,7 +33,9 @@ use std::process::ExitCode;
 use keel_alloc::CountingAlloc;
 
 mod args;
+mod cluster;
 mod echo;
+mod lb;
 mod pool;
 mod rpcz;
 mod summary;
@@ -74,6 +78,18 @@ const SUBCOMMANDS: &[Subcommand] = &[
         name: "rpcz",
         summary: "rpcz span cost vs tracing + Registry, and echo QPS with sampling off / default / 100%",
         run: rpcz::main,
+        listed: true,
+    },
+    Subcommand {
+        name: "lb",
+        summary: "ns and allocations per pick of every load balancer (rr, wrr, random, wrandom, la, p2c, c_hash)",
+        run: lb::main,
+        listed: true,
+    },
+    Subcommand {
+        name: "cluster",
+        summary: "echo QPS through list:// cluster channels (1 and 3 endpoints) vs a plain host:port channel",
+        run: cluster::main,
         listed: true,
     },
     Subcommand {

@@ -1,0 +1,255 @@
+//! `keel-bench cluster`: what the cluster layer costs a call.
+//!
+//! Three Keel echo servers run as child processes on loopback (rpcz off).
+//! One client runtime in this process drives 128 calls in flight through
+//! each kind of channel in turn, rounds alternating:
+//!
+//! - `host:port`: a plain one-endpoint channel (no cluster layer), the
+//!   baseline;
+//! - `list://` with that one endpoint: the cluster layer (naming snapshot,
+//!   pick, in-flight accounting, failover bookkeeping) around the same
+//!   connection;
+//! - `list://` with all three endpoints, round robin and p2c: calls spread
+//!   over three connections and three server processes.
+//!
+//! Reported per channel: QPS, p50/p99 latency, client CPU µs and client
+//! allocations per call, and QPS relative to the baseline. On a 2-core
+//! machine the three servers and the client share the same cores, so the
+//! 3-endpoint rows show the layer's cost, not a scale-out.
+
+use std::fmt::Write as _;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use keel::Channel;
+use keel::cluster::LoadBalancer;
+use keel_examples::example::EchoServiceClient;
+
+use crate::args;
+use crate::echo::{self, Clients, Framework, ServerProcess};
+use crate::summary::{load_average, median};
+use crate::table::{Align, Table};
+
+const DEFAULT_SECONDS: f64 = 3.0;
+const QUICK_SECONDS: f64 = 0.5;
+const DEFAULT_ROUNDS: usize = 3;
+const IN_FLIGHT: usize = 128;
+
+const USAGE: &str = "\
+usage: keel-bench cluster [--seconds S] [--rounds R] [--quick]
+
+Echo QPS with 128 calls in flight through a plain host:port channel, a
+list:// channel of that one endpoint, and list:// channels of three
+endpoints (round robin, p2c); three Keel servers in child processes.
+
+options:
+  --seconds S   length of each run (default 3; a full run takes ~45 s)
+  --rounds R    runs per channel, alternating (default 3)
+  --quick       0.5 s runs: a smoke run of ~10 s
+  -h, --help    this text
+";
+
+#[derive(Debug, Clone, PartialEq)]
+struct Options {
+    seconds: f64,
+    rounds: usize,
+}
+
+impl Options {
+    /// `Ok(None)` means `--help`.
+    fn parse(args: &[String]) -> Result<Option<Options>, String> {
+        let mut quick = false;
+        let mut seconds = None;
+        let mut rounds = None;
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            match a.as_str() {
+                "-h" | "--help" => return Ok(None),
+                "--quick" => quick = true,
+                "--seconds" => seconds = Some(args::seconds(&mut it)?),
+                "--rounds" => rounds = Some(args::rounds(&mut it)?),
+                other => return Err(format!("unknown option `{other}`")),
+            }
+        }
+        let default_seconds = if quick {
+            QUICK_SECONDS
+        } else {
+            DEFAULT_SECONDS
+        };
+        Ok(Some(Options {
+            seconds: seconds.unwrap_or(default_seconds),
+            rounds: rounds.unwrap_or(DEFAULT_ROUNDS),
+        }))
+    }
+
+    fn warm_up(&self) -> Duration {
+        Duration::from_secs_f64((self.seconds / 5.0).clamp(0.1, 1.0))
+    }
+}
+
+/// One kind of channel under test.
+struct Setup {
+    name: &'static str,
+    clients: Clients,
+}
+
+/// What one run measured, client side.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    qps: f64,
+    p50_us: f64,
+    p99_us: f64,
+    cpu_us: f64,
+    allocs: f64,
+}
+
+fn setups(addrs: &[String]) -> Result<Vec<Setup>, String> {
+    let keel = |channel: Channel| Clients::Keel(vec![EchoServiceClient::new(&channel)]);
+    let list = |addrs: &[String], lb: LoadBalancer| {
+        Channel::builder(&format!("list://{}", addrs.join(",")))
+            .load_balancer(lb)
+            .build()
+            .map_err(|e| e.to_string())
+    };
+    Ok(vec![
+        Setup {
+            name: "host:port (baseline)",
+            clients: keel(Channel::new(&addrs[0]).map_err(|e| e.to_string())?),
+        },
+        Setup {
+            name: "list://, 1 endpoint",
+            clients: keel(list(&addrs[..1], LoadBalancer::RoundRobin)?),
+        },
+        Setup {
+            name: "list://, 3 endpoints, rr",
+            clients: keel(list(addrs, LoadBalancer::RoundRobin)?),
+        },
+        Setup {
+            name: "list://, 3 endpoints, p2c",
+            clients: keel(list(addrs, LoadBalancer::PowerOfTwoChoices)?),
+        },
+    ])
+}
+
+fn run_once(
+    rt: &tokio::runtime::Runtime,
+    clients: &Clients,
+    length: Duration,
+    ticks_per_us: f64,
+) -> Result<Sample, String> {
+    let armed = clients.arm(rt, IN_FLIGHT);
+    let ticks = echo::own_cpu_ticks()?;
+    let allocs = keel_alloc::stats().allocs;
+    let (hist, elapsed) = armed.fire(rt, length)?;
+    let allocs = keel_alloc::stats().allocs - allocs;
+    let ticks = echo::own_cpu_ticks()? - ticks;
+    let calls = hist.count().max(1) as f64;
+    Ok(Sample {
+        qps: hist.count() as f64 / elapsed.as_secs_f64(),
+        p50_us: hist.quantile(0.5) as f64,
+        p99_us: hist.quantile(0.99) as f64,
+        cpu_us: ticks as f64 / ticks_per_us / calls,
+        allocs: allocs as f64 / calls,
+    })
+}
+
+/// Entry point of `keel-bench cluster`.
+pub fn main(args: &[String]) -> ExitCode {
+    args::main("cluster", USAGE, args, Options::parse, run)
+}
+
+fn run(opts: &Options) -> Result<String, String> {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let load_start = load_average();
+    let started = Instant::now();
+    let ticks_per_us = echo::clock_ticks_per_second() / 1e6;
+    keel::rpcz::tracer().sampler().set_target(0);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(echo::WORKERS)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the client runtime: {e}"))?;
+    let servers = (0..3)
+        .map(|_| ServerProcess::start(Framework::Keel, Some(0)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let addrs: Vec<String> = servers.iter().map(|s| s.addr.to_string()).collect();
+    // Channels are built inside the runtime, where their naming starts.
+    let setups = rt.block_on(async { setups(&addrs) })?;
+    eprintln!(
+        "keel-bench cluster: echo 1x{IN_FLIGHT}, {} rounds x {} channels x {:.1} s",
+        opts.rounds,
+        setups.len(),
+        opts.seconds
+    );
+    for s in &setups {
+        s.clients.arm(&rt, IN_FLIGHT).fire(&rt, opts.warm_up())?;
+    }
+    let length = Duration::from_secs_f64(opts.seconds);
+    let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); setups.len()];
+    for round in 0..opts.rounds {
+        for k in 0..setups.len() {
+            let i = (round + k) % setups.len();
+            eprint!(
+                "\r  round {}/{}  {:<28}",
+                round + 1,
+                opts.rounds,
+                setups[i].name
+            );
+            samples[i].push(run_once(&rt, &setups[i].clients, length, ticks_per_us)?);
+        }
+    }
+    eprintln!();
+    let names: Vec<&str> = setups.iter().map(|s| s.name).collect();
+    // Close the connections inside the runtime their tasks live on.
+    rt.block_on(async move { drop(setups) });
+    drop(servers);
+    let load_end = load_average();
+
+    let med = |i: usize, f: fn(&Sample) -> f64| {
+        let xs: Vec<f64> = samples[i].iter().map(f).collect();
+        median(&xs).unwrap_or(f64::NAN)
+    };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "keel-bench cluster: keel {} cluster channels vs a plain channel",
+        env!("CARGO_PKG_VERSION")
+    );
+    let _ = writeln!(
+        out,
+        "  machine: {cores} cores, load average {load_start} at start, {load_end} at end; run took {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    let _ = writeln!(
+        out,
+        "  echo, 1 client x {IN_FLIGHT} in flight; 3 Keel servers in child processes; medians of {} runs of {:.1} s",
+        opts.rounds, opts.seconds
+    );
+    let mut t = Table::new()
+        .column("channel", Align::Left)
+        .column("QPS", Align::Right)
+        .column("p50 µs", Align::Right)
+        .column("p99 µs", Align::Right)
+        .column("client CPU µs/call", Align::Right)
+        .column("client allocs/call", Align::Right)
+        .column_after_rule("QPS / baseline", Align::Right);
+    let base = med(0, |s| s.qps);
+    for (i, name) in names.iter().enumerate() {
+        let qps = med(i, |s| s.qps);
+        t.row(vec![
+            name.to_string(),
+            echo::group_thousands(qps.round() as u64),
+            format!("{:.0}", med(i, |s| s.p50_us)),
+            format!("{:.0}", med(i, |s| s.p99_us)),
+            format!("{:.2}", med(i, |s| s.cpu_us)),
+            format!("{:.2}", med(i, |s| s.allocs)),
+            format!("{:.2}x", qps / base),
+        ]);
+    }
+    let _ = write!(out, "{t}");
+    out.push_str(
+        "  The 3-endpoint rows share 2 cores among 3 server processes and the client:\n  \
+         they show what spreading costs, not a scale-out.\n",
+    );
+    Ok(out)
+}
