@@ -265,7 +265,8 @@ impl TonicService for TonicEcho {
 
 /// Entry point of the hidden `keel-bench echo-server keel|tonic
 /// [RPCZ_TARGET]`: binds 127.0.0.1:0, prints `port N`, answers each `stats`
-/// line on stdin with `stats <allocations> <live heap bytes>`, and exits when
+/// line on stdin with `stats <allocations> <live heap bytes>` and each
+/// `rpcz N` line (Keel: sets the rpcz target) with `rpcz N`, and exits when
 /// stdin closes. With `RPCZ_TARGET` (Keel only; `keel-bench rpcz` passes it)
 /// the process's rpcz sampler aims at that many spans per second (0 = off).
 pub fn server_main(args: &[String]) -> ExitCode {
@@ -367,7 +368,26 @@ pub fn server_main(args: &[String]) -> ExitCode {
                     break;
                 }
             }
-            Ok(_) => {}
+            Ok(_) => {
+                // `rpcz N`: aim the sampler at N spans/s from now on.
+                let Some(n) = line
+                    .trim()
+                    .strip_prefix("rpcz ")
+                    .and_then(|n| n.parse::<u64>().ok())
+                else {
+                    continue;
+                };
+                keel::rpcz::tracer().sampler().set_target(n);
+                reply.clear();
+                let _ = writeln!(reply, "rpcz {n}");
+                if out
+                    .write_all(reply.as_bytes())
+                    .and_then(|()| out.flush())
+                    .is_err()
+                {
+                    break;
+                }
+            }
         }
     }
     // Do not wait for connections: the parent is gone or done.
@@ -457,19 +477,37 @@ impl ServerProcess {
         })
     }
 
-    /// The server's allocation count and live heap now.
-    fn counters(&mut self) -> Result<ServerCounters, String> {
+    /// Sends one command line and returns the server's answer.
+    fn ask(&mut self, command: &str) -> Result<String, String> {
         let name = self.framework.name();
         let stdin = self
             .stdin
             .as_mut()
             .ok_or_else(|| format!("the {name} server was told to exit"))?;
-        stdin
-            .write_all(b"stats\n")
+        writeln!(stdin, "{command}")
             .and_then(|()| stdin.flush())
             .map_err(|e| format!("the {name} server is gone: {e}"))?;
-        let line = self.next_line()?;
-        parse_counters(&line).ok_or_else(|| format!("the {name} server said {line:?}"))
+        self.next_line()
+    }
+
+    /// The server's allocation count and live heap now.
+    fn counters(&mut self) -> Result<ServerCounters, String> {
+        let line = self.ask("stats")?;
+        parse_counters(&line)
+            .ok_or_else(|| format!("the {} server said {line:?}", self.framework.name()))
+    }
+
+    /// Aims a Keel server's rpcz sampler at `target` spans/s from now on.
+    pub(crate) fn set_rpcz_target(&mut self, target: u64) -> Result<(), String> {
+        let line = self.ask(&format!("rpcz {target}"))?;
+        if line == format!("rpcz {target}") {
+            Ok(())
+        } else {
+            Err(format!(
+                "the {} server said {line:?}",
+                self.framework.name()
+            ))
+        }
     }
 
     /// The live heap once it has stopped moving (the server may still be

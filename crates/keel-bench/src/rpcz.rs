@@ -27,8 +27,8 @@
 //!    figures are medians over rounds.
 //!
 //! 2. **Echo QPS against the sampling rate**: Keel's echo server (the same
-//!    server process `keel-bench echo` runs, started with an rpcz target)
-//!    with sampling off (0), Keel's default (1,000 spans/s) and 100%
+//!    server process `keel-bench echo` runs, told its rpcz target by a
+//!    `rpcz N` line on stdin before each run) with sampling off (0), Keel's default (1,000 spans/s) and 100%
 //!    (10⁹ spans/s), the same target set in this (the client) process; one
 //!    connection with 128 calls in flight; the three settings alternate
 //!    (rotating order) over rounds; medians; overhead = QPS lost vs off.
@@ -409,24 +409,20 @@ fn echo_qps(opts: &Options, ticks_per_us: f64) -> Result<[Vec<Sample>; 3], Strin
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the client runtime: {e}"))?;
-    let mut servers = Vec::with_capacity(SETTINGS.len());
-    for (_, target) in SETTINGS {
-        servers.push(ServerProcess::start(Framework::Keel, Some(target))?);
-    }
+    // One server process and one channel for every setting, the target
+    // switched on both sides between runs: separate processes per setting
+    // differed by more (CPU placement) than what is measured here.
+    let mut server = ServerProcess::start(Framework::Keel, Some(0))?;
     let client_sampler = keel::rpcz::tracer().sampler();
     let initial_target = client_sampler.target();
-    let mut clients = Vec::with_capacity(SETTINGS.len());
-    for (server, (_, target)) in servers.iter().zip(SETTINGS) {
-        client_sampler.set_target(target);
-        let c = rt.block_on(Clients::connect(
-            Framework::Keel,
-            server.addr,
-            SCENARIO.connections,
-        ))?;
-        c.arm(&rt, SCENARIO.per_connection)
-            .fire(&rt, opts.warm_up())?;
-        clients.push(c);
-    }
+    let clients = rt.block_on(Clients::connect(
+        Framework::Keel,
+        server.addr,
+        SCENARIO.connections,
+    ))?;
+    clients
+        .arm(&rt, SCENARIO.per_connection)
+        .fire(&rt, opts.warm_up())?;
     let mut samples: [Vec<Sample>; 3] = Default::default();
     let length = Duration::from_secs_f64(opts.seconds);
     for round in 0..opts.rounds {
@@ -439,14 +435,9 @@ fn echo_qps(opts: &Options, ticks_per_us: f64) -> Result<[Vec<Sample>; 3], Strin
                 opts.rounds
             );
             client_sampler.set_target(target);
-            let sample = echo::run_once(
-                &rt,
-                &mut servers[i],
-                &clients[i],
-                SCENARIO,
-                length,
-                ticks_per_us,
-            )?;
+            server.set_rpcz_target(target)?;
+            let sample =
+                echo::run_once(&rt, &mut server, &clients, SCENARIO, length, ticks_per_us)?;
             samples[i].push(sample);
         }
     }
@@ -454,7 +445,7 @@ fn echo_qps(opts: &Options, ticks_per_us: f64) -> Result<[Vec<Sample>; 3], Strin
     client_sampler.set_target(initial_target);
     // Close the connections inside the runtime their tasks live on.
     rt.block_on(async move { drop(clients) });
-    drop(servers);
+    drop(server);
     Ok(samples)
 }
 
