@@ -71,6 +71,7 @@ pub struct CallOptions {
     /// Opaque id the server logs with the call (baidu_std `log_id`).
     pub log_id: u64,
     /// Key for consistent-hashing load balancers (brpc's `request_code`).
+    /// Calls that leave it 0 all hash alike, so they all go to one server.
     pub hash_key: u64,
     /// Retries after a retryable failure; `None` uses the channel's default.
     pub max_retry: Option<u32>,

@@ -499,3 +499,49 @@ async fn least_active_avoids_the_server_with_a_call_in_flight() {
         .expect("no panic")
         .expect("the parked call completes");
 }
+
+#[tokio::test]
+async fn a_server_that_stops_answering_is_isolated_by_its_timeouts() {
+    quiet();
+    let hung = start(|b| b).await;
+    let fine = start(|b| b).await;
+    // "gate" waits for a permit: the hung server never gets one, the
+    // fine one has plenty.
+    fine.gate.add_permits(10_000);
+    let channel = Channel::builder(&list(&[&hung.addr(), &fine.addr()]))
+        .timeout(Some(Duration::from_millis(40)))
+        .build()
+        .expect("valid");
+    let cluster = channel.cluster().expect("cluster");
+    let client = EchoServiceClient::new(&channel);
+    let mut timeouts = 0;
+    let mut calls = 0;
+    while cluster.stats().isolations == 0 && calls < 100 {
+        if let Err(e) = client.echo(&request("gate")).await {
+            assert_eq!(e.code(), Code::ERPCTIMEDOUT, "{e}");
+            timeouts += 1;
+        }
+        calls += 1;
+    }
+    let hung_invoker = cluster
+        .invokers()
+        .into_iter()
+        .find(|i| i.endpoint.addr == hung.addr())
+        .expect("invoker");
+    assert_eq!(
+        hung_invoker.state,
+        InvokerState::Isolated,
+        "{hung_invoker:?}"
+    );
+    assert_eq!(
+        hung_invoker.errors, timeouts,
+        "every timeout counted against it"
+    );
+    // From now on every call is answered.
+    for _ in 0..10 {
+        client
+            .echo(&request("gate"))
+            .await
+            .expect("the fine server answers");
+    }
+}

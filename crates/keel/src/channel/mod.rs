@@ -76,6 +76,13 @@ pub struct InvalidAddress {
 /// Builds a [`Channel`] over baidu_std: to one `host:port`, or to the
 /// servers of a naming URL (`list://`, `file://`, `dns://`) or of a
 /// [`NamingService`] of your own, through the [cluster layer](crate::cluster).
+///
+/// The cluster options (load balancer, strategy, attempt timeout, backup
+/// request, breaker, naming interval) apply to channels on a naming URL; a
+/// plain `host:port` channel retries on its one connection and ignores
+/// them (use `list://host:port` to get them for one server). A naming
+/// service runs on the tokio runtime the channel is built in (or first
+/// called from), so build long-lived channels on a long-lived runtime.
 pub struct ChannelBuilder {
     addr: String,
     naming: Option<Box<dyn NamingService>>,

@@ -93,8 +93,9 @@ impl Directory {
     /// The servers are now exactly `endpoints`.
     pub(crate) fn update(&self, mut endpoints: Vec<Endpoint>) {
         let _one = self.updating.lock().unwrap_or_else(PoisonError::into_inner);
-        endpoints.sort();
-        endpoints.dedup_by(|a, b| a.addr == b.addr);
+        // Stable: of two entries for one address, the first one stays.
+        endpoints.sort_by(|a, b| a.addr.cmp(&b.addr));
+        endpoints.dedup_by(|later, first| later.addr == first.addr);
         let old = self.snapshot();
         let mut kept: HashMap<&str, &Arc<Invoker>> = old
             .servers
@@ -127,8 +128,15 @@ impl Directory {
         let removed: Vec<Arc<Invoker>> = kept.into_values().cloned().collect();
         let picker = Picker::new(self.kind, &servers);
         let fresh = Arc::new(Snapshot { servers, picker });
-        *self.current.write().unwrap_or_else(PoisonError::into_inner) = fresh;
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = fresh.clone();
         drop(old);
+        // Loads that changed while the picker was being built.
+        if self.kind == LoadBalancer::LeastActive {
+            for i in 0..fresh.servers.len() {
+                fresh.picker.feedback(&fresh.servers, i);
+            }
+        }
+        drop(fresh);
         // Removed servers stop being picked at once; calls in flight on
         // them hold them until they finish.
         for invoker in removed {

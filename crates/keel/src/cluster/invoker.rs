@@ -14,13 +14,14 @@
 //! leaves through the guard (R1). Nothing is cleared to pretend (R2).
 
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
 use keel_cluster::{Candidate, Endpoint};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::directory::Directory;
 use super::registry::Registration;
 use crate::channel::{BaiduStd, Call, EndpointConfig, Reply};
 use crate::codec::RawPayload;
@@ -76,9 +77,18 @@ pub struct BreakerConfig {
     /// Calls a server must have answered since it was (re)admitted before
     /// its error rate can isolate it (default 16).
     pub min_calls: u32,
-    /// Time between health checks of an isolated server (default 1 s):
-    /// reconnect, then a probe call; any answer from the server revives it.
+    /// Time between health checks of an isolated server (default 1 s, at
+    /// least 10 ms): reconnect, then a probe call; any answer from the
+    /// server revives it.
     pub health_check_interval: Duration,
+    /// A server isolated for its error rate stays out at least this long
+    /// before health checks may revive it (default 100 ms) ...
+    pub min_isolation: Duration,
+    /// ... and, isolated again within this long of its revival, twice as
+    /// long as the time before, up to this (default 30 s; brpc's
+    /// circuit breaker does the same), so a server failing one method does
+    /// not flap in and out every interval.
+    pub max_isolation: Duration,
 }
 
 impl Default for BreakerConfig {
@@ -88,6 +98,8 @@ impl Default for BreakerConfig {
             error_rate: 0.5,
             min_calls: 16,
             health_check_interval: Duration::from_secs(1),
+            min_isolation: Duration::from_millis(100),
+            max_isolation: Duration::from_secs(30),
         }
     }
 }
@@ -103,6 +115,9 @@ pub(crate) struct Health {
     transitions: Mutex<()>,
     pub(crate) isolations: AtomicU64,
     pub(crate) revivals: AtomicU64,
+    /// The directory, to tell its balancer when a server's usability
+    /// changes (set once the directory exists).
+    pub(crate) directory: OnceLock<Weak<Directory>>,
 }
 
 impl Health {
@@ -113,6 +128,14 @@ impl Health {
             transitions: Mutex::new(()),
             isolations: AtomicU64::new(0),
             revivals: AtomicU64::new(0),
+            directory: OnceLock::new(),
+        }
+    }
+
+    /// Tells the balancer that `invoker` became usable or unusable.
+    fn changed(&self, invoker: &Invoker) {
+        if let Some(directory) = self.directory.get().and_then(Weak::upgrade) {
+            directory.feedback(invoker);
         }
     }
 
@@ -156,6 +179,10 @@ pub struct Invoker {
     error_ema: AtomicU32,
     /// Calls answered since the invoker was created or revived.
     samples: AtomicU32,
+    /// The last error-rate isolation's length, in ms (0: none yet).
+    isolation_ms: AtomicU64,
+    /// When it was last revived (ms since the process's epoch; 0: never).
+    revived_at_ms: AtomicU64,
     /// Index in the directory's newest server list (for balancer feedback).
     slot: AtomicUsize,
     health: Arc<Health>,
@@ -213,6 +240,8 @@ impl Invoker {
             errors: AtomicU64::new(0),
             error_ema: AtomicU32::new(0),
             samples: AtomicU32::new(0),
+            isolation_ms: AtomicU64::new(0),
+            revived_at_ms: AtomicU64::new(0),
             slot: AtomicUsize::new(usize::MAX),
             health: health.clone(),
             alive: watch::channel(()).0,
@@ -279,6 +308,12 @@ impl Invoker {
         }
     }
 
+    /// Whether this invoker belongs to the directory whose health is
+    /// `health`.
+    pub(crate) fn shares(&self, health: &Arc<Health>) -> bool {
+        Arc::ptr_eq(&self.health, health)
+    }
+
     /// Stops picking this invoker, for good. Calls in flight on it finish;
     /// it is dropped (connection closed, registry entry gone) when the
     /// last of them lets go of it.
@@ -294,24 +329,31 @@ impl Invoker {
     /// it fails too often.
     /// The caller counts the attempt in flight around it
     /// ([`begin`](Self::begin) / [`end`](Self::end)).
-    /// `timeout` bounds this attempt alone (failover on timeouts); an
-    /// attempt that runs out of it fails with ERPCTIMEDOUT and counts as an
-    /// error of this server.
+    /// `timeout` bounds this attempt alone (failover on timeouts), and the
+    /// call's deadline bounds it too: an attempt that runs out of either
+    /// fails with ERPCTIMEDOUT here, so it counts as an error of this
+    /// server (the channel's own deadline would drop it unrecorded).
     pub(crate) async fn call(
         self: &Arc<Self>,
         call: &Call<'_>,
         timeout: Option<Duration>,
     ) -> Result<Reply, Status> {
         let started = Instant::now();
-        let result = match timeout {
-            None => self.transport.try_call(call).await,
-            Some(t) => match tokio::time::timeout(t, self.transport.try_call(call)).await {
+        let limit = match (timeout.and_then(|t| started.checked_add(t)), call.deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let attempt = self.transport.try_call(call);
+        let result = match limit {
+            None => attempt.await,
+            Some(limit) => match tokio::time::timeout_at(limit, attempt).await {
                 Ok(result) => result,
                 Err(_elapsed) => Err(Status::new(
                     Code::ERPCTIMEDOUT,
                     format!(
-                        "{} did not answer within the attempt timeout of {t:?}",
-                        self.endpoint.addr
+                        "{} did not answer within {:?}",
+                        self.endpoint.addr,
+                        limit.saturating_duration_since(started)
                     ),
                 )),
             },
@@ -322,36 +364,57 @@ impl Invoker {
 
     fn record(self: &Arc<Self>, result: &Result<Reply, Status>, elapsed: Duration) {
         self.calls.fetch_add(1, Ordering::Relaxed);
-        let us = elapsed.as_micros().min(u64::MAX as u128) as u64;
-        let old = self.latency_us.load(Ordering::Relaxed);
-        let new = if old == 0 {
-            us
-        } else {
-            old - (old >> EMA_SHIFT) + (us >> EMA_SHIFT)
+        let failed = match result {
+            Ok(_) => {
+                // Latency of answers only: a server that fails fast must
+                // not look fast to least active and p2c.
+                let us = elapsed.as_micros().min(u64::MAX as u128) as u64;
+                let _ = self
+                    .latency_us
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+                        Some(if old == 0 {
+                            us
+                        } else {
+                            old - (old >> EMA_SHIFT) + (us >> EMA_SHIFT)
+                        })
+                    });
+                false
+            }
+            Err(status) => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                // Overload answers say "busy", not "broken": isolating busy
+                // servers would pile their load on the others.
+                !matches!(status.code(), Code::ELIMIT | Code::EOVERCROWDED)
+            }
         };
-        self.latency_us.store(new, Ordering::Relaxed);
-        let failed = result.is_err();
-        let ema = self.error_ema.load(Ordering::Relaxed);
-        let ema = ema - (ema >> EMA_SHIFT) + if failed { EMA_ONE >> EMA_SHIFT } else { 0 };
-        self.error_ema.store(ema, Ordering::Relaxed);
+        let step =
+            |ema: u32| ema - (ema >> EMA_SHIFT) + if failed { EMA_ONE >> EMA_SHIFT } else { 0 };
+        let ema = match self
+            .error_ema
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |e| Some(step(e)))
+        {
+            Ok(old) | Err(old) => step(old),
+        };
         let samples = self.samples.fetch_add(1, Ordering::Relaxed) + 1;
-        let Err(status) = result else { return };
-        self.errors.fetch_add(1, Ordering::Relaxed);
         let breaker = &self.health.breaker;
-        if !breaker.enabled {
+        if !failed || !breaker.enabled {
             return;
         }
-        let broken = status.code() == Code::EFAILEDSOCKET;
-        let too_many = samples >= breaker.min_calls
-            && f64::from(ema) / f64::from(EMA_ONE) > breaker.error_rate;
-        if broken || too_many {
-            self.isolate();
+        if matches!(result, Err(s) if s.code() == Code::EFAILEDSOCKET) {
+            self.isolate(false);
+        } else if samples >= breaker.min_calls
+            && f64::from(ema) / f64::from(EMA_ONE) > breaker.error_rate
+        {
+            self.isolate(true);
         }
     }
 
     /// Takes this invoker out of rotation until a health check revives it,
-    /// unless it is the channel's last available one.
-    fn isolate(self: &Arc<Self>) {
+    /// unless it is the channel's last available one. `for_errors`:
+    /// isolated by its error rate (it stays out a while, see
+    /// [`BreakerConfig::min_isolation`]) rather than by a broken connection
+    /// (checked again from the next interval on).
+    fn isolate(self: &Arc<Self>, for_errors: bool) {
         {
             let _t = self.health.transition();
             if self.state.load(Ordering::Acquire) != AVAILABLE
@@ -363,7 +426,25 @@ impl Invoker {
             self.health.available.fetch_sub(1, Ordering::AcqRel);
             self.health.isolations.fetch_add(1, Ordering::Relaxed);
         }
-        self.spawn_health_check();
+        self.health.changed(self);
+        let breaker = &self.health.breaker;
+        let first_wait = if for_errors {
+            let revived = self.revived_at_ms.load(Ordering::Relaxed);
+            let last = self.isolation_ms.load(Ordering::Relaxed);
+            let min = breaker.min_isolation.as_millis() as u64;
+            let max = (breaker.max_isolation.as_millis() as u64).max(min);
+            let recently = revived != 0 && now_ms().saturating_sub(revived) < max;
+            let ms = if recently && last > 0 {
+                last.saturating_mul(2).clamp(min, max)
+            } else {
+                min
+            };
+            self.isolation_ms.store(ms, Ordering::Relaxed);
+            Duration::from_millis(ms)
+        } else {
+            health_check_interval(breaker)
+        };
+        self.spawn_health_check(first_wait);
     }
 
     fn revive(&self) -> bool {
@@ -376,23 +457,26 @@ impl Invoker {
         self.state.store(AVAILABLE, Ordering::Release);
         self.health.available.fetch_add(1, Ordering::AcqRel);
         self.health.revivals.fetch_add(1, Ordering::Relaxed);
+        self.revived_at_ms.store(now_ms().max(1), Ordering::Relaxed);
         true
     }
 
     /// Checks an isolated invoker every interval until it answers (then
     /// revives it), is destroyed, or is dropped. Holds it only weakly
     /// between checks, so it never keeps a removed server alive.
-    fn spawn_health_check(self: &Arc<Self>) {
+    fn spawn_health_check(self: &Arc<Self>, first_wait: Duration) {
         let weak = Arc::downgrade(self);
         let mut alive = self.alive.subscribe();
-        let interval = self.health.breaker.health_check_interval;
+        let interval = health_check_interval(&self.health.breaker);
         tokio::spawn(async move {
+            let mut wait = first_wait;
             loop {
                 tokio::select! {
                     // Only ever resolves when the invoker is dropped.
                     _ = alive.changed() => return,
-                    _ = tokio::time::sleep(interval) => {}
+                    _ = tokio::time::sleep(wait) => {}
                 }
+                wait = interval;
                 let Some(invoker) = weak.upgrade() else {
                     return;
                 };
@@ -403,7 +487,9 @@ impl Invoker {
                     .probe(interval.max(Duration::from_millis(100)))
                     .await
                 {
-                    invoker.revive();
+                    if invoker.revive() {
+                        invoker.health.changed(&invoker);
+                    }
                     return;
                 }
             }
@@ -464,4 +550,16 @@ impl Candidate for Invoker {
     fn hash(&self) -> u64 {
         self.hash
     }
+}
+
+/// The health-check interval, at least 10 ms (0 would spin).
+fn health_check_interval(breaker: &BreakerConfig) -> Duration {
+    breaker.health_check_interval.max(Duration::from_millis(10))
+}
+
+/// Milliseconds since the first call of this function in the process.
+fn now_ms() -> u64 {
+    static EPOCH: std::sync::LazyLock<std::time::Instant> =
+        std::sync::LazyLock::new(std::time::Instant::now);
+    EPOCH.elapsed().as_millis() as u64
 }

@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use keel_cluster::naming::{NamingService, NamingSink};
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::channel::{Call, EndpointConfig, Reply, Transport, TransportFuture};
 use crate::status::{Code, Status};
@@ -119,6 +120,8 @@ pub struct Cluster {
     started: AtomicBool,
     /// Dropped with the cluster, which ends the naming task.
     stop: watch::Sender<()>,
+    /// How long a call waits for the naming service's first endpoint set.
+    first_update_wait: Duration,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -149,7 +152,9 @@ impl Cluster {
             },
             health,
         ));
+        let _ = directory.health.directory.set(Arc::downgrade(&directory));
         let cluster = Cluster {
+            first_update_wait: endpoint.connect_timeout,
             directory,
             options,
             retries: AtomicU64::new(0),
@@ -241,6 +246,14 @@ impl Cluster {
             // Every server was tried: one may work now (brpc does the same).
             .or_else(|| snapshot.picker.pick(servers, key, |_| false))
             .map(|i| servers[i].clone())
+            // Nothing available (the available ones were removed, leaving
+            // isolated ones): an isolated server beats no server.
+            .or_else(|| {
+                servers
+                    .iter()
+                    .find(|s| s.state() == InvokerState::Isolated)
+                    .cloned()
+            })
             .ok_or_else(|| {
                 Status::new(
                     Code::EHOSTDOWN,
@@ -267,7 +280,7 @@ impl Cluster {
         first: &Arc<Invoker>,
         call: &Call<'_>,
         after: Duration,
-        tried: &Tried,
+        tried: &mut Tried,
     ) -> Result<Reply, Status> {
         let primary = self.attempt(first, call);
         tokio::pin!(primary);
@@ -275,7 +288,6 @@ impl Cluster {
             result = &mut primary => return result,
             _ = tokio::time::sleep(after) => {}
         }
-        let mut tried = *tried;
         tried.push(first.id());
         let snapshot = self.directory.snapshot();
         let servers = &snapshot.servers;
@@ -289,6 +301,8 @@ impl Cluster {
         let Some(second) = second else {
             return primary.await;
         };
+        // A failover after this call does not go back to either server.
+        tried.push(second.id());
         self.backup_requests.fetch_add(1, Ordering::Relaxed);
         let backup = self.attempt(&second, call);
         tokio::pin!(backup);
@@ -325,9 +339,21 @@ impl Cluster {
 
     async fn call_inner(&self, call: Call<'_>) -> Result<Reply, Status> {
         if !self.directory.is_ready() {
-            // The first endpoint set has not arrived yet; the channel's
-            // deadline bounds the wait.
-            self.wait_for_updates(1).await;
+            // The first endpoint set has not arrived yet: wait for it, as
+            // long as connecting may take (and within the call's deadline).
+            let wait = self.wait_for_updates(1);
+            if tokio::time::timeout(self.first_update_wait, wait)
+                .await
+                .is_err()
+            {
+                return Err(Status::new(
+                    Code::EHOSTDOWN,
+                    format!(
+                        "{} has delivered no servers within {:?}",
+                        self.directory.name, self.first_update_wait
+                    ),
+                ));
+            }
         }
         let max_retry = match self.options.strategy {
             Strategy::Failfast => 0,
@@ -338,11 +364,15 @@ impl Cluster {
         loop {
             let invoker = self.pick(&call, &tried)?;
             let result = match self.options.backup_request {
-                Some(after) => self.with_backup(&invoker, &call, after, &tried).await,
+                Some(after) => self.with_backup(&invoker, &call, after, &mut tried).await,
                 None => self.attempt(&invoker, &call).await,
             };
             match result {
-                Err(status) if retries < max_retry && self.retryable(&status) => {
+                Err(status)
+                    if retries < max_retry
+                        && self.retryable(&status)
+                        && call.deadline.is_none_or(|d| Instant::now() < d) =>
+                {
                     retries += 1;
                     self.retries.fetch_add(1, Ordering::Relaxed);
                     tried.push(invoker.id());
@@ -359,13 +389,16 @@ impl Transport for Cluster {
         Box::pin(self.call_inner(call))
     }
 
+    /// Calls waiting for a response on any of this channel's invokers,
+    /// including destroyed ones still finishing theirs.
     fn pending_calls(&self) -> usize {
-        self.directory
-            .snapshot()
-            .servers
-            .iter()
-            .map(|i| i.pending_calls())
-            .sum()
+        let mut pending = 0;
+        registry::for_each(|invoker| {
+            if invoker.shares(&self.directory.health) {
+                pending += invoker.pending_calls();
+            }
+        });
+        pending
     }
 
     fn cluster(&self) -> Option<&Cluster> {

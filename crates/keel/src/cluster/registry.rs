@@ -54,12 +54,21 @@ impl Drop for Registration {
         let mut r = registry();
         r.slots[self.slot] = None;
         r.live -= 1;
-        if r.live == 0 {
-            // Nothing registered: give the tables back entirely.
-            r.slots = Vec::new();
-            r.free = Vec::new();
-        } else {
-            r.free.push(self.slot);
+        r.free.push(self.slot);
+        // Give back the slots past the last live entry, so a past peak of
+        // invokers does not stay allocated (R4).
+        let len = r
+            .slots
+            .iter()
+            .rposition(Option::is_some)
+            .map_or(0, |i| i + 1);
+        if len < r.slots.len() {
+            r.slots.truncate(len);
+            r.free.retain(|&slot| slot < len);
+            if r.slots.capacity() > 2 * len + 16 {
+                r.slots.shrink_to_fit();
+                r.free.shrink_to_fit();
+            }
         }
     }
 }
@@ -68,11 +77,17 @@ impl Drop for Registration {
 /// channel, state, calls in flight, errors. A snapshot; it keeps nothing
 /// alive.
 pub fn invokers() -> Vec<InvokerInfo> {
+    let mut all = Vec::new();
+    for_each(|invoker| all.push(invoker.info()));
+    all
+}
+
+/// Runs `f` on every live invoker of the process.
+pub(crate) fn for_each(mut f: impl FnMut(&Invoker)) {
     let weak: Vec<Weak<Invoker>> = registry().slots.iter().flatten().cloned().collect();
-    weak.iter()
-        .filter_map(Weak::upgrade)
-        .map(|invoker| invoker.info())
-        .collect()
+    for invoker in weak.iter().filter_map(Weak::upgrade) {
+        f(&invoker);
+    }
 }
 
 /// How many invokers are alive in this process.
