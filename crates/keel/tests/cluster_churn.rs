@@ -100,4 +100,8 @@ async fn hundred_thousand_endpoint_changes_leave_nothing_behind() {
         })
         .await;
     }
+    eventually("the naming task and connection tasks to end", || {
+        metrics.num_alive_tasks() == tasks_without_channel
+    })
+    .await;
 }
