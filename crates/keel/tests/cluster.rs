@@ -252,7 +252,7 @@ async fn a_backup_request_rescues_calls_to_a_slow_server() {
     let stuck = slow.calls.load(Ordering::Relaxed);
     assert!(stuck >= CALLS / 2, "slow server got {stuck}");
     assert!(stats.backup_requests >= stuck, "{stats:?}");
-    assert!(stats.backup_wins >= stuck, "{stats:?}");
+    assert!(stats.backup_wins >= CALLS / 2, "{stats:?}");
     // The losers were cancelled: no pending entry is left on any invoker.
     for invoker in channel.cluster().expect("cluster").invokers() {
         assert_eq!(invoker.pending, 0, "{invoker:?}");
@@ -509,11 +509,15 @@ async fn a_server_that_stops_answering_is_isolated_by_its_timeouts() {
     // fine one has plenty.
     fine.gate.add_permits(10_000);
     let channel = Channel::builder(&list(&[&hung.addr(), &fine.addr()]))
-        .timeout(Some(Duration::from_millis(40)))
+        .timeout(Some(Duration::from_millis(60)))
         .build()
         .expect("valid");
     let cluster = channel.cluster().expect("cluster");
     let client = EchoServiceClient::new(&channel);
+    let patient = client.clone().with_options(CallOptions {
+        timeout: Some(Duration::from_secs(5)),
+        ..CallOptions::default()
+    });
     let mut timeouts = 0;
     let mut calls = 0;
     while cluster.stats().isolations == 0 && calls < 100 {
@@ -533,15 +537,55 @@ async fn a_server_that_stops_answering_is_isolated_by_its_timeouts() {
         InvokerState::Isolated,
         "{hung_invoker:?}"
     );
-    assert_eq!(
-        hung_invoker.errors, timeouts,
-        "every timeout counted against it"
+    // Its timeouts counted against it (the fine server may have timed out
+    // too on a loaded machine, so not necessarily all of them).
+    assert!(
+        hung_invoker.errors >= 16 && hung_invoker.errors <= timeouts,
+        "{hung_invoker:?}, {timeouts} timeouts"
     );
     // From now on every call is answered.
     for _ in 0..10 {
-        client
+        patient
             .echo(&request("gate"))
             .await
             .expect("the fine server answers");
     }
+}
+
+#[tokio::test]
+async fn with_an_attempt_timeout_calls_fail_over_from_a_hung_server() {
+    quiet();
+    let hung = start(|b| b).await;
+    let fine = start(|b| b).await;
+    fine.gate.add_permits(10_000);
+    let channel = Channel::builder(&list(&[&hung.addr(), &fine.addr()]))
+        .attempt_timeout(Some(Duration::from_millis(30)))
+        .timeout(Some(Duration::from_secs(5)))
+        .breaker(BreakerConfig {
+            enabled: false,
+            ..BreakerConfig::default()
+        })
+        .build()
+        .expect("valid");
+    let client = EchoServiceClient::new(&channel);
+    for _ in 0..10 {
+        let reply = client
+            .echo(&request("gate"))
+            .await
+            .expect("failover answers");
+        assert_eq!(reply.message, "gate");
+    }
+    let cluster = channel.cluster().expect("cluster");
+    // Round robin sent half the first attempts to the hung server; each
+    // timed out there and was retried on the other.
+    let retries = cluster.stats().retries;
+    assert!(retries >= 5, "{:?}", cluster.stats());
+    let hung_invoker = cluster
+        .invokers()
+        .into_iter()
+        .find(|i| i.endpoint.addr == hung.addr())
+        .expect("invoker");
+    assert_eq!(hung_invoker.errors, hung_invoker.calls, "{hung_invoker:?}");
+    assert_eq!(hung_invoker.pending, 0, "timed-out attempts left the table");
+    assert_eq!(hung_invoker.state, InvokerState::Available, "breaker off");
 }

@@ -208,6 +208,9 @@ pub struct InvokerInfo {
     pub calls: u64,
     /// Calls that failed.
     pub errors: u64,
+    /// Recent error rate, 0 to 1 (an exponential average over about the
+    /// last 16 calls; what the circuit breaker watches).
+    pub error_rate: f64,
     /// Recent average latency, in microseconds.
     pub latency_us: u64,
     /// Whether its connection is up.
@@ -302,6 +305,7 @@ impl Invoker {
             in_flight: self.in_flight(),
             calls: self.calls.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
+            error_rate: f64::from(self.error_ema.load(Ordering::Relaxed)) / f64::from(EMA_ONE),
             latency_us: self.latency_us.load(Ordering::Relaxed),
             connected: self.transport.is_connected(),
             pending: self.pending_calls(),
