@@ -333,43 +333,45 @@ impl Invoker {
     /// it fails too often.
     /// The caller counts the attempt in flight around it
     /// ([`begin`](Self::begin) / [`end`](Self::end)).
-    /// `timeout` bounds this attempt alone (failover on timeouts), and the
-    /// call's deadline bounds it too: an attempt that runs out of either
-    /// fails with ERPCTIMEDOUT here, so it counts as an error of this
-    /// server (the channel's own deadline would drop it unrecorded).
+    /// `timeout` bounds this attempt alone (failover on timeouts): an
+    /// attempt that runs out of it fails with ERPCTIMEDOUT. An attempt the
+    /// channel drops at the call's deadline counts as a timeout of this
+    /// server too (through a guard, so no second timer is armed for it);
+    /// one dropped earlier (a backup request's loser) counts as nothing.
     pub(crate) async fn call(
         self: &Arc<Self>,
         call: &Call<'_>,
         timeout: Option<Duration>,
     ) -> Result<Reply, Status> {
-        let started = Instant::now();
-        let limit = match (timeout.and_then(|t| started.checked_add(t)), call.deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        let mut outcome = Outcome {
+            invoker: self,
+            started: Instant::now(),
+            deadline: call.deadline,
+            recorded: false,
         };
         let attempt = self.transport.try_call(call);
-        let result = match limit {
+        let result = match timeout {
             None => attempt.await,
-            Some(limit) => match tokio::time::timeout_at(limit, attempt).await {
+            Some(t) => match tokio::time::timeout(t, attempt).await {
                 Ok(result) => result,
                 Err(_elapsed) => Err(Status::new(
                     Code::ERPCTIMEDOUT,
                     format!(
-                        "{} did not answer within {:?}",
-                        self.endpoint.addr,
-                        limit.saturating_duration_since(started)
+                        "{} did not answer within the attempt timeout of {t:?}",
+                        self.endpoint.addr
                     ),
                 )),
             },
         };
-        self.record(&result, started.elapsed());
+        outcome.record(result.as_ref().err().map(Status::code));
         result
     }
 
-    fn record(self: &Arc<Self>, result: &Result<Reply, Status>, elapsed: Duration) {
+    /// Counts one answered attempt (`failure`: its error code, if any).
+    fn record(self: &Arc<Self>, failure: Option<Code>, elapsed: Duration) {
         self.calls.fetch_add(1, Ordering::Relaxed);
-        let failed = match result {
-            Ok(_) => {
+        let failed = match failure {
+            None => {
                 // Latency of answers only: a server that fails fast must
                 // not look fast to least active and p2c.
                 let us = elapsed.as_micros().min(u64::MAX as u128) as u64;
@@ -384,11 +386,11 @@ impl Invoker {
                     });
                 false
             }
-            Err(status) => {
+            Some(code) => {
                 self.errors.fetch_add(1, Ordering::Relaxed);
                 // Overload answers say "busy", not "broken": isolating busy
                 // servers would pile their load on the others.
-                !matches!(status.code(), Code::ELIMIT | Code::EOVERCROWDED)
+                !matches!(code, Code::ELIMIT | Code::EOVERCROWDED)
             }
         };
         let step =
@@ -404,7 +406,7 @@ impl Invoker {
         if !failed || !breaker.enabled {
             return;
         }
-        if matches!(result, Err(s) if s.code() == Code::EFAILEDSOCKET) {
+        if failure == Some(Code::EFAILEDSOCKET) {
             self.isolate(false);
         } else if samples >= breaker.min_calls
             && f64::from(ema) / f64::from(EMA_ONE) > breaker.error_rate
@@ -419,6 +421,11 @@ impl Invoker {
     /// [`BreakerConfig::min_isolation`]) rather than by a broken connection
     /// (checked again from the next interval on).
     fn isolate(self: &Arc<Self>, for_errors: bool) {
+        // Only a runtime can check it later (an attempt dropped after its
+        // runtime is gone records outside one): no runtime, no isolation.
+        if tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
         {
             let _t = self.health.transition();
             if self.state.load(Ordering::Acquire) != AVAILABLE
@@ -519,6 +526,30 @@ impl Invoker {
                 status.code(),
                 Code::EFAILEDSOCKET | Code::ERPCTIMEDOUT | Code::EOVERCROWDED | Code::ELOGOFF
             ),
+        }
+    }
+}
+
+/// Records an attempt's outcome exactly once: when it returns, or, when it
+/// is dropped at or past the call's deadline, as a timeout.
+struct Outcome<'a> {
+    invoker: &'a Arc<Invoker>,
+    started: Instant,
+    deadline: Option<Instant>,
+    recorded: bool,
+}
+
+impl Outcome<'_> {
+    fn record(&mut self, failure: Option<Code>) {
+        self.recorded = true;
+        self.invoker.record(failure, self.started.elapsed());
+    }
+}
+
+impl Drop for Outcome<'_> {
+    fn drop(&mut self) {
+        if !self.recorded && self.deadline.is_some_and(|d| Instant::now() >= d) {
+            self.record(Some(Code::ERPCTIMEDOUT));
         }
     }
 }
