@@ -598,3 +598,76 @@ fn now_ms() -> u64 {
         std::sync::LazyLock::new(std::time::Instant::now);
     EPOCH.elapsed().as_millis() as u64
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn invoker(health: &Arc<Health>, port: u16) -> Arc<Invoker> {
+        Invoker::new(
+            Endpoint::new(format!("127.0.0.1:{port}")),
+            "list://test".into(),
+            EndpointConfig {
+                connect_timeout: Duration::from_millis(10),
+                max_retry: 0,
+                max_body_size: 1 << 20,
+            },
+            health.clone(),
+        )
+    }
+
+    fn fail_until_isolated(invoker: &Arc<Invoker>) -> u32 {
+        let mut failures = 0;
+        while invoker.state() == InvokerState::Available {
+            invoker.record(Some(Code::EINTERNAL), Duration::from_millis(1));
+            failures += 1;
+            assert!(failures < 1_000, "never isolated");
+        }
+        failures
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn error_isolations_back_off_while_a_server_keeps_failing() {
+        let health = Arc::new(Health::new(BreakerConfig {
+            min_isolation: Duration::from_millis(100),
+            max_isolation: Duration::from_millis(800),
+            ..BreakerConfig::default()
+        }));
+        let failing = invoker(&health, 1);
+        let _other = invoker(&health, 2);
+        let mut lengths = Vec::new();
+        for round in 0..6 {
+            let failures = fail_until_isolated(&failing);
+            assert!(failures >= 16 || round > 0, "min_calls first: {failures}");
+            lengths.push(failing.isolation_ms.load(Ordering::Relaxed));
+            assert!(failing.revive(), "isolated, so revivable");
+        }
+        assert_eq!(lengths, [100, 200, 400, 800, 800, 800]);
+        assert_eq!(health.isolations.load(Ordering::Relaxed), 6);
+        assert_eq!(health.revivals.load(Ordering::Relaxed), 6);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn overload_answers_never_isolate_and_the_last_server_stays() {
+        let health = Arc::new(Health::new(BreakerConfig::default()));
+        let a = invoker(&health, 1);
+        let b = invoker(&health, 2);
+        for _ in 0..100 {
+            a.record(Some(Code::ELIMIT), Duration::from_millis(1));
+            a.record(Some(Code::EOVERCROWDED), Duration::from_millis(1));
+        }
+        assert_eq!(a.state(), InvokerState::Available);
+        assert_eq!(a.info().errors, 200, "still counted as errors");
+        fail_until_isolated(&a);
+        // b is now the last available server: failures cannot isolate it.
+        for _ in 0..100 {
+            b.record(Some(Code::EFAILEDSOCKET), Duration::from_millis(1));
+        }
+        assert_eq!(b.state(), InvokerState::Available);
+        // Destroying the isolated one leaves the counts consistent.
+        a.destroy();
+        assert_eq!(a.state(), InvokerState::Closing);
+        assert!(!a.revive(), "a closing invoker is never revived");
+        assert_eq!(health.available.load(Ordering::Relaxed), 1);
+    }
+}
