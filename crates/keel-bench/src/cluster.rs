@@ -9,6 +9,9 @@
 //! - `list://` with that one endpoint: the cluster layer (naming snapshot,
 //!   pick, in-flight accounting, failover bookkeeping) around the same
 //!   connection;
+//! - three plain `host:port` channels, the callers split among them: the
+//!   cost of spreading over three connections and processes without the
+//!   cluster layer;
 //! - `list://` with all three endpoints, round robin and p2c: calls spread
 //!   over three connections and three server processes.
 //!
@@ -43,9 +46,9 @@ list:// channel of that one endpoint, and list:// channels of three
 endpoints (round robin, p2c); three Keel servers in child processes.
 
 options:
-  --seconds S   length of each run (default 3; a full run takes ~45 s)
+  --seconds S   length of each run (default 3; a full run takes ~55 s)
   --rounds R    runs per channel, alternating (default 3)
-  --quick       0.5 s runs: a smoke run of ~10 s
+  --quick       0.5 s runs: a smoke run of ~12 s
   -h, --help    this text
 ";
 
@@ -91,6 +94,8 @@ impl Options {
 struct Setup {
     name: &'static str,
     clients: Clients,
+    /// Calls in flight per client (all setups total about 128).
+    per_client: usize,
 }
 
 /// What one run measured, client side.
@@ -105,6 +110,11 @@ struct Sample {
 
 fn setups(addrs: &[String]) -> Result<Vec<Setup>, String> {
     let keel = |channel: Channel| Clients::Keel(vec![EchoServiceClient::new(&channel)]);
+    let plain = |addr: &String| {
+        Channel::new(addr)
+            .map(|c| EchoServiceClient::new(&c))
+            .map_err(|e| e.to_string())
+    };
     let list = |addrs: &[String], lb: LoadBalancer| {
         Channel::builder(&format!("list://{}", addrs.join(",")))
             .load_balancer(lb)
@@ -115,29 +125,38 @@ fn setups(addrs: &[String]) -> Result<Vec<Setup>, String> {
         Setup {
             name: "host:port (baseline)",
             clients: keel(Channel::new(&addrs[0]).map_err(|e| e.to_string())?),
+            per_client: IN_FLIGHT,
         },
         Setup {
             name: "list://, 1 endpoint",
             clients: keel(list(&addrs[..1], LoadBalancer::RoundRobin)?),
+            per_client: IN_FLIGHT,
+        },
+        Setup {
+            name: "3 x host:port, callers split",
+            clients: Clients::Keel(addrs.iter().map(plain).collect::<Result<_, _>>()?),
+            per_client: IN_FLIGHT.div_ceil(3),
         },
         Setup {
             name: "list://, 3 endpoints, rr",
             clients: keel(list(addrs, LoadBalancer::RoundRobin)?),
+            per_client: IN_FLIGHT,
         },
         Setup {
             name: "list://, 3 endpoints, p2c",
             clients: keel(list(addrs, LoadBalancer::PowerOfTwoChoices)?),
+            per_client: IN_FLIGHT,
         },
     ])
 }
 
 fn run_once(
     rt: &tokio::runtime::Runtime,
-    clients: &Clients,
+    setup: &Setup,
     length: Duration,
     ticks_per_us: f64,
 ) -> Result<Sample, String> {
-    let armed = clients.arm(rt, IN_FLIGHT);
+    let armed = setup.clients.arm(rt, setup.per_client);
     let ticks = echo::own_cpu_ticks()?;
     let allocs = keel_alloc::stats().allocs;
     let (hist, elapsed) = armed.fire(rt, length)?;
@@ -182,7 +201,7 @@ fn run(opts: &Options) -> Result<String, String> {
         opts.seconds
     );
     for s in &setups {
-        s.clients.arm(&rt, IN_FLIGHT).fire(&rt, opts.warm_up())?;
+        s.clients.arm(&rt, s.per_client).fire(&rt, opts.warm_up())?;
     }
     let length = Duration::from_secs_f64(opts.seconds);
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); setups.len()];
@@ -195,7 +214,7 @@ fn run(opts: &Options) -> Result<String, String> {
                 opts.rounds,
                 setups[i].name
             );
-            samples[i].push(run_once(&rt, &setups[i].clients, length, ticks_per_us)?);
+            samples[i].push(run_once(&rt, &setups[i], length, ticks_per_us)?);
         }
     }
     eprintln!();
@@ -249,7 +268,8 @@ fn run(opts: &Options) -> Result<String, String> {
     let _ = write!(out, "{t}");
     out.push_str(
         "  The 3-endpoint rows share 2 cores among 3 server processes and the client:\n  \
-         they show what spreading costs, not a scale-out.\n",
+         they show what spreading costs, not a scale-out; compare the list:// rows with\n  \
+         `3 x host:port` for the cluster layer's own share of it.\n",
     );
     Ok(out)
 }

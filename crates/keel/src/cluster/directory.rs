@@ -67,6 +67,12 @@ impl Directory {
         }
     }
 
+    /// Runs `f` on the current snapshot, under the read lock (cheaper than
+    /// cloning it: the hot path of every call).
+    pub(crate) fn with_snapshot<R>(&self, f: impl FnOnce(&Snapshot) -> R) -> R {
+        f(&self.current.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
     pub(crate) fn snapshot(&self) -> Arc<Snapshot> {
         self.current
             .read()
@@ -152,15 +158,16 @@ impl Directory {
         if self.kind != LoadBalancer::LeastActive {
             return;
         }
-        let snapshot = self.snapshot();
         let slot = invoker.slot();
-        if snapshot
-            .servers
-            .get(slot)
-            .is_some_and(|s| s.id() == invoker.id())
-        {
-            snapshot.picker.feedback(&snapshot.servers, slot);
-        }
+        self.with_snapshot(|snapshot| {
+            if snapshot
+                .servers
+                .get(slot)
+                .is_some_and(|s| s.id() == invoker.id())
+            {
+                snapshot.picker.feedback(&snapshot.servers, slot);
+            }
+        });
     }
 }
 

@@ -237,33 +237,35 @@ impl Cluster {
     }
 
     fn pick(&self, call: &Call<'_>, tried: &Tried) -> Result<Arc<Invoker>, Status> {
-        let snapshot = self.directory.snapshot();
-        let servers = &snapshot.servers;
         let key = call.options.hash_key;
-        snapshot
-            .picker
-            .pick(servers, key, |i| tried.contains(servers[i].id()))
-            // Every server was tried: one may work now (brpc does the same).
-            .or_else(|| snapshot.picker.pick(servers, key, |_| false))
-            .map(|i| servers[i].clone())
-            // Nothing available (the available ones were removed, leaving
-            // isolated ones): an isolated server beats no server.
-            .or_else(|| {
-                servers
-                    .iter()
-                    .find(|s| s.state() == InvokerState::Isolated)
-                    .cloned()
-            })
-            .ok_or_else(|| {
-                Status::new(
-                    Code::EHOSTDOWN,
-                    format!(
-                        "no server of {} can take the call ({} known, none available)",
-                        self.directory.name,
-                        servers.len()
-                    ),
-                )
-            })
+        self.directory.with_snapshot(|snapshot| {
+            let servers = &snapshot.servers;
+            snapshot
+                .picker
+                .pick(servers, key, |i| tried.contains(servers[i].id()))
+                // Every server was tried: one may work now (brpc does the
+                // same).
+                .or_else(|| snapshot.picker.pick(servers, key, |_| false))
+                .map(|i| servers[i].clone())
+                // Nothing available (the available ones were removed,
+                // leaving isolated ones): an isolated server beats none.
+                .or_else(|| {
+                    servers
+                        .iter()
+                        .find(|s| s.state() == InvokerState::Isolated)
+                        .cloned()
+                })
+                .ok_or_else(|| {
+                    Status::new(
+                        Code::EHOSTDOWN,
+                        format!(
+                            "no server of {} can take the call ({} known, none available)",
+                            self.directory.name,
+                            servers.len()
+                        ),
+                    )
+                })
+        })
     }
 
     /// One attempt on `invoker`, counted in flight while it runs.
@@ -289,15 +291,15 @@ impl Cluster {
             _ = tokio::time::sleep(after) => {}
         }
         tried.push(first.id());
-        let snapshot = self.directory.snapshot();
-        let servers = &snapshot.servers;
-        let second = snapshot
-            .picker
-            .pick(servers, call.options.hash_key, |i| {
-                tried.contains(servers[i].id())
-            })
-            .map(|i| servers[i].clone());
-        drop(snapshot);
+        let second = self.directory.with_snapshot(|snapshot| {
+            let servers = &snapshot.servers;
+            snapshot
+                .picker
+                .pick(servers, call.options.hash_key, |i| {
+                    tried.contains(servers[i].id())
+                })
+                .map(|i| servers[i].clone())
+        });
         let Some(second) = second else {
             return primary.await;
         };
