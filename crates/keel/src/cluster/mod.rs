@@ -366,7 +366,9 @@ impl Cluster {
         loop {
             let invoker = self.pick(&call, &tried)?;
             let result = match self.options.backup_request {
-                Some(after) => self.with_backup(&invoker, &call, after, &mut tried).await,
+                // Boxed: its two attempts would otherwise triple the size
+                // of every call's future, backup or not.
+                Some(after) => Box::pin(self.with_backup(&invoker, &call, after, &mut tried)).await,
                 None => self.attempt(&invoker, &call).await,
             };
             match result {
