@@ -589,3 +589,25 @@ async fn with_an_attempt_timeout_calls_fail_over_from_a_hung_server() {
     assert_eq!(hung_invoker.pending, 0, "timed-out attempts left the table");
     assert_eq!(hung_invoker.state, InvokerState::Available, "breaker off");
 }
+
+#[test]
+fn a_cluster_channel_built_outside_a_runtime_starts_naming_at_its_first_call() {
+    quiet();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let server = rt.block_on(start(|b| b));
+    // No runtime here: the naming service cannot start yet.
+    let channel = Channel::new(&list(&[&server.addr()])).expect("valid");
+    assert_eq!(channel.cluster().expect("cluster").stats().updates, 0);
+    let reply = rt
+        .block_on(EchoServiceClient::new(&channel).echo(&request("late")))
+        .expect("the first call starts naming and waits for it");
+    assert_eq!(reply.message, "late");
+    assert_eq!(channel.cluster().expect("cluster").stats().updates, 1);
+    rt.block_on(async move {
+        drop(channel);
+        drop(server);
+    });
+}

@@ -91,6 +91,10 @@ async fn a_chain_of_three_servers_is_one_trace_with_parent_links() {
                         s.mark(keel_rpcz::Mark::Sent).is_some(),
                         "every span, server and client, records when it sent: {s:?}"
                     );
+                    assert!(
+                        s.peer().is_some_and(|p| p.ip().is_loopback()),
+                        "client spans name the server, server spans the client: {s:?}"
+                    );
                     if s.kind() == keel_rpcz::Kind::Server {
                         let (start, end, sent) = (
                             s.mark(keel_rpcz::Mark::HandlerStart),

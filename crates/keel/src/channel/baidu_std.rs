@@ -82,6 +82,8 @@ struct State {
     /// sent on, so a failed connection fails exactly its own calls.
     epoch: u64,
     up: bool,
+    /// The address the current connection reached (for client spans).
+    peer: Option<std::net::SocketAddr>,
     out: BytesMut,
     pending: Slab,
 }
@@ -96,6 +98,7 @@ impl BaiduStd {
                 state: Mutex::new(State {
                     epoch: 0,
                     up: false,
+                    peer: None,
                     out: BytesMut::new(),
                     pending: Slab::default(),
                 }),
@@ -145,6 +148,12 @@ impl BaiduStd {
                         self.conn.addr
                     ),
                 ));
+            }
+            if call.span.is_sampled() {
+                if let Some(peer) = st.peer {
+                    call.span.set_peer(peer);
+                }
+                call.span.set_protocol("baidu_std");
             }
             let key = st.pending.insert(epoch);
             if let Err(status) =
@@ -196,10 +205,12 @@ impl BaiduStd {
                 }
             };
         let _ = stream.set_nodelay(true);
+        let peer = stream.peer_addr().ok();
         let epoch = {
             let mut st = self.conn.lock();
             st.epoch += 1;
             st.up = true;
+            st.peer = peer;
             st.out.clear();
             st.epoch
         };
