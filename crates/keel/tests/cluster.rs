@@ -611,3 +611,85 @@ fn a_cluster_channel_built_outside_a_runtime_starts_naming_at_its_first_call() {
         drop(server);
     });
 }
+
+#[tokio::test]
+async fn broadcast_calls_every_server_and_reports_the_first_failure() {
+    quiet();
+    let servers = [start(|b| b).await, start(|b| b).await, start(|b| b).await];
+    let addrs: Vec<String> = servers.iter().map(|s| s.addr()).collect();
+    let refs: Vec<&str> = addrs.iter().map(String::as_str).collect();
+    let channel = Channel::builder(&list(&refs))
+        .strategy(Strategy::Broadcast)
+        .build()
+        .expect("valid");
+    let client = EchoServiceClient::new(&channel);
+    for _ in 0..5 {
+        assert_eq!(
+            client
+                .echo(&request("all"))
+                .await
+                .expect("all answer")
+                .message,
+            "all"
+        );
+    }
+    for s in &servers {
+        assert_eq!(
+            s.calls.load(Ordering::Relaxed),
+            5,
+            "every server, every call"
+        );
+    }
+    // A failing handler anywhere fails the broadcast, after all were called.
+    let e = client
+        .echo(&request("fail"))
+        .await
+        .expect_err("every server fails it");
+    assert_eq!(e.code(), Code::new(4242), "{e}");
+    for s in &servers {
+        assert_eq!(s.calls.load(Ordering::Relaxed), 6);
+    }
+}
+
+#[tokio::test]
+async fn the_retry_budget_stops_a_retry_storm() {
+    quiet();
+    let live = start(|b| b).await;
+    let dead = start(|b| b).await;
+    let dead_addr = dead.addr();
+    drop(dead);
+    let channel = Channel::builder(&list(&[&dead_addr, &live.addr()]))
+        // No breaker: the dead server keeps being picked, so every second
+        // call needs a retry.
+        .breaker(BreakerConfig {
+            enabled: false,
+            ..BreakerConfig::default()
+        })
+        .retry_budget(Some(keel::cluster::RetryBudget {
+            ratio: 0.1,
+            reserve: 5,
+        }))
+        .build()
+        .expect("valid");
+    let client = EchoServiceClient::new(&channel);
+    let mut failed = 0;
+    const CALLS: u64 = 400;
+    for _ in 0..CALLS {
+        if let Err(e) = client.echo(&request("hi")).await {
+            assert_eq!(e.code(), Code::EFAILEDSOCKET, "{e}");
+            failed += 1;
+        }
+    }
+    let stats = channel.cluster().expect("cluster").stats();
+    // Half the first attempts hit the dead server; the budget allows the
+    // reserve plus 10% of the attempts (earned in batches of 8 per
+    // server), not one retry per failure.
+    let attempts = CALLS + stats.retries;
+    assert!(stats.retries <= 5 + attempts / 10 + 2, "{stats:?}");
+    assert!(stats.retries >= 5, "the reserve is used: {stats:?}");
+    assert!(stats.retries_refused > 0, "{stats:?}");
+    assert_eq!(
+        failed, stats.retries_refused,
+        "a refused retry fails its call"
+    );
+}

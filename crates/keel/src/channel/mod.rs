@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::cluster::{BreakerConfig, Cluster, ClusterOptions, Strategy, naming};
+use crate::cluster::{BreakerConfig, Cluster, ClusterOptions, RetryBudget, Strategy, naming};
 use crate::codec::Encode;
 use crate::method::MethodDescriptor;
 use crate::options::CallOptions;
@@ -133,7 +133,14 @@ impl ChannelBuilder {
         self
     }
 
-    /// Failover (default) or failfast, for a cluster channel.
+    /// Caps the retries of a cluster channel at a share of its calls
+    /// (default 20%, 100 saved up; `None`: only `max_retry` limits them).
+    pub fn retry_budget(mut self, budget: Option<RetryBudget>) -> Self {
+        self.cluster.retry_budget = budget;
+        self
+    }
+
+    /// Failover (default), failfast or broadcast, for a cluster channel.
     pub fn strategy(mut self, strategy: Strategy) -> Self {
         self.cluster.strategy = strategy;
         self

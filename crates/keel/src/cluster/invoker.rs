@@ -13,7 +13,7 @@
 //! is dropped whole: its connection task ends (rule R5), its registry entry
 //! leaves through the guard (R1). Nothing is cleared to pretend (R2).
 
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
@@ -21,6 +21,7 @@ use keel_cluster::{Candidate, Endpoint};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::RetryBudget;
 use super::directory::Directory;
 use super::registry::Registration;
 use crate::channel::{BaiduStd, Call, EndpointConfig, Reply};
@@ -118,11 +119,21 @@ pub(crate) struct Health {
     /// The directory, to tell its balancer when a server's usability
     /// changes (set once the directory exists).
     pub(crate) directory: OnceLock<Weak<Directory>>,
+    /// The retry budget's balance in thousandths of a retry, its earning
+    /// per call and its cap (see [`RetryBudget`]); `None`: no budget.
+    retry_tokens: AtomicI64,
+    retry_budget: Option<(i64, i64)>,
 }
 
 impl Health {
-    pub(crate) fn new(breaker: BreakerConfig) -> Health {
+    pub(crate) fn new(breaker: BreakerConfig, budget: Option<RetryBudget>) -> Health {
+        let budget = budget.map(|b| {
+            let earn = (b.ratio.clamp(0.0, 1_000.0) * 1_000.0).round() as i64;
+            (earn, i64::from(b.reserve) * 1_000)
+        });
         Health {
+            retry_tokens: AtomicI64::new(budget.map_or(0, |(_, cap)| cap)),
+            retry_budget: budget,
             breaker,
             available: AtomicUsize::new(0),
             transitions: Mutex::new(()),
@@ -130,6 +141,30 @@ impl Health {
             revivals: AtomicU64::new(0),
             directory: OnceLock::new(),
         }
+    }
+
+    /// Calls earn retries in batches of `EARN_EVERY` (one shared atomic
+    /// add per batch, not per call).
+    fn earn_retries(&self, calls: u64) {
+        if let Some((earn, _)) = self.retry_budget {
+            if calls % EARN_EVERY == 0 {
+                self.retry_tokens
+                    .fetch_add(earn * EARN_EVERY as i64, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Takes one retry from the budget, if it has one.
+    pub(crate) fn spend_retry(&self) -> bool {
+        let Some((_, cap)) = self.retry_budget else {
+            return true;
+        };
+        self.retry_tokens
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |balance| {
+                let balance = balance.min(cap);
+                (balance >= 1_000).then_some(balance - 1_000)
+            })
+            .is_ok()
     }
 
     /// Tells the balancer that `invoker` became usable or unusable.
@@ -145,6 +180,9 @@ impl Health {
             .unwrap_or_else(PoisonError::into_inner)
     }
 }
+
+/// Calls earn their retry budget in batches of this many.
+const EARN_EVERY: u64 = 8;
 
 /// Fixed-point scale of the error average (1.0 = `EMA_ONE`).
 const EMA_ONE: u32 = 1 << 16;
@@ -374,6 +412,7 @@ impl Invoker {
         // server, so the common case (a healthy server answering) touches
         // as few as it can: the call count, and the latency 1 call in 4.
         let calls = self.calls.fetch_add(1, Ordering::Relaxed) + 1;
+        self.health.earn_retries(calls);
         let failed = match failure {
             None if calls % 4 != 0 && self.latency_us.load(Ordering::Relaxed) != 0 => false,
             None => {
@@ -637,11 +676,14 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn error_isolations_back_off_while_a_server_keeps_failing() {
-        let health = Arc::new(Health::new(BreakerConfig {
-            min_isolation: Duration::from_millis(100),
-            max_isolation: Duration::from_millis(800),
-            ..BreakerConfig::default()
-        }));
+        let health = Arc::new(Health::new(
+            BreakerConfig {
+                min_isolation: Duration::from_millis(100),
+                max_isolation: Duration::from_millis(800),
+                ..BreakerConfig::default()
+            },
+            None,
+        ));
         let failing = invoker(&health, 1);
         let _other = invoker(&health, 2);
         let mut lengths = Vec::new();
@@ -658,7 +700,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn overload_answers_never_isolate_and_the_last_server_stays() {
-        let health = Arc::new(Health::new(BreakerConfig::default()));
+        let health = Arc::new(Health::new(BreakerConfig::default(), None));
         let a = invoker(&health, 1);
         let b = invoker(&health, 2);
         for _ in 0..100 {
@@ -678,5 +720,32 @@ mod tests {
         assert_eq!(a.state(), InvokerState::Closing);
         assert!(!a.revive(), "a closing invoker is never revived");
         assert_eq!(health.available.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn the_retry_budget_starts_full_and_refills_from_calls() {
+        let health = Health::new(
+            BreakerConfig::default(),
+            Some(RetryBudget {
+                ratio: 0.25,
+                reserve: 3,
+            }),
+        );
+        assert!((0..3).all(|_| health.spend_retry()), "the reserve");
+        assert!(!health.spend_retry(), "spent");
+        // 8 calls earn 2 retries at 25%, in one batch.
+        for calls in 1..=8 {
+            health.earn_retries(calls);
+        }
+        assert!(health.spend_retry() && health.spend_retry());
+        assert!(!health.spend_retry());
+        // A long healthy spell saves up no more than the reserve.
+        for calls in 9..=8_000 {
+            health.earn_retries(calls);
+        }
+        assert_eq!((0..10).filter(|_| health.spend_retry()).count(), 3);
+        // No budget: retries are never refused.
+        let unlimited = Health::new(BreakerConfig::default(), None);
+        assert!((0..1_000).all(|_| unlimited.spend_retry()));
     }
 }

@@ -34,6 +34,7 @@ use crate::status::{Code, Status};
 use directory::{Directory, Sink};
 
 pub use invoker::{BreakerConfig, Invoker, InvokerInfo, InvokerState};
+use keel_cluster::Candidate as _;
 pub use keel_cluster::{Endpoint, LoadBalancer, balance, naming};
 pub use registry::{invokers, live_invokers};
 
@@ -48,6 +49,33 @@ pub enum Strategy {
     Failover,
     /// Never retry: the first failure is the call's.
     Failfast,
+    /// Send the call to every available server, one after another (Dubbo's
+    /// broadcast cluster: e.g. to invalidate every server's cache). It
+    /// succeeds with the last server's reply when every server succeeds,
+    /// else it fails with the first failure; the deadline covers them all.
+    Broadcast,
+}
+
+/// Caps failover retries at a share of calls, so a sick cluster is not hit
+/// by a retry storm on top of its load (Finagle's retry budget): every
+/// attempt earns `ratio` of a retry, a retry spends one, and at most
+/// `reserve` retries are saved up (the balance starts there).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryBudget {
+    /// Retries earned per attempt (default 0.2: about one retry per four
+    /// calls at most once the reserve is spent, retries earning too).
+    pub ratio: f64,
+    /// Retries saved up at most, and at the start (default 100).
+    pub reserve: u32,
+}
+
+impl Default for RetryBudget {
+    fn default() -> Self {
+        RetryBudget {
+            ratio: 0.2,
+            reserve: 100,
+        }
+    }
 }
 
 /// How a cluster channel spreads and retries calls.
@@ -60,6 +88,9 @@ pub struct ClusterOptions {
     /// Retries on other servers under failover (default 3); a call's
     /// `CallOptions::max_retry` overrides it.
     pub max_retry: u32,
+    /// Caps retries across all calls (default: 20% of calls, 100 saved up);
+    /// `None`: only `max_retry` limits them.
+    pub retry_budget: Option<RetryBudget>,
     /// Bounds each attempt; an attempt that runs out of it is retried on
     /// another server (failover). `None` (default): only the call's
     /// deadline bounds it, and a timeout is final.
@@ -80,6 +111,7 @@ impl Default for ClusterOptions {
             load_balancer: LoadBalancer::RoundRobin,
             strategy: Strategy::Failover,
             max_retry: 3,
+            retry_budget: Some(RetryBudget::default()),
             attempt_timeout: None,
             backup_request: None,
             breaker: BreakerConfig::default(),
@@ -95,6 +127,8 @@ pub struct ClusterStats {
     pub updates: u64,
     /// Attempts retried on another server.
     pub retries: u64,
+    /// Retries the retry budget refused (the call failed instead).
+    pub retries_refused: u64,
     /// Backup requests sent.
     pub backup_requests: u64,
     /// Calls the backup request answered first.
@@ -112,6 +146,7 @@ pub struct Cluster {
     directory: Arc<Directory>,
     options: ClusterOptions,
     retries: AtomicU64,
+    retries_refused: AtomicU64,
     backup_requests: AtomicU64,
     backup_wins: AtomicU64,
     /// The naming service, until its task starts (at build time inside a
@@ -141,7 +176,7 @@ impl Cluster {
         options: ClusterOptions,
         endpoint: EndpointConfig,
     ) -> Cluster {
-        let health = Arc::new(invoker::Health::new(options.breaker));
+        let health = Arc::new(invoker::Health::new(options.breaker, options.retry_budget));
         let directory = Arc::new(Directory::new(
             name.into(),
             options.load_balancer,
@@ -158,6 +193,7 @@ impl Cluster {
             directory,
             options,
             retries: AtomicU64::new(0),
+            retries_refused: AtomicU64::new(0),
             backup_requests: AtomicU64::new(0),
             backup_wins: AtomicU64::new(0),
             naming: Mutex::new(Some(naming)),
@@ -222,6 +258,7 @@ impl Cluster {
         ClusterStats {
             updates: self.directory.updates(),
             retries: self.retries.load(Ordering::Relaxed),
+            retries_refused: self.retries_refused.load(Ordering::Relaxed),
             backup_requests: self.backup_requests.load(Ordering::Relaxed),
             backup_wins: self.backup_wins.load(Ordering::Relaxed),
             isolations: health.isolations.load(Ordering::Relaxed),
@@ -339,6 +376,49 @@ impl Cluster {
         ) || (status.code() == Code::ERPCTIMEDOUT && self.options.attempt_timeout.is_some())
     }
 
+    /// Takes one retry from the budget; false (and counted) when it is
+    /// spent.
+    fn spend_retry(&self) -> bool {
+        if self.directory.health.spend_retry() {
+            true
+        } else {
+            self.retries_refused.fetch_add(1, Ordering::Relaxed);
+            false
+        }
+    }
+
+    /// Every available server in turn; see [`Strategy::Broadcast`].
+    async fn broadcast(&self, call: &Call<'_>) -> Result<Reply, Status> {
+        let servers: Vec<Arc<Invoker>> = self.directory.with_snapshot(|snapshot| {
+            let servers = &snapshot.servers;
+            servers.iter().filter(|s| s.usable()).cloned().collect()
+        });
+        if servers.is_empty() {
+            return Err(Status::new(
+                Code::EHOSTDOWN,
+                format!(
+                    "no server of {} is available to broadcast to",
+                    self.directory.name
+                ),
+            ));
+        }
+        let mut last = None;
+        let mut first_failure = None;
+        for invoker in &servers {
+            match self.attempt(invoker, call).await {
+                Ok(reply) => last = Some(reply),
+                Err(status) => {
+                    first_failure.get_or_insert(status);
+                }
+            }
+        }
+        match (first_failure, last) {
+            (Some(status), _) => Err(status),
+            (None, Some(reply)) => Ok(reply),
+            (None, None) => unreachable!("at least one server was called"),
+        }
+    }
+
     async fn call_inner(&self, call: Call<'_>) -> Result<Reply, Status> {
         if !self.directory.is_ready() {
             // The first endpoint set has not arrived yet: wait for it, as
@@ -360,6 +440,7 @@ impl Cluster {
         let max_retry = match self.options.strategy {
             Strategy::Failfast => 0,
             Strategy::Failover => call.options.max_retry.unwrap_or(self.options.max_retry),
+            Strategy::Broadcast => return self.broadcast(&call).await,
         };
         let mut tried = Tried::default();
         let mut retries = 0;
@@ -375,7 +456,8 @@ impl Cluster {
                 Err(status)
                     if retries < max_retry
                         && self.retryable(&status)
-                        && call.deadline.is_none_or(|d| Instant::now() < d) =>
+                        && call.deadline.is_none_or(|d| Instant::now() < d)
+                        && self.spend_retry() =>
                 {
                     retries += 1;
                     self.retries.fetch_add(1, Ordering::Relaxed);
