@@ -3,6 +3,7 @@
 
 use std::process::ExitCode;
 use std::str::FromStr;
+use std::time::Duration;
 
 /// What every subcommand does with its arguments: parse them (`Ok(None)`
 /// is `--help`), run, print the report; a usage error exits with 2 and the
@@ -65,6 +66,84 @@ pub fn rounds<'a>(it: &mut impl Iterator<Item = &'a String>) -> Result<usize, St
     value(it, "--rounds", "an integer in 1..=100", |r: &usize| {
         (1..=100).contains(r)
     })
+}
+
+/// The flags the load-running subcommands share: `--seconds S` (one run's
+/// length), `--rounds R` (runs per setting, alternating), `--quick` (short
+/// runs) and `-h`/`--help`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Runs {
+    /// Length of one run, in seconds.
+    pub seconds: f64,
+    /// Runs per setting.
+    pub rounds: usize,
+    /// `--quick` was given (the subcommand may shorten other work too).
+    pub quick: bool,
+}
+
+/// A subcommand's defaults for [`Runs`].
+#[derive(Debug, Clone, Copy)]
+pub struct RunDefaults {
+    /// `--seconds` when not given.
+    pub seconds: f64,
+    /// `--seconds` when not given and `--quick` is.
+    pub quick_seconds: f64,
+    /// `--rounds` when not given.
+    pub rounds: usize,
+}
+
+impl Runs {
+    /// Parses `args`; `Ok(None)` means `--help`. Flags other than the
+    /// shared ones go to `extra` with the remaining arguments (for their
+    /// values); it returns `Ok(false)` for a flag it does not know.
+    pub fn parse<'a>(
+        args: &'a [String],
+        defaults: RunDefaults,
+        mut extra: impl FnMut(&str, &mut std::slice::Iter<'a, String>) -> Result<bool, String>,
+    ) -> Result<Option<Runs>, String> {
+        let mut quick = false;
+        let mut seconds = None;
+        let mut rounds = None;
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            match a.as_str() {
+                "-h" | "--help" => return Ok(None),
+                "--quick" => quick = true,
+                "--seconds" => seconds = Some(self::seconds(&mut it)?),
+                "--rounds" => rounds = Some(self::rounds(&mut it)?),
+                other => {
+                    if !extra(other, &mut it)? {
+                        return Err(format!("unknown option `{other}`"));
+                    }
+                }
+            }
+        }
+        let default_seconds = if quick {
+            defaults.quick_seconds
+        } else {
+            defaults.seconds
+        };
+        Ok(Some(Runs {
+            seconds: seconds.unwrap_or(default_seconds),
+            rounds: rounds.unwrap_or(defaults.rounds),
+            quick,
+        }))
+    }
+
+    /// [`Runs::parse`] for subcommands with no flags of their own.
+    pub fn parse_only(args: &[String], defaults: RunDefaults) -> Result<Option<Runs>, String> {
+        Runs::parse(args, defaults, |_, _| Ok(false))
+    }
+
+    /// One run's length.
+    pub fn run_length(&self) -> Duration {
+        Duration::from_secs_f64(self.seconds)
+    }
+
+    /// Warm-up before a setting's runs: a fifth of a run, within 0.1-1 s.
+    pub fn warm_up(&self) -> Duration {
+        Duration::from_secs_f64((self.seconds / 5.0).clamp(0.1, 1.0))
+    }
 }
 
 /// A comma-separated list after `flag` whose every name is in `known`.

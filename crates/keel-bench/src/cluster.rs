@@ -52,43 +52,13 @@ options:
   -h, --help    this text
 ";
 
-#[derive(Debug, Clone, PartialEq)]
-struct Options {
-    seconds: f64,
-    rounds: usize,
-}
+type Options = args::Runs;
 
-impl Options {
-    /// `Ok(None)` means `--help`.
-    fn parse(args: &[String]) -> Result<Option<Options>, String> {
-        let mut quick = false;
-        let mut seconds = None;
-        let mut rounds = None;
-        let mut it = args.iter();
-        while let Some(a) = it.next() {
-            match a.as_str() {
-                "-h" | "--help" => return Ok(None),
-                "--quick" => quick = true,
-                "--seconds" => seconds = Some(args::seconds(&mut it)?),
-                "--rounds" => rounds = Some(args::rounds(&mut it)?),
-                other => return Err(format!("unknown option `{other}`")),
-            }
-        }
-        let default_seconds = if quick {
-            QUICK_SECONDS
-        } else {
-            DEFAULT_SECONDS
-        };
-        Ok(Some(Options {
-            seconds: seconds.unwrap_or(default_seconds),
-            rounds: rounds.unwrap_or(DEFAULT_ROUNDS),
-        }))
-    }
-
-    fn warm_up(&self) -> Duration {
-        Duration::from_secs_f64((self.seconds / 5.0).clamp(0.1, 1.0))
-    }
-}
+const DEFAULTS: args::RunDefaults = args::RunDefaults {
+    seconds: DEFAULT_SECONDS,
+    quick_seconds: QUICK_SECONDS,
+    rounds: DEFAULT_ROUNDS,
+};
 
 /// One kind of channel under test.
 struct Setup {
@@ -174,7 +144,13 @@ fn run_once(
 
 /// Entry point of `keel-bench cluster`.
 pub fn main(args: &[String]) -> ExitCode {
-    args::main("cluster", USAGE, args, Options::parse, run)
+    args::main(
+        "cluster",
+        USAGE,
+        args,
+        |a| Options::parse_only(a, DEFAULTS),
+        run,
+    )
 }
 
 fn run(opts: &Options) -> Result<String, String> {
@@ -203,7 +179,7 @@ fn run(opts: &Options) -> Result<String, String> {
     for s in &setups {
         s.clients.arm(&rt, s.per_client).fire(&rt, opts.warm_up())?;
     }
-    let length = Duration::from_secs_f64(opts.seconds);
+    let length = opts.run_length();
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); setups.len()];
     for round in 0..opts.rounds {
         for k in 0..setups.len() {

@@ -167,8 +167,7 @@ options:
 
 #[derive(Debug, Clone, PartialEq)]
 struct Options {
-    seconds: f64,
-    rounds: usize,
+    runs: args::Runs,
     /// Scenarios to run, by name; `None` runs all.
     scenarios: Option<Vec<String>>,
 }
@@ -176,50 +175,28 @@ struct Options {
 impl Options {
     /// `Ok(None)` means `--help`.
     fn parse(args: &[String]) -> Result<Option<Options>, String> {
-        let mut quick = false;
-        let mut seconds = None;
-        let mut rounds = None;
-        let mut scenarios = None;
-        let mut it = args.iter();
-        while let Some(a) = it.next() {
-            match a.as_str() {
-                "-h" | "--help" => return Ok(None),
-                "--quick" => quick = true,
-                "--seconds" => seconds = Some(args::seconds(&mut it)?),
-                "--rounds" => rounds = Some(args::rounds(&mut it)?),
-                "--scenarios" => {
-                    let known: Vec<String> = SCENARIOS.iter().map(|s| s.name()).collect();
-                    let known: Vec<&str> = known.iter().map(String::as_str).collect();
-                    scenarios = Some(args::names(&mut it, "--scenarios", &known)?);
-                }
-                other => return Err(format!("unknown option `{other}`")),
-            }
-        }
-        let default_seconds = if quick {
-            QUICK_SECONDS
-        } else {
-            DEFAULT_SECONDS
+        let defaults = args::RunDefaults {
+            seconds: DEFAULT_SECONDS,
+            quick_seconds: QUICK_SECONDS,
+            rounds: DEFAULT_ROUNDS,
         };
-        Ok(Some(Options {
-            seconds: seconds.unwrap_or(default_seconds),
-            rounds: rounds.unwrap_or(DEFAULT_ROUNDS),
-            scenarios,
-        }))
+        let mut scenarios = None;
+        let runs = args::Runs::parse(args, defaults, |flag, it| {
+            if flag != "--scenarios" {
+                return Ok(false);
+            }
+            let known: Vec<String> = SCENARIOS.iter().map(|s| s.name()).collect();
+            let known: Vec<&str> = known.iter().map(String::as_str).collect();
+            scenarios = Some(args::names(it, "--scenarios", &known)?);
+            Ok(true)
+        })?;
+        Ok(runs.map(|runs| Options { runs, scenarios }))
     }
 
     fn wants(&self, scenario: &Scenario) -> bool {
         self.scenarios
             .as_ref()
             .is_none_or(|names| names.contains(&scenario.name()))
-    }
-
-    fn run_length(&self) -> Duration {
-        Duration::from_secs_f64(self.seconds)
-    }
-
-    /// Warm-up before each scenario's runs, per framework.
-    fn warm_up(&self) -> Duration {
-        Duration::from_secs_f64((self.seconds / 5.0).clamp(0.1, 1.0))
     }
 }
 
@@ -945,24 +922,31 @@ fn run_scenario(
         ))?;
         // Warm-up: connections, buffers, pools, the allocator's caches.
         c.arm(rt, scenario.per_connection)
-            .fire(rt, opts.warm_up())?;
+            .fire(rt, opts.runs.warm_up())?;
         clients.push(c);
     }
     let mut result = ScenarioResult {
         scenario,
-        keel: Vec::with_capacity(opts.rounds),
-        tonic: Vec::with_capacity(opts.rounds),
+        keel: Vec::with_capacity(opts.runs.rounds),
+        tonic: Vec::with_capacity(opts.runs.rounds),
     };
-    for round in 0..opts.rounds {
+    for round in 0..opts.runs.rounds {
         for (server, c) in servers.iter_mut().zip(&clients) {
             eprint!(
                 "\r  {:<6} round {}/{}  {:<5}",
                 scenario.name(),
                 round + 1,
-                opts.rounds,
+                opts.runs.rounds,
                 server.framework.name()
             );
-            let sample = run_once(rt, server, c, scenario, opts.run_length(), ticks_per_us)?;
+            let sample = run_once(
+                rt,
+                server,
+                c,
+                scenario,
+                opts.runs.run_length(),
+                ticks_per_us,
+            )?;
             match server.framework {
                 Framework::Keel => result.keel.push(sample),
                 Framework::Tonic => result.tonic.push(sample),
@@ -1144,8 +1128,8 @@ fn run(opts: &Options) -> Result<String, String> {
     eprintln!(
         "keel-bench echo: {} scenarios x {} rounds x 2 frameworks x {:.1} s",
         SCENARIOS.iter().filter(|s| opts.wants(s)).count(),
-        opts.rounds,
-        opts.seconds
+        opts.runs.rounds,
+        opts.runs.seconds
     );
     let mut scenarios = Vec::with_capacity(SCENARIOS.len());
     for scenario in SCENARIOS.into_iter().filter(|s| opts.wants(s)) {
@@ -1186,7 +1170,7 @@ fn report(opts: &Options, cores: usize, r: &Results) -> String {
     let _ = writeln!(
         out,
         "  medians of {} rounds of {:.1} s per framework, frameworks alternating; CPU from /proc/<pid>/stat at {} ticks/s",
-        opts.rounds, opts.seconds, r.clk_tck
+        opts.runs.rounds, opts.runs.seconds, r.clk_tck
     );
     let _ = writeln!(
         out,
@@ -1421,15 +1405,15 @@ mod tests {
         let args = |s: &str| s.split_whitespace().map(String::from).collect::<Vec<_>>();
         let full = Options::parse(&args("")).unwrap().unwrap();
         assert_eq!(
-            (full.seconds, full.rounds),
+            (full.runs.seconds, full.runs.rounds),
             (DEFAULT_SECONDS, DEFAULT_ROUNDS)
         );
         let quick = Options::parse(&args("--quick")).unwrap().unwrap();
-        assert_eq!(quick.seconds, QUICK_SECONDS);
+        assert_eq!(quick.runs.seconds, QUICK_SECONDS);
         let o = Options::parse(&args("--seconds 1.5 --rounds 5"))
             .unwrap()
             .unwrap();
-        assert_eq!((o.seconds, o.rounds), (1.5, 5));
+        assert_eq!((o.runs.seconds, o.runs.rounds), (1.5, 5));
         assert_eq!(Options::parse(&args("--help")), Ok(None));
         assert!(Options::parse(&args("--seconds 0")).is_err());
         assert!(Options::parse(&args("--rounds")).is_err());

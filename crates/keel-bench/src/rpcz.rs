@@ -52,7 +52,7 @@ use std::hint::black_box;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use keel::rpcz::{Sampler, Store, StoreConfig, Tracer};
 use tracing::field::{Field, Visit};
@@ -130,8 +130,7 @@ options:
 
 #[derive(Debug, Clone, PartialEq)]
 struct Options {
-    seconds: f64,
-    rounds: usize,
+    runs: args::Runs,
     spans_per_run: u64,
     span_rounds: usize,
 }
@@ -139,34 +138,24 @@ struct Options {
 impl Options {
     /// `Ok(None)` means `--help`.
     fn parse(args: &[String]) -> Result<Option<Options>, String> {
-        let mut quick = false;
-        let mut seconds = None;
-        let mut rounds = None;
-        let mut it = args.iter();
-        while let Some(a) = it.next() {
-            match a.as_str() {
-                "-h" | "--help" => return Ok(None),
-                "--quick" => quick = true,
-                "--seconds" => seconds = Some(args::seconds(&mut it)?),
-                "--rounds" => rounds = Some(args::rounds(&mut it)?),
-                other => return Err(format!("unknown option `{other}`")),
-            }
-        }
-        let (default_seconds, spans_per_run, span_rounds) = if quick {
-            (QUICK_SECONDS, QUICK_SPANS_PER_RUN, QUICK_SPAN_ROUNDS)
+        let defaults = args::RunDefaults {
+            seconds: DEFAULT_SECONDS,
+            quick_seconds: QUICK_SECONDS,
+            rounds: DEFAULT_ROUNDS,
+        };
+        let Some(runs) = args::Runs::parse_only(args, defaults)? else {
+            return Ok(None);
+        };
+        let (spans_per_run, span_rounds) = if runs.quick {
+            (QUICK_SPANS_PER_RUN, QUICK_SPAN_ROUNDS)
         } else {
-            (DEFAULT_SECONDS, SPANS_PER_RUN, SPAN_ROUNDS)
+            (SPANS_PER_RUN, SPAN_ROUNDS)
         };
         Ok(Some(Options {
-            seconds: seconds.unwrap_or(default_seconds),
-            rounds: rounds.unwrap_or(DEFAULT_ROUNDS),
+            runs,
             spans_per_run,
             span_rounds,
         }))
-    }
-
-    fn warm_up(&self) -> Duration {
-        Duration::from_secs_f64((self.seconds / 5.0).clamp(0.1, 1.0))
     }
 }
 
@@ -422,17 +411,17 @@ fn echo_qps(opts: &Options, ticks_per_us: f64) -> Result<[Vec<Sample>; 3], Strin
     ))?;
     clients
         .arm(&rt, SCENARIO.per_connection)
-        .fire(&rt, opts.warm_up())?;
+        .fire(&rt, opts.runs.warm_up())?;
     let mut samples: [Vec<Sample>; 3] = Default::default();
-    let length = Duration::from_secs_f64(opts.seconds);
-    for round in 0..opts.rounds {
+    let length = opts.runs.run_length();
+    for round in 0..opts.runs.rounds {
         for k in 0..SETTINGS.len() {
             let i = (round + k) % SETTINGS.len();
             let (name, target) = SETTINGS[i];
             eprint!(
                 "\r  echo 1x128 round {}/{}  {name:<8}",
                 round + 1,
-                opts.rounds
+                opts.runs.rounds
             );
             client_sampler.set_target(target);
             server.set_rpcz_target(target)?;
@@ -470,7 +459,7 @@ fn run(opts: &Options) -> Result<String, String> {
     let spans = span_cost(opts)?;
     eprintln!(
         "keel-bench rpcz: echo 1x128, {} rounds x 3 settings x {:.1} s",
-        opts.rounds, opts.seconds
+        opts.runs.rounds, opts.runs.seconds
     );
     let qps = echo_qps(opts, ticks_per_us)?;
     let load_end = load_average();
@@ -554,7 +543,7 @@ fn qps_report(opts: &Options, samples: &[Vec<Sample>; 3]) -> String {
     let _ = writeln!(
         out,
         "   medians of {} rounds of {:.1} s per setting, settings rotating",
-        opts.rounds, opts.seconds
+        opts.runs.rounds, opts.runs.seconds
     );
     let off = med(0, |s| s.qps);
     let mut t = Table::new()
@@ -647,14 +636,14 @@ mod tests {
         let args = |s: &str| s.split_whitespace().map(String::from).collect::<Vec<_>>();
         let full = Options::parse(&args("")).unwrap().unwrap();
         assert_eq!(
-            (full.seconds, full.rounds, full.spans_per_run),
+            (full.runs.seconds, full.runs.rounds, full.spans_per_run),
             (DEFAULT_SECONDS, DEFAULT_ROUNDS, SPANS_PER_RUN)
         );
         let quick = Options::parse(&args("--quick --rounds 2"))
             .unwrap()
             .unwrap();
         assert_eq!(
-            (quick.seconds, quick.rounds, quick.spans_per_run),
+            (quick.runs.seconds, quick.runs.rounds, quick.spans_per_run),
             (QUICK_SECONDS, 2, QUICK_SPANS_PER_RUN)
         );
         assert_eq!(Options::parse(&args("-h")), Ok(None));
