@@ -121,11 +121,7 @@ async fn killing_one_of_three_servers_fails_no_call() {
         &failures[..failures.len().min(5)]
     );
     let cluster = channel.cluster().expect("cluster");
-    let dead = cluster
-        .invokers()
-        .into_iter()
-        .find(|i| i.endpoint.addr == victim)
-        .expect("the dead server's invoker");
+    let dead = cluster.invoker(&victim).expect("the dead server's invoker");
     assert_eq!(dead.state, InvokerState::Isolated, "{dead:?}");
     assert!(cluster.stats().retries >= 1, "{:?}", cluster.stats());
     assert_eq!(channel.pending_calls(), 0);

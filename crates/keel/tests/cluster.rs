@@ -17,6 +17,15 @@ fn quiet() {
     keel::rpcz::tracer().sampler().set_target(0);
 }
 
+/// Two servers for "gate" calls: the first never answers them (its gate
+/// never opens), the second always does.
+async fn hung_and_fine() -> (support::Fixture, support::Fixture) {
+    let hung = start(|b| b).await;
+    let fine = start(|b| b).await;
+    fine.gate.add_permits(10_000);
+    (hung, fine)
+}
+
 fn list(addrs: &[&str]) -> String {
     format!("list://{}", addrs.join(","))
 }
@@ -286,14 +295,7 @@ async fn a_dead_server_is_isolated_and_revived_when_it_returns() {
     let stats = cluster.stats();
     assert_eq!(stats.isolations, 1, "{stats:?}");
     assert!(stats.retries >= 1, "{stats:?}");
-    let state_of = |addr: &str| {
-        cluster
-            .invokers()
-            .into_iter()
-            .find(|i| i.endpoint.addr == addr)
-            .expect("invoker")
-            .state
-    };
+    let state_of = |addr: &str| cluster.invoker(addr).expect("invoker").state;
     assert_eq!(state_of(&dead_addr), InvokerState::Isolated);
     assert_eq!(live.calls.load(Ordering::Relaxed), 50);
     // The server comes back on the same address: a health check revives it.
@@ -503,11 +505,7 @@ async fn least_active_avoids_the_server_with_a_call_in_flight() {
 #[tokio::test]
 async fn a_server_that_stops_answering_is_isolated_by_its_timeouts() {
     quiet();
-    let hung = start(|b| b).await;
-    let fine = start(|b| b).await;
-    // "gate" waits for a permit: the hung server never gets one, the
-    // fine one has plenty.
-    fine.gate.add_permits(10_000);
+    let (hung, fine) = hung_and_fine().await;
     let channel = Channel::builder(&list(&[&hung.addr(), &fine.addr()]))
         .timeout(Some(Duration::from_millis(60)))
         .build()
@@ -527,11 +525,7 @@ async fn a_server_that_stops_answering_is_isolated_by_its_timeouts() {
         }
         calls += 1;
     }
-    let hung_invoker = cluster
-        .invokers()
-        .into_iter()
-        .find(|i| i.endpoint.addr == hung.addr())
-        .expect("invoker");
+    let hung_invoker = cluster.invoker(&hung.addr()).expect("invoker");
     assert_eq!(
         hung_invoker.state,
         InvokerState::Isolated,
@@ -555,9 +549,7 @@ async fn a_server_that_stops_answering_is_isolated_by_its_timeouts() {
 #[tokio::test]
 async fn with_an_attempt_timeout_calls_fail_over_from_a_hung_server() {
     quiet();
-    let hung = start(|b| b).await;
-    let fine = start(|b| b).await;
-    fine.gate.add_permits(10_000);
+    let (hung, fine) = hung_and_fine().await;
     let channel = Channel::builder(&list(&[&hung.addr(), &fine.addr()]))
         .attempt_timeout(Some(Duration::from_millis(30)))
         .timeout(Some(Duration::from_secs(5)))
@@ -580,11 +572,7 @@ async fn with_an_attempt_timeout_calls_fail_over_from_a_hung_server() {
     // timed out there and was retried on the other.
     let retries = cluster.stats().retries;
     assert!(retries >= 5, "{:?}", cluster.stats());
-    let hung_invoker = cluster
-        .invokers()
-        .into_iter()
-        .find(|i| i.endpoint.addr == hung.addr())
-        .expect("invoker");
+    let hung_invoker = cluster.invoker(&hung.addr()).expect("invoker");
     assert_eq!(hung_invoker.errors, hung_invoker.calls, "{hung_invoker:?}");
     assert_eq!(hung_invoker.pending, 0, "timed-out attempts left the table");
     assert_eq!(hung_invoker.state, InvokerState::Available, "breaker off");

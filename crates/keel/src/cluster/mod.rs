@@ -252,6 +252,18 @@ impl Cluster {
             .collect()
     }
 
+    /// The current invoker of the server at `addr`, if it is one of the
+    /// channel's servers.
+    pub fn invoker(&self, addr: &str) -> Option<InvokerInfo> {
+        self.directory.with_snapshot(|snapshot| {
+            snapshot
+                .servers
+                .iter()
+                .find(|i| i.endpoint().addr == addr)
+                .map(|i| i.info())
+        })
+    }
+
     /// Counters.
     pub fn stats(&self) -> ClusterStats {
         let health = &self.directory.health;
