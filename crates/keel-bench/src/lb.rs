@@ -41,7 +41,7 @@ use std::sync::Barrier;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
-use keel_cluster::balance::{Candidate, LoadBalancer, Picker, endpoint_hash};
+use keel_cluster::balance::{LoadBalancer, Picker, ServerState, endpoint_hash};
 
 use crate::args;
 use crate::summary::{load_average, median};
@@ -103,31 +103,7 @@ impl Options {
 }
 
 /// A server as the balancers see it: what keel's invoker exposes.
-struct Server {
-    weight: u32,
-    usable: AtomicBool,
-    in_flight: AtomicU32,
-    latency_us: AtomicU64,
-    hash: u64,
-}
-
-impl Candidate for Server {
-    fn weight(&self) -> u32 {
-        self.weight
-    }
-    fn usable(&self) -> bool {
-        self.usable.load(Relaxed)
-    }
-    fn in_flight(&self) -> u32 {
-        self.in_flight.load(Relaxed)
-    }
-    fn latency_us(&self) -> u64 {
-        self.latency_us.load(Relaxed)
-    }
-    fn hash(&self) -> u64 {
-        self.hash
-    }
-}
+type Server = ServerState;
 
 /// `n` servers with assorted weights (1..=4), loads (0..7 in flight) and
 /// latencies (200..1,500 µs).

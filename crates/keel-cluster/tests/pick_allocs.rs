@@ -6,36 +6,13 @@
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 
 use keel_alloc::{CountingAlloc, churn_thread};
-use keel_cluster::balance::{Candidate, LoadBalancer, Picker, endpoint_hash};
+use keel_cluster::balance::{LoadBalancer, Picker, ServerState, endpoint_hash};
 
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc::system();
 
-struct Server {
-    weight: u32,
-    usable: AtomicBool,
-    in_flight: AtomicU32,
-    latency_us: AtomicU64,
-    hash: u64,
-}
-
-impl Candidate for Server {
-    fn weight(&self) -> u32 {
-        self.weight
-    }
-    fn usable(&self) -> bool {
-        self.usable.load(Relaxed)
-    }
-    fn in_flight(&self) -> u32 {
-        self.in_flight.load(Relaxed)
-    }
-    fn latency_us(&self) -> u64 {
-        self.latency_us.load(Relaxed)
-    }
-    fn hash(&self) -> u64 {
-        self.hash
-    }
-}
+/// A server as the balancers see it: what keel's invoker exposes.
+type Server = ServerState;
 
 /// `n` servers of assorted weights, loads and latencies.
 fn servers(n: usize) -> Vec<Server> {

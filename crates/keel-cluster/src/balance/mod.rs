@@ -83,6 +83,7 @@
 mod ring;
 mod rng;
 mod schedule;
+mod state;
 mod tree;
 
 #[cfg(test)]
@@ -92,6 +93,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ring::Ring;
+pub use state::ServerState;
 use tree::MinTree;
 
 /// What a balancer may know about one server. Implemented by keel's

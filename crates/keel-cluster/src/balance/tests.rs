@@ -7,54 +7,12 @@
 //! keys), so its tolerances only say how far from the ideal it may be.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 
 use super::*;
 
 /// A server as a test controls it.
-#[derive(Debug)]
-struct Fake {
-    weight: u32,
-    usable: AtomicBool,
-    in_flight: AtomicU32,
-    latency_us: AtomicU64,
-    hash: u64,
-}
-
-impl Fake {
-    fn new(addr: &str, weight: u32) -> Fake {
-        Fake {
-            weight,
-            usable: AtomicBool::new(true),
-            in_flight: AtomicU32::new(0),
-            latency_us: AtomicU64::new(0),
-            hash: endpoint_hash(addr),
-        }
-    }
-
-    fn load(&self, in_flight: u32, latency_us: u64) {
-        self.in_flight.store(in_flight, Relaxed);
-        self.latency_us.store(latency_us, Relaxed);
-    }
-}
-
-impl Candidate for Fake {
-    fn weight(&self) -> u32 {
-        self.weight
-    }
-    fn usable(&self) -> bool {
-        self.usable.load(Relaxed)
-    }
-    fn in_flight(&self) -> u32 {
-        self.in_flight.load(Relaxed)
-    }
-    fn latency_us(&self) -> u64 {
-        self.latency_us.load(Relaxed)
-    }
-    fn hash(&self) -> u64 {
-        self.hash
-    }
-}
+type Fake = ServerState;
 
 fn addr(i: usize) -> String {
     format!("10.0.{}.{}:8000", i / 256, i % 256)
