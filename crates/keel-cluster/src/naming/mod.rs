@@ -221,8 +221,9 @@ impl Announcer {
 }
 
 /// Sorts `set` by address and drops duplicate addresses, keeping the first
-/// entry given for each.
-fn normalize(set: &mut Vec<Endpoint>) {
+/// entry given for each: the form the built-in services send, and the one
+/// keel's directory brings every set to (a user's service may not).
+pub fn normalize(set: &mut Vec<Endpoint>) {
     // A stable sort keeps equal addresses in input order, so `dedup_by`
     // keeps the entry that came first.
     set.sort_by(|a, b| a.addr.cmp(&b.addr));

@@ -99,9 +99,7 @@ impl Directory {
     /// The servers are now exactly `endpoints`.
     pub(crate) fn update(&self, mut endpoints: Vec<Endpoint>) {
         let _one = self.updating.lock().unwrap_or_else(PoisonError::into_inner);
-        // Stable: of two entries for one address, the first one stays.
-        endpoints.sort_by(|a, b| a.addr.cmp(&b.addr));
-        endpoints.dedup_by(|later, first| later.addr == first.addr);
+        keel_cluster::naming::normalize(&mut endpoints);
         let old = self.snapshot();
         let mut kept: HashMap<&str, &Arc<Invoker>> = old
             .servers
