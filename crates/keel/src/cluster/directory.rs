@@ -73,6 +73,33 @@ impl Directory {
         f(&self.current.read().unwrap_or_else(PoisonError::into_inner))
     }
 
+    /// The balancer's choice for `hash_key` among the usable servers for
+    /// which `excluded` is false.
+    pub(crate) fn pick(
+        &self,
+        hash_key: u64,
+        excluded: impl Fn(&Invoker) -> bool,
+    ) -> Option<Arc<Invoker>> {
+        self.with_snapshot(|snapshot| {
+            let servers = &snapshot.servers;
+            snapshot
+                .picker
+                .pick(servers, hash_key, |i| excluded(&servers[i]))
+                .map(|i| servers[i].clone())
+        })
+    }
+
+    /// Some isolated server, if any.
+    pub(crate) fn any_isolated(&self) -> Option<Arc<Invoker>> {
+        self.with_snapshot(|snapshot| {
+            snapshot
+                .servers
+                .iter()
+                .find(|s| s.state() == InvokerState::Isolated)
+                .cloned()
+        })
+    }
+
     pub(crate) fn snapshot(&self) -> Arc<Snapshot> {
         self.current
             .read()

@@ -287,34 +287,24 @@ impl Cluster {
 
     fn pick(&self, call: &Call<'_>, tried: &Tried) -> Result<Arc<Invoker>, Status> {
         let key = call.options.hash_key;
-        self.directory.with_snapshot(|snapshot| {
-            let servers = &snapshot.servers;
-            snapshot
-                .picker
-                .pick(servers, key, |i| tried.contains(servers[i].id()))
-                // Every server was tried: one may work now (brpc does the
-                // same).
-                .or_else(|| snapshot.picker.pick(servers, key, |_| false))
-                .map(|i| servers[i].clone())
-                // Nothing available (the available ones were removed,
-                // leaving isolated ones): an isolated server beats none.
-                .or_else(|| {
-                    servers
-                        .iter()
-                        .find(|s| s.state() == InvokerState::Isolated)
-                        .cloned()
-                })
-                .ok_or_else(|| {
-                    Status::new(
-                        Code::EHOSTDOWN,
-                        format!(
-                            "no server of {} can take the call ({} known, none available)",
-                            self.directory.name,
-                            servers.len()
-                        ),
-                    )
-                })
-        })
+        let directory = &self.directory;
+        directory
+            .pick(key, |invoker| tried.contains(invoker.id()))
+            // Every server was tried: one may work now (brpc does the same).
+            .or_else(|| directory.pick(key, |_| false))
+            // Nothing available (the available ones were removed, leaving
+            // isolated ones): an isolated server beats none.
+            .or_else(|| directory.any_isolated())
+            .ok_or_else(|| {
+                Status::new(
+                    Code::EHOSTDOWN,
+                    format!(
+                        "no server of {} can take the call ({} known, none available)",
+                        directory.name,
+                        directory.with_snapshot(|s| s.servers.len())
+                    ),
+                )
+            })
     }
 
     /// One attempt on `invoker`, counted in flight while it runs.
@@ -340,14 +330,8 @@ impl Cluster {
             _ = tokio::time::sleep(after) => {}
         }
         tried.push(first.id());
-        let second = self.directory.with_snapshot(|snapshot| {
-            let servers = &snapshot.servers;
-            snapshot
-                .picker
-                .pick(servers, call.options.hash_key, |i| {
-                    tried.contains(servers[i].id())
-                })
-                .map(|i| servers[i].clone())
+        let second = self.directory.pick(call.options.hash_key, |invoker| {
+            tried.contains(invoker.id())
         });
         let Some(second) = second else {
             return primary.await;
