@@ -39,6 +39,11 @@
 //!   blocks, bytes, gets, puts, and blocks allocated and freed. Every pool is
 //!   listed in a process-wide registry through a guard that unlists it when
 //!   the pool drops (rule R1).
+//! - **Futures.** [`FutureBox`] is the pooled `Pin<Box<dyn Future + Send>>`:
+//!   a type-erased future in a size-class block from a thread-local cache,
+//!   so a server that boxes a future per call allocates nothing in steady
+//!   state. Its memory is bounded and reported the same way
+//!   ([`future_box_stats`], [`trim_future_boxes`]).
 //!
 //! Concurrency of the global list, cross-thread return and trim is model
 //! checked with loom: `RUSTFLAGS="--cfg loom" cargo test -p keel-pool --release --lib loom`.
@@ -69,6 +74,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod future_box;
 mod local;
 mod pool;
 mod registry;
@@ -78,6 +84,7 @@ mod stats;
 mod sync;
 mod tls;
 
+pub use future_box::{FutureBox, FutureBoxStats, future_box_stats, trim_future_boxes};
 pub use pool::{Pool, PoolConfig, Pooled};
 pub use registry::{all_stats, pool_count, trim_all};
 pub use reset::Reset;
