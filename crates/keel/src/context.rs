@@ -1,16 +1,19 @@
 //! The server-side view of one call, handed to handlers by reference.
 
+use std::any::Any;
 use std::net::SocketAddr;
 use std::sync::{Mutex, PoisonError};
 
 use bytes::Bytes;
 use tokio::time::Instant;
 
+use crate::metadata::Metadata;
 use crate::method::MethodDescriptor;
 
 /// What a handler knows about the call it serves: the method, the peer, the
-/// log id, the request attachment and the deadline; and where it puts the
-/// response attachment.
+/// log id, the request attachment, metadata and deadline, values server
+/// interceptors attached; and where it puts the response attachment and
+/// metadata.
 ///
 /// Handlers get `&Context`. It is `Sync` so handler futures holding it stay
 /// `Send`; the response attachment sits behind an uncontended
@@ -35,8 +38,59 @@ pub struct Context {
     peer: Option<SocketAddr>,
     log_id: u64,
     attachment: Bytes,
+    metadata: Metadata,
     deadline: Option<Instant>,
-    response_attachment: Mutex<Bytes>,
+    protocol: &'static str,
+    extensions: Extensions,
+    response: Mutex<ResponseExtras>,
+}
+
+/// What a handler sends back besides the message.
+#[derive(Debug, Default)]
+struct ResponseExtras {
+    attachment: Bytes,
+    metadata: Metadata,
+}
+
+/// Values of any type attached to a call by server interceptors (an
+/// authenticated user, a quota handle) for the handler to read. Empty costs
+/// nothing; each value is one allocation.
+#[derive(Default)]
+pub struct Extensions {
+    values: Vec<Box<dyn Any + Send + Sync>>,
+}
+
+impl Extensions {
+    /// Attaches `value`, replacing an earlier value of the same type.
+    pub fn insert<T: Any + Send + Sync>(&mut self, value: T) {
+        match self.values.iter_mut().find(|v| v.is::<T>()) {
+            Some(slot) => *slot = Box::new(value),
+            None => self.values.push(Box::new(value)),
+        }
+    }
+
+    /// The value of type `T`, if one was attached.
+    pub fn get<T: Any + Send + Sync>(&self) -> Option<&T> {
+        self.values.iter().find_map(|v| v.downcast_ref::<T>())
+    }
+
+    /// Number of values attached.
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    /// Whether none is attached.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Extensions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Extensions")
+            .field("len", &self.values.len())
+            .finish()
+    }
 }
 
 impl Context {
@@ -48,9 +102,24 @@ impl Context {
             peer: None,
             log_id: 0,
             attachment: Bytes::new(),
+            metadata: Metadata::new(),
             deadline: None,
-            response_attachment: Mutex::new(Bytes::new()),
+            protocol: "in-process",
+            extensions: Extensions::default(),
+            response: Mutex::new(ResponseExtras::default()),
         }
+    }
+
+    /// Sets the metadata the caller sent.
+    pub fn with_metadata(mut self, metadata: Metadata) -> Context {
+        self.metadata = metadata;
+        self
+    }
+
+    /// Sets the protocol the call arrived over (`"baidu_std"`, ...).
+    pub fn with_protocol(mut self, protocol: &'static str) -> Context {
+        self.protocol = protocol;
+        self
     }
 
     /// Sets the caller's address.
@@ -88,6 +157,29 @@ impl Context {
         self.peer
     }
 
+    /// The protocol the call arrived over: `"baidu_std"` or `"in-process"`.
+    pub fn protocol(&self) -> &'static str {
+        self.protocol
+    }
+
+    /// The string key/value pairs the caller sent (baidu_std
+    /// `user_fields`; [`CallOptions::metadata`](crate::CallOptions::metadata)
+    /// on a Keel client).
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+
+    /// Values server interceptors attached to this call.
+    pub fn extensions(&self) -> &Extensions {
+        &self.extensions
+    }
+
+    /// Attaches values to this call (server interceptors do, before the
+    /// handler runs).
+    pub fn extensions_mut(&mut self) -> &mut Extensions {
+        &mut self.extensions
+    }
+
     /// The caller's log id (0 when none was sent).
     pub fn log_id(&self) -> u64 {
         self.log_id
@@ -121,21 +213,31 @@ impl Context {
     /// Sets the raw bytes sent back after the response message (replacing
     /// any set before). Sent only if the handler succeeds.
     pub fn set_response_attachment(&self, attachment: Bytes) {
-        *self.lock_response_attachment() = attachment;
+        self.lock_response().attachment = attachment;
     }
 
     /// Takes the response attachment, leaving it empty (the server calls this
     /// after the handler).
     pub fn take_response_attachment(&self) -> Bytes {
-        std::mem::take(&mut *self.lock_response_attachment())
+        std::mem::take(&mut self.lock_response().attachment)
     }
 
-    fn lock_response_attachment(&self) -> std::sync::MutexGuard<'_, Bytes> {
-        // The guarded value is a plain `Bytes`, valid whatever a panicking
+    /// Adds `key: value` to the metadata sent back with the response
+    /// (replacing an earlier value of `key`).
+    pub fn set_response_metadata(&self, key: impl Into<String>, value: impl Into<String>) {
+        self.lock_response().metadata.insert(key, value);
+    }
+
+    /// Takes the response metadata, leaving it empty (the server calls this
+    /// after the handler).
+    pub fn take_response_metadata(&self) -> Metadata {
+        std::mem::take(&mut self.lock_response().metadata)
+    }
+
+    fn lock_response(&self) -> std::sync::MutexGuard<'_, ResponseExtras> {
+        // The guarded values are plain data, valid whatever a panicking
         // holder did, so poisoning carries no information here.
-        self.response_attachment
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.response.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -179,5 +281,21 @@ mod tests {
         ctx.set_response_attachment(Bytes::from_static(b"b"));
         assert_eq!(ctx.take_response_attachment(), &b"b"[..]);
         assert!(ctx.take_response_attachment().is_empty());
+        ctx.set_response_metadata("k", "v");
+        assert_eq!(ctx.take_response_metadata().get("k"), Some("v"));
+        assert!(ctx.take_response_metadata().is_empty());
+    }
+
+    #[test]
+    fn extensions_hold_one_value_per_type() {
+        let mut ctx = Context::new(&M).with_metadata(crate::Metadata::new().with("a", "1"));
+        assert_eq!(ctx.metadata().get("a"), Some("1"));
+        ctx.extensions_mut().insert(7u32);
+        ctx.extensions_mut().insert("user");
+        ctx.extensions_mut().insert(9u32);
+        assert_eq!(ctx.extensions().get::<u32>(), Some(&9));
+        assert_eq!(ctx.extensions().get::<&str>(), Some(&"user"));
+        assert_eq!(ctx.extensions().get::<u64>(), None);
+        assert_eq!(ctx.extensions().len(), 2);
     }
 }

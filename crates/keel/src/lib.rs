@@ -80,21 +80,26 @@ pub mod channel;
 pub mod client;
 pub mod cluster;
 pub mod codec;
+pub mod compression;
 pub mod context;
+pub mod metadata;
 pub mod method;
 pub mod metrics;
 pub mod options;
 pub mod rpcz;
 pub mod server;
 pub mod status;
+pub mod transport;
 
 pub use bytes;
 
-pub use channel::{Channel, ChannelBuilder};
+pub use channel::{CallOutcome, Channel, ChannelBuilder, ClientInterceptor};
 pub use client::{Client, Response};
-pub use context::Context;
+pub use compression::Compression;
+pub use context::{Context, Extensions};
+pub use metadata::Metadata;
 pub use method::{MethodDescriptor, MethodKind, ServiceDescriptor};
-pub use options::{CallOptions, Compression};
+pub use options::CallOptions;
 pub use server::Server;
 pub use status::{Code, Status};
 

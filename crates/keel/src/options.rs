@@ -1,43 +1,12 @@
-//! Per-call options a client carries: timeout, attachment, compression,
-//! log id, hash key, retries.
+//! Per-call options a client carries: timeout, attachment, metadata,
+//! compression, log id, hash key, retries.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 
-/// How the request payload is compressed on the wire (baidu_std's
-/// `compress_type`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum Compression {
-    /// Not compressed.
-    #[default]
-    None,
-    /// Snappy (baidu_std value 1).
-    Snappy,
-    /// Gzip (baidu_std value 2).
-    Gzip,
-}
-
-impl Compression {
-    /// The baidu_std `compress_type` value.
-    pub const fn wire_value(self) -> i32 {
-        match self {
-            Compression::None => 0,
-            Compression::Snappy => 1,
-            Compression::Gzip => 2,
-        }
-    }
-
-    /// The compression for a baidu_std `compress_type`, if Keel supports it.
-    pub const fn from_wire_value(value: i32) -> Option<Compression> {
-        match value {
-            0 => Some(Compression::None),
-            1 => Some(Compression::Snappy),
-            2 => Some(Compression::Gzip),
-            _ => None,
-        }
-    }
-}
+use crate::compression::Compression;
+use crate::metadata::Metadata;
 
 /// Options applied to every call a [`Client`](crate::Client) makes.
 ///
@@ -60,12 +29,18 @@ impl Compression {
 pub struct CallOptions {
     /// Fail with [`Code::ERPCTIMEDOUT`](crate::Code::ERPCTIMEDOUT) when no
     /// response arrived in time; the server sees the deadline in its
-    /// [`Context`](crate::Context). `None`: wait as long as it takes.
-    /// Enforced with tokio's timer: the runtime needs the time driver
-    /// (`enable_time`, or `enable_all`).
+    /// [`Context`](crate::Context). `None`: the channel's default timeout
+    /// applies (1 s unless [`ChannelBuilder::timeout`](crate::ChannelBuilder::timeout)
+    /// set another, or `None` there for no limit at all). Enforced with
+    /// tokio's timer: the runtime needs the time driver (`enable_time`, or
+    /// `enable_all`).
     pub timeout: Option<Duration>,
     /// Raw bytes sent after the request message (baidu_std attachment).
     pub attachment: Bytes,
+    /// String key/value pairs sent with the request (baidu_std
+    /// `user_fields`); the server reads them from its
+    /// [`Context::metadata`](crate::Context::metadata).
+    pub metadata: Metadata,
     /// Compression of the request payload.
     pub compression: Compression,
     /// Opaque id the server logs with the call (baidu_std `log_id`).
@@ -78,11 +53,13 @@ pub struct CallOptions {
 }
 
 impl CallOptions {
-    /// The defaults, as a `const`: no timeout, no attachment, no compression.
+    /// The defaults, as a `const`: the channel's timeout, no attachment, no
+    /// metadata, no compression.
     pub const fn new() -> CallOptions {
         CallOptions {
             timeout: None,
             attachment: Bytes::new(),
+            metadata: Metadata::new(),
             compression: Compression::None,
             log_id: 0,
             hash_key: 0,
@@ -99,13 +76,5 @@ mod tests {
     fn const_new_is_default() {
         const OPTIONS: CallOptions = CallOptions::new();
         assert_eq!(OPTIONS, CallOptions::default());
-    }
-
-    #[test]
-    fn compression_wire_values_round_trip() {
-        for c in [Compression::None, Compression::Snappy, Compression::Gzip] {
-            assert_eq!(Compression::from_wire_value(c.wire_value()), Some(c));
-        }
-        assert_eq!(Compression::from_wire_value(3), None);
     }
 }

@@ -92,6 +92,7 @@ fn a_million_clients_and_derivations_allocate_nothing() {
             log_id: i,
             hash_key: i.rotate_left(17),
             max_retry: Some(3),
+            metadata: keel::Metadata::new(),
         });
         black_box(&client);
         // Derive from a derived client too: options are the only thing copied.

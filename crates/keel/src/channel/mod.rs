@@ -1,28 +1,31 @@
-//! Channels: where clients send calls.
+//! Channels: where clients send calls. The top layer of the client side.
 //!
 //! ```text
 //!   Client { channel, options }            (a few words; no heap)
 //!      │  unary(&'static METHOD, &req)
 //!      ▼
-//!   Channel ── Arc ──► Shared { method cache, transport: dyn Transport }
-//!      │  1. method cache entry for METHOD (by address; created once)
-//!      │  2. deadline from options.timeout, enforced here
+//!   Channel ── Arc ──► ChannelCore { method stats, interceptors, route }
+//!      │  1. stats entry for METHOD (by address; created once)
+//!      │  2. client interceptors (metadata, outcome)
+//!      │  3. deadline from options.timeout or the channel's default
 //!      ▼
-//!   Transport::call(Call { method, options, &req, deadline })
-//!      │  baidu_std over TCP (`Channel::new("host:port")`) or in-process
+//!   Route::call: the one retry loop (retry.rs)
+//!      │  one attempt: BaiduStd / Cluster / InProcess / your Transport
 //!      ▼
-//!   Reply { payload, attachment } ── decoded by the client
+//!   Reply { payload, attachment, metadata } ── decoded by the client
 //! ```
+//!
+//! Owns: the public channel API, the retry policy, per-method statistics
+//! of calls sent, client interceptors and the call's deadline. Imports the
+//! layers below (`cluster`, `transport`); neither imports it back.
 //!
 //! A `Channel` is a handle: cloning it clones an `Arc`. All per-method state
 //! lives in the shared part and is keyed by the method descriptor's address,
 //! so it is bounded by the number of methods, however many clients and
 //! option sets call through it.
 
-mod baidu_std;
-mod in_process;
-mod method_cache;
-mod transport;
+mod interceptor;
+mod retry;
 
 use std::fmt;
 use std::sync::Arc;
@@ -33,34 +36,37 @@ use tokio::time::Instant;
 use crate::cluster::{BreakerConfig, Cluster, ClusterOptions, RetryBudget, Strategy, naming};
 use crate::codec::Encode;
 use crate::method::MethodDescriptor;
+use crate::metrics::MethodStatsTable;
 use crate::options::CallOptions;
 use crate::server::MethodTable;
+use crate::server::dispatch::Dispatcher;
 use crate::status::{Code, Status};
+use crate::transport::{BaiduStd, Call, EndpointConfig, InProcess, Reply, Transport};
 use keel_cluster::LoadBalancer;
 use naming::NamingService;
 
-pub use baidu_std::BaiduStd;
-pub(crate) use baidu_std::EndpointConfig;
-pub use in_process::InProcess;
-pub use method_cache::MethodStatsSnapshot;
-pub use transport::{Call, Reply, Transport, TransportFuture};
+pub use crate::metrics::MethodStatsSnapshot;
+use interceptor::ClientInterceptors;
+pub use interceptor::{CallOutcome, ClientInterceptor};
+use retry::Route;
 
-use method_cache::MethodCache;
-
-/// A handle to a destination (a transport) plus the per-method state of
-/// calls to it. Clone it freely: clones share everything.
+/// A handle to a destination (a server, a cluster of them, services in this
+/// process) plus the per-method state of calls to it. Clone it freely:
+/// clones share everything.
 #[derive(Clone)]
 pub struct Channel {
-    shared: Arc<Shared<dyn Transport>>,
+    core: Arc<ChannelCore>,
 }
 
-/// One allocation holds both the cache and the transport (unsized last
-/// field), so a call follows a single pointer.
-struct Shared<T: ?Sized> {
-    methods: MethodCache,
+/// What every clone of a channel shares.
+struct ChannelCore {
+    methods: MethodStatsTable,
     /// Used when a call's options carry no timeout.
     default_timeout: Option<Duration>,
-    transport: T,
+    /// Retries after retryable failures, unless a call's options say.
+    max_retry: u32,
+    interceptors: ClientInterceptors,
+    route: Route,
 }
 
 /// A channel address that cannot be used.
@@ -88,8 +94,10 @@ pub struct ChannelBuilder {
     naming: Option<Box<dyn NamingService>>,
     connect_timeout: Duration,
     timeout: Option<Duration>,
+    max_retry: u32,
     max_body_size: usize,
     cluster: ClusterOptions,
+    interceptors: ClientInterceptors,
 }
 
 impl fmt::Debug for ChannelBuilder {
@@ -99,6 +107,7 @@ impl fmt::Debug for ChannelBuilder {
             .field("own_naming", &self.naming.is_some())
             .field("connect_timeout", &self.connect_timeout)
             .field("timeout", &self.timeout)
+            .field("max_retry", &self.max_retry)
             .field("max_body_size", &self.max_body_size)
             .field("cluster", &self.cluster)
             .finish()
@@ -123,7 +132,15 @@ impl ChannelBuilder {
     /// (default 3, like brpc); a cluster channel retries on other servers.
     /// Options may override it per call.
     pub fn max_retry(mut self, retries: u32) -> Self {
-        self.cluster.max_retry = retries;
+        self.max_retry = retries;
+        self
+    }
+
+    /// Runs `interceptor` around every call of the channel (in the order
+    /// added): it may add metadata (an auth token) and observes outcomes.
+    /// See [`ClientInterceptor`].
+    pub fn interceptor(mut self, interceptor: impl ClientInterceptor) -> Self {
+        self.interceptors.push(Arc::new(interceptor));
         self
     }
 
@@ -192,7 +209,6 @@ impl ChannelBuilder {
     pub fn build(self) -> Result<Channel, InvalidAddress> {
         let endpoint = EndpointConfig {
             connect_timeout: self.connect_timeout,
-            max_retry: self.cluster.max_retry,
             max_body_size: self.max_body_size,
         };
         let naming = match self.naming {
@@ -206,8 +222,13 @@ impl ChannelBuilder {
                             reason: reason.into(),
                         }
                     })?;
-                    let transport = BaiduStd::new(self.addr, endpoint);
-                    return Ok(Channel::build(transport, self.timeout));
+                    let route = Route::Endpoint(BaiduStd::new(self.addr, endpoint));
+                    return Ok(Channel::build(
+                        route,
+                        self.timeout,
+                        self.max_retry,
+                        self.interceptors,
+                    ));
                 }
                 Err(e) => {
                     return Err(InvalidAddress {
@@ -218,7 +239,12 @@ impl ChannelBuilder {
             },
         };
         let cluster = Cluster::new(&self.addr, naming, self.cluster, endpoint);
-        Ok(Channel::build(cluster, self.timeout))
+        Ok(Channel::build(
+            Route::Cluster(cluster),
+            self.timeout,
+            self.max_retry,
+            self.interceptors,
+        ))
     }
 }
 
@@ -239,8 +265,10 @@ impl Channel {
             naming: None,
             connect_timeout: Duration::from_secs(1),
             timeout: Some(Duration::from_secs(1)),
+            max_retry: 3,
             max_body_size: keel_wire::baidu_std::Limits::DEFAULT_MAX_BODY_SIZE,
             cluster: ClusterOptions::default(),
+            interceptors: ClientInterceptors::default(),
         }
     }
 
@@ -254,57 +282,121 @@ impl Channel {
         }
     }
 
-    /// A channel sending calls through `transport`, with no default timeout.
+    /// A channel sending calls through `transport` (one of your own), with
+    /// no default timeout; connection failures (`EFAILEDSOCKET`) are retried
+    /// up to 3 times.
     pub fn from_transport<T: Transport>(transport: T) -> Channel {
-        Channel::build(transport, None)
+        Channel::build(
+            Route::Custom(Box::new(transport)),
+            None,
+            3,
+            ClientInterceptors::default(),
+        )
     }
 
-    fn build<T: Transport>(transport: T, default_timeout: Option<Duration>) -> Channel {
-        let shared: Arc<Shared<dyn Transport>> = Arc::new(Shared {
-            methods: MethodCache::default(),
-            default_timeout,
-            transport,
-        });
-        Channel { shared }
+    fn build(
+        route: Route,
+        default_timeout: Option<Duration>,
+        max_retry: u32,
+        interceptors: ClientInterceptors,
+    ) -> Channel {
+        Channel {
+            core: Arc::new(ChannelCore {
+                methods: MethodStatsTable::default(),
+                default_timeout,
+                max_retry,
+                interceptors,
+                route,
+            }),
+        }
     }
 
-    /// A channel to the services in `table`, in this process (see
-    /// [`InProcess`]).
+    /// A channel to the services in `table`, in this process, with no
+    /// default timeout: calls go through the same dispatch path as a
+    /// server's (see [`InProcess`]). For limits and interceptors in process,
+    /// build the channel with [`ServerBuilder::in_process`](crate::server::ServerBuilder::in_process)
+    /// or [`Server::in_process`](crate::Server::in_process).
     pub fn in_process(table: MethodTable) -> Channel {
-        Channel::from_transport(InProcess::new(table))
+        Channel::from_in_process(InProcess::new(table))
+    }
+
+    pub(crate) fn from_dispatcher(dispatcher: Arc<Dispatcher>) -> Channel {
+        Channel::from_in_process(InProcess::from_dispatcher(dispatcher))
+    }
+
+    fn from_in_process(in_process: InProcess) -> Channel {
+        Channel::build(
+            Route::InProcess(in_process),
+            None,
+            0,
+            ClientInterceptors::default(),
+        )
     }
 
     /// Sends one call and returns its still-encoded reply. Clients use this;
     /// call it directly to send pre-encoded payloads
     /// ([`RawPayload`](crate::codec::RawPayload)).
     ///
-    /// Records the call in the method's stats and enforces
-    /// `options.timeout`: past it the transport future is dropped (which
-    /// cancels the call) and the result is [`Code::ERPCTIMEDOUT`].
+    /// Records the call in the method's stats, runs the client
+    /// interceptors, retries retryable failures, and enforces the timeout
+    /// (`options.timeout`, else the channel's default): past it the attempt
+    /// in flight is dropped (which cancels it) and the result is
+    /// [`Code::ERPCTIMEDOUT`].
     pub async fn call(
         &self,
         method: &'static MethodDescriptor,
         options: &CallOptions,
         request: &(dyn Encode + Sync),
     ) -> Result<Reply, Status> {
-        let stats = self.shared.methods.entry(method);
+        let core = &*self.core;
+        if !core.interceptors.is_empty() {
+            // Interceptors may change the options (metadata): they work on
+            // a copy, which only calls through an interceptor pay for.
+            let mut options = options.clone();
+            let result = match core.interceptors.before(method, &mut options) {
+                Ok(()) => self.call_with(method, &options, request).await,
+                Err(refused) => Err(refused),
+            };
+            core.interceptors.after(method, &options, &result);
+            return result;
+        }
+        self.call_with(method, options, request).await
+    }
+
+    async fn call_with(
+        &self,
+        method: &'static MethodDescriptor,
+        options: &CallOptions,
+        request: &(dyn Encode + Sync),
+    ) -> Result<Reply, Status> {
+        let core = &*self.core;
+        let stats = core.methods.entry(method);
         stats.start();
         let started = Instant::now();
-        let timeout = options.timeout.or(self.shared.default_timeout);
+        let timeout = options.timeout.or(core.default_timeout);
         let deadline = timeout.and_then(|t| started.checked_add(t));
         // A child of the server call being handled, if it is traced; else
         // a root of its own when the sampler says so.
         let span = crate::rpcz::client_span(method.path);
-        let call = self.shared.transport.call(Call {
+        let attempt = Call {
             method,
             options,
             request,
             deadline,
             span: &span,
-        });
+        };
+        let max_retry = options.max_retry.unwrap_or(core.max_retry);
+        let call = core.route.call(&attempt, max_retry);
         let result = match deadline {
             None => call.await,
             Some(deadline) => match tokio::time::timeout_at(deadline, call).await {
+                // The server (or an in-process handler) stopped at the same
+                // deadline: report it as the caller's timeout, like ours.
+                Ok(Err(status))
+                    if status.code() == Code::ERPCTIMEDOUT && Instant::now() >= deadline =>
+                {
+                    Err(timed_out(method, timeout))
+                }
                 Ok(result) => result,
                 Err(_elapsed) => Err(timed_out(method, timeout)),
             },
@@ -321,31 +413,29 @@ impl Channel {
     /// Per-method counters of this channel, one entry per method called
     /// through it so far (in no particular order).
     pub fn method_stats(&self) -> Vec<MethodStatsSnapshot> {
-        self.shared.methods.snapshot()
+        self.core.methods.snapshot()
     }
 
     /// Number of entries in the per-method table: the number of distinct
     /// methods called through this channel.
     pub fn method_cache_len(&self) -> usize {
-        self.shared.methods.len()
+        self.core.methods.len()
     }
 
     /// Calls sent and waiting for their response now (a table keyed by
     /// correlation id; every call leaves it when it completes, fails, times
     /// out or is dropped).
     pub fn pending_calls(&self) -> usize {
-        self.shared.transport.pending_calls()
+        self.core.route.pending_calls()
     }
 
     /// The cluster layer of a channel built on a naming URL: its servers,
-    /// invokers and counters. `None` for a one-endpoint channel.
+    /// invokers and counters. `None` for any other channel.
     pub fn cluster(&self) -> Option<&Cluster> {
-        self.shared.transport.cluster()
-    }
-
-    /// The transport calls go through.
-    pub fn transport(&self) -> &dyn Transport {
-        &self.shared.transport
+        match &self.core.route {
+            Route::Cluster(cluster) => Some(cluster),
+            _ => None,
+        }
     }
 }
 

@@ -22,7 +22,7 @@ use keel_cluster::{Endpoint, LoadBalancer, Picker};
 use tokio::sync::watch;
 
 use super::invoker::{Health, Invoker, InvokerState};
-use crate::channel::EndpointConfig;
+use crate::transport::EndpointConfig;
 
 /// One endpoint set and the balancer over it.
 pub(crate) struct Snapshot {

@@ -13,23 +13,21 @@
 //! is dropped whole: its connection task ends (rule R5), its registry entry
 //! leaves through the guard (R1). Nothing is cleared to pretend (R2).
 
-use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use keel_cluster::{Candidate, Endpoint};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::RetryBudget;
-use super::directory::Directory;
 use super::registry::Registration;
-use crate::channel::{BaiduStd, Call, EndpointConfig, Reply};
 use crate::codec::RawPayload;
 use crate::method::{MethodDescriptor, MethodKind};
 use crate::options::CallOptions;
 use crate::rpcz::SpanHandle;
 use crate::status::{Code, Status};
+use crate::transport::{BaiduStd, Call, EndpointConfig, Reply};
 
 /// Where an invoker is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -107,7 +105,6 @@ impl Default for BreakerConfig {
 
 /// What a cluster channel's invokers share: how many are available (so
 /// isolation never takes out the last one) and the breaker settings.
-#[derive(Debug)]
 pub(crate) struct Health {
     pub(crate) breaker: BreakerConfig,
     available: AtomicUsize,
@@ -116,62 +113,38 @@ pub(crate) struct Health {
     transitions: Mutex<()>,
     pub(crate) isolations: AtomicU64,
     pub(crate) revivals: AtomicU64,
-    /// The directory, to tell its balancer when a server's usability
-    /// changes (set once the directory exists).
-    pub(crate) directory: OnceLock<Weak<Directory>>,
-    /// The retry budget's balance in thousandths of a retry, its earning
-    /// per call and its cap (see [`RetryBudget`]); `None`: no budget.
-    retry_tokens: AtomicI64,
-    retry_budget: Option<(i64, i64)>,
+    /// Tells the balancer a server's usability changed (given by the
+    /// directory at construction; the invoker knows nothing of it).
+    feedback: Feedback,
+}
+
+/// How an invoker tells its balancer that its load or usability changed.
+pub(crate) type Feedback = Arc<dyn Fn(&Invoker) + Send + Sync>;
+
+impl std::fmt::Debug for Health {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Health")
+            .field("breaker", &self.breaker)
+            .field("available", &self.available)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Health {
-    pub(crate) fn new(breaker: BreakerConfig, budget: Option<RetryBudget>) -> Health {
-        let budget = budget.map(|b| {
-            let earn = (b.ratio.clamp(0.0, 1_000.0) * 1_000.0).round() as i64;
-            (earn, i64::from(b.reserve) * 1_000)
-        });
+    pub(crate) fn new(breaker: BreakerConfig, feedback: Feedback) -> Health {
         Health {
-            retry_tokens: AtomicI64::new(budget.map_or(0, |(_, cap)| cap)),
-            retry_budget: budget,
             breaker,
             available: AtomicUsize::new(0),
             transitions: Mutex::new(()),
             isolations: AtomicU64::new(0),
             revivals: AtomicU64::new(0),
-            directory: OnceLock::new(),
+            feedback,
         }
-    }
-
-    /// Calls earn retries in batches of `EARN_EVERY` (one shared atomic
-    /// add per batch, not per call).
-    fn earn_retries(&self, calls: u64) {
-        if let Some((earn, _)) = self.retry_budget {
-            if calls % EARN_EVERY == 0 {
-                self.retry_tokens
-                    .fetch_add(earn * EARN_EVERY as i64, Ordering::Relaxed);
-            }
-        }
-    }
-
-    /// Takes one retry from the budget, if it has one.
-    pub(crate) fn spend_retry(&self) -> bool {
-        let Some((_, cap)) = self.retry_budget else {
-            return true;
-        };
-        self.retry_tokens
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |balance| {
-                let balance = balance.min(cap);
-                (balance >= 1_000).then_some(balance - 1_000)
-            })
-            .is_ok()
     }
 
     /// Tells the balancer that `invoker` became usable or unusable.
     fn changed(&self, invoker: &Invoker) {
-        if let Some(directory) = self.directory.get().and_then(Weak::upgrade) {
-            directory.feedback(invoker);
-        }
+        (self.feedback)(invoker);
     }
 
     fn transition(&self) -> std::sync::MutexGuard<'_, ()> {
@@ -180,9 +153,6 @@ impl Health {
             .unwrap_or_else(PoisonError::into_inner)
     }
 }
-
-/// Calls earn their retry budget in batches of this many.
-const EARN_EVERY: u64 = 8;
 
 /// Fixed-point scale of the error average (1.0 = `EMA_ONE`).
 const EMA_ONE: u32 = 1 << 16;
@@ -306,6 +276,11 @@ impl Invoker {
         InvokerState::from_u8(self.state.load(Ordering::Acquire))
     }
 
+    /// Attempts it has answered (successfully or not).
+    pub fn answered(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+
     /// Calls in flight on it now.
     pub fn in_flight(&self) -> u32 {
         self.in_flight.load(Ordering::Relaxed)
@@ -412,7 +387,6 @@ impl Invoker {
         // server, so the common case (a healthy server answering) touches
         // as few as it can: the call count, and the latency 1 call in 4.
         let calls = self.calls.fetch_add(1, Ordering::Relaxed) + 1;
-        self.health.earn_retries(calls);
         let failed = match failure {
             None if calls % 4 != 0 && self.latency_us.load(Ordering::Relaxed) != 0 => false,
             None => {
@@ -657,7 +631,6 @@ mod tests {
             "list://test".into(),
             EndpointConfig {
                 connect_timeout: Duration::from_millis(10),
-                max_retry: 0,
                 max_body_size: 1 << 20,
             },
             health.clone(),
@@ -682,7 +655,7 @@ mod tests {
                 max_isolation: Duration::from_millis(800),
                 ..BreakerConfig::default()
             },
-            None,
+            Arc::new(|_: &Invoker| {}),
         ));
         let failing = invoker(&health, 1);
         let _other = invoker(&health, 2);
@@ -700,7 +673,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn overload_answers_never_isolate_and_the_last_server_stays() {
-        let health = Arc::new(Health::new(BreakerConfig::default(), None));
+        let health = Arc::new(Health::new(
+            BreakerConfig::default(),
+            Arc::new(|_: &Invoker| {}),
+        ));
         let a = invoker(&health, 1);
         let b = invoker(&health, 2);
         for _ in 0..100 {
@@ -720,32 +696,5 @@ mod tests {
         assert_eq!(a.state(), InvokerState::Closing);
         assert!(!a.revive(), "a closing invoker is never revived");
         assert_eq!(health.available.load(Ordering::Relaxed), 1);
-    }
-
-    #[test]
-    fn the_retry_budget_starts_full_and_refills_from_calls() {
-        let health = Health::new(
-            BreakerConfig::default(),
-            Some(RetryBudget {
-                ratio: 0.25,
-                reserve: 3,
-            }),
-        );
-        assert!((0..3).all(|_| health.spend_retry()), "the reserve");
-        assert!(!health.spend_retry(), "spent");
-        // 8 calls earn 2 retries at 25%, in one batch.
-        for calls in 1..=8 {
-            health.earn_retries(calls);
-        }
-        assert!(health.spend_retry() && health.spend_retry());
-        assert!(!health.spend_retry());
-        // A long healthy spell saves up no more than the reserve.
-        for calls in 9..=8_000 {
-            health.earn_retries(calls);
-        }
-        assert_eq!((0..10).filter(|_| health.spend_retry()).count(), 3);
-        // No budget: retries are never refused.
-        let unlimited = Health::new(BreakerConfig::default(), None);
-        assert!((0..1_000).all(|_| unlimited.spend_retry()));
     }
 }

@@ -3,11 +3,16 @@
 //! ```text
 //!   naming (list:// file:// dns:// or your own) ──► Directory ──► invokers
 //!                                                        │ snapshot
-//!   Channel::call ──► Cluster::call ── pick (load balancer) ──► Invoker::call
-//!                       │  failover: retry on another server, same deadline
-//!                       │  backup request: a second server after a delay
-//!                       └  circuit breaker: isolate failing servers
+//!   channel's retry loop ──► Cluster::attempt ── pick (load balancer) ──► Invoker::call
+//!     (failover: the next        │  backup request: a second server after a delay
+//!      attempt avoids the        └  circuit breaker: isolate failing servers
+//!      servers tried)
 //! ```
+//!
+//! Owns: the directory, invokers, picks, backup requests, broadcast, the
+//! breaker and the retry budget. May not touch: the retry loop itself
+//! (`crate::channel` owns it and asks this layer whether a retry may go
+//! on) or bytes on the wire (`crate::transport` below).
 //!
 //! Build one with `Channel::new("list://127.0.0.1:8001,127.0.0.1:8002")` or
 //! [`Channel::builder`](crate::Channel::builder) (load balancer, strategy,
@@ -17,21 +22,23 @@
 //! invoker serves the calls already on it and is then dropped whole (R1,
 //! R2). [`invokers`] lists every live invoker of the process.
 
+mod budget;
 mod directory;
 mod invoker;
 mod registry;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use keel_cluster::naming::{NamingService, NamingSink};
 use tokio::sync::watch;
-use tokio::time::Instant;
 
-use crate::channel::{Call, EndpointConfig, Reply, Transport, TransportFuture};
 use crate::status::{Code, Status};
+use crate::transport::{Call, EndpointConfig, Reply};
 use directory::{Directory, Sink};
+
+pub use budget::RetryBudget;
 
 pub use invoker::{BreakerConfig, Invoker, InvokerInfo, InvokerState};
 use keel_cluster::Candidate as _;
@@ -56,38 +63,13 @@ pub enum Strategy {
     Broadcast,
 }
 
-/// Caps failover retries at a share of calls, so a sick cluster is not hit
-/// by a retry storm on top of its load (Finagle's retry budget): every
-/// attempt earns `ratio` of a retry, a retry spends one, and at most
-/// `reserve` retries are saved up (the balance starts there).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RetryBudget {
-    /// Retries earned per attempt (default 0.2: about one retry per four
-    /// calls at most once the reserve is spent, retries earning too).
-    pub ratio: f64,
-    /// Retries saved up at most, and at the start (default 100).
-    pub reserve: u32,
-}
-
-impl Default for RetryBudget {
-    fn default() -> Self {
-        RetryBudget {
-            ratio: 0.2,
-            reserve: 100,
-        }
-    }
-}
-
 /// How a cluster channel spreads and retries calls.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClusterOptions {
     /// Which server a call goes to (default round robin).
     pub load_balancer: LoadBalancer,
-    /// Failover (default) or failfast.
+    /// Failover (default), failfast or broadcast.
     pub strategy: Strategy,
-    /// Retries on other servers under failover (default 3); a call's
-    /// `CallOptions::max_retry` overrides it.
-    pub max_retry: u32,
     /// Caps retries across all calls (default: 20% of calls, 100 saved up);
     /// `None`: only `max_retry` limits them.
     pub retry_budget: Option<RetryBudget>,
@@ -110,7 +92,6 @@ impl Default for ClusterOptions {
         ClusterOptions {
             load_balancer: LoadBalancer::RoundRobin,
             strategy: Strategy::Failover,
-            max_retry: 3,
             retry_budget: Some(RetryBudget::default()),
             attempt_timeout: None,
             backup_request: None,
@@ -139,12 +120,13 @@ pub struct ClusterStats {
     pub revivals: u64,
 }
 
-/// The transport of a cluster channel: picks a server per attempt and
+/// The servers of a cluster channel: picks a server per attempt and
 /// applies the strategy. Reach it through
 /// [`Channel::cluster`](crate::Channel::cluster).
 pub struct Cluster {
     directory: Arc<Directory>,
     options: ClusterOptions,
+    budget: budget::Tokens,
     retries: AtomicU64,
     retries_refused: AtomicU64,
     backup_requests: AtomicU64,
@@ -176,21 +158,23 @@ impl Cluster {
         options: ClusterOptions,
         endpoint: EndpointConfig,
     ) -> Cluster {
-        let health = Arc::new(invoker::Health::new(options.breaker, options.retry_budget));
-        let directory = Arc::new(Directory::new(
-            name.into(),
-            options.load_balancer,
-            // The cluster retries on other servers; each invoker tries once.
-            EndpointConfig {
-                max_retry: 0,
-                ..endpoint
-            },
-            health,
-        ));
-        let _ = directory.health.directory.set(Arc::downgrade(&directory));
+        let first_update_wait = endpoint.connect_timeout;
+        let directory = Arc::new_cyclic(|me: &Weak<Directory>| {
+            // Invokers tell the balancer about changes through this, and
+            // never hold the directory (it holds them).
+            let me = me.clone();
+            let feedback: invoker::Feedback = Arc::new(move |invoker: &Invoker| {
+                if let Some(directory) = me.upgrade() {
+                    directory.feedback(invoker);
+                }
+            });
+            let health = Arc::new(invoker::Health::new(options.breaker, feedback));
+            Directory::new(name.into(), options.load_balancer, endpoint, health)
+        });
         let cluster = Cluster {
-            first_update_wait: endpoint.connect_timeout,
+            first_update_wait,
             directory,
+            budget: budget::Tokens::new(options.retry_budget),
             options,
             retries: AtomicU64::new(0),
             retries_refused: AtomicU64::new(0),
@@ -308,9 +292,11 @@ impl Cluster {
     }
 
     /// One attempt on `invoker`, counted in flight while it runs.
-    async fn attempt(&self, invoker: &Arc<Invoker>, call: &Call<'_>) -> Result<Reply, Status> {
+    async fn attempt_on(&self, invoker: &Arc<Invoker>, call: &Call<'_>) -> Result<Reply, Status> {
         let _in_flight = Attempt::new(&self.directory, invoker);
-        invoker.call(call, self.options.attempt_timeout).await
+        let result = invoker.call(call, self.options.attempt_timeout).await;
+        self.budget.earn(invoker.answered());
+        result
     }
 
     /// An attempt on `first`, and after `after` without an answer one on a
@@ -323,15 +309,14 @@ impl Cluster {
         after: Duration,
         tried: &mut Tried,
     ) -> Result<Reply, Status> {
-        let primary = self.attempt(first, call);
+        let primary = self.attempt_on(first, call);
         tokio::pin!(primary);
         tokio::select! {
             result = &mut primary => return result,
             _ = tokio::time::sleep(after) => {}
         }
-        tried.push(first.id());
         let second = self.directory.pick(call.options.hash_key, |invoker| {
-            tried.contains(invoker.id())
+            invoker.id() == first.id() || tried.contains(invoker.id())
         });
         let Some(second) = second else {
             return primary.await;
@@ -339,7 +324,7 @@ impl Cluster {
         // A failover after this call does not go back to either server.
         tried.push(second.id());
         self.backup_requests.fetch_add(1, Ordering::Relaxed);
-        let backup = self.attempt(&second, call);
+        let backup = self.attempt_on(&second, call);
         tokio::pin!(backup);
         tokio::select! {
             result = &mut primary => match result {
@@ -360,8 +345,10 @@ impl Cluster {
         result
     }
 
-    fn retryable(&self, status: &Status) -> bool {
-        // brpc's default retry policy, plus timeouts of single attempts.
+    /// Whether `status` may be retried on another server: what brpc's
+    /// default retry policy retries, plus timeouts of single attempts when
+    /// an attempt timeout is set.
+    pub(crate) fn retryable(&self, status: &Status) -> bool {
         matches!(
             status.code(),
             Code::EFAILEDSOCKET
@@ -372,10 +359,20 @@ impl Cluster {
         ) || (status.code() == Code::ERPCTIMEDOUT && self.options.attempt_timeout.is_some())
     }
 
-    /// Takes one retry from the budget; false (and counted) when it is
-    /// spent.
-    fn spend_retry(&self) -> bool {
-        if self.directory.health.spend_retry() {
+    /// How many retries a call may make under this cluster's strategy,
+    /// given the channel's count.
+    pub(crate) fn max_retry(&self, channel_max: u32) -> u32 {
+        match self.options.strategy {
+            Strategy::Failfast => 0,
+            Strategy::Failover | Strategy::Broadcast => channel_max,
+        }
+    }
+
+    /// Takes one retry from the budget (and counts it); false, counted as
+    /// refused, when the budget is spent.
+    pub(crate) fn spend_retry(&self) -> bool {
+        if self.budget.spend() {
+            self.retries.fetch_add(1, Ordering::Relaxed);
             true
         } else {
             self.retries_refused.fetch_add(1, Ordering::Relaxed);
@@ -401,7 +398,7 @@ impl Cluster {
         let mut last = None;
         let mut first_failure = None;
         for invoker in &servers {
-            match self.attempt(invoker, call).await {
+            match self.attempt_on(invoker, call).await {
                 Ok(reply) => last = Some(reply),
                 Err(status) => {
                     first_failure.get_or_insert(status);
@@ -415,65 +412,53 @@ impl Cluster {
         }
     }
 
-    async fn call_inner(&self, call: Call<'_>) -> Result<Reply, Status> {
-        if !self.directory.is_ready() {
-            // The first endpoint set has not arrived yet: wait for it, as
-            // long as connecting may take (and within the call's deadline).
-            let wait = self.wait_for_updates(1);
-            if tokio::time::timeout(self.first_update_wait, wait)
-                .await
-                .is_err()
-            {
-                return Err(Status::new(
-                    Code::EHOSTDOWN,
-                    format!(
-                        "{} has delivered no servers within {:?}",
-                        self.directory.name, self.first_update_wait
-                    ),
-                ));
-            }
+    /// Waits (bounded) for the naming service's first endpoint set.
+    async fn ready(&self) -> Result<(), Status> {
+        self.start_naming();
+        if self.directory.is_ready() {
+            return Ok(());
         }
-        let max_retry = match self.options.strategy {
-            Strategy::Failfast => 0,
-            Strategy::Failover => call.options.max_retry.unwrap_or(self.options.max_retry),
-            Strategy::Broadcast => return self.broadcast(&call).await,
-        };
-        let mut tried = Tried::default();
-        let mut retries = 0;
-        loop {
-            let invoker = self.pick(&call, &tried)?;
-            let result = match self.options.backup_request {
-                // Boxed: its two attempts would otherwise triple the size
-                // of every call's future, backup or not.
-                Some(after) => Box::pin(self.with_backup(&invoker, &call, after, &mut tried)).await,
-                None => self.attempt(&invoker, &call).await,
-            };
-            match result {
-                Err(status)
-                    if retries < max_retry
-                        && self.retryable(&status)
-                        && call.deadline.is_none_or(|d| Instant::now() < d)
-                        && self.spend_retry() =>
-                {
-                    retries += 1;
-                    self.retries.fetch_add(1, Ordering::Relaxed);
-                    tried.push(invoker.id());
-                }
-                result => return result,
-            }
+        // The first endpoint set has not arrived yet: wait for it, as long
+        // as connecting may take (and within the call's deadline).
+        let wait = self.wait_for_updates(1);
+        match tokio::time::timeout(self.first_update_wait, wait).await {
+            Ok(()) => Ok(()),
+            Err(_) => Err(Status::new(
+                Code::EHOSTDOWN,
+                format!(
+                    "{} has delivered no servers within {:?}",
+                    self.directory.name, self.first_update_wait
+                ),
+            )),
         }
     }
-}
 
-impl Transport for Cluster {
-    fn call<'a>(&'a self, call: Call<'a>) -> TransportFuture<'a> {
-        self.start_naming();
-        Box::pin(self.call_inner(call))
+    /// One attempt of `call`: a server the call has not tried (recorded in
+    /// `tried`), plus a backup request when configured; under the
+    /// broadcast strategy, every server. The channel's retry loop calls
+    /// this again after a retryable failure.
+    pub(crate) async fn attempt(
+        &self,
+        call: &Call<'_>,
+        tried: &mut Tried,
+    ) -> Result<Reply, Status> {
+        self.ready().await?;
+        if self.options.strategy == Strategy::Broadcast {
+            return self.broadcast(call).await;
+        }
+        let invoker = self.pick(call, tried)?;
+        tried.push(invoker.id());
+        match self.options.backup_request {
+            // Boxed: its two attempts would otherwise triple the size of
+            // every call's future, backup or not.
+            Some(after) => Box::pin(self.with_backup(&invoker, call, after, tried)).await,
+            None => self.attempt_on(&invoker, call).await,
+        }
     }
 
     /// Calls waiting for a response on any of this channel's invokers,
     /// including destroyed ones still finishing theirs.
-    fn pending_calls(&self) -> usize {
+    pub(crate) fn pending_calls(&self) -> usize {
         let mut pending = 0;
         registry::for_each(|invoker| {
             if invoker.shares(&self.directory.health) {
@@ -481,10 +466,6 @@ impl Transport for Cluster {
             }
         });
         pending
-    }
-
-    fn cluster(&self) -> Option<&Cluster> {
-        Some(self)
     }
 }
 
@@ -512,7 +493,7 @@ impl Drop for Attempt<'_> {
 
 /// Invokers a call already tried (by id), kept inline: retries are few.
 #[derive(Clone, Copy, Default)]
-struct Tried {
+pub(crate) struct Tried {
     ids: [u64; 8],
     len: usize,
 }

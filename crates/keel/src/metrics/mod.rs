@@ -1,6 +1,10 @@
-//! Measurements Keel reports about itself: latency histograms now; per-method
-//! and process variables for the console later.
+//! Measurements Keel reports about itself: latency histograms and per-method
+//! call statistics (of channels and servers); process variables for the
+//! console later.
 
 mod histogram;
+mod method_stats;
 
 pub use histogram::LatencyHistogram;
+pub use method_stats::MethodStatsSnapshot;
+pub(crate) use method_stats::{MethodStats, MethodStatsTable};

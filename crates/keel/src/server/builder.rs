@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, ToSocketAddrs};
@@ -24,18 +24,33 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::method::MethodDescriptor;
+use crate::server::dispatch::Dispatcher;
+use crate::server::interceptor::{Authenticator, Interceptor, Interceptors};
 use crate::server::limit::{Limiter, Limits};
 use crate::server::method_table::{MethodTable, MethodTableError};
 use crate::server::service::Service;
 
 /// Builds a [`Server`].
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct ServerBuilder {
     table: MethodTable,
     error: Option<MethodTableError>,
     max_concurrency: Option<usize>,
     method_limits: HashMap<&'static str, usize>,
     max_body_size: Option<usize>,
+    interceptors: Interceptors,
+    authenticator: Option<Arc<dyn Authenticator>>,
+}
+
+impl std::fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerBuilder")
+            .field("table", &self.table)
+            .field("max_concurrency", &self.max_concurrency)
+            .field("interceptors", &self.interceptors)
+            .field("authenticator", &self.authenticator.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl ServerBuilder {
@@ -69,14 +84,29 @@ impl ServerBuilder {
         self
     }
 
-    /// Binds `addr` and starts serving in the background; the returned
-    /// [`Server`] reports the bound address and shuts down gracefully.
-    pub async fn bind(self, addr: impl ToSocketAddrs) -> io::Result<Server> {
+    /// Runs `interceptor` before every call's handler (and its `after`
+    /// once the call is answered), on every protocol and in process.
+    /// Interceptors run in the order they were added; see
+    /// [`Interceptor`].
+    pub fn interceptor(mut self, interceptor: impl Interceptor) -> Self {
+        self.interceptors.push(Arc::new(interceptor));
+        self
+    }
+
+    /// Checks each connection's credential on its first request (baidu_std
+    /// `authentication_data`); see [`Authenticator`]. In-process calls have
+    /// no connection and are not checked.
+    pub fn authenticator(mut self, authenticator: impl Authenticator) -> Self {
+        self.authenticator = Some(Arc::new(authenticator));
+        self
+    }
+
+    /// The dispatch path this builder describes, and what the protocols
+    /// need besides it.
+    fn build_shared(self) -> io::Result<Arc<Shared>> {
         if let Some(e) = self.error {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, e));
         }
-        let listener = TcpListener::bind(addr).await?;
-        let local_addr = listener.local_addr()?;
         let mut methods: Vec<Limiter> = Vec::new();
         for service in self.table.services() {
             for m in service.methods {
@@ -90,21 +120,35 @@ impl ServerBuilder {
                 methods[route.slot] = Limiter::new(self.method_limits.get(m.path).copied());
             }
         }
-        let limits = Arc::new(Limits {
+        let limits = Limits {
             global: Limiter::new(self.max_concurrency),
             methods,
-        });
-        let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let shared = Arc::new(Shared {
-            table: self.table,
+        };
+        Ok(Arc::new(Shared {
+            dispatcher: Dispatcher::new(self.table, limits, self.interceptors),
             wire_limits: keel_wire::baidu_std::Limits::new(
                 self.max_body_size
                     .unwrap_or(keel_wire::baidu_std::Limits::DEFAULT_MAX_BODY_SIZE),
             ),
-            limits,
-            draining: AtomicBool::new(false),
-            stats: Counters::default(),
-        });
+            authenticator: self.authenticator,
+        }))
+    }
+
+    /// A channel to these services in this process, through the same
+    /// dispatch path as a bound server (limits, interceptors, statistics,
+    /// panics answered `EINTERNAL`), with no socket.
+    pub fn in_process(self) -> io::Result<crate::Channel> {
+        let shared = self.build_shared()?;
+        Ok(crate::Channel::from_dispatcher(shared.dispatcher.clone()))
+    }
+
+    /// Binds `addr` and starts serving in the background; the returned
+    /// [`Server`] reports the bound address and shuts down gracefully.
+    pub async fn bind(self, addr: impl ToSocketAddrs) -> io::Result<Server> {
+        let shared = self.build_shared()?;
+        let listener = TcpListener::bind(addr).await?;
+        let local_addr = listener.local_addr()?;
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let accept = tokio::spawn(accept_loop(listener, shared.clone(), shutdown_rx));
         Ok(Server {
             local_addr,
@@ -124,21 +168,12 @@ impl ServerBuilder {
     }
 }
 
-/// What every connection of one server shares.
+/// What every connection of one server shares: the dispatch path, and
+/// what the protocols check before it.
 pub(crate) struct Shared {
-    pub(crate) table: MethodTable,
+    pub(crate) dispatcher: Arc<Dispatcher>,
     pub(crate) wire_limits: keel_wire::baidu_std::Limits,
-    pub(crate) limits: Arc<Limits>,
-    pub(crate) draining: AtomicBool,
-    pub(crate) stats: Counters,
-}
-
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub(crate) connections: AtomicUsize,
-    pub(crate) accepted: AtomicU64,
-    pub(crate) calls: AtomicU64,
-    pub(crate) errors: AtomicU64,
+    pub(crate) authenticator: Option<Arc<dyn Authenticator>>,
 }
 
 /// A snapshot of a server's counters.
@@ -172,7 +207,7 @@ pub struct Server {
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Shared")
-            .field("table", &self.table)
+            .field("dispatcher", &self.dispatcher)
             .finish_non_exhaustive()
     }
 }
@@ -188,10 +223,24 @@ impl Server {
         self.local_addr
     }
 
+    /// A channel to this server's services in this process, through the
+    /// server's own dispatch path: its limits, interceptors and statistics
+    /// apply, and a graceful [`shutdown`](Self::shutdown) refuses its new
+    /// calls with `ELOGOFF` too.
+    pub fn in_process(&self) -> crate::Channel {
+        crate::Channel::from_dispatcher(self.shared.dispatcher.clone())
+    }
+
+    /// Per-method counters of every method served (calls over every
+    /// protocol and in process).
+    pub fn method_stats(&self) -> Vec<crate::metrics::MethodStatsSnapshot> {
+        self.shared.dispatcher.method_stats()
+    }
+
     /// The server's counters now.
     pub fn stats(&self) -> ServerStats {
-        let c = &self.shared.stats;
-        let limits = &self.shared.limits;
+        let c = &self.shared.dispatcher.stats;
+        let limits = self.shared.dispatcher.limits();
         ServerStats {
             connections: c.connections.load(Ordering::Acquire),
             accepted: c.accepted.load(Ordering::Relaxed),
@@ -208,7 +257,7 @@ impl Server {
     /// closes every connection. Returns the number of connections that had
     /// to be cut at the deadline.
     pub async fn shutdown(mut self, grace: Duration) -> usize {
-        self.shared.draining.store(true, Ordering::Release);
+        self.shared.dispatcher.drain();
         let _ = self.shutdown_tx.send(true);
         let Some(accept) = self.accept.take() else {
             return 0;
@@ -257,8 +306,8 @@ async fn accept_loop(
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
-                    let conn = super::connection::Connection::new(
+                    shared.dispatcher.stats.accepted.fetch_add(1, Ordering::Relaxed);
+                    let conn = super::baidu_std::Connection::new(
                         stream,
                         peer,
                         shared.clone(),

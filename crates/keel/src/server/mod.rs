@@ -1,5 +1,18 @@
-//! The server side: the [`Service`] contract generated code implements and
-//! the [`MethodTable`] that routes calls to services.
+//! The server side: the [`Service`] contract generated code implements, the
+//! [`MethodTable`] that routes calls to services, the one dispatch path
+//! every protocol shares, and the protocols' connection code.
+//!
+//! Layers, each importing only those below it:
+//!
+//! ```text
+//!   builder.rs      Server, ServerBuilder: bind, accept, shut down
+//!   baidu_std.rs    one connection speaking baidu_std (gRPC, HTTP next)
+//!   dispatch.rs     the one dispatch path: admission, handler run, stats
+//!   interceptor.rs  Interceptor, Authenticator
+//!   limit.rs        concurrency limits (Permit released by Drop)
+//!   method_table.rs (service, method) -> route
+//!   service.rs      the Service trait generated code implements
+//! ```
 //!
 //! ```text
 //!   frame/request ──(service name, method name)──► MethodTable::lookup
@@ -11,16 +24,19 @@
 //!                 decode (EREQUEST) → user's async fn → encode
 //! ```
 //!
-//! Transports (the baidu_std [`Server`] over TCP and the in-process channel)
-//! all go through this path, so errors look the same whichever way a call
-//! arrives.
+//! Every protocol (baidu_std over TCP, the in-process channel) goes through
+//! the dispatch path, so limits, deadlines, spans, panics, interceptors and
+//! errors work the same whichever way a call arrives.
 
+mod baidu_std;
 mod builder;
-mod connection;
+pub(crate) mod dispatch;
+mod interceptor;
 mod limit;
 mod method_table;
 mod service;
 
 pub use builder::{Server, ServerBuilder, ServerStats};
+pub use interceptor::{Authenticator, Interceptor};
 pub use method_table::{MethodTable, MethodTableError, Route};
 pub use service::{Service, ServiceFuture, unary, unknown_method};

@@ -1,10 +1,12 @@
-//! A channel's per-method state, keyed by method identity.
+//! Per-method call statistics: [`MethodStats`] (the counters of one method,
+//! used by servers per method slot and by channels), and the channel's
+//! [`MethodStatsTable`], keyed by method identity.
 //!
-//! Entries are created on a method's first call and live as long as the
-//! channel, so the table is bounded by the number of distinct methods called
-//! through it — clients, option sets and calls add nothing (`DESIGN.md`
-//! §1.3). The steady state is a read lock, a hash of one pointer and a few
-//! relaxed atomic increments; no allocation.
+//! A channel's entries are created on a method's first call and live as long
+//! as the channel, so the table is bounded by the number of distinct methods
+//! called through it — clients, option sets and calls add nothing
+//! (`DESIGN.md` §1.3). The steady state is a read lock, a hash of one pointer
+//! and a few relaxed atomic increments; no allocation.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -13,7 +15,7 @@ use std::time::Duration;
 
 use crate::method::{MethodDescriptor, MethodKey};
 
-/// Counters of one method on one channel.
+/// Counters of one method on one channel or server.
 #[derive(Debug, Default)]
 pub(crate) struct MethodStats {
     calls: AtomicU64,
@@ -33,9 +35,18 @@ impl MethodStats {
         let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
         self.latency_nanos.fetch_add(nanos, Relaxed);
     }
+
+    pub(crate) fn snapshot(&self, method: &'static MethodDescriptor) -> MethodStatsSnapshot {
+        MethodStatsSnapshot {
+            method,
+            calls: self.calls.load(Relaxed),
+            errors: self.errors.load(Relaxed),
+            total_latency: Duration::from_nanos(self.latency_nanos.load(Relaxed)),
+        }
+    }
 }
 
-/// A point-in-time copy of one method's counters on a channel.
+/// A point-in-time copy of one method's counters on a channel or server.
 #[derive(Debug, Clone, Copy)]
 pub struct MethodStatsSnapshot {
     /// The method.
@@ -49,13 +60,13 @@ pub struct MethodStatsSnapshot {
     pub total_latency: Duration,
 }
 
-/// The table itself.
+/// A channel's counters, one entry per method called through it.
 #[derive(Debug, Default)]
-pub(crate) struct MethodCache {
+pub(crate) struct MethodStatsTable {
     entries: RwLock<HashMap<MethodKey, Arc<MethodStats>>>,
 }
 
-impl MethodCache {
+impl MethodStatsTable {
     /// The entry of `method`, created on first use.
     pub(crate) fn entry(&self, method: &'static MethodDescriptor) -> Arc<MethodStats> {
         let key = MethodKey(method);
@@ -83,12 +94,7 @@ impl MethodCache {
         let entries = self.entries.read().unwrap_or_else(PoisonError::into_inner);
         entries
             .iter()
-            .map(|(key, stats)| MethodStatsSnapshot {
-                method: key.0,
-                calls: stats.calls.load(Relaxed),
-                errors: stats.errors.load(Relaxed),
-                total_latency: Duration::from_nanos(stats.latency_nanos.load(Relaxed)),
-            })
+            .map(|(key, stats)| stats.snapshot(key.0))
             .collect()
     }
 }
@@ -119,7 +125,7 @@ mod tests {
 
     #[test]
     fn one_entry_per_method_identity() {
-        let cache = MethodCache::default();
+        let cache = MethodStatsTable::default();
         for _ in 0..100 {
             cache.entry(&M).start();
         }

@@ -2,38 +2,40 @@
 //! (brpc's "single" connection type), reconnected after failures.
 //!
 //! ```text
-//!   call ──lock──► encode frame into `out`, register slot ──► notify writer
-//!     │                                                          │
-//!     ▼                                                          ▼
-//!   PendingCall (polls its slot)              connection task: write `out` (all
-//!     ▲                                        calls queued meanwhile in one write),
-//!     └──────────── slot Done + wake ◄──────── read responses, match correlation id
+//!   call ──lock──► encode frame into `out`, insert in pending ──► notify writer
+//!     │                                                            │
+//!     ▼                                                            ▼
+//!   PendingCall (polls its entry)               connection task: write `out` (all
+//!     ▲                                          calls queued meanwhile in one write),
+//!     └──────────── entry Done + wake ◄───────── read responses, match correlation id
 //! ```
 //!
-//! Pending calls live in a slab keyed by correlation id (slot index in the
-//! low 32 bits, the slot's generation in the high 32), so matching a
-//! response is an index, and a late response to an abandoned call finds a
-//! newer generation and is dropped. A call that completes, fails, times out,
-//! or whose future is dropped frees its slot on that path (rule R1). The
-//! connection task ends when the transport drops (rule R5).
+//! Pending calls live in the [`PendingCalls`] table keyed by correlation
+//! id; a call that completes, fails, times out, or whose future is dropped
+//! leaves it on that path (rule R1). The connection task ends when the
+//! transport drops (rule R5).
+//!
+//! One attempt only: [`BaiduStd::try_call`] never retries. Retrying is the
+//! channel's job (`crate::channel`), the one retry loop of the code base.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context as TaskContext, Poll, Waker};
+use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use keel_wire::CompressType;
+use bytes::BytesMut;
 use keel_wire::baidu_std::{Limits, RequestHeader, decode_raw_frame, encode_request};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
-use crate::channel::transport::{Call, Reply, Transport, TransportFuture};
-use crate::options::Compression;
+use super::pending::{CallId, PendingCalls};
+use crate::compression::{self, Compression};
+use crate::metadata::Metadata;
 use crate::status::{Code, Status};
+use crate::transport::{Call, Reply};
 
 const READ_CHUNK: usize = 8 * 1024;
 const READ_MIN_ROOM: usize = 1024;
@@ -47,7 +49,6 @@ const MAX_UNWRITTEN: usize = 64 * 1024 * 1024;
 #[derive(Debug, Clone)]
 pub(crate) struct EndpointConfig {
     pub(crate) connect_timeout: Duration,
-    pub(crate) max_retry: u32,
     pub(crate) max_body_size: usize,
 }
 
@@ -78,14 +79,14 @@ struct Conn {
 }
 
 struct State {
-    /// Bumped for every new connection; slots remember the epoch they were
+    /// Bumped for every new connection; pending calls remember the epoch they were
     /// sent on, so a failed connection fails exactly its own calls.
     epoch: u64,
     up: bool,
     /// The address the current connection reached (for client spans).
     peer: Option<std::net::SocketAddr>,
     out: BytesMut,
-    pending: Slab,
+    pending: PendingCalls,
 }
 
 impl BaiduStd {
@@ -100,7 +101,7 @@ impl BaiduStd {
                     up: false,
                     peer: None,
                     out: BytesMut::new(),
-                    pending: Slab::default(),
+                    pending: PendingCalls::default(),
                 }),
                 wake_writer: Notify::new(),
                 connect_lock: tokio::sync::Mutex::new(()),
@@ -112,7 +113,7 @@ impl BaiduStd {
 
     /// Calls waiting for a response now.
     pub fn pending_calls(&self) -> usize {
-        self.conn.lock().pending.live
+        self.conn.lock().pending.len()
     }
 
     /// Addresses this transport connects to.
@@ -125,9 +126,9 @@ impl BaiduStd {
         self.conn.up_epoch().is_some()
     }
 
-    /// Sends `call` once: no retry after a connection failure (the cluster
-    /// layer retries on another server instead).
-    pub(crate) async fn try_call(&self, call: &Call<'_>) -> Result<Reply, Status> {
+    /// Sends `call` once: no retry after a connection failure (the channel
+    /// retries, on another server when it has several).
+    pub async fn try_call(&self, call: &Call<'_>) -> Result<Reply, Status> {
         let epoch = self.ensure_connected().await?;
         // Compression is slow work: do it before taking the lock.
         let packed = compress_request(call)?;
@@ -224,47 +225,18 @@ impl BaiduStd {
     }
 }
 
-impl Transport for BaiduStd {
-    fn call<'a>(&'a self, call: Call<'a>) -> TransportFuture<'a> {
-        Box::pin(async move {
-            let mut retries = 0;
-            loop {
-                match self.try_call(&call).await {
-                    // The request may not have reached the server: brpc
-                    // retries these, within the call's one deadline (the
-                    // channel's timeout wraps this whole loop).
-                    Err(s)
-                        if s.code() == Code::EFAILEDSOCKET
-                            && retries
-                                < call.options.max_retry.unwrap_or(self.conn.config.max_retry) =>
-                    {
-                        retries += 1;
-                    }
-                    result => return result,
-                }
-            }
-        })
-    }
-
-    fn pending_calls(&self) -> usize {
-        BaiduStd::pending_calls(self)
-    }
-}
-
 /// The request compressed as its options ask, or `None` to encode it
 /// straight into the frame.
 fn compress_request(call: &Call<'_>) -> Result<Option<BytesMut>, Status> {
-    let compress = call.options.compression;
-    if compress == Compression::None {
+    let kind = call.options.compression;
+    if kind == Compression::None {
         return Ok(None);
     }
     let mut plain = BytesMut::with_capacity(call.request.encoded_len());
     call.request.encode_to(&mut plain);
-    let kind = CompressType::try_from(compress.wire_value())
-        .map_err(|e| Status::new(Code::EREQUEST, e.to_string()))?;
     let mut packed = BytesMut::new();
-    keel_wire::compress(kind, &plain, &mut packed)
-        .map_err(|e| Status::new(Code::EREQUEST, e.to_string()))?;
+    compression::compress(kind, &plain, &mut packed)
+        .map_err(|e| Status::new(Code::EREQUEST, e.message().to_owned()))?;
     Ok(Some(packed))
 }
 
@@ -289,7 +261,7 @@ fn encode_call(
         span_id: trace.map_or(0, |t| t.span_id as i64),
         parent_span_id: trace.map_or(0, |t| t.parent_span_id as i64),
         timeout_ms,
-        compress_type: options.compression.wire_value(),
+        compress_type: options.compression.as_i32(),
         attachment_len: options.attachment.len(),
     };
     let framed = match packed {
@@ -326,7 +298,7 @@ impl Conn {
         let waker = {
             let mut st = self.lock();
             st.pending
-                .complete(Key::from_correlation_id(correlation_id), result)
+                .complete(CallId::from_correlation_id(correlation_id), result)
         };
         if let Some(w) = waker {
             w.wake();
@@ -452,12 +424,21 @@ fn deliver(conn: &Conn, inbuf: &mut BytesMut, limits: &Limits) -> Result<(), Str
                 r.error_text.to_owned(),
             )),
             _ => match frame.split(&meta) {
-                Ok((payload, attachment)) => {
-                    decompress(meta.compress_type, payload, limits).map(|payload| Reply {
-                        payload,
-                        attachment,
-                    })
-                }
+                Ok((payload, attachment)) => compression::decompress(
+                    meta.compress_type,
+                    payload,
+                    limits.max_body_size,
+                    Code::ERESPONSE,
+                )
+                .map(|payload| Reply {
+                    payload,
+                    attachment,
+                    metadata: if meta.user_fields.is_empty() {
+                        Metadata::new()
+                    } else {
+                        meta.user_fields.iter().collect()
+                    },
+                }),
                 Err(e) => Err(Status::new(Code::ERESPONSE, e.to_string())),
             },
         };
@@ -465,20 +446,10 @@ fn deliver(conn: &Conn, inbuf: &mut BytesMut, limits: &Limits) -> Result<(), Str
     }
 }
 
-fn decompress(kind: i32, payload: Bytes, limits: &Limits) -> Result<Bytes, Status> {
-    if kind == 0 {
-        return Ok(payload);
-    }
-    let kind =
-        CompressType::try_from(kind).map_err(|e| Status::new(Code::ERESPONSE, e.to_string()))?;
-    keel_wire::decompress(kind, &payload, limits.max_body_size)
-        .map_err(|e| Status::new(Code::ERESPONSE, e.to_string()))
-}
-
-/// A call waiting for its response; dropping it frees its slot.
+/// A call waiting for its response; dropping it frees its entry.
 struct PendingCall<'a> {
     conn: &'a Conn,
-    key: Key,
+    key: CallId,
     finished: bool,
 }
 
@@ -503,210 +474,5 @@ impl Drop for PendingCall<'_> {
         if !self.finished {
             self.conn.lock().pending.remove(self.key);
         }
-    }
-}
-
-/// Identifies a pending call: slot index and generation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Key {
-    index: u32,
-    generation: u32,
-}
-
-impl Key {
-    fn correlation_id(self) -> i64 {
-        (((self.generation as u64) << 32) | self.index as u64) as i64
-    }
-
-    fn from_correlation_id(cid: i64) -> Key {
-        let cid = cid as u64;
-        Key {
-            index: cid as u32,
-            generation: (cid >> 32) as u32,
-        }
-    }
-}
-
-enum SlotState {
-    Free,
-    Waiting(Option<Waker>),
-    Done(Result<Reply, Status>),
-}
-
-struct Slot {
-    generation: u32,
-    epoch: u64,
-    state: SlotState,
-}
-
-/// Pending calls by slot index. Grows to the peak number of calls in flight
-/// and no further; released slots are reused, and an idle table that grew
-/// large is given back.
-#[derive(Default)]
-struct Slab {
-    slots: Vec<Slot>,
-    free: Vec<u32>,
-    live: usize,
-    /// Generations come from one counter for the whole table, so a
-    /// correlation id is not reused even after the table shrinks and
-    /// indices start over (a late answer to an abandoned call can never
-    /// reach a new one).
-    next_generation: u32,
-}
-
-const SLAB_KEEP: usize = 1024;
-
-impl Slab {
-    fn insert(&mut self, epoch: u64) -> Key {
-        self.live += 1;
-        let index = match self.free.pop() {
-            Some(i) => i,
-            None => {
-                self.slots.push(Slot {
-                    generation: 0,
-                    epoch,
-                    state: SlotState::Free,
-                });
-                (self.slots.len() - 1) as u32
-            }
-        };
-        self.next_generation = self.next_generation.wrapping_add(1);
-        let slot = &mut self.slots[index as usize];
-        slot.generation = self.next_generation;
-        slot.epoch = epoch;
-        slot.state = SlotState::Waiting(None);
-        Key {
-            index,
-            generation: slot.generation,
-        }
-    }
-
-    fn get(&mut self, key: Key) -> Option<&mut Slot> {
-        self.slots
-            .get_mut(key.index as usize)
-            .filter(|s| s.generation == key.generation && !matches!(s.state, SlotState::Free))
-    }
-
-    fn remove(&mut self, key: Key) {
-        if let Some(slot) = self.get(key) {
-            slot.state = SlotState::Free;
-            self.free.push(key.index);
-            self.live -= 1;
-            if self.live == 0 && self.slots.len() > SLAB_KEEP {
-                self.slots = Vec::new();
-                self.free = Vec::new();
-            }
-        }
-    }
-
-    fn complete(&mut self, key: Key, result: Result<Reply, Status>) -> Option<Waker> {
-        let slot = self.get(key)?;
-        match std::mem::replace(&mut slot.state, SlotState::Done(result)) {
-            SlotState::Waiting(waker) => waker,
-            // A duplicate answer: keep the first.
-            other => {
-                slot.state = other;
-                None
-            }
-        }
-    }
-
-    fn poll(&mut self, key: Key, waker: &Waker) -> Poll<Result<Reply, Status>> {
-        let Some(slot) = self.get(key) else {
-            return Poll::Ready(Err(Status::internal("pending call vanished")));
-        };
-        match &mut slot.state {
-            SlotState::Done(_) => {
-                let SlotState::Done(result) = std::mem::replace(&mut slot.state, SlotState::Free)
-                else {
-                    unreachable!("matched Done just above")
-                };
-                self.free.push(key.index);
-                self.live -= 1;
-                Poll::Ready(result)
-            }
-            SlotState::Waiting(w) => {
-                match w {
-                    Some(w) if w.will_wake(waker) => {}
-                    _ => *w = Some(waker.clone()),
-                }
-                Poll::Pending
-            }
-            SlotState::Free => unreachable!("get() filters free slots"),
-        }
-    }
-
-    fn fail_epoch(&mut self, epoch: u64, text: &str) -> Vec<Waker> {
-        let mut wakers = Vec::new();
-        for slot in &mut self.slots {
-            if slot.epoch == epoch && matches!(slot.state, SlotState::Waiting(_)) {
-                let SlotState::Waiting(w) = std::mem::replace(
-                    &mut slot.state,
-                    SlotState::Done(Err(Status::new(Code::EFAILEDSOCKET, text.to_owned()))),
-                ) else {
-                    unreachable!("matched Waiting just above")
-                };
-                wakers.extend(w);
-            }
-        }
-        wakers
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn correlation_ids_round_trip_and_stale_answers_are_dropped() {
-        let mut slab = Slab::default();
-        let a = slab.insert(1);
-        assert_eq!(Key::from_correlation_id(a.correlation_id()), a);
-        slab.remove(a);
-        let b = slab.insert(1);
-        assert_eq!(a.index, b.index, "slot reused");
-        assert_ne!(a.correlation_id(), b.correlation_id(), "new generation");
-        // The abandoned call's late answer finds nothing.
-        assert!(slab.complete(a, Ok(Reply::default())).is_none());
-        assert!(matches!(
-            slab.slots[b.index as usize].state,
-            SlotState::Waiting(_)
-        ));
-        assert_eq!(slab.live, 1);
-        slab.remove(b);
-        assert_eq!(slab.live, 0);
-    }
-
-    #[test]
-    fn correlation_ids_are_not_reused_after_the_table_shrinks() {
-        let mut slab = Slab::default();
-        let keys: Vec<_> = (0..SLAB_KEEP + 1).map(|_| slab.insert(1)).collect();
-        let first = keys[0];
-        for k in keys {
-            slab.remove(k);
-        }
-        assert!(
-            slab.slots.is_empty(),
-            "an idle, oversized table is given back"
-        );
-        let again = slab.insert(1);
-        assert_eq!(again.index, first.index, "indices start over");
-        assert_ne!(again.correlation_id(), first.correlation_id());
-        assert!(slab.complete(first, Ok(Reply::default())).is_none());
-    }
-
-    #[test]
-    fn failing_an_epoch_fails_only_its_calls() {
-        let mut slab = Slab::default();
-        let old = slab.insert(1);
-        let new = slab.insert(2);
-        assert!(slab.fail_epoch(1, "gone").is_empty()); // no wakers registered
-        let waker = Waker::noop();
-        match slab.poll(old, waker) {
-            Poll::Ready(Err(s)) => assert_eq!(s.code(), Code::EFAILEDSOCKET),
-            _ => panic!("old call must fail"),
-        }
-        assert!(slab.poll(new, waker).is_pending());
-        assert_eq!(slab.live, 1);
     }
 }

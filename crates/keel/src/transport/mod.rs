@@ -1,4 +1,28 @@
-//! The seam between a [`Channel`](crate::Channel) and the wire.
+//! Transports: one attempt of one call over one connection. The bottom
+//! layer of the client side.
+//!
+//! ```text
+//!   channel (retry policy, deadline, stats)      <- crate::channel
+//!     └─ cluster (pick a server, backup request)  <- crate::cluster
+//!          └─ transport: one attempt, no retry    <- this module
+//!               ├─ baidu_std: a multiplexed TCP connection (BaiduStd)
+//!               │    └─ pending: the table of calls awaiting an answer
+//!               └─ in_process: the server's dispatch path, no socket
+//! ```
+//!
+//! Owns: [`Call`] (what one attempt sends), [`Reply`] (what comes back), the
+//! [`Transport`] trait (the extension point for transports of your own) and
+//! the built-in transports. May not touch: retries, server choice, per-method
+//! statistics or timeouts of the whole call; those belong to the layers
+//! above, and nothing here imports them.
+
+mod baidu_std;
+mod in_process;
+mod pending;
+
+pub use baidu_std::BaiduStd;
+pub(crate) use baidu_std::EndpointConfig;
+pub use in_process::InProcess;
 
 use std::fmt;
 use std::future::Future;
@@ -8,19 +32,22 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use crate::codec::Encode;
+use crate::metadata::Metadata;
 use crate::method::MethodDescriptor;
 use crate::options::CallOptions;
 use crate::status::Status;
 
-/// Carries calls to a server: in-process (see
-/// [`InProcess`](crate::channel::InProcess)) or over TCP with baidu_std
-/// framing ([`BaiduStd`](crate::channel::BaiduStd)).
+/// Carries one attempt of a call to a server: the extension point for
+/// transports of your own ([`Channel::from_transport`](crate::Channel::from_transport)).
+/// Keel's own ([`BaiduStd`], [`InProcess`]) are called without this trait's
+/// boxed future.
 ///
 /// Object-safe: a channel holds it as `dyn Transport`. The channel has
-/// already applied its cross-cutting concerns (per-method stats, the timeout)
-/// when `call` runs, so a transport only moves bytes: encode `call.request`
-/// with `call.options` (attachment, compression, log id) and the deadline,
-/// send, await the matching response, hand back its payload undecoded.
+/// already applied its cross-cutting concerns (per-method stats, the
+/// timeout, retries) around `call`, so a transport only moves bytes: encode
+/// `call.request` with `call.options` (attachment, compression, log id,
+/// metadata) and the deadline, send, await the matching response, hand back
+/// its payload undecoded. It never retries.
 pub trait Transport: Send + Sync + 'static {
     /// Sends one call and resolves to its response. Dropping the future
     /// abandons the call (timeout, cancellation): implementations must
@@ -31,12 +58,6 @@ pub trait Transport: Send + Sync + 'static {
     /// table).
     fn pending_calls(&self) -> usize {
         0
-    }
-
-    /// The cluster layer, when this transport is one (a channel built on a
-    /// naming URL).
-    fn cluster(&self) -> Option<&crate::cluster::Cluster> {
-        None
     }
 }
 
@@ -81,4 +102,6 @@ pub struct Reply {
     pub payload: Bytes,
     /// The raw bytes the server sent after the message.
     pub attachment: Bytes,
+    /// What the server sent along (baidu_std `user_fields`).
+    pub metadata: Metadata,
 }

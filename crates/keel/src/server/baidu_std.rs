@@ -1,15 +1,22 @@
 //! One server connection speaking baidu_std.
 //!
 //! A connection is one task. It reads whatever bytes are available, cuts
-//! every complete frame out of them, and dispatches each call:
+//! every complete frame out of them, and hands each call to the one
+//! dispatch path ([`Dispatcher::start`]):
 //!
 //! ```text
-//!   read ─► frames ─► lookup ─► limits ─► handler future ─► poll once, inline
-//!                                                   │ ready: encode into `out`
-//!                                                   │ pending: spawn it; its
-//!                                                   ▼ result comes back on `done`
+//!   read ─► frames ─► meta, decompress ─► dispatch ─► running call ─► poll once, inline
+//!                                                       │ ready: encode into `out`
+//!                                                       │ pending: spawn it; its
+//!                                                       ▼ answer comes back on `done`
 //!   write `out` once per batch (responses ready together share one write)
 //! ```
+//!
+//! Owns: baidu_std framing on the server side (frames in, answers out,
+//! compression of both), the connection's buffers, its authentication
+//! state, and where waiting calls run. May not touch: routing, limits,
+//! handlers, spans' contents or statistics — the dispatcher does those,
+//! the same for every protocol.
 //!
 //! Most handlers (echo, lookups) finish on their first poll, so they cost no
 //! task, no channel and no wakeup; one read of many pipelined requests is
@@ -25,27 +32,21 @@
 //! known, and the connection is then closed: framing is lost or the peer is
 //! not speaking baidu_std. Other connections are not affected.
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context as TaskContext, Poll, Waker};
 
-use bytes::{Bytes, BytesMut};
-use keel_wire::CompressType;
-use keel_wire::baidu_std::{MetaView, RawFrame, decode_raw_frame, encode_response};
+use bytes::BytesMut;
+use keel_wire::baidu_std::{RawFrame, decode_raw_frame, encode_response};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
-use crate::context::Context;
-use crate::method::MethodDescriptor;
-use crate::rpcz::{Mark, SpanHandle};
+use crate::compression::{self, Compression};
+use crate::metadata::Metadata;
 use crate::server::builder::Shared;
-use crate::server::limit::Permit;
-use crate::server::service::Service;
+use crate::server::dispatch::{Answer, Request};
 use crate::status::{Code, Status};
 
 /// Room offered to each read: small for a quiet connection (an idle
@@ -72,16 +73,8 @@ pub(crate) struct Connection {
 struct Done {
     correlation_id: i64,
     compress: i32,
-    result: Result<(), Status>,
-    /// The encoded response message (reused buffer).
-    body: BytesMut,
-    attachment: Bytes,
-    /// The call's span when sampled: marked sent and finished once the
-    /// answer is framed for writing.
-    span: SpanHandle,
+    answer: Answer,
 }
-
-type CallFuture = Pin<Box<dyn Future<Output = Done> + Send>>;
 
 /// Counts a connection as open from accept until its task ends however it
 /// ends (including being aborted before it first ran, or at the end of a
@@ -90,14 +83,22 @@ struct OpenGuard(Arc<Shared>);
 
 impl OpenGuard {
     fn new(shared: Arc<Shared>) -> OpenGuard {
-        shared.stats.connections.fetch_add(1, Ordering::AcqRel);
+        shared
+            .dispatcher
+            .stats
+            .connections
+            .fetch_add(1, Ordering::AcqRel);
         OpenGuard(shared)
     }
 }
 
 impl Drop for OpenGuard {
     fn drop(&mut self) {
-        self.0.stats.connections.fetch_sub(1, Ordering::AcqRel);
+        self.0
+            .dispatcher
+            .stats
+            .connections
+            .fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -107,6 +108,11 @@ struct State {
     shared: Arc<Shared>,
     out: BytesMut,
     scratch: Vec<BytesMut>,
+    /// Compressed responses are built here (reused).
+    packed: BytesMut,
+    /// Whether the peer's credential passed the server's authenticator
+    /// (always, when it has none).
+    authenticated: bool,
     /// Where spawned calls send their result; made on the first call that
     /// waits (most connections never need it).
     done_tx: Option<mpsc::UnboundedSender<Done>>,
@@ -148,10 +154,12 @@ impl Connection {
         let mut done_rx: Option<mpsc::UnboundedReceiver<Done>> = None;
         let mut st = State {
             peer,
-            draining: shared.draining.load(Ordering::Acquire),
+            draining: shared.dispatcher.is_draining(),
+            authenticated: shared.authenticator.is_none(),
             shared,
             out: BytesMut::new(),
             scratch: Vec::new(),
+            packed: BytesMut::new(),
             done_tx: None,
             new_done_rx: None,
             spawned: 0,
@@ -257,71 +265,73 @@ impl State {
             self.broken = true;
             return;
         };
-        if self.draining {
-            return self.error(cid, Code::ELOGOFF, "server is shutting down");
+        if !self.authenticated {
+            let verdict = match &self.shared.authenticator {
+                Some(auth) => auth.verify(meta.authentication_data, Some(self.peer)),
+                None => Ok(()),
+            };
+            if let Err(status) = verdict {
+                // brpc closes a connection whose credential fails.
+                let text = format!("authentication failed: {}", status.message());
+                self.error(cid, Code::ERPCAUTH, &text);
+                self.broken = true;
+                return;
+            }
+            self.authenticated = true;
         }
-        let (method, service, slot) = match self
-            .shared
-            .table
-            .lookup(request.service_name, request.method_name)
-        {
-            Ok(route) => (route.method, route.service.clone(), route.slot),
-            Err(status) => return self.error_status(cid, &status),
-        };
         let (payload, attachment) = match frame.split(&meta) {
             Ok(parts) => parts,
             Err(e) => return self.error(cid, Code::EREQUEST, &e.to_string()),
         };
-        let payload = match decompress(&meta, payload, &self.shared.wire_limits) {
+        let limits = &self.shared.wire_limits;
+        let payload = match compression::decompress(
+            meta.compress_type,
+            payload,
+            limits.max_body_size,
+            Code::EREQUEST,
+        ) {
             Ok(p) => p,
             Err(status) => return self.error_status(cid, &status),
         };
-        let permit = match self.shared.limits.acquire(slot) {
-            Ok(p) => p,
-            Err(which) => {
-                let text = format!("concurrency limit of {which} reached calling {method}");
-                return self.error(cid, Code::ELIMIT, &text);
-            }
+        let metadata = if meta.user_fields.is_empty() {
+            Metadata::new()
+        } else {
+            meta.user_fields.iter().collect()
         };
-        let span = crate::rpcz::tracer().server(
-            method.path,
-            crate::rpcz::incoming(request.trace_id, request.span_id, request.parent_span_id),
-            std::time::Instant::now(),
-        );
-        if span.is_sampled() {
-            span.set_peer(self.peer);
-            span.set_protocol("baidu_std");
-            span.set_request_size(payload.len() as u64);
-        }
-        let mut ctx = Context::new(method)
-            .with_peer(self.peer)
-            .with_log_id(request.log_id as u64)
-            .with_attachment(attachment);
-        if let Some(ms) = request.timeout_ms.filter(|&ms| ms > 0) {
-            ctx = ctx.with_deadline(
-                tokio::time::Instant::now() + std::time::Duration::from_millis(ms as u64),
-            );
-        }
-        let body = self.scratch.pop().unwrap_or_default();
-        let mut call: CallFuture = Box::pin(run_call(
-            service,
-            method,
-            ctx,
+        let deadline = request
+            .timeout_ms
+            .filter(|&ms| ms > 0)
+            .map(|ms| tokio::time::Instant::now() + std::time::Duration::from_millis(ms as u64));
+        let call = Request {
+            service: request.service_name,
+            method: request.method_name,
             payload,
-            body,
-            permit,
-            span,
-            cid,
-            meta.compress_type,
-        ));
+            attachment,
+            metadata,
+            peer: Some(self.peer),
+            log_id: request.log_id as u64,
+            deadline,
+            trace: crate::rpcz::incoming(request.trace_id, request.span_id, request.parent_span_id),
+            protocol: "baidu_std",
+        };
+        let body = self.scratch.pop().unwrap_or_default();
+        let mut running = match self.shared.dispatcher.start(call, body) {
+            Ok(running) => running,
+            Err(status) => return self.write_error(cid, &status),
+        };
+        let compress = meta.compress_type;
         // First poll inline: handlers that do not wait finish here, with no
         // task and no wakeup. The no-op waker is fine: a pending call is
         // spawned and polled again at once with a real one.
-        match call
+        match running
             .as_mut()
             .poll(&mut TaskContext::from_waker(Waker::noop()))
         {
-            Poll::Ready(done) => self.write_done(done),
+            Poll::Ready(answer) => self.write_done(Done {
+                correlation_id: cid,
+                compress,
+                answer,
+            }),
             Poll::Pending => {
                 self.spawned += 1;
                 let tx = match &self.done_tx {
@@ -336,7 +346,9 @@ impl State {
                     // When the connection goes away nobody can receive the
                     // answer: the call is cancelled (rule R5).
                     tokio::select! {
-                        done = &mut call => { let _ = tx.send(done); }
+                        answer = &mut running => {
+                            let _ = tx.send(Done { correlation_id: cid, compress, answer });
+                        }
                         _ = tx.closed() => {}
                     }
                 });
@@ -357,57 +369,73 @@ impl State {
         self.error(cid, status.code(), status.message());
     }
 
+    /// An answer of the connection's own (the dispatcher never saw the
+    /// call): counted here.
     fn error(&mut self, cid: i64, code: Code, text: &str) {
-        let stats = &self.shared.stats;
-        stats.calls.fetch_add(1, Ordering::Relaxed);
-        stats.errors.fetch_add(1, Ordering::Relaxed);
-        encode_response(&mut self.out, cid, code.value(), text, 0, &[], &[])
-            .expect("an error frame without payload is far below the frame size limit");
+        self.shared.dispatcher.count_protocol_error();
+        self.write_error(cid, &Status::new(code, text.to_owned()));
     }
 
-    fn write_done(&mut self, mut done: Done) {
-        match &done.result {
-            Ok(()) => {
-                self.shared.stats.calls.fetch_add(1, Ordering::Relaxed);
-                let written = match compress(done.compress, &done.body) {
-                    Ok(Some(compressed)) => encode_response(
-                        &mut self.out,
-                        done.correlation_id,
-                        0,
-                        "",
-                        done.compress,
-                        &compressed,
-                        &done.attachment,
-                    ),
-                    Ok(None) => encode_response(
-                        &mut self.out,
-                        done.correlation_id,
-                        0,
-                        "",
-                        0,
-                        &done.body,
-                        &done.attachment,
-                    ),
-                    Err(status) => {
-                        self.error_status(done.correlation_id, &status);
-                        Ok(())
-                    }
-                };
-                if let Err(e) = written {
-                    let text = format!("response cannot be framed: {e}");
-                    self.error(done.correlation_id, Code::ERESPONSE, &text);
-                }
+    /// Frames an error answer (counted by whoever produced it).
+    fn write_error(&mut self, cid: i64, status: &Status) {
+        encode_response(
+            &mut self.out,
+            cid,
+            status.code().value(),
+            status.message(),
+            0,
+            &[],
+            &[],
+        )
+        .expect("an error frame without payload is far below the frame size limit");
+    }
+
+    fn write_done(&mut self, done: Done) {
+        let Done {
+            correlation_id: cid,
+            compress,
+            mut answer,
+        } = done;
+        if let Err(status) = &answer.result {
+            self.write_error(cid, status);
+        } else {
+            // Compressed the way the request was (brpc clients that
+            // compress can read compressed answers).
+            let kind = Compression::try_from(compress).unwrap_or(Compression::None);
+            let packed = if kind == Compression::None {
+                Ok(&answer.body[..])
+            } else {
+                self.packed.clear();
+                compression::compress(kind, &answer.body, &mut self.packed)
+                    .map(|()| &self.packed[..])
+            };
+            let written = match packed {
+                Ok(body) => encode_response(
+                    &mut self.out,
+                    cid,
+                    0,
+                    "",
+                    kind.as_i32(),
+                    body,
+                    &answer.attachment,
+                )
+                .map_err(|e| {
+                    Status::new(Code::ERESPONSE, format!("response cannot be framed: {e}"))
+                }),
+                Err(status) => Err(status),
+            };
+            if let Err(status) = written {
+                self.write_error(cid, &status);
             }
-            Err(status) => self.error_status(done.correlation_id, status),
+            if self.packed.capacity() > SCRATCH_MAX {
+                self.packed = BytesMut::new();
+            }
         }
-        if done.span.is_sampled() {
-            done.span.mark(Mark::Sent);
-            let status = done.result.as_ref().err().map_or(0, |e| e.code().value());
-            std::mem::take(&mut done.span).finish(status);
-        }
-        if self.scratch.len() < SCRATCH_KEPT && done.body.capacity() <= SCRATCH_MAX {
-            done.body.clear();
-            self.scratch.push(done.body);
+        answer.finish_span();
+        let mut body = answer.body;
+        if self.scratch.len() < SCRATCH_KEPT && body.capacity() <= SCRATCH_MAX {
+            body.clear();
+            self.scratch.push(body);
         }
     }
 }
@@ -419,94 +447,4 @@ async fn recv_done(rx: &mut Option<mpsc::UnboundedReceiver<Done>>) -> Option<Don
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
     }
-}
-
-/// Runs one admitted call to completion. Owns everything it uses, so it can
-/// move to its own task if the handler waits.
-#[allow(clippy::too_many_arguments)] // one call's parts, moved in once
-async fn run_call(
-    service: Arc<dyn Service>,
-    method: &'static MethodDescriptor,
-    ctx: Context,
-    payload: Bytes,
-    mut body: BytesMut,
-    permit: Permit,
-    span: SpanHandle,
-    correlation_id: i64,
-    compress: i32,
-) -> Done {
-    let mut call = service.call(method.index, &ctx, payload, &mut body);
-    // A handler that panics answers EINTERNAL; the connection and its other
-    // calls carry on (the panic is still reported by the panic hook).
-    let call = std::future::poll_fn(move |cx| {
-        match std::panic::catch_unwind(AssertUnwindSafe(|| call.as_mut().poll(cx))) {
-            Ok(poll) => poll,
-            Err(_) => Poll::Ready(Err(Status::new(
-                Code::EINTERNAL,
-                format!("the handler of {method} panicked"),
-            ))),
-        }
-    });
-    // Past the deadline the client has given up: stop the handler rather
-    // than let abandoned calls pile up.
-    let deadline = ctx.deadline();
-    let bounded = async move {
-        match deadline {
-            None => call.await,
-            Some(deadline) => match tokio::time::timeout_at(deadline, call).await {
-                Ok(result) => result,
-                Err(_) => Err(Status::new(
-                    Code::ERPCTIMEDOUT,
-                    format!("{method} did not finish before the client's deadline"),
-                )),
-            },
-        }
-    };
-    // A sampled call runs with its span as the task's current span, so
-    // client calls the handler makes become its children.
-    let (result, span) = if span.is_sampled() {
-        span.mark(Mark::HandlerStart);
-        let (result, span) = crate::rpcz::scope(span, bounded).await;
-        let span = span.unwrap_or_else(SpanHandle::none);
-        span.mark(Mark::HandlerEnd);
-        span.set_response_size(body.len() as u64);
-        (result, span)
-    } else {
-        (bounded.await, span)
-    };
-    drop(permit);
-    Done {
-        correlation_id,
-        compress,
-        result,
-        body,
-        attachment: ctx.take_response_attachment(),
-        span,
-    }
-}
-
-fn decompress(
-    meta: &MetaView<'_>,
-    payload: Bytes,
-    limits: &keel_wire::baidu_std::Limits,
-) -> Result<Bytes, Status> {
-    if meta.compress_type == 0 {
-        return Ok(payload);
-    }
-    let kind = CompressType::try_from(meta.compress_type)
-        .map_err(|e| Status::new(Code::EREQUEST, e.to_string()))?;
-    keel_wire::decompress(kind, &payload, limits.max_body_size)
-        .map_err(|e| Status::new(Code::EREQUEST, e.to_string()))
-}
-
-/// Compresses a response body the way the request was compressed (brpc
-/// clients that compress can read compressed answers). `None` = as is.
-fn compress(kind: i32, body: &[u8]) -> Result<Option<BytesMut>, Status> {
-    if kind == 0 {
-        return Ok(None);
-    }
-    let kind = CompressType::try_from(kind).map_err(|e| Status::internal(e.to_string()))?;
-    let mut out = BytesMut::new();
-    keel_wire::compress(kind, body, &mut out).map_err(|e| Status::internal(e.to_string()))?;
-    Ok(Some(out))
 }

@@ -1,0 +1,68 @@
+//! Payload compression, in one place for every protocol and both sides.
+//!
+//! Owns: the one [`Compression`] type (brpc's `compress_type` values, from
+//! keel-wire) and the two conversions every protocol needs, with the error
+//! codes a peer expects: a payload that does not decompress is the
+//! sender's fault (`EREQUEST` on a server, `ERESPONSE` on a client), a
+//! payload that cannot be compressed is the local side's.
+//!
+//! May not touch: sockets, frames or calls; it maps bytes to bytes.
+
+use bytes::{Bytes, BytesMut};
+
+use crate::status::{Code, Status};
+
+/// How a payload is compressed on the wire: brpc's `compress_type` values
+/// (baidu_std `RpcMeta.compress_type`). The same type configures a client's
+/// requests ([`CallOptions::compression`](crate::CallOptions::compression))
+/// and names what a server received.
+pub use keel_wire::CompressType as Compression;
+
+/// Appends `body` compressed as `kind` to `out`. Fails with
+/// [`Code::EINTERNAL`] for a compression Keel has no codec for (lz4).
+pub(crate) fn compress(kind: Compression, body: &[u8], out: &mut BytesMut) -> Result<(), Status> {
+    keel_wire::compress(kind, body, out)
+        .map_err(|e| Status::new(Code::EINTERNAL, format!("cannot compress as {kind}: {e}")))
+}
+
+/// The payload a peer sent, decompressed as its `compress_type` says and
+/// bounded by `limit` bytes (enforced while inflating). `blame` is the code
+/// of a payload that does not decompress: [`Code::EREQUEST`] on a server,
+/// [`Code::ERESPONSE`] on a client.
+pub(crate) fn decompress(
+    compress_type: i32,
+    payload: Bytes,
+    limit: usize,
+    blame: Code,
+) -> Result<Bytes, Status> {
+    if compress_type == 0 {
+        return Ok(payload);
+    }
+    let kind =
+        Compression::try_from(compress_type).map_err(|e| Status::new(blame, e.to_string()))?;
+    keel_wire::decompress(kind, &payload, limit).map_err(|e| Status::new(blame, e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_blame() {
+        let mut packed = BytesMut::new();
+        compress(Compression::Gzip, b"hello hello hello", &mut packed).expect("gzip");
+        let plain = decompress(2, packed.freeze(), 1 << 20, Code::EREQUEST).expect("inflates");
+        assert_eq!(&plain[..], b"hello hello hello");
+        let err = decompress(2, Bytes::from_static(b"not gzip"), 1 << 20, Code::ERESPONSE)
+            .expect_err("garbage");
+        assert_eq!(err.code(), Code::ERESPONSE);
+        let err = decompress(99, Bytes::new(), 1, Code::EREQUEST).expect_err("unknown type");
+        assert_eq!(err.code(), Code::EREQUEST);
+        assert_eq!(
+            compress(Compression::Lz4, b"x", &mut BytesMut::new())
+                .expect_err("no lz4 codec")
+                .code(),
+            Code::EINTERNAL
+        );
+    }
+}

@@ -1,0 +1,342 @@
+//! The one dispatch path: every call, whatever protocol brought it (baidu_std
+//! over TCP, the in-process channel; gRPC and HTTP next), reaches its
+//! handler through [`Dispatcher::start`] and the future it returns.
+//!
+//! ```text
+//!   protocol decodes a call ──► Request { service, method, payload, attachment,
+//!                                         metadata, peer, log_id, deadline, trace }
+//!        │ Dispatcher::start
+//!        ├─ draining?                     ELOGOFF
+//!        ├─ MethodTable::lookup           ENOSERVICE / ENOMETHOD
+//!        ├─ interceptors' before          their Status (e.g. ERPCAUTH)
+//!        ├─ concurrency limits (Permit)   ELIMIT
+//!        └─ server span (rpcz)
+//!        ▼
+//!   Running future: handler under catch_unwind (EINTERNAL), bounded by the
+//!   deadline (ERPCTIMEDOUT), span as the task's current span; then
+//!   interceptors' after, per-method and server statistics
+//!        ▼
+//!   Answer { result, body, attachment, metadata, span } ──► protocol frames it
+//! ```
+//!
+//! Owns: admission (draining, routing, interceptors, limits), the handler's
+//! run (panics, deadline, span scope) and the statistics. May not touch:
+//! bytes on the wire, compression, sockets — the protocol modules do that
+//! before `start` and after the answer. Refusals before the handler runs are
+//! returned as `Err(Status)` for the protocol to frame like any answer.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::task::Poll;
+
+use bytes::{Bytes, BytesMut};
+use tokio::time::Instant;
+
+use crate::context::Context;
+use crate::metadata::Metadata;
+use crate::metrics::MethodStats;
+use crate::rpcz::{Mark, SpanHandle, TraceContext};
+use crate::server::interceptor::Interceptors;
+use crate::server::limit::{Limiter, Limits, Permit};
+use crate::server::method_table::MethodTable;
+use crate::server::service::Service;
+use crate::status::{Code, Status};
+
+/// One call as a protocol decoded it.
+#[derive(Debug)]
+pub(crate) struct Request<'a> {
+    pub(crate) service: &'a str,
+    pub(crate) method: &'a str,
+    /// The request message, decompressed.
+    pub(crate) payload: Bytes,
+    pub(crate) attachment: Bytes,
+    pub(crate) metadata: Metadata,
+    pub(crate) peer: Option<SocketAddr>,
+    pub(crate) log_id: u64,
+    pub(crate) deadline: Option<Instant>,
+    /// The caller's trace ids, when it sent them.
+    pub(crate) trace: Option<TraceContext>,
+    pub(crate) protocol: &'static str,
+}
+
+/// A finished call, for the protocol to write.
+pub(crate) struct Answer {
+    /// `Ok`: the encoded response message is in `body`.
+    pub(crate) result: Result<(), Status>,
+    /// The response message (the buffer handed to `start`, reused).
+    pub(crate) body: BytesMut,
+    pub(crate) attachment: Bytes,
+    pub(crate) metadata: Metadata,
+    /// The call's span when sampled: the protocol marks it sent and
+    /// finishes it once the answer is framed.
+    pub(crate) span: SpanHandle,
+}
+
+impl Answer {
+    /// Marks the span sent and finishes it (when sampled).
+    pub(crate) fn finish_span(&mut self) {
+        if self.span.is_sampled() {
+            self.span.mark(Mark::Sent);
+            let status = self.result.as_ref().err().map_or(0, |e| e.code().value());
+            std::mem::take(&mut self.span).finish(status);
+        }
+    }
+}
+
+/// An admitted call, running. Owns everything it uses, so it can move to a
+/// task of its own when the handler waits.
+pub(crate) type Running = Pin<Box<dyn Future<Output = Answer> + Send>>;
+
+/// Server-wide counters.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) connections: AtomicUsize,
+    pub(crate) accepted: AtomicU64,
+    pub(crate) calls: AtomicU64,
+    pub(crate) errors: AtomicU64,
+}
+
+/// What every connection of a server, and its in-process channels, share.
+pub(crate) struct Dispatcher {
+    table: MethodTable,
+    limits: Arc<Limits>,
+    interceptors: Interceptors,
+    /// Per method slot (see [`Route::slot`](crate::server::Route::slot)).
+    methods: Vec<MethodStats>,
+    draining: AtomicBool,
+    pub(crate) stats: Counters,
+}
+
+impl std::fmt::Debug for Dispatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dispatcher")
+            .field("table", &self.table)
+            .field("interceptors", &self.interceptors)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Dispatcher {
+    pub(crate) fn new(
+        table: MethodTable,
+        limits: Limits,
+        interceptors: Interceptors,
+    ) -> Arc<Dispatcher> {
+        let methods = (0..table.method_count())
+            .map(|_| MethodStats::default())
+            .collect();
+        Arc::new(Dispatcher {
+            table,
+            limits: Arc::new(limits),
+            interceptors,
+            methods,
+            draining: AtomicBool::new(false),
+            stats: Counters::default(),
+        })
+    }
+
+    /// A dispatcher for `table` with no limits and no interceptors.
+    pub(crate) fn unlimited(table: MethodTable) -> Arc<Dispatcher> {
+        let limits = Limits {
+            global: Limiter::new(None),
+            methods: Vec::new(),
+        };
+        Dispatcher::new(table, limits, Interceptors::default())
+    }
+
+    pub(crate) fn table(&self) -> &MethodTable {
+        &self.table
+    }
+
+    pub(crate) fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Refuse new calls from now on (graceful shutdown).
+    pub(crate) fn drain(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Per-method counters: (method, calls, errors, total latency), for
+    /// every method served.
+    pub(crate) fn method_stats(&self) -> Vec<crate::metrics::MethodStatsSnapshot> {
+        let mut all = Vec::with_capacity(self.methods.len());
+        for service in self.table.services() {
+            for m in service.methods {
+                if let Ok(route) = self.table.lookup(m.service, m.method) {
+                    all.push(self.methods[route.slot].snapshot(route.method));
+                }
+            }
+        }
+        all
+    }
+
+    /// Counts an answer the protocol produced on its own (a frame it could
+    /// not parse but could answer).
+    pub(crate) fn count_protocol_error(&self) {
+        self.count(true);
+    }
+
+    fn count(&self, failed: bool) {
+        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        if failed {
+            self.stats.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn refuse(&self, status: Status) -> Status {
+        self.count(true);
+        status
+    }
+
+    /// Admits `request` and returns its running call, or the refusal to
+    /// send back. `body` is an empty buffer the response is encoded into
+    /// (the protocol's reused one).
+    pub(crate) fn start(
+        self: &Arc<Self>,
+        request: Request<'_>,
+        body: BytesMut,
+    ) -> Result<Running, Status> {
+        if self.is_draining() {
+            return Err(self.refuse(Status::new(Code::ELOGOFF, "server is shutting down")));
+        }
+        let route = self
+            .table
+            .lookup(request.service, request.method)
+            .map_err(|s| self.refuse(s))?;
+        let (method, slot) = (route.method, route.slot);
+        let service = route.service.clone();
+        let mut ctx = Context::new(method)
+            .with_log_id(request.log_id)
+            .with_attachment(request.attachment)
+            .with_metadata(request.metadata)
+            .with_protocol(request.protocol);
+        if let Some(peer) = request.peer {
+            ctx = ctx.with_peer(peer);
+        }
+        if let Some(deadline) = request.deadline {
+            ctx = ctx.with_deadline(deadline);
+        }
+        if !self.interceptors.is_empty() {
+            self.interceptors
+                .before(&mut ctx)
+                .map_err(|s| self.refuse(s))?;
+        }
+        let permit = match self.limits.acquire(slot) {
+            Ok(p) => p,
+            Err(which) => {
+                let status = Status::new(
+                    Code::ELIMIT,
+                    format!("concurrency limit of {which} reached calling {method}"),
+                );
+                if !self.interceptors.is_empty() {
+                    self.interceptors.after(&ctx, &Err(status.clone()));
+                }
+                return Err(self.refuse(status));
+            }
+        };
+        let span =
+            crate::rpcz::tracer().server(method.path, request.trace, std::time::Instant::now());
+        if span.is_sampled() {
+            if let Some(peer) = request.peer {
+                span.set_peer(peer);
+            }
+            span.set_protocol(request.protocol);
+            span.set_request_size(request.payload.len() as u64);
+        }
+        Ok(Box::pin(run(
+            self.clone(),
+            service,
+            ctx,
+            request.payload,
+            body,
+            Admitted { permit, slot },
+            span,
+        )))
+    }
+}
+
+/// The places an admitted call holds, released when it ends.
+struct Admitted {
+    permit: Permit,
+    slot: usize,
+}
+
+/// Runs one admitted call to completion.
+async fn run(
+    dispatcher: Arc<Dispatcher>,
+    service: Arc<dyn Service>,
+    ctx: Context,
+    payload: Bytes,
+    mut body: BytesMut,
+    admitted: Admitted,
+    span: SpanHandle,
+) -> Answer {
+    let started = Instant::now();
+    let method = ctx.method();
+    let mut call = service.call(method.index, &ctx, payload, &mut body);
+    // A handler that panics answers EINTERNAL; the connection and its other
+    // calls carry on (the panic is still reported by the panic hook).
+    let call = std::future::poll_fn(move |cx| {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| call.as_mut().poll(cx))) {
+            Ok(poll) => poll,
+            Err(_) => Poll::Ready(Err(Status::new(
+                Code::EINTERNAL,
+                format!("the handler of {method} panicked"),
+            ))),
+        }
+    });
+    // Past the deadline the client has given up: stop the handler rather
+    // than let abandoned calls pile up.
+    let deadline = ctx.deadline();
+    let bounded = async move {
+        match deadline {
+            None => call.await,
+            Some(deadline) => match tokio::time::timeout_at(deadline, call).await {
+                Ok(result) => result,
+                Err(_) => Err(Status::new(
+                    Code::ERPCTIMEDOUT,
+                    format!("{method} did not finish before the client's deadline"),
+                )),
+            },
+        }
+    };
+    // A sampled call runs with its span as the task's current span, so
+    // client calls the handler makes become its children.
+    let (result, span) = if span.is_sampled() {
+        span.mark(Mark::HandlerStart);
+        let (result, span) = crate::rpcz::scope(span, bounded).await;
+        let span = span.unwrap_or_else(SpanHandle::none);
+        span.mark(Mark::HandlerEnd);
+        span.set_response_size(body.len() as u64);
+        (result, span)
+    } else {
+        (bounded.await, span)
+    };
+    let Admitted { permit, slot } = admitted;
+    drop(permit);
+    if !dispatcher.interceptors.is_empty() {
+        dispatcher.interceptors.after(&ctx, &result);
+    }
+    let failed = result.is_err();
+    if let Some(stats) = dispatcher.methods.get(slot) {
+        stats.start();
+        stats.finish(started.elapsed(), failed);
+    }
+    dispatcher.count(failed);
+    Answer {
+        result,
+        body,
+        attachment: ctx.take_response_attachment(),
+        metadata: ctx.take_response_metadata(),
+        span,
+    }
+}
