@@ -23,14 +23,16 @@ impl EchoService for Echo {
     async fn echo(
         &self,
         ctx: &keel::Context,
-        req: EchoRequest,
-    ) -> Result<EchoResponse, keel::Status> {
+        req: &EchoRequest,
+        response: &mut EchoResponse,
+    ) -> Result<(), keel::Status> {
         if !ctx.attachment().is_empty() {
             ctx.set_response_attachment(ctx.attachment().clone());
         }
-        Ok(EchoResponse {
-            message: req.message,
-        })
+        {
+            response.message.clone_from(&req.message);
+            Ok(())
+        }
     }
 }
 

@@ -309,10 +309,10 @@ mod tests {
             code,
             &[
                 // the server checks the request, the client the response
-                "::keel::server::unary(&echo_service::ECHO, \
+                "MESSAGES.take(&echo_service::ECHO, \
                  ::core::option::Option::Some(&__keel_required::EXAMPLE__ECHO_REQUEST), \
-                 request, response,",
-                ".unary_checked(&echo_service::ECHO, request, \
+                 request)?",
+                ".unary(&echo_service::ECHO, request, \
                  ::core::option::Option::Some(&__keel_required::EXAMPLE__ECHO_RESPONSE))",
             ],
         );
@@ -329,10 +329,10 @@ mod tests {
         assert_contains_squashed(
             code,
             &[
-                "::keel::server::unary(&inventory::PUT_ITEM, ::core::option::Option::None, request,",
-                "::keel::server::unary(&pricing::CLEAR, ::core::option::Option::None, request,",
-                ".unary_checked(&inventory::GET_ITEM, request, ::core::option::Option::None)",
-                ".unary_checked(&pricing::QUOTE_ITEM, request, ::core::option::Option::None)",
+                "MESSAGES.take(&inventory::PUT_ITEM, ::core::option::Option::None, request)?",
+                "MESSAGES.take(&pricing::CLEAR, ::core::option::Option::None, request)?",
+                ".unary(&inventory::GET_ITEM, request, ::core::option::Option::None)",
+                ".unary(&pricing::QUOTE_ITEM, request, ::core::option::Option::None)",
             ],
         );
     }
@@ -398,11 +398,11 @@ mod tests {
                 "impl ::keel::codec::RequiredFields for tree::Extra {",
                 "impl ::keel::codec::RequiredFields for tree::Inner {",
                 // each call site checks what needs it, and only that
-                "::keel::server::unary(&forest::PLANT, \
-                 ::core::option::Option::Some(&__keel_required::REQUIRED__TREE), request,",
-                "::keel::server::unary(&forest::PICK, ::core::option::Option::None, request,",
-                ".unary_checked(&forest::PLANT, request, ::core::option::Option::None)",
-                ".unary_checked(&forest::PICK, request, \
+                "MESSAGES.take(&forest::PLANT, \
+                 ::core::option::Option::Some(&__keel_required::REQUIRED__TREE), request)?",
+                "MESSAGES.take(&forest::PICK, ::core::option::Option::None, request)?",
+                ".unary(&forest::PLANT, request, ::core::option::Option::None)",
+                ".unary(&forest::PICK, request, \
                  ::core::option::Option::Some(&__keel_required::REQUIRED__LEAF))",
             ],
         );
@@ -448,8 +448,8 @@ mod tests {
         );
         assert_contains_squashed(
             code,
-            &["::keel::server::unary(&s::GET, \
-               ::core::option::Option::Some(&__keel_required::SPLIT__B), request,"],
+            &["MESSAGES.take(&s::GET, \
+               ::core::option::Option::Some(&__keel_required::SPLIT__B), request)?"],
         );
     }
 
@@ -480,10 +480,8 @@ mod tests {
         );
         assert_contains_squashed(
             code,
-            &[
-                ".unary_checked(&s::GET, request, ::core::option::Option::Some(\
-               &__keel_required::GOOGLE__PROTOBUF__UNINTERPRETED_OPTION))",
-            ],
+            &[".unary(&s::GET, request, ::core::option::Option::Some(\
+               &__keel_required::GOOGLE__PROTOBUF__UNINTERPRETED_OPTION))"],
         );
         assert_eq!(
             code.matches("impl ::keel::codec::RequiredFields").count(),
@@ -525,7 +523,7 @@ mod tests {
         assert!(!code.contains("__keel_required"), "{code}");
         assert_contains_squashed(
             code,
-            &["::keel::server::unary(&echo_service::ECHO, ::core::option::Option::None, request,"],
+            &["MESSAGES.take(&echo_service::ECHO, ::core::option::Option::None, request)?"],
         );
     }
 
@@ -541,16 +539,16 @@ mod tests {
                 "#[prost(string, required, tag = \"1\")]",
                 // server trait and adapter
                 "pub trait EchoService: ::core::marker::Send + ::core::marker::Sync + 'static",
-                "fn echo(\n        &self,\n        ctx: &::keel::Context,\n        request: EchoRequest,",
-                "Output = ::core::result::Result<EchoResponse, ::keel::Status>,",
+                "fn echo(\n        &self,\n        ctx: &::keel::Context,\n        request: &EchoRequest,\n        response: &mut EchoResponse,",
+                "Output = ::core::result::Result<(), ::keel::Status>,",
                 "pub struct EchoServiceServer<S>",
                 "impl<S: EchoService> ::keel::server::Service for EchoServiceServer<S>",
-                "0 => {\n                ::keel::server::unary(\n                    &echo_service::ECHO,",
+                "static MESSAGES: ::keel::server::MessagePools<",
                 // client
                 "pub struct EchoServiceClient",
                 "pub fn new(channel: &::keel::Channel) -> Self",
                 "pub fn with_options(&self, options: ::keel::CallOptions) -> Self",
-                "pub async fn echo(\n        &self,\n        request: &EchoRequest,\n    ) -> ::core::result::Result<EchoResponse, ::keel::Status>",
+                "pub fn echo<'a>(\n        &'a self,\n        request: &'a EchoRequest,\n    ) -> ::keel::client::UnaryCall<'a, EchoRequest, EchoResponse>",
                 // static descriptors
                 "pub mod echo_service",
                 "pub static ECHO: ::keel::MethodDescriptor",
@@ -583,7 +581,7 @@ mod tests {
                 "fn clear(",
                 // keyword-named method is escaped, its static is not
                 "fn r#type(",
-                "pub async fn r#type(",
+                "pub fn r#type<",
                 "pub static TYPE: ::keel::MethodDescriptor",
                 "path: \"/keel.shop.Pricing/QuoteItem\"",
                 "methods: &[&PUT_ITEM, &GET_ITEM, &TYPE, &WATCH]",

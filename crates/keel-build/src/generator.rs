@@ -275,9 +275,15 @@ impl<'a> ServiceModel<'a> {
             }
             let _ = writeln!(
                 buf,
-                "/// Handles `{full_name}.{proto}`. An `Err` reaches the caller with its code and text.\n\
-                 fn {name}(&self, ctx: &{rt}::Context, request: {input}) -> impl ::core::future::Future<\
-                 Output = ::core::result::Result<{output}, {rt}::Status>> + ::core::marker::Send;",
+                "/// Handles `{full_name}.{proto}`: read `request`, fill `response` (it arrives \
+                 empty). An `Err` reaches the caller with its code and text instead.\n\
+                 ///\n\
+                 /// Both messages come from per-method pools and keep the capacity earlier calls \
+                 grew, so a handler that fills `response` in place (`clone_from`, `push_str`, \
+                 `extend`) allocates nothing.\n\
+                 fn {name}(&self, ctx: &{rt}::Context, request: &{input}, response: &mut {output}) \
+                 -> impl ::core::future::Future<\
+                 Output = ::core::result::Result<(), {rt}::Status>> + ::core::marker::Send;",
                 proto = m.proto_name,
                 name = m.rust_name,
                 input = m.input,
@@ -320,11 +326,24 @@ impl<'a> ServiceModel<'a> {
         for (index, m) in self.methods.iter().enumerate().filter(|(_, m)| m.unary) {
             let _ = writeln!(
                 buf,
-                "{index} => {rt}::server::unary(&{module}::{st}, {required}, request, response, \
-                 move |request| self.inner.{name}(ctx, request)),",
+                "{index} => {{\n\
+                 static MESSAGES: {rt}::server::MessagePools<{input}, {output}> = \
+                 {rt}::server::MessagePools::new(\"/{full_name}/{proto} requests\", \
+                 \"/{full_name}/{proto} responses\");\n\
+                 {rt}::server::ServiceFuture::new(async move {{\n\
+                 let mut messages = MESSAGES.take(&{module}::{st}, {required}, request)?;\n\
+                 let (request, reply) = messages.parts();\n\
+                 self.inner.{name}(ctx, request, reply).await?;\n\
+                 messages.encode_response(response);\n\
+                 ::core::result::Result::Ok(())\n\
+                 }})\n\
+                 }}",
                 st = m.static_name,
                 name = m.rust_name,
                 required = m.request_required,
+                input = m.input,
+                output = m.output,
+                proto = m.proto_name,
             );
         }
         let _ = writeln!(
@@ -373,10 +392,12 @@ impl<'a> ServiceModel<'a> {
             }
             let _ = writeln!(
                 buf,
-                "/// Calls `{full_name}.{proto}`.\n\
-                 pub async fn {name}(&self, request: &{input}) \
-                 -> ::core::result::Result<{output}, {rt}::Status> {{\n\
-                 self.inner.unary_checked(&{module}::{st}, request, {required}).await\n\
+                "/// Calls `{full_name}.{proto}`: `.await` it for the response, or set per-call \
+                 options first (`.timeout(..)`, `.attachment(..)`, `.metadata(..)`) and `.full()` \
+                 for the response's attachment and metadata too.\n\
+                 pub fn {name}<'a>(&'a self, request: &'a {input}) \
+                 -> {rt}::client::UnaryCall<'a, {input}, {output}> {{\n\
+                 self.inner.unary(&{module}::{st}, request, {required})\n\
                  }}",
                 proto = m.proto_name,
                 name = m.rust_name,

@@ -1,10 +1,20 @@
-//! The generic client handle generated clients wrap.
+//! The generic client handle generated clients wrap, and [`UnaryCall`], the
+//! one way a unary call is made.
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
+use keel_pool::FutureBox;
 use prost::Message;
 
 use crate::channel::Channel;
 use crate::codec::{RawPayload, RequiredSchema, decode_response};
+use crate::compression::Compression;
+use crate::metadata::Metadata;
 use crate::method::MethodDescriptor;
 use crate::options::CallOptions;
 use crate::status::Status;
@@ -24,13 +34,16 @@ pub struct Client {
     options: CallOptions,
 }
 
-/// A decoded response and the attachment the server sent with it.
+/// A decoded response and what the server sent with it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Response<T> {
     /// The response message.
     pub message: T,
     /// The raw bytes the server sent after the message.
     pub attachment: Bytes,
+    /// The key/value pairs the server sent back
+    /// ([`Context::set_response_metadata`](crate::Context::set_response_metadata)).
+    pub metadata: Metadata,
 }
 
 impl Client {
@@ -61,103 +74,37 @@ impl Client {
         &self.channel
     }
 
-    /// Calls `method` with `request` and decodes the response
-    /// ([`Code::ERESPONSE`](crate::Code::ERESPONSE) if it does not decode),
-    /// checking the response's proto2 `required` fields against `required`.
+    /// A call of `method` with `request`: await it for the decoded
+    /// response, or set per-call options first
+    /// ([`timeout`](UnaryCall::timeout), [`attachment`](UnaryCall::attachment),
+    /// [`metadata`](UnaryCall::metadata), ...) and call
+    /// [`full`](UnaryCall::full) for the response's attachment and metadata
+    /// too. Generated clients' methods return this.
     ///
-    /// `required` is `Resp`'s table when it has required fields
-    /// (`Some(Resp::REQUIRED)`, see
-    /// [`RequiredFields`](crate::codec::RequiredFields)), or `None`.
-    /// Generated clients call this with the right one, so a response lacking
-    /// a required field fails with `ERESPONSE`, as brpc fails it. Nothing is
-    /// walked for `None`, and `Resp` needs no bound beyond prost's.
-    pub async fn unary_checked<Req, Resp>(
-        &self,
+    /// `required` is `Resp`'s table of proto2 `required` fields when it has
+    /// some (`Some(Resp::REQUIRED)`, see
+    /// [`RequiredFields`](crate::codec::RequiredFields)), or `None`:
+    /// generated clients pass the right one, so a response lacking a
+    /// required field fails with `ERESPONSE`, as brpc fails it.
+    pub fn unary<'a, Req, Resp>(
+        &'a self,
         method: &'static MethodDescriptor,
-        request: &Req,
+        request: &'a Req,
         required: Option<&'static RequiredSchema>,
-    ) -> Result<Resp, Status>
+    ) -> UnaryCall<'a, Req, Resp>
     where
         Req: Message + Sync,
         Resp: Message + Default,
     {
-        let reply = self.channel.call(method, &self.options, request).await?;
-        decode_response(method, reply.payload, required)
-    }
-
-    /// Like [`unary_checked`](Self::unary_checked), also returning the
-    /// response attachment.
-    ///
-    /// ```no_run
-    /// # async fn demo(client: &keel::Client) -> Result<(), keel::Status> {
-    /// use keel::codec::RequiredFields;
-    ///
-    /// mod example {
-    ///     keel::include_proto!("example");
-    /// }
-    /// use example::{EchoRequest, EchoResponse, echo_service};
-    ///
-    /// let request = EchoRequest { message: "hi".into() };
-    /// let reply = client
-    ///     .unary_checked_with_attachment::<_, EchoResponse>(
-    ///         &echo_service::ECHO,
-    ///         &request,
-    ///         Some(EchoResponse::REQUIRED),
-    ///     )
-    ///     .await?;
-    /// println!("{} + {} attachment bytes", reply.message.message, reply.attachment.len());
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub async fn unary_checked_with_attachment<Req, Resp>(
-        &self,
-        method: &'static MethodDescriptor,
-        request: &Req,
-        required: Option<&'static RequiredSchema>,
-    ) -> Result<Response<Resp>, Status>
-    where
-        Req: Message + Sync,
-        Resp: Message + Default,
-    {
-        let reply = self.channel.call(method, &self.options, request).await?;
-        Ok(Response {
-            message: decode_response(method, reply.payload, required)?,
-            attachment: reply.attachment,
-        })
-    }
-
-    /// [`unary_checked`](Self::unary_checked) with no required-field check
-    /// (`None`): for responses without required fields (proto3), and for
-    /// callers that name only the types.
-    ///
-    /// A proto2 response lacking a required field decodes here (prost's
-    /// default in its place) where brpc would fail the call; pass the
-    /// table to `unary_checked` for such types, as generated clients do.
-    pub async fn unary<Req, Resp>(
-        &self,
-        method: &'static MethodDescriptor,
-        request: &Req,
-    ) -> Result<Resp, Status>
-    where
-        Req: Message + Sync,
-        Resp: Message + Default,
-    {
-        self.unary_checked(method, request, None).await
-    }
-
-    /// [`unary_checked_with_attachment`](Self::unary_checked_with_attachment)
-    /// with no required-field check; see [`unary`](Self::unary).
-    pub async fn unary_with_attachment<Req, Resp>(
-        &self,
-        method: &'static MethodDescriptor,
-        request: &Req,
-    ) -> Result<Response<Resp>, Status>
-    where
-        Req: Message + Sync,
-        Resp: Message + Default,
-    {
-        self.unary_checked_with_attachment(method, request, None)
-            .await
+        UnaryCall {
+            client: self,
+            method,
+            request,
+            required,
+            options: None,
+            running: None,
+            _response: PhantomData,
+        }
     }
 
     /// Sends `payload` as the already-encoded request and returns the
@@ -174,6 +121,174 @@ impl Client {
         Ok(Response {
             message: reply.payload,
             attachment: reply.attachment,
+            metadata: reply.metadata,
         })
+    }
+}
+
+/// One unary call, not sent yet: `.await` it for the decoded response, or
+/// set options for this call alone first. Made by generated clients
+/// (`client.echo(&request)`) and [`Client::unary`].
+///
+/// ```no_run
+/// # mod example { keel::include_proto!("example"); }
+/// # async fn demo(client: example::EchoServiceClient) -> Result<(), keel::Status> {
+/// use std::time::Duration;
+/// let request = example::EchoRequest { message: "hi".into() };
+/// // The common case: the message.
+/// let reply = client.echo(&request).await?;
+/// // Per-call options, and the response's attachment and metadata.
+/// let full = client
+///     .echo(&request)
+///     .timeout(Duration::from_millis(200))
+///     .attachment(keel::bytes::Bytes::from_static(b"raw bytes"))
+///     .metadata("request-id", "42")
+///     .full()
+///     .await?;
+/// println!("{} + {} bytes, {:?}", full.message.message, full.attachment.len(), full.metadata);
+/// # Ok(())
+/// # }
+/// ```
+///
+/// It is a [`Future`]: setting no option copies nothing; the first option
+/// set copies the client's options for this call. Polled, it runs the call
+/// in a pooled block ([`FutureBox`]), so a call allocates nothing for
+/// itself in steady state.
+#[must_use = "a call does nothing until awaited"]
+pub struct UnaryCall<'a, Req, Resp> {
+    client: &'a Client,
+    method: &'static MethodDescriptor,
+    request: &'a Req,
+    required: Option<&'static RequiredSchema>,
+    /// This call's options, once one differs from the client's.
+    options: Option<CallOptions>,
+    /// The call, once polled.
+    running: Option<FutureBox<'a, Result<Resp, Status>>>,
+    _response: PhantomData<fn() -> Resp>,
+}
+
+impl<Req, Resp> std::fmt::Debug for UnaryCall<'_, Req, Resp> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UnaryCall")
+            .field("method", &format_args!("{}", self.method))
+            .field(
+                "options",
+                self.options.as_ref().unwrap_or(&self.client.options),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a, Req, Resp> UnaryCall<'a, Req, Resp>
+where
+    Req: Message + Sync,
+    Resp: Message + Default,
+{
+    fn options(&self) -> &CallOptions {
+        self.options.as_ref().unwrap_or(&self.client.options)
+    }
+
+    fn options_mut(&mut self) -> &mut CallOptions {
+        self.options
+            .get_or_insert_with(|| self.client.options.clone())
+    }
+
+    /// This call's timeout (instead of the client's or the channel's).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.options_mut().timeout = Some(timeout);
+        self
+    }
+
+    /// Raw bytes sent after the request message.
+    pub fn attachment(mut self, attachment: Bytes) -> Self {
+        self.options_mut().attachment = attachment;
+        self
+    }
+
+    /// Adds `key: value` to the metadata sent with the request.
+    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.options_mut().metadata.insert(key, value);
+        self
+    }
+
+    /// The log id the server logs with the call.
+    pub fn log_id(mut self, log_id: u64) -> Self {
+        self.options_mut().log_id = log_id;
+        self
+    }
+
+    /// The key consistent-hashing load balancers use.
+    pub fn hash_key(mut self, key: u64) -> Self {
+        self.options_mut().hash_key = key;
+        self
+    }
+
+    /// How the request payload is compressed.
+    pub fn compression(mut self, compression: Compression) -> Self {
+        self.options_mut().compression = compression;
+        self
+    }
+
+    /// All of this call's options at once.
+    pub fn with_options(mut self, options: CallOptions) -> Self {
+        self.options = Some(options);
+        self
+    }
+
+    /// Sends the call; the decoded response with its attachment and
+    /// metadata.
+    pub async fn full(self) -> Result<Response<Resp>, Status> {
+        let reply = self
+            .client
+            .channel
+            .call(self.method, self.options(), self.request)
+            .await?;
+        Ok(Response {
+            message: decode_response(self.method, reply.payload, self.required)?,
+            attachment: reply.attachment,
+            metadata: reply.metadata,
+        })
+    }
+}
+
+/// Sends the call and decodes the response (what awaiting a [`UnaryCall`]
+/// runs, in a pooled block).
+async fn send<Req, Resp>(
+    client: &Client,
+    method: &'static MethodDescriptor,
+    request: &Req,
+    required: Option<&'static RequiredSchema>,
+    options: Option<CallOptions>,
+) -> Result<Resp, Status>
+where
+    Req: Message + Sync,
+    Resp: Message + Default,
+{
+    let options = options.as_ref().unwrap_or(&client.options);
+    let reply = client.channel.call(method, options, request).await?;
+    decode_response(method, reply.payload, required)
+}
+
+impl<'a, Req, Resp> Future for UnaryCall<'a, Req, Resp>
+where
+    Req: Message + Sync + 'a,
+    Resp: Message + Default + Send + 'a,
+{
+    type Output = Result<Resp, Status>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        // Every field is `Unpin` (references, options, a `FutureBox`).
+        let this = self.get_mut();
+        let running = match &mut this.running {
+            Some(running) => running,
+            None => this.running.insert(FutureBox::new(send(
+                this.client,
+                this.method,
+                this.request,
+                this.required,
+                this.options.take(),
+            ))),
+        };
+        Pin::new(running).poll(cx)
     }
 }

@@ -51,9 +51,9 @@
 //! struct Echo;
 //!
 //! impl EchoService for Echo {
-//!     async fn echo(&self, ctx: &Context, req: EchoRequest) -> Result<EchoResponse, Status> {
+//!     async fn echo(&self, ctx: &Context, req: &EchoRequest, response: &mut EchoResponse) -> Result<(), Status> {
 //!         ctx.set_response_attachment(ctx.attachment().clone());
-//!         Ok(EchoResponse { message: req.message })
+//!         { response.message.clone_from(&req.message); Ok(()) }
 //!     }
 //! }
 //!

@@ -114,12 +114,14 @@ async fn keel_answers_brpc_echo_client_bytes_like_brpc() {
         async fn echo(
             &self,
             ctx: &keel::Context,
-            req: support::EchoRequest,
-        ) -> Result<support::EchoResponse, keel::Status> {
+            req: &support::EchoRequest,
+            response: &mut support::EchoResponse,
+        ) -> Result<(), keel::Status> {
             ctx.set_response_attachment(ctx.attachment().clone());
-            Ok(support::EchoResponse {
-                message: req.message,
-            })
+            {
+                response.message.clone_from(&req.message);
+                Ok(())
+            }
         }
     }
     let server = keel::Server::builder()

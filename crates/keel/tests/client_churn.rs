@@ -27,13 +27,19 @@ use example::{EchoRequest, EchoResponse, EchoService, EchoServiceClient, EchoSer
 struct Echo;
 
 impl EchoService for Echo {
-    async fn echo(&self, ctx: &Context, req: EchoRequest) -> Result<EchoResponse, Status> {
+    async fn echo(
+        &self,
+        ctx: &Context,
+        req: &EchoRequest,
+        response: &mut EchoResponse,
+    ) -> Result<(), Status> {
         if !ctx.attachment().is_empty() {
             ctx.set_response_attachment(ctx.attachment().clone());
         }
-        Ok(EchoResponse {
-            message: req.message,
-        })
+        {
+            response.message.clone_from(&req.message);
+            Ok(())
+        }
     }
 }
 

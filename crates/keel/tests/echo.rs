@@ -44,7 +44,12 @@ struct Echo {
 }
 
 impl EchoService for Echo {
-    async fn echo(&self, ctx: &Context, req: EchoRequest) -> Result<EchoResponse, Status> {
+    async fn echo(
+        &self,
+        ctx: &Context,
+        req: &EchoRequest,
+        response: &mut EchoResponse,
+    ) -> Result<(), Status> {
         self.seen.log_id.store(ctx.log_id(), SeqCst);
         *self.seen.deadline.lock().expect("not poisoned") = ctx.deadline();
         match req.message.as_str() {
@@ -60,9 +65,10 @@ impl EchoService for Echo {
                     reversed.reverse();
                     ctx.set_response_attachment(reversed.into());
                 }
-                Ok(EchoResponse {
-                    message: message.to_owned(),
-                })
+                {
+                    response.message = message.to_owned();
+                    Ok(())
+                }
             }
         }
     }
@@ -115,11 +121,8 @@ async fn attachments_travel_both_ways_with_log_id() {
         log_id: 77,
         ..CallOptions::default()
     });
-    let response = client
-        .client()
-        .unary_with_attachment::<_, EchoResponse>(&example::echo_service::ECHO, &request("x"))
-        .await
-        .expect("echoed");
+    let x = request("x");
+    let response = client.echo(&x).full().await.expect("echoed");
     assert_eq!(response.message.message, "x");
     assert_eq!(response.attachment, &b"cba"[..], "server reversed it");
     assert_eq!(f.seen.log_id.load(SeqCst), 77);
@@ -165,14 +168,14 @@ async fn unknown_method_and_service() {
     let f = fixture();
     let client = keel::Client::new(&f.channel);
     let err = client
-        .unary::<_, EchoResponse>(&NOPE, &request("x"))
+        .unary::<_, EchoResponse>(&NOPE, &request("x"), None)
         .await
         .expect_err("no such method");
     assert_eq!(err.code(), Code::ENOMETHOD);
     assert!(err.message().contains("Nope"), "{err}");
 
     let err = client
-        .unary::<_, EchoResponse>(&MISSING_SERVICE, &request("x"))
+        .unary::<_, EchoResponse>(&MISSING_SERVICE, &request("x"), None)
         .await
         .expect_err("no such service");
     assert_eq!(err.code(), Code::ENOSERVICE);
@@ -254,7 +257,7 @@ impl Service for Garbled {
         response: &'a mut BytesMut,
     ) -> ServiceFuture<'a> {
         response.extend_from_slice(&[0xff, 0xff]);
-        Box::pin(std::future::ready(Ok(())))
+        ServiceFuture::new(std::future::ready(Ok(())))
     }
 }
 

@@ -17,19 +17,31 @@ use greeting::{
 struct Polite;
 
 impl Greeter for Polite {
-    async fn say_hello(&self, _: &Context, req: HelloRequest) -> Result<HelloReply, Status> {
+    async fn say_hello(
+        &self,
+        _: &Context,
+        req: &HelloRequest,
+        response: &mut HelloReply,
+    ) -> Result<(), Status> {
         if req.name.is_empty() {
             return Err(Status::bad_request("name is empty"));
         }
-        Ok(HelloReply {
-            message: format!("hello, {}", req.name),
-        })
+        {
+            response.message = format!("hello, {}", req.name);
+            Ok(())
+        }
     }
 
-    async fn say_goodbye(&self, _: &Context, req: HelloRequest) -> Result<HelloReply, Status> {
-        Ok(HelloReply {
-            message: format!("goodbye, {}", req.name),
-        })
+    async fn say_goodbye(
+        &self,
+        _: &Context,
+        req: &HelloRequest,
+        response: &mut HelloReply,
+    ) -> Result<(), Status> {
+        {
+            response.message = format!("goodbye, {}", req.name);
+            Ok(())
+        }
     }
 }
 
@@ -37,16 +49,14 @@ impl Greeter for Polite {
 struct Tally(AtomicU64);
 
 impl Counter for Tally {
-    async fn increment(&self, _: &Context, _: Empty) -> Result<Count, Status> {
-        Ok(Count {
-            value: self.0.fetch_add(1, SeqCst) + 1,
-        })
+    async fn increment(&self, _: &Context, _: &Empty, count: &mut Count) -> Result<(), Status> {
+        count.value = self.0.fetch_add(1, SeqCst) + 1;
+        Ok(())
     }
 
-    async fn get(&self, _: &Context, _: Empty) -> Result<Count, Status> {
-        Ok(Count {
-            value: self.0.load(SeqCst),
-        })
+    async fn get(&self, _: &Context, _: &Empty, count: &mut Count) -> Result<(), Status> {
+        count.value = self.0.load(SeqCst);
+        Ok(())
     }
 }
 

@@ -2,7 +2,7 @@
 //! lacking one is answered EREQUEST ("Fail to parse request") before the
 //! handler runs, a response lacking one fails the call with ERESPONSE —
 //! for required fields of sub-messages too. Through the in-process channel,
-//! so the same MethodTable -> Service -> `server::unary` path as TCP.
+//! so the same MethodTable -> Service -> dispatch path as TCP.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
@@ -34,11 +34,17 @@ struct Echo {
 }
 
 impl EchoService for Echo {
-    async fn echo(&self, _ctx: &Context, req: EchoRequest) -> Result<EchoResponse, Status> {
+    async fn echo(
+        &self,
+        _ctx: &Context,
+        req: &EchoRequest,
+        response: &mut EchoResponse,
+    ) -> Result<(), Status> {
         self.calls.fetch_add(1, SeqCst);
-        Ok(EchoResponse {
-            message: req.message,
-        })
+        {
+            response.message.clone_from(&req.message);
+            Ok(())
+        }
     }
 }
 
@@ -116,7 +122,7 @@ impl Service for Canned {
         response: &'a mut BytesMut,
     ) -> ServiceFuture<'a> {
         response.extend_from_slice(self.response);
-        Box::pin(std::future::ready(Ok(())))
+        ServiceFuture::new(std::future::ready(Ok(())))
     }
 }
 
@@ -148,11 +154,12 @@ async fn response_lacking_a_required_field_is_eresponse() {
 
     let err = client
         .client()
-        .unary_checked_with_attachment::<_, EchoResponse>(
+        .unary::<_, EchoResponse>(
             &example::echo_service::ECHO,
             &request,
             Some(EchoResponse::REQUIRED),
         )
+        .full()
         .await
         .expect_err("checked with the table");
     assert_eq!(err.code(), Code::ERESPONSE);
@@ -160,7 +167,7 @@ async fn response_lacking_a_required_field_is_eresponse() {
     // The documented escape hatch: without the table nothing is checked.
     let unchecked: EchoResponse = client
         .client()
-        .unary(&example::echo_service::ECHO, &request)
+        .unary(&example::echo_service::ECHO, &request, None)
         .await
         .expect("unchecked");
     assert_eq!(unchecked.message, "");
@@ -195,15 +202,15 @@ struct Grove {
 }
 
 impl Forest for Grove {
-    async fn plant(&self, _ctx: &Context, tree: Tree) -> Result<Plain, Status> {
+    async fn plant(&self, _ctx: &Context, tree: &Tree, plain: &mut Plain) -> Result<(), Status> {
         self.planted.fetch_add(1, SeqCst);
-        Ok(Plain {
-            text: Some(tree.name),
-        })
+        plain.text = Some(tree.name.clone());
+        Ok(())
     }
 
-    async fn pick(&self, _ctx: &Context, _request: Plain) -> Result<Leaf, Status> {
-        Ok(Leaf { id: 1, note: None })
+    async fn pick(&self, _ctx: &Context, _request: &Plain, leaf: &mut Leaf) -> Result<(), Status> {
+        leaf.id = 1;
+        Ok(())
     }
 }
 

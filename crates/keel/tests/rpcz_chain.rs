@@ -14,16 +14,25 @@ struct Relay {
 }
 
 impl EchoService for Relay {
-    async fn echo(&self, ctx: &Context, req: EchoRequest) -> Result<EchoResponse, Status> {
+    async fn echo(
+        &self,
+        ctx: &Context,
+        req: &EchoRequest,
+        response: &mut EchoResponse,
+    ) -> Result<(), Status> {
         // The span is reachable from the context (every call here is sampled).
         let ids = ctx.span(|span| span.context()).flatten();
         assert!(ids.is_some(), "a sampled call's handler sees its span");
         ctx.annotate("relay got the request");
         match &self.next {
-            Some(next) => EchoServiceClient::new(next).echo(&req).await,
-            None => Ok(EchoResponse {
-                message: req.message,
-            }),
+            Some(next) => {
+                *response = EchoServiceClient::new(next).echo(req).await?;
+                Ok(())
+            }
+            None => {
+                response.message.clone_from(&req.message);
+                Ok(())
+            }
         }
     }
 }

@@ -24,12 +24,10 @@ async fn echo_round_trip_with_attachments_and_compression() {
             ..CallOptions::default()
         });
         let big = "x".repeat(10_000);
+        let big_request = request(&big);
         let resp = c
-            .client()
-            .unary_with_attachment::<_, support::EchoResponse>(
-                &support::example::echo_service::ECHO,
-                &request(&big),
-            )
+            .echo(&big_request)
+            .full()
             .await
             .unwrap_or_else(|e| panic!("{compression:?}: {e}"));
         assert_eq!(resp.message.message, big);

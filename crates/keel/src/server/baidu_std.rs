@@ -32,6 +32,7 @@
 //! known, and the connection is then closed: framing is lost or the peer is
 //! not speaking baidu_std. Other connections are not affected.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -323,10 +324,7 @@ impl State {
         // First poll inline: handlers that do not wait finish here, with no
         // task and no wakeup. The no-op waker is fine: a pending call is
         // spawned and polled again at once with a real one.
-        match running
-            .as_mut()
-            .poll(&mut TaskContext::from_waker(Waker::noop()))
-        {
+        match std::pin::Pin::new(&mut running).poll(&mut TaskContext::from_waker(Waker::noop())) {
             Poll::Ready(answer) => self.write_done(Done {
                 correlation_id: cid,
                 compress,

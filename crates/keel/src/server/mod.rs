@@ -39,4 +39,4 @@ mod service;
 pub use builder::{Server, ServerBuilder, ServerStats};
 pub use interceptor::{Authenticator, Interceptor};
 pub use method_table::{MethodTable, MethodTableError, Route};
-pub use service::{Service, ServiceFuture, unary, unknown_method};
+pub use service::{CallMessages, MessagePools, Service, ServiceFuture, unknown_method};

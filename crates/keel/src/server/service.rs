@@ -1,20 +1,20 @@
 //! The object-safe [`Service`] trait servers dispatch into, and the helpers
 //! generated adapters implement it with.
 
-use std::future::Future;
-use std::pin::Pin;
-
 use bytes::{Bytes, BytesMut};
 use prost::Message;
 
-use crate::codec::{RequiredSchema, decode_request};
+use crate::codec::{RequiredSchema, merge_request};
 use crate::context::Context;
 use crate::method::{MethodDescriptor, ServiceDescriptor};
 use crate::status::{Code, Status};
 
 /// The future of one dispatched call: `Ok(())` once the encoded response has
-/// been appended to the caller's buffer.
-pub type ServiceFuture<'a> = Pin<Box<dyn Future<Output = Result<(), Status>> + Send + 'a>>;
+/// been appended to the caller's buffer. A type-erased future in a pooled
+/// block ([`keel_pool::FutureBox`]): `ServiceFuture::new(async move { .. })`
+/// where you would write `Box::pin(..)`; no allocation per call in steady
+/// state.
+pub type ServiceFuture<'a> = keel_pool::FutureBox<'a, Result<(), Status>>;
 
 /// A protobuf service as the server sees it: a descriptor and one entry point
 /// taking raw payloads. Object-safe, so servers hold `Arc<dyn Service>`.
@@ -36,8 +36,8 @@ pub trait Service: Send + Sync + 'static {
     /// response attachment, if any, is in `ctx`. An index out of range
     /// resolves to [`Code::ENOMETHOD`].
     ///
-    /// Cost: the returned future is boxed — one heap allocation per call,
-    /// holding the handler's future.
+    /// Cost: the returned future lives in a pooled block; in steady state
+    /// no heap allocation.
     fn call<'a>(
         &'a self,
         method: usize,
@@ -45,44 +45,6 @@ pub trait Service: Send + Sync + 'static {
         request: Bytes,
         response: &'a mut BytesMut,
     ) -> ServiceFuture<'a>;
-}
-
-/// Serves a unary call: decode `request` as `Req`, run `handler`, append the
-/// encoded `Resp` to `response`. Generated adapters call this.
-///
-/// `required` is `Req`'s table of proto2 `required` fields, or `None` when
-/// it has none (proto3): generated code knows which, and passes
-/// `Some(&...)` only then. A request missing a required field never reaches
-/// the handler; it fails with [`Code::EREQUEST`] ("Fail to parse
-/// request=..., ...: missing required field example.EchoRequest.message"),
-/// as brpc answers it.
-pub fn unary<'a, Req, Resp, F, Fut>(
-    method: &'static MethodDescriptor,
-    required: Option<&'static RequiredSchema>,
-    request: Bytes,
-    response: &'a mut BytesMut,
-    handler: F,
-) -> ServiceFuture<'a>
-where
-    Req: Message + Default + Send + 'a,
-    Resp: Message + 'a,
-    F: FnOnce(Req) -> Fut + Send + 'a,
-    Fut: Future<Output = Result<Resp, Status>> + Send + 'a,
-{
-    Box::pin(async move {
-        let request = decode_request::<Req>(method, request, required)?;
-        let reply = handler(request).await?;
-        let len = reply.encoded_len();
-        if response.capacity() == 0 {
-            // Exact size: a buffer frozen into `Bytes` at full capacity
-            // needs no extra allocation (`reserve` would round up).
-            *response = BytesMut::with_capacity(len);
-        } else {
-            response.reserve(len);
-        }
-        reply.encode_raw(response);
-        Ok(())
-    })
 }
 
 /// The [`Code::ENOMETHOD`] answer for a method index `service` does not serve
@@ -95,8 +57,116 @@ pub fn unknown_method(
         Some(m) => format!("{m} is a {:?} method, which is not served yet", m.kind),
         None => format!("{} has no method #{method}", service.name),
     };
-    Box::pin(std::future::ready(Err(Status::new(
+    ServiceFuture::new(std::future::ready(Err(Status::new(
         Code::ENOMETHOD,
         message,
     ))))
+}
+
+/// The request and response messages of one method, pooled: a handler gets
+/// `&Req` and `&mut Resp` that keep the capacity (strings, vectors) earlier
+/// calls grew, so decoding a request and building a response allocate
+/// nothing in steady state — brpc's `(request, response)` handler shape, for
+/// the same reason. Generated adapters keep one as a `static` per method.
+///
+/// A message that held more than [`MessagePools::MAX_KEPT_LEN`] encoded
+/// bytes is dropped rather than pooled, so one large call does not pin its
+/// capacity (rule R7). The pools are keel-pool pools: they trim themselves,
+/// report their statistics, and are listed with every other pool.
+pub struct MessagePools<
+    Req: Message + Default + Send + 'static,
+    Resp: Message + Default + Send + 'static,
+> {
+    requests: keel_pool::Pool<Pooled<Req>>,
+    responses: keel_pool::Pool<Pooled<Resp>>,
+}
+
+impl<Req, Resp> std::fmt::Debug for MessagePools<Req, Resp>
+where
+    Req: Message + Default + Send + 'static,
+    Resp: Message + Default + Send + 'static,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MessagePools")
+            .field("requests", &self.requests.name())
+            .field("responses", &self.responses.name())
+            .finish()
+    }
+}
+
+/// A message in a pool: cleared on return, or dropped when it grew large.
+struct Pooled<M>(M);
+
+impl<M: Message + Default> keel_pool::Reset for Pooled<M> {
+    fn reset(&mut self) {
+        if self.0.encoded_len() > MAX_KEPT_LEN {
+            self.0 = M::default();
+        } else {
+            self.0.clear();
+        }
+    }
+}
+
+const MAX_KEPT_LEN: usize = 64 * 1024;
+
+impl<Req, Resp> MessagePools<Req, Resp>
+where
+    Req: Message + Default + Send + 'static,
+    Resp: Message + Default + Send + 'static,
+{
+    /// Messages that held more encoded bytes than this are not pooled.
+    pub const MAX_KEPT_LEN: usize = MAX_KEPT_LEN;
+
+    /// Pools named `requests` and `responses` (in pool listings).
+    pub const fn new(requests: &'static str, responses: &'static str) -> Self {
+        MessagePools {
+            requests: keel_pool::Pool::new(requests, || Pooled(Req::default())),
+            responses: keel_pool::Pool::new(responses, || Pooled(Resp::default())),
+        }
+    }
+
+    /// A request decoded from `payload` (checked against `required`, as
+    /// [`decode_request`] does) and an empty response, both from the pools.
+    pub fn take(
+        &'static self,
+        method: &'static MethodDescriptor,
+        required: Option<&'static RequiredSchema>,
+        payload: Bytes,
+    ) -> Result<CallMessages<Req, Resp>, Status> {
+        let mut request = self.requests.get();
+        merge_request(method, payload, required, &mut request.0)?;
+        Ok(CallMessages {
+            request,
+            response: self.responses.get(),
+        })
+    }
+}
+
+/// One call's request (decoded) and response (to fill), on loan from
+/// [`MessagePools`]; both go back when this drops.
+pub struct CallMessages<
+    Req: Message + Default + Send + 'static,
+    Resp: Message + Default + Send + 'static,
+> {
+    request: keel_pool::Pooled<'static, Pooled<Req>>,
+    response: keel_pool::Pooled<'static, Pooled<Resp>>,
+}
+
+impl<Req, Resp> CallMessages<Req, Resp>
+where
+    Req: Message + Default + Send + 'static,
+    Resp: Message + Default + Send + 'static,
+{
+    /// The request and the response, for the handler.
+    pub fn parts(&mut self) -> (&Req, &mut Resp) {
+        (&self.request.0, &mut self.response.0)
+    }
+
+    /// Appends the encoded response to `out` (the dispatch path's reused
+    /// buffer).
+    pub fn encode_response(&self, out: &mut BytesMut) {
+        let reply = &self.response.0;
+        out.reserve(reply.encoded_len());
+        reply.encode_raw(out);
+    }
 }

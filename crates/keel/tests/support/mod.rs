@@ -38,7 +38,12 @@ impl Default for Echo {
 }
 
 impl EchoService for Echo {
-    async fn echo(&self, ctx: &Context, req: EchoRequest) -> Result<EchoResponse, Status> {
+    async fn echo(
+        &self,
+        ctx: &Context,
+        req: &EchoRequest,
+        response: &mut EchoResponse,
+    ) -> Result<(), Status> {
         self.calls.fetch_add(1, Ordering::Relaxed);
         match req.message.as_str() {
             "fail" => Err(Status::new(Code::new(4242), "refusing to echo `fail`")),
@@ -50,27 +55,30 @@ impl EchoService for Echo {
                 self.gated.notify_one();
                 let permit = self.gate.acquire().await.expect("gate open");
                 permit.forget();
-                Ok(EchoResponse {
-                    message: "gate".into(),
-                })
+                {
+                    response.message = "gate".into();
+                    Ok(())
+                }
             }
             "panic" => panic!("the test asked this handler to panic"),
             "panic-later" => {
                 tokio::task::yield_now().await;
                 panic!("the test asked this handler to panic after waiting")
             }
-            "deadline" => Ok(EchoResponse {
-                message: format!("deadline={}", ctx.deadline().is_some()),
-            }),
+            "deadline" => {
+                response.message = format!("deadline={}", ctx.deadline().is_some());
+                Ok(())
+            }
             _ => {
                 if !ctx.attachment().is_empty() {
                     let mut reversed = ctx.attachment().to_vec();
                     reversed.reverse();
                     ctx.set_response_attachment(reversed.into());
                 }
-                Ok(EchoResponse {
-                    message: req.message,
-                })
+                {
+                    response.message.clone_from(&req.message);
+                    Ok(())
+                }
             }
         }
     }
