@@ -1,4 +1,6 @@
-//! The one error type of this crate.
+//! The error type of this crate, [`WireError`], and [`BadMetaReason`], why
+//! protobuf bytes were rejected (also the reason of
+//! [`protowire::Malformed`](crate::protowire::Malformed)).
 
 use crate::compress::CompressType;
 
@@ -203,9 +205,12 @@ impl WireError {
     }
 }
 
-/// Why [`MetaView::parse`](crate::baidu_std::MetaView::parse) rejected an
-/// `RpcMeta`: a violation of the protobuf wire format, found at the field
-/// named by [`WireError::BadMetaField`].
+/// Why protobuf bytes were rejected: a violation of the wire format, found
+/// by the [`protowire`](crate::protowire) reader (which reports it with an
+/// offset, as [`Malformed`](crate::protowire::Malformed)), or a field that
+/// does not fit the `RpcMeta` schema, found by
+/// [`MetaView::parse`](crate::baidu_std::MetaView::parse) (which reports it
+/// at the field named by [`WireError::BadMetaField`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum BadMetaReason {
@@ -225,13 +230,28 @@ pub enum BadMetaReason {
     #[error("a field key has field number 0")]
     FieldNumberZero,
     /// A group (wire type 3 or 4): proto2 groups are not used by brpc's meta
-    /// and are not accepted.
+    /// and are not accepted there.
     #[error("groups (wire types 3 and 4) are not supported")]
     Group,
-    /// A fixed-size or length-delimited value runs past the end of its
-    /// message.
+    /// A length-delimited value runs past the end of its message.
     #[error("a value runs past the end of the message")]
     Truncated,
+    /// A fixed-width value (wire type 1 or 5) runs past the end of its
+    /// message.
+    #[error("a fixed-width value runs past the end of the message")]
+    TruncatedFixed,
+    /// An end-group tag that closes no open group (none is open, or the open
+    /// one has another field number).
+    #[error("an end-group tag closes no open group")]
+    UnexpectedEndGroup,
+    /// A group whose message ends before its end-group tag.
+    #[error("a group has no end-group tag")]
+    UnterminatedGroup,
+    /// Groups (or messages, for a walker that descends into them) nest
+    /// deeper than
+    /// [`protowire::RECURSION_LIMIT`](crate::protowire::RECURSION_LIMIT).
+    #[error("nesting exceeds the recursion limit")]
+    RecursionLimit,
     /// A known field was sent with another wire type than its protobuf type
     /// has (e.g. a varint where a string is expected).
     #[error("the field has the wrong wire type for its type")]

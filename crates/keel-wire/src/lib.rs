@@ -22,6 +22,10 @@
 //!   and [`baidu_std::MetaView`] read a frame in place,
 //!   [`baidu_std::encode_request`] and [`baidu_std::encode_response`] write
 //!   one from borrowed fields, byte for byte as `encode_frame` would.
+//! - [`protowire`]: the protobuf wire format read in place (varints, keys,
+//!   length prefixes, fixed-width values, groups), accepting exactly what
+//!   prost accepts. The `RpcMeta` parser above and `keel`'s proto2
+//!   `required`-field check both walk messages with it.
 //! - [`compress`](mod@compress): the payload compressions brpc names in
 //!   `RpcMeta.compress_type` (snappy, gzip, zlib), with decompression bounded
 //!   by a limit so a decompression bomb is an error, not an allocation.
@@ -64,6 +68,7 @@
 pub mod baidu_std;
 pub mod compress;
 mod error;
+pub mod protowire;
 mod sniff;
 
 pub use compress::{CompressType, compress, decompress, decompress_into};

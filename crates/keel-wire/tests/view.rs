@@ -347,7 +347,11 @@ fn malformed_metas_fail_where_prost_fails() {
             BadMetaReason::KeyOverflow,
         ),
         // an unknown fixed64 cut short
-        (&[0xb1, 0x06, 1, 2, 3], "RpcMeta", BadMetaReason::Truncated),
+        (
+            &[0xb1, 0x06, 1, 2, 3],
+            "RpcMeta",
+            BadMetaReason::TruncatedFixed,
+        ),
         // a stray end-group
         (&[0xa4, 0x06], "RpcMeta", BadMetaReason::Group),
     ];

@@ -3,7 +3,7 @@
 
 use bytes::{BufMut, BytesMut};
 
-use super::protowire::{len_field_len, put_len_prefix, put_varint_field, varint_field_len};
+use super::fields::{len_field_len, put_len_prefix, put_varint_field, varint_field_len};
 use crate::WireError;
 use crate::baidu_std::write_frame;
 
@@ -248,7 +248,7 @@ pub fn encode_response(
 
 #[cfg(test)]
 mod tests {
-    use super::super::protowire::varint_len;
+    use super::super::fields::varint_len;
     use super::*;
 
     #[test]

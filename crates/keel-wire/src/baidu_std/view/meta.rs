@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use super::protowire::{Field, Fields, Value, walk};
+use super::fields::{Field, Fields, Value, walk};
 use crate::WireError;
 use crate::compress::CompressType;
 

@@ -57,9 +57,9 @@
 //! ```
 
 mod encode;
+mod fields;
 mod frame;
 mod meta;
-mod protowire;
 
 pub use encode::{RequestHeader, encode_request, encode_response};
 pub use frame::{RawFrame, decode_raw_frame};

@@ -1,21 +1,24 @@
-//! The protobuf wire format, just enough of it to walk and write `RpcMeta`
-//! without a `Message` type: varints, field keys, values over borrowed slices.
+//! `RpcMeta`'s fields on the wire: read as typed [`Value`]s for
+//! [`MetaView`](super::MetaView), and written with one-byte keys for the
+//! encoders.
 //!
-//! Reading follows prost (and protobuf-go's `ConsumeVarint`) exactly, so that
-//! what one accepts the other does too: varints of at most 10 bytes whose
-//! tenth byte is 0 or 1, keys that fit 32 bits with a defined wire type and a
-//! non-zero field number. One deliberate difference: groups (wire types 3 and
-//! 4), which prost skips in unknown fields, are rejected; brpc never writes
-//! them.
+//! Reading stands on [`crate::protowire`], the crate's one protobuf wire
+//! reader, and adds what the meta needs on top of it: values by wire type,
+//! errors that name the field ([`WireError::BadMetaField`]), and the refusal
+//! of groups (wire types 3 and 4), which prost skips in unknown fields but
+//! brpc never writes. This file may not read varints or keys itself; what is
+//! accepted is `protowire`'s to decide. Writing is here because only the
+//! meta encoders write protobuf by hand.
 
 use bytes::{BufMut, BytesMut};
 
+use crate::protowire::{Key, Malformed, Reader, WireType};
 use crate::{BadMetaReason, WireError};
 
-/// Wire type 0.
-pub(super) const VARINT: u8 = 0;
-/// Wire type 2.
-pub(super) const LEN: u8 = 2;
+/// Wire type 0, as a key writes it.
+const VARINT: u8 = WireType::Varint as u8;
+/// Wire type 2, as a key writes it.
+const LEN: u8 = WireType::Len as u8;
 
 /// One field's value, read according to its key's wire type.
 #[derive(Debug, Clone, Copy)]
@@ -75,69 +78,25 @@ impl<'a> Value<'a> {
     }
 }
 
-/// Reads a varint off the front of `buf`.
+/// Reads the value of the field whose `key` was just read; groups are
+/// refused.
 #[inline]
-pub(super) fn read_varint(buf: &mut &[u8]) -> Result<u64, BadMetaReason> {
-    let mut value = 0u64;
-    for i in 0..10 {
-        let Some((&byte, rest)) = buf.split_first() else {
-            return Err(BadMetaReason::TruncatedVarint);
-        };
-        // The tenth byte holds bit 63 only; anything more overflows (this
-        // also rejects varints longer than 10 bytes).
-        if i == 9 && byte > 1 {
-            return Err(BadMetaReason::VarintOverflow);
-        }
-        *buf = rest;
-        value |= u64::from(byte & 0x7f) << (7 * i);
-        if byte < 0x80 {
-            return Ok(value);
-        }
-    }
-    // The loop returns by its tenth byte at the latest.
-    Err(BadMetaReason::VarintOverflow)
-}
-
-/// Reads a field key: the field number and the wire type.
-#[inline]
-fn read_key(buf: &mut &[u8]) -> Result<(u32, u8), BadMetaReason> {
-    let key = u32::try_from(read_varint(buf)?).map_err(|_| BadMetaReason::KeyOverflow)?;
-    let wire_type = (key & 7) as u8;
-    if wire_type > 5 {
-        return Err(BadMetaReason::InvalidWireType);
-    }
-    let number = key >> 3;
-    if number == 0 {
-        return Err(BadMetaReason::FieldNumberZero);
-    }
-    Ok((number, wire_type))
-}
-
-/// Takes `n` bytes off the front of `buf`.
-#[inline]
-fn take<'a>(buf: &mut &'a [u8], n: usize) -> Result<&'a [u8], BadMetaReason> {
-    if n > buf.len() {
-        return Err(BadMetaReason::Truncated);
-    }
-    let (head, rest) = buf.split_at(n);
-    *buf = rest;
-    Ok(head)
-}
-
-/// Reads the value of a field of `wire_type`.
-#[inline]
-fn read_value<'a>(wire_type: u8, buf: &mut &'a [u8]) -> Result<Value<'a>, BadMetaReason> {
-    Ok(match wire_type {
-        VARINT => Value::Varint(read_varint(buf)?),
-        1 => take(buf, 8).map(|_| Value::Fixed64)?,
-        LEN => {
-            let len = read_varint(buf)?;
-            let len = usize::try_from(len).map_err(|_| BadMetaReason::Truncated)?;
-            Value::Len(take(buf, len)?)
-        }
-        5 => take(buf, 4).map(|_| Value::Fixed32)?,
-        // 3 and 4; read_key rejected 6 and 7.
-        _ => return Err(BadMetaReason::Group),
+fn read_value<'a>(reader: &mut Reader<'a>, key: Key) -> Result<Value<'a>, BadMetaReason> {
+    let reason = |err: Malformed| err.reason;
+    // Groups are refused before they are skipped, so `skip_value` meets none
+    // and its group depth is moot.
+    Ok(match key.wire_type {
+        WireType::Varint => Value::Varint(reader.read_varint().map_err(reason)?),
+        WireType::Len => Value::Len(reader.read_len().map_err(reason)?.remaining()),
+        WireType::Fixed64 => reader
+            .skip_value(key, 0)
+            .map_err(reason)
+            .map(|()| Value::Fixed64)?,
+        WireType::Fixed32 => reader
+            .skip_value(key, 0)
+            .map_err(reason)
+            .map(|()| Value::Fixed32)?,
+        WireType::StartGroup | WireType::EndGroup => return Err(BadMetaReason::Group),
     })
 }
 
@@ -163,12 +122,15 @@ pub(super) fn walk<'a>(
     name: fn(u32) -> &'static str,
     mut on_field: impl FnMut(Field<'a>) -> Result<(), WireError>,
 ) -> Result<(), WireError> {
-    let mut buf = message;
-    while !buf.is_empty() {
-        let at = message.len() - buf.len();
-        let (number, wire_type) = read_key(&mut buf).map_err(|reason| bad(name(0), reason))?;
-        let value = read_value(wire_type, &mut buf).map_err(|reason| bad(name(number), reason))?;
-        on_field(Field { number, value, at })?;
+    let mut reader = Reader::new(message);
+    while !reader.is_empty() {
+        let key = reader.read_key().map_err(|err| bad(name(0), err.reason))?;
+        let value = read_value(&mut reader, key).map_err(|reason| bad(name(key.number), reason))?;
+        on_field(Field {
+            number: key.number,
+            value,
+            at: key.offset,
+        })?;
     }
     Ok(())
 }
@@ -178,13 +140,15 @@ pub(super) fn walk<'a>(
 /// not have).
 #[derive(Debug, Clone)]
 pub(super) struct Fields<'a> {
-    rest: &'a [u8],
+    rest: Reader<'a>,
 }
 
 impl<'a> Fields<'a> {
     /// The fields of `message`.
     pub(super) fn new(message: &'a [u8]) -> Fields<'a> {
-        Fields { rest: message }
+        Fields {
+            rest: Reader::new(message),
+        }
     }
 }
 
@@ -195,10 +159,15 @@ impl<'a> Iterator for Fields<'a> {
         if self.rest.is_empty() {
             return None;
         }
-        let mut buf = self.rest;
-        let field = read_key(&mut buf).and_then(|(n, w)| Ok((n, read_value(w, &mut buf)?)));
+        let field = self
+            .rest
+            .read_key()
+            .map_err(|err| err.reason)
+            .and_then(|key| Ok((key.number, read_value(&mut self.rest, key)?)));
         // Fused: after the end, or after a malformed field, nothing more.
-        self.rest = if field.is_ok() { buf } else { &[] };
+        if field.is_err() {
+            self.rest = Reader::new(&[]);
+        }
         field.ok()
     }
 }
@@ -261,29 +230,8 @@ pub(super) fn put_len_prefix(dst: &mut BytesMut, number: u8, len: usize) {
 mod tests {
     use super::*;
 
-    fn varint(mut bytes: &[u8]) -> Result<(u64, usize), BadMetaReason> {
-        let len = bytes.len();
-        read_varint(&mut bytes).map(|v| (v, len - bytes.len()))
-    }
-
     #[test]
-    fn varints_like_prost() {
-        assert_eq!(varint(&[0]), Ok((0, 1)));
-        assert_eq!(varint(&[0x7f, 0xff]), Ok((127, 1)));
-        assert_eq!(varint(&[0x96, 0x01]), Ok((150, 2)));
-        // Non-minimal encodings are accepted, as protobuf does.
-        assert_eq!(varint(&[0x80, 0x80, 0x00]), Ok((0, 3)));
-        let max = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01];
-        assert_eq!(varint(&max), Ok((u64::MAX, 10)));
-        // Bit 64 and beyond, and an 11th byte, overflow.
-        let mut over = max;
-        over[9] = 0x02;
-        assert_eq!(varint(&over), Err(BadMetaReason::VarintOverflow));
-        over[9] = 0x81;
-        assert_eq!(varint(&over), Err(BadMetaReason::VarintOverflow));
-        assert_eq!(varint(&[]), Err(BadMetaReason::TruncatedVarint));
-        assert_eq!(varint(&[0x80, 0x80]), Err(BadMetaReason::TruncatedVarint));
-        // Against prost, for many values.
+    fn varints_are_written_like_prost() {
         for shift in 0..64 {
             for v in [1u64 << shift, (1u64 << shift) - 1, !0 >> shift] {
                 let mut out = BytesMut::new();
@@ -293,29 +241,34 @@ mod tests {
                 let mut theirs = Vec::new();
                 prost::encoding::encode_varint(v, &mut theirs);
                 assert_eq!(&out[..], &theirs[..]);
-                assert_eq!(varint(&out), Ok((v, out.len())));
+                assert_eq!(Reader::new(&out).read_varint(), Ok(v));
             }
         }
     }
 
     #[test]
-    fn keys() {
-        let key = |mut b: &[u8]| read_key(&mut b);
-        assert_eq!(key(&[0x0a]), Ok((1, LEN)));
-        assert_eq!(key(&[0x80, 0x01]), Ok((16, VARINT)));
-        assert_eq!(key(&[0x02]), Err(BadMetaReason::FieldNumberZero));
-        assert_eq!(key(&[0x0e]), Err(BadMetaReason::InvalidWireType));
+    fn values_by_wire_type() {
+        let value = |b: &[u8]| {
+            let mut reader = Reader::new(b);
+            let key = reader.read_key().map_err(|e| e.reason)?;
+            read_value(&mut reader, key).map(|_| reader.offset())
+        };
+        // Groups are refused, at their start and at a stray end.
+        assert_eq!(value(&[0x0b, 0x0c]), Err(BadMetaReason::Group));
+        assert_eq!(value(&[0x0c]), Err(BadMetaReason::Group));
         assert_eq!(
-            key(&[0x80, 0x80, 0x80, 0x80, 0x10]),
-            Err(BadMetaReason::KeyOverflow)
+            value(&[0x09, 0, 0, 0, 0, 0, 0, 0]),
+            Err(BadMetaReason::TruncatedFixed)
         );
-        let value = |w, mut b: &[u8]| read_value(w, &mut b).map(|_| ());
-        assert_eq!(value(3, &[]), Err(BadMetaReason::Group));
-        assert_eq!(value(4, &[]), Err(BadMetaReason::Group));
-        assert_eq!(value(1, &[0; 7]), Err(BadMetaReason::Truncated));
-        assert_eq!(value(5, &[0; 3]), Err(BadMetaReason::Truncated));
-        assert_eq!(value(LEN, &[3, 0, 0]), Err(BadMetaReason::Truncated));
-        assert_eq!(value(1, &[0; 8]), Ok(()));
-        assert_eq!(value(5, &[0; 4]), Ok(()));
+        assert_eq!(value(&[0x0d, 0, 0, 0]), Err(BadMetaReason::TruncatedFixed));
+        assert_eq!(value(&[0x0a, 3, 0, 0]), Err(BadMetaReason::Truncated));
+        assert_eq!(value(&[0x09, 0, 0, 0, 0, 0, 0, 0, 0]), Ok(9));
+        assert_eq!(value(&[0x0d, 0, 0, 0, 0]), Ok(5));
+        assert_eq!(value(&[0x0a, 1, 0]), Ok(3));
+        // Fields stops at the first malformed field.
+        let fields: Vec<_> = Fields::new(&[0x08, 0x01, 0x0b, 0x08, 0x02])
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(fields, [1]);
     }
 }
