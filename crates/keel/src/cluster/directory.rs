@@ -21,7 +21,8 @@ use keel_cluster::naming::SinkTarget;
 use keel_cluster::{Endpoint, LoadBalancer, Picker};
 use tokio::sync::watch;
 
-use super::invoker::{Health, Invoker, InvokerState};
+use super::breaker::Breaker;
+use super::invoker::{Invoker, InvokerState};
 use crate::transport::EndpointConfig;
 
 /// One endpoint set and the balancer over it.
@@ -34,7 +35,7 @@ pub(crate) struct Directory {
     pub(crate) name: Arc<str>,
     kind: LoadBalancer,
     config: EndpointConfig,
-    pub(crate) health: Arc<Health>,
+    pub(crate) breaker: Arc<Breaker>,
     current: RwLock<Arc<Snapshot>>,
     /// One update at a time.
     updating: Mutex<()>,
@@ -49,14 +50,14 @@ impl Directory {
         name: Arc<str>,
         kind: LoadBalancer,
         config: EndpointConfig,
-        health: Arc<Health>,
+        breaker: Arc<Breaker>,
     ) -> Directory {
         let empty: [Arc<Invoker>; 0] = [];
         Directory {
             name,
             kind,
             config,
-            health,
+            breaker,
             current: RwLock::new(Arc::new(Snapshot {
                 servers: Vec::new(),
                 picker: Picker::new(kind, &empty),
@@ -149,7 +150,7 @@ impl Directory {
                     endpoint,
                     self.name.clone(),
                     self.config.clone(),
-                    self.health.clone(),
+                    self.breaker.clone(),
                 )),
             }
         }

@@ -22,6 +22,7 @@
 //! invoker serves the calls already on it and is then dropped whole (R1,
 //! R2). [`invokers`] lists every live invoker of the process.
 
+mod breaker;
 mod budget;
 mod directory;
 mod invoker;
@@ -38,9 +39,9 @@ use crate::status::{Code, Status};
 use crate::transport::{Call, EndpointConfig, Reply};
 use directory::{Directory, Sink};
 
+pub use breaker::BreakerConfig;
 pub use budget::RetryBudget;
-
-pub use invoker::{BreakerConfig, Invoker, InvokerInfo, InvokerState};
+pub use invoker::{Invoker, InvokerInfo, InvokerState};
 use keel_cluster::Candidate as _;
 pub use keel_cluster::{Endpoint, LoadBalancer, balance, naming};
 pub use registry::{invokers, live_invokers};
@@ -163,13 +164,13 @@ impl Cluster {
             // Invokers tell the balancer about changes through this, and
             // never hold the directory (it holds them).
             let me = me.clone();
-            let feedback: invoker::Feedback = Arc::new(move |invoker: &Invoker| {
+            let feedback: breaker::Feedback = Arc::new(move |invoker: &Invoker| {
                 if let Some(directory) = me.upgrade() {
                     directory.feedback(invoker);
                 }
             });
-            let health = Arc::new(invoker::Health::new(options.breaker, feedback));
-            Directory::new(name.into(), options.load_balancer, endpoint, health)
+            let breaker = Arc::new(breaker::Breaker::new(options.breaker, feedback));
+            Directory::new(name.into(), options.load_balancer, endpoint, breaker)
         });
         let cluster = Cluster {
             first_update_wait,
@@ -250,15 +251,15 @@ impl Cluster {
 
     /// Counters.
     pub fn stats(&self) -> ClusterStats {
-        let health = &self.directory.health;
+        let breaker = &self.directory.breaker;
         ClusterStats {
             updates: self.directory.updates(),
             retries: self.retries.load(Ordering::Relaxed),
             retries_refused: self.retries_refused.load(Ordering::Relaxed),
             backup_requests: self.backup_requests.load(Ordering::Relaxed),
             backup_wins: self.backup_wins.load(Ordering::Relaxed),
-            isolations: health.isolations.load(Ordering::Relaxed),
-            revivals: health.revivals.load(Ordering::Relaxed),
+            isolations: breaker.isolations(),
+            revivals: breaker.revivals(),
         }
     }
 
@@ -461,7 +462,7 @@ impl Cluster {
     pub(crate) fn pending_calls(&self) -> usize {
         let mut pending = 0;
         registry::for_each(|invoker| {
-            if invoker.shares(&self.directory.health) {
+            if invoker.shares(&self.directory.breaker) {
                 pending += invoker.pending_calls();
             }
         });
