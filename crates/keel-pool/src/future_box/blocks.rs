@@ -32,11 +32,11 @@ pub(super) const MAX_BLOCK: usize = 16 * 1024;
 const CLASSES: usize = (MAX_BLOCK / MIN_BLOCK).trailing_zeros() as usize + 1;
 
 /// A thread caches at most this many free blocks of one class…
-pub(super) const MAX_CACHED_BLOCKS: usize = 64;
+pub(super) const MAX_CACHED_BLOCKS: usize = 16;
 /// …and at most this many bytes of one class (so 32 blocks of 8 KiB, 16 of
 /// 16 KiB). A thread caches at most about 1 MiB over all classes, and only
 /// in the classes it uses.
-pub(super) const MAX_CACHED_BYTES: usize = 256 * 1024;
+pub(super) const MAX_CACHED_BYTES: usize = 32 * 1024;
 /// Hot-path operations a thread counts before publishing its counters.
 const FOLD_EVERY: u32 = 64;
 
@@ -349,10 +349,11 @@ mod tests {
             assert_eq!(l.size(), 64 << class);
             assert_eq!(l.align(), BLOCK_ALIGN);
         }
-        assert_eq!(LIMITS[0], 64);
-        assert_eq!(LIMITS[6], 64); // 4 KiB x 64 = 256 KiB
-        assert_eq!(LIMITS[7], 32);
-        assert_eq!(LIMITS[8], 16);
+        assert_eq!(LIMITS[0], 16);
+        assert_eq!(LIMITS[5], 16); // 2 KiB x 16 = 32 KiB
+        assert_eq!(LIMITS[6], 8);
+        assert_eq!(LIMITS[7], 4);
+        assert_eq!(LIMITS[8], 2);
     }
 
     #[test]
@@ -363,8 +364,8 @@ mod tests {
                 // SAFETY: taken from class 3 just above, holds nothing.
                 unsafe { give(3, b) };
             }
-            assert_eq!(thread_cached()[3], 64);
-            assert_eq!(trim_future_boxes(), 64);
+            assert_eq!(thread_cached()[3], 16);
+            assert_eq!(trim_future_boxes(), 16);
             assert_eq!(thread_cached(), [0; CLASSES]);
         })
         .join()
