@@ -3,6 +3,10 @@
 //! echo client and server interoperate with these), and a tiny flag parser.
 
 #![forbid(unsafe_code)]
+// The README's Rust example is compiled and run as a doctest of this crate.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeExample;
 
 pub mod example {
     //! Generated from `proto/echo.proto`.
