@@ -103,6 +103,8 @@ fn check_encoders(frame: &Frame) {
                 timeout_ms: r.timeout_ms,
                 compress_type: meta.compress_type,
                 attachment_len: frame.attachment.len(),
+                authentication_data: &[],
+                user_fields: &[],
             };
             encode_request(
                 &mut ours,

@@ -151,6 +151,8 @@ fn request() -> impl Strategy<Value = (RequestHeader<'static>, Bytes, Bytes)> {
                     timeout_ms,
                     compress_type,
                     attachment_len: attachment.len(),
+                    authentication_data: &[],
+                    user_fields: &[],
                 };
                 (header, payload, attachment)
             },

@@ -72,6 +72,12 @@ impl Metadata {
         self.entries.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
 
+    /// The entries as `(key, value)` pairs, in insertion order (what the
+    /// wire encoders take).
+    pub fn as_pairs(&self) -> &[(String, String)] {
+        &self.entries
+    }
+
     /// Number of entries.
     pub fn len(&self) -> usize {
         self.entries.len()

@@ -36,8 +36,8 @@ pub mod view;
 
 pub use meta::{ChunkInfo, RpcMeta, RpcRequestMeta, RpcResponseMeta, StreamSettings, errno};
 pub use view::{
-    MetaView, RawFrame, RequestHeader, RequestView, ResponseView, UserFields, UserFieldsIter,
-    decode_raw_frame, encode_request, encode_response,
+    MetaView, RawFrame, RequestHeader, RequestView, ResponseHeader, ResponseView, UserFields,
+    UserFieldsIter, decode_raw_frame, encode_request, encode_response, encode_response_with,
 };
 
 use bytes::{BufMut, Bytes, BytesMut};

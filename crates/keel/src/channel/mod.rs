@@ -96,6 +96,7 @@ pub struct ChannelBuilder {
     timeout: Option<Duration>,
     max_retry: u32,
     max_body_size: usize,
+    credential: bytes::Bytes,
     cluster: ClusterOptions,
     interceptors: ClientInterceptors,
 }
@@ -196,6 +197,14 @@ impl ChannelBuilder {
         self
     }
 
+    /// A credential sent on the first request of every connection the
+    /// channel opens (baidu_std `authentication_data`, what a brpc or Keel
+    /// server's authenticator checks). Default: none.
+    pub fn credential(mut self, credential: impl Into<bytes::Bytes>) -> Self {
+        self.credential = credential.into();
+        self
+    }
+
     /// Largest response body accepted (default 64 MiB).
     pub fn max_body_size(mut self, bytes: usize) -> Self {
         self.max_body_size = bytes;
@@ -210,6 +219,7 @@ impl ChannelBuilder {
         let endpoint = EndpointConfig {
             connect_timeout: self.connect_timeout,
             max_body_size: self.max_body_size,
+            credential: self.credential,
         };
         let naming = match self.naming {
             Some(naming) => naming,
@@ -267,6 +277,7 @@ impl Channel {
             timeout: Some(Duration::from_secs(1)),
             max_retry: 3,
             max_body_size: keel_wire::baidu_std::Limits::DEFAULT_MAX_BODY_SIZE,
+            credential: bytes::Bytes::new(),
             cluster: ClusterOptions::default(),
             interceptors: ClientInterceptors::default(),
         }

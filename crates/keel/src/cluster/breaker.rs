@@ -379,6 +379,7 @@ mod tests {
             EndpointConfig {
                 connect_timeout: Duration::from_millis(10),
                 max_body_size: 1 << 20,
+                credential: Default::default(),
             },
             breaker.clone(),
         )

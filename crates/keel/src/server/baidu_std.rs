@@ -39,7 +39,9 @@ use std::sync::atomic::Ordering;
 use std::task::{Context as TaskContext, Poll, Waker};
 
 use bytes::BytesMut;
-use keel_wire::baidu_std::{RawFrame, decode_raw_frame, encode_response};
+use keel_wire::baidu_std::{
+    RawFrame, ResponseHeader, decode_raw_frame, encode_response, encode_response_with,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
@@ -407,19 +409,17 @@ impl State {
                 compression::compress(kind, &answer.body, &mut self.packed)
                     .map(|()| &self.packed[..])
             };
+            let header = ResponseHeader {
+                correlation_id: cid,
+                compress_type: kind.as_i32(),
+                user_fields: answer.metadata.as_pairs(),
+                ..ResponseHeader::default()
+            };
             let written = match packed {
-                Ok(body) => encode_response(
-                    &mut self.out,
-                    cid,
-                    0,
-                    "",
-                    kind.as_i32(),
-                    body,
-                    &answer.attachment,
-                )
-                .map_err(|e| {
-                    Status::new(Code::ERESPONSE, format!("response cannot be framed: {e}"))
-                }),
+                Ok(body) => encode_response_with(&mut self.out, &header, body, &answer.attachment)
+                    .map_err(|e| {
+                        Status::new(Code::ERESPONSE, format!("response cannot be framed: {e}"))
+                    }),
                 Err(status) => Err(status),
             };
             if let Err(status) = written {

@@ -50,6 +50,9 @@ const MAX_UNWRITTEN: usize = 64 * 1024 * 1024;
 pub(crate) struct EndpointConfig {
     pub(crate) connect_timeout: Duration,
     pub(crate) max_body_size: usize,
+    /// Sent as `authentication_data` on each connection's first request
+    /// (empty: none).
+    pub(crate) credential: bytes::Bytes,
 }
 
 /// Calls one `host:port` over baidu_std.
@@ -87,6 +90,9 @@ struct State {
     peer: Option<std::net::SocketAddr>,
     out: BytesMut,
     pending: PendingCalls,
+    /// Whether this connection's first request (which carries the
+    /// credential) is queued.
+    credential_sent: bool,
 }
 
 impl BaiduStd {
@@ -102,6 +108,7 @@ impl BaiduStd {
                     peer: None,
                     out: BytesMut::new(),
                     pending: PendingCalls::default(),
+                    credential_sent: false,
                 }),
                 wake_writer: Notify::new(),
                 connect_lock: tokio::sync::Mutex::new(()),
@@ -157,12 +164,23 @@ impl BaiduStd {
                 call.span.set_protocol("baidu_std");
             }
             let key = st.pending.insert(epoch);
-            if let Err(status) =
-                encode_call(&mut st.out, call, key.correlation_id(), packed.as_deref())
-            {
+            let credential: &[u8] = if st.credential_sent {
+                &[]
+            } else {
+                &self.conn.config.credential
+            };
+            let State { out, .. } = &mut *st;
+            if let Err(status) = encode_call(
+                out,
+                call,
+                key.correlation_id(),
+                packed.as_deref(),
+                credential,
+            ) {
                 st.pending.remove(key);
                 return Err(status);
             }
+            st.credential_sent = true;
             key
         };
         call.span.mark(crate::rpcz::Mark::Sent);
@@ -213,6 +231,7 @@ impl BaiduStd {
             st.up = true;
             st.peer = peer;
             st.out.clear();
+            st.credential_sent = false;
             st.epoch
         };
         tokio::spawn(run_connection(
@@ -245,6 +264,7 @@ fn encode_call(
     call: &Call<'_>,
     correlation_id: i64,
     packed: Option<&[u8]>,
+    credential: &[u8],
 ) -> Result<(), Status> {
     let options = call.options;
     let timeout_ms = call.deadline.map(|d| {
@@ -263,6 +283,8 @@ fn encode_call(
         timeout_ms,
         compress_type: options.compression.as_i32(),
         attachment_len: options.attachment.len(),
+        authentication_data: credential,
+        user_fields: options.metadata.as_pairs(),
     };
     let framed = match packed {
         None => encode_request(

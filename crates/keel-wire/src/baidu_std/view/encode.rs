@@ -37,6 +37,13 @@ pub struct RequestHeader<'a> {
     /// Length of the attachment: must be the length of the attachment passed
     /// to [`encode_request`].
     pub attachment_len: usize,
+    /// A credential for the server's authenticator (`RpcMeta` field 7),
+    /// written when not empty; brpc clients send it on a connection's first
+    /// request.
+    pub authentication_data: &'a [u8],
+    /// Key/value pairs sent with the call (`RpcMeta.user_fields`, field 9,
+    /// brpc's `request_user_fields`), in the order given.
+    pub user_fields: &'a [(String, String)],
 }
 
 impl<'a> RequestHeader<'a> {
@@ -58,6 +65,8 @@ impl<'a> RequestHeader<'a> {
             timeout_ms: None,
             compress_type: 0,
             attachment_len: 0,
+            authentication_data: &[],
+            user_fields: &[],
         }
     }
 
@@ -131,6 +140,38 @@ fn put_tail(dst: &mut BytesMut, compress_type: i32, correlation_id: i64, attachm
     put_optional(dst, 5, i64::from(attachment_size) as u64);
 }
 
+/// `RpcMeta` fields 7 (authentication data, when not empty) and 9 (one map
+/// entry per user field): their length.
+fn extras_len(authentication_data: &[u8], user_fields: &[(String, String)]) -> usize {
+    let auth = if authentication_data.is_empty() {
+        0
+    } else {
+        len_field_len(authentication_data.len())
+    };
+    auth + user_fields
+        .iter()
+        .map(|(k, v)| len_field_len(entry_len(k, v)))
+        .sum::<usize>()
+}
+
+/// Length of one `map<string,string>` entry: key = 1, value = 2.
+fn entry_len(key: &str, value: &str) -> usize {
+    len_field_len(key.len()) + len_field_len(value.len())
+}
+
+/// Writes `RpcMeta` fields 7 and 9 (see [`extras_len`]).
+fn put_extras(dst: &mut BytesMut, authentication_data: &[u8], user_fields: &[(String, String)]) {
+    if !authentication_data.is_empty() {
+        put_len_prefix(dst, 7, authentication_data.len());
+        dst.put_slice(authentication_data);
+    }
+    for (key, value) in user_fields {
+        put_len_prefix(dst, 9, entry_len(key, value));
+        put_string_field(dst, 1, key);
+        put_string_field(dst, 2, value);
+    }
+}
+
 /// An attachment length as `RpcMeta.attachment_size`, an int32.
 fn attachment_size(len: usize) -> Result<i32, WireError> {
     i32::try_from(len).map_err(|_| WireError::AttachmentTooLarge { size: len })
@@ -173,7 +214,8 @@ pub fn encode_request(
     }
     let request_len = header.request_meta_len();
     let meta_len = len_field_len(request_len)
-        + tail_len(header.compress_type, header.correlation_id, attachment_size);
+        + tail_len(header.compress_type, header.correlation_id, attachment_size)
+        + extras_len(header.authentication_data, header.user_fields);
     write_frame(
         dst,
         meta_len,
@@ -186,11 +228,30 @@ pub fn encode_request(
                 header.correlation_id,
                 attachment_size,
             );
+            put_extras(dst, header.authentication_data, header.user_fields);
         },
         payload_len,
         write_payload,
         attachment,
     )
+}
+
+/// What the meta of a response frame says, borrowed: the fields of
+/// [`encode_response_with`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ResponseHeader<'a> {
+    /// The request's correlation id.
+    pub correlation_id: i64,
+    /// 0 for success, else the error code.
+    pub error_code: i32,
+    /// The error's text (written when not empty).
+    pub error_text: &'a str,
+    /// How the payload is compressed: a [`CompressType`](crate::CompressType)
+    /// number.
+    pub compress_type: i32,
+    /// Key/value pairs sent back (`RpcMeta.user_fields`, field 9, brpc's
+    /// `response_user_fields`), in the order given.
+    pub user_fields: &'a [(String, String)],
 }
 
 /// Appends a response frame to `dst`: header, meta, `payload` (the
@@ -220,6 +281,31 @@ pub fn encode_response(
     payload: &[u8],
     attachment: &[u8],
 ) -> Result<(), WireError> {
+    let header = ResponseHeader {
+        correlation_id,
+        error_code,
+        error_text,
+        compress_type,
+        user_fields: &[],
+    };
+    encode_response_with(dst, &header, payload, attachment)
+}
+
+/// [`encode_response`] with every field of a [`ResponseHeader`], user
+/// fields included.
+pub fn encode_response_with(
+    dst: &mut BytesMut,
+    header: &ResponseHeader<'_>,
+    payload: &[u8],
+    attachment: &[u8],
+) -> Result<(), WireError> {
+    let ResponseHeader {
+        correlation_id,
+        error_code,
+        error_text,
+        compress_type,
+        user_fields,
+    } = *header;
     let attachment_size = attachment_size(attachment.len())?;
     let text_len = if error_text.is_empty() {
         0
@@ -227,8 +313,9 @@ pub fn encode_response(
         len_field_len(error_text.len())
     };
     let response_len = varint_field_len(i64::from(error_code) as u64) + text_len;
-    let meta_len =
-        len_field_len(response_len) + tail_len(compress_type, correlation_id, attachment_size);
+    let meta_len = len_field_len(response_len)
+        + tail_len(compress_type, correlation_id, attachment_size)
+        + extras_len(&[], user_fields);
     write_frame(
         dst,
         meta_len,
@@ -239,6 +326,7 @@ pub fn encode_response(
                 put_string_field(dst, 2, error_text);
             }
             put_tail(dst, compress_type, correlation_id, attachment_size);
+            put_extras(dst, &[], user_fields);
         },
         payload.len(),
         |dst| dst.put_slice(payload),
@@ -259,6 +347,43 @@ mod tests {
             attachment_size(i32::MAX as usize + 1),
             Err(WireError::AttachmentTooLarge { size }) if size == 1 << 31
         ));
+    }
+
+    #[test]
+    fn user_fields_and_credentials_match_prost() {
+        use crate::baidu_std::RpcMeta;
+        use prost::Message;
+        let fields = vec![
+            ("authorization".to_owned(), "Bearer t".to_owned()),
+            ("tenant".to_owned(), String::new()),
+        ];
+        let header = RequestHeader {
+            authentication_data: b"secret",
+            user_fields: &fields,
+            ..RequestHeader::new("s.S", "M", 5)
+        };
+        let mut frame = BytesMut::new();
+        encode_request(&mut frame, &header, 0, |_| {}, &[]).expect("encodes");
+        let meta_len = u32::from_be_bytes(frame[8..12].try_into().expect("4 bytes")) as usize;
+        let meta = RpcMeta::decode(&frame[12..12 + meta_len]).expect("prost reads it");
+        assert_eq!(&meta.authentication_data[..], b"secret");
+        assert_eq!(
+            meta.user_fields.get("authorization").map(String::as_str),
+            Some("Bearer t")
+        );
+        assert_eq!(meta.user_fields.get("tenant").map(String::as_str), Some(""));
+
+        let mut frame = BytesMut::new();
+        let header = ResponseHeader {
+            correlation_id: 5,
+            user_fields: &fields,
+            ..ResponseHeader::default()
+        };
+        encode_response_with(&mut frame, &header, b"", b"").expect("encodes");
+        let meta_len = u32::from_be_bytes(frame[8..12].try_into().expect("4 bytes")) as usize;
+        let meta = RpcMeta::decode(&frame[12..12 + meta_len]).expect("prost reads it");
+        assert_eq!(meta.correlation_id, 5);
+        assert_eq!(meta.user_fields.len(), 2);
     }
 
     #[test]

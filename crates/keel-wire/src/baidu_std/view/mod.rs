@@ -61,6 +61,8 @@ mod fields;
 mod frame;
 mod meta;
 
-pub use encode::{RequestHeader, encode_request, encode_response};
+pub use encode::{
+    RequestHeader, ResponseHeader, encode_request, encode_response, encode_response_with,
+};
 pub use frame::{RawFrame, decode_raw_frame};
 pub use meta::{MetaView, RequestView, ResponseView, UserFields, UserFieldsIter};
