@@ -376,18 +376,29 @@ async fn run_connection(
     let limits = Limits::new(conn.config.max_body_size);
     let (mut rd, mut wr) = stream.split();
     let mut inbuf = BytesMut::new();
+    // The buffer read before `inbuf`: responses cut from it are slices of
+    // it until their callers take them, so it is reused only once `inbuf`
+    // fills up in turn, by when they have (see below).
+    let mut spare = BytesMut::new();
     // Requests taken from the queue and being written, from `written` on.
     let mut outbuf = BytesMut::new();
     let mut written = 0;
     exit.why = loop {
         if inbuf.is_empty() && inbuf.capacity() > KEEP_CAPACITY {
             inbuf = BytesMut::new();
+            spare = BytesMut::new();
         }
         // Top up only when little room is left: responses just cut from
         // this buffer may still be alive in their callers, and reserving a
-        // full chunk every time would then allocate a new buffer per read.
+        // chunk then would allocate a new buffer. Switch to the spare one
+        // instead: its responses were taken long ago, so it is reclaimed in
+        // place (no allocation), and any partial frame moves over with us.
         if inbuf.capacity() - inbuf.len() < READ_MIN_ROOM {
-            inbuf.reserve(READ_CHUNK);
+            spare.clear();
+            spare.reserve(READ_CHUNK.max(inbuf.len() + READ_MIN_ROOM));
+            spare.extend_from_slice(&inbuf);
+            std::mem::swap(&mut inbuf, &mut spare);
+            spare.clear();
         }
         tokio::select! {
             closed = alive.changed() => {

@@ -1,0 +1,123 @@
+//! Heap allocations per unary call over TCP, counted per thread: the server
+//! runs on a thread of its own (a current-thread runtime), the client on the
+//! test's thread. The server's steady state allocates nothing per call; the
+//! client allocates the response message's string and nothing else.
+
+use std::time::Duration;
+
+use keel::{Channel, Context, Server, Status};
+use tokio::sync::{mpsc, oneshot};
+
+#[global_allocator]
+static ALLOC: keel_alloc::CountingAlloc = keel_alloc::CountingAlloc::system();
+
+mod example {
+    keel::include_proto!("example");
+}
+use example::{EchoRequest, EchoResponse, EchoService, EchoServiceClient, EchoServiceServer};
+
+struct Echo;
+
+impl EchoService for Echo {
+    async fn echo(
+        &self,
+        ctx: &Context,
+        req: &EchoRequest,
+        resp: &mut EchoResponse,
+    ) -> Result<(), Status> {
+        if !ctx.attachment().is_empty() {
+            ctx.set_response_attachment(ctx.attachment().clone());
+        }
+        resp.message.clone_from(&req.message);
+        Ok(())
+    }
+}
+
+/// Asks the server thread for its allocation counters.
+type Probe = mpsc::Sender<oneshot::Sender<keel_alloc::Stats>>;
+
+/// Starts the server on its own thread; returns its address and a probe.
+fn server_thread() -> (String, Probe, std::thread::JoinHandle<()>) {
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let (probe_tx, mut probe_rx) = mpsc::channel::<oneshot::Sender<keel_alloc::Stats>>(4);
+    let thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("server runtime");
+        rt.block_on(async move {
+            let server = Server::builder()
+                .add_service(EchoServiceServer::new(Echo))
+                .bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            addr_tx
+                .send(server.local_addr().to_string())
+                .expect("test waits");
+            while let Some(reply) = probe_rx.recv().await {
+                let _ = reply.send(keel_alloc::thread_stats());
+            }
+            server.shutdown(Duration::from_secs(1)).await;
+        });
+    });
+    let addr = addr_rx.recv().expect("server started");
+    (addr, probe_tx, thread)
+}
+
+async fn probe(probe: &Probe) -> keel_alloc::Stats {
+    let (tx, rx) = oneshot::channel();
+    probe.send(tx).await.expect("server thread runs");
+    rx.await.expect("server thread answers")
+}
+
+#[test]
+fn a_tcp_call_allocates_nothing_on_the_server_and_one_string_on_the_client() {
+    keel::rpcz::tracer().sampler().set_target(0);
+    assert!(keel_alloc::is_installed());
+    let (addr, probe_tx, thread) = server_thread();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("client runtime");
+    rt.block_on(async {
+        let channel = Channel::new(&addr).expect("addr");
+        let client = EchoServiceClient::new(&channel);
+        let request = EchoRequest {
+            message: "hello, allocation counter".to_owned(),
+        };
+        for _ in 0..2_000 {
+            client.echo(&request).await.expect("warm-up");
+        }
+        const CALLS: u64 = 10_000;
+        let server_before = probe(&probe_tx).await;
+        let client_before = keel_alloc::thread_stats();
+        for _ in 0..CALLS {
+            let reply = client.echo(&request).await.expect("echoed");
+            assert_eq!(reply.message.len(), request.message.len());
+        }
+        let client_after = keel_alloc::thread_stats();
+        let server_after = probe(&probe_tx).await;
+        let server = server_before.delta(&server_after);
+        let client = client_before.delta(&client_after);
+        println!(
+            "per call over {CALLS} calls: server {:.3} allocations, client {:.3}",
+            server.allocs as f64 / CALLS as f64,
+            client.allocs as f64 / CALLS as f64
+        );
+        // A constant, not per call: the probe's own message and the odd
+        // timer-wheel level the runtime grows.
+        assert!(
+            server.allocs <= 8,
+            "the server allocated {} times in {CALLS} calls: {server:?}",
+            server.allocs
+        );
+        // The response's string, once per call; nothing else.
+        assert!(
+            client.allocs <= CALLS + 8,
+            "the client allocated {} times in {CALLS} calls: {client:?}",
+            client.allocs
+        );
+    });
+    drop(probe_tx);
+    thread.join().expect("server thread");
+}
