@@ -64,7 +64,7 @@ impl Extensions {
     /// Attaches `value`, replacing an earlier value of the same type.
     pub fn insert<T: Any + Send + Sync>(&mut self, value: T) {
         match self.values.iter_mut().find(|v| v.is::<T>()) {
-            Some(slot) => *slot = Box::new(value),
+            Some(existing) => *existing = Box::new(value),
             None => self.values.push(Box::new(value)),
         }
     }

@@ -155,7 +155,7 @@ impl Directory {
             }
         }
         for (i, invoker) in servers.iter().enumerate() {
-            invoker.set_slot(i);
+            invoker.set_position(i);
         }
         let removed: Vec<Arc<Invoker>> = kept.into_values().cloned().collect();
         let picker = Picker::new(self.kind, &servers);
@@ -184,14 +184,14 @@ impl Directory {
         if self.kind != LoadBalancer::LeastActive {
             return;
         }
-        let slot = invoker.slot();
+        let position = invoker.position();
         self.with_snapshot(|snapshot| {
             if snapshot
                 .servers
-                .get(slot)
+                .get(position)
                 .is_some_and(|s| s.id() == invoker.id())
             {
-                snapshot.picker.feedback(&snapshot.servers, slot);
+                snapshot.picker.feedback(&snapshot.servers, position);
             }
         });
     }

@@ -96,7 +96,7 @@ pub struct Invoker {
     errors: AtomicU64,
     error_ema: AtomicU32,
     /// Index in the directory's newest server list (for balancer feedback).
-    slot: AtomicUsize,
+    position: AtomicUsize,
     /// What the channel's breaker remembers of this server; dropped with
     /// it, which ends its health checks at once.
     breaker_state: BreakerState,
@@ -153,7 +153,7 @@ impl Invoker {
             calls: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             error_ema: AtomicU32::new(0),
-            slot: AtomicUsize::new(usize::MAX),
+            position: AtomicUsize::new(usize::MAX),
             breaker_state,
             _registration: Registration::new(weak.clone()),
         })
@@ -189,12 +189,12 @@ impl Invoker {
         self.transport.pending_calls()
     }
 
-    pub(crate) fn slot(&self) -> usize {
-        self.slot.load(Ordering::Relaxed)
+    pub(crate) fn position(&self) -> usize {
+        self.position.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn set_slot(&self, slot: usize) {
-        self.slot.store(slot, Ordering::Relaxed);
+    pub(crate) fn set_position(&self, position: usize) {
+        self.position.store(position, Ordering::Relaxed);
     }
 
     /// One more attempt in flight.

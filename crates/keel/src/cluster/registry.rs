@@ -10,13 +10,13 @@ use std::sync::{Mutex, PoisonError, Weak};
 use super::invoker::{Invoker, InvokerInfo};
 
 struct Registry {
-    slots: Vec<Option<Weak<Invoker>>>,
+    entries: Vec<Option<Weak<Invoker>>>,
     free: Vec<usize>,
     live: usize,
 }
 
 static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
-    slots: Vec::new(),
+    entries: Vec::new(),
     free: Vec::new(),
     live: 0,
 });
@@ -28,45 +28,45 @@ fn registry() -> std::sync::MutexGuard<'static, Registry> {
 
 /// An invoker's entry in the registry; dropping it removes the entry.
 pub(crate) struct Registration {
-    slot: usize,
+    index: usize,
 }
 
 impl Registration {
     pub(crate) fn new(invoker: Weak<Invoker>) -> Registration {
         let mut r = registry();
         r.live += 1;
-        let slot = match r.free.pop() {
-            Some(slot) => {
-                r.slots[slot] = Some(invoker);
-                slot
+        let index = match r.free.pop() {
+            Some(index) => {
+                r.entries[index] = Some(invoker);
+                index
             }
             None => {
-                r.slots.push(Some(invoker));
-                r.slots.len() - 1
+                r.entries.push(Some(invoker));
+                r.entries.len() - 1
             }
         };
-        Registration { slot }
+        Registration { index }
     }
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
         let mut r = registry();
-        r.slots[self.slot] = None;
+        r.entries[self.index] = None;
         r.live -= 1;
-        r.free.push(self.slot);
-        // Give back the slots past the last live entry, so a past peak of
+        r.free.push(self.index);
+        // Give back the entries past the last live entry, so a past peak of
         // invokers does not stay allocated (R4).
         let len = r
-            .slots
+            .entries
             .iter()
             .rposition(Option::is_some)
             .map_or(0, |i| i + 1);
-        if len < r.slots.len() {
-            r.slots.truncate(len);
-            r.free.retain(|&slot| slot < len);
-            if r.slots.capacity() > 2 * len + 16 {
-                r.slots.shrink_to_fit();
+        if len < r.entries.len() {
+            r.entries.truncate(len);
+            r.free.retain(|&index| index < len);
+            if r.entries.capacity() > 2 * len + 16 {
+                r.entries.shrink_to_fit();
                 r.free.shrink_to_fit();
             }
         }
@@ -84,7 +84,7 @@ pub fn invokers() -> Vec<InvokerInfo> {
 
 /// Runs `f` on every live invoker of the process.
 pub(crate) fn for_each(mut f: impl FnMut(&Invoker)) {
-    let weak: Vec<Weak<Invoker>> = registry().slots.iter().flatten().cloned().collect();
+    let weak: Vec<Weak<Invoker>> = registry().entries.iter().flatten().cloned().collect();
     for invoker in weak.iter().filter_map(Weak::upgrade) {
         f(&invoker);
     }

@@ -1,5 +1,5 @@
 //! Per-method call statistics: [`MethodStats`] (the counters of one method,
-//! used by servers per method slot and by channels), and the channel's
+//! used by servers per method table index and by channels), and the channel's
 //! [`MethodStatsTable`], keyed by method identity.
 //!
 //! A channel's entries are created on a method's first call and live as long

@@ -48,7 +48,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::compression::{self, Compression};
 use crate::metadata::Metadata;
-use crate::server::builder::Shared;
+use crate::server::builder::ServerCore;
 use crate::server::dispatch::{Answer, Request};
 use crate::status::{Code, Status};
 
@@ -67,7 +67,7 @@ const MAX_QUEUED_OUT: usize = 4 * 1024 * 1024;
 pub(crate) struct Connection {
     stream: TcpStream,
     peer: SocketAddr,
-    shared: Arc<Shared>,
+    shared: Arc<ServerCore>,
     shutdown: watch::Receiver<bool>,
     open: OpenGuard,
 }
@@ -82,10 +82,10 @@ struct Done {
 /// Counts a connection as open from accept until its task ends however it
 /// ends (including being aborted before it first ran, or at the end of a
 /// graceful shutdown).
-struct OpenGuard(Arc<Shared>);
+struct OpenGuard(Arc<ServerCore>);
 
 impl OpenGuard {
-    fn new(shared: Arc<Shared>) -> OpenGuard {
+    fn new(shared: Arc<ServerCore>) -> OpenGuard {
         shared
             .dispatcher
             .stats
@@ -106,9 +106,9 @@ impl Drop for OpenGuard {
 }
 
 /// Per-connection state the frame handler works on.
-struct State {
+struct ConnectionState {
     peer: SocketAddr,
-    shared: Arc<Shared>,
+    shared: Arc<ServerCore>,
     out: BytesMut,
     scratch: Vec<BytesMut>,
     /// Compressed responses are built here (reused).
@@ -132,7 +132,7 @@ impl Connection {
     pub(crate) fn new(
         stream: TcpStream,
         peer: SocketAddr,
-        shared: Arc<Shared>,
+        shared: Arc<ServerCore>,
         shutdown: watch::Receiver<bool>,
     ) -> Connection {
         Connection {
@@ -155,7 +155,7 @@ impl Connection {
         let _ = stream.set_nodelay(true);
         let (mut rd, mut wr) = stream.split();
         let mut done_rx: Option<mpsc::UnboundedReceiver<Done>> = None;
-        let mut st = State {
+        let mut st = ConnectionState {
             peer,
             draining: shared.dispatcher.is_draining(),
             authenticated: shared.authenticator.is_none(),
@@ -255,7 +255,7 @@ impl Connection {
     }
 }
 
-impl State {
+impl ConnectionState {
     fn on_frame(&mut self, frame: RawFrame) {
         let meta = match frame.meta() {
             Ok(meta) => meta,

@@ -103,7 +103,7 @@ impl ServerBuilder {
 
     /// The dispatch path this builder describes, and what the protocols
     /// need besides it.
-    fn build_shared(self) -> io::Result<Arc<Shared>> {
+    fn build_core(self) -> io::Result<Arc<ServerCore>> {
         if let Some(e) = self.error {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, e));
         }
@@ -114,17 +114,17 @@ impl ServerBuilder {
                     .table
                     .lookup(m.service, m.method)
                     .map_err(|s| io::Error::other(s.to_string()))?;
-                if methods.len() <= route.slot {
-                    methods.resize_with(route.slot + 1, || Limiter::new(None));
+                if methods.len() <= route.table_index {
+                    methods.resize_with(route.table_index + 1, || Limiter::new(None));
                 }
-                methods[route.slot] = Limiter::new(self.method_limits.get(m.path).copied());
+                methods[route.table_index] = Limiter::new(self.method_limits.get(m.path).copied());
             }
         }
         let limits = Limits {
             global: Limiter::new(self.max_concurrency),
             methods,
         };
-        Ok(Arc::new(Shared {
+        Ok(Arc::new(ServerCore {
             dispatcher: Dispatcher::new(self.table, limits, self.interceptors),
             wire_limits: keel_wire::baidu_std::Limits::new(
                 self.max_body_size
@@ -138,14 +138,14 @@ impl ServerBuilder {
     /// dispatch path as a bound server (limits, interceptors, statistics,
     /// panics answered `EINTERNAL`), with no socket.
     pub fn in_process(self) -> io::Result<crate::Channel> {
-        let shared = self.build_shared()?;
+        let shared = self.build_core()?;
         Ok(crate::Channel::from_dispatcher(shared.dispatcher.clone()))
     }
 
     /// Binds `addr` and starts serving in the background; the returned
     /// [`Server`] reports the bound address and shuts down gracefully.
     pub async fn bind(self, addr: impl ToSocketAddrs) -> io::Result<Server> {
-        let shared = self.build_shared()?;
+        let shared = self.build_core()?;
         let listener = TcpListener::bind(addr).await?;
         let local_addr = listener.local_addr()?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -170,7 +170,7 @@ impl ServerBuilder {
 
 /// What every connection of one server shares: the dispatch path, and
 /// what the protocols check before it.
-pub(crate) struct Shared {
+pub(crate) struct ServerCore {
     pub(crate) dispatcher: Arc<Dispatcher>,
     pub(crate) wire_limits: keel_wire::baidu_std::Limits,
     pub(crate) authenticator: Option<Arc<dyn Authenticator>>,
@@ -198,15 +198,15 @@ pub struct ServerStats {
 #[derive(Debug)]
 pub struct Server {
     local_addr: SocketAddr,
-    shared: Arc<Shared>,
+    shared: Arc<ServerCore>,
     shutdown_tx: watch::Sender<bool>,
     /// The accept loop; it returns the connection tasks still running.
     accept: Option<tokio::task::JoinHandle<JoinSet<()>>>,
 }
 
-impl std::fmt::Debug for Shared {
+impl std::fmt::Debug for ServerCore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared")
+        f.debug_struct("ServerCore")
             .field("dispatcher", &self.dispatcher)
             .finish_non_exhaustive()
     }
@@ -298,7 +298,7 @@ impl Drop for Server {
 /// so the set never holds closed connections.
 async fn accept_loop(
     listener: TcpListener,
-    shared: Arc<Shared>,
+    shared: Arc<ServerCore>,
     mut shutdown: watch::Receiver<bool>,
 ) -> JoinSet<()> {
     let mut connections = JoinSet::new();

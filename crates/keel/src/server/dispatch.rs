@@ -106,7 +106,7 @@ pub(crate) struct Dispatcher {
     table: MethodTable,
     limits: Arc<Limits>,
     interceptors: Interceptors,
-    /// Per method slot (see [`Route::slot`](crate::server::Route::slot)).
+    /// Per method table_index (see [`Route::table_index`](crate::server::Route::table_index)).
     methods: Vec<MethodStats>,
     draining: AtomicBool,
     pub(crate) stats: Counters,
@@ -173,7 +173,7 @@ impl Dispatcher {
         for service in self.table.services() {
             for m in service.methods {
                 if let Ok(route) = self.table.lookup(m.service, m.method) {
-                    all.push(self.methods[route.slot].snapshot(route.method));
+                    all.push(self.methods[route.table_index].snapshot(route.method));
                 }
             }
         }
@@ -213,7 +213,7 @@ impl Dispatcher {
             .table
             .lookup(request.service, request.method)
             .map_err(|s| self.refuse(s))?;
-        let (method, slot) = (route.method, route.slot);
+        let (method, table_index) = (route.method, route.table_index);
         let service = route.service.clone();
         let mut ctx = Context::new(method)
             .with_log_id(request.log_id)
@@ -231,7 +231,7 @@ impl Dispatcher {
                 .before(&mut ctx)
                 .map_err(|s| self.refuse(s))?;
         }
-        let permit = match self.limits.acquire(slot) {
+        let permit = match self.limits.acquire(table_index) {
             Ok(p) => p,
             Err(which) => {
                 let status = Status::new(
@@ -259,7 +259,10 @@ impl Dispatcher {
             ctx,
             request.payload,
             body,
-            Admitted { permit, slot },
+            Admitted {
+                permit,
+                table_index,
+            },
             span,
         )))
     }
@@ -268,7 +271,7 @@ impl Dispatcher {
 /// The places an admitted call holds, released when it ends.
 struct Admitted {
     permit: Permit,
-    slot: usize,
+    table_index: usize,
 }
 
 /// Runs one admitted call to completion.
@@ -323,13 +326,16 @@ async fn run(
     } else {
         (bounded.await, span)
     };
-    let Admitted { permit, slot } = admitted;
+    let Admitted {
+        permit,
+        table_index,
+    } = admitted;
     drop(permit);
     if !dispatcher.interceptors.is_empty() {
         dispatcher.interceptors.after(&ctx, &result);
     }
     let failed = result.is_err();
-    if let Some(stats) = dispatcher.methods.get(slot) {
+    if let Some(stats) = dispatcher.methods.get(table_index) {
         stats.start();
         stats.finish(started.elapsed(), failed);
     }

@@ -47,8 +47,8 @@ impl Limiter {
     }
 }
 
-/// The server's limits: a global one and one per method slot (see
-/// [`Route::slot`](crate::server::Route::slot)).
+/// The server's limits: a global one and one per method table_index (see
+/// [`Route::table_index`](crate::server::Route::table_index)).
 #[derive(Debug)]
 pub(crate) struct Limits {
     pub(crate) global: Limiter,
@@ -56,12 +56,12 @@ pub(crate) struct Limits {
 }
 
 impl Limits {
-    /// Admits one call of method `slot`, or says which limit refused it.
-    pub(crate) fn acquire(self: &Arc<Self>, slot: usize) -> Result<Permit, &'static str> {
+    /// Admits one call of method `table_index`, or says which limit refused it.
+    pub(crate) fn acquire(self: &Arc<Self>, table_index: usize) -> Result<Permit, &'static str> {
         if !self.global.try_acquire() {
             return Err("the server");
         }
-        if let Some(m) = self.methods.get(slot) {
+        if let Some(m) = self.methods.get(table_index) {
             if !m.try_acquire() {
                 self.global.release();
                 return Err("the method");
@@ -69,7 +69,7 @@ impl Limits {
         }
         Ok(Permit {
             limits: self.clone(),
-            slot,
+            table_index,
         })
     }
 }
@@ -78,12 +78,12 @@ impl Limits {
 #[derive(Debug)]
 pub(crate) struct Permit {
     limits: Arc<Limits>,
-    slot: usize,
+    table_index: usize,
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        if let Some(m) = self.limits.methods.get(self.slot) {
+        if let Some(m) = self.limits.methods.get(self.table_index) {
             m.release();
         }
         self.limits.global.release();

@@ -43,7 +43,7 @@ pub struct Route<'a> {
     pub method: &'static MethodDescriptor,
     /// The method's position in the whole table, `0..method_count()`:
     /// servers index per-method state (limits, statistics) by it.
-    pub slot: usize,
+    pub table_index: usize,
 }
 
 impl fmt::Debug for Route<'_> {
@@ -105,8 +105,8 @@ impl MethodTable {
         if self.services.contains_key(descriptor.name) {
             return Err(MethodTableError::DuplicateService(descriptor.name));
         }
-        let first_slot = self.method_count();
-        let methods = routes(descriptor, first_slot)?;
+        let first_table_index = self.method_count();
+        let methods = routes(descriptor, first_table_index)?;
         self.services
             .insert(descriptor.name, ServiceRoutes { service, methods });
         Ok(self)
@@ -128,7 +128,7 @@ impl MethodTable {
                 format!("fail to find service={service}"),
             ));
         };
-        let Some(&(descriptor, slot)) = routes.methods.get(method) else {
+        let Some(&(descriptor, table_index)) = routes.methods.get(method) else {
             return Err(Status::new(
                 Code::ENOMETHOD,
                 format!("fail to find method={method} in service={service}"),
@@ -137,7 +137,7 @@ impl MethodTable {
         Ok(Route {
             service: &routes.service,
             method: descriptor,
-            slot,
+            table_index,
         })
     }
 
@@ -171,7 +171,7 @@ impl fmt::Debug for MethodTable {
 /// Checks `descriptor` and indexes its methods by name.
 fn routes(
     descriptor: &'static ServiceDescriptor,
-    first_slot: usize,
+    first_table_index: usize,
 ) -> Result<HashMap<&'static str, (&'static MethodDescriptor, usize)>, MethodTableError> {
     let mut methods = HashMap::with_capacity(descriptor.methods.len());
     for (index, &method) in descriptor.methods.iter().enumerate() {
@@ -182,7 +182,7 @@ fn routes(
         } else if !path_matches(method) {
             Some("its path is not /{service}/{method}")
         } else if methods
-            .insert(method.method, (method, first_slot + index))
+            .insert(method.method, (method, first_table_index + index))
             .is_some()
         {
             Some("the name appears twice")

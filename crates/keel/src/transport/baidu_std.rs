@@ -57,7 +57,7 @@ pub(crate) struct EndpointConfig {
 
 /// Calls one `host:port` over baidu_std.
 pub struct BaiduStd {
-    conn: Arc<Conn>,
+    conn: Arc<Link>,
     /// Dropping the transport drops this sender, which ends the connection
     /// task (its receiver sees the channel close).
     _alive: watch::Sender<()>,
@@ -73,15 +73,19 @@ impl std::fmt::Debug for BaiduStd {
     }
 }
 
-struct Conn {
+/// The endpoint's connection as calls and the connection task share it:
+/// one TCP connection at a time, replaced after failures (each one an
+/// "epoch").
+struct Link {
     addr: String,
     config: EndpointConfig,
-    state: Mutex<State>,
+    state: Mutex<LinkState>,
     wake_writer: Notify,
     connect_lock: tokio::sync::Mutex<()>,
 }
 
-struct State {
+/// What the mutex of a [`Link`] guards.
+struct LinkState {
     /// Bumped for every new connection; pending calls remember the epoch they were
     /// sent on, so a failed connection fails exactly its own calls.
     epoch: u64,
@@ -99,10 +103,10 @@ impl BaiduStd {
     pub(crate) fn new(addr: String, config: EndpointConfig) -> BaiduStd {
         let (alive, alive_rx) = watch::channel(());
         BaiduStd {
-            conn: Arc::new(Conn {
+            conn: Arc::new(Link {
                 addr,
                 config,
-                state: Mutex::new(State {
+                state: Mutex::new(LinkState {
                     epoch: 0,
                     up: false,
                     peer: None,
@@ -169,7 +173,7 @@ impl BaiduStd {
             } else {
                 &self.conn.config.credential
             };
-            let State { out, .. } = &mut *st;
+            let LinkState { out, .. } = &mut *st;
             if let Err(status) = encode_call(
                 out,
                 call,
@@ -305,8 +309,8 @@ fn encode_call(
     framed.map_err(|e| Status::new(Code::EREQUEST, format!("request cannot be framed: {e}")))
 }
 
-impl Conn {
-    fn lock(&self) -> MutexGuard<'_, State> {
+impl Link {
+    fn lock(&self) -> MutexGuard<'_, LinkState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -347,7 +351,7 @@ impl Conn {
 /// Fails the connection's calls however its task ends: an error, the
 /// channel dropping, or the task being cancelled with its runtime.
 struct FailOnExit<'a> {
-    conn: &'a Conn,
+    conn: &'a Link,
     epoch: u64,
     why: String,
 }
@@ -363,7 +367,7 @@ impl Drop for FailOnExit<'_> {
 /// finish (nor the reverse): a peer that answers while we still send a
 /// large batch cannot deadlock us.
 async fn run_connection(
-    conn: Arc<Conn>,
+    conn: Arc<Link>,
     mut stream: TcpStream,
     epoch: u64,
     mut alive: watch::Receiver<()>,
@@ -440,7 +444,7 @@ async fn run_connection(
 }
 
 /// Hands every complete response in `inbuf` to its call.
-fn deliver(conn: &Conn, inbuf: &mut BytesMut, limits: &Limits) -> Result<(), String> {
+fn deliver(conn: &Link, inbuf: &mut BytesMut, limits: &Limits) -> Result<(), String> {
     loop {
         let frame = match decode_raw_frame(inbuf, limits) {
             Ok(Some(frame)) => frame,
@@ -481,7 +485,7 @@ fn deliver(conn: &Conn, inbuf: &mut BytesMut, limits: &Limits) -> Result<(), Str
 
 /// A call waiting for its response; dropping it frees its entry.
 struct PendingCall<'a> {
-    conn: &'a Conn,
+    conn: &'a Link,
     key: CallId,
     finished: bool,
 }
