@@ -22,7 +22,7 @@
 //!         │                                   ▼
 //!   this thread's cache (no lock, no atomic):
 //!     64 B ■→■→■   128 B ■   256 B ■→■→■→■   …   16 KiB ■
-//!     at most 16 blocks and 32 KiB per class
+//!     at most 8 blocks and 8 KiB per class
 //!         │ overflow, trim_future_boxes(), thread exit
 //!         ▼
 //!   global allocator
@@ -38,8 +38,8 @@
 //! - **Any thread.** A block freed on a thread joins *that* thread's cache,
 //!   whichever thread made it: blocks are plain allocator memory, so a box
 //!   may be made on one thread and polled and dropped on another.
-//! - **Bounded** (rule R4 and R7). A thread caches at most 16 blocks and
-//!   32 KiB per class; beyond that blocks go back to the allocator. At
+//! - **Bounded** (rule R4 and R7). A thread caches at most 8 blocks and
+//!   8 KiB per class; beyond that blocks go back to the allocator. At
 //!   thread exit the cache's destructor frees everything it holds, and
 //!   [`trim_future_boxes`] empties the calling thread's cache on demand.
 //! - **Visible.** [`future_box_stats`] reports blocks and bytes cached across
@@ -68,7 +68,7 @@ pub use blocks::{FutureBoxStats, future_box_stats, trim_future_boxes};
 /// An owned, pinned, `Send` future with its type erased, like
 /// `Pin<Box<dyn Future<Output = T> + Send + 'a>>`, whose memory comes from a
 /// thread-local cache of size-class blocks (64 B to 16 KiB, at most 64
-/// blocks and 32 KiB per class and thread), so that boxing a future per
+/// blocks and 8 KiB per class and thread), so that boxing a future per
 /// call allocates nothing once the cache is warm. Larger or more aligned
 /// futures get an exact allocation; see [`future_box_stats`].
 ///

@@ -32,11 +32,12 @@ pub(super) const MAX_BLOCK: usize = 16 * 1024;
 const CLASSES: usize = (MAX_BLOCK / MIN_BLOCK).trailing_zeros() as usize + 1;
 
 /// A thread caches at most this many free blocks of one class…
-pub(super) const MAX_CACHED_BLOCKS: usize = 16;
-/// …and at most this many bytes of one class (so 32 blocks of 8 KiB, 16 of
-/// 16 KiB). A thread caches at most about 1 MiB over all classes, and only
-/// in the classes it uses.
-pub(super) const MAX_CACHED_BYTES: usize = 32 * 1024;
+pub(super) const MAX_CACHED_BLOCKS: usize = 8;
+/// …and at most this many bytes of one class (but at least one block: so
+/// 4 blocks of 2 KiB, one of 8 or 16 KiB). A thread caches at most about
+/// 64 KiB over all classes, and only in the classes it uses: enough for a
+/// server's calls to reuse their blocks, too little to keep a burst's.
+pub(super) const MAX_CACHED_BYTES: usize = 8 * 1024;
 /// Hot-path operations a thread counts before publishing its counters.
 const FOLD_EVERY: u32 = 64;
 
@@ -47,6 +48,8 @@ const fn layout(class: usize) -> Layout {
     }
 }
 
+/// Blocks of `class` a thread keeps: the byte bound's share, at least one
+/// (so a future of any class is served from the cache in steady state).
 const fn limit(class: usize) -> u32 {
     let by_bytes = MAX_CACHED_BYTES / (MIN_BLOCK << class);
     let n = if by_bytes < MAX_CACHED_BLOCKS {
@@ -54,7 +57,7 @@ const fn limit(class: usize) -> u32 {
     } else {
         MAX_CACHED_BLOCKS
     };
-    n as u32
+    if n == 0 { 1 } else { n as u32 }
 }
 
 const LAYOUTS: [Layout; CLASSES] = {
@@ -349,11 +352,12 @@ mod tests {
             assert_eq!(l.size(), 64 << class);
             assert_eq!(l.align(), BLOCK_ALIGN);
         }
-        assert_eq!(LIMITS[0], 16);
-        assert_eq!(LIMITS[5], 16); // 2 KiB x 16 = 32 KiB
-        assert_eq!(LIMITS[6], 8);
-        assert_eq!(LIMITS[7], 4);
-        assert_eq!(LIMITS[8], 2);
+        assert_eq!(LIMITS[0], 8);
+        assert_eq!(LIMITS[4], 8); // 1 KiB x 8 = 8 KiB
+        assert_eq!(LIMITS[5], 4);
+        assert_eq!(LIMITS[6], 2);
+        assert_eq!(LIMITS[7], 1);
+        assert_eq!(LIMITS[8], 1); // at least one
     }
 
     #[test]
@@ -364,8 +368,8 @@ mod tests {
                 // SAFETY: taken from class 3 just above, holds nothing.
                 unsafe { give(3, b) };
             }
-            assert_eq!(thread_cached()[3], 16);
-            assert_eq!(trim_future_boxes(), 16);
+            assert_eq!(thread_cached()[3], 8);
+            assert_eq!(trim_future_boxes(), 8);
             assert_eq!(thread_cached(), [0; CLASSES]);
         })
         .join()

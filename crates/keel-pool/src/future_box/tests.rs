@@ -230,7 +230,7 @@ fn a_future_made_on_one_thread_is_polled_and_dropped_on_another() {
         .collect();
     let sum = std::thread::spawn(move || {
         let sum: i32 = boxes.into_iter().map(run).sum();
-        assert_eq!(thread_cached().iter().sum::<u32>(), 16, "bounded");
+        assert_eq!(thread_cached().iter().sum::<u32>(), 8, "bounded");
         sum
     })
     .join()

@@ -109,6 +109,17 @@ impl<M: Message + Default> keel_pool::Reset for Pooled<M> {
 
 const MAX_KEPT_LEN: usize = 64 * 1024;
 
+/// A few messages per thread, one per block, and a low mark above which free
+/// blocks go back: a call holds its messages only while it runs, so a
+/// thread reuses a few, and what a burst of waiting calls grew is given back
+/// as it ends (one object per block: no free block is pinned by a neighbour
+/// still in use or cached elsewhere).
+const POOLS: keel_pool::PoolConfig = keel_pool::PoolConfig {
+    high_water: 8,
+    local_capacity: Some(8),
+    block_objects: Some(1),
+};
+
 impl<Req, Resp> MessagePools<Req, Resp>
 where
     Req: Message + Default + Send + 'static,
@@ -120,8 +131,8 @@ where
     /// Pools named `requests` and `responses` (in pool listings).
     pub const fn new(requests: &'static str, responses: &'static str) -> Self {
         MessagePools {
-            requests: keel_pool::Pool::new(requests, || Pooled(Req::default())),
-            responses: keel_pool::Pool::new(responses, || Pooled(Resp::default())),
+            requests: keel_pool::Pool::with_config(requests, || Pooled(Req::default()), POOLS),
+            responses: keel_pool::Pool::with_config(responses, || Pooled(Resp::default()), POOLS),
         }
     }
 
