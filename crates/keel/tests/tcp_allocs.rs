@@ -1,37 +1,20 @@
 //! Heap allocations per unary call over TCP, counted per thread: the server
 //! runs on a thread of its own (a current-thread runtime), the client on the
 //! test's thread. The server's steady state allocates nothing per call; the
-//! client allocates the response message's string and nothing else.
+//! client allocates the response message's string and nothing else. The
+//! service is the tests' echo (`support`), answering by copying the request
+//! into the pooled response.
 
 use std::time::Duration;
 
-use keel::{Channel, Context, Server, Status};
+use keel::{Channel, Server};
 use tokio::sync::{mpsc, oneshot};
 
 #[global_allocator]
 static ALLOC: keel_alloc::CountingAlloc = keel_alloc::CountingAlloc::system();
 
-mod example {
-    keel::include_proto!("example");
-}
-use example::{EchoRequest, EchoResponse, EchoService, EchoServiceClient, EchoServiceServer};
-
-struct Echo;
-
-impl EchoService for Echo {
-    async fn echo(
-        &self,
-        ctx: &Context,
-        req: &EchoRequest,
-        resp: &mut EchoResponse,
-    ) -> Result<(), Status> {
-        if !ctx.attachment().is_empty() {
-            ctx.set_response_attachment(ctx.attachment().clone());
-        }
-        resp.message.clone_from(&req.message);
-        Ok(())
-    }
-}
+mod support;
+use support::{EchoRequest, EchoServiceClient, EchoServiceServer};
 
 /// Asks the server thread for its allocation counters.
 type Probe = mpsc::Sender<oneshot::Sender<keel_alloc::Stats>>;
@@ -47,7 +30,7 @@ fn server_thread() -> (String, Probe, std::thread::JoinHandle<()>) {
             .expect("server runtime");
         rt.block_on(async move {
             let server = Server::builder()
-                .add_service(EchoServiceServer::new(Echo))
+                .add_service(EchoServiceServer::new(support::Echo::default()))
                 .bind("127.0.0.1:0")
                 .await
                 .expect("bind");
