@@ -458,6 +458,29 @@ impl fmt::Debug for Channel {
     }
 }
 
+// In-process channels to a server's own dispatch path. Written here, not in
+// `server`, so that the server does not import the channel (which imports
+// the server's dispatch path through the in-process transport).
+impl crate::server::ServerBuilder {
+    /// A channel to these services in this process, through the same
+    /// dispatch path as a bound server (limits, interceptors, statistics,
+    /// panics answered `EINTERNAL`), with no socket.
+    pub fn in_process(self) -> std::io::Result<Channel> {
+        let core = self.build_core()?;
+        Ok(Channel::from_dispatcher(core.dispatcher.clone()))
+    }
+}
+
+impl crate::server::Server {
+    /// A channel to this server's services in this process, through the
+    /// server's own dispatch path: its limits, interceptors and statistics
+    /// apply, and a graceful [`shutdown`](Self::shutdown) refuses its new
+    /// calls with `ELOGOFF` too.
+    pub fn in_process(&self) -> Channel {
+        Channel::from_dispatcher(self.dispatcher().clone())
+    }
+}
+
 fn timed_out(method: &MethodDescriptor, timeout: Option<Duration>) -> Status {
     let millis = timeout.map_or(0, |t| t.as_millis());
     Status::new(

@@ -103,7 +103,7 @@ impl ServerBuilder {
 
     /// The dispatch path this builder describes, and what the protocols
     /// need besides it.
-    fn build_core(self) -> io::Result<Arc<ServerCore>> {
+    pub(crate) fn build_core(self) -> io::Result<Arc<ServerCore>> {
         if let Some(e) = self.error {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, e));
         }
@@ -132,14 +132,6 @@ impl ServerBuilder {
             ),
             authenticator: self.authenticator,
         }))
-    }
-
-    /// A channel to these services in this process, through the same
-    /// dispatch path as a bound server (limits, interceptors, statistics,
-    /// panics answered `EINTERNAL`), with no socket.
-    pub fn in_process(self) -> io::Result<crate::Channel> {
-        let shared = self.build_core()?;
-        Ok(crate::Channel::from_dispatcher(shared.dispatcher.clone()))
     }
 
     /// Binds `addr` and starts serving in the background; the returned
@@ -223,12 +215,9 @@ impl Server {
         self.local_addr
     }
 
-    /// A channel to this server's services in this process, through the
-    /// server's own dispatch path: its limits, interceptors and statistics
-    /// apply, and a graceful [`shutdown`](Self::shutdown) refuses its new
-    /// calls with `ELOGOFF` too.
-    pub fn in_process(&self) -> crate::Channel {
-        crate::Channel::from_dispatcher(self.shared.dispatcher.clone())
+    /// The dispatch path of this server (for in-process channels to it).
+    pub(crate) fn dispatcher(&self) -> &Arc<Dispatcher> {
+        &self.shared.dispatcher
     }
 
     /// Per-method counters of every method served (calls over every
