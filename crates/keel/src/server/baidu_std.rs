@@ -169,6 +169,10 @@ impl Connection {
             broken: false,
         };
         let mut inbuf = BytesMut::new();
+        // Whether `inbuf`'s allocation grew past KEEP_CAPACITY (a large
+        // request): its capacity() only counts the room after the frames
+        // already cut, so it cannot tell.
+        let mut grown = false;
         let mut read_size = READ_MIN;
         // Responses being written (from `written` on) while `st.out`
         // collects the next ones: reading goes on during a write, so a
@@ -211,10 +215,17 @@ impl Connection {
                 return;
             }
             // A connection that went quiet after a burst gives the big
-            // buffers back.
-            if inbuf.is_empty() && inbuf.capacity() > 4 * read_size {
+            // buffers back; a small leftover of a large request is copied
+            // out rather than keeping the large allocation alive (R7).
+            if inbuf.is_empty() && (grown || inbuf.capacity() > 4 * read_size) {
                 inbuf = BytesMut::new();
                 st.scratch.clear();
+                grown = false;
+            } else if grown && inbuf.len() <= READ_MAX {
+                let mut small = BytesMut::with_capacity(inbuf.len() + read_size);
+                small.extend_from_slice(&inbuf);
+                inbuf = small;
+                grown = false;
             }
             if flushed {
                 writing.clear();
@@ -224,6 +235,7 @@ impl Connection {
                 }
             }
             inbuf.reserve(read_size);
+            grown |= inbuf.capacity() > KEEP_CAPACITY;
             let room = inbuf.capacity() - inbuf.len();
             // Stop reading while answers pile up unread (backpressure).
             let may_read = !closing && st.out.len() < MAX_QUEUED_OUT;

@@ -151,11 +151,18 @@ impl BaiduStd {
                     format!("connection to {} closed", self.conn.addr),
                 ));
             }
-            if st.out.len() >= MAX_UNWRITTEN {
+            // The bound counts the request being added (R8): the queue
+            // never holds more than MAX_UNWRITTEN, or one larger request.
+            let adding = packed
+                .as_ref()
+                .map_or_else(|| call.request.encoded_len(), |p| p.len())
+                + call.options.attachment.len();
+            if !st.out.is_empty() && st.out.len() + adding > MAX_UNWRITTEN {
                 return Err(Status::new(
                     Code::EOVERCROWDED,
                     format!(
-                        "{} bytes wait to be written to {}: the connection is overcrowded",
+                        "{} bytes wait to be written to {} and the call adds {adding}: \
+                         the connection is overcrowded",
                         st.out.len(),
                         self.conn.addr
                     ),
@@ -337,7 +344,8 @@ impl Link {
             let mut st = self.lock();
             if st.epoch == epoch {
                 st.up = false;
-                st.out.clear();
+                // Drop the queue's memory, not just its contents (R8).
+                st.out = BytesMut::new();
             }
             let text = format!("connection to {} failed: {why}", self.addr);
             st.pending.fail_epoch(epoch, &text)
@@ -379,31 +387,13 @@ async fn run_connection(
     };
     let limits = Limits::new(conn.config.max_body_size);
     let (mut rd, mut wr) = stream.split();
-    let mut inbuf = BytesMut::new();
-    // The buffer read before `inbuf`: responses cut from it are slices of
-    // it until their callers take them, so it is reused only once `inbuf`
-    // fills up in turn, by when they have (see below).
-    let mut spare = BytesMut::new();
+    let mut reads = ReadBuffers::default();
     // Requests taken from the queue and being written, from `written` on.
     let mut outbuf = BytesMut::new();
     let mut written = 0;
     exit.why = loop {
-        if inbuf.is_empty() && inbuf.capacity() > KEEP_CAPACITY {
-            inbuf = BytesMut::new();
-            spare = BytesMut::new();
-        }
-        // Top up only when little room is left: responses just cut from
-        // this buffer may still be alive in their callers, and reserving a
-        // chunk then would allocate a new buffer. Switch to the spare one
-        // instead: its responses were taken long ago, so it is reclaimed in
-        // place (no allocation), and any partial frame moves over with us.
-        if inbuf.capacity() - inbuf.len() < READ_MIN_ROOM {
-            spare.clear();
-            spare.reserve(READ_CHUNK.max(inbuf.len() + READ_MIN_ROOM));
-            spare.extend_from_slice(&inbuf);
-            std::mem::swap(&mut inbuf, &mut spare);
-            spare.clear();
-        }
+        reads.prepare();
+        let inbuf = &mut reads.current;
         tokio::select! {
             closed = alive.changed() => {
                 let _ = closed;
@@ -427,20 +417,87 @@ async fn run_connection(
             }
             n = wr.write(&outbuf[written..]), if written < outbuf.len() => match n {
                 Ok(0) => break "the connection stopped accepting data".into(),
-                Ok(n) => written += n,
+                Ok(n) => {
+                    written += n;
+                    if written == outbuf.len() && outbuf.capacity() > KEEP_CAPACITY {
+                        // A large request was written: give its buffer back
+                        // now, not when the next call comes (rule R7).
+                        outbuf = BytesMut::new();
+                        written = 0;
+                    }
+                }
                 Err(e) => break e.to_string(),
             },
-            read = rd.read_buf(&mut inbuf) => match read {
+            read = rd.read_buf(inbuf) => match read {
                 Ok(0) => break "closed by the server".into(),
                 Ok(_) => {
-                    if let Err(e) = deliver(&conn, &mut inbuf, &limits) {
+                    if let Err(e) = deliver(&conn, inbuf, &limits) {
                         break e;
                     }
+                    reads.settle();
                 }
                 Err(e) => break e.to_string(),
             },
         }
     };
+}
+
+/// The connection's read buffers.
+///
+/// Responses are handed to their callers as slices of the buffer they were
+/// read into, so a buffer is reused only once its slices are gone. Two
+/// buffers alternate: when `current` fills up, reading moves to `spare`,
+/// whose responses were taken long ago, so it is reclaimed in place (no
+/// allocation in steady state), carrying any partial frame over. A buffer
+/// grown for a large response is given back as soon as what is left in it
+/// is small (copied out), so neither a small leftover nor the idle spare
+/// keeps a large allocation alive (rule R7).
+#[derive(Default)]
+struct ReadBuffers {
+    current: BytesMut,
+    spare: BytesMut,
+    /// Whether `current` (resp. `spare`) was grown past `READ_CHUNK`.
+    current_grown: bool,
+    spare_grown: bool,
+}
+
+impl ReadBuffers {
+    /// Room for the next read.
+    fn prepare(&mut self) {
+        if self.current.is_empty() && self.current.capacity() > KEEP_CAPACITY {
+            self.current = BytesMut::new();
+            self.current_grown = false;
+        }
+        if self.current.capacity() - self.current.len() < READ_MIN_ROOM {
+            // Twice the partial frame: a large response grows the buffer
+            // geometrically, so moving it over costs O(size) in all.
+            let need = READ_CHUNK.max(2 * self.current.len() + READ_MIN_ROOM);
+            self.spare.clear();
+            self.spare.reserve(need);
+            self.spare.extend_from_slice(&self.current);
+            std::mem::swap(&mut self.current, &mut self.spare);
+            self.spare.clear();
+            self.spare_grown = self.current_grown;
+            self.current_grown = need > READ_CHUNK;
+        }
+    }
+
+    /// After responses were cut from `current`.
+    fn settle(&mut self) {
+        // The decoder reserves room for the rest of a large frame it has
+        // begun to see: that grows the buffer too.
+        self.current_grown |= self.current.capacity() > READ_CHUNK;
+        if self.current_grown && self.current.len() <= READ_CHUNK / 2 {
+            let mut small = BytesMut::with_capacity(READ_CHUNK);
+            small.extend_from_slice(&self.current);
+            self.current = small;
+            self.current_grown = false;
+        }
+        if self.spare_grown && !self.current_grown {
+            self.spare = BytesMut::new();
+            self.spare_grown = false;
+        }
+    }
 }
 
 /// Hands every complete response in `inbuf` to its call.
