@@ -1,7 +1,8 @@
-//! A pick allocates nothing, for every balancer, at 10 and 1,000 servers:
-//! counted by keel-alloc's counting allocator, installed for this test
-//! binary only. Counts are this thread's own (`churn_thread`), so tests
-//! running in parallel threads do not disturb each other.
+//! A pick (for a first or a later attempt) allocates nothing, for every
+//! balancer, at 10 and 1,000 servers: counted by keel-alloc's counting
+//! allocator, installed for this test binary only. Counts are this
+//! thread's own (`churn_thread`), so tests running in parallel threads do
+//! not disturb each other.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 
@@ -39,8 +40,12 @@ fn picks_allocate_nothing() {
         for kind in LoadBalancer::ALL {
             let picker = Picker::new(kind, &s);
             let d = churn_thread(1_000, PICKS, |i| {
-                let got = picker.pick(&s, i.wrapping_mul(0x9e37_79b9), |_| false);
+                let key = i.wrapping_mul(0x9e37_79b9);
+                let got = picker.pick(&s, key, |_| false);
                 assert!(got.is_some());
+                // A retry's or backup request's pick, avoiding the first.
+                let again = picker.pick_again(&s, key, |j| Some(j) == got);
+                assert!(again.is_some());
             });
             assert_eq!(d.allocs, 0, "{kind} at {n} servers: {d:?}");
         }

@@ -271,6 +271,46 @@ async fn a_backup_request_rescues_calls_to_a_slow_server() {
 }
 
 #[tokio::test]
+async fn backup_requests_leave_round_robin_first_attempts_even() {
+    quiet();
+    // The slow server never answers "gate" calls, so a call is answered by
+    // its backup (on the fast server) exactly when its first attempt went
+    // to the slow one: the backups' wins count the first attempts there.
+    // (A backup sent to the slow server, after a first attempt on the fast
+    // one took over 2 ms, never wins, so it does not disturb the count.)
+    let (slow, fast) = hung_and_fine().await;
+    let channel = Channel::builder(&list(&[&slow.addr(), &fast.addr()]))
+        .backup_request(Some(Duration::from_millis(2)))
+        .timeout(Some(Duration::from_secs(5)))
+        .build()
+        .expect("valid");
+    // One call at a time, as in the report: each call's picks follow the
+    // previous call's (concurrent callers would interleave and blur a
+    // skew). The calls are bounded: 1,000, each by the 5 s deadline.
+    const CALLS: u64 = 1_000;
+    let client = EchoServiceClient::new(&channel);
+    for _ in 0..CALLS {
+        let reply = client.echo(&request("gate")).await;
+        assert_eq!(reply.expect("every call is answered").message, "gate");
+    }
+    let stats = channel.cluster().expect("cluster").stats();
+    // No retry moved a call elsewhere, so the count is exact.
+    assert_eq!(stats.retries, 0, "{stats:?}");
+    let on_slow = stats.backup_wins;
+    let on_fast = CALLS - on_slow;
+    eprintln!("first attempts: {on_slow} on the slow server, {on_fast} on the fast one");
+    // Even within 1% of the calls (a skewed sequence sends nearly all of
+    // them to the slow server).
+    assert!(
+        on_slow.abs_diff(CALLS / 2) <= CALLS / 100,
+        "first attempts: {on_slow} on the slow server, {on_fast} on the fast one: {stats:?}"
+    );
+    // Each call reached the fast server once: first attempt or backup.
+    assert_eq!(fast.calls.load(Ordering::Relaxed), CALLS);
+    assert_eq!(channel.pending_calls(), 0);
+}
+
+#[tokio::test]
 async fn a_dead_server_is_isolated_and_revived_when_it_returns() {
     quiet();
     let live = start(|b| b).await;

@@ -8,6 +8,7 @@
 //!        │                           schedule / prefix sums / tree / ring
 //!        ▼
 //!   Picker::pick(&servers, hash_key, excluded)        every call, any thread
+//!   Picker::pick_again(..)          a retry or backup request of the call
 //!        │  1. the balancer's choice: O(1) or O(log n), no allocation
 //!        │  2. not usable or excluded? a few cheap alternatives
 //!        │  3. still nothing? one pass over the servers
@@ -30,6 +31,16 @@
 //!
 //! Counters start at a random place, so clients rebuilt at the same moment
 //! do not all send their first call to the same server.
+//!
+//! **Later attempts.** A call's first attempt takes the balancer's next
+//! turn ([`Picker::pick`]); its retries and backup requests do not
+//! ([`Picker::pick_again`]): round robin draws them uniformly, weighted
+//! round robin draws a uniform place in its cycle (so in proportion to
+//! weights), and the other balancers, which keep no sequence, choose as
+//! for a first attempt. Were later attempts to take turns too, they would
+//! skew the first ones: over two servers with backup requests on, a call
+//! whose first attempt is slow takes two turns, so the next first attempt
+//! goes to the same slow server, and then every one does.
 //!
 //! **Skipping.** A server that is not [`usable`](Candidate::usable), or
 //! for which the caller's `excluded(index)` is true (a retry excluding the
@@ -210,6 +221,14 @@ impl Counter {
     }
 }
 
+/// Whether a pick takes the balancer's turn (a first attempt) or leaves
+/// the sequence where it is (a later attempt of the same call).
+#[derive(Clone, Copy)]
+enum Turn {
+    Take,
+    Leave,
+}
+
 /// Each balancer's precomputed state.
 enum Algo {
     RoundRobin {
@@ -327,15 +346,40 @@ impl Picker {
     }
 
     /// The index in `servers` (the same slice, in the same order, as given
-    /// to [`Picker::new`]) of the server for the next call: never one that
-    /// is not [`usable`](Candidate::usable) nor one for which
-    /// `excluded(index)` is true; `None` when no server qualifies.
-    /// `hash_key` matters only to consistent hashing.
+    /// to [`Picker::new`]) of the server for the next call's first attempt:
+    /// never one that is not [`usable`](Candidate::usable) nor one for
+    /// which `excluded(index)` is true; `None` when no server qualifies.
+    /// `hash_key` matters only to consistent hashing. Takes the balancer's
+    /// next turn (round robin's and weighted round robin's counter).
     pub fn pick<C: Candidate>(
         &self,
         servers: &[C],
         hash_key: u64,
         excluded: impl Fn(usize) -> bool,
+    ) -> Option<usize> {
+        self.choose(servers, hash_key, excluded, Turn::Take)
+    }
+
+    /// Like [`pick`](Picker::pick), for a later attempt of a call that
+    /// already has one (a retry, a backup request; `excluded` usually
+    /// names the servers it tried): chosen with the same weights, but
+    /// without taking the balancer's turn, so that first attempts keep
+    /// their sequence (see the [module docs](self)).
+    pub fn pick_again<C: Candidate>(
+        &self,
+        servers: &[C],
+        hash_key: u64,
+        excluded: impl Fn(usize) -> bool,
+    ) -> Option<usize> {
+        self.choose(servers, hash_key, excluded, Turn::Leave)
+    }
+
+    fn choose<C: Candidate>(
+        &self,
+        servers: &[C],
+        hash_key: u64,
+        excluded: impl Fn(usize) -> bool,
+        turn: Turn,
     ) -> Option<usize> {
         let n = servers.len();
         if n == 0 {
@@ -349,7 +393,10 @@ impl Picker {
         }
         match &self.algo {
             Algo::RoundRobin { next } => {
-                let i = next.next() % n;
+                let i = match turn {
+                    Turn::Take => next.next() % n,
+                    Turn::Leave => rng::below(n),
+                };
                 if ok(i) {
                     return Some(i);
                 }
@@ -368,7 +415,10 @@ impl Picker {
                 if cycle.is_empty() {
                     return None;
                 }
-                let c = next.next();
+                let c = match turn {
+                    Turn::Take => next.next(),
+                    Turn::Leave => rng::below(cycle.len()),
+                };
                 (0..=PROBES)
                     .map(|k| cycle[c.wrapping_add(k) % cycle.len()] as usize)
                     .find(|&i| ok(i))

@@ -182,6 +182,64 @@ fn weighted_round_robin_is_exact_per_cycle_and_smooth() {
     }
 }
 
+#[test]
+fn later_attempts_leave_first_attempts_in_turn() {
+    // Every call's first attempt is followed by a later one (a backup
+    // request or a retry) that avoids it: the first attempts still go
+    // round exactly as without them.
+    for weights in WEIGHT_SETS {
+        let s = weighted(weights);
+        let g = weights.iter().fold(0, |g, &w| schedule_gcd(g, w));
+        for (kind, expected) in [
+            (LoadBalancer::RoundRobin, vec![1_000; weights.len()]),
+            (
+                LoadBalancer::WeightedRoundRobin,
+                weights.iter().map(|&w| u64::from(w / g) * 1_000).collect(),
+            ),
+        ] {
+            let picker = Picker::new(kind, &s);
+            let calls: u64 = expected.iter().sum();
+            let mut first = vec![0u64; s.len()];
+            let mut previous: Option<usize> = None;
+            for key in 0..calls {
+                let i = picker.pick(&s, key, |_| false).expect("qualifies");
+                if kind == LoadBalancer::RoundRobin
+                    && let Some(p) = previous
+                {
+                    assert_eq!(i, (p + 1) % s.len(), "{kind} {weights:?}: out of turn");
+                }
+                previous = Some(i);
+                first[i] += 1;
+                if let Some(again) = picker.pick_again(&s, key, |j| j == i) {
+                    assert_ne!(again, i, "{kind} {weights:?}");
+                }
+            }
+            assert_eq!(first, expected, "{kind} {weights:?}");
+        }
+    }
+}
+
+#[test]
+fn later_attempts_follow_the_balancers_shares_within_5_percent() {
+    for weights in WEIGHT_SETS {
+        let s = weighted(weights);
+        for (kind, shares) in [
+            (LoadBalancer::RoundRobin, vec![1.0; weights.len()]),
+            (
+                LoadBalancer::WeightedRoundRobin,
+                weights.iter().map(|&w| f64::from(w)).collect(),
+            ),
+        ] {
+            let picker = Picker::new(kind, &s);
+            let mut counts = vec![0u64; s.len()];
+            for key in 0..PICKS {
+                counts[picker.pick_again(&s, key, |_| false).expect("qualifies")] += 1;
+            }
+            assert_shares(&counts, &shares, 0.05, kind.name());
+        }
+    }
+}
+
 fn schedule_gcd(a: u32, b: u32) -> u32 {
     if b == 0 { a } else { schedule_gcd(b, a % b) }
 }
@@ -578,16 +636,20 @@ fn unusable_and_excluded_servers_are_never_picked() {
                 let qualifying: Vec<usize> =
                     (0..n).filter(|&i| s[i].usable() && !excluded[i]).collect();
                 for key in 0..20 {
-                    let got = picker.pick(&s, key + round * 20, |i| excluded[i]);
-                    match got {
-                        Some(i) => assert!(
-                            qualifying.contains(&i),
-                            "{kind}, n={n}: picked {i}, qualifying {qualifying:?}"
-                        ),
-                        None => assert!(
-                            qualifying.is_empty(),
-                            "{kind}, n={n}: None, qualifying {qualifying:?}"
-                        ),
+                    let key = key + round * 20;
+                    let first = picker.pick(&s, key, |i| excluded[i]);
+                    let again = picker.pick_again(&s, key, |i| excluded[i]);
+                    for got in [first, again] {
+                        match got {
+                            Some(i) => assert!(
+                                qualifying.contains(&i),
+                                "{kind}, n={n}: picked {i}, qualifying {qualifying:?}"
+                            ),
+                            None => assert!(
+                                qualifying.is_empty(),
+                                "{kind}, n={n}: None, qualifying {qualifying:?}"
+                            ),
+                        }
                     }
                 }
             }

@@ -191,6 +191,10 @@ fn check_interval(url: &str, interval: Duration) -> Result<(), NamingError> {
     Ok(())
 }
 
+/// Endpoints of capacity the announcer's copy of the last set may keep
+/// beyond twice the set's size.
+const MIN_KEPT: usize = 16;
+
 /// Sends sets to a sink: normalised (sorted by address, duplicate addresses
 /// dropped) and only when they differ from the last one sent.
 struct Announcer {
@@ -211,10 +215,12 @@ impl Announcer {
         if self.last.as_ref() == Some(&set) {
             return true;
         }
-        // Keep our copy in the allocation we already hold when we can.
+        // Keep our copy in the allocation we already hold when it fits,
+        // but not when a past, much larger set left it oversized: the copy
+        // follows the current set, not the largest one ever sent (R7).
         match &mut self.last {
-            Some(last) => last.clone_from(&set),
-            None => self.last = Some(set.clone()),
+            Some(last) if last.capacity() <= 2 * set.len() + MIN_KEPT => last.clone_from(&set),
+            _ => self.last = Some(set.clone()),
         }
         self.sink.update(set)
     }
@@ -307,6 +313,25 @@ mod tests {
                 vec![]
             ]
         );
+    }
+
+    #[test]
+    fn announcer_copy_shrinks_after_a_large_set() {
+        let record = Arc::new(Record::default());
+        let mut announcer = Announcer::new(NamingSink::new(record.clone()));
+        let large: Vec<Endpoint> = (0..10_000)
+            .map(|i| Endpoint::new(format!("10.0.{}.{}:80", i / 256, i % 256)))
+            .collect();
+        assert!(announcer.offer(large));
+        assert!(announcer.offer(eps(&["a:1"])));
+        let kept = announcer.last.as_ref().expect("a set was sent").capacity();
+        assert!(
+            kept <= 2 + MIN_KEPT,
+            "the copy kept {kept} endpoints of room"
+        );
+        // A set of a similar size reuses the allocation.
+        assert!(announcer.offer(eps(&["a:1", "b:1"])));
+        assert_eq!(announcer.last.as_ref().map(Vec::len), Some(2));
     }
 
     #[test]

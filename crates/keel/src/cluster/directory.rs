@@ -8,6 +8,8 @@
 //!                                          ▼
 //!                     current: Arc<Snapshot { servers, picker }>
 //!   call ── snapshot() ── picker.pick(..) ──► Arc<Invoker> (held for the attempt)
+//!     (retries and backup requests: picker.pick_again(..), which leaves
+//!      the balancer's turn to the next call's first attempt)
 //! ```
 //!
 //! A snapshot is immutable: an update builds a new one and swaps it in, so a
@@ -74,8 +76,9 @@ impl Directory {
         f(&self.current.read().unwrap_or_else(PoisonError::into_inner))
     }
 
-    /// The balancer's choice for `hash_key` among the usable servers for
-    /// which `excluded` is false.
+    /// The balancer's choice for a call's first attempt, for `hash_key`,
+    /// among the usable servers for which `excluded` is false. Takes the
+    /// balancer's turn.
     pub(crate) fn pick(
         &self,
         hash_key: u64,
@@ -86,6 +89,24 @@ impl Directory {
             snapshot
                 .picker
                 .pick(servers, hash_key, |i| excluded(&servers[i]))
+                .map(|i| servers[i].clone())
+        })
+    }
+
+    /// Like [`pick`](Self::pick), for a later attempt of the same call (a
+    /// retry or a backup request): leaves the balancer's turn to the next
+    /// first attempt, so later attempts do not skew where first attempts
+    /// go.
+    pub(crate) fn pick_again(
+        &self,
+        hash_key: u64,
+        excluded: impl Fn(&Invoker) -> bool,
+    ) -> Option<Arc<Invoker>> {
+        self.with_snapshot(|snapshot| {
+            let servers = &snapshot.servers;
+            snapshot
+                .picker
+                .pick_again(servers, hash_key, |i| excluded(&servers[i]))
                 .map(|i| servers[i].clone())
         })
     }

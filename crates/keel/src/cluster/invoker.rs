@@ -141,8 +141,9 @@ impl Invoker {
         breaker: Arc<Breaker>,
     ) -> Arc<Invoker> {
         let breaker_state = BreakerState::new(breaker);
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         Arc::new_cyclic(|weak: &Weak<Invoker>| Invoker {
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            id,
             hash: keel_cluster::balance::endpoint_hash(&endpoint.addr),
             transport: BaiduStd::new(endpoint.addr.clone(), config),
             endpoint,
@@ -155,7 +156,7 @@ impl Invoker {
             error_ema: AtomicU32::new(0),
             position: AtomicUsize::new(usize::MAX),
             breaker_state,
-            _registration: Registration::new(weak.clone()),
+            _registration: Registration::new(id, weak.clone()),
         })
     }
 

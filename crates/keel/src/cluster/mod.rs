@@ -270,13 +270,22 @@ impl Cluster {
         self.directory.wait_for_updates(n).await;
     }
 
+    /// The server for the call's next attempt. A first attempt takes the
+    /// balancer's turn; a retry does not (it goes where the balancer would
+    /// draw, leaving the sequence of first attempts alone).
     fn pick(&self, call: &Call<'_>, tried: &Tried) -> Result<Arc<Invoker>, Status> {
         let key = call.options.hash_key;
         let directory = &self.directory;
-        directory
-            .pick(key, |invoker| tried.contains(invoker.id()))
-            // Every server was tried: one may work now (brpc does the same).
-            .or_else(|| directory.pick(key, |_| false))
+        let chosen = if tried.is_empty() {
+            directory.pick(key, |_| false)
+        } else {
+            directory
+                .pick_again(key, |invoker| tried.contains(invoker.id()))
+                // Every server was tried: one may work now (brpc does the
+                // same).
+                .or_else(|| directory.pick_again(key, |_| false))
+        };
+        chosen
             // Nothing available (the available ones were removed, leaving
             // isolated ones): an isolated server beats none.
             .or_else(|| directory.any_isolated())
@@ -316,7 +325,10 @@ impl Cluster {
             result = &mut primary => return result,
             _ = tokio::time::sleep(after) => {}
         }
-        let second = self.directory.pick(call.options.hash_key, |invoker| {
+        // Not the balancer's turn: that belongs to the next call's first
+        // attempt (taking it here would send every first attempt after a
+        // slow one to the same server).
+        let second = self.directory.pick_again(call.options.hash_key, |invoker| {
             invoker.id() == first.id() || tried.contains(invoker.id())
         });
         let Some(second) = second else {
@@ -509,5 +521,10 @@ impl Tried {
 
     fn contains(&self, id: u64) -> bool {
         self.ids[..self.len].contains(&id)
+    }
+
+    /// Whether the call has not made an attempt yet.
+    fn is_empty(&self) -> bool {
+        self.len == 0
     }
 }

@@ -4,87 +4,63 @@
 //! of Dubbo-Go's protocol singleton, DESIGN.md §1.2). An invoker registers
 //! itself when created and its [`Registration`] guard removes the entry
 //! when the invoker is dropped, on every path (rule R1).
+//!
+//! The entries live in a B-tree keyed by invoker id, not in a slab of
+//! slots: a B-tree frees its nodes as entries leave, so the registry's
+//! memory follows the invokers alive now, never a past peak (rule R7),
+//! whichever invokers of a burst outlive the others. Ids only grow, so a
+//! listing comes out in creation order, and a registration or removal is
+//! O(log n) under the lock (invokers come and go with endpoint sets, not
+//! with calls).
 
-use std::sync::{Mutex, PoisonError, Weak};
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard, PoisonError, Weak};
 
 use super::invoker::{Invoker, InvokerInfo};
 
-struct Registry {
-    entries: Vec<Option<Weak<Invoker>>>,
-    free: Vec<usize>,
-    live: usize,
-}
+static REGISTRY: Mutex<BTreeMap<u64, Weak<Invoker>>> = Mutex::new(BTreeMap::new());
 
-static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
-    entries: Vec::new(),
-    free: Vec::new(),
-    live: 0,
-});
-
-fn registry() -> std::sync::MutexGuard<'static, Registry> {
+fn registry() -> MutexGuard<'static, BTreeMap<u64, Weak<Invoker>>> {
     // Every update leaves the registry consistent before it can panic.
     REGISTRY.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// An invoker's entry in the registry; dropping it removes the entry.
+/// An invoker's entry in the registry, found by the invoker's id; dropping
+/// it removes the entry.
 pub(crate) struct Registration {
-    index: usize,
+    id: u64,
 }
 
 impl Registration {
-    pub(crate) fn new(invoker: Weak<Invoker>) -> Registration {
-        let mut r = registry();
-        r.live += 1;
-        let index = match r.free.pop() {
-            Some(index) => {
-                r.entries[index] = Some(invoker);
-                index
-            }
-            None => {
-                r.entries.push(Some(invoker));
-                r.entries.len() - 1
-            }
-        };
-        Registration { index }
+    /// Registers `invoker` under `id`, which no other live invoker has.
+    pub(crate) fn new(id: u64, invoker: Weak<Invoker>) -> Registration {
+        let previous = registry().insert(id, invoker);
+        debug_assert!(previous.is_none(), "invoker ids are unique");
+        Registration { id }
     }
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        let mut r = registry();
-        r.entries[self.index] = None;
-        r.live -= 1;
-        r.free.push(self.index);
-        // Give back the entries past the last live entry, so a past peak of
-        // invokers does not stay allocated (R4).
-        let len = r
-            .entries
-            .iter()
-            .rposition(Option::is_some)
-            .map_or(0, |i| i + 1);
-        if len < r.entries.len() {
-            r.entries.truncate(len);
-            r.free.retain(|&index| index < len);
-            if r.entries.capacity() > 2 * len + 16 {
-                r.entries.shrink_to_fit();
-                r.free.shrink_to_fit();
-            }
-        }
+        // The weak reference is dropped after the lock is released.
+        let entry = registry().remove(&self.id);
+        debug_assert!(entry.is_some(), "a registration removes its entry once");
     }
 }
 
-/// Every live invoker in this process (of every channel): endpoint,
-/// channel, state, calls in flight, errors. A snapshot; it keeps nothing
-/// alive.
+/// Every live invoker in this process (of every channel), oldest first:
+/// endpoint, channel, state, calls in flight, errors. A snapshot; it keeps
+/// nothing alive.
 pub fn invokers() -> Vec<InvokerInfo> {
     let mut all = Vec::new();
     for_each(|invoker| all.push(invoker.info()));
     all
 }
 
-/// Runs `f` on every live invoker of the process.
+/// Runs `f` on every live invoker of the process, oldest first (outside
+/// the registry's lock, so `f` may create or drop invokers).
 pub(crate) fn for_each(mut f: impl FnMut(&Invoker)) {
-    let weak: Vec<Weak<Invoker>> = registry().entries.iter().flatten().cloned().collect();
+    let weak: Vec<Weak<Invoker>> = registry().values().cloned().collect();
     for invoker in weak.iter().filter_map(Weak::upgrade) {
         f(&invoker);
     }
@@ -92,5 +68,5 @@ pub(crate) fn for_each(mut f: impl FnMut(&Invoker)) {
 
 /// How many invokers are alive in this process.
 pub fn live_invokers() -> usize {
-    registry().live
+    registry().len()
 }
