@@ -8,6 +8,8 @@
 //!
 //! May not touch: sockets, frames or calls; it maps bytes to bytes.
 
+use std::cell::Cell;
+
 use bytes::{Bytes, BytesMut};
 
 use crate::status::{Code, Status};
@@ -23,6 +25,44 @@ pub use keel_wire::CompressType as Compression;
 pub(crate) fn compress(kind: Compression, body: &[u8], out: &mut BytesMut) -> Result<(), Status> {
     keel_wire::compress(kind, body, out)
         .map_err(|e| Status::new(Code::EINTERNAL, format!("cannot compress as {kind}: {e}")))
+}
+
+/// Two buffers a caller compresses with (the message encoded, then
+/// compressed), reused by the thread that compresses: per-call compression
+/// allocates nothing once they are warm. Take them with [`Scratch::take`],
+/// hand them back with [`Scratch::give_back`]; buffers grown past 64 KiB are
+/// not kept (rule R7).
+#[derive(Default)]
+pub(crate) struct Scratch {
+    pub(crate) plain: BytesMut,
+    pub(crate) packed: BytesMut,
+}
+
+thread_local! {
+    static SCRATCH: Cell<Option<Scratch>> = const { Cell::new(None) };
+}
+
+/// Largest buffer a thread keeps for compressing.
+const SCRATCH_KEPT: usize = 64 * 1024;
+
+impl Scratch {
+    /// This thread's buffers (empty ones the first time, or while another
+    /// caller on the thread holds them).
+    pub(crate) fn take() -> Scratch {
+        SCRATCH.with(Cell::take).unwrap_or_default()
+    }
+
+    /// Returns the buffers to this thread, emptied.
+    pub(crate) fn give_back(mut self) {
+        for buf in [&mut self.plain, &mut self.packed] {
+            buf.clear();
+            if buf.capacity() > SCRATCH_KEPT {
+                *buf = BytesMut::new();
+            }
+        }
+        // A thread being torn down has no cell: the buffers just drop.
+        let _ = SCRATCH.try_with(|cell| cell.set(Some(self)));
+    }
 }
 
 /// The payload a peer sent, decompressed as its `compress_type` says and

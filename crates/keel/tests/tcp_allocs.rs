@@ -16,6 +16,13 @@ static ALLOC: keel_alloc::CountingAlloc = keel_alloc::CountingAlloc::system();
 mod support;
 use support::{EchoRequest, EchoServiceClient, EchoServiceServer};
 
+/// Allocations per gzip-compressed call, as measured: flate2's deflate and
+/// inflate state, made per call inside keel-wire (the compression buffers
+/// themselves are reused), and the decompressed payload; the client also
+/// decodes the response's string.
+const GZIP_SERVER: u64 = 11;
+const GZIP_CLIENT: u64 = 12;
+
 /// Asks the server thread for its allocation counters.
 type Probe = mpsc::Sender<oneshot::Sender<keel_alloc::Stats>>;
 
@@ -64,18 +71,18 @@ fn a_tcp_call_allocates_nothing_on_the_server_and_one_string_on_the_client() {
         .expect("client runtime");
     rt.block_on(async {
         let channel = Channel::new(&addr).expect("addr");
-        let client = EchoServiceClient::new(&channel);
+        let echo = EchoServiceClient::new(&channel);
         let request = EchoRequest {
             message: "hello, allocation counter".to_owned(),
         };
         for _ in 0..2_000 {
-            client.echo(&request).await.expect("warm-up");
+            echo.echo(&request).await.expect("warm-up");
         }
         const CALLS: u64 = 10_000;
         let server_before = probe(&probe_tx).await;
         let client_before = keel_alloc::thread_stats();
         for _ in 0..CALLS {
-            let reply = client.echo(&request).await.expect("echoed");
+            let reply = echo.echo(&request).await.expect("echoed");
             assert_eq!(reply.message.len(), request.message.len());
         }
         let client_after = keel_alloc::thread_stats();
@@ -100,6 +107,32 @@ fn a_tcp_call_allocates_nothing_on_the_server_and_one_string_on_the_client() {
             "the client allocated {} times in {CALLS} calls: {client:?}",
             client.allocs
         );
+
+        // Compressed both ways (gzip): the compression buffers are reused
+        // on both sides; what remains per call is the decompressed payload
+        // each side receives, and the decoded string on the client.
+        let gzip = echo.with_options(keel::CallOptions {
+            compression: keel::Compression::Gzip,
+            ..keel::CallOptions::default()
+        });
+        for _ in 0..200 {
+            gzip.echo(&request).await.expect("warm-up");
+        }
+        const ZIPPED: u64 = 2_000;
+        let server_before = probe(&probe_tx).await;
+        let client_before = keel_alloc::thread_stats();
+        for _ in 0..ZIPPED {
+            gzip.echo(&request).await.expect("echoed");
+        }
+        let client = client_before.delta(&keel_alloc::thread_stats());
+        let server = server_before.delta(&probe(&probe_tx).await);
+        println!(
+            "gzip, per call: server {:.3} allocations, client {:.3}",
+            server.allocs as f64 / ZIPPED as f64,
+            client.allocs as f64 / ZIPPED as f64
+        );
+        assert!(server.allocs <= ZIPPED * GZIP_SERVER + 8, "{server:?}");
+        assert!(client.allocs <= ZIPPED * GZIP_CLIENT + 8, "{client:?}");
     });
     drop(probe_tx);
     thread.join().expect("server thread");

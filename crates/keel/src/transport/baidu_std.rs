@@ -32,7 +32,7 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use super::pending::{CallId, PendingCalls};
-use crate::compression::{self, Compression};
+use crate::compression::{self, Compression, Scratch};
 use crate::metadata::Metadata;
 use crate::status::{Code, Status};
 use crate::transport::{Call, Reply};
@@ -142,58 +142,12 @@ impl BaiduStd {
     pub async fn try_call(&self, call: &Call<'_>) -> Result<Reply, Status> {
         let epoch = self.ensure_connected().await?;
         // Compression is slow work: do it before taking the lock.
-        let packed = compress_request(call)?;
-        let key = {
-            let mut st = self.conn.lock();
-            if !st.up || st.epoch != epoch {
-                return Err(Status::new(
-                    Code::EFAILEDSOCKET,
-                    format!("connection to {} closed", self.conn.addr),
-                ));
-            }
-            // The bound counts the request being added (R8): the queue
-            // never holds more than MAX_UNWRITTEN, or one larger request.
-            let adding = packed
-                .as_ref()
-                .map_or_else(|| call.request.encoded_len(), |p| p.len())
-                + call.options.attachment.len();
-            if !st.out.is_empty() && st.out.len() + adding > MAX_UNWRITTEN {
-                return Err(Status::new(
-                    Code::EOVERCROWDED,
-                    format!(
-                        "{} bytes wait to be written to {} and the call adds {adding}: \
-                         the connection is overcrowded",
-                        st.out.len(),
-                        self.conn.addr
-                    ),
-                ));
-            }
-            if call.span.is_sampled() {
-                if let Some(peer) = st.peer {
-                    call.span.set_peer(peer);
-                }
-                call.span.set_protocol("baidu_std");
-            }
-            let key = st.pending.insert(epoch);
-            let credential: &[u8] = if st.credential_sent {
-                &[]
-            } else {
-                &self.conn.config.credential
-            };
-            let LinkState { out, .. } = &mut *st;
-            if let Err(status) = encode_call(
-                out,
-                call,
-                key.correlation_id(),
-                packed.as_deref(),
-                credential,
-            ) {
-                st.pending.remove(key);
-                return Err(status);
-            }
-            st.credential_sent = true;
-            key
-        };
+        let scratch = compress_request(call)?;
+        let queued = self.enqueue(call, epoch, scratch.as_ref().map(|s| &s.packed[..]));
+        if let Some(scratch) = scratch {
+            scratch.give_back();
+        }
+        let key = queued?;
         call.span.mark(crate::rpcz::Mark::Sent);
         self.conn.wake_writer.notify_one();
         PendingCall {
@@ -202,6 +156,58 @@ impl BaiduStd {
             finished: false,
         }
         .await
+    }
+
+    /// Encodes `call` (its payload already compressed into `packed`, if
+    /// it asked for compression) into the write queue of connection
+    /// `epoch`, and registers it as pending.
+    fn enqueue(
+        &self,
+        call: &Call<'_>,
+        epoch: u64,
+        packed: Option<&[u8]>,
+    ) -> Result<CallId, Status> {
+        let mut st = self.conn.lock();
+        if !st.up || st.epoch != epoch {
+            return Err(Status::new(
+                Code::EFAILEDSOCKET,
+                format!("connection to {} closed", self.conn.addr),
+            ));
+        }
+        // The bound counts the request being added (R8): the queue
+        // never holds more than MAX_UNWRITTEN, or one larger request.
+        let adding = packed.map_or_else(|| call.request.encoded_len(), <[u8]>::len)
+            + call.options.attachment.len();
+        if !st.out.is_empty() && st.out.len() + adding > MAX_UNWRITTEN {
+            return Err(Status::new(
+                Code::EOVERCROWDED,
+                format!(
+                    "{} bytes wait to be written to {} and the call adds {adding}: \
+                     the connection is overcrowded",
+                    st.out.len(),
+                    self.conn.addr
+                ),
+            ));
+        }
+        if call.span.is_sampled() {
+            if let Some(peer) = st.peer {
+                call.span.set_peer(peer);
+            }
+            call.span.set_protocol("baidu_std");
+        }
+        let key = st.pending.insert(epoch);
+        let credential: &[u8] = if st.credential_sent {
+            &[]
+        } else {
+            &self.conn.config.credential
+        };
+        let LinkState { out, .. } = &mut *st;
+        if let Err(status) = encode_call(out, call, key.correlation_id(), packed, credential) {
+            st.pending.remove(key);
+            return Err(status);
+        }
+        st.credential_sent = true;
+        Ok(key)
     }
 
     async fn ensure_connected(&self) -> Result<u64, Status> {
@@ -255,19 +261,20 @@ impl BaiduStd {
     }
 }
 
-/// The request compressed as its options ask, or `None` to encode it
-/// straight into the frame.
-fn compress_request(call: &Call<'_>) -> Result<Option<BytesMut>, Status> {
+/// The request compressed as its options ask, in this thread's reused
+/// buffers (give them back once the frame is encoded), or `None` to encode
+/// it straight into the frame.
+fn compress_request(call: &Call<'_>) -> Result<Option<Scratch>, Status> {
     let kind = call.options.compression;
     if kind == Compression::None {
         return Ok(None);
     }
-    let mut plain = BytesMut::with_capacity(call.request.encoded_len());
-    call.request.encode_to(&mut plain);
-    let mut packed = BytesMut::new();
-    compression::compress(kind, &plain, &mut packed)
+    let mut scratch = Scratch::take();
+    call.request.encode_to(&mut scratch.plain);
+    let Scratch { plain, packed } = &mut scratch;
+    compression::compress(kind, plain, packed)
         .map_err(|e| Status::new(Code::EREQUEST, e.message().to_owned()))?;
-    Ok(Some(packed))
+    Ok(Some(scratch))
 }
 
 fn encode_call(
