@@ -4,6 +4,13 @@
 //! atomic read-modify-write. When the cache runs dry it takes half a cache's
 //! worth from the global list in one locked move; when it overflows it gives
 //! half back the same way.
+//!
+//! Every [`IDLE_CHECK_PUTS`](crate::shared::IDLE_CHECK_PUTS) puts the cache
+//! makes an *idle check* (in the cold path): the objects it
+//! did not touch during the whole interval (the fewest it held, its low
+//! mark) go back to the global list, and the global list counts the check as
+//! a tick of its own idleness. A cache that serves a steady trickle of work
+//! thus keeps what that work needs, not what an old burst left behind.
 
 use crate::Reset;
 use crate::shared::{Block, Doomed, LocalStats, Shared, SlotPtr};
@@ -16,6 +23,14 @@ pub(crate) struct LocalCache<T: Reset + Send> {
     free: Vec<SlotPtr<T>>,
     /// Copy of `shared.local_capacity`, next to `free`.
     capacity: usize,
+    /// `idle_check_puts - 1` (a power of two minus one): a put whose
+    /// number (this cache's put counter, already loaded to bump it) has
+    /// these bits clear makes the idle check, so the check costs the fast
+    /// path one mask test.
+    check_mask: u64,
+    /// The fewest objects `free` held since the last idle check: those at
+    /// the bottom of the stack went unused for the whole interval.
+    low: usize,
     /// Counters, in an allocation of their own: other threads read them
     /// (through the shared state's list) while this thread holds
     /// `&mut LocalCache`, so they must not live inside it.
@@ -33,6 +48,8 @@ impl<T: Reset + Send> LocalCache<T> {
         Box::new(LocalCache {
             free: Vec::with_capacity(shared.local_capacity),
             capacity: shared.local_capacity,
+            check_mask: shared.idle_check_puts.next_power_of_two() as u64 - 1,
+            low: 0,
             stats,
             shared,
         })
@@ -54,14 +71,24 @@ impl<T: Reset + Send> LocalCache<T> {
             Some(p) => p,
             None => self.refill()?,
         };
-        LocalStats::bump(&self.stats().gets);
+        if self.free.len() < self.low {
+            self.low = self.free.len();
+        }
+        let s = self.stats();
+        LocalStats::bump(&s.gets);
+        // SAFETY: `p` was in this cache, so this thread holds it, and a cache
+        // is only used while its pool lives.
+        let heap = unsafe { p.heap() };
+        if heap != 0 {
+            LocalStats::add(&s.heap, -(heap as i64));
+        }
         Some(p)
     }
 
     #[cold]
     fn refill(&mut self) -> Option<SlotPtr<T>> {
-        let moved = self.shared.refill(&mut self.free, self.capacity / 2);
-        self.note_moved_in(moved as i64);
+        let (moved, heap) = self.shared.refill(&mut self.free, self.capacity / 2);
+        self.note_moved_in(moved as i64, heap as i64);
         self.free.pop()
     }
 
@@ -69,35 +96,65 @@ impl<T: Reset + Send> LocalCache<T> {
     /// stays here, the remainder goes to the global list.
     pub(crate) fn adopt(&mut self, block: NonNull<Block<T>>) -> SlotPtr<T> {
         let before = self.free.len();
-        self.shared
+        let heap = self
+            .shared
             .adopt(block, &mut self.free, (self.capacity / 2).max(1));
-        self.note_moved_in((self.free.len() - before) as i64);
-        let p = self.free.pop().expect("adopt moved at least one slot here");
-        LocalStats::bump(&self.stats().gets);
-        p
+        self.note_moved_in((self.free.len() - before) as i64, heap as i64);
+        self.get().expect("adopt moved at least one slot here")
     }
 
-    /// Returns an (already reset) object if the cache has room; a full cache
-    /// hands it back for [`put_spilling`](Self::put_spilling). Kept small so
-    /// the common case inlines to a push and a counter store.
+    /// Returns an (already reset) object if the cache has room and no idle
+    /// check is due; otherwise hands it back for
+    /// [`put_cold`](Self::put_cold). Kept small so the common case inlines
+    /// to a push and a few counter stores.
     #[inline]
-    pub(crate) fn try_put(&mut self, p: SlotPtr<T>) -> Result<(), SlotPtr<T>> {
-        if self.free.len() >= self.capacity {
+    pub(crate) fn try_put(&mut self, p: SlotPtr<T>, heap: usize) -> Result<(), SlotPtr<T>> {
+        let puts = self.stats().puts.load(Relaxed) + 1;
+        if self.free.len() >= self.capacity || puts & self.check_mask == 0 {
             return Err(p);
         }
-        self.free.push(p);
-        LocalStats::bump(&self.stats().puts);
+        self.push(p, heap, puts);
         Ok(())
     }
 
-    /// Returns an object to a full cache: half the cache goes to the global
-    /// list first. The caller destroys what the spill trimmed, outside any
-    /// borrow.
-    #[cold]
-    pub(crate) fn put_spilling(&mut self, p: SlotPtr<T>) -> Doomed<T> {
-        let doomed = self.give_back(self.capacity / 2);
+    /// Pushes `p`, whose recorded heap is `heap`, as this cache's put number
+    /// `puts`.
+    #[inline]
+    fn push(&mut self, p: SlotPtr<T>, heap: usize, puts: u64) {
         self.free.push(p);
-        LocalStats::bump(&self.stats().puts);
+        let s = self.stats();
+        s.puts.store(puts, Relaxed);
+        // Types that keep no heap (the default `heap_bytes`) skip this at
+        // compile time.
+        if heap != 0 {
+            LocalStats::add(&s.heap, heap as i64);
+        }
+    }
+
+    /// Returns an object when the cache is full (half of it goes to the
+    /// global list first) or an idle check is due. The caller destroys what
+    /// the global list trimmed, outside any borrow.
+    #[cold]
+    pub(crate) fn put_cold(&mut self, p: SlotPtr<T>, heap: usize) -> Doomed<T> {
+        let puts = self.stats().puts.load(Relaxed) + 1;
+        let mut doomed = Doomed::none();
+        if puts & self.check_mask == 0 {
+            doomed = self.idle_check();
+        }
+        if self.free.len() >= self.capacity {
+            doomed.join(self.give_back(self.capacity / 2));
+        }
+        self.push(p, heap, puts);
+        doomed
+    }
+
+    /// Gives back the objects unused since the last check and ticks the
+    /// global list's idle clock.
+    fn idle_check(&mut self) -> Doomed<T> {
+        let unused = self.low.min(self.free.len());
+        let (heap, doomed) = self.shared.idle_tick(&mut self.free, unused);
+        self.note_moved_in(-(unused as i64), -(heap as i64));
+        self.low = self.free.len();
         doomed
     }
 
@@ -109,16 +166,19 @@ impl<T: Reset + Send> LocalCache<T> {
     /// Moves `free[keep..]` to the global list.
     fn give_back(&mut self, keep: usize) -> Doomed<T> {
         let out = self.free.len().saturating_sub(keep);
-        let doomed = self.shared.spill(&mut self.free, keep);
-        self.note_moved_in(-(out as i64));
+        let (heap, doomed) = self.shared.spill(&mut self.free, keep);
+        self.note_moved_in(-(out as i64), -(heap as i64));
+        self.low = self.low.min(self.free.len());
         doomed
     }
 
     /// Objects cached = moved in - moved out + puts - gets; the first two
     /// change only on these cold paths, so the fast path stores one counter.
-    fn note_moved_in(&self, n: i64) {
-        let c = &self.stats().moved_in;
-        c.store(c.load(Relaxed).wrapping_add(n as u64), Relaxed);
+    /// The heap bytes of moved objects go with them.
+    fn note_moved_in(&self, n: i64, heap: i64) {
+        let s = self.stats();
+        LocalStats::add(&s.moved_in, n);
+        LocalStats::add(&s.heap, heap);
     }
 }
 

@@ -13,26 +13,48 @@ use crate::shared::{Shared, SlotPtr};
 use crate::sync::Arc;
 use crate::{PoolConfig, Reset};
 
-struct Obj(u32);
+/// A value and a buffer whose capacity the pool accounts for.
+struct Obj(u32, Vec<u8>);
+
+/// Heap bytes every `Obj` keeps.
+const OBJ_HEAP: u64 = 4;
 
 impl Reset for Obj {
     fn reset(&mut self) {
         self.0 = 0;
+        self.1.clear();
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.1.capacity()
     }
 }
 
 fn shared() -> Arc<Shared<Obj>> {
-    Arc::new(Shared::new(
+    Arc::new(new_shared())
+}
+
+fn new_shared() -> Shared<Obj> {
+    Shared::new(
         1,
         0,
         "loom",
-        || Obj(0),
+        || Obj(0, Vec::with_capacity(OBJ_HEAP as usize)),
         PoolConfig {
             high_water: 2,
             local_capacity: Some(2),
             block_objects: Some(2),
         },
-    ))
+    )
+}
+
+/// A pool whose caches make an idle check on every put and whose global
+/// list counts as idle after one quiet check.
+fn eager_idle_shared() -> Arc<Shared<Obj>> {
+    let mut s = new_shared();
+    s.idle_check_puts = 1;
+    s.idle_ticks = 1;
+    Arc::new(s)
 }
 
 fn get(c: &mut Box<LocalCache<Obj>>) -> SlotPtr<Obj> {
@@ -56,10 +78,17 @@ fn read(p: SlotPtr<Obj>) -> u32 {
 }
 
 fn put(c: &mut Box<LocalCache<Obj>>, p: SlotPtr<Obj>) {
-    // SAFETY: as for `write`; reset before return, like `Pooled::drop`.
-    unsafe { (*(*p.0.as_ptr()).value.get()).reset() };
-    if let Err(p) = c.try_put(p) {
-        c.put_spilling(p).destroy();
+    // SAFETY: as for `write`; reset and record the kept heap before return,
+    // like `Pooled::drop`.
+    let heap = unsafe {
+        let v = &mut *(*p.0.as_ptr()).value.get();
+        v.reset();
+        let heap = v.heap_bytes();
+        p.set_heap(heap);
+        heap
+    };
+    if let Err(p) = c.try_put(p, heap) {
+        c.put_cold(p, heap).destroy();
     }
 }
 
@@ -151,5 +180,50 @@ fn loom_two_threads_share_the_global_list() {
         let s = shared.stats();
         assert_eq!(s.live, 0, "{s:?}");
         assert_eq!((s.gets, s.puts), (4, 4));
+        assert_eq!(s.heap_bytes, s.cached * OBJ_HEAP, "{s:?}");
+    });
+}
+
+#[test]
+fn loom_idle_trim_races_with_use_on_another_thread() {
+    loom::model(|| {
+        let shared = eager_idle_shared();
+        let s2 = shared.clone();
+        let t = thread::spawn(move || {
+            let mut b = LocalCache::new(s2);
+            let p = get(&mut b);
+            let q = get(&mut b);
+            write(p, 1);
+            write(q, 2);
+            put(&mut b, q);
+            assert_eq!(read(p), 1, "an idle trim freed a live object");
+            put(&mut b, p);
+            let r = get(&mut b);
+            write(r, 3);
+            assert_eq!(read(r), 3);
+            put(&mut b, r);
+        });
+        // This thread idles: its puts make idle checks (every put here), which
+        // hand unused objects to the global list and trim it.
+        let mut a = LocalCache::new(shared.clone());
+        let x = get(&mut a);
+        write(x, 9);
+        put(&mut a, x);
+        let y = get(&mut a);
+        write(y, 8);
+        assert_eq!(read(y), 8);
+        put(&mut a, y);
+        t.join().expect("thread");
+        let s = shared.stats();
+        assert_eq!(s.live, 0, "{s:?}");
+        assert_eq!(s.heap_bytes, s.cached * OBJ_HEAP, "{s:?}");
+        assert_eq!(s.blocks * 2, s.cached, "{s:?}");
+        drop(a);
+        let s = shared.stats();
+        assert_eq!(s.heap_bytes, s.cached * OBJ_HEAP, "{s:?}");
+        let (_, doomed) = shared.trim(0);
+        doomed.destroy();
+        let s = shared.stats();
+        assert_eq!((s.blocks, s.cached, s.heap_bytes), (0, 0, 0), "{s:?}");
     });
 }

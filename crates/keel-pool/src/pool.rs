@@ -290,25 +290,31 @@ impl<T: Reset + Send + 'static> Drop for Pooled<'_, T> {
         // Reset first, holding no pool state: it is user code and may return
         // other pooled objects, even to this same pool.
         (**self).reset();
-        let inner = self.pool.inner();
+        let heap = (**self).heap_bytes();
         let slot = self.slot;
-        if let Some(Ok(())) =
-            tls::with_cache(inner.uid, inner.index, &inner.shared, |c| c.try_put(slot))
-        {
+        // SAFETY: this `Pooled` owns the slot until the put below, and its
+        // pool is alive (borrowed).
+        unsafe { slot.set_heap(heap) };
+        let inner = self.pool.inner();
+        if let Some(Ok(())) = tls::with_cache(inner.uid, inner.index, &inner.shared, |c| {
+            c.try_put(slot, heap)
+        }) {
             return;
         }
-        put_slow(inner, slot);
+        put_slow(inner, slot, heap);
     }
 }
 
-/// A put that found the cache full (or unavailable).
+/// A put that found the cache full, due for its idle check, or unavailable.
 #[cold]
 #[inline(never)]
-fn put_slow<T: Reset + Send + 'static>(inner: &Inner<T>, slot: SlotPtr<T>) {
+fn put_slow<T: Reset + Send + 'static>(inner: &Inner<T>, slot: SlotPtr<T>, heap: usize) {
     let shared = &inner.shared;
-    let doomed = match tls::with_cache(inner.uid, inner.index, shared, |c| match c.try_put(slot) {
-        Ok(()) => crate::shared::Doomed::none(),
-        Err(slot) => c.put_spilling(slot),
+    let doomed = match tls::with_cache(inner.uid, inner.index, shared, |c| {
+        match c.try_put(slot, heap) {
+            Ok(()) => crate::shared::Doomed::none(),
+            Err(slot) => c.put_cold(slot, heap),
+        }
     }) {
         Some(d) => d,
         None => shared.put_global(slot),

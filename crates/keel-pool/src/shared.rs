@@ -9,6 +9,16 @@
 //! Threads move pointers to and from it in batches (half a thread cache at a
 //! time), so the lock is taken once per many gets or puts and is the only
 //! place objects cross threads.
+//!
+//! A slot also records the heap bytes its object kept when it was last
+//! returned ([`Reset::heap_bytes`]), so that whoever moves a free object
+//! (a thread cache, the global list, a trim) can move its share of the
+//! pool's retained-heap counter without calling user code under a lock.
+//!
+//! The global list also decides when the pool is *idle*: thread caches tick
+//! it every [`IDLE_CHECK_PUTS`] puts, and after [`IDLE_TICKS`] ticks in
+//! a row with no draw from the global list (no refill, no new block), its
+//! fully free blocks go back to the allocator.
 
 use std::cell::{Cell, UnsafeCell};
 use std::mem;
@@ -20,11 +30,21 @@ use crate::{PoolConfig, Reset};
 
 use std::sync::atomic::Ordering::Relaxed;
 
+/// Puts a thread cache makes between two idle checks (a power of two).
+pub(crate) const IDLE_CHECK_PUTS: u32 = 1024;
+/// Idle checks in a row, from any thread, that must see no draw from the
+/// global list before its free blocks are given back.
+pub(crate) const IDLE_TICKS: u32 = 4;
+
 /// One object's home. `value` is always initialised while the block lives.
 #[repr(C)] // `value` first: a pointer to the object is a pointer to its slot
 pub(crate) struct Slot<T> {
     pub(crate) value: UnsafeCell<T>,
     block: NonNull<Block<T>>,
+    /// [`Reset::heap_bytes`] of the object when it was last returned (or
+    /// built). Written only by the slot's owner (the `Pooled` that returns
+    /// it), read by whoever holds the free slot next.
+    heap: Cell<usize>,
 }
 
 /// A batch of slots allocated together and freed together.
@@ -51,6 +71,39 @@ impl<T> Copy for SlotPtr<T> {}
 // threads is moving a `T`, which is allowed for `T: Send`.
 unsafe impl<T: Send> Send for SlotPtr<T> {}
 
+impl<T> SlotPtr<T> {
+    /// The heap bytes recorded for this slot's object.
+    ///
+    /// # Safety
+    /// The caller holds the slot (in its cache, in the global list under the
+    /// lock, or as its `Pooled`) and the pool is not dead.
+    #[inline]
+    pub(crate) unsafe fn heap(self) -> usize {
+        // SAFETY: per the contract the slot's block is alive and nobody else
+        // touches the slot now.
+        unsafe { (*self.0.as_ptr()).heap.get() }
+    }
+
+    /// Records the heap bytes of this slot's (reset) object.
+    ///
+    /// # Safety
+    /// As for [`heap`](Self::heap).
+    #[inline]
+    pub(crate) unsafe fn set_heap(self, bytes: usize) {
+        // SAFETY: as for `heap`.
+        unsafe { (*self.0.as_ptr()).heap.set(bytes) }
+    }
+}
+
+/// Sum of the recorded heap bytes of `slots`.
+///
+/// # Safety
+/// The caller holds every slot (see [`SlotPtr::heap`]).
+unsafe fn heap_of<T>(slots: &[SlotPtr<T>]) -> usize {
+    // SAFETY: per the contract.
+    slots.iter().map(|p| unsafe { p.heap() }).sum()
+}
+
 /// Counters a thread cache publishes. Written only by the owning thread (a
 /// plain load + store, no read-modify-write), read by anyone for statistics.
 #[derive(Default)]
@@ -60,6 +113,9 @@ pub(crate) struct LocalStats {
     /// Objects moved into the cache from the global list or new blocks,
     /// minus those moved out (wrapping); see `LocalCache::note_moved_in`.
     pub(crate) moved_in: AtomicU64,
+    /// Heap bytes kept by the objects in the cache (sum of their slots'
+    /// records).
+    pub(crate) heap: AtomicU64,
 }
 
 impl LocalStats {
@@ -76,6 +132,13 @@ impl LocalStats {
     #[inline]
     pub(crate) fn bump(counter: &AtomicU64) {
         counter.store(counter.load(Relaxed) + 1, Relaxed);
+    }
+
+    /// Adds `n` (negative: subtracts) to a counter only this thread writes:
+    /// a load and a store, no read-modify-write.
+    #[inline]
+    pub(crate) fn add(counter: &AtomicU64, n: i64) {
+        counter.store(counter.load(Relaxed).wrapping_add(n as u64), Relaxed);
     }
 }
 
@@ -97,6 +160,16 @@ pub(crate) struct Global<T> {
     /// plus those served directly by the global list.
     retired_gets: u64,
     retired_puts: u64,
+    /// Heap bytes kept by the objects in `free`.
+    free_heap: usize,
+    /// Draws from the global list (refills, direct gets, new blocks), ever.
+    draws: u64,
+    /// `draws` at the last idle check that saw it change.
+    draws_seen: u64,
+    /// Idle checks in a row that saw no draw.
+    quiet_ticks: u32,
+    /// Idle trims that freed blocks, ever.
+    idle_trims: u64,
 }
 
 /// Blocks removed from the pool, to be destroyed once no lock is held
@@ -107,6 +180,15 @@ pub(crate) struct Doomed<T>(Vec<NonNull<Block<T>>>);
 impl<T> Doomed<T> {
     pub(crate) fn none() -> Self {
         Doomed(Vec::new())
+    }
+
+    /// Adds `other`'s blocks to these.
+    pub(crate) fn join(&mut self, mut other: Doomed<T>) {
+        if self.0.is_empty() {
+            *self = other;
+        } else {
+            self.0.append(&mut other.0);
+        }
     }
 
     /// Drops every object of every block and frees the blocks.
@@ -131,6 +213,10 @@ pub(crate) struct Shared<T> {
     pub(crate) config: PoolConfig,
     pub(crate) per_block: usize,
     pub(crate) local_capacity: usize,
+    /// Copies of [`IDLE_CHECK_PUTS`] and [`IDLE_TICKS`] (smaller in loom
+    /// models).
+    pub(crate) idle_check_puts: u32,
+    pub(crate) idle_ticks: u32,
     make: fn() -> T,
     global: Mutex<Global<T>>,
     /// Set when the owning `Pool` is dropped: its blocks are gone and pointers
@@ -170,6 +256,8 @@ impl<T: Reset + Send> Shared<T> {
             config,
             per_block,
             local_capacity,
+            idle_check_puts: IDLE_CHECK_PUTS,
+            idle_ticks: IDLE_TICKS,
             make,
             global: Mutex::new(Global {
                 free: Vec::new(),
@@ -178,6 +266,11 @@ impl<T: Reset + Send> Shared<T> {
                 locals: Vec::new(),
                 retired_gets: 0,
                 retired_puts: 0,
+                free_heap: 0,
+                draws: 0,
+                draws_seen: 0,
+                quiet_ticks: 0,
+                idle_trims: 0,
             }),
             dead: AtomicBool::new(false),
             blocks_allocated: AtomicU64::new(0),
@@ -197,9 +290,13 @@ impl<T: Reset + Send> Shared<T> {
             slots: NonNull::<[Slot<T>; 0]>::dangling(),
         })));
         let slots: Box<[Slot<T>]> = (0..self.per_block)
-            .map(|_| Slot {
-                value: UnsafeCell::new((self.make)()),
-                block,
+            .map(|_| {
+                let value = (self.make)();
+                Slot {
+                    heap: Cell::new(value.heap_bytes()),
+                    value: UnsafeCell::new(value),
+                    block,
+                }
             })
             .collect();
         // SAFETY: `block` was just leaked from a Box and nobody else has it.
@@ -210,55 +307,119 @@ impl<T: Reset + Send> Shared<T> {
 
     /// Adds a new block to the pool: the first `take` of its slots go to
     /// `into` (a thread cache, or one caller), the rest to the global list.
-    pub(crate) fn adopt(&self, block: NonNull<Block<T>>, into: &mut Vec<SlotPtr<T>>, take: usize) {
+    /// Returns the heap bytes recorded for the slots moved into `into`.
+    pub(crate) fn adopt(
+        &self,
+        block: NonNull<Block<T>>,
+        into: &mut Vec<SlotPtr<T>>,
+        take: usize,
+    ) -> usize {
         // SAFETY: the block is fully built and not yet shared.
         let slots = unsafe { (*block.as_ptr()).slots };
         let first = slots.cast::<Slot<T>>();
         let n = slots.len();
         let mut g = lock(&self.global);
         g.blocks.push(block);
+        g.draws += 1;
+        let mut heap_in = 0;
         for i in 0..n {
             // SAFETY: `i < n`, inside the slot array.
             let p = SlotPtr(unsafe { first.add(i) });
+            // SAFETY: the new block's slots are all ours until shared here.
+            let heap = unsafe { p.heap() };
             if i < take {
                 into.push(p);
+                heap_in += heap;
             } else {
                 g.free.push(p);
+                g.free_heap += heap;
             }
         }
+        heap_in
     }
 
     /// Moves up to `n` free objects from the global list into `into`.
-    /// Returns how many moved.
-    pub(crate) fn refill(&self, into: &mut Vec<SlotPtr<T>>, n: usize) -> usize {
+    /// Returns how many moved and the heap bytes they keep.
+    pub(crate) fn refill(&self, into: &mut Vec<SlotPtr<T>>, n: usize) -> (usize, usize) {
         let mut g = lock(&self.global);
+        g.draws += 1;
         let k = n.min(g.free.len());
         let from = g.free.len() - k;
+        // SAFETY: free slots in the global list are held by it, under the
+        // lock; the pool is alive (a dead pool has an empty list).
+        let heap = unsafe { heap_of(&g.free[from..]) };
+        g.free_heap -= heap;
         into.extend(g.free.drain(from..));
         if g.free.len() < self.config.high_water {
             g.next_trim_at = self.config.high_water;
         }
-        k
+        (k, heap)
     }
 
     /// Moves `from[at..]` to the global list; trims automatically when the
-    /// list passes the high-water mark.
-    pub(crate) fn spill(&self, from: &mut Vec<SlotPtr<T>>, at: usize) -> Doomed<T> {
+    /// list passes the high-water mark. Returns the heap bytes moved.
+    pub(crate) fn spill(&self, from: &mut Vec<SlotPtr<T>>, at: usize) -> (usize, Doomed<T>) {
         let mut g = lock(&self.global);
         if self.is_dead() {
             from.truncate(at);
-            return Doomed::none();
+            return (0, Doomed::none());
         }
+        // SAFETY: the calling cache holds these slots; the pool is alive.
+        let heap = unsafe { heap_of(&from[at..]) };
+        g.free_heap += heap;
         g.free.extend(from.drain(at..));
-        self.maybe_trim(&mut g)
+        (heap, self.maybe_trim(&mut g))
+    }
+
+    /// A thread cache's idle check (every `idle_check_puts` of its puts):
+    /// the `unused` objects at the bottom of its stack, which
+    /// it did not touch during the whole interval, move to the global list;
+    /// then, if no thread has drawn from the global list during the last
+    /// `idle_ticks` checks, its fully free blocks go back to the allocator.
+    /// Returns the heap bytes moved out of the cache.
+    pub(crate) fn idle_tick(
+        &self,
+        from: &mut Vec<SlotPtr<T>>,
+        unused: usize,
+    ) -> (usize, Doomed<T>) {
+        let mut g = lock(&self.global);
+        if self.is_dead() {
+            from.drain(..unused);
+            return (0, Doomed::none());
+        }
+        // SAFETY: the calling cache holds these slots; the pool is alive.
+        let heap = unsafe { heap_of(&from[..unused]) };
+        g.free_heap += heap;
+        g.free.extend(from.drain(..unused));
+        if g.draws != g.draws_seen {
+            g.draws_seen = g.draws;
+            g.quiet_ticks = 0;
+        } else {
+            g.quiet_ticks = g.quiet_ticks.saturating_add(1);
+        }
+        if g.quiet_ticks < self.idle_ticks {
+            return (heap, self.maybe_trim(&mut g));
+        }
+        // Idle: nobody needed the global list for a while. Give back every
+        // fully free block, then wait for another quiet stretch.
+        g.quiet_ticks = 0;
+        let doomed = self.trim_locked(&mut g, 0);
+        if !doomed.0.is_empty() {
+            g.idle_trims += 1;
+        }
+        g.next_trim_at = self.config.high_water;
+        (heap, doomed)
     }
 
     /// A get that bypasses thread caches (thread teardown, reentrancy).
     pub(crate) fn get_global(&self) -> SlotPtr<T> {
         {
             let mut g = lock(&self.global);
+            g.draws += 1;
             if let Some(p) = g.free.pop() {
                 g.retired_gets += 1;
+                // SAFETY: it was in the global list, which we hold.
+                g.free_heap -= unsafe { p.heap() };
                 return p;
             }
         }
@@ -281,6 +442,8 @@ impl<T: Reset + Send> Shared<T> {
         if self.is_dead() {
             return Doomed::none();
         }
+        // SAFETY: the caller returns `p`, so holds it; the pool is alive.
+        g.free_heap += unsafe { p.heap() };
         g.free.push(p);
         self.maybe_trim(&mut g)
     }
@@ -304,6 +467,8 @@ impl<T: Reset + Send> Shared<T> {
             free.clear();
             return Doomed::none();
         }
+        // SAFETY: the flushing cache holds these slots; the pool is alive.
+        g.free_heap += unsafe { heap_of(free) };
         g.free.append(free);
         self.maybe_trim(&mut g)
     }
@@ -313,10 +478,15 @@ impl<T: Reset + Send> Shared<T> {
             return Doomed::none();
         }
         let doomed = self.trim_locked(g, self.config.high_water / 2);
-        // Scan again only after the list doubles, so a fragmented pool (free
-        // objects spread over blocks that each hold a live one) costs O(1)
-        // amortised per put, not a scan per spill.
-        g.next_trim_at = (g.free.len() * 2).max(self.config.high_water);
+        // Scan again at the mark if the trim got below it; otherwise only
+        // after the list doubles, so a fragmented pool (free objects spread
+        // over blocks that each hold a live one) costs O(1) amortised per
+        // put, not a scan per spill.
+        g.next_trim_at = if g.free.len() < self.config.high_water {
+            self.config.high_water
+        } else {
+            g.free.len() * 2
+        };
         doomed
     }
 
@@ -352,12 +522,24 @@ impl<T: Reset + Send> Shared<T> {
         if !doomed.is_empty() {
             // Doomed blocks kept their mark (== per_block); surviving blocks
             // were reset to 0 above.
-            g.free.retain(|p| {
+            let Global {
+                free, free_heap, ..
+            } = &mut *g;
+            free.retain(|p| {
                 // SAFETY: as above; doomed blocks are not freed yet.
-                unsafe { (*(*p.0.as_ptr()).block.as_ptr()).mark.get() != per_block }
+                let keep = unsafe { (*(*p.0.as_ptr()).block.as_ptr()).mark.get() != per_block };
+                if !keep {
+                    // SAFETY: as above.
+                    *free_heap -= unsafe { p.heap() };
+                }
+                keep
             });
+            // Keep room for a batch (what an idle check or a spill moves),
+            // so a steady state that trims now and then does not reallocate
+            // the list; an explicit trim of an empty list frees it.
             if g.free.capacity() > 2 * g.free.len() + 64 {
-                g.free.shrink_to(g.free.len() * 5 / 4);
+                g.free
+                    .shrink_to((g.free.len() * 5 / 4).max(self.local_capacity));
             }
             if g.blocks.capacity() > 2 * g.blocks.len() + 16 {
                 g.blocks.shrink_to(g.blocks.len() * 5 / 4);
@@ -388,6 +570,7 @@ impl<T: Reset + Send> Shared<T> {
         let mut g = lock(&self.global);
         self.dead.store(true, Relaxed);
         g.free = Vec::new();
+        g.free_heap = 0;
         let blocks = mem::take(&mut g.blocks);
         self.blocks_freed.fetch_add(blocks.len() as u64, Relaxed);
         Doomed(blocks)
@@ -396,12 +579,14 @@ impl<T: Reset + Send> Shared<T> {
     pub(crate) fn stats(&self) -> PoolStats {
         let g = lock(&self.global);
         let mut cached_local = 0u64;
+        let mut heap = g.free_heap as u64;
         let (mut gets, mut puts) = (g.retired_gets, g.retired_puts);
         for l in &g.locals {
             // SAFETY: listed counters stay valid until `flush_local` unlists
             // them under this same lock.
             let l = unsafe { l.0.as_ref() };
             cached_local = cached_local.wrapping_add(l.cached());
+            heap = heap.wrapping_add(l.heap.load(Relaxed));
             gets += l.gets.load(Relaxed);
             puts += l.puts.load(Relaxed);
         }
@@ -419,13 +604,15 @@ impl<T: Reset + Send> Shared<T> {
             cached_global,
             cached_local,
             blocks,
-            bytes: blocks * block_bytes as u64 + list_bytes as u64,
+            bytes: blocks * block_bytes as u64 + list_bytes as u64 + heap,
+            heap_bytes: heap,
             gets,
             puts,
             blocks_allocated: self.blocks_allocated.load(Relaxed),
             blocks_freed: self.blocks_freed.load(Relaxed),
             high_water: self.config.high_water as u64,
             thread_caches: g.locals.len() as u64,
+            idle_trims: g.idle_trims,
         }
     }
 }

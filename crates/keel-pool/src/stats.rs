@@ -22,9 +22,14 @@ pub struct PoolStats {
     pub cached_local: u64,
     /// Blocks currently allocated.
     pub blocks: u64,
-    /// Bytes reserved by blocks and the pool's bookkeeping (not counting
-    /// heap memory owned by the objects themselves).
+    /// Bytes the pool holds: its blocks, its bookkeeping, and
+    /// [`heap_bytes`](Self::heap_bytes).
     pub bytes: u64,
+    /// Heap bytes kept by the cached (free) objects beyond their slots, such
+    /// as buffer capacity: the sum of [`Reset::heap_bytes`](crate::Reset::heap_bytes)
+    /// as each returned. Part of `bytes`. Live objects' heap memory belongs
+    /// to their users and is not counted.
+    pub heap_bytes: u64,
     /// Objects handed out, ever.
     pub gets: u64,
     /// Objects returned, ever.
@@ -38,4 +43,7 @@ pub struct PoolStats {
     pub high_water: u64,
     /// Threads holding a cache for this pool.
     pub thread_caches: u64,
+    /// Times the pool found itself idle and gave free blocks back without
+    /// being asked (see the crate docs), ever.
+    pub idle_trims: u64,
 }

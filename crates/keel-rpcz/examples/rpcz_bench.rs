@@ -38,6 +38,7 @@ fn main() {
     let store = Arc::new(Store::new(StoreConfig {
         max_trees: 1024,
         max_bytes: 16 << 20,
+        ..StoreConfig::default()
     }));
     let off = Sampler::new(0);
     let on = Sampler::new(u64::MAX / 4);

@@ -38,12 +38,25 @@
 //!   an atomic counter of unfinished spans decides; finished spans enter
 //!   the tree under its own short, per-tree lock. Children outliving their server span, or finishing on
 //!   many threads at once, are just the ordinary case.
+//! - A tree is **bounded while open**, not only once stored: it keeps at
+//!   most [`StoreConfig::max_spans_per_tree`] spans (default 512); a child
+//!   that finishes when the tree is full is counted
+//!   ([`TreeSummary::dropped_spans`], shown by both renderings) and goes
+//!   back to the pool at once. A span keeps at most
+//!   [`StoreConfig::max_annotation_bytes`] of annotations (default 1 KiB):
+//!   the line that crosses the limit is cut, later lines are counted, and
+//!   rendering marks the cut. A server span that makes 200,000 calls and
+//!   writes 100,000 lines holds well under
+//!   [`StoreConfig::max_tree_bytes`] (about 650 KB by default).
 //! - Spans come from the [`SPANS`] pool and trees from the [`TREES`] pool;
 //!   annotation buffers and the children vector keep their capacity across
-//!   reuse (up to a cap, so one outsized span does not stay big in the
-//!   pool). A sampled span in the steady state allocates nothing.
+//!   reuse up to 1 KiB ([`ANNOTATION_BYTES_KEPT`]), so one outsized span
+//!   does not stay big in the pool; what free spans keep is counted in the
+//!   pools' statistics (`heap_bytes`). A sampled span in the steady state
+//!   allocates nothing.
 //! - A tree leaving the store (eviction or [`Store::clear`]) returns its
-//!   spans to the pool; `SPANS.trim()` gives the memory back.
+//!   spans to the pool; the pools give the memory back once traffic is
+//!   light (keel-pool's idle rule), or at once with `SPANS.trim()`.
 //! - Not sampled is `SpanHandle::none()`: every method is one branch.
 //! - A handle dropped without `finish` finishes itself (marked abandoned), so
 //!   early returns and cancelled futures never lose or leak a tree.
@@ -101,7 +114,7 @@ mod tree;
 pub use id::new_id;
 pub use sampler::{Sampler, WINDOW};
 pub use span::{
-    ANNOTATION_BYTES, ANNOTATION_BYTES_KEPT, ANNOTATION_LINES, ANNOTATION_LINES_KEPT, Kind, Mark,
+    ANNOTATION_BYTES, ANNOTATION_BYTES_KEPT, ANNOTATION_OVERHEAD, Kind, MAX_ANNOTATION_BYTES, Mark,
     Span,
 };
 pub use store::{Query, Store, StoreConfig, StoreStats, TreeSummary};

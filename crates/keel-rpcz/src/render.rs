@@ -41,29 +41,51 @@ fn us(d: Duration) -> u128 {
     d.as_micros()
 }
 
-/// Events of one span as (offset from the root start, label, is_mark).
-fn events<'a>(root: &Span, s: &'a Span) -> Vec<(Duration, &'a str, bool)> {
+/// What an event line shows.
+#[derive(Clone, Copy)]
+enum Event<'a> {
+    /// A moment: `[label]`.
+    Mark(&'a str),
+    /// An annotation's text.
+    Note(&'a str),
+    /// Where the span's annotations were cut: how many lines and bytes were
+    /// not kept.
+    Cut(u32, u64),
+}
+
+/// Events of one span as (offset from the root start, event).
+fn events<'a>(root: &Span, s: &'a Span) -> Vec<(Duration, Event<'a>)> {
     let base = s.start().saturating_duration_since(root.start());
     let start = match s.kind() {
         Kind::Server => "received",
         Kind::Client => "start",
     };
-    let mut ev = vec![(base, start, true)];
+    let mut ev = vec![(base, Event::Mark(start))];
     for m in Mark::ALL {
         if let Some(off) = s.mark(m) {
-            ev.push((base + off, m.as_str(), true));
+            ev.push((base + off, Event::Mark(m.as_str())));
         }
     }
     for (off, text) in s.annotations() {
-        ev.push((base + off, text, false));
+        ev.push((base + off, Event::Note(text)));
     }
+    if let Some(off) = s.annotations_cut_at() {
+        ev.push((
+            base + off,
+            Event::Cut(s.annotations_dropped(), s.annotation_bytes_dropped()),
+        ));
+    }
+    // Stable: the cut follows the line it cut.
     ev.sort_by_key(|e| e.0);
     ev
 }
 
 /// The tree as indented text: one header line per span, then its marks
 /// (`[sent]`) and annotations, each stamped in µs from the root's start.
-/// Children are indented under their parent.
+/// Children are indented under their parent. A tree that reached its span
+/// limit says how many children it dropped on its first line; a span whose
+/// annotations reached their limit shows a `[annotations truncated …]`
+/// marker where the cut is.
 ///
 /// ```text
 /// trace 000000000000002a
@@ -76,7 +98,16 @@ fn events<'a>(root: &Span, s: &'a Span) -> Vec<(Duration, &'a str, bool)> {
 pub fn text(t: &TreeView<'_>) -> String {
     let root = t.root();
     let mut out = String::with_capacity(256 * t.len());
-    let _ = writeln!(out, "trace {:016x}", root.trace_id());
+    let _ = write!(out, "trace {:016x}", root.trace_id());
+    if t.dropped_spans() > 0 {
+        let _ = write!(
+            out,
+            " dropped_spans={} (the tree keeps {} spans)",
+            t.dropped_spans(),
+            t.len()
+        );
+    }
+    out.push('\n');
     for (depth, s) in ordered(t) {
         let pad = "  ".repeat(depth);
         let _ = write!(
@@ -105,15 +136,25 @@ pub fn text(t: &TreeView<'_>) -> String {
             out.push_str(" abandoned");
         }
         out.push('\n');
-        for (at, label, is_mark) in events(root, s) {
-            if is_mark {
-                let _ = writeln!(out, "{pad}  +{}us [{label}]", us(at));
-            } else {
-                // A multi-line annotation continues under its first line.
-                let mut lines = label.lines();
-                let _ = writeln!(out, "{pad}  +{}us {}", us(at), lines.next().unwrap_or(""));
-                for more in lines {
-                    let _ = writeln!(out, "{pad}    {more}");
+        for (at, event) in events(root, s) {
+            match event {
+                Event::Mark(label) => {
+                    let _ = writeln!(out, "{pad}  +{}us [{label}]", us(at));
+                }
+                Event::Note(text) => {
+                    // A multi-line annotation continues under its first line.
+                    let mut lines = text.lines();
+                    let _ = writeln!(out, "{pad}  +{}us {}", us(at), lines.next().unwrap_or(""));
+                    for more in lines {
+                        let _ = writeln!(out, "{pad}    {more}");
+                    }
+                }
+                Event::Cut(lines, bytes) => {
+                    let _ = writeln!(
+                        out,
+                        "{pad}  +{}us [annotations truncated: {lines} cut or dropped, {bytes} bytes not kept]",
+                        us(at)
+                    );
                 }
             }
         }
@@ -140,17 +181,20 @@ fn json_str(out: &mut String, s: &str) {
     out.push('"');
 }
 
-/// The tree as JSON: `{"trace_id": hex, "spans": [...]}` with spans in the
-/// same depth-first order as [`text`], each with its parent id, so a page
-/// can rebuild the tree. Ids are hex strings (a `u64` does not fit a JSON
-/// number exactly); times are µs from the root's start.
+/// The tree as JSON: `{"trace_id": hex, "dropped_spans": n, "spans": [...]}`
+/// with spans in the same depth-first order as [`text`], each with its
+/// parent id, so a page can rebuild the tree. Ids are hex strings (a `u64`
+/// does not fit a JSON number exactly); times are µs from the root's start.
+/// A span whose annotations were cut has `"annotations_truncated":
+/// {"at_us", "dropped", "bytes"}`.
 pub fn json(t: &TreeView<'_>) -> String {
     let root = t.root();
     let mut out = String::with_capacity(384 * t.len());
     let _ = write!(
         out,
-        "{{\"trace_id\":\"{:016x}\",\"spans\":[",
-        root.trace_id()
+        "{{\"trace_id\":\"{:016x}\",\"dropped_spans\":{},\"spans\":[",
+        root.trace_id(),
+        t.dropped_spans(),
     );
     for (i, (depth, s)) in ordered(t).into_iter().enumerate() {
         if i > 0 {
@@ -201,7 +245,17 @@ pub fn json(t: &TreeView<'_>) -> String {
             json_str(&mut out, text);
             out.push('}');
         }
-        out.push_str("]}");
+        out.push(']');
+        if let Some(off) = s.annotations_cut_at() {
+            let _ = write!(
+                out,
+                ",\"annotations_truncated\":{{\"at_us\":{},\"dropped\":{},\"bytes\":{}}}",
+                us(base + off),
+                s.annotations_dropped(),
+                s.annotation_bytes_dropped(),
+            );
+        }
+        out.push('}');
     }
     out.push_str("]}");
     out

@@ -6,10 +6,17 @@ use std::time::Duration;
 
 use keel_pool::Pooled;
 
-use crate::span::Kind;
+use crate::span::{ANNOTATION_BYTES_KEPT, Kind, MAX_ANNOTATION_BYTES, Span};
 use crate::tree::{TreeCell, TreeView};
 
-/// Bounds of a [`Store`].
+/// Bounds of a [`Store`] and of the trees that go to it.
+///
+/// A tree is bounded while it is still open, not only once stored: it keeps
+/// at most `max_spans_per_tree` spans and each span at most
+/// `max_annotation_bytes` of annotations, so a server span that makes a
+/// million backend calls, or annotates in a loop, holds a bounded amount of
+/// memory ([`max_tree_bytes`](Self::max_tree_bytes); about 650 KB with the
+/// defaults).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreConfig {
     /// Most trees kept. Default 1024.
@@ -17,14 +24,50 @@ pub struct StoreConfig {
     /// Most bytes kept (spans, annotation buffers, tree cells). Default
     /// 16 MiB.
     pub max_bytes: usize,
+    /// Most spans a tree keeps, root included. Children that finish when
+    /// the tree is full are counted ([`TreeSummary::dropped_spans`]) and go
+    /// back to the pool at once. Default 512.
+    pub max_spans_per_tree: usize,
+    /// Most bytes of annotations a span keeps: each line's text plus
+    /// [`ANNOTATION_OVERHEAD`](crate::ANNOTATION_OVERHEAD) bytes. A line that
+    /// does not fit is cut, later lines are counted, not kept, and rendering
+    /// marks the cut. Default 1 KiB
+    /// ([`MAX_ANNOTATION_BYTES`](crate::MAX_ANNOTATION_BYTES)).
+    pub max_annotation_bytes: usize,
+}
+
+impl StoreConfig {
+    /// The default configuration.
+    pub const DEFAULT: StoreConfig = StoreConfig {
+        max_trees: 1024,
+        max_bytes: 16 << 20,
+        max_spans_per_tree: 512,
+        max_annotation_bytes: MAX_ANNOTATION_BYTES,
+    };
+
+    /// The most heap a tree under this configuration holds, open or
+    /// finished: its spans (each with an annotation buffer of at most
+    /// `max_annotation_bytes`, or the [`ANNOTATION_BYTES_KEPT`] a reused span
+    /// may bring along), its children vector, its cell. What
+    /// [`TreeSummary::bytes`] reports never exceeds it.
+    pub fn max_tree_bytes(&self) -> usize {
+        let spans = self.max_spans_per_tree.max(1);
+        let span =
+            std::mem::size_of::<Span>() + self.max_annotation_bytes.max(ANNOTATION_BYTES_KEPT);
+        // The children vector grows by doubling up to the limit, from what
+        // a reused tree kept.
+        let children = (spans - 1)
+            .next_power_of_two()
+            .max(crate::tree::CHILD_CAPACITY_KEPT);
+        spans.saturating_mul(span)
+            + children * std::mem::size_of::<keel_pool::Pooled<'static, Span>>()
+            + TreeCell::FIXED_BYTES
+    }
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig {
-            max_trees: 1024,
-            max_bytes: 16 << 20,
-        }
+        Self::DEFAULT
     }
 }
 
@@ -43,10 +86,13 @@ pub struct TreeSummary {
     pub latency: Duration,
     /// Root status.
     pub status: i32,
-    /// Whether any span in the tree has a non-zero status.
+    /// Whether any span in the tree, kept or dropped, has a non-zero status.
     pub error: bool,
-    /// Spans in the tree, root included.
+    /// Spans kept in the tree, root included.
     pub spans: usize,
+    /// Children counted but not kept: they finished when the tree already
+    /// held [`StoreConfig::max_spans_per_tree`] spans.
+    pub dropped_spans: u64,
     /// Bytes the tree holds.
     pub bytes: usize,
     /// Submission order (1 = first tree this store received).
@@ -155,8 +201,9 @@ impl Store {
                 method: root.method(),
                 latency: root.latency(),
                 status: root.status(),
-                error: view.spans().any(|s| s.status() != 0),
+                error: view.dropped_error() || view.spans().any(|s| s.status() != 0),
                 spans: view.len(),
+                dropped_spans: view.dropped_spans(),
                 bytes: TreeCell::footprint(&d),
                 seq: 0,
             }
@@ -285,5 +332,22 @@ impl std::fmt::Debug for Store {
             .field("config", &self.config)
             .field("stats", &self.stats())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_trees_stay_under_a_megabyte() {
+        let c = StoreConfig::default();
+        assert!(c.max_tree_bytes() < 1 << 20, "{}", c.max_tree_bytes());
+        // Raising a limit raises the bound.
+        let more = StoreConfig {
+            max_annotation_bytes: 4 << 10,
+            ..c
+        };
+        assert!(more.max_tree_bytes() > c.max_tree_bytes() + 511 * 3 * 1024);
     }
 }

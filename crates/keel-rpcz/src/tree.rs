@@ -19,12 +19,26 @@ pub static SPANS: Pool<Span> = Pool::with_config("rpcz.spans", Span::fresh, Pool
 
 /// Every tree (the shared owner of one root and its children) comes from
 /// here.
-pub static TREES: Pool<TreeCell> = Pool::new("rpcz.trees", TreeCell::fresh);
+///
+/// A tree cell is a pointer in the pool's slot and about 400 bytes of heap
+/// (its shared state and children vector), so its blocks and thread caches
+/// are sized by that: 16 cells a block, so that a few live trees pin little
+/// free memory, and 64 a thread.
+pub static TREES: Pool<TreeCell> = Pool::with_config(
+    "rpcz.trees",
+    TreeCell::fresh,
+    PoolConfig {
+        block_objects: Some(16),
+        local_capacity: Some(64),
+        ..PoolConfig::DEFAULT
+    },
+);
 
 /// Children a fresh tree has room for without growing (kept across reuse).
 const CHILD_CAPACITY: usize = 16;
-/// A tree that grew past this many children shrinks back on reuse.
-const CHILD_CAPACITY_KEPT: usize = 1024;
+/// A tree that grew past this many children shrinks back on reuse (rule R7:
+/// 1 KiB of handles, like a span's annotation buffer).
+pub(crate) const CHILD_CAPACITY_KEPT: usize = 64;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -63,6 +77,12 @@ pub(crate) struct TreeData {
     store: Option<Arc<Store>>,
     pub(crate) root: Option<Pooled<'static, Span>>,
     pub(crate) children: Vec<Pooled<'static, Span>>,
+    /// Most spans kept, root included (from the store's config).
+    max_spans: usize,
+    /// Finished children counted but not kept (beyond `max_spans`).
+    pub(crate) dropped: u64,
+    /// Whether one of the dropped children failed.
+    pub(crate) dropped_error: bool,
 }
 
 impl TreeCell {
@@ -75,16 +95,23 @@ impl TreeCell {
                     store: None,
                     root: None,
                     children: Vec::with_capacity(CHILD_CAPACITY),
+                    max_spans: usize::MAX,
+                    dropped: 0,
+                    dropped_error: false,
                 }),
             }),
         }
     }
 
+    /// Bytes of a tree besides its spans and children vector: the cell and
+    /// its shared state (with the `Arc`'s counts).
+    pub(crate) const FIXED_BYTES: usize = std::mem::size_of::<TreeCell>()
+        + std::mem::size_of::<TreeShared>()
+        + 2 * std::mem::size_of::<usize>();
+
     /// Heap bytes the finished tree holds (spans, buffers, the cell itself).
     pub(crate) fn footprint(data: &TreeData) -> usize {
-        std::mem::size_of::<TreeCell>()
-            + std::mem::size_of::<TreeShared>()
-            + 2 * std::mem::size_of::<usize>() // Arc counts
+        Self::FIXED_BYTES
             + data.children.capacity() * std::mem::size_of::<Pooled<'static, Span>>()
             + data.root.as_ref().map_or(0, |s| s.footprint())
             + data.children.iter().map(|s| s.footprint()).sum::<usize>()
@@ -102,9 +129,20 @@ impl Reset for TreeCell {
             d.children.shrink_to(CHILD_CAPACITY);
         }
         d.store = None;
+        d.max_spans = usize::MAX;
+        d.dropped = 0;
+        d.dropped_error = false;
         self.shared.outstanding.store(0, Ordering::Relaxed);
         // `cell` is already `None`: the finisher took it.
         debug_assert!(d.cell.is_none());
+    }
+
+    /// The shared state's allocation and the children vector's capacity.
+    fn heap_bytes(&self) -> usize {
+        let d = lock(&self.shared.data);
+        2 * std::mem::size_of::<usize>() // Arc counts
+            + std::mem::size_of::<TreeShared>()
+            + d.children.capacity() * std::mem::size_of::<Pooled<'static, Span>>()
     }
 }
 
@@ -129,6 +167,8 @@ struct Live {
     span: Mutex<Pooled<'static, Span>>,
     ctx: TraceContext,
     is_root: bool,
+    /// The store's `max_annotation_bytes`, handed down to children.
+    annotation_limit: usize,
 }
 
 impl SpanHandle {
@@ -170,6 +210,7 @@ impl SpanHandle {
         parent_span_id: u64,
         start: Instant,
     ) -> SpanHandle {
+        let config = store.config();
         let cell = TREES.get();
         let tree = cell.shared.clone();
         {
@@ -177,6 +218,7 @@ impl SpanHandle {
             debug_assert!(d.cell.is_none() && d.root.is_none() && d.children.is_empty());
             d.cell = Some(cell);
             d.store = Some(store.clone());
+            d.max_spans = config.max_spans_per_tree;
         }
         tree.outstanding.store(1, Ordering::Relaxed);
         let ctx = TraceContext {
@@ -187,9 +229,16 @@ impl SpanHandle {
         SpanHandle {
             live: Some(Live {
                 tree,
-                span: Mutex::new(new_span(kind, method, ctx, start)),
+                span: Mutex::new(new_span(
+                    kind,
+                    method,
+                    ctx,
+                    start,
+                    config.max_annotation_bytes,
+                )),
                 ctx,
                 is_root: true,
+                annotation_limit: config.max_annotation_bytes,
             }),
         }
     }
@@ -208,6 +257,12 @@ impl SpanHandle {
     /// The child shares this span's tree: the tree is complete only when
     /// every span in it has finished, in whatever order and on whatever
     /// threads. The child knows its parent only by id.
+    ///
+    /// A child is always recorded while open (its ids travel to the callee,
+    /// so the distributed trace stays whole), but a tree keeps at most
+    /// [`StoreConfig::max_spans_per_tree`](crate::StoreConfig::max_spans_per_tree)
+    /// spans: a child that finishes when the tree is full is counted and
+    /// goes straight back to the pool.
     pub fn child_at(&self, method: &'static str, start: Instant) -> SpanHandle {
         let Some(live) = &self.live else {
             return SpanHandle::none();
@@ -223,9 +278,16 @@ impl SpanHandle {
         SpanHandle {
             live: Some(Live {
                 tree: live.tree.clone(),
-                span: Mutex::new(new_span(Kind::Client, method, ctx, start)),
+                span: Mutex::new(new_span(
+                    Kind::Client,
+                    method,
+                    ctx,
+                    start,
+                    live.annotation_limit,
+                )),
                 ctx,
                 is_root: false,
+                annotation_limit: live.annotation_limit,
             }),
         }
     }
@@ -250,7 +312,9 @@ impl SpanHandle {
     }
 
     /// Adds a timestamped text line. Allocates nothing while the span's
-    /// buffer has room (its capacity survives reuse).
+    /// buffer has room (its capacity survives reuse). Past the span's
+    /// annotation limit the line is cut, and later lines are only counted
+    /// (see [`Span`]).
     #[inline]
     pub fn annotate(&self, text: &str) {
         if self.live.is_some() {
@@ -344,14 +408,23 @@ impl Live {
             None => span.abandoned = true,
         }
         span.set_end(at);
-        {
+        let over = {
             let mut d = lock(&tree.data);
             if is_root {
                 d.root = Some(span);
-            } else {
+                None
+            } else if d.children.len() + 1 < d.max_spans {
                 d.children.push(span);
+                None
+            } else {
+                d.dropped += 1;
+                d.dropped_error |= span.status != 0;
+                Some(span)
             }
-        }
+        };
+        // A child beyond the tree's limit goes back to the pool now, outside
+        // the tree's lock.
+        drop(over);
         // AcqRel: the last finisher sees every other finisher's span (each
         // pushed before its own decrement).
         if tree.outstanding.fetch_sub(1, Ordering::AcqRel) != 1 {
@@ -376,8 +449,10 @@ fn new_span(
     method: &'static str,
     ctx: TraceContext,
     start: Instant,
+    annotation_limit: usize,
 ) -> Pooled<'static, Span> {
     let mut s = SPANS.get();
+    s.set_annotation_limit(annotation_limit);
     s.trace_id = ctx.trace_id;
     s.span_id = ctx.span_id;
     s.parent_span_id = ctx.parent_span_id;
@@ -423,9 +498,21 @@ impl<'a> TreeView<'a> {
             .expect("a finished tree has its root: the root counts as outstanding until it ends")
     }
 
-    /// Every span but the root, in the order they finished.
+    /// Every span kept but the root, in the order they finished.
     pub fn children(&self) -> &'a [Pooled<'static, Span>] {
         &self.data.children
+    }
+
+    /// Children that finished after the tree was full
+    /// ([`StoreConfig::max_spans_per_tree`](crate::StoreConfig::max_spans_per_tree)):
+    /// counted, not kept.
+    pub fn dropped_spans(&self) -> u64 {
+        self.data.dropped
+    }
+
+    /// Whether a dropped child failed (non-zero status).
+    pub fn dropped_error(&self) -> bool {
+        self.data.dropped_error
     }
 
     /// Root first, then the others in finish order.
@@ -433,7 +520,7 @@ impl<'a> TreeView<'a> {
         std::iter::once(self.root()).chain(self.data.children.iter().map(|s| &**s))
     }
 
-    /// Number of spans, root included.
+    /// Number of spans kept, root included.
     pub fn len(&self) -> usize {
         1 + self.data.children.len()
     }

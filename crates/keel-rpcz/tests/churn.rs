@@ -37,6 +37,7 @@ fn ten_million_spans_stay_bounded_and_return_to_baseline() {
     let store = Arc::new(Store::new(StoreConfig {
         max_trees: 100_000,
         max_bytes: MAX_BYTES,
+        ..StoreConfig::default()
     }));
     // Warm up: pools registered, this thread's caches built.
     call(&store, 1);

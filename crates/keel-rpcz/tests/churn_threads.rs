@@ -29,6 +29,7 @@ fn trees_finished_across_two_threads_leave_nothing_behind() {
     let store = Arc::new(Store::new(StoreConfig {
         max_trees: 100_000,
         max_bytes: MAX_BYTES,
+        ..StoreConfig::default()
     }));
     // Warm up the pools' registrations on this thread.
     SpanHandle::server(&store, "warm.Up.Call", None, Instant::now()).finish(0);

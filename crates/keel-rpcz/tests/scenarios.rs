@@ -121,7 +121,10 @@ fn child_finishing_after_its_server_span() {
 #[test]
 fn a_thousand_children_finishing_concurrently_on_two_threads() {
     let _g = serial();
-    let store = store();
+    let store = Arc::new(Store::new(StoreConfig {
+        max_spans_per_tree: 1_001,
+        ..StoreConfig::default()
+    }));
     for round in 0..20 {
         let server = SpanHandle::server(&store, "test.Svc.FanOut", None, Instant::now());
         let trace = server.context().unwrap().trace_id;
@@ -251,6 +254,7 @@ fn store_count_bound_evicts_oldest_first() {
     let store = Arc::new(Store::new(StoreConfig {
         max_trees: 3,
         max_bytes: usize::MAX,
+        ..StoreConfig::default()
     }));
     let ids: Vec<u64> = (0..5).map(|i| tree(&store, "test.S.M", i, 0)).collect();
     let got: Vec<u64> = store
@@ -281,6 +285,7 @@ fn store_byte_bound_evicts_oldest_first() {
     let store = Arc::new(Store::new(StoreConfig {
         max_trees: 100,
         max_bytes: one * 5 / 2,
+        ..StoreConfig::default()
     }));
     let ids: Vec<u64> = (0..6).map(|i| tree(&store, "test.S.M", i, 0)).collect();
     let got: Vec<u64> = store
@@ -304,6 +309,7 @@ fn store_byte_bound_evicts_oldest_first() {
     let small = Arc::new(Store::new(StoreConfig {
         max_trees: 100,
         max_bytes: 64, // smaller than any tree's fixed part
+        ..StoreConfig::default()
     }));
     tree(&small, "test.S.M", 1, 0);
     assert_eq!(small.stats().refused, 1);
@@ -416,7 +422,7 @@ fn renders_text_and_json() {
     let json = store.render_json(s.trace_id).unwrap();
     let want = format!(
         concat!(
-            r#"{{"trace_id":"{t:016x}","spans":["#,
+            r#"{{"trace_id":"{t:016x}","dropped_spans":0,"spans":["#,
             r#"{{"span_id":"{s:016x}","parent_span_id":"0000000000000000","depth":0,"kind":"server","method":"example.EchoService.Echo","protocol":"baidu_std","peer":"10.0.0.1:8000","status":0,"request_size":12,"response_size":34,"start_us":0,"latency_us":500,"abandoned":false,"marks":{{"handler_start":100,"handler_end":480,"sent":500}},"annotations":[{{"at_us":120,"text":"cache miss"}}]}},"#,
             r#"{{"span_id":"{c:016x}","parent_span_id":"{s:016x}","depth":1,"kind":"client","method":"example.Backend.Get","protocol":"","peer":null,"status":0,"request_size":0,"response_size":0,"start_us":150,"latency_us":300,"abandoned":false,"marks":{{"sent":160,"response_received":450}},"annotations":[{{"at_us":200,"text":"say \"hi\"\nto \\ all"}}]}}"#,
             r#"]}}"#
@@ -476,5 +482,82 @@ fn annotation_capacity_survives_reuse() {
             assert!(t.root().annotation_capacity() >= 1_000, "capacity kept");
         })
         .expect("tree stored");
+    assert_nothing_left(&store);
+}
+
+/// A tree keeps at most `max_spans_per_tree` spans and a span at most
+/// `max_annotation_bytes` of annotations; what is dropped is counted, shown
+/// in the summary and in both renderings, and goes back to the pool at once.
+#[test]
+fn limits_count_what_they_drop_and_render_it() {
+    let _g = serial();
+    let store = Arc::new(Store::new(StoreConfig {
+        max_spans_per_tree: 3,
+        max_annotation_bytes: 40,
+        ..StoreConfig::default()
+    }));
+    let us = Duration::from_micros;
+    let t0 = Instant::now();
+    let server = SpanHandle::server(&store, "test.S.Limits", None, t0);
+    let trace = server.context().unwrap().trace_id;
+    // 12 + 10 bytes; then 12 + 6 of 16 bytes (cut); then nothing of 4.
+    server.annotate_at(t0 + us(10), "0123456789");
+    server.annotate_at(t0 + us(20), "abcdefghijklmnop");
+    server.annotate_at(t0 + us(30), "gone");
+    for (i, status) in [0, 0, 5, 0].into_iter().enumerate() {
+        let c = server.child_at("test.B.Call", t0 + us(100 * (i as u64 + 1)));
+        c.set_request_size(i as u64);
+        c.finish_at(status, t0 + us(100 * (i as u64 + 1) + 50));
+        // The first two are kept; the others went straight back to the pool.
+        let kept = (i + 1).min(2) as u64;
+        assert_eq!(SPANS.stats().live, 1 + kept, "child {i}");
+    }
+    server.finish_at(0, t0 + us(900));
+
+    let summary = store.query(&Query::default())[0];
+    assert_eq!((summary.spans, summary.dropped_spans), (3, 2));
+    assert!(
+        summary.error,
+        "a dropped child's failure still marks the tree"
+    );
+    assert!(summary.bytes <= store.config().max_tree_bytes());
+    store
+        .with_tree(trace, |t| {
+            assert_eq!(t.len(), 3);
+            assert_eq!(t.dropped_spans(), 2);
+            let sizes: Vec<u64> = t.children().iter().map(|s| s.request_size()).collect();
+            assert_eq!(sizes, vec![0, 1], "the first children to finish are kept");
+            let root = t.root();
+            let notes: Vec<&str> = root.annotations().map(|(_, n)| n).collect();
+            assert_eq!(notes, vec!["0123456789", "abcdef"]);
+            assert_eq!(root.annotations_dropped(), 2);
+            assert_eq!(root.annotation_bytes_dropped(), 10 + 4);
+            assert_eq!(root.annotations_cut_at(), Some(us(20)));
+            // The buffer (fresh, or reused with what it kept) did not grow
+            // for a 40-byte limit.
+            assert!(root.annotation_capacity() <= keel_rpcz::ANNOTATION_BYTES_KEPT);
+        })
+        .expect("tree stored");
+
+    let text = store.render_text(trace).unwrap();
+    assert!(
+        text.starts_with(&format!(
+            "trace {trace:016x} dropped_spans=2 (the tree keeps 3 spans)\n"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "  +20us abcdef\n  +20us [annotations truncated: 2 cut or dropped, 14 bytes not kept]\n"
+        ),
+        "{text}"
+    );
+    let json = store.render_json(trace).unwrap();
+    assert!(json.contains(r#""dropped_spans":2,"#), "{json}");
+    assert!(
+        json.contains(r#""annotations_truncated":{"at_us":20,"dropped":2,"bytes":14}"#),
+        "{json}"
+    );
+    assert_json_shape(&json);
     assert_nothing_left(&store);
 }
