@@ -207,6 +207,7 @@ async fn a_server_isolated_for_a_broken_connection_is_probed_soon_and_less_often
     // 100 ms).
     eventually("three probes", || cluster.stats().probes >= 3).await;
     let third = isolated_at.elapsed();
+    eprintln!("probes after the isolation: first at {first:?}, third at {third:?}");
     assert!(
         third >= Duration::from_millis(600),
         "third probe after {third:?}"

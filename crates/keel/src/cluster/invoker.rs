@@ -282,7 +282,7 @@ impl Invoker {
             },
         };
         match &result {
-            Err(status) if status.code() == Code::ERPCTIMEDOUT => outcome.deadline_reached(),
+            Err(status) if status.code() == Code::ERPCTIMEDOUT => outcome.timed_out(),
             _ => outcome.record(result.as_ref().err().map(Status::code)),
         }
         result
@@ -385,9 +385,10 @@ impl Outcome<'_> {
         self.invoker.record(failure, self.started.elapsed());
     }
 
-    /// The attempt ended at the call's deadline: a timeout of the server
-    /// if it had a fair chance, else nothing.
-    fn deadline_reached(&mut self) {
+    /// The attempt timed out, not by its own attempt timeout (at the
+    /// call's deadline, or the server gave up at it): a timeout of the
+    /// server if it had a fair chance, else nothing.
+    fn timed_out(&mut self) {
         if breaker::fair_timeout(self.invoker, self.started.elapsed()) {
             self.record(Some(Code::ERPCTIMEDOUT));
         }
@@ -398,7 +399,7 @@ impl Outcome<'_> {
 impl Drop for Outcome<'_> {
     fn drop(&mut self) {
         if !self.recorded && self.deadline.is_some_and(|d| Instant::now() >= d) {
-            self.deadline_reached();
+            self.timed_out();
         }
     }
 }

@@ -6,7 +6,9 @@
 //!   channel's retry loop ──► Cluster::attempt ── pick (load balancer) ──► Invoker::call
 //!     (failover: the next        │  backup request: a second server after a delay
 //!      attempt avoids the        └  circuit breaker: isolate failing servers
-//!      servers tried)
+//!      servers tried; then
+//!      isolated ones likely
+//!      back, see `pick`)
 //! ```
 //!
 //! Owns: the directory, invokers, picks, backup requests, broadcast, the
