@@ -136,11 +136,26 @@ impl fmt::Debug for Code {
 /// assert_eq!(status.to_string(), "ERPCTIMEDOUT(1008): reached timeout=100ms");
 /// assert_eq!(Status::new(Code::new(42), "out of stock").to_string(), "E42: out of stock");
 /// ```
-#[derive(Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, thiserror::Error)]
 pub struct Status {
     code: Code,
     message: Cow<'static, str>,
+    /// Set by a transport whose attempt failed before any byte of the
+    /// request was written (a refused connection, a connection lost before
+    /// the request went out): no handler can have run it. The retry loop
+    /// reads it (a retry after such a failure costs no retry budget); it is
+    /// never sent on the wire and takes no part in equality.
+    unwritten: bool,
 }
+
+/// Code and message: two statuses that read the same are equal.
+impl PartialEq for Status {
+    fn eq(&self, other: &Status) -> bool {
+        self.code == other.code && self.message == other.message
+    }
+}
+
+impl Eq for Status {}
 
 impl Status {
     /// A failure with `code` and `message`.
@@ -152,7 +167,21 @@ impl Status {
         Status {
             code,
             message: message.into(),
+            unwritten: false,
         }
+    }
+
+    /// This status, marked as the failure of an attempt whose request was
+    /// not written at all (see [`request_unwritten`](Self::request_unwritten)).
+    pub(crate) fn with_request_unwritten(mut self) -> Status {
+        self.unwritten = true;
+        self
+    }
+
+    /// Whether a transport reported that the failed attempt wrote no byte
+    /// of its request, so no handler can have run it.
+    pub(crate) fn request_unwritten(&self) -> bool {
+        self.unwritten
     }
 
     /// The error code.

@@ -352,7 +352,9 @@ impl Channel {
     /// interceptors, retries retryable failures, and enforces the timeout
     /// (`options.timeout`, else the channel's default): past it the attempt
     /// in flight is dropped (which cancels it) and the result is
-    /// [`Code::ERPCTIMEDOUT`].
+    /// [`Code::ERPCTIMEDOUT`], whose message ends with the last failed
+    /// attempt's error, if any (a call that fails at or after its deadline
+    /// reports ERPCTIMEDOUT, whatever its last attempt said).
     pub async fn call(
         &self,
         method: &'static MethodDescriptor,
@@ -397,19 +399,20 @@ impl Channel {
             span: &span,
         };
         let max_retry = options.max_retry.unwrap_or(core.max_retry);
-        let call = core.route.call(&attempt, max_retry);
+        let mut last_failure = None;
+        let call = core.route.call(&attempt, max_retry, &mut last_failure);
         let result = match deadline {
             None => call.await,
             Some(deadline) => match tokio::time::timeout_at(deadline, call).await {
-                // The server (or an in-process handler) stopped at the same
-                // deadline: report it as the caller's timeout, like ours.
-                Ok(Err(status))
-                    if status.code() == Code::ERPCTIMEDOUT && Instant::now() >= deadline =>
-                {
-                    Err(timed_out(method, timeout))
+                // A failure at or past the deadline (the server stopping at
+                // the same deadline, or an attempt's own failure coming in
+                // late) is the caller's timeout; what failed goes in the
+                // message.
+                Ok(Err(status)) if Instant::now() >= deadline => {
+                    Err(timed_out(method, timeout, Some(&status)))
                 }
                 Ok(result) => result,
-                Err(_elapsed) => Err(timed_out(method, timeout)),
+                Err(_elapsed) => Err(timed_out(method, timeout, last_failure.as_ref())),
             },
         };
         stats.finish(started.elapsed(), result.is_err());
@@ -481,10 +484,20 @@ impl crate::server::Server {
     }
 }
 
-fn timed_out(method: &MethodDescriptor, timeout: Option<Duration>) -> Status {
+/// The status of a call whose deadline passed; `last_failure`: the
+/// failure of its last attempt that failed, if one did.
+fn timed_out(
+    method: &MethodDescriptor,
+    timeout: Option<Duration>,
+    last_failure: Option<&Status>,
+) -> Status {
     let millis = timeout.map_or(0, |t| t.as_millis());
-    Status::new(
-        Code::ERPCTIMEDOUT,
-        format!("reached timeout={millis}ms calling {method}"),
-    )
+    let message = match last_failure {
+        // The server's own timeout at the same deadline adds nothing.
+        Some(failure) if failure.code() != Code::ERPCTIMEDOUT => {
+            format!("reached timeout={millis}ms calling {method}; last attempt: {failure}")
+        }
+        _ => format!("reached timeout={millis}ms calling {method}"),
+    };
+    Status::new(Code::ERPCTIMEDOUT, message)
 }

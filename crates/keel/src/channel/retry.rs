@@ -7,7 +7,8 @@
 //!                    ├─► InProcess: the server's dispatch path
 //!                    └─► Custom:    dyn Transport
 //!            retryable failure, retries left, deadline not passed,
-//!            budget allows (cluster) ──► again
+//!            budget allows (cluster; free when no handler can have run
+//!            the request) ──► again
 //! ```
 //!
 //! Owns: the retry decision. What is retryable depends on where the call
@@ -16,6 +17,27 @@
 //! default policy retries elsewhere (stopping, overloaded) — see
 //! [`Cluster::retryable`]. May not touch: picking servers, connections,
 //! timeouts (the channel bounds the whole loop by the call's deadline).
+//!
+//! ## What a retry costs
+//!
+//! A cluster's retry budget caps retries at a share of calls, so a sick
+//! cluster is not hit by a retry storm on top of its load. A retry after a
+//! failure that cannot have reached a handler cost the servers nothing and
+//! spends no budget (it still counts against `max_retry`):
+//!
+//! | failed attempt                                            | handler may have run? | budget  |
+//! |-----------------------------------------------------------|-----------------------|---------|
+//! | connection refused or not made within the connect timeout | no                    | free    |
+//! | connection lost before any byte of the request was written | no                   | free    |
+//! | `ELOGOFF`: the server is stopping and refused the request | no                    | free    |
+//! | `EHOSTDOWN`: no server could be picked                    | no                    | free    |
+//! | connection lost after (part of) the request was written   | yes                   | spends  |
+//! | a timeout (with an attempt timeout set)                   | yes                   | spends  |
+//! | `ELIMIT`, `EOVERCROWDED`: overloaded                       | no, but retrying overload is the storm the budget stops | spends |
+//!
+//! The transport tells the first two apart from a connection lost later
+//! (both are `EFAILEDSOCKET`) by an internal mark on the status
+//! (`Status::request_unwritten`), never sent on the wire.
 
 use tokio::time::Instant;
 
@@ -40,8 +62,15 @@ pub(crate) enum Route {
 
 impl Route {
     /// Sends `call`, retrying retryable failures up to `max_retry` times
-    /// within the call's deadline.
-    pub(crate) async fn call(&self, call: &Call<'_>, max_retry: u32) -> Result<Reply, Status> {
+    /// within the call's deadline. `last_failure` keeps the failure of the
+    /// latest attempt that was retried, for the channel to report if the
+    /// deadline cuts the next one short.
+    pub(crate) async fn call(
+        &self,
+        call: &Call<'_>,
+        max_retry: u32,
+        last_failure: &mut Option<Status>,
+    ) -> Result<Reply, Status> {
         let max_retry = match self {
             Route::Cluster(cluster) => cluster.max_retry(max_retry),
             Route::InProcess(_) => 0,
@@ -61,9 +90,10 @@ impl Route {
                     if retries < max_retry
                         && self.retryable(&status)
                         && call.deadline.is_none_or(|d| Instant::now() < d)
-                        && self.may_retry() =>
+                        && self.may_retry(&status) =>
                 {
                     retries += 1;
+                    *last_failure = Some(status);
                 }
                 result => return result,
             }
@@ -78,9 +108,14 @@ impl Route {
         }
     }
 
-    /// Takes a retry from the cluster's budget, if it keeps one.
-    fn may_retry(&self) -> bool {
+    /// Takes a retry after `failure` from the cluster's budget, if it
+    /// keeps one and the failed attempt may have run (see the module docs).
+    fn may_retry(&self, failure: &Status) -> bool {
         match self {
+            Route::Cluster(cluster) if !may_have_run(failure) => {
+                cluster.free_retry();
+                true
+            }
             Route::Cluster(cluster) => cluster.spend_retry(),
             _ => true,
         }
@@ -92,6 +127,35 @@ impl Route {
             Route::Cluster(cluster) => cluster.pending_calls(),
             Route::InProcess(_) => 0,
             Route::Custom(transport) => transport.pending_calls(),
+        }
+    }
+}
+
+/// Whether a handler may have run the request of an attempt that failed
+/// with `failure`, or retrying it may add to an overload: such retries
+/// spend the retry budget (the table in the module docs).
+fn may_have_run(failure: &Status) -> bool {
+    match failure.code() {
+        Code::EFAILEDSOCKET => !failure.request_unwritten(),
+        Code::ELOGOFF | Code::EHOSTDOWN => false,
+        _ => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_failures_that_may_have_run_spend_the_budget() {
+        let refused = Status::new(Code::EFAILEDSOCKET, "refused").with_request_unwritten();
+        let broken = Status::new(Code::EFAILEDSOCKET, "reset after the request was written");
+        assert!(!may_have_run(&refused));
+        assert!(may_have_run(&broken));
+        assert!(!may_have_run(&Status::new(Code::ELOGOFF, "stopping")));
+        assert!(!may_have_run(&Status::new(Code::EHOSTDOWN, "none")));
+        for code in [Code::ERPCTIMEDOUT, Code::ELIMIT, Code::EOVERCROWDED] {
+            assert!(may_have_run(&Status::new(code, "")), "{code}");
         }
     }
 }

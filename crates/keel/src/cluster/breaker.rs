@@ -3,18 +3,41 @@
 //!
 //! ```text
 //!   Breaker (one per channel, shared by its invokers through an Arc)
-//!     config · available count · transitions lock · isolations, revivals
+//!     config · available count · transitions lock · counters · wake
 //!     feedback ──► the balancer (given by the directory at construction)
 //!        ▲
 //!        │ Arc
 //!   BreakerState (one per invoker, a field of it; its fields private here)
-//!     admitted at · last isolation's length · revived at · alive
+//!     admitted at · why and when isolated · last isolation's length ·
+//!     revived at · alive
 //!
 //!   Invoker::record ── failure ──► failed ──► isolate ──► health-check task
-//!                                                 (back-off)   │ probe every interval
-//!                                                              ▼
-//!                                      feedback ◄── revive ◄── any answer
+//!                                                           │ probe after min_isolation,
+//!                                                           │ then backing off up to
+//!                                                           │ health_check_interval
+//!                                                           ▼
+//!                       feedback ◄── revive ◄── the first probe answered,
+//!                                          or a call answered (when isolated
+//!                                          for a broken connection)
 //! ```
+//!
+//! Why a server is out decides how it comes back. A broken or refused
+//! connection, or a server saying it is stopping (`ELOGOFF`), isolates it
+//! at once: such a server is usually restarting and back within moments,
+//! so it is probed after [`BreakerConfig::min_isolation`] (100 ms), then
+//! less and less often while it stays down, and the first answer revives
+//! it, as does any call that reaches it meanwhile (the cluster sends a
+//! retry to an isolated server rather than back to one the call saw fail).
+//! A server isolated for its error rate answers probes even while one of
+//! its methods fails, so its first probe comes later each time it is
+//! isolated again soon after a revival (up to
+//! [`BreakerConfig::max_isolation`], 1 s), which keeps it from flapping;
+//! no back-off keeps a healthy server out longer than that plus one probe.
+//!
+//! When the channel's last available server (which is never isolated)
+//! refuses a connection, the isolated servers' health checks are woken to
+//! probe at once: the last server is likely down too, and one of them is
+//! likely back.
 //!
 //! Owns: the breaker settings, the count of available invokers (so
 //! isolation never takes out the last one) and the lock that keeps it
@@ -29,16 +52,19 @@
 //! breaker makes every state change, under its lock), `reset_error_rate`
 //! and `answered` (its error EWMA and call count, the breaker's inputs),
 //! `call_unrecorded` (a probe that moves no statistics) and
-//! `breaker_state` (to find its own part). The invoker calls in at three
-//! points: when created ([`BreakerState::new`]), when destroyed
-//! ([`close`]) and when an attempt failed ([`failed`]). The two files name
-//! each other's types; neither reads the other's fields.
+//! `breaker_state` (to find its own part). The invoker calls in when
+//! created ([`BreakerState::new`]), when destroyed ([`close`]), when an
+//! attempt failed ([`failed`]) or succeeded while isolated
+//! ([`succeeded_while_isolated`]), and to ask whether a timeout counts
+//! ([`fair_timeout`]); the directory asks which isolated server is most
+//! likely back ([`revival_order`]). The two files name each other's types;
+//! neither reads the other's fields.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use super::invoker::{Invoker, InvokerState};
@@ -61,18 +87,26 @@ pub struct BreakerConfig {
     /// Calls a server must have answered since it was (re)admitted before
     /// its error rate can isolate it (default 16).
     pub min_calls: u32,
-    /// Time between health checks of an isolated server (default 1 s, at
-    /// least 10 ms): reconnect, then a probe call; any answer from the
-    /// server revives it.
+    /// The longest time between health checks of an isolated server
+    /// (default 1 s, at least 10 ms): reconnect, then a probe call; any
+    /// answer from the server revives it. Checks start sooner (see
+    /// `min_isolation`) and back off to this while the server stays down.
     pub health_check_interval: Duration,
-    /// A server isolated for its error rate stays out at least this long
-    /// before health checks may revive it (default 100 ms) ...
+    /// An isolated server is first health-checked after this (default
+    /// 100 ms; at most `health_check_interval` for a broken connection) ...
     pub min_isolation: Duration,
-    /// ... and, isolated again within this long of its revival, twice as
-    /// long as the time before, up to this (default 30 s; brpc's
-    /// circuit breaker does the same), so a server failing one method does
-    /// not flap in and out every interval.
+    /// ... and one isolated for its error rate again within this long of
+    /// its revival after twice as long as the time before, up to this
+    /// (default 1 s), so a server failing one method does not flap in and
+    /// out at every check. It bounds how long a healthy server stays out
+    /// after faults stop: keep it short.
     pub max_isolation: Duration,
+    /// A timeout counts against a server (its error rate, its error count)
+    /// only when the server had a fair chance: the attempt's own timeout
+    /// (`ClusterOptions::attempt_timeout`) expired, or the attempt lasted at
+    /// least this (default 50 ms). A caller's short deadline or a caller
+    /// giving up says nothing about the server.
+    pub fair_timeout: Duration,
 }
 
 impl Default for BreakerConfig {
@@ -83,7 +117,8 @@ impl Default for BreakerConfig {
             min_calls: 16,
             health_check_interval: Duration::from_secs(1),
             min_isolation: Duration::from_millis(100),
-            max_isolation: Duration::from_secs(30),
+            max_isolation: Duration::from_secs(1),
+            fair_timeout: Duration::from_millis(50),
         }
     }
 }
@@ -103,6 +138,10 @@ pub(crate) struct Breaker {
     transitions: Mutex<()>,
     isolations: AtomicU64,
     revivals: AtomicU64,
+    probes: AtomicU64,
+    /// Wakes the health checks of isolated servers to probe now (the last
+    /// available server refused a connection).
+    wake: Notify,
     /// Tells the balancer a server's usability changed (given by the
     /// directory at construction; the breaker knows nothing else of it).
     feedback: Feedback,
@@ -125,6 +164,8 @@ impl Breaker {
             transitions: Mutex::new(()),
             isolations: AtomicU64::new(0),
             revivals: AtomicU64::new(0),
+            probes: AtomicU64::new(0),
+            wake: Notify::new(),
             feedback,
         }
     }
@@ -137,6 +178,11 @@ impl Breaker {
     /// Isolated servers revived so far.
     pub(crate) fn revivals(&self) -> u64 {
         self.revivals.load(Ordering::Relaxed)
+    }
+
+    /// Health-check probes sent so far.
+    pub(crate) fn probes(&self) -> u64 {
+        self.probes.load(Ordering::Relaxed)
     }
 
     /// Tells the balancer that `invoker` became usable or unusable.
@@ -158,6 +204,12 @@ pub(crate) struct BreakerState {
     /// The invoker's answered calls when it was last revived: the breaker
     /// judges only calls answered since.
     admitted_at: AtomicU64,
+    /// Whether its current (or last) isolation was for its error rate
+    /// rather than a broken connection.
+    for_errors: AtomicBool,
+    /// The channel's isolation count when it was last isolated: a lower one
+    /// was isolated longer ago.
+    isolated_as: AtomicU64,
     /// The last error-rate isolation's length, in ms (0: none yet).
     isolation_ms: AtomicU64,
     /// When it was last revived (ms since the process's epoch; 0: never).
@@ -177,6 +229,8 @@ impl BreakerState {
         BreakerState {
             breaker,
             admitted_at: AtomicU64::new(0),
+            for_errors: AtomicBool::new(false),
+            isolated_as: AtomicU64::new(0),
             isolation_ms: AtomicU64::new(0),
             revived_at_ms: AtomicU64::new(0),
             alive: watch::channel(()).0,
@@ -201,8 +255,9 @@ pub(super) fn close(invoker: &Invoker) {
 
 /// Judges a failed attempt of `invoker` (not an overload answer), its
 /// `calls`-th answer, after which its recent error rate is `error_rate`:
-/// a failed connection isolates it at once, an error rate above the limit
-/// once it has answered enough calls since it was admitted.
+/// a failed connection or a stopping server isolates it at once, an error
+/// rate above the limit once it has answered enough calls since it was
+/// admitted.
 pub(super) fn failed(invoker: &Arc<Invoker>, code: Code, calls: u64, error_rate: f64) {
     let state = invoker.breaker_state();
     let config = &state.breaker.config;
@@ -210,18 +265,48 @@ pub(super) fn failed(invoker: &Arc<Invoker>, code: Code, calls: u64, error_rate:
         return;
     }
     let samples = calls.saturating_sub(state.admitted_at.load(Ordering::Relaxed));
-    if code == Code::EFAILEDSOCKET {
+    if matches!(code, Code::EFAILEDSOCKET | Code::ELOGOFF) {
         isolate(invoker, false);
     } else if samples >= u64::from(config.min_calls) && error_rate > config.error_rate {
         isolate(invoker, true);
     }
 }
 
+/// A call on `invoker` succeeded: if it is isolated for a broken
+/// connection, the connection works again, so it is revived at once
+/// (without waiting for its health check). One isolated for its error rate
+/// waits for its check: one success says little about its errors.
+pub(super) fn succeeded_while_isolated(invoker: &Invoker) {
+    let state = invoker.breaker_state();
+    if !state.for_errors.load(Ordering::Relaxed) && revive(invoker) {
+        state.breaker.changed(invoker);
+    }
+}
+
+/// How likely an isolated `invoker` is to be back, for the cluster's pick
+/// of an isolated server (lower first): isolated for a broken connection
+/// before isolated for errors, and then the one isolated longest ago.
+pub(super) fn revival_order(invoker: &Invoker) -> (bool, u64) {
+    let state = invoker.breaker_state();
+    (
+        state.for_errors.load(Ordering::Relaxed),
+        state.isolated_as.load(Ordering::Relaxed),
+    )
+}
+
+/// Whether an attempt that timed out after `elapsed` (not by its own
+/// attempt timeout) counts against `invoker`: see
+/// [`BreakerConfig::fair_timeout`].
+pub(super) fn fair_timeout(invoker: &Invoker, elapsed: Duration) -> bool {
+    elapsed >= invoker.breaker_state().breaker.config.fair_timeout
+}
+
 /// Takes `invoker` out of rotation until a health check revives it, unless
-/// it is the channel's last available one. `for_errors`: isolated by its
-/// error rate (it stays out a while, see [`BreakerConfig::min_isolation`])
-/// rather than by a broken connection (checked again from the next
-/// interval on).
+/// it is the channel's last available one (then, for a broken connection,
+/// wakes the isolated servers' health checks instead). `for_errors`:
+/// isolated by its error rate (first checked later each time it flaps, see
+/// [`BreakerConfig::max_isolation`]) rather than by a broken connection
+/// (first checked after `min_isolation`).
 fn isolate(invoker: &Arc<Invoker>, for_errors: bool) {
     // Only a runtime can check it later (an attempt dropped after its
     // runtime is gone records outside one): no runtime, no isolation.
@@ -232,14 +317,22 @@ fn isolate(invoker: &Arc<Invoker>, for_errors: bool) {
     let breaker = &state.breaker;
     {
         let _t = breaker.transition();
-        if invoker.state() != InvokerState::Available
-            || breaker.available.load(Ordering::Acquire) <= 1
-        {
+        if invoker.state() != InvokerState::Available {
+            return;
+        }
+        if breaker.available.load(Ordering::Acquire) <= 1 {
+            if !for_errors {
+                // The last server is down too, likely: an isolated one may
+                // be back already.
+                breaker.wake.notify_waiters();
+            }
             return;
         }
         invoker.swap_state(InvokerState::Isolated);
         breaker.available.fetch_sub(1, Ordering::AcqRel);
-        breaker.isolations.fetch_add(1, Ordering::Relaxed);
+        let count = breaker.isolations.fetch_add(1, Ordering::Relaxed);
+        state.for_errors.store(for_errors, Ordering::Relaxed);
+        state.isolated_as.store(count, Ordering::Relaxed);
     }
     breaker.changed(invoker);
     let config = &breaker.config;
@@ -257,7 +350,7 @@ fn isolate(invoker: &Arc<Invoker>, for_errors: bool) {
         state.isolation_ms.store(ms, Ordering::Relaxed);
         Duration::from_millis(ms)
     } else {
-        health_check_interval(config)
+        config.min_isolation.min(health_check_interval(config))
     };
     spawn_health_check(invoker, first_wait);
 }
@@ -285,38 +378,57 @@ fn revive(invoker: &Invoker) -> bool {
     true
 }
 
-/// Checks an isolated invoker every interval until it answers (then
-/// revives it), is destroyed, or is dropped. Holds it only weakly between
-/// checks, so it never keeps a removed server alive.
+/// Checks an isolated invoker until it answers (then revives it), is
+/// revived otherwise, destroyed, or dropped: first after `first_wait`, then
+/// twice as long after each failed probe, up to the health-check interval;
+/// at once (at most every [`MIN_PROBE_GAP`]) when the breaker wakes the
+/// checks. Holds the invoker only weakly between checks, so it never keeps
+/// a removed server alive.
 fn spawn_health_check(invoker: &Arc<Invoker>, first_wait: Duration) {
     let weak = Arc::downgrade(invoker);
     let state = invoker.breaker_state();
     let mut alive = state.alive.subscribe();
-    let interval = health_check_interval(&state.breaker.config);
+    let breaker = state.breaker.clone();
+    let interval = health_check_interval(&breaker.config);
     tokio::spawn(async move {
         let mut wait = first_wait;
+        let mut waiting_since = Instant::now();
+        let mut probed = false;
         loop {
             tokio::select! {
                 // Only ever resolves when the invoker is dropped.
                 _ = alive.changed() => return,
-                _ = tokio::time::sleep(wait) => {}
+                _ = tokio::time::sleep_until(waiting_since + wait) => {}
+                _ = breaker.wake.notified() => {
+                    if probed && waiting_since.elapsed() < MIN_PROBE_GAP {
+                        continue;
+                    }
+                }
             }
-            wait = interval;
             let Some(invoker) = weak.upgrade() else {
                 return;
             };
             if invoker.state() != InvokerState::Isolated {
                 return;
             }
+            breaker.probes.fetch_add(1, Ordering::Relaxed);
             if probe(&invoker, interval.max(Duration::from_millis(100))).await {
                 if revive(&invoker) {
-                    invoker.breaker_state().breaker.changed(&invoker);
+                    breaker.changed(&invoker);
                 }
                 return;
             }
+            drop(invoker);
+            probed = true;
+            waiting_since = Instant::now();
+            wait = wait.saturating_mul(2).min(interval);
         }
     });
 }
+
+/// The shortest time between two probes of a server, however often the
+/// breaker wakes its checks.
+const MIN_PROBE_GAP: Duration = Duration::from_millis(10);
 
 /// The method a health check calls. Any answer from the server, even
 /// "no such service", shows it is up and reading requests.

@@ -10,6 +10,15 @@ use std::sync::atomic::{AtomicI64, Ordering};
 /// Caps failover retries at a share of calls: every attempt earns `ratio`
 /// of a retry, a retry spends one, and at most `reserve` retries are saved
 /// up (the balance starts there).
+///
+/// Only retries after a failure whose request a handler may have run, or
+/// an overload answer, spend the budget: a connection lost after the
+/// request was (partly) written, a timeout, `ELIMIT`, `EOVERCROWDED`.
+/// Retries after failures that cannot have reached a handler cost the
+/// servers nothing and are free (still bounded by `max_retry` and the
+/// deadline): a connection refused or not made in time, a connection lost
+/// before any byte of the request was written, `ELOGOFF` (the server is
+/// stopping), `EHOSTDOWN` (no server to pick).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RetryBudget {
     /// Retries earned per attempt (default 0.2: about one retry per four

@@ -23,7 +23,7 @@ use keel_cluster::naming::SinkTarget;
 use keel_cluster::{Endpoint, LoadBalancer, Picker};
 use tokio::sync::watch;
 
-use super::breaker::Breaker;
+use super::breaker::{self, Breaker};
 use super::invoker::{Invoker, InvokerState};
 use crate::transport::EndpointConfig;
 
@@ -111,13 +111,16 @@ impl Directory {
         })
     }
 
-    /// Some isolated server, if any.
-    pub(crate) fn any_isolated(&self) -> Option<Arc<Invoker>> {
+    /// The isolated server most likely back (see
+    /// [`revival_order`](breaker::revival_order)) among those for which
+    /// `excluded` is false, if any.
+    pub(crate) fn likely_back(&self, excluded: impl Fn(&Invoker) -> bool) -> Option<Arc<Invoker>> {
         self.with_snapshot(|snapshot| {
             snapshot
                 .servers
                 .iter()
-                .find(|s| s.state() == InvokerState::Isolated)
+                .filter(|s| s.state() == InvokerState::Isolated && !excluded(s))
+                .min_by_key(|s| breaker::revival_order(s))
                 .cloned()
         })
     }

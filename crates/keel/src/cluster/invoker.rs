@@ -244,10 +244,15 @@ impl Invoker {
     /// The caller counts the attempt in flight around it
     /// ([`begin`](Self::begin) / [`end`](Self::end)).
     /// `timeout` bounds this attempt alone (failover on timeouts): an
-    /// attempt that runs out of it fails with ERPCTIMEDOUT. An attempt the
-    /// channel drops at the call's deadline counts as a timeout of this
-    /// server too (through a guard, so no second timer is armed for it);
-    /// one dropped earlier (a backup request's loser) counts as nothing.
+    /// attempt that runs out of it fails with ERPCTIMEDOUT and counts as a
+    /// timeout of this server. An attempt that ends at the call's deadline
+    /// (dropped by the channel, through a guard, so no second timer is
+    /// armed for it; or answered ERPCTIMEDOUT by the server, which stopped
+    /// at the same deadline) counts only when the server had a fair chance
+    /// ([`BreakerConfig::fair_timeout`](super::BreakerConfig::fair_timeout)):
+    /// a caller's short deadline says nothing about the server. One
+    /// dropped before the deadline (a caller giving up, a backup request's
+    /// loser) counts as nothing.
     pub(crate) async fn call(
         self: &Arc<Self>,
         call: &Call<'_>,
@@ -264,16 +269,22 @@ impl Invoker {
             None => attempt.await,
             Some(t) => match tokio::time::timeout(t, attempt).await {
                 Ok(result) => result,
-                Err(_elapsed) => Err(Status::new(
-                    Code::ERPCTIMEDOUT,
-                    format!(
-                        "{} did not answer within the attempt timeout of {t:?}",
-                        self.endpoint.addr
-                    ),
-                )),
+                Err(_elapsed) => {
+                    outcome.record(Some(Code::ERPCTIMEDOUT));
+                    return Err(Status::new(
+                        Code::ERPCTIMEDOUT,
+                        format!(
+                            "{} did not answer within the attempt timeout of {t:?}",
+                            self.endpoint.addr
+                        ),
+                    ));
+                }
             },
         };
-        outcome.record(result.as_ref().err().map(Status::code));
+        match &result {
+            Err(status) if status.code() == Code::ERPCTIMEDOUT => outcome.timed_out(),
+            _ => outcome.record(result.as_ref().err().map(Status::code)),
+        }
         result
     }
 
@@ -309,6 +320,10 @@ impl Invoker {
                 !matches!(code, Code::ELIMIT | Code::EOVERCROWDED)
             }
         };
+        if failure.is_none() && self.state.load(Ordering::Relaxed) == ISOLATED {
+            // A retry reached an isolated server, and it answered.
+            breaker::succeeded_while_isolated(self);
+        }
         if !failed && self.error_ema.load(Ordering::Relaxed) == 0 {
             return; // a healthy server stays at 0
         }
@@ -355,7 +370,8 @@ impl Invoker {
 }
 
 /// Records an attempt's outcome exactly once: when it returns, or, when it
-/// is dropped at or past the call's deadline, as a timeout.
+/// is dropped at or past the call's deadline, as a timeout if the server
+/// had a fair chance.
 struct Outcome<'a> {
     invoker: &'a Arc<Invoker>,
     started: Instant,
@@ -368,12 +384,22 @@ impl Outcome<'_> {
         self.recorded = true;
         self.invoker.record(failure, self.started.elapsed());
     }
+
+    /// The attempt timed out, not by its own attempt timeout (at the
+    /// call's deadline, or the server gave up at it): a timeout of the
+    /// server if it had a fair chance, else nothing.
+    fn timed_out(&mut self) {
+        if breaker::fair_timeout(self.invoker, self.started.elapsed()) {
+            self.record(Some(Code::ERPCTIMEDOUT));
+        }
+        self.recorded = true;
+    }
 }
 
 impl Drop for Outcome<'_> {
     fn drop(&mut self) {
         if !self.recorded && self.deadline.is_some_and(|d| Instant::now() >= d) {
-            self.record(Some(Code::ERPCTIMEDOUT));
+            self.timed_out();
         }
     }
 }

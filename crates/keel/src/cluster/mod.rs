@@ -6,7 +6,9 @@
 //!   channel's retry loop ──► Cluster::attempt ── pick (load balancer) ──► Invoker::call
 //!     (failover: the next        │  backup request: a second server after a delay
 //!      attempt avoids the        └  circuit breaker: isolate failing servers
-//!      servers tried)
+//!      servers tried; then
+//!      isolated ones likely
+//!      back, see `pick`)
 //! ```
 //!
 //! Owns: the directory, invokers, picks, backup requests, broadcast, the
@@ -109,6 +111,9 @@ pub struct ClusterStats {
     pub updates: u64,
     /// Attempts retried on another server.
     pub retries: u64,
+    /// Of those, retries after a failure that cannot have reached a
+    /// handler, which cost no retry budget (see [`RetryBudget`]).
+    pub free_retries: u64,
     /// Retries the retry budget refused (the call failed instead).
     pub retries_refused: u64,
     /// Backup requests sent.
@@ -117,8 +122,11 @@ pub struct ClusterStats {
     pub backup_wins: u64,
     /// Servers isolated by the circuit breaker.
     pub isolations: u64,
-    /// Isolated servers revived by a health check.
+    /// Isolated servers revived (by a health check, or by answering a
+    /// call).
     pub revivals: u64,
+    /// Health-check probes sent to isolated servers.
+    pub probes: u64,
 }
 
 /// The servers of a cluster channel: picks a server per attempt and
@@ -129,6 +137,7 @@ pub struct Cluster {
     options: ClusterOptions,
     budget: budget::Tokens,
     retries: AtomicU64,
+    free_retries: AtomicU64,
     retries_refused: AtomicU64,
     backup_requests: AtomicU64,
     backup_wins: AtomicU64,
@@ -178,6 +187,7 @@ impl Cluster {
             budget: budget::Tokens::new(options.retry_budget),
             options,
             retries: AtomicU64::new(0),
+            free_retries: AtomicU64::new(0),
             retries_refused: AtomicU64::new(0),
             backup_requests: AtomicU64::new(0),
             backup_wins: AtomicU64::new(0),
@@ -255,11 +265,13 @@ impl Cluster {
         ClusterStats {
             updates: self.directory.updates(),
             retries: self.retries.load(Ordering::Relaxed),
+            free_retries: self.free_retries.load(Ordering::Relaxed),
             retries_refused: self.retries_refused.load(Ordering::Relaxed),
             backup_requests: self.backup_requests.load(Ordering::Relaxed),
             backup_wins: self.backup_wins.load(Ordering::Relaxed),
             isolations: breaker.isolations(),
             revivals: breaker.revivals(),
+            probes: breaker.probes(),
         }
     }
 
@@ -273,22 +285,27 @@ impl Cluster {
     /// The server for the call's next attempt. A first attempt takes the
     /// balancer's turn; a retry does not (it goes where the balancer would
     /// draw, leaving the sequence of first attempts alone).
+    ///
+    /// In order: an available server the call has not tried; once those
+    /// are exhausted, an isolated one it has not tried, the one most likely
+    /// back first (isolated for a broken connection, longest ago: under a
+    /// rolling restart it is usually up again before its health check says
+    /// so, while a server this call just saw fail is likely still down);
+    /// then any available server (one may work now; brpc does the same);
+    /// then any isolated one.
     fn pick(&self, call: &Call<'_>, tried: &Tried) -> Result<Arc<Invoker>, Status> {
         let key = call.options.hash_key;
         let directory = &self.directory;
+        let tried_already = |invoker: &Invoker| tried.contains(invoker.id());
         let chosen = if tried.is_empty() {
             directory.pick(key, |_| false)
         } else {
-            directory
-                .pick_again(key, |invoker| tried.contains(invoker.id()))
-                // Every server was tried: one may work now (brpc does the
-                // same).
-                .or_else(|| directory.pick_again(key, |_| false))
+            directory.pick_again(key, tried_already)
         };
         chosen
-            // Nothing available (the available ones were removed, leaving
-            // isolated ones): an isolated server beats none.
-            .or_else(|| directory.any_isolated())
+            .or_else(|| directory.likely_back(tried_already))
+            .or_else(|| directory.pick_again(key, |_| false))
+            .or_else(|| directory.likely_back(|_| false))
             .ok_or_else(|| {
                 Status::new(
                     Code::EHOSTDOWN,
@@ -379,6 +396,13 @@ impl Cluster {
             Strategy::Failfast => 0,
             Strategy::Failover | Strategy::Broadcast => channel_max,
         }
+    }
+
+    /// Counts a retry that costs no budget (its failure cannot have
+    /// reached a handler).
+    pub(crate) fn free_retry(&self) {
+        self.retries.fetch_add(1, Ordering::Relaxed);
+        self.free_retries.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Takes one retry from the budget (and counts it); false, counted as
@@ -526,5 +550,91 @@ impl Tried {
     /// Whether the call has not made an attempt yet.
     fn is_empty(&self) -> bool {
         self.len == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::RawPayload;
+    use crate::method::{MethodDescriptor, MethodKind};
+    use crate::options::CallOptions;
+    use crate::rpcz::SpanHandle;
+
+    static METHOD: MethodDescriptor = MethodDescriptor {
+        service: "test.Pick",
+        method: "Order",
+        path: "/test.Pick/Order",
+        index: 0,
+        request_type: "keel.Empty",
+        response_type: "keel.Empty",
+        kind: MethodKind::Unary,
+    };
+
+    #[tokio::test]
+    async fn a_retry_tries_the_isolated_server_most_likely_back_before_one_it_saw_fail() {
+        // Nothing listens on these: only picks are made, no call.
+        let endpoints = (1..=5)
+            .map(|port| Endpoint::new(format!("127.0.0.1:{port}")))
+            .collect();
+        let slow_checks = Duration::from_secs(600);
+        let cluster = Cluster::new(
+            "list://pick-order",
+            Box::new(naming::ListNaming::new(endpoints)),
+            ClusterOptions {
+                breaker: BreakerConfig {
+                    min_isolation: slow_checks,
+                    max_isolation: slow_checks,
+                    health_check_interval: slow_checks,
+                    ..BreakerConfig::default()
+                },
+                ..ClusterOptions::default()
+            },
+            EndpointConfig {
+                connect_timeout: Duration::from_millis(10),
+                max_body_size: 1 << 20,
+                credential: Default::default(),
+            },
+        );
+        cluster.wait_for_updates(1).await;
+        let servers = cluster.directory.snapshot().servers.clone();
+        let [a, b, c, d, e] = &servers[..] else {
+            panic!("five servers")
+        };
+        // d is isolated for its error rate first, then c and b for broken
+        // connections (c first); a and e stay available.
+        breaker::failed(d, Code::EINTERNAL, 1_000, 1.0);
+        breaker::failed(c, Code::EFAILEDSOCKET, 1, 1.0);
+        breaker::failed(b, Code::ELOGOFF, 1, 1.0);
+        for isolated in [b, c, d] {
+            assert_eq!(isolated.state(), InvokerState::Isolated);
+        }
+        let request = RawPayload::default();
+        let span = SpanHandle::none();
+        let options = CallOptions::new();
+        let call = Call {
+            method: &METHOD,
+            options: &options,
+            request: &request,
+            deadline: None,
+            span: &span,
+        };
+        let mut tried = Tried::default();
+        let first = cluster.pick(&call, &tried).expect("a first pick");
+        assert!([a.id(), e.id()].contains(&first.id()), "available first");
+        tried.push(a.id());
+        tried.push(e.id());
+        // Available servers exhausted: the isolated ones, broken
+        // connections first, longest ago first, before any tried one.
+        let mut order = Vec::new();
+        for _ in 0..3 {
+            let next = cluster.pick(&call, &tried).expect("a pick");
+            tried.push(next.id());
+            order.push(next.id());
+        }
+        assert_eq!(order, [c.id(), b.id(), d.id()]);
+        // Every server tried: an available one again.
+        let last = cluster.pick(&call, &tried).expect("a pick");
+        assert!([a.id(), e.id()].contains(&last.id()));
     }
 }

@@ -93,6 +93,9 @@ struct LinkState {
     /// The address the current connection reached (for client spans).
     peer: Option<std::net::SocketAddr>,
     out: BytesMut,
+    /// Bytes queued on this connection so far (written or still in `out`):
+    /// where the next request begins in the connection's byte stream.
+    queued: u64,
     pending: PendingCalls,
     /// Whether this connection's first request (which carries the
     /// credential) is queued.
@@ -111,6 +114,7 @@ impl BaiduStd {
                     up: false,
                     peer: None,
                     out: BytesMut::new(),
+                    queued: 0,
                     pending: PendingCalls::default(),
                     credential_sent: false,
                 }),
@@ -139,6 +143,11 @@ impl BaiduStd {
 
     /// Sends `call` once: no retry after a connection failure (the channel
     /// retries, on another server when it has several).
+    ///
+    /// A failure before any byte of the request was written (connecting
+    /// failed, or the connection was lost first) is `EFAILEDSOCKET` like
+    /// any broken connection, and carries an internal mark saying so: the
+    /// retry loop retries such a call without spending the retry budget.
     pub async fn try_call(&self, call: &Call<'_>) -> Result<Reply, Status> {
         let epoch = self.ensure_connected().await?;
         // Compression is slow work: do it before taking the lock.
@@ -172,7 +181,8 @@ impl BaiduStd {
             return Err(Status::new(
                 Code::EFAILEDSOCKET,
                 format!("connection to {} closed", self.conn.addr),
-            ));
+            )
+            .with_request_unwritten());
         }
         // The bound counts the request being added (R8): the queue
         // never holds more than MAX_UNWRITTEN, or one larger request.
@@ -195,17 +205,20 @@ impl BaiduStd {
             }
             call.span.set_protocol("baidu_std");
         }
-        let key = st.pending.insert(epoch);
+        let start = st.queued;
+        let key = st.pending.insert(epoch, start);
         let credential: &[u8] = if st.credential_sent {
             &[]
         } else {
             &self.conn.config.credential
         };
         let LinkState { out, .. } = &mut *st;
+        let before = out.len();
         if let Err(status) = encode_call(out, call, key.correlation_id(), packed, credential) {
             st.pending.remove(key);
             return Err(status);
         }
+        st.queued += (st.out.len() - before) as u64;
         st.credential_sent = true;
         Ok(key)
     }
@@ -228,7 +241,8 @@ impl BaiduStd {
                     return Err(Status::new(
                         Code::EFAILEDSOCKET,
                         format!("fail to connect {addr}: {e}"),
-                    ));
+                    )
+                    .with_request_unwritten());
                 }
                 Err(_) => {
                     return Err(Status::new(
@@ -237,7 +251,8 @@ impl BaiduStd {
                             "fail to connect {addr}: no answer within {:?}",
                             self.conn.config.connect_timeout
                         ),
-                    ));
+                    )
+                    .with_request_unwritten());
                 }
             };
         let _ = stream.set_nodelay(true);
@@ -248,6 +263,7 @@ impl BaiduStd {
             st.up = true;
             st.peer = peer;
             st.out.clear();
+            st.queued = 0;
             st.credential_sent = false;
             st.epoch
         };
@@ -345,8 +361,9 @@ impl Link {
         }
     }
 
-    /// The connection of `epoch` is gone: fail its calls, forget its queue.
-    fn fail(&self, epoch: u64, why: &str) {
+    /// The connection of `epoch`, which wrote its first `written` bytes,
+    /// is gone: fail its calls, forget its queue.
+    fn fail(&self, epoch: u64, why: &str, written: u64) {
         let wakers = {
             let mut st = self.lock();
             if st.epoch == epoch {
@@ -355,7 +372,7 @@ impl Link {
                 st.out = BytesMut::new();
             }
             let text = format!("connection to {} failed: {why}", self.addr);
-            st.pending.fail_epoch(epoch, &text)
+            st.pending.fail_epoch(epoch, &text, written)
         };
         for w in wakers {
             w.wake();
@@ -369,11 +386,13 @@ struct FailOnExit<'a> {
     conn: &'a Link,
     epoch: u64,
     why: String,
+    /// Bytes written to the socket: calls queued past them were not sent.
+    written: u64,
 }
 
 impl Drop for FailOnExit<'_> {
     fn drop(&mut self) {
-        self.conn.fail(self.epoch, &self.why);
+        self.conn.fail(self.epoch, &self.why, self.written);
     }
 }
 
@@ -391,6 +410,7 @@ async fn run_connection(
         conn: &conn,
         epoch,
         why: "the connection task was cancelled".into(),
+        written: 0,
     };
     let limits = Limits::new(conn.config.max_body_size);
     let (mut rd, mut wr) = stream.split();
@@ -426,6 +446,7 @@ async fn run_connection(
                 Ok(0) => break "the connection stopped accepting data".into(),
                 Ok(n) => {
                     written += n;
+                    exit.written += n as u64;
                     if written == outbuf.len() && outbuf.capacity() > KEEP_CAPACITY {
                         // A large request was written: give its buffer back
                         // now, not when the next call comes (rule R7).

@@ -65,6 +65,10 @@ struct Entry {
     /// The connection the call was sent on: a failed connection fails
     /// exactly its own calls.
     epoch: u64,
+    /// Where its request begins in the bytes queued on that connection:
+    /// when the connection fails having written no more than this, no byte
+    /// of the request left, and no handler can have run it.
+    start: u64,
     state: State,
 }
 
@@ -83,8 +87,9 @@ impl PendingCalls {
         self.live
     }
 
-    /// Registers a call sent on connection `epoch`.
-    pub(crate) fn insert(&mut self, epoch: u64) -> CallId {
+    /// Registers a call sent on connection `epoch`, its request queued
+    /// after the connection's first `start` bytes.
+    pub(crate) fn insert(&mut self, epoch: u64, start: u64) -> CallId {
         self.live += 1;
         // Indices past the end were cut off with a free tail: skip them. The
         // table only grows once the free list is empty, so no such index can
@@ -102,6 +107,7 @@ impl PendingCalls {
                 self.entries.push(Entry {
                     generation: 0,
                     epoch,
+                    start,
                     state: State::Free,
                 });
                 (self.entries.len() - 1) as u32
@@ -111,6 +117,7 @@ impl PendingCalls {
         let entry = &mut self.entries[index as usize];
         entry.generation = self.next_generation;
         entry.epoch = epoch;
+        entry.start = start;
         entry.state = State::Waiting(None);
         CallId {
             index,
@@ -169,16 +176,21 @@ impl PendingCalls {
         }
     }
 
-    /// Fails every call still waiting on connection `epoch`; returns their
-    /// wakers.
-    pub(crate) fn fail_epoch(&mut self, epoch: u64, text: &str) -> Vec<Waker> {
+    /// Fails every call still waiting on connection `epoch`, which wrote
+    /// its first `written` bytes; returns their wakers. Calls none of whose
+    /// request was written are told so (the retry loop retries them for
+    /// free).
+    pub(crate) fn fail_epoch(&mut self, epoch: u64, text: &str, written: u64) -> Vec<Waker> {
         let mut wakers = Vec::new();
         for entry in &mut self.entries {
             if entry.epoch == epoch && matches!(entry.state, State::Waiting(_)) {
-                let State::Waiting(w) = std::mem::replace(
-                    &mut entry.state,
-                    State::Done(Err(Status::new(Code::EFAILEDSOCKET, text.to_owned()))),
-                ) else {
+                let mut status = Status::new(Code::EFAILEDSOCKET, text.to_owned());
+                if written <= entry.start {
+                    status = status.with_request_unwritten();
+                }
+                let State::Waiting(w) =
+                    std::mem::replace(&mut entry.state, State::Done(Err(status)))
+                else {
                     unreachable!("matched Waiting just above")
                 };
                 wakers.extend(w);
@@ -238,11 +250,11 @@ mod tests {
     #[test]
     fn correlation_ids_round_trip_and_stale_answers_are_dropped() {
         let mut table = PendingCalls::default();
-        let keep = table.insert(1);
-        let a = table.insert(1);
+        let keep = table.insert(1, 0);
+        let a = table.insert(1, 0);
         assert_eq!(CallId::from_correlation_id(a.correlation_id()), a);
         table.remove(a);
-        let b = table.insert(1);
+        let b = table.insert(1, 0);
         assert_eq!(a.index, b.index, "entry reused");
         assert_ne!(a.correlation_id(), b.correlation_id(), "new generation");
         // The abandoned call's late answer finds nothing.
@@ -260,7 +272,7 @@ mod tests {
     #[test]
     fn correlation_ids_are_not_reused_after_the_table_shrinks() {
         let mut table = PendingCalls::default();
-        let ids: Vec<_> = (0..KEEP * 4).map(|_| table.insert(1)).collect();
+        let ids: Vec<_> = (0..KEEP * 4).map(|_| table.insert(1, 0)).collect();
         let first = ids[0];
         for id in ids {
             table.remove(id);
@@ -270,7 +282,7 @@ mod tests {
             0,
             "an idle, oversized table is given back"
         );
-        let again = table.insert(1);
+        let again = table.insert(1, 0);
         assert_eq!(again.index, first.index, "indices start over");
         assert_ne!(again.correlation_id(), first.correlation_id());
         assert!(table.complete(first, Ok(Reply::default())).is_none());
@@ -279,8 +291,8 @@ mod tests {
     #[test]
     fn answered_calls_shrink_the_table_too() {
         let mut table = PendingCalls::default();
-        let long = table.insert(1);
-        let burst: Vec<_> = (0..10_000).map(|_| table.insert(1)).collect();
+        let long = table.insert(1, 0);
+        let burst: Vec<_> = (0..10_000).map(|_| table.insert(1, 0)).collect();
         // Answered in reverse: the tail empties first.
         for id in burst.into_iter().rev() {
             assert!(table.complete(id, Ok(Reply::default())).is_none());
@@ -299,14 +311,36 @@ mod tests {
     #[test]
     fn failing_an_epoch_fails_only_its_calls() {
         let mut table = PendingCalls::default();
-        let old = table.insert(1);
-        let new = table.insert(2);
-        assert!(table.fail_epoch(1, "gone").is_empty()); // no wakers registered
+        let old = table.insert(1, 0);
+        let new = table.insert(2, 0);
+        assert!(table.fail_epoch(1, "gone", 0).is_empty()); // no wakers registered
         match table.poll(old, Waker::noop()) {
             Poll::Ready(Err(s)) => assert_eq!(s.code(), Code::EFAILEDSOCKET),
             _ => panic!("old call must fail"),
         }
         assert!(table.poll(new, Waker::noop()).is_pending());
         assert_eq!(table.len(), 1);
+    }
+
+    #[test]
+    fn a_failed_connection_says_which_requests_it_never_wrote() {
+        let mut table = PendingCalls::default();
+        // Three requests of 100 bytes each; the connection wrote 150 bytes
+        // (the first request and half the second) before it failed.
+        let calls: Vec<_> = (0..3).map(|i| table.insert(7, i * 100)).collect();
+        table.fail_epoch(7, "reset", 150);
+        let unwritten: Vec<bool> = calls
+            .iter()
+            .map(|&id| match table.poll(id, Waker::noop()) {
+                Poll::Ready(Err(s)) => {
+                    assert_eq!(s.code(), Code::EFAILEDSOCKET);
+                    s.request_unwritten()
+                }
+                _ => panic!("every call of the connection fails"),
+            })
+            .collect();
+        // A partly written request may not have reached a handler either,
+        // but the table cannot tell: it says "unwritten" only when sure.
+        assert_eq!(unwritten, [false, false, true]);
     }
 }

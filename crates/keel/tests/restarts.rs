@@ -1,0 +1,646 @@
+//! The cluster layer under rolling restarts (issue 18), one behaviour per
+//! test, with servers on loopback: calls go to isolated servers that are
+//! back before returning to a server they saw fail; a server isolated for
+//! a broken connection is probed soon; timeouts count against a server
+//! only when it had a fair chance; isolation ends soon after the faults;
+//! a call past its deadline says ERPCTIMEDOUT and why; retries that cost
+//! the servers nothing spend no retry budget. The chaos test of all of it
+//! at once is `restarts_chaos.rs`.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use keel::cluster::{BreakerConfig, InvokerState, RetryBudget, Strategy};
+use keel::{CallOptions, Channel, Code, Context, Server, Status};
+use support::{
+    EchoRequest, EchoResponse, EchoService, EchoServiceClient, EchoServiceServer, eventually,
+    request, start,
+};
+use tokio::time::Instant;
+
+fn quiet() {
+    keel::rpcz::tracer().sampler().set_target(0);
+}
+
+fn list(addrs: &[&str]) -> String {
+    format!("list://{}", addrs.join(","))
+}
+
+/// An echo server on `addr` again (a restart on the same port). The port
+/// was just freed; binding is retried a bounded number of times in case
+/// the kernel has not let it go yet.
+async fn rebind(addr: &str) -> Server {
+    for _ in 0..200 {
+        let builder =
+            Server::builder().add_service(EchoServiceServer::new(support::Echo::default()));
+        match builder.bind(addr).await {
+            Ok(server) => return server,
+            Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+    }
+    panic!("could not bind {addr} again");
+}
+
+/// Calls `client` until `cond` holds (a call at a time, any outcome),
+/// bounded: for states that calls drive, such as isolations.
+async fn call_until(client: &EchoServiceClient, what: &str, mut cond: impl FnMut() -> bool) {
+    for _ in 0..1_000 {
+        let _ = client.echo(&request("drive")).await;
+        if cond() {
+            return;
+        }
+    }
+    panic!("1,000 calls and still not {what}");
+}
+
+fn state(channel: &Channel, addr: &str) -> InvokerState {
+    channel
+        .cluster()
+        .expect("cluster")
+        .invoker(addr)
+        .expect("one of the channel's servers")
+        .state
+}
+
+/// Health checks a minute apart: only what the test does revives a server.
+fn slow_health_checks() -> BreakerConfig {
+    BreakerConfig {
+        min_isolation: Duration::from_secs(60),
+        max_isolation: Duration::from_secs(60),
+        health_check_interval: Duration::from_secs(60),
+        ..BreakerConfig::default()
+    }
+}
+
+// 1. Where a call goes when the available servers are exhausted.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_last_available_server_dead_calls_go_to_isolated_servers_that_are_back() {
+    quiet();
+    // The issue's fleet: B and C restart (down a moment, isolated by their
+    // refused connections, back at once), then A dies.
+    let a = start(|b| b).await;
+    let b = start(|b| b).await;
+    let c = start(|b| b).await;
+    let (a_addr, b_addr, c_addr) = (a.addr(), b.addr(), c.addr());
+    let channel = Channel::builder(&list(&[&a_addr, &b_addr, &c_addr]))
+        .breaker(slow_health_checks())
+        .build()
+        .expect("valid");
+    let client = EchoServiceClient::new(&channel);
+    drop((b, c));
+    call_until(&client, "B and C isolated", || {
+        state(&channel, &b_addr) == InvokerState::Isolated
+            && state(&channel, &c_addr) == InvokerState::Isolated
+    })
+    .await;
+    let _b = rebind(&b_addr).await;
+    let _c = rebind(&c_addr).await;
+    assert_eq!(state(&channel, &b_addr), InvokerState::Isolated);
+    assert_eq!(state(&channel, &c_addr), InvokerState::Isolated);
+    drop(a);
+    // A is the last available server, so it cannot be isolated; its
+    // refused connection sends each call on to B or C at once.
+    for i in 0..50 {
+        let message = format!("call {i}");
+        let started = Instant::now();
+        let reply = client
+            .echo(&request(&message))
+            .await
+            .unwrap_or_else(|e| panic!("call {i} failed with B and C up: {e}"));
+        assert_eq!(reply.message, message);
+        assert!(started.elapsed() < Duration::from_millis(900), "call {i}");
+    }
+    // B or C took the calls and is back in rotation (revived by the first
+    // call that reached it, or by a woken health check, a minute before its
+    // own), and A, no longer the last, is out.
+    let back = |addr: &str| state(&channel, addr) == InvokerState::Available;
+    assert!(back(&b_addr) || back(&c_addr));
+    assert_eq!(state(&channel, &a_addr), InvokerState::Isolated);
+    assert_eq!(channel.pending_calls(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_connection_on_the_last_available_server_wakes_the_health_checks() {
+    quiet();
+    let a = start(|b| b).await;
+    let b = start(|b| b).await;
+    let c = start(|b| b).await;
+    let (a_addr, b_addr, c_addr) = (a.addr(), b.addr(), c.addr());
+    // Failfast: no retry takes a call to an isolated server, so only
+    // health checks can bring B and C back, and theirs are a minute away.
+    let channel = Channel::builder(&list(&[&a_addr, &b_addr, &c_addr]))
+        .strategy(Strategy::Failfast)
+        .breaker(slow_health_checks())
+        .build()
+        .expect("valid");
+    let client = EchoServiceClient::new(&channel);
+    drop((b, c));
+    call_until(&client, "B and C isolated", || {
+        state(&channel, &b_addr) == InvokerState::Isolated
+            && state(&channel, &c_addr) == InvokerState::Isolated
+    })
+    .await;
+    let _b = rebind(&b_addr).await;
+    let _c = rebind(&c_addr).await;
+    let probes_before = channel.cluster().expect("cluster").stats().probes;
+    drop(a);
+    let e = client
+        .echo(&request("to A"))
+        .await
+        .expect_err("failfast: A refuses");
+    assert_eq!(e.code(), Code::EFAILEDSOCKET, "{e}");
+    // A's refusals wake B's and C's checks (a few calls, in case the first
+    // came within the minimum gap between two probes of a server).
+    call_until(&client, "B and C revived by woken health checks", || {
+        state(&channel, &b_addr) == InvokerState::Available
+            && state(&channel, &c_addr) == InvokerState::Available
+    })
+    .await;
+    let stats = channel.cluster().expect("cluster").stats();
+    assert!(stats.probes >= probes_before + 2, "{stats:?}");
+    // A, no longer the last, is isolated at its next refusal; then B and C
+    // answer everything.
+    call_until(&client, "A isolated", || {
+        state(&channel, &a_addr) == InvokerState::Isolated
+    })
+    .await;
+    for _ in 0..10 {
+        client.echo(&request("hi")).await.expect("B or C answers");
+    }
+}
+
+#[tokio::test]
+async fn a_server_isolated_for_a_broken_connection_is_probed_soon_and_less_often_while_down() {
+    quiet();
+    let live = start(|b| b).await;
+    let gone = start(|b| b).await;
+    let gone_addr = gone.addr();
+    drop(gone);
+    // Default first probe (min_isolation, 100 ms); a long interval shows
+    // that the first probe does not wait for it.
+    let channel = Channel::builder(&list(&[&live.addr(), &gone_addr]))
+        .breaker(BreakerConfig {
+            health_check_interval: Duration::from_secs(5),
+            ..BreakerConfig::default()
+        })
+        .build()
+        .expect("valid");
+    let cluster = channel.cluster().expect("cluster");
+    let client = EchoServiceClient::new(&channel);
+    call_until(&client, "the gone server isolated", || {
+        state(&channel, &gone_addr) == InvokerState::Isolated
+    })
+    .await;
+    let isolated_at = Instant::now();
+    eventually("a first probe", || cluster.stats().probes >= 1).await;
+    let first = isolated_at.elapsed();
+    assert!(
+        first < Duration::from_secs(1),
+        "first probe after {first:?}"
+    );
+    // Backing off: 100 ms, then 200 ms, then 400 ms between probes, so the
+    // third comes at least 700 ms after the isolation (300 ms at a fixed
+    // 100 ms).
+    eventually("three probes", || cluster.stats().probes >= 3).await;
+    let third = isolated_at.elapsed();
+    eprintln!("probes after the isolation: first at {first:?}, third at {third:?}");
+    assert!(
+        third >= Duration::from_millis(600),
+        "third probe after {third:?}"
+    );
+    // It comes back: the first probe that reaches it revives it.
+    let back = rebind(&gone_addr).await;
+    eventually("the server revived", || {
+        state(&channel, &gone_addr) == InvokerState::Available
+    })
+    .await;
+    assert_eq!(cluster.stats().revivals, 1);
+    for _ in 0..10 {
+        client.echo(&request("hi")).await.expect("call");
+    }
+    assert!(back.stats().calls >= 5, "the revived server takes calls");
+}
+
+// 2. Timeouts count against a server only when it had a fair chance.
+
+#[tokio::test]
+async fn timeouts_count_against_a_server_only_when_it_had_a_fair_chance() {
+    quiet();
+    // "gate" calls hang on `hung` (its gate never opens).
+    let hung = start(|b| b).await;
+    let fine = start(|b| b).await;
+    fine.gate.add_permits(100_000);
+    let channel = Channel::builder(&list(&[&hung.addr(), &fine.addr()]))
+        .build()
+        .expect("valid");
+    let cluster = channel.cluster().expect("cluster");
+    let hung_invoker = || cluster.invoker(&hung.addr()).expect("invoker");
+    // Callers with 5 ms deadlines: half their calls time out on `hung`,
+    // far more than it takes to isolate a server by its error rate, but a
+    // 5 ms deadline gave it no fair chance.
+    let hasty = EchoServiceClient::new(&channel).with_options(CallOptions {
+        timeout: Some(Duration::from_millis(5)),
+        max_retry: Some(0),
+        ..CallOptions::default()
+    });
+    let mut timeouts = 0;
+    for _ in 0..80 {
+        if let Err(e) = hasty.echo(&request("gate")).await {
+            assert_eq!(e.code(), Code::ERPCTIMEDOUT, "{e}");
+            timeouts += 1;
+        }
+    }
+    assert!(timeouts >= 40, "{timeouts} timeouts");
+    let info = hung_invoker();
+    assert_eq!(
+        (info.errors, info.state),
+        (0, InvokerState::Available),
+        "{info:?}"
+    );
+    assert_eq!(cluster.stats().isolations, 0);
+    // Callers giving up (their tasks dropped) count as nothing either.
+    let single = Channel::builder(&list(&[&hung.addr()]))
+        .timeout(Some(Duration::from_secs(10)))
+        .build()
+        .expect("valid");
+    for _ in 0..20 {
+        let channel = single.clone();
+        let call = tokio::spawn(async move {
+            EchoServiceClient::new(&channel)
+                .echo(&request("gate"))
+                .await
+        });
+        hung.gated.notified().await;
+        call.abort();
+        assert!(call.await.expect_err("aborted").is_cancelled());
+    }
+    let info = single
+        .cluster()
+        .expect("cluster")
+        .invoker(&hung.addr())
+        .expect("invoker");
+    assert_eq!((info.errors, info.calls), (0, 0), "{info:?}");
+    assert_eq!(single.pending_calls(), 0);
+    // A deadline long enough (at least `fair_timeout`, 50 ms) counts.
+    let patient = EchoServiceClient::new(&single).with_options(CallOptions {
+        timeout: Some(Duration::from_millis(60)),
+        ..CallOptions::default()
+    });
+    let e = patient.echo(&request("gate")).await.expect_err("hung");
+    assert_eq!(e.code(), Code::ERPCTIMEDOUT, "{e}");
+    eventually("the fair timeout counted", || {
+        single
+            .cluster()
+            .expect("cluster")
+            .invoker(&hung.addr())
+            .is_some_and(|i| i.errors == 1)
+    })
+    .await;
+    // So does an attempt's own timeout, however short.
+    let attempts = Channel::builder(&list(&[&hung.addr(), &fine.addr()]))
+        .attempt_timeout(Some(Duration::from_millis(5)))
+        .build()
+        .expect("valid");
+    let client = EchoServiceClient::new(&attempts);
+    for _ in 0..4 {
+        client
+            .echo(&request("gate"))
+            .await
+            .expect("failover to the fine server");
+    }
+    let info = attempts
+        .cluster()
+        .expect("cluster")
+        .invoker(&hung.addr())
+        .expect("invoker");
+    assert!(info.errors >= 1 && info.errors == info.calls, "{info:?}");
+}
+
+// 3. Isolation ends when the faults do.
+
+/// Echo that fails every call while its switch is on.
+struct Switchable {
+    failing: Arc<AtomicBool>,
+}
+
+impl EchoService for Switchable {
+    async fn echo(
+        &self,
+        _ctx: &Context,
+        req: &EchoRequest,
+        resp: &mut EchoResponse,
+    ) -> Result<(), Status> {
+        if self.failing.load(Ordering::Relaxed) {
+            return Err(Status::internal("failing on purpose"));
+        }
+        resp.message.clone_from(&req.message);
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_faults_stop_every_live_server_is_available_again_within_two_seconds() {
+    quiet();
+    let failing = Arc::new(AtomicBool::new(false));
+    let flaky = Server::builder()
+        .add_service(EchoServiceServer::new(Switchable {
+            failing: failing.clone(),
+        }))
+        .bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let steady = [start(|b| b).await, start(|b| b).await];
+    let killed = start(|b| b).await;
+    let stopped = start(|b| b).await;
+    let flaky_addr = flaky.local_addr().to_string();
+    let (killed_addr, stopped_addr) = (killed.addr(), stopped.addr());
+    let addrs = [
+        flaky_addr.clone(),
+        steady[0].addr(),
+        steady[1].addr(),
+        killed_addr.clone(),
+        stopped_addr.clone(),
+    ];
+    let refs: Vec<&str> = addrs.iter().map(String::as_str).collect();
+    // The default breaker: what a user gets.
+    let channel = Channel::new(&list(&refs)).expect("valid");
+    let cluster = channel.cluster().expect("cluster");
+    let client = EchoServiceClient::new(&channel);
+    // Faults: one server killed, one shut down gracefully, both kept down
+    // while their health checks back off to the longest interval...
+    drop(killed);
+    stopped.server.shutdown(Duration::from_secs(1)).await;
+    call_until(&client, "the stopped servers isolated", || {
+        state(&channel, &killed_addr) == InvokerState::Isolated
+            && state(&channel, &stopped_addr) == InvokerState::Isolated
+    })
+    .await;
+    // ... and one failing every call, isolated by its error rate again and
+    // again, each time soon after its revival, so its isolations back off.
+    failing.store(true, Ordering::Relaxed);
+    for round in 0..6 {
+        call_until(&client, "the failing server isolated", || {
+            state(&channel, &flaky_addr) == InvokerState::Isolated
+        })
+        .await;
+        if round < 5 {
+            eventually("the failing server revived by its health check", || {
+                state(&channel, &flaky_addr) == InvokerState::Available
+            })
+            .await;
+        }
+    }
+    // The faults stop: the failing server is fixed, the others come back.
+    failing.store(false, Ordering::Relaxed);
+    let _killed = rebind(&killed_addr).await;
+    let _stopped = rebind(&stopped_addr).await;
+    let faults_stopped = Instant::now();
+    let all_available = || {
+        cluster
+            .invokers()
+            .iter()
+            .all(|i| i.state == InvokerState::Available)
+    };
+    while !all_available() {
+        assert!(
+            faults_stopped.elapsed() < Duration::from_secs(10),
+            "still isolated after 10 s: {:?}",
+            cluster.invokers()
+        );
+        client.echo(&request("hi")).await.expect("healthy now");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let took = faults_stopped.elapsed();
+    let stats = cluster.stats();
+    eprintln!("every server available {took:?} after the faults stopped: {stats:?}");
+    assert!(took <= Duration::from_secs(2), "took {took:?}: {stats:?}");
+    assert!(stats.isolations >= 8 && stats.revivals >= 8, "{stats:?}");
+}
+
+// 4. Past the deadline, ERPCTIMEDOUT and why.
+
+#[tokio::test]
+async fn a_call_failing_at_its_deadline_reports_a_timeout_with_the_last_error() {
+    quiet();
+    let gone = start(|b| b).await;
+    let gone_addr = gone.addr();
+    drop(gone);
+    // One server that refuses, retried until the deadline passes.
+    let channel = Channel::builder(&gone_addr)
+        .timeout(Some(Duration::from_millis(30)))
+        .max_retry(1_000_000)
+        .build()
+        .expect("valid");
+    let client = EchoServiceClient::new(&channel);
+    let e = client
+        .echo(&request("hi"))
+        .await
+        .expect_err("nobody listens");
+    assert_eq!(e.code(), Code::ERPCTIMEDOUT, "{e}");
+    assert!(e.message().contains("timeout=30ms"), "{e}");
+    assert!(
+        e.message().contains("EFAILEDSOCKET"),
+        "the last attempt's error: {e}"
+    );
+    // Failing before the deadline, a call keeps its own error.
+    let once = client.clone().with_options(CallOptions {
+        max_retry: Some(0),
+        ..CallOptions::default()
+    });
+    let e = once.echo(&request("hi")).await.expect_err("nobody listens");
+    assert_eq!(e.code(), Code::EFAILEDSOCKET, "{e}");
+
+    // A stopping server answers ELOGOFF until the deadline.
+    let support::Fixture {
+        server,
+        gate,
+        gated,
+        ..
+    } = start(|b| b).await;
+    let addr = server.local_addr().to_string();
+    let channel = Channel::builder(&list(&[&addr]))
+        .timeout(Some(Duration::from_millis(30)))
+        .max_retry(1_000_000)
+        .retry_budget(None)
+        .build()
+        .expect("valid");
+    // A call in flight keeps the connection open while the server drains.
+    let in_flight = {
+        let channel = channel.clone();
+        tokio::spawn(async move {
+            EchoServiceClient::new(&channel)
+                .with_options(CallOptions {
+                    timeout: Some(Duration::from_secs(10)),
+                    ..CallOptions::default()
+                })
+                .echo(&request("gate"))
+                .await
+        })
+    };
+    gated.notified().await;
+    let shutdown = tokio::spawn(server.shutdown(Duration::from_secs(10)));
+    let client = EchoServiceClient::new(&channel);
+    let once = client.clone().with_options(CallOptions {
+        max_retry: Some(0),
+        ..CallOptions::default()
+    });
+    let mut stopping = false;
+    for _ in 0..1_000 {
+        match once.echo(&request("hi")).await {
+            Err(e) if e.code() == Code::ELOGOFF => {
+                stopping = true;
+                break;
+            }
+            _ => tokio::task::yield_now().await,
+        }
+    }
+    assert!(stopping, "the server never said it was stopping");
+    let started = Instant::now();
+    let e = client.echo(&request("hi")).await.expect_err("stopping");
+    assert!(started.elapsed() >= Duration::from_millis(30));
+    assert_eq!(e.code(), Code::ERPCTIMEDOUT, "{e}");
+    assert!(
+        e.message().contains("ELOGOFF"),
+        "the last attempt's error: {e}"
+    );
+    gate.add_permits(1);
+    in_flight
+        .await
+        .expect("no panic")
+        .expect("the call in flight completes");
+    assert_eq!(shutdown.await.expect("no panic"), 0);
+    assert_eq!(channel.pending_calls(), 0);
+}
+
+// 5. Retries that cost the servers nothing spend no retry budget.
+
+/// No budget at all: any retry that spends budget is refused. No breaker:
+/// a failing server keeps being picked.
+fn no_budget(addrs: &[&str]) -> Channel {
+    Channel::builder(&list(addrs))
+        .retry_budget(Some(RetryBudget {
+            ratio: 0.0,
+            reserve: 0,
+        }))
+        .breaker(BreakerConfig {
+            enabled: false,
+            ..BreakerConfig::default()
+        })
+        .build()
+        .expect("valid")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_after_failures_that_cannot_have_reached_a_handler_spend_no_budget() {
+    quiet();
+    let live = start(|b| b).await;
+    live.gate.add_permits(100_000);
+
+    // Refused connections.
+    let gone = start(|b| b).await;
+    let gone_addr = gone.addr();
+    drop(gone);
+    let channel = no_budget(&[&gone_addr, &live.addr()]);
+    let client = EchoServiceClient::new(&channel);
+    for i in 0..50 {
+        let message = format!("refused {i}");
+        let reply = client.echo(&request(&message)).await.expect("free retry");
+        assert_eq!(reply.message, message);
+    }
+    let stats = channel.cluster().expect("cluster").stats();
+    assert!(stats.free_retries >= 20, "{stats:?}");
+    assert_eq!(stats.free_retries, stats.retries, "{stats:?}");
+    assert_eq!(stats.retries_refused, 0, "{stats:?}");
+
+    // A stopping server (ELOGOFF on its open connection).
+    let stopping = start(|b| b).await;
+    let channel = no_budget(&[&stopping.addr(), &live.addr()]);
+    let client = EchoServiceClient::new(&channel);
+    // Park a call on the stopping server, so its connection stays open
+    // while it drains ("gate" on `live` is answered at once).
+    let mut parked = None;
+    for _ in 0..10 {
+        let channel = channel.clone();
+        let mut call = tokio::spawn(async move {
+            EchoServiceClient::new(&channel)
+                .echo(&request("gate"))
+                .await
+        });
+        tokio::select! {
+            _ = stopping.gated.notified() => {
+                parked = Some(call);
+                break;
+            }
+            done = &mut call => {
+                done.expect("no panic").expect("answered by live");
+            }
+        }
+    }
+    let parked = parked.expect("round robin sends a call to the stopping server");
+    let support::Fixture { server, gate, .. } = stopping;
+    let shutdown = tokio::spawn(server.shutdown(Duration::from_secs(10)));
+    let once = client.clone().with_options(CallOptions {
+        max_retry: Some(0),
+        ..CallOptions::default()
+    });
+    let mut refused = false;
+    for _ in 0..1_000 {
+        if let Err(e) = once.echo(&request("hi")).await {
+            assert_eq!(e.code(), Code::ELOGOFF, "{e}");
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "the server never said it was stopping");
+    for i in 0..50 {
+        let message = format!("stopping {i}");
+        let reply = client.echo(&request(&message)).await.expect("free retry");
+        assert_eq!(reply.message, message);
+    }
+    let stats = channel.cluster().expect("cluster").stats();
+    assert!(stats.free_retries >= 20, "{stats:?}");
+    assert_eq!(stats.retries_refused, 0, "{stats:?}");
+    gate.add_permits(1);
+    parked
+        .await
+        .expect("no panic")
+        .expect("the parked call completes");
+    assert_eq!(shutdown.await.expect("no panic"), 0);
+
+    // A connection that breaks after the request was written: the handler
+    // may have run, so the retry spends budget, and there is none.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let breaking_addr = listener.local_addr().expect("addr").to_string();
+    let breaker = tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            // Read (part of) the request, then hang up.
+            let mut buf = [0u8; 64];
+            let _ = stream.read(&mut buf).await;
+        }
+    });
+    let channel = no_budget(&[&breaking_addr, &live.addr()]);
+    let client = EchoServiceClient::new(&channel);
+    let mut broken = 0;
+    for _ in 0..20 {
+        if let Err(e) = client.echo(&request("hi")).await {
+            assert_eq!(e.code(), Code::EFAILEDSOCKET, "{e}");
+            broken += 1;
+        }
+    }
+    let stats = channel.cluster().expect("cluster").stats();
+    assert!(broken >= 5, "{broken} calls broke: {stats:?}");
+    assert_eq!(stats.retries_refused, broken, "{stats:?}");
+    assert_eq!(stats.free_retries, 0, "{stats:?}");
+    breaker.abort();
+    assert_eq!(channel.pending_calls(), 0);
+}
