@@ -50,6 +50,10 @@ codes! {
     /// No server of the channel can take the call: none is known, or every
     /// one is isolated or excluded (Linux's errno, as brpc uses it; 112).
     EHOSTDOWN = 112, "Host is down";
+    /// The call was cancelled: its caller went away before the answer (a
+    /// dropped call, a closed connection; Linux's errno, as brpc uses it;
+    /// 125).
+    ECANCELED = 125, "Operation canceled";
     /// No such service on the server (1001).
     ENOSERVICE = 1001, "No such service";
     /// The service has no such method (1002).

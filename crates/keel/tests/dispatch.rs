@@ -27,19 +27,27 @@ use greeting::{Greeter, GreeterClient, GreeterServer, HelloReply, HelloRequest};
 struct Polite;
 
 impl Greeter for Polite {
-    async fn say_hello(&self, _: &Context, req: HelloRequest) -> Result<HelloReply, Status> {
+    async fn say_hello(
+        &self,
+        _: &Context,
+        req: &HelloRequest,
+        reply: &mut HelloReply,
+    ) -> Result<(), Status> {
         if req.name.is_empty() {
             return Err(Status::bad_request("name is empty"));
         }
-        Ok(HelloReply {
-            message: format!("hello, {}", req.name),
-        })
+        reply.message = format!("hello, {}", req.name);
+        Ok(())
     }
 
-    async fn say_goodbye(&self, _: &Context, req: HelloRequest) -> Result<HelloReply, Status> {
-        Ok(HelloReply {
-            message: format!("goodbye, {}", req.name),
-        })
+    async fn say_goodbye(
+        &self,
+        _: &Context,
+        req: &HelloRequest,
+        reply: &mut HelloReply,
+    ) -> Result<(), Status> {
+        reply.message = format!("goodbye, {}", req.name);
+        Ok(())
     }
 }
 
@@ -126,12 +134,14 @@ impl Service for PanicsInCall {
         _method: usize,
         _ctx: &'a Context,
         _request: Bytes,
-        _response: &'a mut BytesMut,
+        response: &'a mut BytesMut,
     ) -> ServiceFuture<'a> {
         if self.armed.swap(false, SeqCst) {
             panic!("the test asked Service::call to panic before returning a future");
         }
-        Box::pin(std::future::ready(Ok(())))
+        // An EchoResponse { message: "x" } (its one field is required).
+        response.extend_from_slice(b"\x0a\x01x");
+        ServiceFuture::new(std::future::ready(Ok(())))
     }
 }
 

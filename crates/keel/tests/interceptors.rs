@@ -69,13 +69,17 @@ struct Guarded {
 }
 
 impl EchoService for Guarded {
-    async fn echo(&self, ctx: &Context, req: EchoRequest) -> Result<EchoResponse, Status> {
+    async fn echo(
+        &self,
+        ctx: &Context,
+        req: &EchoRequest,
+        resp: &mut EchoResponse,
+    ) -> Result<(), Status> {
         self.calls.fetch_add(1, SeqCst);
         push(&self.log, "handler".into());
         let user = ctx.extensions().get::<User>().map_or("nobody", |u| u.0);
-        Ok(EchoResponse {
-            message: format!("{}:{user}", req.message),
-        })
+        resp.message = format!("{}:{user}", req.message);
+        Ok(())
     }
 }
 
@@ -478,10 +482,14 @@ async fn client_after_runs_only_for_interceptors_whose_before_ran() {
 struct NoAllocEcho;
 
 impl EchoService for NoAllocEcho {
-    async fn echo(&self, _: &Context, req: EchoRequest) -> Result<EchoResponse, Status> {
-        Ok(EchoResponse {
-            message: req.message,
-        })
+    async fn echo(
+        &self,
+        _: &Context,
+        req: &EchoRequest,
+        resp: &mut EchoResponse,
+    ) -> Result<(), Status> {
+        resp.message.clone_from(&req.message);
+        Ok(())
     }
 }
 
@@ -496,8 +504,8 @@ impl Interceptor for Passive {
 }
 
 /// Allocations per in-process call that tests/call_allocs.rs asserts
-/// (framework 4 + messages 2) for a plain channel.
-const CALL_ALLOCS: u64 = 6;
+/// (framework 3 + messages 1) for a plain channel.
+const CALL_ALLOCS: u64 = 4;
 
 #[test]
 fn in_process_calls_without_interceptors_allocate_what_call_allocs_asserts() {
@@ -541,7 +549,9 @@ fn in_process_calls_without_interceptors_allocate_what_call_allocs_asserts() {
             d.allocs_per_iter(),
             d.live_bytes
         );
-        assert_eq!(d.allocs, CALL_ALLOCS * d.iters, "{name}: {d:?}");
+        // A few more over the whole run, not per call: the message pools'
+        // idle trims give back blocks a later call then takes again.
+        assert!(d.allocs <= CALL_ALLOCS * d.iters + 8, "{name}: {d:?}");
         assert!(d.live_bytes <= 64, "{name}: calls leaked: {d:?}");
     }
 }

@@ -53,7 +53,8 @@ pub trait ClientInterceptor: Send + Sync + 'static {
     ) -> Result<(), Status>;
 
     /// After the call ended (success, failure, or refusal by a later
-    /// interceptor's `before`). Default: nothing.
+    /// interceptor's `before`); only for interceptors whose `before` passed.
+    /// Default: nothing.
     fn after(&self, outcome: &CallOutcome<'_>) {
         let _ = outcome;
     }
@@ -74,12 +75,28 @@ impl ClientInterceptors {
         self.list.is_empty()
     }
 
+    /// Every `before`, in order, until one refuses; then the `after` of
+    /// those that passed, with the refusal.
     pub(crate) fn before(
         &self,
         method: &'static MethodDescriptor,
         options: &mut CallOptions,
     ) -> Result<(), Status> {
-        self.list.iter().try_for_each(|i| i.before(method, options))
+        for (passed, interceptor) in self.list.iter().enumerate() {
+            if let Err(refused) = interceptor.before(method, options) {
+                let result: Result<Reply, Status> = Err(refused);
+                let outcome = CallOutcome {
+                    method,
+                    options,
+                    result: &result,
+                };
+                for i in self.list[..passed].iter().rev() {
+                    i.after(&outcome);
+                }
+                return result.map(drop);
+            }
+        }
+        Ok(())
     }
 
     pub(crate) fn after(

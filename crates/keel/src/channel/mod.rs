@@ -366,10 +366,8 @@ impl Channel {
             // Interceptors may change the options (metadata): they work on
             // a copy, which only calls through an interceptor pay for.
             let mut options = options.clone();
-            let result = match core.interceptors.before(method, &mut options) {
-                Ok(()) => self.call_with(method, &options, request).await,
-                Err(refused) => Err(refused),
-            };
+            core.interceptors.before(method, &mut options)?;
+            let result = self.call_with(method, &options, request).await;
             core.interceptors.after(method, &options, &result);
             return result;
         }

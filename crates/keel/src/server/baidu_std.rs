@@ -61,6 +61,8 @@ const KEEP_CAPACITY: usize = 64 * 1024;
 /// Response buffers kept for reuse per connection, and the largest kept.
 const SCRATCH_KEPT: usize = 4;
 const SCRATCH_MAX: usize = 4 * 1024;
+/// How long a connection stays above its idle footprint after activity.
+const IDLE_SHRINK: std::time::Duration = std::time::Duration::from_millis(250);
 /// Encoded answers waiting to be written beyond which reading pauses.
 const MAX_QUEUED_OUT: usize = 4 * 1024 * 1024;
 
@@ -180,6 +182,14 @@ impl Connection {
         let mut writing = BytesMut::new();
         let mut written = 0;
         let mut eof = false;
+        // Gives back what activity grew once the connection has been quiet
+        // a moment (see `quiet`); armed while anything is above its idle
+        // size, so a busy connection pays one timer per IDLE_SHRINK.
+        let shrink = tokio::time::sleep(IDLE_SHRINK);
+        tokio::pin!(shrink);
+        let mut shrink_armed = false;
+        // Whether anything was read or written since the timer was armed.
+        let mut busy = false;
         loop {
             // Every complete frame in the buffer.
             while !st.broken {
@@ -239,6 +249,20 @@ impl Connection {
             let room = inbuf.capacity() - inbuf.len();
             // Stop reading while answers pile up unread (backpressure).
             let may_read = !closing && st.out.len() < MAX_QUEUED_OUT;
+            if !shrink_armed
+                && (read_size > READ_MIN
+                    || inbuf.capacity() > 2 * READ_MIN
+                    || writing.capacity() > 0
+                    || st.out.capacity() > 0
+                    || st.packed.capacity() > 0
+                    || !st.scratch.is_empty()
+                    || done_rx.is_some())
+            {
+                shrink
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + IDLE_SHRINK);
+                shrink_armed = true;
+            }
             tokio::select! {
                 biased;
                 Some(done) = recv_done(&mut done_rx), if st.spawned > 0 && !closing => {
@@ -246,21 +270,56 @@ impl Connection {
                     st.write_done(done);
                 }
                 n = wr.write(&writing[written..]), if !flushed => match n {
-                    Ok(n) if n > 0 => written += n,
+                    Ok(n) if n > 0 => {
+                        written += n;
+                        busy = true;
+                    }
                     _ => return,
                 },
-                read = rd.read_buf(&mut inbuf), if may_read => match read {
-                    Ok(0) => eof = true,
-                    // A read that filled the room asks for more next time.
-                    Ok(n) if n >= room => read_size = (read_size * 2).min(READ_MAX),
-                    Ok(n) if n < room / 4 => read_size = (read_size / 2).max(READ_MIN),
-                    Ok(_) => {}
-                    Err(_) => return,
-                },
+                read = rd.read_buf(&mut inbuf), if may_read => {
+                    busy = true;
+                    match read {
+                        Ok(0) => eof = true,
+                        // A read that filled the room asks for more next time.
+                        Ok(n) if n >= room => read_size = (read_size * 2).min(READ_MAX),
+                        Ok(n) if n < room / 4 => read_size = (read_size / 2).max(READ_MIN),
+                        Ok(_) => {}
+                        Err(_) => return,
+                    }
+                }
                 changed = shutdown.changed(), if !st.draining => {
                     let _ = changed;
                     st.draining = true;
                 }
+                () = &mut shrink, if shrink_armed => { if busy {
+                    // Still busy: look again later; nothing is given back
+                    // while calls keep coming (no allocation churn).
+                    busy = false;
+                    shrink.as_mut().reset(tokio::time::Instant::now() + IDLE_SHRINK);
+                } else {
+                    shrink_armed = false;
+                    // Quiet for a moment: back to the idle footprint (R7).
+                    // Whatever is in use (a partial frame, an unflushed
+                    // answer, calls still running) is kept.
+                    if inbuf.is_empty() {
+                        inbuf = BytesMut::new();
+                        grown = false;
+                    }
+                    read_size = READ_MIN;
+                    if written == writing.len() {
+                        writing = BytesMut::new();
+                        written = 0;
+                    }
+                    if st.out.is_empty() {
+                        st.out = BytesMut::new();
+                    }
+                    st.packed = BytesMut::new();
+                    st.scratch = Vec::new();
+                    if st.spawned == 0 {
+                        st.done_tx = None;
+                        done_rx = None;
+                    }
+                } }
                 else => return,
             }
         }

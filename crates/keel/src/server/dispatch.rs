@@ -198,6 +198,16 @@ impl Dispatcher {
         status
     }
 
+    /// A refusal of a routed call (an interceptor, a limit): also counted
+    /// as a failed call of its method.
+    fn refuse_method(&self, table_index: usize, status: Status) -> Status {
+        if let Some(stats) = self.methods.get(table_index) {
+            stats.start();
+            stats.finish(std::time::Duration::ZERO, true);
+        }
+        self.refuse(status)
+    }
+
     /// Admits `request` and returns its running call, or the refusal to
     /// send back. `body` is an empty buffer the response is encoded into
     /// (the protocol's reused one).
@@ -229,7 +239,7 @@ impl Dispatcher {
         if !self.interceptors.is_empty() {
             self.interceptors
                 .before(&mut ctx)
-                .map_err(|s| self.refuse(s))?;
+                .map_err(|s| self.refuse_method(table_index, s))?;
         }
         let permit = match self.limits.acquire(table_index) {
             Ok(p) => p,
@@ -241,7 +251,7 @@ impl Dispatcher {
                 if !self.interceptors.is_empty() {
                     self.interceptors.after(&ctx, &Err(status.clone()));
                 }
-                return Err(self.refuse(status));
+                return Err(self.refuse_method(table_index, status));
             }
         };
         let span =
@@ -252,6 +262,11 @@ impl Dispatcher {
             }
             span.set_protocol(request.protocol);
             span.set_request_size(request.payload.len() as u64);
+        }
+        // Counted as started now: a call dropped before it ends counts in
+        // `calls` only.
+        if let Some(stats) = self.methods.get(table_index) {
+            stats.start();
         }
         Ok(FutureBox::new(run(
             self.clone(),
@@ -274,6 +289,25 @@ struct Admitted {
     table_index: usize,
 }
 
+/// Tells the interceptors a call ended without an answer (see `run`).
+struct Cancelled<'a> {
+    dispatcher: &'a Dispatcher,
+    ctx: &'a Context,
+    armed: bool,
+}
+
+impl Drop for Cancelled<'_> {
+    fn drop(&mut self) {
+        if self.armed && !self.dispatcher.interceptors.is_empty() {
+            let status = Status::new(
+                Code::ECANCELED,
+                format!("{} was cancelled: its caller went away", self.ctx.method()),
+            );
+            self.dispatcher.interceptors.after(self.ctx, &Err(status));
+        }
+    }
+}
+
 /// Runs one admitted call to completion.
 async fn run(
     dispatcher: Arc<Dispatcher>,
@@ -286,17 +320,36 @@ async fn run(
 ) -> Answer {
     let started = Instant::now();
     let method = ctx.method();
-    let mut call = service.call(method.index, &ctx, payload, &mut body);
-    // A handler that panics answers EINTERNAL; the connection and its other
+    // Runs the interceptors' `after` with ECANCELED if this future is
+    // dropped before the call ends (declared before the handler's future,
+    // so it runs after that is dropped).
+    let mut cancelled = Cancelled {
+        dispatcher: &dispatcher,
+        ctx: &ctx,
+        armed: true,
+    };
+    // A service (or handler) that panics answers EINTERNAL, whether it
+    // panics making its future or polling it; the connection and its other
     // calls carry on (the panic is still reported by the panic hook).
+    let panicked = || {
+        Err(Status::new(
+            Code::EINTERNAL,
+            format!("the handler of {method} panicked"),
+        ))
+    };
+    let mut call = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        service.call(method.index, &ctx, payload, &mut body)
+    }))
+    .ok();
     let call = std::future::poll_fn(move |cx| {
-        match std::panic::catch_unwind(AssertUnwindSafe(|| std::pin::Pin::new(&mut call).poll(cx)))
-        {
+        let Some(running) = call.as_mut() else {
+            return Poll::Ready(panicked());
+        };
+        match std::panic::catch_unwind(AssertUnwindSafe(|| {
+            std::pin::Pin::new(&mut *running).poll(cx)
+        })) {
             Ok(poll) => poll,
-            Err(_) => Poll::Ready(Err(Status::new(
-                Code::EINTERNAL,
-                format!("the handler of {method} panicked"),
-            ))),
+            Err(_) => Poll::Ready(panicked()),
         }
     });
     // Past the deadline the client has given up: stop the handler rather
@@ -331,12 +384,12 @@ async fn run(
         table_index,
     } = admitted;
     drop(permit);
+    cancelled.armed = false;
     if !dispatcher.interceptors.is_empty() {
         dispatcher.interceptors.after(&ctx, &result);
     }
     let failed = result.is_err();
     if let Some(stats) = dispatcher.methods.get(table_index) {
-        stats.start();
         stats.finish(started.elapsed(), failed);
     }
     dispatcher.count(failed);

@@ -27,8 +27,12 @@ use crate::status::Status;
 /// [`Context`]; it may refuse the call with a [`Status`] (authentication,
 /// quotas) or attach values for the handler ([`Context::extensions_mut`]).
 /// Interceptors run in the order they were added; the first refusal ends
-/// the call. `after` runs, in reverse order, for every call whose `before`
-/// passed (the handler's result, or the refusal of a limit).
+/// the call. `after` runs, in reverse order, for every interceptor whose
+/// `before` passed, once per call: with the handler's result, a limit's
+/// refusal, a later interceptor's refusal, or
+/// [`ECANCELED`](crate::Code::ECANCELED) when the call was dropped (its
+/// caller went away). So an interceptor can pair the two (a gauge, a
+/// quota) without leaking on any path.
 ///
 /// ```
 /// use keel::server::Interceptor;
@@ -99,9 +103,19 @@ impl Interceptors {
         self.list.is_empty()
     }
 
-    /// Every `before`, in order, until one refuses.
+    /// Every `before`, in order, until one refuses; then the `after` of
+    /// those that passed, with the refusal.
     pub(crate) fn before(&self, ctx: &mut Context) -> Result<(), Status> {
-        self.list.iter().try_for_each(|i| i.before(ctx))
+        for (passed, interceptor) in self.list.iter().enumerate() {
+            if let Err(refused) = interceptor.before(ctx) {
+                let result = Err(refused);
+                for i in self.list[..passed].iter().rev() {
+                    i.after(ctx, &result);
+                }
+                return result;
+            }
+        }
+        Ok(())
     }
 
     /// Every `after`, in reverse order.

@@ -40,6 +40,8 @@ use crate::transport::{Call, Reply};
 const READ_CHUNK: usize = 8 * 1024;
 const READ_MIN_ROOM: usize = 1024;
 const KEEP_CAPACITY: usize = 64 * 1024;
+/// How long a connection stays above its idle footprint after activity.
+const IDLE_SHRINK: Duration = Duration::from_millis(250);
 /// Requests queued for one connection and not yet written, in bytes; past
 /// it calls fail with EOVERCROWDED (brpc's `socket_max_unwritten_bytes`)
 /// instead of growing the queue without bound when the peer stops reading.
@@ -418,14 +420,45 @@ async fn run_connection(
     // Requests taken from the queue and being written, from `written` on.
     let mut outbuf = BytesMut::new();
     let mut written = 0;
+    // Gives back what activity grew once the connection has been quiet a
+    // moment; armed while anything is above its idle size.
+    let shrink = tokio::time::sleep(IDLE_SHRINK);
+    tokio::pin!(shrink);
+    let mut shrink_armed = false;
+    // Whether anything was read or written since the timer was armed.
+    let mut busy = false;
     exit.why = loop {
         reads.prepare();
+        if !shrink_armed && (outbuf.capacity() > 0 || reads.above_idle()) {
+            shrink
+                .as_mut()
+                .reset(tokio::time::Instant::now() + IDLE_SHRINK);
+            shrink_armed = true;
+        }
         let inbuf = &mut reads.current;
         tokio::select! {
             closed = alive.changed() => {
                 let _ = closed;
                 break "channel dropped".into();
             }
+            () = &mut shrink, if shrink_armed => { if busy {
+                // Still busy: look again later (no allocation churn).
+                busy = false;
+                shrink.as_mut().reset(tokio::time::Instant::now() + IDLE_SHRINK);
+            } else {
+                shrink_armed = false;
+                // Quiet for a moment: back to the idle footprint (R7).
+                if written == outbuf.len() {
+                    outbuf = BytesMut::new();
+                    written = 0;
+                }
+                let mut st = conn.lock();
+                if st.epoch == epoch && st.out.is_empty() {
+                    st.out = BytesMut::new();
+                }
+                drop(st);
+                reads.shrink();
+            } }
             _ = conn.wake_writer.notified(), if written == outbuf.len() => {
                 outbuf.clear();
                 written = 0;
@@ -446,6 +479,7 @@ async fn run_connection(
                 Ok(0) => break "the connection stopped accepting data".into(),
                 Ok(n) => {
                     written += n;
+                    busy = true;
                     exit.written += n as u64;
                     if written == outbuf.len() && outbuf.capacity() > KEEP_CAPACITY {
                         // A large request was written: give its buffer back
@@ -459,6 +493,7 @@ async fn run_connection(
             read = rd.read_buf(inbuf) => match read {
                 Ok(0) => break "closed by the server".into(),
                 Ok(_) => {
+                    busy = true;
                     if let Err(e) = deliver(&conn, inbuf, &limits) {
                         break e;
                     }
@@ -507,6 +542,21 @@ impl ReadBuffers {
             self.spare.clear();
             self.spare_grown = self.current_grown;
             self.current_grown = need > READ_CHUNK;
+        }
+    }
+
+    /// Whether more than one idle read chunk is held.
+    fn above_idle(&self) -> bool {
+        self.spare.capacity() > 0 || self.current.capacity() > READ_CHUNK
+    }
+
+    /// Back to one read chunk (the connection is quiet).
+    fn shrink(&mut self) {
+        self.spare = BytesMut::new();
+        self.spare_grown = false;
+        if self.current.is_empty() && self.current.capacity() > READ_CHUNK {
+            self.current = BytesMut::new();
+            self.current_grown = false;
         }
     }
 
