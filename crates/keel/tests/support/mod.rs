@@ -136,3 +136,20 @@ pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
         tokio::time::sleep(std::time::Duration::from_millis(1)).await;
     }
 }
+
+/// Runs `test` alone in the process, on a current-thread runtime that is
+/// shut down (its tasks ended, its blocking threads joined) before the
+/// next test of the binary may start. For churn tests with several tests
+/// in one binary: the counting allocator sees the whole process, so a
+/// test must not measure while another runs or its runtime is torn down.
+pub fn alone(test: impl std::future::Future<Output = ()>) {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(test);
+}
