@@ -39,6 +39,7 @@
 //! (both are `EFAILEDSOCKET`) by an internal mark on the status
 //! (`Status::request_unwritten`), never sent on the wire.
 
+use keel_pool::FutureBox;
 use tokio::time::Instant;
 
 use crate::cluster::{Cluster, Tried};
@@ -81,7 +82,10 @@ impl Route {
         loop {
             let result = match self {
                 Route::Endpoint(endpoint) => endpoint.try_call(call).await,
-                Route::Cluster(cluster) => cluster.attempt(call, &mut tried).await,
+                // In a pooled block: the cluster's attempt (pick, backup,
+                // breaker) is a large future, and inline it would make every
+                // channel's call future as large, one-server channels too.
+                Route::Cluster(cluster) => FutureBox::new(cluster.attempt(call, &mut tried)).await,
                 Route::InProcess(in_process) => in_process.try_call(call).await,
                 Route::Custom(transport) => transport.call(*call).await,
             };

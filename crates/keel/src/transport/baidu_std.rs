@@ -25,6 +25,7 @@ use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
+use keel_pool::FutureBox;
 use keel_wire::baidu_std::{Limits, RequestHeader, decode_raw_frame, encode_request};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -151,7 +152,12 @@ impl BaiduStd {
     /// any broken connection, and carries an internal mark saying so: the
     /// retry loop retries such a call without spending the retry budget.
     pub async fn try_call(&self, call: &Call<'_>) -> Result<Reply, Status> {
-        let epoch = self.ensure_connected().await?;
+        let epoch = match self.conn.up_epoch() {
+            Some(epoch) => epoch,
+            // Connecting is rare and its future large: in a pooled block,
+            // so the call's own future stays small.
+            None => FutureBox::new(self.connect()).await?,
+        };
         // Compression is slow work: do it before taking the lock.
         let scratch = compress_request(call)?;
         let queued = self.enqueue(call, epoch, scratch.as_ref().map(|s| &s.packed[..]));
@@ -225,10 +231,8 @@ impl BaiduStd {
         Ok(key)
     }
 
-    async fn ensure_connected(&self) -> Result<u64, Status> {
-        if let Some(epoch) = self.conn.up_epoch() {
-            return Ok(epoch);
-        }
+    /// Connects (one caller at a time), unless another caller just did.
+    async fn connect(&self) -> Result<u64, Status> {
         let _one_at_a_time = self.conn.connect_lock.lock().await;
         if let Some(epoch) = self.conn.up_epoch() {
             return Ok(epoch);
