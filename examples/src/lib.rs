@@ -33,10 +33,8 @@ impl EchoService for Echo {
         if !ctx.attachment().is_empty() {
             ctx.set_response_attachment(ctx.attachment().clone());
         }
-        {
-            response.message.clone_from(&req.message);
-            Ok(())
-        }
+        response.message.clone_from(&req.message);
+        Ok(())
     }
 }
 

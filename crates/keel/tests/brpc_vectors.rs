@@ -118,10 +118,8 @@ async fn keel_answers_brpc_echo_client_bytes_like_brpc() {
             response: &mut support::EchoResponse,
         ) -> Result<(), keel::Status> {
             ctx.set_response_attachment(ctx.attachment().clone());
-            {
-                response.message.clone_from(&req.message);
-                Ok(())
-            }
+            response.message.clone_from(&req.message);
+            Ok(())
         }
     }
     let server = keel::Server::builder()

@@ -65,10 +65,8 @@ impl EchoService for Echo {
                     reversed.reverse();
                     ctx.set_response_attachment(reversed.into());
                 }
-                {
-                    response.message = message.to_owned();
-                    Ok(())
-                }
+                response.message = message.to_owned();
+                Ok(())
             }
         }
     }

@@ -26,10 +26,8 @@ impl Greeter for Polite {
         if req.name.is_empty() {
             return Err(Status::bad_request("name is empty"));
         }
-        {
-            response.message = format!("hello, {}", req.name);
-            Ok(())
-        }
+        response.message = format!("hello, {}", req.name);
+        Ok(())
     }
 
     async fn say_goodbye(
@@ -38,10 +36,8 @@ impl Greeter for Polite {
         req: &HelloRequest,
         response: &mut HelloReply,
     ) -> Result<(), Status> {
-        {
-            response.message = format!("goodbye, {}", req.name);
-            Ok(())
-        }
+        response.message = format!("goodbye, {}", req.name);
+        Ok(())
     }
 }
 

@@ -41,10 +41,8 @@ impl EchoService for Echo {
         response: &mut EchoResponse,
     ) -> Result<(), Status> {
         self.calls.fetch_add(1, SeqCst);
-        {
-            response.message.clone_from(&req.message);
-            Ok(())
-        }
+        response.message.clone_from(&req.message);
+        Ok(())
     }
 }
 

@@ -55,10 +55,8 @@ impl EchoService for Echo {
                 self.gated.notify_one();
                 let permit = self.gate.acquire().await.expect("gate open");
                 permit.forget();
-                {
-                    response.message = "gate".into();
-                    Ok(())
-                }
+                response.message = "gate".into();
+                Ok(())
             }
             "panic" => panic!("the test asked this handler to panic"),
             "panic-later" => {
@@ -75,10 +73,8 @@ impl EchoService for Echo {
                     reversed.reverse();
                     ctx.set_response_attachment(reversed.into());
                 }
-                {
-                    response.message.clone_from(&req.message);
-                    Ok(())
-                }
+                response.message.clone_from(&req.message);
+                Ok(())
             }
         }
     }
