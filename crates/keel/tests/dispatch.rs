@@ -295,6 +295,21 @@ async fn graceful_shutdown_refuses_new_in_process_calls_and_finishes_those_in_fl
         !in_flight.is_finished(),
         "the in-flight call waits in its handler"
     );
+    // Shutdown waits for the in-process call too: with the gate closed it
+    // cannot have finished, however often it is polled.
+    let early = match early {
+        Poll::Pending => {
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+            poll_once(&mut shutdown).await
+        }
+        ready => ready,
+    };
+    assert!(
+        early.is_pending(),
+        "shutdown finished with an in-process call in flight"
+    );
     f.gate.add_permits(1);
     let reply = in_flight
         .await

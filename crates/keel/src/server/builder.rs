@@ -120,10 +120,7 @@ impl ServerBuilder {
                 methods[route.table_index] = Limiter::new(self.method_limits.get(m.path).copied());
             }
         }
-        let limits = Limits {
-            global: Limiter::new(self.max_concurrency),
-            methods,
-        };
+        let limits = Limits::new(self.max_concurrency, methods);
         Ok(Arc::new(ServerCore {
             dispatcher: Dispatcher::new(self.table, limits, self.interceptors),
             wire_limits: keel_wire::baidu_std::Limits::new(
@@ -241,33 +238,40 @@ impl Server {
         }
     }
 
-    /// Stops accepting, answers new requests on open connections with
-    /// `ELOGOFF` (2003), lets calls in flight finish for up to `grace`, then
-    /// closes every connection. Returns the number of connections that had
-    /// to be cut at the deadline.
+    /// Stops accepting, answers new requests on open connections (and
+    /// in-process channels to this server) with `ELOGOFF` (2003), lets calls
+    /// in flight finish for up to `grace`, then closes every connection.
+    /// Returns the number of connections that had to be cut at the deadline.
+    /// In-process calls run in their callers' tasks: shutdown waits for them
+    /// up to the deadline but cannot cut them.
     pub async fn shutdown(mut self, grace: Duration) -> usize {
         self.shared.dispatcher.drain();
         let _ = self.shutdown_tx.send(true);
         let Some(accept) = self.accept.take() else {
             return 0;
         };
-        match accept.await {
+        let deadline = tokio::time::Instant::now() + grace;
+        let cut = match accept.await {
             Ok(mut connections) => {
-                let deadline = tokio::time::Instant::now() + grace;
+                let mut cut = 0;
                 while !connections.is_empty() {
                     if tokio::time::timeout_at(deadline, connections.join_next())
                         .await
                         .is_err()
                     {
-                        let cut = connections.len();
+                        cut = connections.len();
                         connections.shutdown().await;
-                        return cut;
+                        break;
                     }
                 }
-                0
+                cut
             }
             Err(_) => 0,
-        }
+        };
+        // Calls no connection tracks (in process) finish too, or the
+        // deadline passes.
+        self.shared.dispatcher.limits().wait_idle(deadline).await;
+        cut
     }
 }
 

@@ -41,7 +41,7 @@ use crate::metadata::Metadata;
 use crate::metrics::MethodStats;
 use crate::rpcz::{Mark, SpanHandle, TraceContext};
 use crate::server::interceptor::Interceptors;
-use crate::server::limit::{Limiter, Limits, Permit};
+use crate::server::limit::{Limits, Permit};
 use crate::server::method_table::MethodTable;
 use crate::server::service::Service;
 use crate::status::{Code, Status};
@@ -142,10 +142,7 @@ impl Dispatcher {
 
     /// A dispatcher for `table` with no limits and no interceptors.
     pub(crate) fn unlimited(table: MethodTable) -> Arc<Dispatcher> {
-        let limits = Limits {
-            global: Limiter::new(None),
-            methods: Vec::new(),
-        };
+        let limits = Limits::new(None, Vec::new());
         Dispatcher::new(table, limits, Interceptors::default())
     }
 

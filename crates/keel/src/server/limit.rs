@@ -34,8 +34,9 @@ impl Limiter {
         true
     }
 
-    fn release(&self) {
-        self.current.fetch_sub(1, Ordering::AcqRel);
+    /// Releases one place; true if none is taken now.
+    fn release(&self) -> bool {
+        self.current.fetch_sub(1, Ordering::AcqRel) == 1
     }
 
     pub(crate) fn current(&self) -> usize {
@@ -53,6 +54,36 @@ impl Limiter {
 pub(crate) struct Limits {
     pub(crate) global: Limiter,
     pub(crate) methods: Vec<Limiter>,
+    /// Woken whenever the last call in flight ends (a graceful shutdown
+    /// waits on it for calls no connection tracks: in-process ones).
+    pub(crate) idle: tokio::sync::Notify,
+}
+
+impl Limits {
+    /// A global limit and one per method.
+    pub(crate) fn new(global: Option<usize>, methods: Vec<Limiter>) -> Limits {
+        Limits {
+            global: Limiter::new(global),
+            methods,
+            idle: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Waits until no call is in flight, or `deadline`; true if none is.
+    pub(crate) async fn wait_idle(&self, deadline: tokio::time::Instant) -> bool {
+        loop {
+            let idle = self.idle.notified();
+            tokio::pin!(idle);
+            // Registered before the check, so an end in between is seen.
+            idle.as_mut().enable();
+            if self.global.current() == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, idle).await.is_err() {
+                return self.global.current() == 0;
+            }
+        }
+    }
 }
 
 impl Limits {
@@ -63,7 +94,9 @@ impl Limits {
         }
         if let Some(m) = self.methods.get(table_index) {
             if !m.try_acquire() {
-                self.global.release();
+                if self.global.release() {
+                    self.idle.notify_waiters();
+                }
                 return Err("the method");
             }
         }
@@ -86,7 +119,9 @@ impl Drop for Permit {
         if let Some(m) = self.limits.methods.get(self.table_index) {
             m.release();
         }
-        self.limits.global.release();
+        if self.limits.global.release() {
+            self.limits.idle.notify_waiters();
+        }
     }
 }
 
@@ -96,10 +131,10 @@ mod tests {
 
     #[test]
     fn global_and_method_limits_refuse_and_release() {
-        let limits = Arc::new(Limits {
-            global: Limiter::new(Some(3)),
-            methods: vec![Limiter::new(Some(1)), Limiter::new(None)],
-        });
+        let limits = Arc::new(Limits::new(
+            Some(3),
+            vec![Limiter::new(Some(1)), Limiter::new(None)],
+        ));
         let a = limits.acquire(0).expect("first call of method 0");
         assert_eq!(limits.acquire(0).unwrap_err(), "the method");
         let b = limits.acquire(1).expect("method 1");
