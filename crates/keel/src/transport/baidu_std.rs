@@ -103,6 +103,9 @@ struct LinkState {
     /// Whether this connection's first request (which carries the
     /// credential) is queued.
     credential_sent: bool,
+    /// Bytes the writer took from `out` and has not finished writing: they
+    /// count against the unwritten-bytes bound like the queue does.
+    taken: usize,
 }
 
 impl BaiduStd {
@@ -120,6 +123,7 @@ impl BaiduStd {
                     queued: 0,
                     pending: PendingCalls::default(),
                     credential_sent: false,
+                    taken: 0,
                 }),
                 wake_writer: Notify::new(),
                 connect_lock: tokio::sync::Mutex::new(()),
@@ -196,13 +200,13 @@ impl BaiduStd {
         // never holds more than MAX_UNWRITTEN, or one larger request.
         let adding = packed.map_or_else(|| call.request.encoded_len(), <[u8]>::len)
             + call.options.attachment.len();
-        if !st.out.is_empty() && st.out.len() + adding > MAX_UNWRITTEN {
+        let unwritten = st.out.len() + st.taken;
+        if unwritten > 0 && unwritten + adding > MAX_UNWRITTEN {
             return Err(Status::new(
                 Code::EOVERCROWDED,
                 format!(
-                    "{} bytes wait to be written to {} and the call adds {adding}: \
+                    "{unwritten} bytes wait to be written to {} and the call adds {adding}: \
                      the connection is overcrowded",
-                    st.out.len(),
                     self.conn.addr
                 ),
             ));
@@ -376,6 +380,7 @@ impl Link {
                 st.up = false;
                 // Drop the queue's memory, not just its contents (R8).
                 st.out = BytesMut::new();
+                st.taken = 0;
             }
             let text = format!("connection to {} failed: {why}", self.addr);
             st.pending.fail_epoch(epoch, &text, written)
@@ -478,6 +483,10 @@ async fn run_connection(
                     break "replaced by a newer connection".into();
                 }
                 std::mem::swap(&mut st.out, &mut outbuf);
+                // Still unwritten, for the queue's bound, until written;
+                // only large batches are counted (a small one cannot move
+                // a 64 MiB bound), so small calls take no extra lock.
+                st.taken = if outbuf.len() >= KEEP_CAPACITY { outbuf.len() } else { 0 };
             }
             n = wr.write(&outbuf[written..]), if written < outbuf.len() => match n {
                 Ok(0) => break "the connection stopped accepting data".into(),
@@ -485,11 +494,14 @@ async fn run_connection(
                     written += n;
                     busy = true;
                     exit.written += n as u64;
-                    if written == outbuf.len() && outbuf.capacity() > KEEP_CAPACITY {
-                        // A large request was written: give its buffer back
-                        // now, not when the next call comes (rule R7).
-                        outbuf = BytesMut::new();
-                        written = 0;
+                    if written == outbuf.len() && outbuf.len() >= KEEP_CAPACITY {
+                        conn.lock().taken = 0;
+                        if outbuf.capacity() > KEEP_CAPACITY {
+                            // A large request was written: give its buffer
+                            // back now, not when the next call comes (R7).
+                            outbuf = BytesMut::new();
+                            written = 0;
+                        }
                     }
                 }
                 Err(e) => break e.to_string(),
