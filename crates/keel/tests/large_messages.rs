@@ -35,9 +35,9 @@ async fn settled(f: &support::Fixture) -> i64 {
     keel_alloc::stats().live_bytes()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_32_mib_call_leaves_nothing_behind_on_either_side() {
-    let _serial = one_at_a_time().await;
+/// A server, a channel to it warmed up by small calls, and the live heap
+/// at rest after them.
+async fn warmed_up() -> (support::Fixture, Channel, EchoServiceClient, i64) {
     keel::rpcz::tracer().sampler().set_target(0);
     let f = start(|b| b).await;
     let channel = Channel::new(&f.addr()).expect("addr");
@@ -46,6 +46,13 @@ async fn a_32_mib_call_leaves_nothing_behind_on_either_side() {
         client.echo(&request("warm")).await.expect("warm-up");
     }
     let before = settled(&f).await;
+    (f, channel, client, before)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_32_mib_call_leaves_nothing_behind_on_either_side() {
+    let _serial = one_at_a_time().await;
+    let (f, channel, client, before) = warmed_up().await;
     let big = request(&"x".repeat(32 << 20));
     let reply = client
         .echo(&big)
@@ -66,14 +73,7 @@ async fn a_32_mib_call_leaves_nothing_behind_on_either_side() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_leftover_does_not_keep_a_large_buffer_alive() {
     let _serial = one_at_a_time().await;
-    keel::rpcz::tracer().sampler().set_target(0);
-    let f = start(|b| b).await;
-    let channel = Channel::new(&f.addr()).expect("addr");
-    let client = EchoServiceClient::new(&channel);
-    for _ in 0..100 {
-        client.echo(&request("warm")).await.expect("warm-up");
-    }
-    let before = settled(&f).await;
+    let (f, _channel, client, before) = warmed_up().await;
     let big = request(&"y".repeat(512 << 10));
     // Pipelined: the 512 KiB answer arrives with small ones behind it, so
     // a small tail sits in the buffer the large one was read into.

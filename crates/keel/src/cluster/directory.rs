@@ -84,13 +84,7 @@ impl Directory {
         hash_key: u64,
         excluded: impl Fn(&Invoker) -> bool,
     ) -> Option<Arc<Invoker>> {
-        self.with_snapshot(|snapshot| {
-            let servers = &snapshot.servers;
-            snapshot
-                .picker
-                .pick(servers, hash_key, |i| excluded(&servers[i]))
-                .map(|i| servers[i].clone())
-        })
+        self.choose(hash_key, excluded, false)
     }
 
     /// Like [`pick`](Self::pick), for a later attempt of the same call (a
@@ -102,12 +96,26 @@ impl Directory {
         hash_key: u64,
         excluded: impl Fn(&Invoker) -> bool,
     ) -> Option<Arc<Invoker>> {
+        self.choose(hash_key, excluded, true)
+    }
+
+    /// The picker's choice over the current servers: a first attempt's, or
+    /// (`again`) a later one's.
+    fn choose(
+        &self,
+        hash_key: u64,
+        excluded: impl Fn(&Invoker) -> bool,
+        again: bool,
+    ) -> Option<Arc<Invoker>> {
         self.with_snapshot(|snapshot| {
             let servers = &snapshot.servers;
-            snapshot
-                .picker
-                .pick_again(servers, hash_key, |i| excluded(&servers[i]))
-                .map(|i| servers[i].clone())
+            let excluded = |i: usize| excluded(&servers[i]);
+            let picked = if again {
+                snapshot.picker.pick_again(servers, hash_key, excluded)
+            } else {
+                snapshot.picker.pick(servers, hash_key, excluded)
+            };
+            picked.map(|i| servers[i].clone())
         })
     }
 
