@@ -1,33 +1,51 @@
-//! Errors of a call: a numeric [`Code`] (brpc's errno values, or any `i32` a
-//! handler chooses) and a human message, carried to the caller unchanged.
+//! Errors of a call: a numeric [`Code`] and a human message, carried to the
+//! caller unchanged.
+//!
+//! Two families of codes have names: gRPC's 17 canonical codes
+//! ([`Code::NotFound`], values 0-16) and brpc's framework errnos
+//! ([`Code::ERPCTIMEDOUT`], values 112, 125 and 1001-2005). Any other `i32` is
+//! an application's code and passes through unchanged. How every code reads
+//! on each protocol (gRPC status, HTTP status, baidu_std `error_code`) is one
+//! table, in [`mapping`].
 
 use std::borrow::Cow;
 use std::fmt;
 
+pub mod mapping;
+
 /// An error code, as carried in baidu_std's `RpcResponseMeta.error_code`.
 ///
-/// The constants are brpc's framework errnos (`brpc/errno.proto`), so a brpc
-/// peer and a Keel peer read each other's failures. Any other `i32` is an
-/// application code chosen by a handler and passes through unchanged. Codes
-/// compare by value and work in patterns:
+/// The named constants are gRPC's canonical codes (`Code::NotFound`, with
+/// the values gRPC gives them) and brpc's framework errnos
+/// (`brpc/errno.proto`: `Code::ERPCTIMEDOUT`), so gRPC, brpc and Keel peers
+/// read each other's failures. Any other `i32` is an application code chosen
+/// by a handler and passes through unchanged. Codes compare by value and work
+/// in patterns:
 ///
 /// ```
 /// use keel::Code;
 /// fn retryable(code: Code) -> bool {
-///     matches!(code, Code::EFAILEDSOCKET | Code::EOVERCROWDED | Code::ELOGOFF)
+///     matches!(code, Code::EFAILEDSOCKET | Code::EOVERCROWDED | Code::Unavailable)
 /// }
 /// assert!(retryable(Code::new(1009)));
+/// assert!(retryable(Code::new(14)));
 /// assert!(!retryable(Code::new(42)));
+/// assert_eq!(Code::NotFound.value(), 5);
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Code(i32);
 
 macro_rules! codes {
     ($($(#[$doc:meta])* $name:ident = $value:literal, $text:literal;)*) => {
+        #[allow(non_upper_case_globals)]
         impl Code {
             $( $(#[$doc])* pub const $name: Code = Code($value); )*
 
-            /// brpc's name for this code (`"ERPCTIMEDOUT"`), if it is one of brpc's.
+            /// Every named code, in value order.
+            pub const NAMED: &'static [Code] = &[$(Code($value)),*];
+
+            /// The name of this code's constant (`"NotFound"`,
+            /// `"ERPCTIMEDOUT"`), if it is a gRPC or a brpc code.
             pub const fn name(self) -> Option<&'static str> {
                 match self.0 {
                     $( $value => Some(stringify!($name)), )*
@@ -35,7 +53,8 @@ macro_rules! codes {
                 }
             }
 
-            /// brpc's one-line description (`"RPC call is timed out"`), if any.
+            /// A one-line description (`"RPC call is timed out"`), if the
+            /// code has a name.
             pub const fn description(self) -> Option<&'static str> {
                 match self.0 {
                     $( $value => Some($text), )*
@@ -47,6 +66,50 @@ macro_rules! codes {
 }
 
 codes! {
+    /// Success: never the code of a [`Status`] (gRPC's `OK`, 0).
+    Ok = 0, "OK";
+    /// The operation was cancelled, typically by the caller (gRPC's
+    /// `CANCELLED`, 1).
+    Cancelled = 1, "Cancelled";
+    /// An error with no better code, such as an unknown code from another
+    /// address space (gRPC's `UNKNOWN`, 2).
+    Unknown = 2, "Unknown error";
+    /// The caller gave an invalid argument, whatever the system's state
+    /// (gRPC's `INVALID_ARGUMENT`, 3).
+    InvalidArgument = 3, "Invalid argument";
+    /// The deadline expired before the operation could complete (gRPC's
+    /// `DEADLINE_EXCEEDED`, 4).
+    DeadlineExceeded = 4, "Deadline exceeded";
+    /// A requested entity was not found (gRPC's `NOT_FOUND`, 5).
+    NotFound = 5, "Not found";
+    /// The entity a caller tried to create already exists (gRPC's
+    /// `ALREADY_EXISTS`, 6).
+    AlreadyExists = 6, "Already exists";
+    /// The caller may not do this (gRPC's `PERMISSION_DENIED`, 7).
+    PermissionDenied = 7, "Permission denied";
+    /// A resource, such as a quota, is exhausted (gRPC's
+    /// `RESOURCE_EXHAUSTED`, 8).
+    ResourceExhausted = 8, "Resource exhausted";
+    /// The system is not in the state the operation needs (gRPC's
+    /// `FAILED_PRECONDITION`, 9).
+    FailedPrecondition = 9, "Failed precondition";
+    /// The operation was aborted, typically by a concurrency conflict
+    /// (gRPC's `ABORTED`, 10).
+    Aborted = 10, "Aborted";
+    /// The operation went past the valid range (gRPC's `OUT_OF_RANGE`, 11).
+    OutOfRange = 11, "Out of range";
+    /// The operation is not implemented or supported (gRPC's
+    /// `UNIMPLEMENTED`, 12).
+    Unimplemented = 12, "Unimplemented";
+    /// An internal invariant broke (gRPC's `INTERNAL`, 13).
+    Internal = 13, "Internal error";
+    /// The service is unavailable for now; a retry may succeed (gRPC's
+    /// `UNAVAILABLE`, 14).
+    Unavailable = 14, "Unavailable";
+    /// Unrecoverable data loss or corruption (gRPC's `DATA_LOSS`, 15).
+    DataLoss = 15, "Data loss";
+    /// The request has no valid credentials (gRPC's `UNAUTHENTICATED`, 16).
+    Unauthenticated = 16, "Unauthenticated";
     /// No server of the channel can take the call: none is known, or every
     /// one is isolated or excluded (Linux's errno, as brpc uses it; 112).
     EHOSTDOWN = 112, "Host is down";
@@ -112,7 +175,7 @@ impl From<Code> for i32 {
     }
 }
 
-/// `ERPCTIMEDOUT(1008)` for brpc's codes, `E42` for others.
+/// `ERPCTIMEDOUT(1008)` or `NotFound(5)` for named codes, `E42` for others.
 impl fmt::Display for Code {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.name() {
@@ -198,7 +261,9 @@ impl Status {
         &self.message
     }
 
-    /// [`Code::EINTERNAL`] with `message`.
+    /// [`Code::EINTERNAL`] with `message`: brpc's internal error, which
+    /// reads as gRPC's `INTERNAL` on gRPC and as HTTP 500 (see [`mapping`]);
+    /// `Status::new(Code::Internal, ..)` gives gRPC's own code 13.
     pub fn internal(message: impl Into<Cow<'static, str>>) -> Status {
         Status::new(Code::EINTERNAL, message)
     }
@@ -207,6 +272,40 @@ impl Status {
     pub fn bad_request(message: impl Into<Cow<'static, str>>) -> Status {
         Status::new(Code::EREQUEST, message)
     }
+}
+
+macro_rules! canonical_constructors {
+    ($($fn_name:ident => $code:ident),* $(,)?) => {
+        /// One constructor per gRPC canonical code, named as tonic and
+        /// grpc-go name them: `Status::not_found("no such item")` is
+        /// `Status::new(Code::NotFound, "no such item")`.
+        impl Status {
+            $(
+                #[doc = concat!("[`Code::", stringify!($code), "`] with `message`.")]
+                pub fn $fn_name(message: impl Into<Cow<'static, str>>) -> Status {
+                    Status::new(Code::$code, message)
+                }
+            )*
+        }
+    };
+}
+
+canonical_constructors! {
+    cancelled => Cancelled,
+    unknown => Unknown,
+    invalid_argument => InvalidArgument,
+    deadline_exceeded => DeadlineExceeded,
+    not_found => NotFound,
+    already_exists => AlreadyExists,
+    permission_denied => PermissionDenied,
+    resource_exhausted => ResourceExhausted,
+    failed_precondition => FailedPrecondition,
+    aborted => Aborted,
+    out_of_range => OutOfRange,
+    unimplemented => Unimplemented,
+    unavailable => Unavailable,
+    data_loss => DataLoss,
+    unauthenticated => Unauthenticated,
 }
 
 /// `CODE(n): message`, or brpc's description when the message is empty.
@@ -281,6 +380,39 @@ mod tests {
         );
         let err: &dyn std::error::Error = &s;
         assert!(err.source().is_none());
+    }
+
+    #[test]
+    fn canonical_codes_have_names_and_constructors() {
+        let s = Status::not_found("no item 7");
+        assert_eq!(s.code(), Code::NotFound);
+        assert_eq!(s.to_string(), "NotFound(5): no item 7");
+        assert_eq!(
+            Status::unauthenticated("").to_string(),
+            "Unauthenticated(16): Unauthenticated"
+        );
+        let built: [(Status, Code); 16] = [
+            (Status::cancelled(""), Code::Cancelled),
+            (Status::unknown(""), Code::Unknown),
+            (Status::invalid_argument(""), Code::InvalidArgument),
+            (Status::deadline_exceeded(""), Code::DeadlineExceeded),
+            (Status::not_found(""), Code::NotFound),
+            (Status::already_exists(""), Code::AlreadyExists),
+            (Status::permission_denied(""), Code::PermissionDenied),
+            (Status::resource_exhausted(""), Code::ResourceExhausted),
+            (Status::failed_precondition(""), Code::FailedPrecondition),
+            (Status::aborted(""), Code::Aborted),
+            (Status::out_of_range(""), Code::OutOfRange),
+            (Status::unimplemented(""), Code::Unimplemented),
+            (Status::new(Code::Internal, ""), Code::Internal),
+            (Status::unavailable(""), Code::Unavailable),
+            (Status::data_loss(""), Code::DataLoss),
+            (Status::unauthenticated(""), Code::Unauthenticated),
+        ];
+        for (i, (status, code)) in built.into_iter().enumerate() {
+            assert_eq!(status.code(), code);
+            assert_eq!(code.value(), i as i32 + 1);
+        }
     }
 
     #[test]
