@@ -68,6 +68,7 @@
 pub mod baidu_std;
 pub mod compress;
 mod error;
+pub mod grpc;
 pub mod protowire;
 mod sniff;
 

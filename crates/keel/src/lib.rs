@@ -109,6 +109,7 @@ pub use method::{MethodDescriptor, MethodKind, ServiceDescriptor};
 pub use options::CallOptions;
 pub use server::Server;
 pub use status::{Code, Status};
+pub use transport::Protocol;
 
 /// Includes the code `keel-build` generated for protobuf package `$package`
 /// (the file `$OUT_DIR/$package.rs`), like `tonic::include_proto!`.

@@ -41,7 +41,7 @@ use crate::options::CallOptions;
 use crate::server::MethodTable;
 use crate::server::dispatch::Dispatcher;
 use crate::status::{Code, Status};
-use crate::transport::{BaiduStd, Call, EndpointConfig, InProcess, Reply, Transport};
+use crate::transport::{Call, EndpointConfig, InProcess, Protocol, Remote, Reply, Transport};
 use keel_cluster::LoadBalancer;
 use naming::NamingService;
 
@@ -95,7 +95,8 @@ pub struct ChannelBuilder {
     connect_timeout: Duration,
     timeout: Option<Duration>,
     max_retry: u32,
-    max_body_size: usize,
+    max_body_size: Option<usize>,
+    protocol: Protocol,
     credential: bytes::Bytes,
     cluster: ClusterOptions,
     interceptors: ClientInterceptors,
@@ -110,6 +111,7 @@ impl fmt::Debug for ChannelBuilder {
             .field("timeout", &self.timeout)
             .field("max_retry", &self.max_retry)
             .field("max_body_size", &self.max_body_size)
+            .field("protocol", &self.protocol)
             .field("cluster", &self.cluster)
             .finish()
     }
@@ -205,9 +207,18 @@ impl ChannelBuilder {
         self
     }
 
-    /// Largest response body accepted (default 64 MiB).
+    /// Largest response accepted: a baidu_std body (default 64 MiB, like
+    /// brpc) or a gRPC message (default 4 MiB, like grpc-go).
     pub fn max_body_size(mut self, bytes: usize) -> Self {
-        self.max_body_size = bytes;
+        self.max_body_size = Some(bytes);
+        self
+    }
+
+    /// The protocol spoken to the servers (default baidu_std; a
+    /// `grpc://host:port` address implies [`Protocol::Grpc`]). Applies to
+    /// one `host:port` and to every server of a naming URL alike.
+    pub fn protocol(mut self, protocol: Protocol) -> Self {
+        self.protocol = protocol;
         self
     }
 
@@ -216,23 +227,31 @@ impl ChannelBuilder {
     /// starts now when called inside a tokio runtime, else at the first
     /// call.
     pub fn build(self) -> Result<Channel, InvalidAddress> {
+        let mut protocol = self.protocol;
+        let mut addr = self.addr;
+        if let Some(rest) = addr.strip_prefix("grpc://") {
+            protocol = Protocol::Grpc;
+            addr = rest.trim_end_matches('/').to_owned();
+        }
         let endpoint = EndpointConfig {
+            protocol,
             connect_timeout: self.connect_timeout,
-            max_body_size: self.max_body_size,
+            max_body_size: self.max_body_size.unwrap_or(match protocol {
+                Protocol::Grpc => keel_wire::grpc::DEFAULT_MAX_MESSAGE_SIZE,
+                _ => keel_wire::baidu_std::Limits::DEFAULT_MAX_BODY_SIZE,
+            }),
             credential: self.credential,
         };
         let naming = match self.naming {
             Some(naming) => naming,
-            None => match naming::from_url(&self.addr, self.cluster.naming_interval) {
+            None => match naming::from_url(&addr, self.cluster.naming_interval) {
                 Ok(Some(naming)) => naming,
                 Ok(None) => {
-                    keel_cluster::endpoint::check_addr(&self.addr).map_err(|reason| {
-                        InvalidAddress {
-                            addr: self.addr.clone(),
-                            reason: reason.into(),
-                        }
+                    keel_cluster::endpoint::check_addr(&addr).map_err(|reason| InvalidAddress {
+                        addr: addr.clone(),
+                        reason: reason.into(),
                     })?;
-                    let route = Route::Endpoint(BaiduStd::new(self.addr, endpoint));
+                    let route = Route::Endpoint(Remote::new(addr, endpoint));
                     return Ok(Channel::build(
                         route,
                         self.timeout,
@@ -242,13 +261,13 @@ impl ChannelBuilder {
                 }
                 Err(e) => {
                     return Err(InvalidAddress {
-                        addr: self.addr,
+                        addr,
                         reason: e.reason,
                     });
                 }
             },
         };
-        let cluster = Cluster::new(&self.addr, naming, self.cluster, endpoint);
+        let cluster = Cluster::new(&addr, naming, self.cluster, endpoint);
         Ok(Channel::build(
             Route::Cluster(cluster),
             self.timeout,
@@ -276,7 +295,8 @@ impl Channel {
             connect_timeout: Duration::from_secs(1),
             timeout: Some(Duration::from_secs(1)),
             max_retry: 3,
-            max_body_size: keel_wire::baidu_std::Limits::DEFAULT_MAX_BODY_SIZE,
+            max_body_size: None,
+            protocol: Protocol::BaiduStd,
             credential: bytes::Bytes::new(),
             cluster: ClusterOptions::default(),
             interceptors: ClientInterceptors::default(),

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!   Route::call(call, max_retry)
-//!     loop:  attempt ──► Endpoint:  BaiduStd::try_call (one connection)
+//!     loop:  attempt ──► Endpoint:  BaiduStd / Grpc try_call (one connection)
 //!                    ├─► Cluster:   Cluster::attempt (pick a server not tried yet)
 //!                    ├─► InProcess: the server's dispatch path
 //!                    └─► Custom:    dyn Transport
@@ -44,15 +44,15 @@ use tokio::time::Instant;
 
 use crate::cluster::{Cluster, Tried};
 use crate::status::{Code, Status};
-use crate::transport::{BaiduStd, Call, InProcess, Reply, Transport};
+use crate::transport::{Call, InProcess, Remote, Reply, Transport};
 
 /// Where a channel's calls go.
 // One per channel, inside its `Arc`: the size of the largest variant costs
 // nothing per call, and boxing it would add a pointer hop to every call.
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum Route {
-    /// One `host:port` over baidu_std.
-    Endpoint(BaiduStd),
+    /// One `host:port` (baidu_std or gRPC).
+    Endpoint(Remote),
     /// The servers of a naming URL.
     Cluster(Cluster),
     /// Services in this process.

@@ -489,6 +489,7 @@ mod tests {
             Endpoint::new(format!("127.0.0.1:{port}")),
             "list://test".into(),
             EndpointConfig {
+                protocol: crate::transport::Protocol::BaiduStd,
                 connect_timeout: Duration::from_millis(10),
                 max_body_size: 1 << 20,
                 credential: Default::default(),

@@ -4,7 +4,7 @@
 //!   Directory ──Arc──► Invoker ◄──Arc── calls in flight on it
 //!                        │  state: available ⇄ isolated → closing
 //!                        │  in-flight, latency (EWMA), errors (EWMA)
-//!                        ├─ BaiduStd (one multiplexed connection)
+//!                        ├─ Remote (BaiduStd or Grpc: one connection)
 //!                        ├─ BreakerState (its part of the channel's breaker)
 //!                        └─ Registration (weak entry in the registry)
 //! ```
@@ -32,7 +32,7 @@ use tokio::time::Instant;
 use super::breaker::{self, Breaker, BreakerState};
 use super::registry::Registration;
 use crate::status::{Code, Status};
-use crate::transport::{BaiduStd, Call, EndpointConfig, Reply};
+use crate::transport::{Call, EndpointConfig, Remote, Reply};
 
 /// Where an invoker is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -88,7 +88,7 @@ pub struct Invoker {
     endpoint: Endpoint,
     hash: u64,
     channel: Arc<str>,
-    transport: BaiduStd,
+    transport: Remote,
     state: AtomicU8,
     in_flight: AtomicU32,
     latency_us: AtomicU64,
@@ -145,7 +145,7 @@ impl Invoker {
         Arc::new_cyclic(|weak: &Weak<Invoker>| Invoker {
             id,
             hash: keel_cluster::balance::endpoint_hash(&endpoint.addr),
-            transport: BaiduStd::new(endpoint.addr.clone(), config),
+            transport: Remote::new(endpoint.addr.clone(), config),
             endpoint,
             channel,
             state: AtomicU8::new(AVAILABLE),

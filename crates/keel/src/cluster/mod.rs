@@ -591,6 +591,7 @@ mod tests {
                 ..ClusterOptions::default()
             },
             EndpointConfig {
+                protocol: crate::transport::Protocol::BaiduStd,
                 connect_timeout: Duration::from_millis(10),
                 max_body_size: 1 << 20,
                 credential: Default::default(),

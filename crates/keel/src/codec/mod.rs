@@ -52,6 +52,7 @@ use prost::Message;
 use crate::method::MethodDescriptor;
 use crate::status::{Code, Status};
 
+pub(crate) mod grpc;
 mod required;
 
 pub use required::{NestedField, RequiredError, RequiredField, RequiredFields, RequiredSchema};

@@ -35,7 +35,6 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::task::{Context as TaskContext, Poll, Waker};
 
 use bytes::BytesMut;
@@ -50,6 +49,7 @@ use crate::compression::{self, Compression};
 use crate::metadata::Metadata;
 use crate::server::builder::ServerCore;
 use crate::server::dispatch::{Answer, Request};
+use crate::server::sniff::OpenGuard;
 use crate::status::{Code, Status};
 
 /// Room offered to each read: small for a quiet connection (an idle
@@ -81,32 +81,6 @@ struct Done {
     answer: Answer,
 }
 
-/// Counts a connection as open from accept until its task ends however it
-/// ends (including being aborted before it first ran, or at the end of a
-/// graceful shutdown).
-struct OpenGuard(Arc<ServerCore>);
-
-impl OpenGuard {
-    fn new(shared: Arc<ServerCore>) -> OpenGuard {
-        shared
-            .dispatcher
-            .stats
-            .connections
-            .fetch_add(1, Ordering::AcqRel);
-        OpenGuard(shared)
-    }
-}
-
-impl Drop for OpenGuard {
-    fn drop(&mut self) {
-        self.0
-            .dispatcher
-            .stats
-            .connections
-            .fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
 /// Per-connection state the frame handler works on.
 struct ConnectionState {
     peer: SocketAddr,
@@ -136,17 +110,20 @@ impl Connection {
         peer: SocketAddr,
         shared: Arc<ServerCore>,
         shutdown: watch::Receiver<bool>,
+        open: OpenGuard,
     ) -> Connection {
         Connection {
             stream,
             peer,
-            open: OpenGuard::new(shared.clone()),
+            open,
             shared,
             shutdown,
         }
     }
 
-    pub(crate) async fn run(self) {
+    /// Serves the connection; `head` holds the bytes already read from it
+    /// (the ones the protocol was told by).
+    pub(crate) async fn run(self, head: BytesMut) {
         let Connection {
             mut stream,
             peer,
@@ -170,7 +147,7 @@ impl Connection {
             spawned: 0,
             broken: false,
         };
-        let mut inbuf = BytesMut::new();
+        let mut inbuf = head;
         // Whether `inbuf`'s allocation grew past KEEP_CAPACITY (a large
         // request): its capacity() only counts the room after the frames
         // already cut, so it cannot tell.

@@ -40,6 +40,7 @@ pub struct ServerBuilder {
     max_body_size: Option<usize>,
     interceptors: Interceptors,
     authenticator: Option<Arc<dyn Authenticator>>,
+    grpc_max_message_size: Option<usize>,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -81,6 +82,14 @@ impl ServerBuilder {
     /// before the body is buffered. Default 64 MiB, like brpc.
     pub fn max_body_size(mut self, bytes: usize) -> Self {
         self.max_body_size = Some(bytes);
+        self
+    }
+
+    /// Largest gRPC message accepted, compressed or not; a larger one is
+    /// refused with `RESOURCE_EXHAUSTED` before it is buffered. Default
+    /// 4 MiB, like grpc-go.
+    pub fn max_grpc_message_size(mut self, bytes: usize) -> Self {
+        self.grpc_max_message_size = Some(bytes);
         self
     }
 
@@ -128,6 +137,9 @@ impl ServerBuilder {
                     .unwrap_or(keel_wire::baidu_std::Limits::DEFAULT_MAX_BODY_SIZE),
             ),
             authenticator: self.authenticator,
+            grpc_max_message_size: self
+                .grpc_max_message_size
+                .unwrap_or(keel_wire::grpc::DEFAULT_MAX_MESSAGE_SIZE),
         }))
     }
 
@@ -163,6 +175,8 @@ pub(crate) struct ServerCore {
     pub(crate) dispatcher: Arc<Dispatcher>,
     pub(crate) wire_limits: keel_wire::baidu_std::Limits,
     pub(crate) authenticator: Option<Arc<dyn Authenticator>>,
+    /// Largest gRPC message accepted (after decompression too).
+    pub(crate) grpc_max_message_size: usize,
 }
 
 /// A snapshot of a server's counters.
@@ -300,13 +314,12 @@ async fn accept_loop(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     shared.dispatcher.stats.accepted.fetch_add(1, Ordering::Relaxed);
-                    let conn = super::baidu_std::Connection::new(
+                    connections.spawn(super::sniff::serve(
                         stream,
                         peer,
                         shared.clone(),
                         shutdown.clone(),
-                    );
-                    connections.spawn(conn.run());
+                    ));
                 }
                 // Out of descriptors and similar: back off briefly rather
                 // than spin; the listener stays open.

@@ -6,7 +6,9 @@
 //!
 //! ```text
 //!   builder.rs      Server, ServerBuilder: bind, accept, shut down
-//!   baidu_std.rs    one connection speaking baidu_std (gRPC, HTTP next)
+//!   sniff.rs        a new connection's first bytes pick its protocol
+//!   baidu_std.rs    one connection speaking baidu_std
+//!   grpc.rs         one connection speaking gRPC over HTTP/2 (h2)
 //!   dispatch.rs     the one dispatch path: admission, handler run, stats
 //!   interceptor.rs  Interceptor, Authenticator
 //!   limit.rs        concurrency limits (Permit released by Drop)
@@ -24,17 +26,19 @@
 //!                 decode (EREQUEST) → user's async fn → encode
 //! ```
 //!
-//! Every protocol (baidu_std over TCP, the in-process channel) goes through
+//! Every protocol (baidu_std and gRPC over TCP, the in-process channel) goes through
 //! the dispatch path, so limits, deadlines, spans, panics, interceptors and
 //! errors work the same whichever way a call arrives.
 
 mod baidu_std;
 mod builder;
 pub(crate) mod dispatch;
+mod grpc;
 mod interceptor;
 mod limit;
 mod method_table;
 mod service;
+mod sniff;
 
 pub use builder::{Server, ServerBuilder, ServerStats};
 pub use interceptor::{Authenticator, Interceptor};

@@ -36,7 +36,7 @@ use super::pending::{CallId, PendingCalls};
 use crate::compression::{self, Compression, Scratch};
 use crate::metadata::Metadata;
 use crate::status::{Code, Status};
-use crate::transport::{Call, Reply};
+use crate::transport::{Call, EndpointConfig, Reply};
 
 const READ_CHUNK: usize = 8 * 1024;
 const READ_MIN_ROOM: usize = 1024;
@@ -47,16 +47,6 @@ const IDLE_SHRINK: Duration = Duration::from_millis(250);
 /// it calls fail with EOVERCROWDED (brpc's `socket_max_unwritten_bytes`)
 /// instead of growing the queue without bound when the peer stops reading.
 const MAX_UNWRITTEN: usize = 64 * 1024 * 1024;
-
-/// Settings of one baidu_std endpoint.
-#[derive(Debug, Clone)]
-pub(crate) struct EndpointConfig {
-    pub(crate) connect_timeout: Duration,
-    pub(crate) max_body_size: usize,
-    /// Sent as `authentication_data` on each connection's first request
-    /// (empty: none).
-    pub(crate) credential: bytes::Bytes,
-}
 
 /// Calls one `host:port` over baidu_std.
 pub struct BaiduStd {
@@ -241,30 +231,7 @@ impl BaiduStd {
         if let Some(epoch) = self.conn.up_epoch() {
             return Ok(epoch);
         }
-        let addr = &self.conn.addr;
-        let stream =
-            match tokio::time::timeout(self.conn.config.connect_timeout, TcpStream::connect(addr))
-                .await
-            {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => {
-                    return Err(Status::new(
-                        Code::EFAILEDSOCKET,
-                        format!("fail to connect {addr}: {e}"),
-                    )
-                    .with_request_unwritten());
-                }
-                Err(_) => {
-                    return Err(Status::new(
-                        Code::EFAILEDSOCKET,
-                        format!(
-                            "fail to connect {addr}: no answer within {:?}",
-                            self.conn.config.connect_timeout
-                        ),
-                    )
-                    .with_request_unwritten());
-                }
-            };
+        let stream = super::connect(&self.conn.addr, self.conn.config.connect_timeout).await?;
         let _ = stream.set_nodelay(true);
         let peer = stream.peer_addr().ok();
         let epoch = {

@@ -7,6 +7,7 @@
 //!          └─ transport: one attempt, no retry    <- this module
 //!               ├─ baidu_std: a multiplexed TCP connection (BaiduStd)
 //!               │    └─ pending: the table of calls awaiting an answer
+//!               ├─ grpc: streams of one HTTP/2 connection (Grpc, on h2)
 //!               └─ in_process: the server's dispatch path, no socket
 //! ```
 //!
@@ -17,11 +18,12 @@
 //! above, and nothing here imports them.
 
 mod baidu_std;
+mod grpc;
 mod in_process;
 mod pending;
 
 pub use baidu_std::BaiduStd;
-pub(crate) use baidu_std::EndpointConfig;
+pub use grpc::Grpc;
 pub use in_process::InProcess;
 
 use std::fmt;
@@ -92,6 +94,91 @@ impl fmt::Debug for Call<'_> {
             .field("deadline", &self.deadline)
             .field("trace", &self.span.context())
             .finish()
+    }
+}
+
+/// The protocol a channel speaks to its servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Protocol {
+    /// brpc's baidu_std (the default): one multiplexed TCP connection.
+    #[default]
+    BaiduStd,
+    /// gRPC over HTTP/2: streams of one HTTP/2 connection.
+    Grpc,
+}
+
+/// Settings of one endpoint (a `host:port` a channel or an invoker calls).
+#[derive(Debug, Clone)]
+pub(crate) struct EndpointConfig {
+    pub(crate) protocol: Protocol,
+    pub(crate) connect_timeout: std::time::Duration,
+    /// Largest response accepted (baidu_std body, gRPC message).
+    pub(crate) max_body_size: usize,
+    /// Sent as `authentication_data` on each baidu_std connection's first
+    /// request (empty: none).
+    pub(crate) credential: bytes::Bytes,
+}
+
+/// One `host:port` in the protocol its configuration names.
+#[derive(Debug)]
+pub(crate) enum Remote {
+    BaiduStd(BaiduStd),
+    Grpc(Grpc),
+}
+
+impl Remote {
+    pub(crate) fn new(addr: String, config: EndpointConfig) -> Remote {
+        match config.protocol {
+            Protocol::BaiduStd => Remote::BaiduStd(BaiduStd::new(addr, config)),
+            Protocol::Grpc => Remote::Grpc(Grpc::new(addr, config)),
+        }
+    }
+
+    pub(crate) fn pending_calls(&self) -> usize {
+        match self {
+            Remote::BaiduStd(t) => t.pending_calls(),
+            Remote::Grpc(t) => t.pending_calls(),
+        }
+    }
+
+    pub(crate) fn is_connected(&self) -> bool {
+        match self {
+            Remote::BaiduStd(t) => t.is_connected(),
+            Remote::Grpc(t) => t.is_connected(),
+        }
+    }
+
+    /// One attempt of `call` (see [`BaiduStd::try_call`]).
+    pub(crate) async fn try_call(&self, call: &Call<'_>) -> Result<Reply, Status> {
+        match self {
+            Remote::BaiduStd(t) => t.try_call(call).await,
+            Remote::Grpc(t) => t.try_call(call).await,
+        }
+    }
+}
+
+/// Opens a TCP connection to `addr` within `timeout`, with Nagle off. A
+/// failure is `EFAILEDSOCKET`, marked as a request that was not written
+/// (no handler can have run it).
+pub(crate) async fn connect(
+    addr: &str,
+    timeout: std::time::Duration,
+) -> Result<tokio::net::TcpStream, Status> {
+    let failed = |why: String| {
+        Status::new(
+            crate::status::Code::EFAILEDSOCKET,
+            format!("fail to connect {addr}: {why}"),
+        )
+        .with_request_unwritten()
+    };
+    match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
+        Ok(Ok(stream)) => {
+            let _ = stream.set_nodelay(true);
+            Ok(stream)
+        }
+        Ok(Err(e)) => Err(failed(e.to_string())),
+        Err(_) => Err(failed(format!("no answer within {timeout:?}"))),
     }
 }
 

@@ -1,0 +1,382 @@
+//! gRPC's headers and trailers as Keel's types, for the gRPC server and the
+//! gRPC client alike: metadata, status, message encoding, trace ids.
+//!
+//! Owns: which headers are gRPC's own (never metadata), how a [`Status`]
+//! reads as `grpc-status`/`grpc-message`/`keel-code` and back (the codes
+//! through [`crate::status::mapping`]), the `grpc-encoding` names, and
+//! W3C `traceparent`, and reading a unary call's one message off an h2
+//! stream. May not touch: connections or calls.
+
+use bytes::{Bytes, BytesMut};
+use h2::RecvStream;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::compression::Compression;
+use crate::metadata::Metadata;
+use crate::rpcz::TraceContext;
+use crate::status::{Code, Status};
+
+/// `content-type` of gRPC requests and responses.
+pub(crate) const CONTENT_TYPE: HeaderValue = HeaderValue::from_static("application/grpc");
+/// The encodings Keel reads and writes, for `grpc-accept-encoding`.
+pub(crate) const ACCEPT_ENCODING: HeaderValue = HeaderValue::from_static("gzip,deflate,identity");
+pub(crate) const GRPC_STATUS: &str = "grpc-status";
+pub(crate) const GRPC_MESSAGE: &str = "grpc-message";
+pub(crate) const GRPC_ENCODING: &str = "grpc-encoding";
+pub(crate) const GRPC_ACCEPT_ENCODING: &str = "grpc-accept-encoding";
+pub(crate) const GRPC_TIMEOUT: &str = "grpc-timeout";
+/// The exact Keel code of a status whose gRPC code loses it (see
+/// [`Code::needs_keel_code`]).
+pub(crate) const KEEL_CODE: &str = "keel-code";
+pub(crate) const TRACEPARENT: &str = "traceparent";
+
+/// Headers that are gRPC's or HTTP's own, never a call's metadata.
+fn reserved(name: &str) -> bool {
+    name.starts_with("grpc-")
+        || matches!(
+            name,
+            "content-type"
+                | "te"
+                | "user-agent"
+                | "content-length"
+                | "accept-encoding"
+                | "host"
+                | "connection"
+                | KEEL_CODE
+                | TRACEPARENT
+                | "tracestate"
+        )
+}
+
+/// The metadata among `headers`: every header that is not reserved and
+/// whose value is text (`-bin` values stay base64, as sent). Allocates
+/// nothing when there is none.
+pub(crate) fn metadata_from(headers: &HeaderMap) -> Metadata {
+    let mut metadata = Metadata::new();
+    for (name, value) in headers {
+        let name = name.as_str();
+        if reserved(name) {
+            continue;
+        }
+        if let Ok(value) = value.to_str() {
+            metadata.insert(name, value);
+        }
+    }
+    metadata
+}
+
+/// Adds `metadata` to `headers`. Keys are lowercased (HTTP/2 header names
+/// are); a key or value HTTP/2 cannot carry, or a reserved key, fails with
+/// `code` (the caller's fault on a client, the handler's on a server).
+pub(crate) fn metadata_into(
+    metadata: &Metadata,
+    headers: &mut HeaderMap,
+    code: Code,
+) -> Result<(), Status> {
+    for (key, value) in metadata.iter() {
+        let name = HeaderName::from_bytes(key.to_ascii_lowercase().as_bytes())
+            .ok()
+            .filter(|n| !reserved(n.as_str()))
+            .ok_or_else(|| {
+                Status::new(
+                    code,
+                    format!("metadata key {key:?} cannot be sent as a gRPC header"),
+                )
+            })?;
+        let value = HeaderValue::from_str(value).map_err(|_| {
+            Status::new(
+                code,
+                format!("metadata value of {key:?} is not visible ASCII text"),
+            )
+        })?;
+        headers.append(name, value);
+    }
+    Ok(())
+}
+
+/// Writes `status` (a failure) as `grpc-status`, `grpc-message` and, when
+/// the gRPC code loses it, `keel-code`.
+pub(crate) fn status_into(status: &Status, headers: &mut HeaderMap) {
+    let code = status.code();
+    headers.insert(GRPC_STATUS, HeaderValue::from(code.grpc()));
+    if !status.message().is_empty() {
+        let text = keel_wire::grpc::encode_message(status.message());
+        if let Ok(value) = HeaderValue::from_str(&text) {
+            headers.insert(GRPC_MESSAGE, value);
+        }
+    }
+    if code.needs_keel_code() {
+        headers.insert(KEEL_CODE, HeaderValue::from(code.value()));
+    }
+}
+
+/// The outcome `headers` (trailers, or the headers of a trailers-only
+/// response) carry, or `None` when they carry no `grpc-status`.
+pub(crate) fn status_from(headers: &HeaderMap) -> Option<Result<(), Status>> {
+    let raw = headers.get(GRPC_STATUS)?;
+    let Some(grpc) = raw.to_str().ok().and_then(|s| s.parse::<u32>().ok()) else {
+        return Some(Err(Status::new(
+            Code::Unknown,
+            format!("the server sent grpc-status {raw:?}, not a number"),
+        )));
+    };
+    if grpc == 0 {
+        return Some(Ok(()));
+    }
+    let keel_code = headers
+        .get(KEEL_CODE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.parse::<i32>().ok());
+    let message = headers
+        .get(GRPC_MESSAGE)
+        .map(|v| keel_wire::grpc::decode_message(&String::from_utf8_lossy(v.as_bytes())))
+        .unwrap_or_default();
+    Some(Err(Status::new(Code::from_grpc(grpc, keel_code), message)))
+}
+
+/// The compression a `grpc-encoding` value names: `Ok(None)` for none, or
+/// `Err` with the unsupported name.
+pub(crate) fn encoding_from(headers: &HeaderMap) -> Result<Option<Compression>, String> {
+    match headers.get(GRPC_ENCODING).map(HeaderValue::as_bytes) {
+        None | Some(b"identity") => Ok(None),
+        Some(b"gzip") => Ok(Some(Compression::Gzip)),
+        Some(b"deflate") => Ok(Some(Compression::Zlib)),
+        Some(other) => Err(String::from_utf8_lossy(other).into_owned()),
+    }
+}
+
+/// The `grpc-encoding` name of `compression`, if gRPC has one for it.
+pub(crate) fn encoding_name(compression: Compression) -> Option<HeaderValue> {
+    match compression {
+        Compression::Gzip => Some(HeaderValue::from_static("gzip")),
+        Compression::Zlib => Some(HeaderValue::from_static("deflate")),
+        _ => None,
+    }
+}
+
+/// Whether the peer's `grpc-accept-encoding` lists `compression`.
+pub(crate) fn accepts(headers: &HeaderMap, compression: Compression) -> bool {
+    let Some(name) = encoding_name(compression) else {
+        return false;
+    };
+    headers
+        .get_all(GRPC_ACCEPT_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .any(|e| e.trim_ascii() == name.as_bytes())
+}
+
+/// The caller's trace ids from W3C `traceparent`
+/// (`00-{trace id: 32 hex}-{parent span id: 16 hex}-{flags}`): Keel's
+/// 64-bit trace id is the low half of the W3C one.
+pub(crate) fn trace_from(headers: &HeaderMap) -> Option<TraceContext> {
+    let value = headers.get(TRACEPARENT)?.to_str().ok()?;
+    let mut parts = value.split('-');
+    let (version, trace, parent) = (parts.next()?, parts.next()?, parts.next()?);
+    if version.len() != 2 || trace.len() != 32 || parent.len() != 16 {
+        return None;
+    }
+    let trace_id = u64::from_str_radix(&trace[16..], 16).ok()?;
+    let span_id = u64::from_str_radix(parent, 16).ok()?;
+    (trace_id != 0).then_some(TraceContext {
+        trace_id,
+        span_id,
+        parent_span_id: 0,
+    })
+}
+
+/// `trace` as a W3C `traceparent` value (sampled).
+pub(crate) fn traceparent(trace: TraceContext) -> HeaderValue {
+    let text = format!("00-{:032x}-{:016x}-01", trace.trace_id, trace.span_id);
+    HeaderValue::from_str(&text).expect("hex digits and dashes are a valid header value")
+}
+
+/// Reads the one message of a unary call's side of `body` (up to its end of
+/// data; trailers, if any, are still to be read), releasing flow control as
+/// data arrives. A message over `max` is refused from its prefix, before
+/// its bytes are buffered; a malformed one is `blame`'s code.
+pub(crate) async fn read_one(
+    body: &mut RecvStream,
+    max: usize,
+    encoding: Option<Compression>,
+    blame: Code,
+) -> Result<Bytes, Status> {
+    const P: usize = keel_wire::grpc::PREFIX_LEN;
+    let mut first: Option<Bytes> = None;
+    let mut rest = BytesMut::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.map_err(|e| stream_failed(&e))?;
+        let _ = body.flow_control().release_capacity(chunk.len());
+        // Most messages arrive in one DATA frame: keep it without a copy.
+        match first.take() {
+            None if rest.is_empty() => first = Some(chunk),
+            held => {
+                if let Some(held) = held {
+                    rest.extend_from_slice(&held);
+                }
+                rest.extend_from_slice(&chunk);
+            }
+        }
+        let head = first.as_deref().unwrap_or(&rest);
+        if let Some(len) = announced(head, max, blame)? {
+            if head.len() > P + len {
+                return Err(one_message(blame, "more than one message"));
+            }
+        }
+    }
+    let mut whole = first.unwrap_or_else(|| rest.freeze());
+    let Some(len) = announced(&whole, max, blame)? else {
+        return Err(one_message(blame, "no message"));
+    };
+    if whole.len() != P + len {
+        return Err(one_message(blame, "a truncated message"));
+    }
+    let compressed = whole[0] == 1;
+    let message = whole.split_off(P);
+    if !compressed {
+        return Ok(message);
+    }
+    let Some(kind) = encoding else {
+        return Err(Status::new(
+            blame,
+            "a compressed message on a stream with no grpc-encoding",
+        ));
+    };
+    crate::compression::decompress(kind.as_i32(), message, max, blame)
+}
+
+/// An empty message buffer with room for the prefix: append the encoded
+/// message, then [`seal`] it.
+pub(crate) fn message_buffer(capacity: usize) -> BytesMut {
+    let mut out = BytesMut::with_capacity(keel_wire::grpc::PREFIX_LEN + capacity);
+    out.extend_from_slice(&[0; keel_wire::grpc::PREFIX_LEN]);
+    out
+}
+
+/// Fills in the prefix of a [`message_buffer`] holding one message,
+/// compressing the message first when asked.
+pub(crate) fn seal(mut body: BytesMut, compress: Option<Compression>) -> Result<Bytes, Status> {
+    const P: usize = keel_wire::grpc::PREFIX_LEN;
+    let Some(kind) = compress else {
+        let prefix = keel_wire::grpc::prefix(false, body.len() - P);
+        body[..P].copy_from_slice(&prefix);
+        return Ok(body.freeze());
+    };
+    let mut packed = message_buffer((body.len() - P) / 2 + 16);
+    crate::compression::compress(kind, &body[P..], &mut packed)?;
+    let prefix = keel_wire::grpc::prefix(true, packed.len() - P);
+    packed[..P].copy_from_slice(&prefix);
+    Ok(packed.freeze())
+}
+
+/// The status of a stream h2 failed (reset by the peer, connection lost).
+pub(crate) fn stream_failed(e: &h2::Error) -> Status {
+    let code = if e.is_io() || e.is_go_away() {
+        Code::EFAILEDSOCKET
+    } else {
+        Code::Cancelled
+    };
+    Status::new(code, format!("the HTTP/2 stream failed: {e}"))
+}
+
+/// The length a message prefix at the start of `head` announces, once the
+/// prefix is in, checked against `max`.
+fn announced(head: &[u8], max: usize, blame: Code) -> Result<Option<usize>, Status> {
+    match keel_wire::grpc::parse_prefix(head, max) {
+        Ok(prefix) => Ok(prefix.map(|(_, len)| len)),
+        Err(keel_wire::grpc::MessageError::TooLarge { len, max }) => {
+            Err(Status::resource_exhausted(format!(
+                "grpc: received message larger than max ({len} vs. {max})"
+            )))
+        }
+        Err(e) => Err(Status::new(blame, e.to_string())),
+    }
+}
+
+fn one_message(blame: Code, what: &str) -> Status {
+    Status::new(
+        blame,
+        format!("grpc: a unary call carries exactly one message each way; got {what}"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_skips_reserved_headers_and_round_trips() {
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", CONTENT_TYPE);
+        headers.insert("grpc-timeout", HeaderValue::from_static("1S"));
+        headers.insert("user-agent", HeaderValue::from_static("grpc-go/1.7"));
+        headers.insert("x-tenant", HeaderValue::from_static("acme"));
+        headers.insert("trace-bin", HeaderValue::from_static("AAEC"));
+        let metadata = metadata_from(&headers);
+        assert_eq!(metadata.len(), 2);
+        assert_eq!(metadata.get("x-tenant"), Some("acme"));
+        assert_eq!(metadata.get("trace-bin"), Some("AAEC"));
+        let mut out = HeaderMap::new();
+        metadata_into(&metadata, &mut out, Code::EREQUEST).unwrap();
+        assert_eq!(metadata_from(&out), metadata);
+        let bad = Metadata::new().with("grpc-status", "0");
+        let err = metadata_into(&bad, &mut out, Code::EREQUEST).unwrap_err();
+        assert_eq!(err.code(), Code::EREQUEST);
+        let bad = Metadata::new().with("x", "line\nbreak");
+        assert!(metadata_into(&bad, &mut out, Code::EINTERNAL).is_err());
+    }
+
+    #[test]
+    fn statuses_round_trip_exactly_between_keel_peers() {
+        for status in [
+            Status::not_found("no item 7"),
+            Status::new(Code::ERPCTIMEDOUT, "late"),
+            Status::new(Code::new(40_001), "out of stock: 50% gone\n"),
+        ] {
+            let mut headers = HeaderMap::new();
+            status_into(&status, &mut headers);
+            assert_eq!(status_from(&headers), Some(Err(status.clone())));
+        }
+        let mut ok = HeaderMap::new();
+        ok.insert(GRPC_STATUS, HeaderValue::from_static("0"));
+        assert_eq!(status_from(&ok), Some(Ok(())));
+        assert_eq!(status_from(&HeaderMap::new()), None);
+        let mut bad = HeaderMap::new();
+        bad.insert(GRPC_STATUS, HeaderValue::from_static("x"));
+        assert_eq!(
+            status_from(&bad).unwrap().unwrap_err().code(),
+            Code::Unknown
+        );
+    }
+
+    #[test]
+    fn traceparent_round_trips_the_low_half() {
+        let trace = TraceContext {
+            trace_id: 0x0123_4567_89ab_cdef,
+            span_id: 42,
+            parent_span_id: 7,
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert(TRACEPARENT, traceparent(trace));
+        let back = trace_from(&headers).unwrap();
+        assert_eq!((back.trace_id, back.span_id), (trace.trace_id, 42));
+        headers.insert(TRACEPARENT, HeaderValue::from_static("00-zz-1-01"));
+        assert_eq!(trace_from(&headers), None);
+    }
+
+    #[test]
+    fn encodings() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(encoding_from(&headers), Ok(None));
+        headers.insert(GRPC_ENCODING, HeaderValue::from_static("gzip"));
+        assert_eq!(encoding_from(&headers), Ok(Some(Compression::Gzip)));
+        headers.insert(GRPC_ENCODING, HeaderValue::from_static("br"));
+        assert_eq!(encoding_from(&headers), Err("br".to_owned()));
+        headers.insert(
+            GRPC_ACCEPT_ENCODING,
+            HeaderValue::from_static("identity, gzip"),
+        );
+        assert!(accepts(&headers, Compression::Gzip));
+        assert!(!accepts(&headers, Compression::Zlib));
+    }
+}

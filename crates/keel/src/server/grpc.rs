@@ -1,0 +1,246 @@
+//! One server connection speaking gRPC over HTTP/2 (the `h2` crate).
+//!
+//! ```text
+//!   h2 connection (this task drives its I/O)
+//!     └─ accept a stream ─► stream task (owned by the connection's JoinSet)
+//!          headers: path /pkg.Service/Method, grpc-timeout, grpc-encoding, metadata, traceparent
+//!          data:    one length-prefixed message (flow control released as read)
+//!          ─► Dispatcher::start ─► running call, raced against RST_STREAM
+//!          ─► headers 200 + one message + trailers (grpc-status ...)
+//!             or, when refused or failed, a trailers-only response
+//! ```
+//!
+//! Owns: gRPC framing on the server side (messages in and out, their
+//! compression, status in trailers). May not touch: routing, limits,
+//! handlers, spans' contents or statistics — the dispatcher does those, the
+//! same for every protocol.
+//!
+//! A client that resets a stream (RST_STREAM) or drops the connection
+//! cancels its handler: the stream task is dropped with the running call.
+//! Graceful shutdown sends GOAWAY: streams in flight finish, new ones are
+//! refused by the client, and the connection closes when the last ends.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use h2::RecvStream;
+use h2::server::SendResponse;
+use http::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
+use http::{Request as HttpRequest, Response, StatusCode};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::codec::grpc as wire;
+use crate::compression::Compression;
+use crate::server::builder::ServerCore;
+use crate::server::dispatch::{Answer, Request};
+use crate::server::sniff::OpenGuard;
+use crate::status::{Code, Status};
+
+/// Per-stream receive window: how much a client may send ahead of the
+/// handler (bounds what a stream buffers).
+const STREAM_WINDOW: u32 = 1024 * 1024;
+/// Per-connection receive window.
+const CONNECTION_WINDOW: u32 = 2 * 1024 * 1024;
+/// Streams a client may have open at once on one connection.
+const MAX_CONCURRENT_STREAMS: u32 = 1024;
+/// Largest header block accepted.
+const MAX_HEADER_LIST_SIZE: u32 = 16 * 1024;
+
+/// Serves gRPC on `io` (the preface included) until the client closes the
+/// connection or a graceful shutdown has let every stream finish.
+pub(crate) async fn serve<T>(
+    io: T,
+    peer: SocketAddr,
+    shared: Arc<ServerCore>,
+    mut shutdown: watch::Receiver<bool>,
+    _open: OpenGuard,
+) where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut builder = h2::server::Builder::new();
+    builder
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .max_header_list_size(MAX_HEADER_LIST_SIZE);
+    let handshake = builder.handshake::<_, Bytes>(io);
+    let mut conn = tokio::select! {
+        conn = handshake => match conn {
+            Ok(conn) => conn,
+            Err(_) => return,
+        },
+        _ = shutdown.changed() => return,
+    };
+    // Dropped with the connection task: a connection cut at the shutdown
+    // deadline, or lost, cancels its handlers.
+    let mut streams = JoinSet::new();
+    let mut draining = false;
+    if shared.dispatcher.is_draining() {
+        conn.graceful_shutdown();
+        draining = true;
+    }
+    loop {
+        tokio::select! {
+            accepted = conn.accept() => match accepted {
+                Some(Ok((request, respond))) => {
+                    streams.spawn(stream(request, respond, peer, shared.clone()));
+                }
+                // Closed by the client, by an error, or drained.
+                Some(Err(_)) | None => break,
+            },
+            changed = shutdown.changed(), if !draining => {
+                let _ = changed;
+                draining = true;
+                conn.graceful_shutdown();
+            }
+            Some(_) = streams.join_next(), if !streams.is_empty() => {}
+        }
+    }
+    // Streams whose answers were queued finish writing with the connection
+    // gone or closing; what remains is cancelled.
+    streams.shutdown().await;
+}
+
+/// Serves one stream: one unary call.
+async fn stream(
+    request: HttpRequest<RecvStream>,
+    mut respond: SendResponse<Bytes>,
+    peer: SocketAddr,
+    shared: Arc<ServerCore>,
+) {
+    let (parts, body) = request.into_parts();
+    let headers = &parts.headers;
+    let answer = async {
+        let (service, method) = route(parts.uri.path())?;
+        if !headers
+            .get(CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+        {
+            return Err(Status::new(
+                Code::Unknown,
+                "content-type is not application/grpc",
+            ));
+        }
+        let encoding = wire::encoding_from(headers).map_err(|name| {
+            Status::unimplemented(format!(
+                "grpc-encoding {name} is not supported (gzip, deflate, identity are)"
+            ))
+        })?;
+        let deadline = match headers.get(wire::GRPC_TIMEOUT) {
+            None => None,
+            Some(value) => {
+                let timeout = value
+                    .to_str()
+                    .ok()
+                    .and_then(keel_wire::grpc::parse_timeout)
+                    .ok_or_else(|| {
+                        Status::new(
+                            Code::Internal,
+                            format!("grpc-timeout {value:?} is malformed"),
+                        )
+                    })?;
+                Some(Instant::now() + timeout.min(Duration::from_secs(100 * 365 * 86_400)))
+            }
+        };
+        let max = shared.grpc_max_message_size;
+        let mut body = body;
+        let message = wire::read_one(&mut body, max, encoding, Code::Internal).await?;
+        let out = wire::message_buffer(64);
+        let running = shared.dispatcher.start(
+            Request {
+                service,
+                method,
+                payload: message,
+                attachment: Bytes::new(),
+                metadata: wire::metadata_from(headers),
+                peer: Some(peer),
+                log_id: 0,
+                deadline,
+                trace: wire::trace_from(headers),
+                protocol: "grpc",
+            },
+            out,
+        )?;
+        // Answers are compressed like the request, when the client takes it.
+        Ok((
+            running,
+            encoding.filter(|&kind| wire::accepts(headers, kind)),
+        ))
+    }
+    .await;
+    let (running, compress) = match answer {
+        Ok(started) => started,
+        Err(status) => {
+            let _ = respond.send_response(trailers_only(&status), true);
+            return;
+        }
+    };
+    // The handler runs until it answers or the client resets the stream.
+    let mut running = running;
+    let answer = tokio::select! {
+        answer = &mut running => answer,
+        _ = std::future::poll_fn(|cx| respond.poll_reset(cx)) => return,
+    };
+    send_answer(respond, answer, compress);
+}
+
+/// `(service, method)` of a gRPC path `/package.Service/Method`.
+fn route(path: &str) -> Result<(&str, &str), Status> {
+    path.strip_prefix('/')
+        .and_then(|p| p.split_once('/'))
+        .filter(|(s, m)| !s.is_empty() && !m.is_empty() && !m.contains('/'))
+        .ok_or_else(|| Status::unimplemented(format!("{path:?} is not a gRPC method path")))
+}
+
+/// Headers of a trailers-only response carrying `status`.
+fn trailers_only(status: &Status) -> Response<()> {
+    let mut response = Response::new(());
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, wire::CONTENT_TYPE);
+    headers.insert(wire::GRPC_ACCEPT_ENCODING, wire::ACCEPT_ENCODING);
+    wire::status_into(status, headers);
+    response
+}
+
+/// Writes the call's answer: headers, the message and trailers, or a
+/// trailers-only response when it failed.
+fn send_answer(
+    mut respond: SendResponse<Bytes>,
+    mut answer: Answer,
+    compress: Option<Compression>,
+) {
+    let result = std::mem::replace(&mut answer.result, Ok(()));
+    let mut response = Response::new(());
+    *response.status_mut() = StatusCode::OK;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, wire::CONTENT_TYPE);
+    headers.insert(wire::GRPC_ACCEPT_ENCODING, wire::ACCEPT_ENCODING);
+    let framed = result.and_then(|()| {
+        wire::metadata_into(&answer.metadata, headers, Code::EINTERNAL)?;
+        if let Some(name) = compress.and_then(wire::encoding_name) {
+            headers.insert(wire::GRPC_ENCODING, name);
+        }
+        wire::seal(std::mem::take(&mut answer.body), compress)
+    });
+    let message = match framed {
+        Ok(message) => message,
+        Err(status) => {
+            let _ = respond.send_response(trailers_only(&status), true);
+            answer.finish_span();
+            return;
+        }
+    };
+    let Ok(mut send) = respond.send_response(response, false) else {
+        return;
+    };
+    let _ = send.send_data(message, false);
+    let mut trailers = HeaderMap::with_capacity(1);
+    trailers.insert(wire::GRPC_STATUS, HeaderValue::from_static("0"));
+    let _ = send.send_trailers(trailers);
+    answer.finish_span();
+}

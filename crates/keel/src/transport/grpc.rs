@@ -1,0 +1,273 @@
+//! The gRPC transport: calls to one endpoint as streams of one HTTP/2
+//! connection (the `h2` crate), reconnected after failures.
+//!
+//! ```text
+//!   try_call ─► sender (connect + handshake once; the connection runs as its own task)
+//!     └─ ready ─► HEADERS (path, grpc-timeout, metadata, traceparent) + DATA (one message, END_STREAM)
+//!          ◄─ HEADERS (or trailers-only: the status) ◄─ DATA (one message) ◄─ trailers (grpc-status)
+//! ```
+//!
+//! A call whose future is dropped (timeout, cancellation) drops its stream
+//! handles, and h2 resets the stream (RST_STREAM CANCEL): the server's
+//! handler is cancelled and nothing stays behind (rule R1). The connection
+//! task ends when the transport is dropped and its last stream ends
+//! (rule R5).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+use bytes::Bytes;
+use h2::client::SendRequest;
+use http::header::{CONTENT_TYPE, HeaderValue, TE, USER_AGENT};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Method, Request, Uri};
+use tokio::time::Instant;
+
+use super::EndpointConfig;
+use crate::codec::grpc as wire;
+use crate::compression::Compression;
+use crate::status::{Code, Status};
+use crate::transport::{Call, Reply};
+
+/// Per-stream and per-connection receive windows of the client.
+const STREAM_WINDOW: u32 = 1024 * 1024;
+const CONNECTION_WINDOW: u32 = 2 * 1024 * 1024;
+
+/// Calls one `host:port` over gRPC.
+pub struct Grpc {
+    addr: String,
+    authority: Option<Authority>,
+    config: EndpointConfig,
+    /// The connection's request handle, while it is up.
+    sender: Mutex<Option<SendRequest<Bytes>>>,
+    connect_lock: tokio::sync::Mutex<()>,
+    pending: AtomicUsize,
+}
+
+impl std::fmt::Debug for Grpc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Grpc")
+            .field("addr", &self.addr)
+            .field("pending", &self.pending_calls())
+            .finish()
+    }
+}
+
+/// Counts a call as pending while it lives.
+struct PendingGuard<'a>(&'a AtomicUsize);
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Grpc {
+    pub(crate) fn new(addr: String, config: EndpointConfig) -> Grpc {
+        Grpc {
+            authority: addr.parse().ok(),
+            addr,
+            config,
+            sender: Mutex::new(None),
+            connect_lock: tokio::sync::Mutex::new(()),
+            pending: AtomicUsize::new(0),
+        }
+    }
+
+    /// Calls sent and not yet answered.
+    pub fn pending_calls(&self) -> usize {
+        self.pending.load(Ordering::Relaxed)
+    }
+
+    /// The `host:port` this transport connects to.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Whether a connection is up now.
+    pub fn is_connected(&self) -> bool {
+        self.current().is_some()
+    }
+
+    fn current(&self) -> Option<SendRequest<Bytes>> {
+        self.sender
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Forgets the connection after a failure: the next call reconnects.
+    fn forget(&self) {
+        *self.sender.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Bytes>, Status> {
+        let _one_at_a_time = self.connect_lock.lock().await;
+        if let Some(sender) = self.current() {
+            return Ok(sender);
+        }
+        let stream = super::connect(&self.addr, self.config.connect_timeout).await?;
+        let handshake = h2::client::Builder::new()
+            .initial_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
+            .handshake::<_, Bytes>(stream);
+        let (sender, connection) =
+            match tokio::time::timeout(self.config.connect_timeout, handshake).await {
+                Ok(Ok(pair)) => pair,
+                Ok(Err(e)) => return Err(unwritten(format!("HTTP/2 handshake failed: {e}"))),
+                Err(_) => return Err(unwritten("no HTTP/2 handshake within the connect timeout")),
+            };
+        // Runs until the transport's sender and every stream are dropped,
+        // or the connection fails.
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        *self.sender.lock().unwrap_or_else(PoisonError::into_inner) = Some(sender.clone());
+        Ok(sender)
+    }
+
+    /// Sends `call` once: no retry (the channel retries).
+    pub async fn try_call(&self, call: &Call<'_>) -> Result<Reply, Status> {
+        let sender = match self.current() {
+            Some(sender) => sender,
+            None => keel_pool::FutureBox::new(self.connect()).await?,
+        };
+        let mut sender = match sender.ready().await {
+            Ok(sender) => sender,
+            Err(e) => {
+                self.forget();
+                return Err(unwritten(format!("{}: {e}", self.addr)));
+            }
+        };
+        let request = self.request(call)?;
+        let body = encode(call)?;
+        self.pending.fetch_add(1, Ordering::Relaxed);
+        let _pending = PendingGuard(&self.pending);
+        let (response, mut send) = match sender.send_request(request, false) {
+            Ok(pair) => pair,
+            Err(e) => {
+                self.forget();
+                return Err(unwritten(format!("{}: {e}", self.addr)));
+            }
+        };
+        call.span.mark(crate::rpcz::Mark::Sent);
+        if let Err(e) = send.send_data(body, true) {
+            return Err(wire::stream_failed(&e));
+        }
+        let response = response.await.map_err(|e| {
+            if e.is_io() || e.is_go_away() {
+                self.forget();
+            }
+            wire::stream_failed(&e)
+        })?;
+        let (parts, mut body) = response.into_parts();
+        if parts.status != http::StatusCode::OK {
+            return Err(Status::new(
+                Code::from_http_status(parts.status.as_u16()),
+                format!("the server answered HTTP status {}", parts.status),
+            ));
+        }
+        // Trailers-only: a failure (or an empty success) with no body.
+        if let Some(outcome) = wire::status_from(&parts.headers) {
+            outcome?;
+            return Err(Status::new(
+                Code::Internal,
+                "the server ended the call with no response message",
+            ));
+        }
+        let encoding = wire::encoding_from(&parts.headers).map_err(|name| {
+            Status::new(
+                Code::Internal,
+                format!("the server answered in grpc-encoding {name}, which Keel cannot read"),
+            )
+        })?;
+        let message = wire::read_one(
+            &mut body,
+            self.config.max_body_size,
+            encoding,
+            Code::ERESPONSE,
+        )
+        .await;
+        let trailers = body
+            .trailers()
+            .await
+            .map_err(|e| wire::stream_failed(&e))?
+            .unwrap_or_default();
+        match wire::status_from(&trailers) {
+            Some(Ok(())) => {}
+            Some(Err(status)) => return Err(status),
+            None => {
+                return Err(Status::new(
+                    Code::Internal,
+                    "the server ended the call without grpc-status",
+                ));
+            }
+        }
+        let mut metadata = wire::metadata_from(&parts.headers);
+        metadata.extend_from(&wire::metadata_from(&trailers));
+        Ok(Reply {
+            payload: message?,
+            attachment: Bytes::new(),
+            metadata,
+        })
+    }
+
+    /// The request's headers.
+    fn request(&self, call: &Call<'_>) -> Result<Request<()>, Status> {
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(Scheme::HTTP);
+        parts.authority = self.authority.clone();
+        parts.path_and_query = Some(PathAndQuery::from_static(call.method.path));
+        let uri = Uri::from_parts(parts)
+            .map_err(|e| Status::new(Code::EREQUEST, format!("bad request path: {e}")))?;
+        let mut request = Request::new(());
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = uri;
+        let headers = request.headers_mut();
+        headers.insert(CONTENT_TYPE, wire::CONTENT_TYPE);
+        headers.insert(TE, HeaderValue::from_static("trailers"));
+        headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
+        headers.insert(wire::GRPC_ACCEPT_ENCODING, wire::ACCEPT_ENCODING);
+        if let Some(deadline) = call.deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let text = keel_wire::grpc::format_timeout(left);
+            if let Ok(value) = HeaderValue::from_str(&text) {
+                headers.insert(wire::GRPC_TIMEOUT, value);
+            }
+        }
+        if let Some(name) = request_encoding(call)?.and_then(wire::encoding_name) {
+            headers.insert(wire::GRPC_ENCODING, name);
+        }
+        if let Some(trace) = call.span.context() {
+            headers.insert(wire::TRACEPARENT, wire::traceparent(trace));
+        }
+        wire::metadata_into(&call.options.metadata, headers, Code::EREQUEST)?;
+        Ok(request)
+    }
+}
+
+const USER_AGENT_VALUE: &str = concat!("keel/", env!("CARGO_PKG_VERSION"));
+
+fn unwritten(why: impl Into<String>) -> Status {
+    Status::new(Code::EFAILEDSOCKET, why.into()).with_request_unwritten()
+}
+
+/// The compression of `call`'s request, if any: gzip and deflate (zlib)
+/// have gRPC names; others cannot be sent over gRPC.
+fn request_encoding(call: &Call<'_>) -> Result<Option<Compression>, Status> {
+    match call.options.compression {
+        Compression::None => Ok(None),
+        kind if wire::encoding_name(kind).is_some() => Ok(Some(kind)),
+        kind => Err(Status::new(
+            Code::EREQUEST,
+            format!("{kind} compression has no gRPC encoding (gzip and deflate do)"),
+        )),
+    }
+}
+
+/// The request message with its prefix, compressed when the call asks.
+fn encode(call: &Call<'_>) -> Result<Bytes, Status> {
+    let mut out = wire::message_buffer(call.request.encoded_len());
+    call.request.encode_to(&mut out);
+    wire::seal(out, request_encoding(call)?)
+}
