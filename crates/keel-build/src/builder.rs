@@ -55,7 +55,8 @@ impl fmt::Debug for Builder {
 
 impl Builder {
     /// Defaults: write into `OUT_DIR`, generate servers and clients that refer
-    /// to `::keel`, print `cargo:rerun-if-changed` for every file read.
+    /// to `::keel` (well-known types to `::keel::prost_types`), print
+    /// `cargo:rerun-if-changed` for every file read.
     pub fn new() -> Self {
         Builder {
             out_dir: None,
@@ -63,6 +64,7 @@ impl Builder {
             emit_rerun_if_changed: true,
             prost: prost_build::Config::new(),
         }
+        .runtime_path("::keel")
     }
 
     /// Writes the generated files into `dir` instead of `OUT_DIR`.
@@ -73,7 +75,15 @@ impl Builder {
 
     /// Refers to the Keel runtime as `path` (absolute, e.g. `::keel` — the
     /// default — or `crate` for code included inside keel itself).
+    ///
+    /// The well-known types (`google.protobuf.Timestamp`, `Duration`, `Any`,
+    /// ...) are referred to as `{path}::prost_types`, the `prost-types` crate
+    /// Keel re-exports, so a crate with generated code needs no dependency
+    /// of its own on it. To point them elsewhere, call
+    /// `prost_config(|c| { c.prost_types_path(..); })` after this.
     pub fn runtime_path(mut self, path: impl Into<String>) -> Self {
+        let path = path.into();
+        self.prost.prost_types_path(format!("{path}::prost_types"));
         self.generator = self.generator.runtime_path(path);
         self
     }
@@ -637,6 +647,43 @@ mod tests {
             .expect("generates");
         assert!(!files[0].code.contains("pub trait EchoService"));
         assert!(files[0].code.contains("pub struct EchoServiceClient"));
+    }
+
+    #[test]
+    fn well_known_types_come_through_the_runtime() {
+        let dir = Scratch::new("wkt-runtime");
+        dir.write(
+            "clock.proto",
+            "syntax = \"proto3\";\npackage clock;\n\
+             import \"google/protobuf/timestamp.proto\";\n\
+             import \"google/protobuf/empty.proto\";\n\
+             message Tick { google.protobuf.Timestamp at = 1; }\n\
+             service Clock { rpc Now(google.protobuf.Empty) returns (Tick); }\n",
+        );
+        let files = Builder::new()
+            .generate(&["clock.proto"], &[&dir.0])
+            .expect("generates");
+        let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["clock.rs"]);
+        assert_contains(
+            &files[0].code,
+            &["pub at: ::core::option::Option<::keel::prost_types::Timestamp>"],
+        );
+        assert_contains_squashed(&files[0].code, &["request: &()"]);
+        assert!(
+            !files[0].code.contains(" ::prost_types"),
+            "{}",
+            files[0].code
+        );
+
+        let files = Builder::new()
+            .runtime_path("crate")
+            .generate(&["clock.proto"], &[&dir.0])
+            .expect("generates");
+        assert_contains(
+            &files[0].code,
+            &["pub at: ::core::option::Option<crate::prost_types::Timestamp>"],
+        );
     }
 
     #[test]

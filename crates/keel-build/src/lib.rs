@@ -18,6 +18,26 @@
 //! `protoc` binary on `PATH`; proto2 (`required`, defaults) and proto3 both
 //! work. Errors name the file, line and column (see [`Error`]).
 //!
+//! # What a crate with generated code depends on
+//!
+//! `keel` and `prost`, nothing else (plus `keel-build` under
+//! `[build-dependencies]`):
+//!
+//! ```toml
+//! [dependencies]
+//! keel = "0.1"
+//! prost = "0.14"
+//!
+//! [build-dependencies]
+//! keel-build = "0.1"
+//! ```
+//!
+//! The well-known types (`google.protobuf.Timestamp`, `Duration`, `Any`,
+//! `Struct`, ...) are generated as `::keel::prost_types::..`, the
+//! `prost-types` crate keel re-exports; `google.protobuf.Empty` becomes
+//! `()` and the wrapper types (`StringValue`, ...) plain Rust types, as
+//! prost does. See [`Builder::runtime_path`].
+//!
 //! Proto2 `required` fields are enforced as brpc enforces them, although
 //! prost keeps no presence for them: every message type with required
 //! fields, or holding (singular, repeated, `oneof`, map value, group) a
