@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use prost_build::Module;
 
+use crate::error::searched;
 use crate::{Error, ServiceGenerator};
 
 /// Configures and runs code generation; [`compile_protos`](crate::compile_protos)
@@ -190,8 +191,10 @@ impl Builder {
                     file: Some(proto.to_path_buf()),
                     line: None,
                     column: None,
-                    message: "file not found (neither on disk nor under an include directory)"
-                        .to_owned(),
+                    message: format!(
+                        "file not found (neither on disk nor under an include directory); {}",
+                        searched(&includes)
+                    ),
                 });
             }
         }

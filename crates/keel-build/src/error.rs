@@ -1,19 +1,29 @@
-//! Errors a build script can act on: which file, which line, what is wrong.
+//! Errors a build script can act on: which file, which line, what is wrong,
+//! and what to do about it.
+//!
+//! Every error that has a place in a `.proto` file prints like a compiler
+//! diagnostic, `path:line:column: message`, through `Display` and `Debug`
+//! alike, so `fn main() -> Result<(), keel_build::Error>` in `build.rs`
+//! (which prints the `Debug` form) reads the same as `eprintln!("{err}")`.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use miette::Diagnostic;
 
+use crate::suggest;
+
 /// Why compiling `.proto` files failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// A `.proto` file could not be found, read, parsed or type-checked.
     ///
     /// Displays as `path:line:column: message` (1-based) when the location is
-    /// known, like a compiler diagnostic.
-    #[error("{}", ProtoDisplay(self))]
+    /// known, like a compiler diagnostic. A missing import lists the include
+    /// directories searched; an unknown type name suggests the nearest
+    /// defined one.
+    #[error("{}", Located(.file.as_deref(), *.line, *.column, .message))]
     Proto {
         /// The file the error is in: the path on disk when it could be found
         /// under an include directory, else the name protox knows it by.
@@ -34,9 +44,19 @@ pub enum Error {
     Codegen(#[source] std::io::Error),
 }
 
+/// The same text as `Display`: `fn main() -> Result<(), Error>` prints the
+/// `Debug` form, and a build script's output should read like a compiler's.
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
 impl Error {
     /// Converts a protox error, locating it as precisely as its diagnostic
-    /// allows, and mapping the proto file name back to a path on disk.
+    /// allows, mapping the proto file name back to a path on disk, and
+    /// adding what helps fix it: the include directories searched for a
+    /// missing file, the nearest defined name for an unknown one.
     pub(crate) fn from_protox(err: &protox::Error, includes: &[PathBuf]) -> Error {
         let file = err.file().map(|name| locate(name, includes));
         let (line, column) = location(err).unzip();
@@ -54,6 +74,19 @@ impl Error {
                 }
             }
         }
+        if let Some(help) = err.help() {
+            message.push_str("; ");
+            message.push_str(&help.to_string());
+        }
+        if err.is_file_not_found() {
+            message.push_str("; ");
+            message.push_str(&searched(includes));
+        } else if let Some(name) = err.file() {
+            if let Some(hint) = suggest::for_unknown_name(&message, name, includes) {
+                message.push_str("; ");
+                message.push_str(&hint);
+            }
+        }
         Error::Proto {
             file,
             line,
@@ -61,6 +94,23 @@ impl Error {
             message,
         }
     }
+}
+
+/// "include directories searched: `a`, `b`", for file-not-found messages.
+pub(crate) fn searched(includes: &[PathBuf]) -> String {
+    let dirs: Vec<String> = includes
+        .iter()
+        .map(|dir| format!("`{}`", dir.display()))
+        .collect();
+    let dirs = if dirs.is_empty() {
+        "none".to_owned()
+    } else {
+        dirs.join(", ")
+    };
+    format!(
+        "include directories searched: {dirs} (the well-known `google/protobuf/*.proto` \
+         files are built in)"
+    )
 }
 
 /// The 1-based (line, column) of the first labelled span, if any.
@@ -72,7 +122,7 @@ fn location(err: &protox::Error) -> Option<(usize, usize)> {
 }
 
 /// The path of `name` under the first include directory that has it.
-fn locate(name: &str, includes: &[PathBuf]) -> PathBuf {
+pub(crate) fn locate(name: &str, includes: &[PathBuf]) -> PathBuf {
     includes
         .iter()
         .map(|dir| dir.join(name))
@@ -80,19 +130,12 @@ fn locate(name: &str, includes: &[PathBuf]) -> PathBuf {
         .unwrap_or_else(|| Path::new(name).to_path_buf())
 }
 
-struct ProtoDisplay<'a>(&'a Error);
+/// `path:line:column: message`, leaving out what is unknown.
+struct Located<'a>(Option<&'a Path>, Option<usize>, Option<usize>, &'a str);
 
-impl fmt::Display for ProtoDisplay<'_> {
+impl fmt::Display for Located<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let Error::Proto {
-            file,
-            line,
-            column,
-            message,
-        } = self.0
-        else {
-            return Ok(());
-        };
+        let Located(file, line, column, message) = *self;
         if let Some(file) = file {
             write!(f, "{}:", file.display())?;
             if let Some(line) = line {

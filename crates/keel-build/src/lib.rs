@@ -16,7 +16,11 @@
 //!
 //! Parsing is done by [protox](https://docs.rs/protox), so builds need no
 //! `protoc` binary on `PATH`; proto2 (`required`, defaults) and proto3 both
-//! work. Errors name the file, line and column (see [`Error`]).
+//! work. Errors print like a compiler's, `path:line:column: message`,
+//! through `Display` and `Debug` alike (so `fn main() -> Result<(),
+//! keel_build::Error>` reads well); a missing file or import lists the
+//! include directories searched, and an unknown type name suggests the
+//! nearest defined one (see [`Error`]).
 //!
 //! # What a crate with generated code depends on
 //!
@@ -91,6 +95,7 @@ mod builder;
 mod error;
 mod generator;
 mod required;
+mod suggest;
 
 use std::path::Path;
 

@@ -1,0 +1,140 @@
+//! The errors keel-build reports, as a build script prints them:
+//! `path:line:column: message`, with what helps fix it.
+
+use std::path::PathBuf;
+
+use keel_build::{Builder, Error};
+
+/// A fresh directory for one test, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir()
+            .join(format!("keel-build-errors-{}", std::process::id()))
+            .join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create scratch dir");
+        Scratch(dir)
+    }
+
+    /// Writes `t.proto` and returns its path.
+    fn proto(&self, text: &str) -> PathBuf {
+        self.write("t.proto", text)
+    }
+
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).expect("write fixture");
+        path
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn generate(builder: Builder, dir: &Scratch) -> Result<Vec<keel_build::GeneratedFile>, Error> {
+    builder.generate(&["t.proto"], &[&dir.0])
+}
+
+/// The error's text, checked to be the same through `Display` and `Debug`.
+fn text(err: &Error) -> String {
+    let shown = err.to_string();
+    assert_eq!(format!("{err:?}"), shown, "Debug and Display differ");
+    shown
+}
+
+fn assert_starts(text: &str, prefix: &str) {
+    assert!(
+        text.starts_with(prefix),
+        "expected `{prefix}...`, got:\n{text}"
+    );
+}
+
+fn assert_has(text: &str, needles: &[&str]) {
+    for needle in needles {
+        assert!(text.contains(needle), "missing `{needle}` in:\n{text}");
+    }
+}
+
+#[test]
+fn a_missing_import_lists_the_include_directories() {
+    let dir = Scratch::new("import");
+    let other = Scratch::new("import-other");
+    let path = dir.proto("syntax = \"proto3\";\npackage t;\nimport \"shared/money.proto\";\n");
+    let err = Builder::new()
+        .generate(&["t.proto"], &[&dir.0, &other.0])
+        .expect_err("missing import");
+    let text = text(&err);
+    assert_starts(&text, &format!("{}:3:", path.display()));
+    assert_has(
+        &text,
+        &[
+            "import 'shared/money.proto' not found",
+            &format!(
+                "include directories searched: `{}`, `{}`",
+                dir.0.display(),
+                other.0.display()
+            ),
+        ],
+    );
+
+    let err = Builder::new()
+        .generate(&["absent.proto"], &[&dir.0])
+        .expect_err("missing file");
+    assert_has(
+        &text_of(&err),
+        &[
+            "absent.proto: file not found",
+            &format!("include directories searched: `{}`", dir.0.display()),
+        ],
+    );
+}
+
+#[test]
+fn an_unknown_type_suggests_the_nearest_defined_name() {
+    let dir = Scratch::new("unknown");
+    dir.write(
+        "money.proto",
+        "syntax = \"proto3\";\npackage money;\nmessage Amount { int64 cents = 1; }\n",
+    );
+    let path = dir.proto(
+        "syntax = \"proto3\";\npackage t;\nimport \"money.proto\";\n\
+         message Item { string sku = 1; }\n\
+         message Basket {\n  repeated Itme items = 1;\n}\n",
+    );
+    let err = generate(Builder::new(), &dir).expect_err("unknown type");
+    let text = text(&err);
+    assert_starts(&text, &format!("{}:6:12: ", path.display()));
+    assert_has(&text, &["'Itme' is not defined", "did you mean `Item`?"]);
+
+    dir.proto(
+        "syntax = \"proto3\";\npackage t;\nimport \"money.proto\";\n\
+         message Basket {\n  money.Amunt total = 1;\n}\n",
+    );
+    let err = generate(Builder::new(), &dir).expect_err("unknown qualified type");
+    assert_has(&text_of(&err), &["did you mean `money.Amount`?"]);
+
+    // Nothing close: no guess.
+    dir.proto("syntax = \"proto3\";\npackage t;\nmessage Basket {\n  Wallet total = 1;\n}\n");
+    let err = generate(Builder::new(), &dir).expect_err("unknown type");
+    assert!(!text_of(&err).contains("did you mean"), "{err}");
+}
+
+#[test]
+fn debug_prints_like_display_for_every_located_error() {
+    let dir = Scratch::new("debug");
+    let path = dir.proto("syntax = \"proto3\";\npackage t;\nmessage M {\n  string a = 1\n}\n");
+    let err = generate(Builder::new(), &dir).expect_err("syntax error");
+    let debug = format!("{err:?}");
+    assert_starts(&debug, &format!("{}:5:1: ", path.display()));
+    assert_eq!(debug, err.to_string());
+    assert!(!debug.contains("Proto {"), "{debug}");
+}
+
+fn text_of(err: &Error) -> String {
+    text(err)
+}
