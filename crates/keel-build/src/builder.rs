@@ -2,11 +2,13 @@
 //! `FileDescriptorSet`, prost-build turns that into messages, and
 //! [`ServiceGenerator`] adds the Keel service code. No `protoc` anywhere.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use prost_build::Module;
 
+use crate::check::{self, Policy};
 use crate::error::searched;
 use crate::{Error, ServiceGenerator};
 
@@ -25,6 +27,9 @@ pub struct Builder {
     out_dir: Option<PathBuf>,
     generator: ServiceGenerator,
     emit_rerun_if_changed: bool,
+    /// Full names (no leading dot) of unsupported elements to skip.
+    skip: HashSet<String>,
+    skip_all: bool,
     prost: prost_build::Config,
 }
 
@@ -50,6 +55,8 @@ impl fmt::Debug for Builder {
             .field("out_dir", &self.out_dir)
             .field("generator", &self.generator)
             .field("emit_rerun_if_changed", &self.emit_rerun_if_changed)
+            .field("skip", &self.skip)
+            .field("skip_all", &self.skip_all)
             .finish_non_exhaustive()
     }
 }
@@ -57,12 +64,15 @@ impl fmt::Debug for Builder {
 impl Builder {
     /// Defaults: write into `OUT_DIR`, generate servers and clients that refer
     /// to `::keel` (well-known types to `::keel::prost_types`), print
-    /// `cargo:rerun-if-changed` for every file read.
+    /// `cargo:rerun-if-changed` for every file read, fail on anything
+    /// unsupported.
     pub fn new() -> Self {
         Builder {
             out_dir: None,
             generator: ServiceGenerator::new(),
             emit_rerun_if_changed: true,
+            skip: HashSet::new(),
+            skip_all: false,
             prost: prost_build::Config::new(),
         }
         .runtime_path("::keel")
@@ -109,6 +119,37 @@ impl Builder {
         self
     }
 
+    /// Generates only the descriptor of `element` instead of failing with
+    /// [`Error::Unsupported`]: a streaming rpc (`"pkg.Service.Method"`; it
+    /// gets no handler and no client method until Keel serves streaming) or
+    /// a proto2 extension (`"pkg.Message.ext_name"`, or `"pkg.ext_name"`
+    /// at file level; prost generates nothing for it). A leading `.` is
+    /// allowed. Call it once per element; naming one that is supported, or
+    /// does not exist, changes nothing.
+    ///
+    /// ```no_run
+    /// // build.rs: Watch is server-streaming
+    /// fn main() -> Result<(), keel_build::Error> {
+    ///     keel_build::configure()
+    ///         .skip_unsupported("shop.v1.Inventory.Watch")
+    ///         .compile(&["proto/shop.proto"], &["proto"])
+    /// }
+    /// ```
+    pub fn skip_unsupported(mut self, element: impl AsRef<str>) -> Self {
+        let element = element.as_ref().trim_start_matches('.');
+        self.skip.insert(element.to_owned());
+        self
+    }
+
+    /// Skips every unsupported element, as
+    /// [`skip_unsupported`](Self::skip_unsupported) does one (default
+    /// `false`). For compiling protos you do not control, where the
+    /// streaming methods are of no use to you yet.
+    pub fn skip_all_unsupported(mut self, enabled: bool) -> Self {
+        self.skip_all = enabled;
+        self
+    }
+
     /// Adjusts the prost-build configuration for messages (attributes,
     /// `bytes` fields, extern paths, ...). Its service generator and output
     /// directory are set by this builder and are overridden.
@@ -131,6 +172,7 @@ impl Builder {
                 .ok_or(Error::OutDirNotSet)?,
         };
         let fds = self.load(protos, includes)?.file_descriptor_set();
+        self.check(&fds.file, includes)?;
         // prost-build generates the files in this order, so `finalize`
         // meets them in it too.
         let generator = self.generator.clone().required_fields(&fds.file);
@@ -139,7 +181,6 @@ impl Builder {
             .service_generator(Box::new(generator))
             .compile_fds(fds)
             .map_err(Error::Codegen)?;
-        self.warn_skipped();
         Ok(())
     }
 
@@ -152,6 +193,7 @@ impl Builder {
     ) -> Result<Vec<GeneratedFile>, Error> {
         self.emit_rerun_if_changed = false;
         let fds = self.load(protos, includes)?.file_descriptor_set();
+        self.check(&fds.file, includes)?;
         let generator = self.generator.clone().required_fields(&fds.file);
         let requests: Vec<_> = fds
             .file
@@ -215,16 +257,19 @@ impl Builder {
         Ok(compiler)
     }
 
-    fn warn_skipped(&self) {
-        if !self.emit_rerun_if_changed {
-            return;
-        }
-        for method in self.generator.skipped() {
-            println!(
-                "cargo:warning=keel-build: streaming method {method} is not supported yet; \
-                 only its descriptor was generated"
-            );
-        }
+    /// Refuses what cannot be generated: unsupported elements not opted
+    /// out.
+    fn check(
+        &self,
+        files: &[protox::prost_reflect::prost_types::FileDescriptorProto],
+        includes: &[impl AsRef<Path>],
+    ) -> Result<(), Error> {
+        let includes: Vec<PathBuf> = includes.iter().map(|p| p.as_ref().to_path_buf()).collect();
+        let policy = Policy {
+            skip: &self.skip,
+            skip_all: self.skip_all,
+        };
+        check::run(files, &includes, &policy)
     }
 }
 
@@ -262,8 +307,13 @@ mod tests {
         }
     }
 
+    /// A builder for the fixtures: shop.proto's `Watch` is server-streaming.
+    fn fixture_builder() -> Builder {
+        Builder::new().skip_unsupported("keel.shop.Inventory.Watch")
+    }
+
     fn generate_one(proto: &str) -> GeneratedFile {
-        let mut files = Builder::new()
+        let mut files = fixture_builder()
             .generate(&[proto], &[fixtures()])
             .expect("generation succeeds");
         assert_eq!(files.len(), 1, "one package, one file");
@@ -298,7 +348,7 @@ mod tests {
     }
 
     fn generate_all(protos: &[&str]) -> Vec<GeneratedFile> {
-        Builder::new()
+        fixture_builder()
             .generate(protos, &[fixtures()])
             .expect("generation succeeds")
     }
@@ -747,7 +797,7 @@ mod tests {
     #[test]
     fn compile_writes_into_out_dir() {
         let dir = Scratch::new("out");
-        Builder::new()
+        fixture_builder()
             .emit_rerun_if_changed(false)
             .out_dir(&dir.0)
             .compile(&["echo.proto", "shop.proto"], &[fixtures()])
@@ -809,7 +859,7 @@ mod tests {
         if std::env::var_os("KEEL_BUILD_NO_PROTOC_CHILD").is_some() {
             assert!(std::env::var_os("PATH").is_none());
         }
-        let files = Builder::new()
+        let files = fixture_builder()
             .generate(&["echo.proto", "shop.proto"], &[fixtures()])
             .expect("generates without protoc");
         let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();

@@ -35,6 +35,26 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// keel-build cannot generate working code for `element`: a streaming
+    /// method (not served yet) or a proto2 extension (prost drops it). Opt
+    /// out per element with
+    /// [`Builder::skip_unsupported`](crate::Builder::skip_unsupported).
+    ///
+    /// Displays as `path:line:column: message`.
+    #[error("{}", Located(Some(.file.as_path()), *.line, *.column, .message))]
+    Unsupported {
+        /// The `.proto` file declaring `element`.
+        file: PathBuf,
+        /// 1-based line of `element`'s name.
+        line: Option<usize>,
+        /// 1-based column of `element`'s name.
+        column: Option<usize>,
+        /// Full protobuf name of the element (`shop.Inventory.Watch`), as
+        /// `skip_unsupported` takes it.
+        element: String,
+        /// What is not supported, and how to opt out.
+        message: String,
+    },
     /// No output directory: `OUT_DIR` is unset (not running in a build
     /// script) and [`Builder::out_dir`](crate::Builder::out_dir) was not called.
     #[error("OUT_DIR is not set: call keel_build from a build script, or set Builder::out_dir")]

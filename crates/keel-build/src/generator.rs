@@ -24,6 +24,9 @@ use crate::required::RequiredPlan;
 /// Streaming methods get a descriptor (with their `kind` recorded) but no
 /// trait method or client method yet: Keel's runtime is unary-only for now.
 /// Their full names are collected in [`ServiceGenerator::skipped`].
+/// [`Builder`](crate::Builder) refuses them before generating, unless told
+/// to skip them with [`skip_unsupported`](crate::Builder::skip_unsupported);
+/// used on its own, this generator checks nothing.
 ///
 /// Proto2 `required` fields are checked only when the generator was given
 /// the descriptors with [`required_fields`](Self::required_fields)

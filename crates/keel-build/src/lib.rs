@@ -12,15 +12,14 @@
 //!                                                   ──► per package, if it uses proto2 `required`:
 //!                                                      mod __keel_required { static ..: RequiredSchema }
 //!                                                      impl keel::codec::RequiredFields for Msg
+//!
+//!   Before prost-build runs, the FileDescriptorSet is checked: unsupported
+//!   elements are errors (see "Errors, not surprises").
 //! ```
 //!
 //! Parsing is done by [protox](https://docs.rs/protox), so builds need no
 //! `protoc` binary on `PATH`; proto2 (`required`, defaults) and proto3 both
-//! work. Errors print like a compiler's, `path:line:column: message`,
-//! through `Display` and `Debug` alike (so `fn main() -> Result<(),
-//! keel_build::Error>` reads well); a missing file or import lists the
-//! include directories searched, and an unknown type name suggests the
-//! nearest defined one (see [`Error`]).
+//! work.
 //!
 //! # What a crate with generated code depends on
 //!
@@ -41,6 +40,22 @@
 //! `prost-types` crate keel re-exports; `google.protobuf.Empty` becomes
 //! `()` and the wrapper types (`StringValue`, ...) plain Rust types, as
 //! prost does. See [`Builder::runtime_path`].
+//!
+//! # Errors, not surprises
+//!
+//! Before writing any code, keel-build refuses what would not work, with an [`Error`] that prints like a compiler diagnostic
+//! (`path:line:column: message`, through `Display` and `Debug` alike, so
+//! `fn main() -> Result<(), keel_build::Error>` reads well):
+//!
+//! - **Unsupported elements** ([`Error::Unsupported`]): streaming rpcs,
+//!   which Keel does not serve yet, and proto2 extensions, which prost drops
+//!   (custom options, extensions of `google.protobuf.*Options`, pass). Opt
+//!   out per element with [`Builder::skip_unsupported`]`("pkg.Service.Method")`
+//!   — the element then gets a descriptor only (a streaming rpc) or nothing
+//!   (an extension) — or for all with [`Builder::skip_all_unsupported`].
+//! - **`.proto` errors** ([`Error::Proto`]): a missing file or import lists
+//!   the include directories searched; an unknown type name suggests the
+//!   nearest defined one.
 //!
 //! Proto2 `required` fields are enforced as brpc enforces them, although
 //! prost keeps no presence for them: every message type with required
@@ -92,6 +107,7 @@
 #![forbid(unsafe_code)]
 
 mod builder;
+mod check;
 mod error;
 mod generator;
 mod required;

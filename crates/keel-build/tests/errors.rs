@@ -1,5 +1,6 @@
-//! The errors keel-build reports, as a build script prints them:
-//! `path:line:column: message`, with what helps fix it.
+//! Every error keel-build reports instead of generating code that would not
+//! compile or would silently lose something: the text a build script
+//! prints, `path:line:column: message`, with the element and the fix.
 
 use std::path::PathBuf;
 
@@ -58,6 +59,124 @@ fn assert_has(text: &str, needles: &[&str]) {
     for needle in needles {
         assert!(text.contains(needle), "missing `{needle}` in:\n{text}");
     }
+}
+
+const STREAMING: &str = "syntax = \"proto3\";\npackage t;\nmessage M {}\n\
+service S {\n  rpc Get(M) returns (M);\n  rpc Watch(M) returns (stream M);\n\
+  rpc Send(stream M) returns (M);\n  rpc Chat(stream M) returns (stream M);\n}\n";
+
+#[test]
+fn a_streaming_rpc_is_an_error_naming_it_and_the_opt_out() {
+    let dir = Scratch::new("streaming");
+    let path = dir.proto(STREAMING);
+    let err = generate(Builder::new(), &dir).expect_err("streaming is unsupported");
+    let Error::Unsupported { element, .. } = &err else {
+        panic!("expected Unsupported, got {err}");
+    };
+    assert_eq!(element, "t.S.Watch");
+    let text = text(&err);
+    assert_starts(&text, &format!("{}:6:7: ", path.display()));
+    assert_has(
+        &text,
+        &[
+            "rpc `t.S.Watch` is server-streaming",
+            "`.skip_unsupported(\"t.S.Watch\")`",
+        ],
+    );
+
+    // Each kind is named, and skipping one moves on to the next.
+    let err = generate(Builder::new().skip_unsupported("t.S.Watch"), &dir).expect_err("Send");
+    assert_has(&text_of(&err), &["7:5: rpc `t.S.Send` is client-streaming"]);
+    let err = generate(
+        Builder::new()
+            .skip_unsupported("t.S.Watch")
+            .skip_unsupported(".t.S.Send"),
+        &dir,
+    )
+    .expect_err("Chat");
+    assert_has(
+        &text_of(&err),
+        &["8:7: rpc `t.S.Chat` is bidirectional-streaming"],
+    );
+}
+
+fn text_of(err: &Error) -> String {
+    text(err)
+}
+
+#[test]
+fn skipped_streaming_rpcs_get_a_descriptor_only() {
+    let dir = Scratch::new("skipped");
+    dir.proto(STREAMING);
+    let one_by_one = generate(
+        Builder::new()
+            .skip_unsupported("t.S.Watch")
+            .skip_unsupported("t.S.Send")
+            .skip_unsupported("t.S.Chat"),
+        &dir,
+    )
+    .expect("all three skipped");
+    let all = generate(Builder::new().skip_all_unsupported(true), &dir).expect("all skipped");
+    assert_eq!(one_by_one, all);
+    let code = &all[0].code;
+    assert_has(
+        code,
+        &[
+            "pub static WATCH: ::keel::MethodDescriptor",
+            "kind: ::keel::MethodKind::ServerStreaming",
+            "kind: ::keel::MethodKind::BidiStreaming",
+            "fn get(",
+        ],
+    );
+    assert!(!code.contains("fn watch("), "{code}");
+}
+
+#[test]
+fn a_proto2_extension_is_an_error_unless_skipped() {
+    let dir = Scratch::new("extensions");
+    let path = dir.proto(
+        "syntax = \"proto2\";\npackage t;\nmessage Holder {\n  extensions 100 to 200;\n\
+         extend Holder { optional int32 inner = 101; }\n}\n\
+         extend Holder {\n  optional string outer = 100;\n}\n",
+    );
+    let err = generate(Builder::new(), &dir).expect_err("extension dropped");
+    let Error::Unsupported { element, .. } = &err else {
+        panic!("expected Unsupported, got {err}");
+    };
+    assert_eq!(element, "t.outer");
+    let text = text(&err);
+    assert_starts(&text, &format!("{}:8:19: ", path.display()));
+    assert_has(
+        &text,
+        &[
+            "extension `t.outer` of `t.Holder` would be dropped",
+            "`.skip_unsupported(\"t.outer\")`",
+        ],
+    );
+
+    let err = generate(Builder::new().skip_unsupported("t.outer"), &dir).expect_err("inner");
+    assert_has(
+        &text_of(&err),
+        &["5:32: extension `t.Holder.inner` of `t.Holder`"],
+    );
+    generate(
+        Builder::new()
+            .skip_unsupported("t.outer")
+            .skip_unsupported("t.Holder.inner"),
+        &dir,
+    )
+    .expect("both skipped");
+}
+
+#[test]
+fn custom_options_are_extensions_that_lose_nothing() {
+    let dir = Scratch::new("options");
+    dir.proto(
+        "syntax = \"proto3\";\npackage t;\nimport \"google/protobuf/descriptor.proto\";\n\
+         extend google.protobuf.FieldOptions { string label = 50001; }\n\
+         message M { string name = 1 [(label) = \"x\"]; }\n",
+    );
+    generate(Builder::new(), &dir).expect("custom options pass");
 }
 
 #[test]
@@ -133,8 +252,4 @@ fn debug_prints_like_display_for_every_located_error() {
     assert_starts(&debug, &format!("{}:5:1: ", path.display()));
     assert_eq!(debug, err.to_string());
     assert!(!debug.contains("Proto {"), "{debug}");
-}
-
-fn text_of(err: &Error) -> String {
-    text(err)
 }
