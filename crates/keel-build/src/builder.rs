@@ -258,7 +258,7 @@ impl Builder {
     }
 
     /// Refuses what cannot be generated: unsupported elements not opted
-    /// out.
+    /// out, and names that would clash in the generated code.
     fn check(
         &self,
         files: &[protox::prost_reflect::prost_types::FileDescriptorProto],
@@ -266,6 +266,8 @@ impl Builder {
     ) -> Result<(), Error> {
         let includes: Vec<PathBuf> = includes.iter().map(|p| p.as_ref().to_path_buf()).collect();
         let policy = Policy {
+            server: self.generator.builds_server(),
+            client: self.generator.builds_client(),
             skip: &self.skip,
             skip_all: self.skip_all,
         };
@@ -737,6 +739,32 @@ mod tests {
             &files[0].code,
             &["pub at: ::core::option::Option<crate::prost_types::Timestamp>"],
         );
+    }
+
+    #[test]
+    fn the_clash_check_knows_every_client_method() {
+        let code = generate_one("echo.proto").code;
+        let start = code.find("impl EchoServiceClient {").expect("client impl");
+        let end = start + code[start..].find("\n}\n").expect("end of impl");
+        let mut defined: Vec<&str> = code[start..end]
+            .split("pub fn ")
+            .skip(1)
+            .filter_map(|rest| rest.split(['(', '<']).next())
+            .filter(|name| *name != "echo")
+            .collect();
+        // `clone` comes from `#[derive(Clone)]`.
+        assert_contains(
+            &code,
+            &["#[derive(Debug, Clone)]\npub struct EchoServiceClient"],
+        );
+        defined.push("clone");
+        defined.sort_unstable();
+        let mut listed: Vec<&str> = crate::generator::CLIENT_METHODS
+            .iter()
+            .map(|(name, _)| *name)
+            .collect();
+        listed.sort_unstable();
+        assert_eq!(defined, listed);
     }
 
     #[test]

@@ -35,6 +35,28 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// Two things would get the same Rust name in generated code: a message
+    /// or enum and an item keel-build generates for a service (`FooClient`,
+    /// `FooServer`, the trait `Foo`, the descriptor module `foo`), an rpc and
+    /// a method the generated client already has (`new`, `options`, ...), or
+    /// two rpcs whose snake_case names are equal.
+    ///
+    /// Displays as `path:line:column: message`; the message names both
+    /// sides and the fix.
+    #[error("{}", Located(Some(.file.as_path()), *.line, *.column, .message))]
+    Clash {
+        /// The `.proto` file declaring `element`.
+        file: PathBuf,
+        /// 1-based line of `element`'s name.
+        line: Option<usize>,
+        /// 1-based column of `element`'s name.
+        column: Option<usize>,
+        /// Full protobuf name of the element to rename (`shop.InventoryClient`,
+        /// `shop.Inventory.New`).
+        element: String,
+        /// What clashes with what, and how to fix it.
+        message: String,
+    },
     /// keel-build cannot generate working code for `element`: a streaming
     /// method (not served yet) or a proto2 extension (prost drops it). Opt
     /// out per element with

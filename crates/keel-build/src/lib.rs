@@ -14,7 +14,7 @@
 //!                                                      impl keel::codec::RequiredFields for Msg
 //!
 //!   Before prost-build runs, the FileDescriptorSet is checked: unsupported
-//!   elements are errors (see "Errors, not surprises").
+//!   elements and name clashes are errors (see "Errors, not surprises").
 //! ```
 //!
 //! Parsing is done by [protox](https://docs.rs/protox), so builds need no
@@ -43,7 +43,8 @@
 //!
 //! # Errors, not surprises
 //!
-//! Before writing any code, keel-build refuses what would not work, with an [`Error`] that prints like a compiler diagnostic
+//! Before writing any code, keel-build refuses what would not compile or
+//! would not work, with an [`Error`] that prints like a compiler diagnostic
 //! (`path:line:column: message`, through `Display` and `Debug` alike, so
 //! `fn main() -> Result<(), keel_build::Error>` reads well):
 //!
@@ -53,6 +54,13 @@
 //!   out per element with [`Builder::skip_unsupported`]`("pkg.Service.Method")`
 //!   — the element then gets a descriptor only (a streaming rpc) or nothing
 //!   (an extension) — or for all with [`Builder::skip_all_unsupported`].
+//! - **Name clashes** ([`Error::Clash`]): a message or enum named like an
+//!   item generated for a service in the same package (`FooClient`,
+//!   `FooServer`, the trait `Foo`, the descriptor module `foo`); an rpc named
+//!   like a method the client has (`new`, `from_client`, `with_options`,
+//!   `options`, `client`, `clone`); two rpcs of a service with the same
+//!   snake_case name or descriptor static. The message names both sides and
+//!   the fix.
 //! - **`.proto` errors** ([`Error::Proto`]): a missing file or import lists
 //!   the include directories searched; an unknown type name suggests the
 //!   nearest defined one.

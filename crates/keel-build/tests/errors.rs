@@ -180,6 +180,172 @@ fn custom_options_are_extensions_that_lose_nothing() {
 }
 
 #[test]
+fn rpcs_named_like_client_methods_are_clashes() {
+    let dir = Scratch::new("client-methods");
+    for (rpc, method, what) in [
+        ("New", "new", "it creates the client"),
+        ("Options", "options", "it returns the call options"),
+        ("WithOptions", "with_options", "call options"),
+        ("FromClient", "from_client", "wraps a generic"),
+        ("Client", "client", "returns the generic"),
+        ("Clone", "clone", "`Clone::clone`"),
+    ] {
+        let path = dir.proto(&format!(
+            "syntax = \"proto3\";\npackage t;\nmessage M {{}}\n\
+             service Inventory {{\n  rpc Get(M) returns (M);\n  rpc {rpc}(M) returns (M);\n}}\n"
+        ));
+        let err = generate(Builder::new(), &dir).expect_err(rpc);
+        let Error::Clash { element, .. } = &err else {
+            panic!("expected Clash, got {err}");
+        };
+        assert_eq!(element, &format!("t.Inventory.{rpc}"));
+        let text = text(&err);
+        assert_starts(&text, &format!("{}:6:7: ", path.display()));
+        assert_has(
+            &text,
+            &[
+                &format!(
+                    "rpc `t.Inventory.{rpc}` would be the client method `{method}`, \
+                     which `InventoryClient` already has"
+                ),
+                what,
+                "rename the rpc in the .proto",
+                "`Builder::build_client(false)`",
+                &format!("keel::Client::unary(&inventory::{}, ..)", rpc_static(rpc)),
+            ],
+        );
+        // Without a client there is nothing to clash with.
+        generate(Builder::new().build_client(false), &dir).expect("no client");
+    }
+}
+
+fn rpc_static(rpc: &str) -> &'static str {
+    match rpc {
+        "New" => "NEW",
+        "Options" => "OPTIONS",
+        "WithOptions" => "WITH_OPTIONS",
+        "FromClient" => "FROM_CLIENT",
+        "Client" => "CLIENT",
+        "Clone" => "CLONE",
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn rpcs_with_the_same_snake_case_name_are_a_clash() {
+    let dir = Scratch::new("same-snake");
+    let path = dir.proto(
+        "syntax = \"proto3\";\npackage t;\nmessage M {}\n\
+         service Inventory {\n  rpc GetItem(M) returns (M);\n  rpc get_item(M) returns (M);\n}\n",
+    );
+    let err = generate(Builder::new(), &dir).expect_err("same method");
+    let text = text(&err);
+    assert_starts(&text, &format!("{}:6:7: ", path.display()));
+    assert_has(
+        &text,
+        &[
+            "rpcs `GetItem` and `get_item` of service `t.Inventory` would both be the Rust \
+             method `get_item`",
+            "rename one of them in the .proto",
+        ],
+    );
+
+    // Streaming rpcs get no method, but their descriptors clash all the same.
+    dir.proto(
+        "syntax = \"proto3\";\npackage t;\nmessage M {}\n\
+         service Inventory {\n  rpc Service(M) returns (M);\n\
+         rpc ServiceMethod(M) returns (stream M);\n}\n",
+    );
+    let err = generate(Builder::new().skip_all_unsupported(true), &dir).expect_err("statics");
+    assert_has(
+        &text_of(&err),
+        &[
+            "rpcs `Service` and `ServiceMethod` of service `t.Inventory` would both get the \
+           descriptor `inventory::SERVICE_METHOD`",
+        ],
+    );
+}
+
+#[test]
+fn messages_and_enums_named_like_generated_items_are_clashes() {
+    let dir = Scratch::new("types");
+    let service = "service Inventory {\n  rpc Get(M) returns (M);\n}\n";
+    let cases = [
+        (
+            "message InventoryClient {}",
+            "message `t.InventoryClient` and the client generated for service `t.Inventory` \
+             would both be `InventoryClient` in the Rust module of package `t`",
+            Some("`Builder::build_client(false)`"),
+        ),
+        (
+            "message InventoryServer {}",
+            "message `t.InventoryServer` and the server adapter generated for service \
+             `t.Inventory` would both be `InventoryServer`",
+            Some("`Builder::build_server(false)`"),
+        ),
+        (
+            "enum inventory { A = 0; }",
+            "enum `t.inventory` and the server trait generated for service `t.Inventory` would \
+             both be `Inventory`",
+            Some("`Builder::build_server(false)`"),
+        ),
+        (
+            "message inventory { oneof pick { string a = 1; } }",
+            "the module prost generates for message `t.inventory`'s nested types and the \
+             descriptor module generated for service `t.Inventory` would both be `inventory`",
+            None,
+        ),
+    ];
+    for (declaration, expected, switch) in cases {
+        let path = dir.proto(&format!(
+            "syntax = \"proto3\";\npackage t;\nmessage M {{}}\n{service}{declaration}\n"
+        ));
+        let err = generate(Builder::new(), &dir).expect_err(declaration);
+        let Error::Clash { element, .. } = &err else {
+            panic!("expected Clash, got {err}");
+        };
+        assert!(element.starts_with("t."), "{element}");
+        let text = text(&err);
+        assert_starts(&text, &format!("{}:7:", path.display()));
+        assert_has(&text, &[expected, "rename one of them in the .proto"]);
+        match switch {
+            Some(switch) => assert_has(&text, &[switch]),
+            None => assert!(!text.contains("Builder::"), "{text}"),
+        }
+    }
+
+    // A message's module exists only when it has nested items; without a
+    // client, `InventoryClient` is free.
+    dir.proto(&format!(
+        "syntax = \"proto3\";\npackage t;\nmessage M {{}}\n{service}\
+         message inventory {{ optional string a = 1; map<string, M> m = 2; }}\n\
+         message InventoryClient {{}}\n"
+    ));
+    generate(Builder::new().build_server(false).build_client(false), &dir)
+        .expect("no clash without a module or client");
+}
+
+#[test]
+fn a_clash_across_files_of_one_package_is_found() {
+    let dir = Scratch::new("across");
+    dir.write(
+        "a.proto",
+        "syntax = \"proto3\";\npackage t;\nmessage M {}\nservice Inventory { rpc Get(M) returns (M); }\n",
+    );
+    let b = dir.write(
+        "b.proto",
+        "syntax = \"proto3\";\npackage t;\nimport \"a.proto\";\nmessage InventoryClient {}\n",
+    );
+    let err = Builder::new()
+        .generate(&["b.proto"], &[&dir.0])
+        .expect_err("clash");
+    assert_starts(
+        &text(&err),
+        &format!("{}:4:9: message `t.InventoryClient`", b.display()),
+    );
+}
+
+#[test]
 fn a_missing_import_lists_the_include_directories() {
     let dir = Scratch::new("import");
     let other = Scratch::new("import-other");
