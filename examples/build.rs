@@ -1,8 +1,6 @@
-//! Generates the echo service from brpc's echo.proto (no protoc needed).
+//! Generates the echo service from brpc's echo.proto, and the events service
+//! that uses the well-known types (no protoc needed).
 
-fn main() {
-    if let Err(err) = keel_build::compile_protos(&["proto/echo.proto"], &["proto"]) {
-        eprintln!("error: {err}");
-        std::process::exit(1);
-    }
+fn main() -> Result<(), keel_build::Error> {
+    keel_build::compile_protos(&["proto/echo.proto", "proto/events.proto"], &["proto"])
 }

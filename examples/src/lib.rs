@@ -14,6 +14,14 @@ pub mod example {
     keel::include_proto!("example");
 }
 
+pub mod events {
+    //! Generated from `proto/events.proto`: a service on the well-known types
+    //! (`Timestamp`, `Duration`, `Empty`, `Any`), with no `prost-types`
+    //! dependency in this crate.
+    #![allow(missing_docs)]
+    keel::include_proto!("events");
+}
+
 use std::str::FromStr;
 
 use example::{EchoRequest, EchoResponse, EchoService};

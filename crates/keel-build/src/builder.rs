@@ -2,11 +2,14 @@
 //! `FileDescriptorSet`, prost-build turns that into messages, and
 //! [`ServiceGenerator`] adds the Keel service code. No `protoc` anywhere.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use prost_build::Module;
 
+use crate::check::{self, Policy};
+use crate::error::searched;
 use crate::{Error, ServiceGenerator};
 
 /// Configures and runs code generation; [`compile_protos`](crate::compile_protos)
@@ -24,6 +27,9 @@ pub struct Builder {
     out_dir: Option<PathBuf>,
     generator: ServiceGenerator,
     emit_rerun_if_changed: bool,
+    /// Full names (no leading dot) of unsupported elements to skip.
+    skip: HashSet<String>,
+    skip_all: bool,
     prost: prost_build::Config,
 }
 
@@ -49,20 +55,27 @@ impl fmt::Debug for Builder {
             .field("out_dir", &self.out_dir)
             .field("generator", &self.generator)
             .field("emit_rerun_if_changed", &self.emit_rerun_if_changed)
+            .field("skip", &self.skip)
+            .field("skip_all", &self.skip_all)
             .finish_non_exhaustive()
     }
 }
 
 impl Builder {
     /// Defaults: write into `OUT_DIR`, generate servers and clients that refer
-    /// to `::keel`, print `cargo:rerun-if-changed` for every file read.
+    /// to `::keel` (well-known types to `::keel::prost_types`), print
+    /// `cargo:rerun-if-changed` for every file read, fail on anything
+    /// unsupported.
     pub fn new() -> Self {
         Builder {
             out_dir: None,
             generator: ServiceGenerator::new(),
             emit_rerun_if_changed: true,
+            skip: HashSet::new(),
+            skip_all: false,
             prost: prost_build::Config::new(),
         }
+        .runtime_path("::keel")
     }
 
     /// Writes the generated files into `dir` instead of `OUT_DIR`.
@@ -73,7 +86,15 @@ impl Builder {
 
     /// Refers to the Keel runtime as `path` (absolute, e.g. `::keel` — the
     /// default — or `crate` for code included inside keel itself).
+    ///
+    /// The well-known types (`google.protobuf.Timestamp`, `Duration`, `Any`,
+    /// ...) are referred to as `{path}::prost_types`, the `prost-types` crate
+    /// Keel re-exports, so a crate with generated code needs no dependency
+    /// of its own on it. To point them elsewhere, call
+    /// `prost_config(|c| { c.prost_types_path(..); })` after this.
     pub fn runtime_path(mut self, path: impl Into<String>) -> Self {
+        let path = path.into();
+        self.prost.prost_types_path(format!("{path}::prost_types"));
         self.generator = self.generator.runtime_path(path);
         self
     }
@@ -95,6 +116,37 @@ impl Builder {
     /// build scripts).
     pub fn emit_rerun_if_changed(mut self, enabled: bool) -> Self {
         self.emit_rerun_if_changed = enabled;
+        self
+    }
+
+    /// Generates only the descriptor of `element` instead of failing with
+    /// [`Error::Unsupported`]: a streaming rpc (`"pkg.Service.Method"`; it
+    /// gets no handler and no client method until Keel serves streaming) or
+    /// a proto2 extension (`"pkg.Message.ext_name"`, or `"pkg.ext_name"`
+    /// at file level; prost generates nothing for it). A leading `.` is
+    /// allowed. Call it once per element; naming one that is supported, or
+    /// does not exist, changes nothing.
+    ///
+    /// ```no_run
+    /// // build.rs: Watch is server-streaming
+    /// fn main() -> Result<(), keel_build::Error> {
+    ///     keel_build::configure()
+    ///         .skip_unsupported("shop.v1.Inventory.Watch")
+    ///         .compile(&["proto/shop.proto"], &["proto"])
+    /// }
+    /// ```
+    pub fn skip_unsupported(mut self, element: impl AsRef<str>) -> Self {
+        let element = element.as_ref().trim_start_matches('.');
+        self.skip.insert(element.to_owned());
+        self
+    }
+
+    /// Skips every unsupported element, as
+    /// [`skip_unsupported`](Self::skip_unsupported) does one (default
+    /// `false`). For compiling protos you do not control, where the
+    /// streaming methods are of no use to you yet.
+    pub fn skip_all_unsupported(mut self, enabled: bool) -> Self {
+        self.skip_all = enabled;
         self
     }
 
@@ -120,6 +172,7 @@ impl Builder {
                 .ok_or(Error::OutDirNotSet)?,
         };
         let fds = self.load(protos, includes)?.file_descriptor_set();
+        self.check(&fds.file, includes)?;
         // prost-build generates the files in this order, so `finalize`
         // meets them in it too.
         let generator = self.generator.clone().required_fields(&fds.file);
@@ -128,7 +181,6 @@ impl Builder {
             .service_generator(Box::new(generator))
             .compile_fds(fds)
             .map_err(Error::Codegen)?;
-        self.warn_skipped();
         Ok(())
     }
 
@@ -141,6 +193,7 @@ impl Builder {
     ) -> Result<Vec<GeneratedFile>, Error> {
         self.emit_rerun_if_changed = false;
         let fds = self.load(protos, includes)?.file_descriptor_set();
+        self.check(&fds.file, includes)?;
         let generator = self.generator.clone().required_fields(&fds.file);
         let requests: Vec<_> = fds
             .file
@@ -180,8 +233,10 @@ impl Builder {
                     file: Some(proto.to_path_buf()),
                     line: None,
                     column: None,
-                    message: "file not found (neither on disk nor under an include directory)"
-                        .to_owned(),
+                    message: format!(
+                        "file not found (neither on disk nor under an include directory); {}",
+                        searched(&includes)
+                    ),
                 });
             }
         }
@@ -202,16 +257,21 @@ impl Builder {
         Ok(compiler)
     }
 
-    fn warn_skipped(&self) {
-        if !self.emit_rerun_if_changed {
-            return;
-        }
-        for method in self.generator.skipped() {
-            println!(
-                "cargo:warning=keel-build: streaming method {method} is not supported yet; \
-                 only its descriptor was generated"
-            );
-        }
+    /// Refuses what cannot be generated: unsupported elements not opted
+    /// out, and names that would clash in the generated code.
+    fn check(
+        &self,
+        files: &[protox::prost_reflect::prost_types::FileDescriptorProto],
+        includes: &[impl AsRef<Path>],
+    ) -> Result<(), Error> {
+        let includes: Vec<PathBuf> = includes.iter().map(|p| p.as_ref().to_path_buf()).collect();
+        let policy = Policy {
+            server: self.generator.builds_server(),
+            client: self.generator.builds_client(),
+            skip: &self.skip,
+            skip_all: self.skip_all,
+        };
+        check::run(files, &includes, &policy)
     }
 }
 
@@ -249,8 +309,13 @@ mod tests {
         }
     }
 
+    /// A builder for the fixtures: shop.proto's `Watch` is server-streaming.
+    fn fixture_builder() -> Builder {
+        Builder::new().skip_unsupported("keel.shop.Inventory.Watch")
+    }
+
     fn generate_one(proto: &str) -> GeneratedFile {
-        let mut files = Builder::new()
+        let mut files = fixture_builder()
             .generate(&[proto], &[fixtures()])
             .expect("generation succeeds");
         assert_eq!(files.len(), 1, "one package, one file");
@@ -285,7 +350,7 @@ mod tests {
     }
 
     fn generate_all(protos: &[&str]) -> Vec<GeneratedFile> {
-        Builder::new()
+        fixture_builder()
             .generate(protos, &[fixtures()])
             .expect("generation succeeds")
     }
@@ -640,6 +705,69 @@ mod tests {
     }
 
     #[test]
+    fn well_known_types_come_through_the_runtime() {
+        let dir = Scratch::new("wkt-runtime");
+        dir.write(
+            "clock.proto",
+            "syntax = \"proto3\";\npackage clock;\n\
+             import \"google/protobuf/timestamp.proto\";\n\
+             import \"google/protobuf/empty.proto\";\n\
+             message Tick { google.protobuf.Timestamp at = 1; }\n\
+             service Clock { rpc Now(google.protobuf.Empty) returns (Tick); }\n",
+        );
+        let files = Builder::new()
+            .generate(&["clock.proto"], &[&dir.0])
+            .expect("generates");
+        let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["clock.rs"]);
+        assert_contains(
+            &files[0].code,
+            &["pub at: ::core::option::Option<::keel::prost_types::Timestamp>"],
+        );
+        assert_contains_squashed(&files[0].code, &["request: &()"]);
+        assert!(
+            !files[0].code.contains(" ::prost_types"),
+            "{}",
+            files[0].code
+        );
+
+        let files = Builder::new()
+            .runtime_path("crate")
+            .generate(&["clock.proto"], &[&dir.0])
+            .expect("generates");
+        assert_contains(
+            &files[0].code,
+            &["pub at: ::core::option::Option<crate::prost_types::Timestamp>"],
+        );
+    }
+
+    #[test]
+    fn the_clash_check_knows_every_client_method() {
+        let code = generate_one("echo.proto").code;
+        let start = code.find("impl EchoServiceClient {").expect("client impl");
+        let end = start + code[start..].find("\n}\n").expect("end of impl");
+        let mut defined: Vec<&str> = code[start..end]
+            .split("pub fn ")
+            .skip(1)
+            .filter_map(|rest| rest.split(['(', '<']).next())
+            .filter(|name| *name != "echo")
+            .collect();
+        // `clone` comes from `#[derive(Clone)]`.
+        assert_contains(
+            &code,
+            &["#[derive(Debug, Clone)]\npub struct EchoServiceClient"],
+        );
+        defined.push("clone");
+        defined.sort_unstable();
+        let mut listed: Vec<&str> = crate::generator::CLIENT_METHODS
+            .iter()
+            .map(|(name, _)| *name)
+            .collect();
+        listed.sort_unstable();
+        assert_eq!(defined, listed);
+    }
+
+    #[test]
     fn syntax_error_names_file_line_and_column() {
         let dir = Scratch::new("syntax");
         let path = dir.write(
@@ -697,7 +825,7 @@ mod tests {
     #[test]
     fn compile_writes_into_out_dir() {
         let dir = Scratch::new("out");
-        Builder::new()
+        fixture_builder()
             .emit_rerun_if_changed(false)
             .out_dir(&dir.0)
             .compile(&["echo.proto", "shop.proto"], &[fixtures()])
@@ -759,7 +887,7 @@ mod tests {
         if std::env::var_os("KEEL_BUILD_NO_PROTOC_CHILD").is_some() {
             assert!(std::env::var_os("PATH").is_none());
         }
-        let files = Builder::new()
+        let files = fixture_builder()
             .generate(&["echo.proto", "shop.proto"], &[fixtures()])
             .expect("generates without protoc");
         let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();

@@ -10,7 +10,7 @@ use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::rc::Rc;
 
-use heck::{ToShoutySnakeCase, ToSnakeCase};
+use heck::{ToShoutySnakeCase, ToSnakeCase, ToUpperCamelCase};
 use prost_build::{Method, Service};
 use protox::prost_reflect::prost_types::FileDescriptorProto;
 
@@ -24,6 +24,10 @@ use crate::required::RequiredPlan;
 /// Streaming methods get a descriptor (with their `kind` recorded) but no
 /// trait method or client method yet: Keel's runtime is unary-only for now.
 /// Their full names are collected in [`ServiceGenerator::skipped`].
+/// [`Builder`](crate::Builder) refuses them (and name clashes) before
+/// generating, unless told to skip them with
+/// [`skip_unsupported`](crate::Builder::skip_unsupported); used on its own,
+/// this generator checks nothing.
 ///
 /// Proto2 `required` fields are checked only when the generator was given
 /// the descriptors with [`required_fields`](Self::required_fields)
@@ -77,6 +81,16 @@ impl ServiceGenerator {
     pub fn build_client(mut self, enabled: bool) -> Self {
         self.client = enabled;
         self
+    }
+
+    /// Whether server traits and adapters are generated.
+    pub(crate) fn builds_server(&self) -> bool {
+        self.server
+    }
+
+    /// Whether clients are generated.
+    pub(crate) fn builds_client(&self) -> bool {
+        self.client
     }
 
     /// Generates proto2 required-field checks for the messages of `files`:
@@ -187,7 +201,7 @@ impl<'a> ServiceModel<'a> {
             rt,
             full_name,
             rust_name: &service.name,
-            module: sanitize(service.proto_name.to_snake_case()),
+            module: service_module(&service.proto_name),
             comments,
             methods: service
                 .methods
@@ -413,10 +427,7 @@ impl<'a> ServiceModel<'a> {
 
 impl<'a> MethodModel<'a> {
     fn new(method: &'a Method, package: &str, required: Option<&RequiredPlan>) -> Self {
-        let mut static_name = method.proto_name.to_shouty_snake_case();
-        if static_name == SERVICE_STATIC {
-            static_name.push_str("_METHOD");
-        }
+        let static_name = method_static(&method.proto_name);
         let kind = match (method.client_streaming, method.server_streaming) {
             (false, false) => "Unary",
             (true, false) => "ClientStreaming",
@@ -446,7 +457,52 @@ impl<'a> MethodModel<'a> {
     }
 }
 
-/// Makes a snake_case name a valid module identifier.
+/// The methods every generated client has besides its rpcs, with what each
+/// does; an rpc may not take one of these names (see `crate::check`).
+/// `clone` comes from `#[derive(Clone)]`: an rpc named so would shadow it.
+pub(crate) const CLIENT_METHODS: &[(&str, &str)] = &[
+    ("new", "it creates the client"),
+    ("from_client", "it wraps a generic `keel::Client`"),
+    (
+        "with_options",
+        "it derives a client with other call options",
+    ),
+    ("options", "it returns the call options"),
+    ("client", "it returns the generic `keel::Client`"),
+    ("clone", "it is `Clone::clone`, which the rpc would shadow"),
+];
+
+/// The descriptor module of service `proto_name`: `echo_service`.
+pub(crate) fn service_module(proto_name: &str) -> String {
+    snake_ident(proto_name)
+}
+
+/// The descriptor static of method `proto_name` in its service module:
+/// `ECHO`; a method whose name would collide with the service's own static
+/// gets a `_METHOD` suffix.
+pub(crate) fn method_static(proto_name: &str) -> String {
+    let mut name = proto_name.to_shouty_snake_case();
+    if name == SERVICE_STATIC {
+        name.push_str("_METHOD");
+    }
+    name
+}
+
+/// A snake_case Rust identifier for `name`, as prost-build makes field,
+/// method and module names.
+pub(crate) fn snake_ident(name: &str) -> String {
+    sanitize(name.to_snake_case())
+}
+
+/// An UpperCamelCase Rust identifier for `name`, as prost-build makes type
+/// (message, enum, service) names.
+pub(crate) fn type_ident(name: &str) -> String {
+    sanitize(name.to_upper_camel_case())
+}
+
+/// Makes a name a valid identifier, as prost-build does: keywords become
+/// raw identifiers, those that cannot be raw get a `_` suffix, and a leading
+/// digit a `_` prefix.
 fn sanitize(name: String) -> String {
     match name.as_str() {
         "as" | "break" | "const" | "continue" | "else" | "enum" | "false" | "fn" | "for" | "if"
@@ -455,7 +511,8 @@ fn sanitize(name: String) -> String {
         | "where" | "while" | "dyn" | "abstract" | "become" | "box" | "do" | "final" | "macro"
         | "override" | "priv" | "typeof" | "unsized" | "virtual" | "yield" | "async" | "await"
         | "try" | "gen" => format!("r#{name}"),
-        "_" | "super" | "self" | "extern" | "crate" => format!("{name}_"),
+        "_" | "super" | "self" | "Self" | "extern" | "crate" => format!("{name}_"),
+        s if s.starts_with(|c: char| c.is_numeric()) => format!("_{name}"),
         _ => name,
     }
 }

@@ -12,11 +12,58 @@
 //!                                                   ──► per package, if it uses proto2 `required`:
 //!                                                      mod __keel_required { static ..: RequiredSchema }
 //!                                                      impl keel::codec::RequiredFields for Msg
+//!
+//!   Before prost-build runs, the FileDescriptorSet is checked: unsupported
+//!   elements and name clashes are errors (see "Errors, not surprises").
 //! ```
 //!
 //! Parsing is done by [protox](https://docs.rs/protox), so builds need no
 //! `protoc` binary on `PATH`; proto2 (`required`, defaults) and proto3 both
-//! work. Errors name the file, line and column (see [`Error`]).
+//! work.
+//!
+//! # What a crate with generated code depends on
+//!
+//! `keel` and `prost`, nothing else (plus `keel-build` under
+//! `[build-dependencies]`):
+//!
+//! ```toml
+//! [dependencies]
+//! keel = "0.1"
+//! prost = "0.14"
+//!
+//! [build-dependencies]
+//! keel-build = "0.1"
+//! ```
+//!
+//! The well-known types (`google.protobuf.Timestamp`, `Duration`, `Any`,
+//! `Struct`, ...) are generated as `::keel::prost_types::..`, the
+//! `prost-types` crate keel re-exports; `google.protobuf.Empty` becomes
+//! `()` and the wrapper types (`StringValue`, ...) plain Rust types, as
+//! prost does. See [`Builder::runtime_path`].
+//!
+//! # Errors, not surprises
+//!
+//! Before writing any code, keel-build refuses what would not compile or
+//! would not work, with an [`Error`] that prints like a compiler diagnostic
+//! (`path:line:column: message`, through `Display` and `Debug` alike, so
+//! `fn main() -> Result<(), keel_build::Error>` reads well):
+//!
+//! - **Unsupported elements** ([`Error::Unsupported`]): streaming rpcs,
+//!   which Keel does not serve yet, and proto2 extensions, which prost drops
+//!   (custom options, extensions of `google.protobuf.*Options`, pass). Opt
+//!   out per element with [`Builder::skip_unsupported`]`("pkg.Service.Method")`
+//!   — the element then gets a descriptor only (a streaming rpc) or nothing
+//!   (an extension) — or for all with [`Builder::skip_all_unsupported`].
+//! - **Name clashes** ([`Error::Clash`]): a message or enum named like an
+//!   item generated for a service in the same package (`FooClient`,
+//!   `FooServer`, the trait `Foo`, the descriptor module `foo`); an rpc named
+//!   like a method the client has (`new`, `from_client`, `with_options`,
+//!   `options`, `client`, `clone`); two rpcs of a service with the same
+//!   snake_case name or descriptor static. The message names both sides and
+//!   the fix.
+//! - **`.proto` errors** ([`Error::Proto`]): a missing file or import lists
+//!   the include directories searched; an unknown type name suggests the
+//!   nearest defined one.
 //!
 //! Proto2 `required` fields are enforced as brpc enforces them, although
 //! prost keeps no presence for them: every message type with required
@@ -68,9 +115,11 @@
 #![forbid(unsafe_code)]
 
 mod builder;
+mod check;
 mod error;
 mod generator;
 mod required;
+mod suggest;
 
 use std::path::Path;
 
