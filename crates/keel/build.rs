@@ -8,6 +8,7 @@ fn main() {
         "../../examples/proto/echo.proto",
         "proto/greeter.proto",
         "proto/required.proto",
+        "proto/streams.proto",
     ];
     if let Err(err) = keel_build::compile_protos(&protos, &["../../examples/proto", "proto"]) {
         eprintln!("error: {err}");

@@ -119,19 +119,17 @@ impl Builder {
         self
     }
 
-    /// Generates only the descriptor of `element` instead of failing with
-    /// [`Error::Unsupported`]: a streaming rpc (`"pkg.Service.Method"`; it
-    /// gets no handler and no client method until Keel serves streaming) or
-    /// a proto2 extension (`"pkg.Message.ext_name"`, or `"pkg.ext_name"`
+    /// Generates nothing for `element` instead of failing with
+    /// [`Error::Unsupported`]: a proto2 extension (`"pkg.Message.ext_name"`, or `"pkg.ext_name"`
     /// at file level; prost generates nothing for it). A leading `.` is
     /// allowed. Call it once per element; naming one that is supported, or
     /// does not exist, changes nothing.
     ///
     /// ```no_run
-    /// // build.rs: Watch is server-streaming
+    /// // build.rs: `legacy_id` is a proto2 extension of shop.v1.Item
     /// fn main() -> Result<(), keel_build::Error> {
     ///     keel_build::configure()
-    ///         .skip_unsupported("shop.v1.Inventory.Watch")
+    ///         .skip_unsupported("shop.v1.legacy_id")
     ///         .compile(&["proto/shop.proto"], &["proto"])
     /// }
     /// ```
@@ -143,8 +141,7 @@ impl Builder {
 
     /// Skips every unsupported element, as
     /// [`skip_unsupported`](Self::skip_unsupported) does one (default
-    /// `false`). For compiling protos you do not control, where the
-    /// streaming methods are of no use to you yet.
+    /// `false`). For compiling protos you do not control.
     pub fn skip_all_unsupported(mut self, enabled: bool) -> Self {
         self.skip_all = enabled;
         self
@@ -309,9 +306,9 @@ mod tests {
         }
     }
 
-    /// A builder for the fixtures: shop.proto's `Watch` is server-streaming.
+    /// A builder for the fixtures.
     fn fixture_builder() -> Builder {
-        Builder::new().skip_unsupported("keel.shop.Inventory.Watch")
+        Builder::new()
     }
 
     fn generate_one(proto: &str) -> GeneratedFile {
@@ -657,31 +654,15 @@ mod tests {
                 "/// An item on the shelf.",
                 // proto3 `optional` is an Option
                 "pub coupon: ::core::option::Option<::prost::alloc::string::String>",
-                // streaming: descriptor only
+                // streaming: a handler taking a sink, a client method
+                // returning the stream, and the adapter's call_stream
                 "kind: ::keel::MethodKind::ServerStreaming",
+                "responses: &mut ::keel::streaming::ResponseSink<",
+                "pub async fn watch(",
+                "::keel::streaming::Streaming<",
+                "fn call_stream<'a>(",
             ],
         );
-        assert!(
-            !code.contains("fn watch("),
-            "streaming methods get no handler yet"
-        );
-    }
-
-    #[test]
-    fn streaming_methods_are_reported_as_skipped() {
-        let generator = ServiceGenerator::new();
-        let seen = generator.clone();
-        let fds = protox::compile(["shop.proto"], [fixtures()]).expect("parses");
-        let requests = fds
-            .file
-            .into_iter()
-            .map(|f| (Module::from_protobuf_package_name(f.package()), f))
-            .collect();
-        prost_build::Config::new()
-            .service_generator(Box::new(generator))
-            .generate(requests)
-            .expect("generates");
-        assert_eq!(seen.skipped(), vec!["keel.shop.Inventory.Watch".to_owned()]);
     }
 
     #[test]

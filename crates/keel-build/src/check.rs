@@ -3,7 +3,7 @@
 //! `.proto` file rather than as rustc output inside generated code:
 //!
 //! ```text
-//!   FileDescriptorSet ──► unsupported: streaming rpcs, proto2 extensions
+//!   FileDescriptorSet ──► unsupported: proto2 extensions
 //!                         (unless opted out with Builder::skip_unsupported)
 //!                     ──► clashes, per package module:
 //!                           types and modules: messages, enums, and per service
@@ -19,7 +19,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
 use protox::prost_reflect::prost_types::{
-    DescriptorProto, FieldDescriptorProto, FileDescriptorProto, MethodDescriptorProto,
+    DescriptorProto, FieldDescriptorProto, FileDescriptorProto,
 };
 
 use crate::Error;
@@ -135,35 +135,8 @@ impl Source<'_> {
 
 /// What keel-build cannot serve yet, per method kind. When a kind lands,
 /// its arm goes (and with it the need to opt out).
-fn unsupported_method(method: &MethodDescriptorProto) -> Option<&'static str> {
-    match (method.client_streaming(), method.server_streaming()) {
-        (false, false) => None,
-        (true, false) => Some("client-streaming"),
-        (false, true) => Some("server-streaming"),
-        (true, true) => Some("bidirectional-streaming"),
-    }
-}
-
 fn unsupported(source: &Source<'_>, policy: &Policy<'_>) -> Result<(), Error> {
     let file = source.proto;
-    for (s, service) in file.service.iter().enumerate() {
-        for (m, method) in service.method.iter().enumerate() {
-            let Some(kind) = unsupported_method(method) else {
-                continue;
-            };
-            let element = format!("{}.{}", source.full_name(service.name()), method.name());
-            if policy.skips(&element) {
-                continue;
-            }
-            let message = format!(
-                "rpc `{element}` is {kind}, which Keel does not serve yet; to generate only its \
-                 descriptor (no handler, no client method), call \
-                 `.skip_unsupported(\"{element}\")` on the keel_build::Builder in build.rs"
-            );
-            let path = [tag::FILE_SERVICE, index(s), tag::SERVICE_METHOD, index(m)];
-            return Err(source.unsupported(&path, element, message));
-        }
-    }
     let scope = match file.package() {
         "" => String::new(),
         package => format!("{package}."),
@@ -249,31 +222,27 @@ fn method_clashes(source: &Source<'_>, policy: &Policy<'_>) -> Result<(), Error>
         for (m, method) in service.method.iter().enumerate() {
             let path = [tag::FILE_SERVICE, index(s), tag::SERVICE_METHOD, index(m)];
             let element = format!("{service_name}.{}", method.name());
-            // Only unary rpcs get trait and client methods (for now).
             let rust = snake_ident(method.name());
-            let generated = unsupported_method(method).is_none();
-            if generated {
-                if let Some(first) = methods.insert(rust.clone(), method.name()) {
-                    let message = format!(
-                        "rpcs `{first}` and `{}` of service `{service_name}` would both be the \
-                         Rust method `{rust}`; rename one of them in the .proto",
-                        method.name()
-                    );
-                    return Err(source.clash(&path, element, message));
-                }
-                let reserved = CLIENT_METHODS.iter().find(|(name, _)| *name == rust);
-                if let (true, Some((name, what))) = (policy.client, reserved) {
-                    let client = format!("{}Client", type_ident(service.name()));
-                    let message = format!(
-                        "rpc `{element}` would be the client method `{name}`, which \
-                         `{client}` already has ({what}); rename the rpc in the .proto, or \
-                         build without clients (`Builder::build_client(false)`) and call it \
-                         through `keel::Client::unary(&{module}::{st}, ..)`",
-                        module = service_module(service.name()),
-                        st = method_static(method.name()),
-                    );
-                    return Err(source.clash(&path, element, message));
-                }
+            if let Some(first) = methods.insert(rust.clone(), method.name()) {
+                let message = format!(
+                    "rpcs `{first}` and `{}` of service `{service_name}` would both be the \
+                     Rust method `{rust}`; rename one of them in the .proto",
+                    method.name()
+                );
+                return Err(source.clash(&path, element, message));
+            }
+            let reserved = CLIENT_METHODS.iter().find(|(name, _)| *name == rust);
+            if let (true, Some((name, what))) = (policy.client, reserved) {
+                let client = format!("{}Client", type_ident(service.name()));
+                let message = format!(
+                    "rpc `{element}` would be the client method `{name}`, which \
+                     `{client}` already has ({what}); rename the rpc in the .proto, or \
+                     build without clients (`Builder::build_client(false)`) and call it \
+                     through `keel::Client::unary(&{module}::{st}, ..)`",
+                    module = service_module(service.name()),
+                    st = method_static(method.name()),
+                );
+                return Err(source.clash(&path, element, message));
             }
             let st = method_static(method.name());
             if let Some(first) = statics.insert(st.clone(), method.name()) {

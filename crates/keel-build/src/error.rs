@@ -57,8 +57,8 @@ pub enum Error {
         /// What clashes with what, and how to fix it.
         message: String,
     },
-    /// keel-build cannot generate working code for `element`: a streaming
-    /// method (not served yet) or a proto2 extension (prost drops it). Opt
+    /// keel-build cannot generate working code for `element`: a proto2
+    /// extension (prost drops it). Opt
     /// out per element with
     /// [`Builder::skip_unsupported`](crate::Builder::skip_unsupported).
     ///

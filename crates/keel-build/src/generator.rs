@@ -6,7 +6,6 @@
 //! The text is emitted as plain Rust and formatted by prost-build afterwards
 //! (prettyplease), so the templates below favour clarity over layout.
 
-use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::rc::Rc;
 
@@ -21,9 +20,9 @@ use crate::required::RequiredPlan;
 /// `config.service_generator(Box::new(ServiceGenerator::new()))` when driving
 /// prost-build yourself ([`Builder`](crate::Builder) does this for you).
 ///
-/// Streaming methods get a descriptor (with their `kind` recorded) but no
-/// trait method or client method yet: Keel's runtime is unary-only for now.
-/// Their full names are collected in [`ServiceGenerator::skipped`].
+/// Streaming methods (served over gRPC) get trait methods that take typed
+/// streams and sinks (`keel::streaming`), and client methods that open the
+/// stream.
 /// [`Builder`](crate::Builder) refuses them (and name clashes) before
 /// generating, unless told to skip them with
 /// [`skip_unsupported`](crate::Builder::skip_unsupported); used on its own,
@@ -38,7 +37,6 @@ pub struct ServiceGenerator {
     runtime: String,
     server: bool,
     client: bool,
-    skipped: Rc<RefCell<Vec<String>>>,
     required: Option<Rc<RequiredPlan>>,
     /// Files finalized so far: prost-build calls `finalize` once per file,
     /// in the order of its requests.
@@ -58,7 +56,6 @@ impl ServiceGenerator {
             runtime: "::keel".to_owned(),
             server: true,
             client: true,
-            skipped: Rc::default(),
             required: None,
             files_done: 0,
         }
@@ -108,24 +105,11 @@ impl ServiceGenerator {
         self.files_done = 0;
         self
     }
-
-    /// Full names (`package.Service.Method`) of streaming methods that got a
-    /// descriptor but no handler or client method. Shared between clones, so
-    /// a caller can keep a clone and read it after prost-build consumed the
-    /// generator.
-    pub fn skipped(&self) -> Vec<String> {
-        self.skipped.borrow().clone()
-    }
 }
 
 impl prost_build::ServiceGenerator for ServiceGenerator {
     fn generate(&mut self, service: Service, buf: &mut String) {
         let service = ServiceModel::new(&service, &self.runtime, self.required.as_deref());
-        for method in service.methods.iter().filter(|m| !m.unary) {
-            self.skipped
-                .borrow_mut()
-                .push(format!("{}.{}", service.full_name, method.proto_name));
-        }
         service.write_descriptors(buf);
         if self.server {
             service.write_server(buf);
@@ -282,26 +266,54 @@ impl<'a> ServiceModel<'a> {
              implementation in [`{server}`] and add that to a server or an in-process channel.\n\
              pub trait {rust_name}: ::core::marker::Send + ::core::marker::Sync + 'static {{"
         );
-        for m in self.methods.iter().filter(|m| m.unary) {
+        for m in &self.methods {
             buf.push_str(&m.comments);
             if !m.comments.is_empty() {
                 buf.push_str("///\n");
             }
+            let (input, output) = (m.input, m.output);
+            let (doc, params) = match m.kind {
+                "Unary" => (
+                    "read `request`, fill `response` (it arrives empty). An `Err` reaches the \
+                     caller with its code and text instead.\n\
+                     ///\n\
+                     /// Both messages come from per-method pools and keep the capacity earlier \
+                     calls grew, so a handler that fills `response` in place (`clone_from`, \
+                     `push_str`, `extend`) allocates nothing.",
+                    format!("request: &{input}, response: &mut {output}"),
+                ),
+                "ServerStreaming" => (
+                    "read `request`, send responses to `responses` (each `send` waits while the \
+                     client's window is full). `Ok` ends the stream cleanly; an `Err` ends it \
+                     with that status.",
+                    format!(
+                        "request: &{input}, responses: &mut {rt}::streaming::ResponseSink<{output}>"
+                    ),
+                ),
+                "ClientStreaming" => (
+                    "read the requests from `requests` until `Ok(None)`, fill `response` (it \
+                     arrives empty). An `Err` reaches the caller instead.",
+                    format!(
+                        "requests: &mut {rt}::streaming::Streaming<{input}>, response: &mut {output}"
+                    ),
+                ),
+                _ => (
+                    "read requests from `requests` and send responses to `responses`, in any \
+                     order. `Ok` ends the stream cleanly; an `Err` ends it with that status.",
+                    format!(
+                        "requests: &mut {rt}::streaming::Streaming<{input}>, \
+                         responses: &mut {rt}::streaming::ResponseSink<{output}>"
+                    ),
+                ),
+            };
             let _ = writeln!(
                 buf,
-                "/// Handles `{full_name}.{proto}`: read `request`, fill `response` (it arrives \
-                 empty). An `Err` reaches the caller with its code and text instead.\n\
-                 ///\n\
-                 /// Both messages come from per-method pools and keep the capacity earlier calls \
-                 grew, so a handler that fills `response` in place (`clone_from`, `push_str`, \
-                 `extend`) allocates nothing.\n\
-                 fn {name}(&self, ctx: &{rt}::Context, request: &{input}, response: &mut {output}) \
+                "/// Handles `{full_name}.{proto}`: {doc}\n\
+                 fn {name}(&self, ctx: &{rt}::Context, {params}) \
                  -> impl ::core::future::Future<\
                  Output = ::core::result::Result<(), {rt}::Status>> + ::core::marker::Send;",
                 proto = m.proto_name,
                 name = m.rust_name,
-                input = m.input,
-                output = m.output,
             );
         }
         buf.push_str("}\n");
@@ -332,8 +344,10 @@ impl<'a> ServiceModel<'a> {
             let _ = writeln!(
                 buf,
                 "let _ = (ctx, request, response);\n\
-                 {rt}::server::unknown_method(&{module}::{SERVICE_STATIC}, method)\n}}\n}}"
+                 {rt}::server::unknown_method(&{module}::{SERVICE_STATIC}, method)\n}}"
             );
+            self.write_call_stream(buf);
+            buf.push_str("}\n");
             return;
         }
         buf.push_str("match method {\n");
@@ -362,7 +376,69 @@ impl<'a> ServiceModel<'a> {
         }
         let _ = writeln!(
             buf,
-            "_ => {rt}::server::unknown_method(&{module}::{SERVICE_STATIC}, method),\n}}\n}}\n}}"
+            "_ => {rt}::server::unknown_method(&{module}::{SERVICE_STATIC}, method),\n}}\n}}"
+        );
+        self.write_call_stream(buf);
+        buf.push_str("}\n");
+    }
+
+    /// The adapter's `call_stream`: typed streams for streaming handlers.
+    fn write_call_stream(&self, buf: &mut String) {
+        let ServiceModel { rt, module, .. } = self;
+        if self.methods.iter().all(|m| m.unary) {
+            return;
+        }
+        let _ = writeln!(
+            buf,
+            "fn call_stream<'a>(&'a self, method: usize, ctx: &'a {rt}::Context, \
+             stream: &'a mut {rt}::streaming::ServerStream) -> {rt}::server::ServiceFuture<'a> {{\n\
+             match method {{"
+        );
+        for (index, m) in self.methods.iter().enumerate().filter(|(_, m)| !m.unary) {
+            let call = match m.kind {
+                "ServerStreaming" => format!(
+                    "match requests.single().await {{\n\
+                     ::core::result::Result::Ok(request) => \
+                     self.inner.{name}(ctx, &request, &mut responses).await,\n\
+                     ::core::result::Result::Err(status) => ::core::result::Result::Err(status),\n\
+                     }}",
+                    name = m.rust_name
+                ),
+                "ClientStreaming" => format!(
+                    "{{\n\
+                     let mut response = <{output} as ::core::default::Default>::default();\n\
+                     match self.inner.{name}(ctx, &mut requests, &mut response).await {{\n\
+                     ::core::result::Result::Ok(()) => responses.send(&response).await,\n\
+                     ::core::result::Result::Err(status) => ::core::result::Result::Err(status),\n\
+                     }}\n\
+                     }}",
+                    name = m.rust_name,
+                    output = m.output,
+                ),
+                _ => format!(
+                    "self.inner.{name}(ctx, &mut requests, &mut responses).await",
+                    name = m.rust_name
+                ),
+            };
+            let _ = writeln!(
+                buf,
+                "{index} => {rt}::server::ServiceFuture::new(async move {{\n\
+                 let mut requests = stream.requests::<{input}>(&{module}::{st}, {required});\n\
+                 let mut responses = stream.responses::<{output}>();\n\
+                 let result = {call};\n\
+                 stream.restore(requests, responses);\n\
+                 result\n\
+                 }}),",
+                st = m.static_name,
+                input = m.input,
+                output = m.output,
+                required = m.request_required,
+            );
+        }
+        let _ = writeln!(
+            buf,
+            "_ => {{ let _ = (ctx, stream); \
+             {rt}::server::unknown_method(&{module}::{SERVICE_STATIC}, method) }}\n}}\n}}"
         );
     }
 
@@ -399,27 +475,54 @@ impl<'a> ServiceModel<'a> {
              response attachment.\n\
              pub fn client(&self) -> &{rt}::Client {{ &self.inner }}"
         );
-        for m in self.methods.iter().filter(|m| m.unary) {
+        for m in &self.methods {
             buf.push_str(&m.comments);
             if !m.comments.is_empty() {
                 buf.push_str("///\n");
             }
-            let _ = writeln!(
-                buf,
-                "/// Calls `{full_name}.{proto}`: `.await` it for the response, or set per-call \
-                 options first (`.timeout(..)`, `.attachment(..)`, `.metadata(..)`) and `.full()` \
-                 for the response's attachment and metadata too.\n\
-                 pub fn {name}<'a>(&'a self, request: &'a {input}) \
-                 -> {rt}::client::UnaryCall<'a, {input}, {output}> {{\n\
-                 self.inner.unary(&{module}::{st}, request, {required})\n\
-                 }}",
-                proto = m.proto_name,
-                name = m.rust_name,
-                input = m.input,
-                output = m.output,
-                st = m.static_name,
-                required = m.response_required,
-            );
+            let (proto, name, input, output) = (m.proto_name, m.rust_name, m.input, m.output);
+            let (st, required) = (&m.static_name, &m.response_required);
+            let _ = match m.kind {
+                "Unary" => writeln!(
+                    buf,
+                    "/// Calls `{full_name}.{proto}`: `.await` it for the response, or set per-call \
+                     options first (`.timeout(..)`, `.attachment(..)`, `.metadata(..)`) and `.full()` \
+                     for the response's attachment and metadata too.\n\
+                     pub fn {name}<'a>(&'a self, request: &'a {input}) \
+                     -> {rt}::client::UnaryCall<'a, {input}, {output}> {{\n\
+                     self.inner.unary(&{module}::{st}, request, {required})\n\
+                     }}",
+                ),
+                "ServerStreaming" => writeln!(
+                    buf,
+                    "/// Calls `{full_name}.{proto}` (gRPC): sends `request`, returns the stream \
+                     of responses; the client's options (timeout, metadata) apply to the whole \
+                     stream.\n\
+                     pub async fn {name}(&self, request: &{input}) -> ::core::result::Result<\
+                     {rt}::streaming::Streaming<{output}>, {rt}::Status> {{\n\
+                     self.inner.server_streaming(&{module}::{st}, request, {required}).await\n\
+                     }}",
+                ),
+                "ClientStreaming" => writeln!(
+                    buf,
+                    "/// Calls `{full_name}.{proto}` (gRPC): send requests on the returned call, \
+                     then `finish()` it for the response.\n\
+                     pub async fn {name}(&self) -> ::core::result::Result<\
+                     {rt}::streaming::ClientStreamingCall<{input}, {output}>, {rt}::Status> {{\n\
+                     self.inner.client_streaming(&{module}::{st}, {required}).await\n\
+                     }}",
+                ),
+                _ => writeln!(
+                    buf,
+                    "/// Calls `{full_name}.{proto}` (gRPC): a sink for the requests and the \
+                     stream of responses, usable from different tasks.\n\
+                     pub async fn {name}(&self) -> ::core::result::Result<(\
+                     {rt}::streaming::RequestSink<{input}>, \
+                     {rt}::streaming::Streaming<{output}>), {rt}::Status> {{\n\
+                     self.inner.bidi_streaming(&{module}::{st}, {required}).await\n\
+                     }}",
+                ),
+            };
         }
         buf.push_str("}\n");
     }

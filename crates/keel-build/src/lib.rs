@@ -48,12 +48,14 @@
 //! (`path:line:column: message`, through `Display` and `Debug` alike, so
 //! `fn main() -> Result<(), keel_build::Error>` reads well):
 //!
-//! - **Unsupported elements** ([`Error::Unsupported`]): streaming rpcs,
-//!   which Keel does not serve yet, and proto2 extensions, which prost drops
-//!   (custom options, extensions of `google.protobuf.*Options`, pass). Opt
-//!   out per element with [`Builder::skip_unsupported`]`("pkg.Service.Method")`
-//!   — the element then gets a descriptor only (a streaming rpc) or nothing
-//!   (an extension) — or for all with [`Builder::skip_all_unsupported`].
+//! - **Unsupported elements** ([`Error::Unsupported`]): proto2 extensions,
+//!   which prost drops (custom options, extensions of
+//!   `google.protobuf.*Options`, pass). Opt out per element with
+//!   [`Builder::skip_unsupported`]`("pkg.Message.ext_name")` — the element
+//!   then gets nothing — or for all with [`Builder::skip_all_unsupported`].
+//!   Every rpc kind is generated: streaming rpcs (served over gRPC) get
+//!   handlers taking `keel::streaming` types and client methods opening
+//!   the stream.
 //! - **Name clashes** ([`Error::Clash`]): a message or enum named like an
 //!   item generated for a service in the same package (`FooClient`,
 //!   `FooServer`, the trait `Foo`, the descriptor module `foo`); an rpc named

@@ -66,69 +66,24 @@ service S {\n  rpc Get(M) returns (M);\n  rpc Watch(M) returns (stream M);\n\
   rpc Send(stream M) returns (M);\n  rpc Chat(stream M) returns (stream M);\n}\n";
 
 #[test]
-fn a_streaming_rpc_is_an_error_naming_it_and_the_opt_out() {
+fn streaming_rpcs_of_every_kind_are_generated() {
     let dir = Scratch::new("streaming");
-    let path = dir.proto(STREAMING);
-    let err = generate(Builder::new(), &dir).expect_err("streaming is unsupported");
-    let Error::Unsupported { element, .. } = &err else {
-        panic!("expected Unsupported, got {err}");
-    };
-    assert_eq!(element, "t.S.Watch");
-    let text = text(&err);
-    assert_starts(&text, &format!("{}:6:7: ", path.display()));
-    assert_has(
-        &text,
-        &[
-            "rpc `t.S.Watch` is server-streaming",
-            "`.skip_unsupported(\"t.S.Watch\")`",
-        ],
-    );
-
-    // Each kind is named, and skipping one moves on to the next.
-    let err = generate(Builder::new().skip_unsupported("t.S.Watch"), &dir).expect_err("Send");
-    assert_has(&text_of(&err), &["7:5: rpc `t.S.Send` is client-streaming"]);
-    let err = generate(
-        Builder::new()
-            .skip_unsupported("t.S.Watch")
-            .skip_unsupported(".t.S.Send"),
-        &dir,
-    )
-    .expect_err("Chat");
-    assert_has(
-        &text_of(&err),
-        &["8:7: rpc `t.S.Chat` is bidirectional-streaming"],
-    );
-}
-
-fn text_of(err: &Error) -> String {
-    text(err)
-}
-
-#[test]
-fn skipped_streaming_rpcs_get_a_descriptor_only() {
-    let dir = Scratch::new("skipped");
     dir.proto(STREAMING);
-    let one_by_one = generate(
-        Builder::new()
-            .skip_unsupported("t.S.Watch")
-            .skip_unsupported("t.S.Send")
-            .skip_unsupported("t.S.Chat"),
-        &dir,
-    )
-    .expect("all three skipped");
-    let all = generate(Builder::new().skip_all_unsupported(true), &dir).expect("all skipped");
-    assert_eq!(one_by_one, all);
-    let code = &all[0].code;
+    let files = generate(Builder::new(), &dir).expect("streaming is generated");
+    let code = &files[0].code;
     assert_has(
         code,
         &[
-            "pub static WATCH: ::keel::MethodDescriptor",
             "kind: ::keel::MethodKind::ServerStreaming",
+            "kind: ::keel::MethodKind::ClientStreaming",
             "kind: ::keel::MethodKind::BidiStreaming",
+            "pub async fn watch(",
+            "pub async fn send(",
+            "pub async fn chat(",
+            "fn call_stream<'a>(",
             "fn get(",
         ],
     );
-    assert!(!code.contains("fn watch("), "{code}");
 }
 
 #[test]
@@ -340,7 +295,7 @@ fn a_clash_across_files_of_one_package_is_found() {
         .generate(&["b.proto"], &[&dir.0])
         .expect_err("clash");
     assert_starts(
-        &text(&err),
+        &text_of(&err),
         &format!("{}:4:9: message `t.InventoryClient`", b.display()),
     );
 }
@@ -418,4 +373,9 @@ fn debug_prints_like_display_for_every_located_error() {
     assert_starts(&debug, &format!("{}:5:1: ", path.display()));
     assert_eq!(debug, err.to_string());
     assert!(!debug.contains("Proto {"), "{debug}");
+}
+
+/// [`text`], for tests whose locals are named `text`.
+fn text_of(err: &Error) -> String {
+    text(err)
 }

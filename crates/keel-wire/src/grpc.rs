@@ -133,7 +133,8 @@ pub fn parse_timeout(value: &str) -> Option<Duration> {
 /// use std::time::Duration;
 /// use keel_wire::grpc::format_timeout;
 /// assert_eq!(format_timeout(Duration::from_millis(250)), "250000u");
-/// assert_eq!(format_timeout(Duration::from_secs(200_000)), "55556H");
+/// assert_eq!(format_timeout(Duration::from_secs(200_000)), "200000S");
+/// assert_eq!(format_timeout(Duration::from_secs(200_000_000)), "3333334M");
 /// ```
 pub fn format_timeout(timeout: Duration) -> String {
     const MAX: u128 = 99_999_999;

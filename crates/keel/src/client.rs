@@ -18,6 +18,7 @@ use crate::metadata::Metadata;
 use crate::method::MethodDescriptor;
 use crate::options::CallOptions;
 use crate::status::Status;
+use crate::streaming::{ClientStreamingCall, RequestSink, Streaming};
 
 /// A channel plus the options its calls use: a few words, no heap.
 ///
@@ -105,6 +106,63 @@ impl Client {
             running: None,
             _response: PhantomData,
         }
+    }
+
+    /// A server-streaming call of `method` (over gRPC): sends `request`
+    /// and returns the stream of responses. `required` is `Resp`'s table of
+    /// proto2 required fields, as for [`unary`](Self::unary).
+    pub async fn server_streaming<Req, Resp>(
+        &self,
+        method: &'static MethodDescriptor,
+        request: &Req,
+        required: Option<&'static RequiredSchema>,
+    ) -> Result<Streaming<Resp>, Status>
+    where
+        Req: Message + Sync,
+        Resp: Message + Default,
+    {
+        let (mut requests, responses) = self.channel.open_stream(method, &self.options).await?;
+        requests.send(request).await?;
+        requests.close();
+        Ok(Streaming::client(responses, method, required))
+    }
+
+    /// A client-streaming call of `method` (over gRPC): send requests on
+    /// the returned call, then [`finish`](ClientStreamingCall::finish) it
+    /// for the response.
+    pub async fn client_streaming<Req, Resp>(
+        &self,
+        method: &'static MethodDescriptor,
+        required: Option<&'static RequiredSchema>,
+    ) -> Result<ClientStreamingCall<Req, Resp>, Status>
+    where
+        Req: Message + Sync,
+        Resp: Message + Default,
+    {
+        let (requests, responses) = self.channel.open_stream(method, &self.options).await?;
+        Ok(ClientStreamingCall::new(
+            RequestSink::new(requests),
+            Streaming::client(responses, method, required),
+        ))
+    }
+
+    /// A bidirectional-streaming call of `method` (over gRPC): a sink for
+    /// the requests and a stream of the responses, usable from different
+    /// tasks. Dropping either before the call ended cancels it.
+    pub async fn bidi_streaming<Req, Resp>(
+        &self,
+        method: &'static MethodDescriptor,
+        required: Option<&'static RequiredSchema>,
+    ) -> Result<(RequestSink<Req>, Streaming<Resp>), Status>
+    where
+        Req: Message + Sync,
+        Resp: Message + Default,
+    {
+        let (requests, responses) = self.channel.open_stream(method, &self.options).await?;
+        Ok((
+            RequestSink::new(requests),
+            Streaming::client(responses, method, required),
+        ))
     }
 
     /// Sends `payload` as the already-encoded request and returns the

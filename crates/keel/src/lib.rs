@@ -96,6 +96,7 @@ pub mod options;
 pub mod rpcz;
 pub mod server;
 pub mod status;
+pub mod streaming;
 pub mod transport;
 
 pub use bytes;

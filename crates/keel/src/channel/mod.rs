@@ -442,6 +442,41 @@ impl Channel {
         result
     }
 
+    /// Opens a streaming call of `method` (a gRPC channel's): its request
+    /// headers carry `options` (metadata, compression, the timeout as
+    /// `grpc-timeout`), client interceptors' `before` runs on them, and
+    /// servers that cannot be reached are retried (nothing was sent). The
+    /// deadline (`options.timeout`, else the channel's) bounds the whole
+    /// stream. Generated clients' streaming methods call this through
+    /// [`Client`](crate::Client).
+    pub(crate) async fn open_stream(
+        &self,
+        method: &'static MethodDescriptor,
+        options: &CallOptions,
+    ) -> Result<(crate::streaming::Outgoing, crate::streaming::Incoming), Status> {
+        let core = &*self.core;
+        let mut owned;
+        let mut options = options;
+        if !core.interceptors.is_empty() {
+            owned = options.clone();
+            core.interceptors.before(method, &mut owned)?;
+            options = &owned;
+        }
+        let timeout = options.timeout.or(core.default_timeout);
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let span = crate::rpcz::SpanHandle::none();
+        let no_request = crate::codec::RawPayload::default();
+        let call = Call {
+            method,
+            options,
+            request: &no_request,
+            deadline,
+            span: &span,
+        };
+        let max_retry = options.max_retry.unwrap_or(core.max_retry);
+        core.route.open_stream(&call, max_retry).await
+    }
+
     /// Per-method counters of this channel, one entry per method called
     /// through it so far (in no particular order).
     pub fn method_stats(&self) -> Vec<MethodStatsSnapshot> {

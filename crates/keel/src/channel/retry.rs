@@ -104,6 +104,35 @@ impl Route {
         }
     }
 
+    /// Opens a streaming call (see [`Channel::open_stream`](crate::Channel)).
+    pub(crate) async fn open_stream(
+        &self,
+        call: &Call<'_>,
+        max_retry: u32,
+    ) -> Result<(crate::streaming::Outgoing, crate::streaming::Incoming), Status> {
+        match self {
+            Route::Endpoint(endpoint) => {
+                let mut retries = 0;
+                loop {
+                    match endpoint.open_stream(call).await {
+                        Err(status) if status.request_unwritten() && retries < max_retry => {
+                            retries += 1;
+                        }
+                        opened => return opened,
+                    }
+                }
+            }
+            Route::Cluster(cluster) => cluster.open_stream(call, max_retry).await,
+            Route::InProcess(_) | Route::Custom(_) => Err(Status::new(
+                Code::Unimplemented,
+                format!(
+                    "{} is a {:?} method: streaming calls need a gRPC channel",
+                    call.method, call.method.kind
+                ),
+            )),
+        }
+    }
+
     fn retryable(&self, status: &Status) -> bool {
         match self {
             Route::Cluster(cluster) => cluster.retryable(status),

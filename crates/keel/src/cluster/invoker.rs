@@ -361,6 +361,14 @@ impl Invoker {
         self.error_ema.store(0, Ordering::Relaxed);
     }
 
+    /// Opens a streaming call on this invoker's connection.
+    pub(crate) async fn open_stream(
+        &self,
+        call: &Call<'_>,
+    ) -> Result<(crate::streaming::Outgoing, crate::streaming::Incoming), Status> {
+        self.transport.open_stream(call).await
+    }
+
     /// Sends `call` over this invoker's connection (reconnecting if need
     /// be) without counting it anywhere: the breaker's probes must not
     /// move the statistics it judges the server by.

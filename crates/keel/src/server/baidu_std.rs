@@ -354,6 +354,7 @@ impl ConnectionState {
             .filter(|&ms| ms > 0)
             .map(|ms| tokio::time::Instant::now() + std::time::Duration::from_millis(ms as u64));
         let call = Request {
+            stream: None,
             service: request.service_name,
             method: request.method_name,
             payload,
@@ -368,7 +369,7 @@ impl ConnectionState {
         let body = self.scratch.pop().unwrap_or_default();
         let mut running = match self.shared.dispatcher.start(call, body) {
             Ok(running) => running,
-            Err(status) => return self.write_error(cid, &status),
+            Err(refused) => return self.write_error(cid, &refused.status),
         };
         let compress = meta.compress_type;
         // First poll inline: handlers that do not wait finish here, with no

@@ -45,14 +45,18 @@ use crate::server::limit::{Limits, Permit};
 use crate::server::method_table::MethodTable;
 use crate::server::service::Service;
 use crate::status::{Code, Status};
+use crate::streaming::ServerStream;
 
 /// One call as a protocol decoded it.
 #[derive(Debug)]
 pub(crate) struct Request<'a> {
     pub(crate) service: &'a str,
     pub(crate) method: &'a str,
-    /// The request message, decompressed.
+    /// The request message, decompressed (empty for a streaming call).
     pub(crate) payload: Bytes,
+    /// A streaming call's stream (gRPC): the handler reads its requests
+    /// from it and sends its responses to it.
+    pub(crate) stream: Option<Box<ServerStream>>,
     pub(crate) attachment: Bytes,
     pub(crate) metadata: Metadata,
     pub(crate) peer: Option<SocketAddr>,
@@ -71,6 +75,9 @@ pub(crate) struct Answer {
     pub(crate) body: BytesMut,
     pub(crate) attachment: Bytes,
     pub(crate) metadata: Metadata,
+    /// A streaming call's stream, back from the handler, for the protocol
+    /// to end with `result` and `metadata`.
+    pub(crate) stream: Option<Box<ServerStream>>,
     /// The call's span when sampled: the protocol marks it sent and
     /// finishes it once the answer is framed.
     pub(crate) span: SpanHandle,
@@ -210,16 +217,24 @@ impl Dispatcher {
     /// (the protocol's reused one).
     pub(crate) fn start(
         self: &Arc<Self>,
-        request: Request<'_>,
+        mut request: Request<'_>,
         body: BytesMut,
-    ) -> Result<Running, Status> {
+    ) -> Result<Running, Refused> {
         if self.is_draining() {
-            return Err(self.refuse(Status::new(Code::ELOGOFF, "server is shutting down")));
+            return Err(Refused {
+                status: self.refuse(Status::new(Code::ELOGOFF, "server is shutting down")),
+                stream: request.stream,
+            });
         }
-        let route = self
-            .table
-            .lookup(request.service, request.method)
-            .map_err(|s| self.refuse(s))?;
+        let route = match self.table.lookup(request.service, request.method) {
+            Ok(route) => route,
+            Err(status) => {
+                return Err(Refused {
+                    status: self.refuse(status),
+                    stream: request.stream,
+                });
+            }
+        };
         let (method, table_index) = (route.method, route.table_index);
         let service = route.service.clone();
         let mut ctx = Context::new(method)
@@ -234,9 +249,12 @@ impl Dispatcher {
             ctx = ctx.with_deadline(deadline);
         }
         if !self.interceptors.is_empty() {
-            self.interceptors
-                .before(&mut ctx)
-                .map_err(|s| self.refuse_method(table_index, s))?;
+            if let Err(status) = self.interceptors.before(&mut ctx) {
+                return Err(Refused {
+                    status: self.refuse_method(table_index, status),
+                    stream: request.stream.take(),
+                });
+            }
         }
         let permit = match self.limits.acquire(table_index) {
             Ok(p) => p,
@@ -248,7 +266,10 @@ impl Dispatcher {
                 if !self.interceptors.is_empty() {
                     self.interceptors.after(&ctx, &Err(status.clone()));
                 }
-                return Err(self.refuse_method(table_index, status));
+                return Err(Refused {
+                    status: self.refuse_method(table_index, status),
+                    stream: request.stream.take(),
+                });
             }
         };
         let span =
@@ -269,7 +290,10 @@ impl Dispatcher {
             self.clone(),
             service,
             ctx,
-            request.payload,
+            Body {
+                payload: request.payload,
+                stream: request.stream,
+            },
             body,
             Admitted {
                 permit,
@@ -278,6 +302,25 @@ impl Dispatcher {
             span,
         )))
     }
+}
+
+/// A call the dispatcher did not admit: why, and its stream (a streaming
+/// call's), for the protocol to end with that status.
+pub(crate) struct Refused {
+    pub(crate) status: Status,
+    pub(crate) stream: Option<Box<ServerStream>>,
+}
+
+impl From<Refused> for Status {
+    fn from(refused: Refused) -> Status {
+        refused.status
+    }
+}
+
+/// What a call brings to its handler: a message, or a stream.
+struct Body {
+    payload: Bytes,
+    stream: Option<Box<ServerStream>>,
 }
 
 /// The places an admitted call holds, released when it ends.
@@ -310,7 +353,7 @@ async fn run(
     dispatcher: Arc<Dispatcher>,
     service: Arc<dyn Service>,
     ctx: Context,
-    payload: Bytes,
+    request: Body,
     mut body: BytesMut,
     admitted: Admitted,
     span: SpanHandle,
@@ -334,8 +377,13 @@ async fn run(
             format!("the handler of {method} panicked"),
         ))
     };
-    let mut call = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        service.call(method.index, &ctx, payload, &mut body)
+    let Body {
+        payload,
+        mut stream,
+    } = request;
+    let mut call = std::panic::catch_unwind(AssertUnwindSafe(|| match stream.as_mut() {
+        Some(stream) => service.call_stream(method.index, &ctx, stream),
+        None => service.call(method.index, &ctx, payload, &mut body),
     }))
     .ok();
     let call = std::future::poll_fn(move |cx| {
@@ -395,6 +443,7 @@ async fn run(
         body,
         attachment: ctx.take_response_attachment(),
         metadata: ctx.take_response_metadata(),
+        stream,
         span,
     }
 }

@@ -3,6 +3,7 @@
 //! ```text
 //!   h2 connection (this task drives its I/O)
 //!     └─ accept a stream ─► stream task (owned by the connection's JoinSet)
+//!          (streaming methods: a ServerStream the handler reads and sends on, see crate::streaming)
 //!          headers: path /pkg.Service/Method, grpc-timeout, grpc-encoding, metadata, traceparent
 //!          data:    one length-prefixed message (flow control released as read)
 //!          ─► Dispatcher::start ─► running call, raced against RST_STREAM
@@ -24,7 +25,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use h2::RecvStream;
 use h2::server::SendResponse;
 use http::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
@@ -36,10 +37,13 @@ use tokio::time::Instant;
 
 use crate::codec::grpc as wire;
 use crate::compression::Compression;
+use crate::metadata::Metadata;
+use crate::method::MethodKind;
 use crate::server::builder::ServerCore;
 use crate::server::dispatch::{Answer, Request};
 use crate::server::sniff::OpenGuard;
 use crate::status::{Code, Status};
+use crate::streaming::{Incoming, Outgoing, ServerStream};
 
 /// Per-stream receive window: how much a client may send ahead of the
 /// handler (bounds what a stream buffers).
@@ -106,87 +110,155 @@ pub(crate) async fn serve<T>(
     streams.shutdown().await;
 }
 
-/// Serves one stream: one unary call.
+/// What a stream's headers say about its call.
+struct Head<'a> {
+    service: &'a str,
+    method: &'a str,
+    kind: MethodKind,
+    encoding: Option<Compression>,
+    /// How answers are compressed: like the request, when the client takes it.
+    compress: Option<Compression>,
+    deadline: Option<Instant>,
+}
+
+/// Serves one stream: one call of any kind.
 async fn stream(
     request: HttpRequest<RecvStream>,
     mut respond: SendResponse<Bytes>,
     peer: SocketAddr,
     shared: Arc<ServerCore>,
 ) {
-    let (parts, body) = request.into_parts();
+    let (parts, mut body) = request.into_parts();
     let headers = &parts.headers;
-    let answer = async {
-        let (service, method) = route(parts.uri.path())?;
-        if !headers
-            .get(CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
-        {
-            return Err(Status::new(
-                Code::Unknown,
-                "content-type is not application/grpc",
-            ));
+    let head = match read_head(&parts, &shared) {
+        Ok(head) => head,
+        Err(status) => {
+            shared.dispatcher.count_protocol_error();
+            let _ = respond.send_response(trailers_only(&status), true);
+            return;
         }
-        let encoding = wire::encoding_from(headers).map_err(|name| {
-            Status::unimplemented(format!(
-                "grpc-encoding {name} is not supported (gzip, deflate, identity are)"
-            ))
-        })?;
-        let deadline = match headers.get(wire::GRPC_TIMEOUT) {
-            None => None,
-            Some(value) => {
-                let timeout = value
-                    .to_str()
-                    .ok()
-                    .and_then(keel_wire::grpc::parse_timeout)
-                    .ok_or_else(|| {
-                        Status::new(
-                            Code::Internal,
-                            format!("grpc-timeout {value:?} is malformed"),
-                        )
-                    })?;
-                Some(Instant::now() + timeout.min(Duration::from_secs(100 * 365 * 86_400)))
+    };
+    let max = shared.grpc_max_message_size;
+    let mut request = Request {
+        service: head.service,
+        method: head.method,
+        payload: Bytes::new(),
+        stream: None,
+        attachment: Bytes::new(),
+        metadata: wire::metadata_from(headers),
+        peer: Some(peer),
+        log_id: 0,
+        deadline: head.deadline,
+        trace: wire::trace_from(headers),
+        protocol: "grpc",
+    };
+    if head.kind != MethodKind::Unary {
+        request.stream = Some(Box::new(ServerStream::new(
+            Incoming::server(body, max, head.encoding, head.deadline),
+            Outgoing::server(respond, head.compress),
+        )));
+        let answer = match shared.dispatcher.start(request, BytesMut::new()) {
+            Ok(running) => running.await,
+            Err(refused) => {
+                if let Some(stream) = refused.stream {
+                    stream.finish(&Err(refused.status), &Metadata::new());
+                }
+                return;
             }
         };
-        let max = shared.grpc_max_message_size;
-        let mut body = body;
-        let message = wire::read_one(&mut body, max, encoding, Code::Internal).await?;
-        let out = wire::message_buffer(64);
-        let running = shared.dispatcher.start(
-            Request {
-                service,
-                method,
-                payload: message,
-                attachment: Bytes::new(),
-                metadata: wire::metadata_from(headers),
-                peer: Some(peer),
-                log_id: 0,
-                deadline,
-                trace: wire::trace_from(headers),
-                protocol: "grpc",
-            },
-            out,
-        )?;
-        // Answers are compressed like the request, when the client takes it.
-        Ok((
-            running,
-            encoding.filter(|&kind| wire::accepts(headers, kind)),
-        ))
+        let Answer {
+            result,
+            metadata,
+            stream,
+            mut span,
+            ..
+        } = answer;
+        if let Some(stream) = stream {
+            stream.finish(&result, &metadata);
+        }
+        if span.is_sampled() {
+            span.mark(crate::rpcz::Mark::Sent);
+            let code = result.as_ref().err().map_or(0, |e| e.code().value());
+            std::mem::take(&mut span).finish(code);
+        }
+        return;
     }
-    .await;
-    let (running, compress) = match answer {
-        Ok(started) => started,
+    let started = match wire::read_one(&mut body, max, head.encoding, Code::Internal).await {
+        Ok(message) => {
+            request.payload = message;
+            shared
+                .dispatcher
+                .start(request, wire::message_buffer(64))
+                .map_err(Status::from)
+        }
+        Err(status) => {
+            shared.dispatcher.count_protocol_error();
+            Err(status)
+        }
+    };
+    let mut running = match started {
+        Ok(running) => running,
         Err(status) => {
             let _ = respond.send_response(trailers_only(&status), true);
             return;
         }
     };
     // The handler runs until it answers or the client resets the stream.
-    let mut running = running;
     let answer = tokio::select! {
         answer = &mut running => answer,
         _ = std::future::poll_fn(|cx| respond.poll_reset(cx)) => return,
     };
-    send_answer(respond, answer, compress);
+    send_answer(respond, answer, head.compress);
+}
+
+/// Checks a stream's headers and reads what they say about the call.
+fn read_head<'a>(parts: &'a http::request::Parts, shared: &ServerCore) -> Result<Head<'a>, Status> {
+    let headers = &parts.headers;
+    let (service, method) = route(parts.uri.path())?;
+    if !headers
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+    {
+        return Err(Status::new(
+            Code::Unknown,
+            "content-type is not application/grpc",
+        ));
+    }
+    let encoding = wire::encoding_from(headers).map_err(|name| {
+        Status::unimplemented(format!(
+            "grpc-encoding {name} is not supported (gzip, deflate, identity are)"
+        ))
+    })?;
+    let deadline = match headers.get(wire::GRPC_TIMEOUT) {
+        None => None,
+        Some(value) => {
+            let timeout = value
+                .to_str()
+                .ok()
+                .and_then(keel_wire::grpc::parse_timeout)
+                .ok_or_else(|| {
+                    Status::new(
+                        Code::Internal,
+                        format!("grpc-timeout {value:?} is malformed"),
+                    )
+                })?;
+            Some(Instant::now() + timeout.min(Duration::from_secs(100 * 365 * 86_400)))
+        }
+    };
+    // Unknown methods are refused by the dispatcher, as on every protocol.
+    let kind = shared
+        .dispatcher
+        .table()
+        .lookup(service, method)
+        .map_or(MethodKind::Unary, |route| route.method.kind);
+    Ok(Head {
+        service,
+        method,
+        kind,
+        encoding,
+        compress: encoding.filter(|&kind| wire::accepts(headers, kind)),
+        deadline,
+    })
 }
 
 /// `(service, method)` of a gRPC path `/package.Service/Method`.

@@ -45,6 +45,22 @@ pub trait Service: Send + Sync + 'static {
         request: Bytes,
         response: &'a mut BytesMut,
     ) -> ServiceFuture<'a>;
+
+    /// Serves one streaming call (client-, server- or bidirectional
+    /// streaming) of `self.descriptor().methods[method]`: read the requests
+    /// from `stream`, send the responses to it, and resolve to the call's
+    /// status, which ends the stream. Generated adapters implement it for
+    /// services with streaming methods; the default answers
+    /// [`Code::ENOMETHOD`] (a unary-only service).
+    fn call_stream<'a>(
+        &'a self,
+        method: usize,
+        ctx: &'a Context,
+        stream: &'a mut crate::streaming::ServerStream,
+    ) -> ServiceFuture<'a> {
+        let _ = (ctx, stream);
+        unknown_method(self.descriptor(), method)
+    }
 }
 
 /// The [`Code::ENOMETHOD`] answer for a method index `service` does not serve
@@ -54,7 +70,10 @@ pub fn unknown_method(
     method: usize,
 ) -> ServiceFuture<'static> {
     let message = match service.methods.get(method) {
-        Some(m) => format!("{m} is a {:?} method, which is not served yet", m.kind),
+        Some(m) => format!(
+            "{m} is a {:?} method, which this service does not serve",
+            m.kind
+        ),
         None => format!("{} has no method #{method}", service.name),
     };
     ServiceFuture::new(std::future::ready(Err(Status::new(

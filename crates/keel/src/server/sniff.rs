@@ -86,7 +86,9 @@ pub(crate) async fn serve(
                 head: head.freeze(),
                 io: stream,
             };
-            super::grpc::serve(io, peer, shared, shutdown, open).await;
+            // Boxed: the HTTP/2 connection's future is large, and inline it
+            // would make every connection's task that large, baidu_std's too.
+            Box::pin(super::grpc::serve(io, peer, shared, shutdown, open)).await;
         }
         Sniff::Http1 | Sniff::Unknown | Sniff::NeedMore => {
             let what = if protocol == Sniff::Http1 {

@@ -126,8 +126,12 @@ impl Grpc {
         Ok(sender)
     }
 
-    /// Sends `call` once: no retry (the channel retries).
-    pub async fn try_call(&self, call: &Call<'_>) -> Result<Reply, Status> {
+    /// Opens a stream for `call` and sends its headers: the connection is
+    /// made first if none is up. Failures here wrote nothing.
+    async fn start(
+        &self,
+        call: &Call<'_>,
+    ) -> Result<(h2::client::ResponseFuture, h2::SendStream<Bytes>), Status> {
         let sender = match self.current() {
             Some(sender) => sender,
             None => keel_pool::FutureBox::new(self.connect()).await?,
@@ -140,16 +144,33 @@ impl Grpc {
             }
         };
         let request = self.request(call)?;
+        sender.send_request(request, false).map_err(|e| {
+            self.forget();
+            unwritten(format!("{}: {e}", self.addr))
+        })
+    }
+
+    /// Opens a streaming call: the requests' sink and the responses'
+    /// stream. Nothing is sent but the headers.
+    pub(crate) async fn open_stream(
+        &self,
+        call: &Call<'_>,
+    ) -> Result<(crate::streaming::Outgoing, crate::streaming::Incoming), Status> {
+        let compress = request_encoding(call)?;
+        let (response, send) = self.start(call).await?;
+        call.span.mark(crate::rpcz::Mark::Sent);
+        Ok((
+            crate::streaming::Outgoing::client(send, compress),
+            crate::streaming::Incoming::client(response, self.config.max_body_size, call.deadline),
+        ))
+    }
+
+    /// Sends `call` once: no retry (the channel retries).
+    pub async fn try_call(&self, call: &Call<'_>) -> Result<Reply, Status> {
         let body = encode(call)?;
         self.pending.fetch_add(1, Ordering::Relaxed);
         let _pending = PendingGuard(&self.pending);
-        let (response, mut send) = match sender.send_request(request, false) {
-            Ok(pair) => pair,
-            Err(e) => {
-                self.forget();
-                return Err(unwritten(format!("{}: {e}", self.addr)));
-            }
-        };
+        let (response, mut send) = self.start(call).await?;
         call.span.mark(crate::rpcz::Mark::Sent);
         if let Err(e) = send.send_data(body, true) {
             return Err(wire::stream_failed(&e));

@@ -53,6 +53,7 @@ impl InProcess {
             service: call.method.service,
             method: call.method.method,
             payload: encode_to_bytes(call.request),
+            stream: None,
             attachment: options.attachment.clone(),
             metadata: options.metadata.clone(),
             peer: None,

@@ -149,6 +149,26 @@ impl Remote {
         }
     }
 
+    /// Opens a streaming call (gRPC only: baidu_std has no streams of
+    /// messages). Failures wrote nothing.
+    pub(crate) async fn open_stream(
+        &self,
+        call: &Call<'_>,
+    ) -> Result<(crate::streaming::Outgoing, crate::streaming::Incoming), Status> {
+        match self {
+            Remote::Grpc(t) => t.open_stream(call).await,
+            Remote::BaiduStd(t) => Err(Status::new(
+                crate::status::Code::Unimplemented,
+                format!(
+                    "{} is a {:?} method: streaming calls need gRPC, and {} is a baidu_std channel (use grpc://host:port or Protocol::Grpc)",
+                    call.method,
+                    call.method.kind,
+                    t.addr()
+                ),
+            )),
+        }
+    }
+
     /// One attempt of `call` (see [`BaiduStd::try_call`]).
     pub(crate) async fn try_call(&self, call: &Call<'_>) -> Result<Reply, Status> {
         match self {

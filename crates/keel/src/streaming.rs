@@ -1,0 +1,680 @@
+//! Streaming calls (gRPC): typed streams of messages in, typed sinks of
+//! messages out, on both sides.
+//!
+//! ```text
+//!   server handler                                client
+//!   ─────────────                                 ──────
+//!   Streaming<Req>::message().await   ◄── DATA ── RequestSink<Req>::send(&req).await
+//!   ResponseSink<Resp>::send(&resp)   ── DATA ──► Streaming<Resp>::message().await
+//!   return Ok(()) / Err(status)       ── trailers (grpc-status) ──► message() -> Ok(None) / Err(status)
+//! ```
+//!
+//! Backpressure is HTTP/2 flow control end to end: `send` waits until the
+//! peer's window has room for the message, and a stream's receive window is
+//! released only as `message()` takes messages, so a slow reader never makes
+//! the other side buffer more than a window.
+//!
+//! Every stream is released on every path: finished, reset by the peer,
+//! past its deadline, or its connection lost. Dropping a [`Streaming`], a
+//! [`RequestSink`] or a [`ResponseSink`] before its stream ended resets the
+//! stream (RST_STREAM CANCEL), which cancels the other side.
+//!
+//! Owns: messages on h2 streams (framing, compression, flow control) and the
+//! typed wrappers generated code hands to handlers and callers. May not
+//! touch: admission, routing, retries — the dispatcher and the channel do
+//! those.
+
+use std::fmt;
+use std::marker::PhantomData;
+
+use bytes::{Bytes, BytesMut};
+use h2::{RecvStream, SendStream};
+use http::header::{CONTENT_TYPE, HeaderMap};
+use prost::Message;
+use tokio::time::Instant;
+
+use crate::codec::grpc as wire;
+use crate::codec::{Encode, RequiredSchema, decode_request, decode_response};
+use crate::compression::Compression;
+use crate::metadata::Metadata;
+use crate::method::MethodDescriptor;
+use crate::status::{Code, Status};
+
+/// Messages arriving on one stream, still encoded.
+pub(crate) struct Incoming {
+    state: IncomingState,
+    buf: BytesMut,
+    max: usize,
+    encoding: Option<Compression>,
+    /// The code of malformed data: the peer's fault.
+    blame: Code,
+    deadline: Option<Instant>,
+    headers: Metadata,
+    trailers: Metadata,
+}
+
+enum IncomingState {
+    /// A client waiting for the response's headers.
+    Response(h2::client::ResponseFuture),
+    Body(RecvStream),
+    /// The stream ended: `Ok` after a clean end (with grpc-status 0 on a
+    /// client), else why not.
+    Done(Result<(), Status>),
+}
+
+impl Incoming {
+    /// The requests of a server stream whose headers were read.
+    pub(crate) fn server(
+        body: RecvStream,
+        max: usize,
+        encoding: Option<Compression>,
+        deadline: Option<Instant>,
+    ) -> Incoming {
+        Incoming::new(
+            IncomingState::Body(body),
+            max,
+            encoding,
+            Code::Internal,
+            deadline,
+        )
+    }
+
+    /// The responses of a client stream, before its headers.
+    pub(crate) fn client(
+        response: h2::client::ResponseFuture,
+        max: usize,
+        deadline: Option<Instant>,
+    ) -> Incoming {
+        Incoming::new(
+            IncomingState::Response(response),
+            max,
+            None,
+            Code::ERESPONSE,
+            deadline,
+        )
+    }
+
+    fn new(
+        state: IncomingState,
+        max: usize,
+        encoding: Option<Compression>,
+        blame: Code,
+        deadline: Option<Instant>,
+    ) -> Incoming {
+        Incoming {
+            state,
+            buf: BytesMut::new(),
+            max,
+            encoding,
+            blame,
+            deadline,
+            headers: Metadata::new(),
+            trailers: Metadata::new(),
+        }
+    }
+
+    /// The next message, `Ok(None)` once the stream ended cleanly, or why
+    /// it did not (on a client: the server's status). Past the deadline the
+    /// stream is reset and this is `ERPCTIMEDOUT`.
+    pub(crate) async fn next(&mut self) -> Result<Option<Bytes>, Status> {
+        let Some(deadline) = self.deadline else {
+            return self.next_inner().await;
+        };
+        match tokio::time::timeout_at(deadline, self.next_inner()).await {
+            Ok(next) => next,
+            Err(_) => {
+                let status = Status::new(Code::ERPCTIMEDOUT, "the stream passed its deadline");
+                self.end(Err(status.clone()));
+                Err(status)
+            }
+        }
+    }
+
+    /// Ends the stream's reading: dropping the body (with the response
+    /// future) gives its unread window back to the connection.
+    fn end(&mut self, result: Result<(), Status>) {
+        self.state = IncomingState::Done(result);
+        self.buf = BytesMut::new();
+    }
+
+    async fn next_inner(&mut self) -> Result<Option<Bytes>, Status> {
+        loop {
+            match keel_wire::grpc::split_message(&mut self.buf, self.max) {
+                Ok(Some(message)) => return self.decompress(message),
+                Ok(None) => {}
+                Err(e) => {
+                    let status = match e {
+                        keel_wire::grpc::MessageError::TooLarge { len, max } => {
+                            Status::resource_exhausted(format!(
+                                "grpc: received message larger than max ({len} vs. {max})"
+                            ))
+                        }
+                        e => Status::new(self.blame, e.to_string()),
+                    };
+                    self.end(Err(status.clone()));
+                    return Err(status);
+                }
+            }
+            match &mut self.state {
+                IncomingState::Response(response) => match response.await {
+                    Ok(response) => self.on_headers(response),
+                    Err(e) => self.end(Err(wire::stream_failed(&e))),
+                },
+                IncomingState::Body(body) => match body.data().await {
+                    Some(Ok(chunk)) => {
+                        let _ = body.flow_control().release_capacity(chunk.len());
+                        self.buf.extend_from_slice(&chunk);
+                    }
+                    Some(Err(e)) => self.end(Err(wire::stream_failed(&e))),
+                    None if !self.buf.is_empty() => {
+                        let status = Status::new(self.blame, "the stream ended inside a message");
+                        self.end(Err(status));
+                    }
+                    None if self.blame == Code::ERESPONSE => {
+                        // A client reads the server's status in the trailers.
+                        let outcome = match body.trailers().await {
+                            Ok(Some(trailers)) => {
+                                self.trailers = wire::metadata_from(&trailers);
+                                wire::status_from(&trailers).unwrap_or_else(|| {
+                                    Err(Status::new(
+                                        Code::Internal,
+                                        "the server ended the stream without grpc-status",
+                                    ))
+                                })
+                            }
+                            Ok(None) => Err(Status::new(
+                                Code::Internal,
+                                "the server ended the stream without trailers",
+                            )),
+                            Err(e) => Err(wire::stream_failed(&e)),
+                        };
+                        self.end(outcome);
+                    }
+                    None => self.end(Ok(())),
+                },
+                IncomingState::Done(result) => return result.clone().map(|()| None),
+            }
+        }
+    }
+
+    fn on_headers(&mut self, response: http::Response<RecvStream>) {
+        let (parts, body) = response.into_parts();
+        if parts.status != http::StatusCode::OK {
+            self.end(Err(Status::new(
+                Code::from_http_status(parts.status.as_u16()),
+                format!("the server answered HTTP status {}", parts.status),
+            )));
+            return;
+        }
+        self.headers = wire::metadata_from(&parts.headers);
+        // Trailers-only: the status is in the headers, there is no body.
+        if let Some(outcome) = wire::status_from(&parts.headers) {
+            self.end(outcome);
+            return;
+        }
+        match wire::encoding_from(&parts.headers) {
+            Ok(encoding) => {
+                self.encoding = encoding;
+                self.state = IncomingState::Body(body);
+            }
+            Err(name) => self.end(Err(Status::new(
+                Code::Internal,
+                format!("the server answered in grpc-encoding {name}, which Keel cannot read"),
+            ))),
+        }
+    }
+
+    fn decompress(&mut self, message: keel_wire::grpc::Message) -> Result<Option<Bytes>, Status> {
+        if !message.compressed {
+            return Ok(Some(message.data));
+        }
+        let Some(kind) = self.encoding else {
+            let status = Status::new(
+                self.blame,
+                "a compressed message on a stream with no grpc-encoding",
+            );
+            self.end(Err(status.clone()));
+            return Err(status);
+        };
+        crate::compression::decompress(kind.as_i32(), message.data, self.max, self.blame).map(Some)
+    }
+}
+
+/// Messages leaving on one stream.
+pub(crate) struct Outgoing {
+    /// A server's response, until its headers are sent.
+    respond: Option<h2::server::SendResponse<Bytes>>,
+    /// Headers the server sends with its first message (initial metadata).
+    headers: HeaderMap,
+    send: Option<SendStream<Bytes>>,
+    compress: Option<Compression>,
+    /// END_STREAM sent, or the stream reset: nothing more goes out.
+    ended: bool,
+}
+
+impl Outgoing {
+    /// The responses of a server stream.
+    pub(crate) fn server(
+        respond: h2::server::SendResponse<Bytes>,
+        compress: Option<Compression>,
+    ) -> Outgoing {
+        Outgoing {
+            respond: Some(respond),
+            headers: HeaderMap::new(),
+            send: None,
+            compress,
+            ended: false,
+        }
+    }
+
+    /// The requests of a client stream whose headers were sent.
+    pub(crate) fn client(send: SendStream<Bytes>, compress: Option<Compression>) -> Outgoing {
+        Outgoing {
+            respond: None,
+            headers: HeaderMap::new(),
+            send: Some(send),
+            compress,
+            ended: false,
+        }
+    }
+
+    fn closed() -> Status {
+        Status::new(
+            Code::Cancelled,
+            "the stream is closed: nothing more can be sent",
+        )
+    }
+
+    /// The stream to send on; a server sends its response headers first.
+    fn stream(&mut self) -> Result<&mut SendStream<Bytes>, Status> {
+        if self.ended {
+            return Err(Outgoing::closed());
+        }
+        if let Some(mut respond) = self.respond.take() {
+            let mut response = http::Response::new(());
+            let headers = response.headers_mut();
+            *headers = std::mem::take(&mut self.headers);
+            headers.insert(CONTENT_TYPE, wire::CONTENT_TYPE);
+            headers.insert(wire::GRPC_ACCEPT_ENCODING, wire::ACCEPT_ENCODING);
+            if let Some(name) = self.compress.and_then(wire::encoding_name) {
+                headers.insert(wire::GRPC_ENCODING, name);
+            }
+            match respond.send_response(response, false) {
+                Ok(send) => self.send = Some(send),
+                Err(e) => {
+                    self.ended = true;
+                    return Err(wire::stream_failed(&e));
+                }
+            }
+        }
+        self.send.as_mut().ok_or_else(Outgoing::closed)
+    }
+
+    /// Sends one message, waiting for the peer's flow-control window.
+    pub(crate) async fn send(&mut self, message: &(dyn Encode + Sync)) -> Result<(), Status> {
+        let mut body = wire::message_buffer(message.encoded_len());
+        message.encode_to(&mut body);
+        let mut data = wire::seal(body, self.compress)?;
+        let stream = self.stream()?;
+        while !data.is_empty() {
+            stream.reserve_capacity(data.len());
+            let granted = std::future::poll_fn(|cx| stream.poll_capacity(cx)).await;
+            match granted {
+                Some(Ok(0)) => {}
+                Some(Ok(n)) => {
+                    let chunk = data.split_to(n.min(data.len()));
+                    if let Err(e) = stream.send_data(chunk, false) {
+                        self.ended = true;
+                        return Err(wire::stream_failed(&e));
+                    }
+                }
+                Some(Err(e)) => {
+                    self.ended = true;
+                    return Err(wire::stream_failed(&e));
+                }
+                None => {
+                    self.ended = true;
+                    return Err(Outgoing::closed());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A client's end of its requests (END_STREAM).
+    pub(crate) fn close(&mut self) {
+        if !self.ended {
+            self.ended = true;
+            if let Some(send) = self.send.as_mut() {
+                let _ = send.send_data(Bytes::new(), true);
+            }
+        }
+    }
+
+    /// A server's end of the call: `result` and `metadata` in the trailers,
+    /// or in the headers of a trailers-only response when no message went
+    /// out.
+    pub(crate) fn finish(mut self, result: &Result<(), Status>, metadata: &Metadata) {
+        let mut trailers = HeaderMap::new();
+        let outcome = wire::metadata_into(metadata, &mut trailers, Code::EINTERNAL)
+            .and_then(|()| result.clone());
+        match &outcome {
+            Ok(()) => {
+                trailers.insert(wire::GRPC_STATUS, http::HeaderValue::from_static("0"));
+            }
+            Err(status) => {
+                trailers.clear();
+                wire::status_into(status, &mut trailers);
+            }
+        }
+        self.ended = true;
+        if let Some(mut respond) = self.respond.take() {
+            let mut response = http::Response::new(());
+            let headers = response.headers_mut();
+            *headers = std::mem::take(&mut self.headers);
+            headers.insert(CONTENT_TYPE, wire::CONTENT_TYPE);
+            headers.extend(trailers);
+            let _ = respond.send_response(response, true);
+        } else if let Some(send) = self.send.as_mut() {
+            let _ = send.send_trailers(trailers);
+        }
+    }
+}
+
+impl Drop for Outgoing {
+    fn drop(&mut self) {
+        if self.ended {
+            return;
+        }
+        // Dropped mid-stream: tell the peer at once.
+        if let Some(respond) = self.respond.as_mut() {
+            respond.send_reset(h2::Reason::CANCEL);
+        } else if let Some(send) = self.send.as_mut() {
+            send.send_reset(h2::Reason::CANCEL);
+        }
+    }
+}
+
+/// The two directions of a stream a server serves, handed to
+/// [`Service::call_stream`](crate::server::Service::call_stream). Generated
+/// adapters turn them into a typed [`Streaming`] and [`ResponseSink`] for
+/// the handler, and give them back with [`restore`](Self::restore) so the
+/// server can end the stream with the handler's status.
+pub struct ServerStream {
+    incoming: Option<Incoming>,
+    outgoing: Option<Outgoing>,
+}
+
+impl fmt::Debug for ServerStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerStream")
+            .field("incoming", &self.incoming.is_some())
+            .field("outgoing", &self.outgoing.is_some())
+            .finish()
+    }
+}
+
+impl ServerStream {
+    pub(crate) fn new(incoming: Incoming, outgoing: Outgoing) -> ServerStream {
+        ServerStream {
+            incoming: Some(incoming),
+            outgoing: Some(outgoing),
+        }
+    }
+
+    /// The requests, typed, for the handler of `method` (checked for
+    /// `required` fields when given). Taken once.
+    pub fn requests<T: Message + Default>(
+        &mut self,
+        method: &'static MethodDescriptor,
+        required: Option<&'static RequiredSchema>,
+    ) -> Streaming<T> {
+        Streaming {
+            raw: self.incoming.take(),
+            method,
+            required,
+            server: true,
+            _message: PhantomData,
+        }
+    }
+
+    /// The responses, typed, for the handler. Taken once.
+    pub fn responses<T: Message>(&mut self) -> ResponseSink<T> {
+        ResponseSink {
+            raw: self.outgoing.take(),
+            _message: PhantomData,
+        }
+    }
+
+    /// Gives the stream's parts back after the handler ran.
+    pub fn restore<Req, Resp>(&mut self, requests: Streaming<Req>, responses: ResponseSink<Resp>) {
+        let mut requests = requests;
+        let mut responses = responses;
+        self.incoming = requests.raw.take();
+        self.outgoing = responses.raw.take();
+    }
+
+    /// Ends the stream with the handler's outcome (the server calls this).
+    pub(crate) fn finish(mut self: Box<Self>, result: &Result<(), Status>, metadata: &Metadata) {
+        if let Some(outgoing) = self.outgoing.take() {
+            outgoing.finish(result, metadata);
+        }
+    }
+}
+
+/// Messages of type `T` arriving on a stream: a server handler's requests,
+/// or a caller's responses.
+pub struct Streaming<T> {
+    raw: Option<Incoming>,
+    method: &'static MethodDescriptor,
+    required: Option<&'static RequiredSchema>,
+    /// Requests decode as the server's (`EREQUEST`), responses as the
+    /// client's (`ERESPONSE`).
+    server: bool,
+    _message: PhantomData<fn() -> T>,
+}
+
+impl<T> fmt::Debug for Streaming<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Streaming")
+            .field("method", &self.method.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: Message + Default> Streaming<T> {
+    pub(crate) fn client(
+        raw: Incoming,
+        method: &'static MethodDescriptor,
+        required: Option<&'static RequiredSchema>,
+    ) -> Streaming<T> {
+        Streaming {
+            raw: Some(raw),
+            method,
+            required,
+            server: false,
+            _message: PhantomData,
+        }
+    }
+
+    /// The next message, `Ok(None)` once the other side finished cleanly,
+    /// or the error that ended the stream (on a client, the server's
+    /// status; past the call's deadline, `ERPCTIMEDOUT`).
+    pub async fn message(&mut self) -> Result<Option<T>, Status> {
+        let Some(raw) = self.raw.as_mut() else {
+            return Ok(None);
+        };
+        let Some(bytes) = raw.next().await? else {
+            return Ok(None);
+        };
+        if self.server {
+            decode_request(self.method, bytes, self.required).map(Some)
+        } else {
+            decode_response(self.method, bytes, self.required).map(Some)
+        }
+    }
+
+    /// The one message of a stream that carries exactly one (a
+    /// server-streaming call's request); anything else is an error of the
+    /// sender. Generated adapters use it.
+    pub async fn single(&mut self) -> Result<T, Status> {
+        let blame = if self.server {
+            Code::EREQUEST
+        } else {
+            Code::ERESPONSE
+        };
+        let Some(message) = self.message().await? else {
+            return Err(Status::new(
+                blame,
+                "the stream ended before its one message",
+            ));
+        };
+        if self.message().await?.is_some() {
+            return Err(Status::new(
+                blame,
+                "the stream carried more than its one message",
+            ));
+        }
+        Ok(message)
+    }
+
+    /// The metadata the server sent in its headers (a caller's stream;
+    /// empty until the first message or the end arrived).
+    pub fn metadata(&self) -> &Metadata {
+        static EMPTY: Metadata = Metadata::new();
+        self.raw.as_ref().map_or(&EMPTY, |raw| &raw.headers)
+    }
+
+    /// The metadata the server sent in its trailers (a caller's stream,
+    /// once it ended).
+    pub fn trailers(&self) -> &Metadata {
+        static EMPTY: Metadata = Metadata::new();
+        self.raw.as_ref().map_or(&EMPTY, |raw| &raw.trailers)
+    }
+}
+
+/// Where a server handler sends its responses of type `T`.
+pub struct ResponseSink<T> {
+    raw: Option<Outgoing>,
+    _message: PhantomData<fn(T)>,
+}
+
+impl<T> fmt::Debug for ResponseSink<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseSink").finish_non_exhaustive()
+    }
+}
+
+impl<T: Message> ResponseSink<T> {
+    /// Sends one response, waiting while the client's flow-control window
+    /// is full (a slow reader slows the handler instead of growing a
+    /// buffer). Fails once the client went away.
+    pub async fn send(&mut self, message: &T) -> Result<(), Status> {
+        match self.raw.as_mut() {
+            Some(raw) => raw.send(message).await,
+            None => Err(Outgoing::closed()),
+        }
+    }
+
+    /// Adds `key: value` to the headers sent before the first response
+    /// (gRPC's initial metadata). Metadata set on the
+    /// [`Context`](crate::Context) goes in the trailers. Ignored once a
+    /// response was sent.
+    pub fn header(&mut self, key: &str, value: &str) -> Result<(), Status> {
+        let Some(raw) = self.raw.as_mut().filter(|raw| raw.respond.is_some()) else {
+            return Ok(());
+        };
+        let entry = Metadata::new().with(key, value);
+        wire::metadata_into(&entry, &mut raw.headers, Code::EINTERNAL)
+    }
+}
+
+/// Where a caller sends the requests of type `T` of a client-streaming or
+/// bidirectional call. [`close`](Self::close) says there are no more;
+/// dropping it unclosed cancels the call.
+pub struct RequestSink<T> {
+    raw: Outgoing,
+    _message: PhantomData<fn(T)>,
+}
+
+impl<T> fmt::Debug for RequestSink<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequestSink").finish_non_exhaustive()
+    }
+}
+
+impl<T: Message + Sync> RequestSink<T> {
+    pub(crate) fn new(raw: Outgoing) -> RequestSink<T> {
+        RequestSink {
+            raw,
+            _message: PhantomData,
+        }
+    }
+
+    /// Sends one request, waiting while the server's flow-control window
+    /// is full.
+    pub async fn send(&mut self, message: &T) -> Result<(), Status> {
+        self.raw.send(message).await
+    }
+
+    /// Ends the requests (the server's stream of them ends cleanly).
+    pub fn close(&mut self) {
+        self.raw.close();
+    }
+}
+
+/// A client-streaming call in progress: send requests, then
+/// [`finish`](Self::finish) for the one response.
+pub struct ClientStreamingCall<Req, Resp> {
+    requests: RequestSink<Req>,
+    responses: Streaming<Resp>,
+}
+
+impl<Req, Resp> fmt::Debug for ClientStreamingCall<Req, Resp> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientStreamingCall")
+            .field("method", &self.responses.method.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<Req: Message + Sync, Resp: Message + Default> ClientStreamingCall<Req, Resp> {
+    pub(crate) fn new(
+        requests: RequestSink<Req>,
+        responses: Streaming<Resp>,
+    ) -> ClientStreamingCall<Req, Resp> {
+        ClientStreamingCall {
+            requests,
+            responses,
+        }
+    }
+
+    /// Sends one request.
+    pub async fn send(&mut self, message: &Req) -> Result<(), Status> {
+        self.requests.send(message).await
+    }
+
+    /// Ends the requests and waits for the response and the final status.
+    pub async fn finish(mut self) -> Result<crate::client::Response<Resp>, Status> {
+        self.requests.close();
+        let Some(message) = self.responses.message().await? else {
+            return Err(Status::new(
+                Code::Internal,
+                "the server ended a client-streaming call with no response",
+            ));
+        };
+        if self.responses.message().await?.is_some() {
+            return Err(Status::new(
+                Code::Internal,
+                "the server sent more than one response to a client-streaming call",
+            ));
+        }
+        let mut metadata = self.responses.metadata().clone();
+        metadata.extend_from(self.responses.trailers());
+        Ok(crate::client::Response {
+            message,
+            attachment: Bytes::new(),
+            metadata,
+        })
+    }
+}

@@ -1,0 +1,302 @@
+//! Streaming calls over gRPC between Keel's client and server, generated
+//! from `proto/streams.proto`: server-, client- and bidirectional
+//! streaming, statuses mid-stream, cancellation by either side, flow
+//! control as backpressure, and streams over a baidu_std channel refused.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use keel::streaming::{ResponseSink, Streaming};
+use keel::{Channel, Code, Context, Server, Status};
+
+mod streams {
+    keel::include_proto!("streams");
+}
+use streams::{CountRequest, Counter, CounterClient, CounterServer, Number};
+
+/// Counts handlers running and responses sent.
+#[derive(Default, Clone)]
+struct Gauges {
+    running: Arc<AtomicUsize>,
+    sent: Arc<AtomicI64>,
+}
+
+struct Running(Arc<AtomicUsize>);
+
+impl Running {
+    fn new(gauges: &Gauges) -> Running {
+        gauges.running.fetch_add(1, Ordering::SeqCst);
+        Running(gauges.running.clone())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+struct Service(Gauges);
+
+fn number(value: i64) -> Number {
+    Number {
+        value,
+        pad: Vec::new(),
+    }
+}
+
+impl Counter for Service {
+    async fn count(
+        &self,
+        ctx: &Context,
+        request: &CountRequest,
+        responses: &mut ResponseSink<Number>,
+    ) -> Result<(), Status> {
+        let _running = Running::new(&self.0);
+        responses.header("count-from", &request.from.to_string())?;
+        ctx.set_response_metadata("counted", request.count.abs().to_string());
+        for i in 0..request.count.abs() {
+            let mut n = number(request.from + i);
+            n.pad = vec![7; request.pad as usize];
+            responses.send(&n).await?;
+            self.0.sent.fetch_add(1, Ordering::SeqCst);
+        }
+        if request.count < 0 {
+            return Err(Status::failed_precondition(
+                "a negative count, after the numbers",
+            ));
+        }
+        Ok(())
+    }
+
+    async fn sum(
+        &self,
+        _ctx: &Context,
+        requests: &mut Streaming<Number>,
+        response: &mut Number,
+    ) -> Result<(), Status> {
+        let _running = Running::new(&self.0);
+        while let Some(n) = requests.message().await? {
+            response.value += n.value;
+        }
+        Ok(())
+    }
+
+    async fn double(
+        &self,
+        _ctx: &Context,
+        requests: &mut Streaming<Number>,
+        responses: &mut ResponseSink<Number>,
+    ) -> Result<(), Status> {
+        let _running = Running::new(&self.0);
+        while let Some(n) = requests.message().await? {
+            responses.send(&number(n.value * 2)).await?;
+        }
+        Ok(())
+    }
+
+    async fn negate(
+        &self,
+        _ctx: &Context,
+        request: &Number,
+        response: &mut Number,
+    ) -> Result<(), Status> {
+        response.value = -request.value;
+        Ok(())
+    }
+}
+
+async fn serve() -> (Server, Gauges, CounterClient) {
+    let gauges = Gauges::default();
+    let server = Server::builder()
+        .add_service(CounterServer::new(Service(gauges.clone())))
+        .bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let channel = Channel::new(&format!("grpc://{}", server.local_addr())).expect("addr");
+    (server, gauges, CounterClient::new(&channel))
+}
+
+/// Waits (yielding, bounded) until no handler runs.
+async fn handlers_end(gauges: &Gauges) {
+    for _ in 0..1_000_000 {
+        if gauges.running.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!(
+        "{} handlers still run",
+        gauges.running.load(Ordering::SeqCst)
+    );
+}
+
+#[tokio::test]
+async fn server_streaming_delivers_every_message_then_the_trailers() {
+    let (_server, gauges, client) = serve().await;
+    let request = CountRequest {
+        from: 10,
+        count: 1000,
+        pad: 0,
+    };
+    let mut numbers = client.count(&request).await.expect("opened");
+    let mut expected = 10;
+    while let Some(n) = numbers.message().await.expect("a number") {
+        assert_eq!(n.value, expected);
+        expected += 1;
+    }
+    assert_eq!(expected, 1010);
+    assert_eq!(numbers.metadata().get("count-from"), Some("10"));
+    assert_eq!(numbers.trailers().get("counted"), Some("1000"));
+    // A plain call on the same service and connection.
+    let negated = client.negate(&number(5)).await.expect("unary");
+    assert_eq!(negated.value, -5);
+    handlers_end(&gauges).await;
+}
+
+#[tokio::test]
+async fn a_status_after_messages_reaches_the_caller() {
+    let (_server, _gauges, client) = serve().await;
+    let request = CountRequest {
+        from: 0,
+        count: -3,
+        pad: 0,
+    };
+    let mut numbers = client.count(&request).await.expect("opened");
+    for i in 0..3 {
+        assert_eq!(numbers.message().await.expect("a number").unwrap().value, i);
+    }
+    let err = numbers.message().await.expect_err("the handler's status");
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert_eq!(err.message(), "a negative count, after the numbers");
+    // Zero messages and an error: a trailers-only answer.
+    let none = CountRequest {
+        from: 0,
+        count: 0,
+        pad: 0,
+    };
+    let mut empty = client.count(&none).await.expect("opened");
+    assert_eq!(empty.message().await.expect("clean end"), None);
+}
+
+#[tokio::test]
+async fn client_streaming_sums_what_was_sent() {
+    let (_server, gauges, client) = serve().await;
+    let mut call = client.sum().await.expect("opened");
+    for i in 1..=100 {
+        call.send(&number(i)).await.expect("sent");
+    }
+    let total = call.finish().await.expect("summed");
+    assert_eq!(total.message.value, 5050);
+    // No request at all is a sum of zero.
+    let call = client.sum().await.expect("opened");
+    assert_eq!(call.finish().await.expect("summed").message.value, 0);
+    handlers_end(&gauges).await;
+}
+
+#[tokio::test]
+async fn bidirectional_streams_interleave() {
+    let (_server, gauges, client) = serve().await;
+    let (mut requests, mut responses) = client.double().await.expect("opened");
+    for i in 0..50 {
+        requests.send(&number(i)).await.expect("sent");
+        let doubled = responses.message().await.expect("answer").expect("one");
+        assert_eq!(doubled.value, i * 2);
+    }
+    requests.close();
+    assert_eq!(responses.message().await.expect("clean end"), None);
+    // Sending from one task while receiving in another.
+    let (mut requests, mut responses) = client.double().await.expect("opened");
+    let sender = tokio::spawn(async move {
+        for i in 0..500 {
+            requests.send(&number(i)).await.expect("sent");
+        }
+        requests.close();
+    });
+    let mut seen = 0;
+    while let Some(n) = responses.message().await.expect("answer") {
+        assert_eq!(n.value, seen * 2);
+        seen += 1;
+    }
+    assert_eq!(seen, 500);
+    sender.await.expect("sender");
+    handlers_end(&gauges).await;
+}
+
+#[tokio::test]
+async fn dropping_either_side_cancels_the_handler() {
+    let (_server, gauges, client) = serve().await;
+    // A caller that stops reading a long stream and drops it.
+    let request = CountRequest {
+        from: 0,
+        count: 1_000_000,
+        pad: 0,
+    };
+    let mut numbers = client.count(&request).await.expect("opened");
+    assert!(numbers.message().await.expect("first").is_some());
+    drop(numbers);
+    handlers_end(&gauges).await;
+    // A bidirectional caller that drops its sink without closing it.
+    let (mut requests, mut responses) = client.double().await.expect("opened");
+    requests.send(&number(1)).await.expect("sent");
+    assert_eq!(responses.message().await.expect("answer").unwrap().value, 2);
+    drop(requests);
+    let err = responses.message().await.expect_err("cancelled");
+    assert_eq!(err.code(), Code::Cancelled, "{err}");
+    handlers_end(&gauges).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_reader_holds_the_handler_back() {
+    let (_server, gauges, client) = serve().await;
+    // 64 KiB messages: without flow control the handler would run far
+    // ahead of this slow reader; with it, at most the windows' worth
+    // (1 MiB per stream) plus the message in hand is outstanding.
+    let request = CountRequest {
+        from: 0,
+        count: 200,
+        pad: 64 * 1024,
+    };
+    let mut numbers = client.count(&request).await.expect("opened");
+    let mut received = 0i64;
+    let mut widest = 0;
+    while let Some(n) = numbers.message().await.expect("a number") {
+        assert_eq!(n.value, received);
+        received += 1;
+        let ahead = gauges.sent.load(Ordering::SeqCst) - received;
+        widest = widest.max(ahead);
+        for _ in 0..200 {
+            tokio::task::yield_now().await;
+        }
+    }
+    assert_eq!(received, 200);
+    assert!(
+        widest <= 40,
+        "the handler ran {widest} messages ahead of the reader"
+    );
+}
+
+#[tokio::test]
+async fn streams_need_a_grpc_channel() {
+    let (server, _gauges, _client) = serve().await;
+    let baidu = Channel::new(&server.local_addr().to_string()).expect("addr");
+    let err = CounterClient::new(&baidu)
+        .sum()
+        .await
+        .expect_err("no streams over baidu_std");
+    assert_eq!(err.code(), Code::Unimplemented);
+    assert!(err.message().contains("grpc://"), "{err}");
+    // The deadline bounds a whole stream.
+    let (_server, _gauges, client) = serve().await;
+    let slow = client.with_options(keel::CallOptions {
+        timeout: Some(Duration::from_millis(100)),
+        ..keel::CallOptions::default()
+    });
+    let (_requests, mut responses) = slow.double().await.expect("opened");
+    let err = responses.message().await.expect_err("deadline");
+    assert!(
+        matches!(err.code(), Code::ERPCTIMEDOUT | Code::DeadlineExceeded),
+        "{err}"
+    );
+}
