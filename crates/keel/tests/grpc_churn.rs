@@ -8,7 +8,7 @@ mod support;
 use std::time::Duration;
 
 use keel::streaming::{ResponseSink, Streaming};
-use keel::{Channel, Context, Server, Status};
+use keel::{Channel, Context, Status};
 use keel_alloc::CountingAlloc;
 use support::{EchoServiceClient, alone, eventually, request, start};
 
