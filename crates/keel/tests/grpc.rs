@@ -22,6 +22,8 @@ use example::{EchoRequest, EchoResponse, EchoService, EchoServiceClient, EchoSer
 struct Echo {
     hanging: Arc<Notify>,
     dropped: Arc<AtomicUsize>,
+    /// `wait` answers once this is notified.
+    release: Arc<Notify>,
 }
 
 struct CountDrop(Arc<AtomicUsize>);
@@ -48,6 +50,10 @@ impl EchoService for Echo {
                 code,
                 format!("failed with {code}: 100% on purpose"),
             ));
+        }
+        if req.message == "wait" {
+            self.hanging.notify_one();
+            self.release.notified().await;
         }
         if req.message == "hang" {
             let _count = CountDrop(self.dropped.clone());
@@ -256,4 +262,99 @@ async fn a_connection_in_no_known_protocol_is_closed() {
         .await
         .expect("served");
     assert_eq!(reply.message, "ok via grpc");
+}
+
+#[tokio::test]
+async fn graceful_shutdown_lets_a_call_in_flight_finish() {
+    let echo = Echo::default();
+    let (hanging, release) = (echo.hanging.clone(), echo.release.clone());
+    let server = serve(echo).await;
+    let addr = server.local_addr();
+    let channel = Channel::new(&format!("grpc://{addr}")).expect("addr");
+    let client = EchoServiceClient::new(&channel);
+    let started = hanging.notified();
+    let in_flight = tokio::spawn({
+        let client = client.clone();
+        async move {
+            client
+                .echo(&request("wait"))
+                .timeout(Duration::from_secs(10))
+                .await
+        }
+    });
+    started.await;
+    let shutdown = tokio::spawn(server.shutdown(Duration::from_secs(10)));
+    // GOAWAY: new calls stop being served (the listener is closed too).
+    let mut refused = None;
+    for _ in 0..10_000 {
+        match client.echo(&request("new")).await {
+            Ok(_) => tokio::task::yield_now().await,
+            Err(status) => {
+                refused = Some(status);
+                break;
+            }
+        }
+    }
+    let refused = refused.expect("new calls are refused once shutdown began");
+    assert!(
+        matches!(refused.code(), Code::EFAILEDSOCKET | Code::ELOGOFF),
+        "{refused}"
+    );
+    // The call in flight still gets its answer, and nothing was cut.
+    release.notify_one();
+    let reply = in_flight
+        .await
+        .expect("task")
+        .expect("answered during shutdown");
+    assert_eq!(reply.message, "wait via grpc");
+    assert_eq!(shutdown.await.expect("shutdown"), 0, "no connection cut");
+}
+
+#[tokio::test]
+async fn keepalive_pings_keep_a_live_peer_and_drop_a_silent_one() {
+    let server = Server::builder()
+        .add_service(EchoServiceServer::new(Echo::default()))
+        .grpc_keepalive(Some(keel::server::Keepalive {
+            interval: Duration::from_millis(20),
+            timeout: Duration::from_millis(200),
+        }))
+        .bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = server.local_addr();
+    // A live client answers every ping (h2 does it for Keel's client).
+    let channel = Channel::new(&format!("grpc://{addr}")).expect("addr");
+    let client = EchoServiceClient::new(&channel);
+    client.echo(&request("first")).await.expect("served");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while server.stats().keepalive_pings < 5 {
+        assert!(tokio::time::Instant::now() < deadline, "no pings sent");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    client.echo(&request("later")).await.expect("still served");
+    assert_eq!(server.stats().accepted, 1, "the same connection all along");
+    // A peer that speaks HTTP/2's preface and then reads nothing never
+    // answers: the server closes its connection after the timeout.
+    let mut silent = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    silent
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .expect("preface and SETTINGS");
+    let mut sink = Vec::new();
+    // Read until the server closes (or resets) the connection.
+    let _closed = tokio::time::timeout(Duration::from_secs(10), silent.read_to_end(&mut sink))
+        .await
+        .expect("closed by the server within the bound");
+    assert!(
+        !sink.is_empty(),
+        "the server spoke HTTP/2 (SETTINGS, PING) first"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while server.stats().connections != 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "silent connection kept"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }

@@ -41,6 +41,7 @@ pub struct ServerBuilder {
     interceptors: Interceptors,
     authenticator: Option<Arc<dyn Authenticator>>,
     grpc_max_message_size: Option<usize>,
+    grpc_keepalive: Option<Option<Keepalive>>,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -93,6 +94,14 @@ impl ServerBuilder {
         self
     }
 
+    /// HTTP/2 keepalive of gRPC connections (default [`Keepalive::default`]:
+    /// a ping every 2 hours, 20 s to answer, like grpc-go); `None` sends
+    /// no pings.
+    pub fn grpc_keepalive(mut self, keepalive: Option<Keepalive>) -> Self {
+        self.grpc_keepalive = Some(keepalive);
+        self
+    }
+
     /// Runs `interceptor` before every call's handler (and its `after`
     /// once the call is answered), on every protocol and in process.
     /// Interceptors run in the order they were added; see
@@ -140,6 +149,7 @@ impl ServerBuilder {
             grpc_max_message_size: self
                 .grpc_max_message_size
                 .unwrap_or(keel_wire::grpc::DEFAULT_MAX_MESSAGE_SIZE),
+            grpc_keepalive: self.grpc_keepalive.unwrap_or(Some(Keepalive::default())),
         }))
     }
 
@@ -177,6 +187,28 @@ pub(crate) struct ServerCore {
     pub(crate) authenticator: Option<Arc<dyn Authenticator>>,
     /// Largest gRPC message accepted (after decompression too).
     pub(crate) grpc_max_message_size: usize,
+    /// HTTP/2 keepalive of gRPC connections (`None`: no pings).
+    pub(crate) grpc_keepalive: Option<Keepalive>,
+}
+
+/// HTTP/2 keepalive of a server's gRPC connections: a PING every
+/// `interval`, and a connection whose peer does not answer one within
+/// `timeout` is closed (grpc-go's server `Time` and `Timeout`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keepalive {
+    /// Time between pings (grpc-go's default: 2 hours).
+    pub interval: Duration,
+    /// How long a ping may go unanswered (grpc-go's default: 20 s).
+    pub timeout: Duration,
+}
+
+impl Default for Keepalive {
+    fn default() -> Keepalive {
+        Keepalive {
+            interval: Duration::from_secs(2 * 3600),
+            timeout: Duration::from_secs(20),
+        }
+    }
 }
 
 /// A snapshot of a server's counters.
@@ -186,6 +218,8 @@ pub struct ServerStats {
     pub connections: usize,
     /// Connections accepted, ever.
     pub accepted: u64,
+    /// HTTP/2 keepalive pings sent to gRPC clients, ever.
+    pub keepalive_pings: u64,
     /// Calls answered, ever (successes and errors).
     pub calls: u64,
     /// Calls answered with an error code, ever.
@@ -244,6 +278,7 @@ impl Server {
         ServerStats {
             connections: c.connections.load(Ordering::Acquire),
             accepted: c.accepted.load(Ordering::Relaxed),
+            keepalive_pings: c.keepalive_pings.load(Ordering::Relaxed),
             calls: c.calls.load(Ordering::Relaxed),
             errors: c.errors.load(Ordering::Relaxed),
             in_flight: limits.global.current(),

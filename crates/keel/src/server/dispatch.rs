@@ -106,6 +106,8 @@ pub(crate) struct Counters {
     pub(crate) accepted: AtomicU64,
     pub(crate) calls: AtomicU64,
     pub(crate) errors: AtomicU64,
+    /// HTTP/2 keepalive pings sent (gRPC connections).
+    pub(crate) keepalive_pings: AtomicU64,
 }
 
 /// What every connection of a server, and its in-process channels, share.

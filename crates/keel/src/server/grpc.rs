@@ -88,8 +88,40 @@ pub(crate) async fn serve<T>(
         conn.graceful_shutdown();
         draining = true;
     }
+    // Keepalive: a ping every `interval`; a peer that does not answer
+    // within `timeout` is gone, and its connection is closed.
+    let keepalive = shared.grpc_keepalive;
+    let mut ping_pong = keepalive.and_then(|_| conn.ping_pong());
+    let far = Duration::from_secs(86_400 * 365);
+    let next_ping = tokio::time::sleep(keepalive.map_or(far, |k| k.interval));
+    tokio::pin!(next_ping);
+    let mut awaiting_pong = false;
     loop {
         tokio::select! {
+            () = &mut next_ping, if ping_pong.is_some() => {
+                let (Some(pings), Some(k)) = (ping_pong.as_mut(), keepalive) else { break };
+                if awaiting_pong {
+                    // No pong within the timeout: the peer is gone.
+                    break;
+                }
+                if pings.send_ping(h2::Ping::opaque()).is_err() {
+                    break;
+                }
+                shared.dispatcher.stats.keepalive_pings.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                awaiting_pong = true;
+                next_ping.as_mut().reset(Instant::now() + k.timeout);
+            }
+            pong = std::future::poll_fn(|cx| match ping_pong.as_mut() {
+                Some(pings) => pings.poll_pong(cx),
+                None => std::task::Poll::Pending,
+            }), if awaiting_pong => {
+                if pong.is_err() {
+                    break;
+                }
+                awaiting_pong = false;
+                let interval = keepalive.map_or(far, |k| k.interval);
+                next_ping.as_mut().reset(Instant::now() + interval);
+            }
             accepted = conn.accept() => match accepted {
                 Some(Ok((request, respond))) => {
                     streams.spawn(stream(request, respond, peer, shared.clone()));

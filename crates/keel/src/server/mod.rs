@@ -40,7 +40,7 @@ mod method_table;
 mod service;
 mod sniff;
 
-pub use builder::{Server, ServerBuilder, ServerStats};
+pub use builder::{Keepalive, Server, ServerBuilder, ServerStats};
 pub use interceptor::{Authenticator, Interceptor};
 pub use method_table::{MethodTable, MethodTableError, Route};
 pub use service::{CallMessages, MessagePools, Service, ServiceFuture, unknown_method};
