@@ -358,3 +358,29 @@ async fn keepalive_pings_keep_a_live_peer_and_drop_a_silent_one() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+#[tokio::test]
+async fn a_cluster_channel_spreads_grpc_calls_and_fails_over() {
+    let first = serve(Echo::default()).await;
+    let second = serve(Echo::default()).await;
+    let url = format!("list://{},{}", first.local_addr(), second.local_addr());
+    let channel = Channel::builder(&url)
+        .protocol(Protocol::Grpc)
+        .build()
+        .expect("url");
+    let client = EchoServiceClient::new(&channel);
+    for _ in 0..20 {
+        let reply = client.echo(&request("spread")).await.expect("served");
+        assert_eq!(reply.message, "spread via grpc");
+    }
+    assert!(
+        first.stats().calls > 0 && second.stats().calls > 0,
+        "both served"
+    );
+    // One server goes away: its calls fail over to the other.
+    drop(first);
+    for _ in 0..20 {
+        let reply = client.echo(&request("after")).await.expect("failed over");
+        assert_eq!(reply.message, "after via grpc");
+    }
+}

@@ -386,6 +386,8 @@ impl Cluster {
                 | Code::ELOGOFF
                 | Code::ELIMIT
                 | Code::EOVERCROWDED
+                // gRPC servers that are not Keel's say all of these so.
+                | Code::Unavailable
         ) || (status.code() == Code::ERPCTIMEDOUT && self.options.attempt_timeout.is_some())
     }
 

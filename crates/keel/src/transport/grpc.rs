@@ -38,8 +38,9 @@ pub struct Grpc {
     addr: String,
     authority: Option<Authority>,
     config: EndpointConfig,
-    /// The connection's request handle, while it is up.
-    sender: Mutex<Option<SendRequest<Bytes>>>,
+    /// The connection's request handle and the address it reached, while
+    /// it is up.
+    sender: Mutex<Option<(SendRequest<Bytes>, Option<std::net::SocketAddr>)>>,
     connect_lock: tokio::sync::Mutex<()>,
     pending: AtomicUsize,
 }
@@ -89,7 +90,7 @@ impl Grpc {
         self.current().is_some()
     }
 
-    fn current(&self) -> Option<SendRequest<Bytes>> {
+    fn current(&self) -> Option<(SendRequest<Bytes>, Option<std::net::SocketAddr>)> {
         self.sender
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -101,12 +102,13 @@ impl Grpc {
         *self.sender.lock().unwrap_or_else(PoisonError::into_inner) = None;
     }
 
-    async fn connect(&self) -> Result<SendRequest<Bytes>, Status> {
+    async fn connect(&self) -> Result<(SendRequest<Bytes>, Option<std::net::SocketAddr>), Status> {
         let _one_at_a_time = self.connect_lock.lock().await;
-        if let Some(sender) = self.current() {
-            return Ok(sender);
+        if let Some(up) = self.current() {
+            return Ok(up);
         }
         let stream = super::connect(&self.addr, self.config.connect_timeout).await?;
+        let peer = stream.peer_addr().ok();
         let handshake = h2::client::Builder::new()
             .initial_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
@@ -122,8 +124,8 @@ impl Grpc {
         tokio::spawn(async move {
             let _ = connection.await;
         });
-        *self.sender.lock().unwrap_or_else(PoisonError::into_inner) = Some(sender.clone());
-        Ok(sender)
+        *self.sender.lock().unwrap_or_else(PoisonError::into_inner) = Some((sender.clone(), peer));
+        Ok((sender, peer))
     }
 
     /// Opens a stream for `call` and sends its headers: the connection is
@@ -132,10 +134,16 @@ impl Grpc {
         &self,
         call: &Call<'_>,
     ) -> Result<(h2::client::ResponseFuture, h2::SendStream<Bytes>), Status> {
-        let sender = match self.current() {
-            Some(sender) => sender,
+        let (sender, peer) = match self.current() {
+            Some(up) => up,
             None => keel_pool::FutureBox::new(self.connect()).await?,
         };
+        if call.span.is_sampled() {
+            if let Some(peer) = peer {
+                call.span.set_peer(peer);
+            }
+            call.span.set_protocol("grpc");
+        }
         let mut sender = match sender.ready().await {
             Ok(sender) => sender,
             Err(e) => {
