@@ -124,14 +124,15 @@ pub(crate) struct EndpointConfig {
 #[derive(Debug)]
 pub(crate) enum Remote {
     BaiduStd(BaiduStd),
-    Grpc(Grpc),
+    /// Boxed: its connection state is larger than baidu_std's handle.
+    Grpc(Box<Grpc>),
 }
 
 impl Remote {
     pub(crate) fn new(addr: String, config: EndpointConfig) -> Remote {
         match config.protocol {
             Protocol::BaiduStd => Remote::BaiduStd(BaiduStd::new(addr, config)),
-            Protocol::Grpc => Remote::Grpc(Grpc::new(addr, config)),
+            Protocol::Grpc => Remote::Grpc(Box::new(Grpc::new(addr, config))),
         }
     }
 
