@@ -15,9 +15,10 @@
 //! the other side buffer more than a window.
 //!
 //! Every stream is released on every path: finished, reset by the peer,
-//! past its deadline, or its connection lost. Dropping a [`Streaming`], a
-//! [`RequestSink`] or a [`ResponseSink`] before its stream ended resets the
-//! stream (RST_STREAM CANCEL), which cancels the other side.
+//! past its deadline, or its connection lost. Dropping a caller's
+//! [`Streaming`] before its end, an unclosed [`RequestSink`], or a handler's
+//! [`ResponseSink`] before the handler returned resets the stream
+//! (RST_STREAM CANCEL), which cancels the other side.
 //!
 //! Owns: messages on h2 streams (framing, compression, flow control) and the
 //! typed wrappers generated code hands to handlers and callers. May not
@@ -26,6 +27,7 @@
 
 use std::fmt;
 use std::marker::PhantomData;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::{Bytes, BytesMut};
 use h2::{RecvStream, SendStream};
@@ -51,6 +53,9 @@ pub(crate) struct Incoming {
     deadline: Option<Instant>,
     headers: Metadata,
     trailers: Metadata,
+    /// A client's handle on the stream's sending half: reading that stops
+    /// early (dropped, past the deadline) resets the stream with it.
+    canceller: Option<SharedSend>,
 }
 
 enum IncomingState {
@@ -84,14 +89,17 @@ impl Incoming {
         response: h2::client::ResponseFuture,
         max: usize,
         deadline: Option<Instant>,
+        canceller: SharedSend,
     ) -> Incoming {
-        Incoming::new(
+        let mut incoming = Incoming::new(
             IncomingState::Response(response),
             max,
             None,
             Code::ERESPONSE,
             deadline,
-        )
+        );
+        incoming.canceller = Some(canceller);
+        incoming
     }
 
     fn new(
@@ -110,6 +118,7 @@ impl Incoming {
             deadline,
             headers: Metadata::new(),
             trailers: Metadata::new(),
+            canceller: None,
         }
     }
 
@@ -124,6 +133,9 @@ impl Incoming {
             Ok(next) => next,
             Err(_) => {
                 let status = Status::new(Code::ERPCTIMEDOUT, "the stream passed its deadline");
+                if let Some(send) = &self.canceller {
+                    reset(send);
+                }
                 self.end(Err(status.clone()));
                 Err(status)
             }
@@ -138,6 +150,8 @@ impl Incoming {
     }
 
     async fn next_inner(&mut self) -> Result<Option<Bytes>, Status> {
+        // Messages already buffered come without a wakeup: stay fair.
+        tokio::task::consume_budget().await;
         loop {
             match keel_wire::grpc::split_message(&mut self.buf, self.max) {
                 Ok(Some(message)) => return self.decompress(message),
@@ -240,13 +254,39 @@ impl Incoming {
     }
 }
 
+impl Drop for Incoming {
+    fn drop(&mut self) {
+        // A caller that stops reading before the end cancels the call.
+        if let (Some(send), false) = (
+            &self.canceller,
+            matches!(self.state, IncomingState::Done(_)),
+        ) {
+            reset(send);
+        }
+    }
+}
+
+/// A stream's sending half, shared on a client between the requests' sink
+/// and the responses' stream, so that either, dropped early, can reset the
+/// stream.
+pub(crate) type SharedSend = Arc<Mutex<SendStream<Bytes>>>;
+
+fn lock(send: &SharedSend) -> std::sync::MutexGuard<'_, SendStream<Bytes>> {
+    send.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Resets `send` (CANCEL): the peer stops at once.
+fn reset(send: &SharedSend) {
+    lock(send).send_reset(h2::Reason::CANCEL);
+}
+
 /// Messages leaving on one stream.
 pub(crate) struct Outgoing {
     /// A server's response, until its headers are sent.
     respond: Option<h2::server::SendResponse<Bytes>>,
     /// Headers the server sends with its first message (initial metadata).
     headers: HeaderMap,
-    send: Option<SendStream<Bytes>>,
+    send: Option<SharedSend>,
     compress: Option<Compression>,
     /// END_STREAM sent, or the stream reset: nothing more goes out.
     ended: bool,
@@ -268,7 +308,7 @@ impl Outgoing {
     }
 
     /// The requests of a client stream whose headers were sent.
-    pub(crate) fn client(send: SendStream<Bytes>, compress: Option<Compression>) -> Outgoing {
+    pub(crate) fn client(send: SharedSend, compress: Option<Compression>) -> Outgoing {
         Outgoing {
             respond: None,
             headers: HeaderMap::new(),
@@ -286,7 +326,7 @@ impl Outgoing {
     }
 
     /// The stream to send on; a server sends its response headers first.
-    fn stream(&mut self) -> Result<&mut SendStream<Bytes>, Status> {
+    fn stream(&mut self) -> Result<SharedSend, Status> {
         if self.ended {
             return Err(Outgoing::closed());
         }
@@ -300,14 +340,14 @@ impl Outgoing {
                 headers.insert(wire::GRPC_ENCODING, name);
             }
             match respond.send_response(response, false) {
-                Ok(send) => self.send = Some(send),
+                Ok(send) => self.send = Some(Arc::new(Mutex::new(send))),
                 Err(e) => {
                     self.ended = true;
                     return Err(wire::stream_failed(&e));
                 }
             }
         }
-        self.send.as_mut().ok_or_else(Outgoing::closed)
+        self.send.clone().ok_or_else(Outgoing::closed)
     }
 
     /// Sends one message, waiting for the peer's flow-control window.
@@ -317,13 +357,14 @@ impl Outgoing {
         let mut data = wire::seal(body, self.compress)?;
         let stream = self.stream()?;
         while !data.is_empty() {
-            stream.reserve_capacity(data.len());
-            let granted = std::future::poll_fn(|cx| stream.poll_capacity(cx)).await;
+            lock(&stream).reserve_capacity(data.len());
+            let granted = std::future::poll_fn(|cx| lock(&stream).poll_capacity(cx)).await;
             match granted {
                 Some(Ok(0)) => {}
                 Some(Ok(n)) => {
                     let chunk = data.split_to(n.min(data.len()));
-                    if let Err(e) = stream.send_data(chunk, false) {
+                    let sent = lock(&stream).send_data(chunk, false);
+                    if let Err(e) = sent {
                         self.ended = true;
                         return Err(wire::stream_failed(&e));
                     }
@@ -338,6 +379,11 @@ impl Outgoing {
                 }
             }
         }
+        // h2 grants capacity without a wakeup while the window has room, so
+        // a handler sending in a loop would never yield: take part in
+        // tokio's cooperative budget, letting the connection write and
+        // other tasks run.
+        tokio::task::consume_budget().await;
         Ok(())
     }
 
@@ -345,8 +391,8 @@ impl Outgoing {
     pub(crate) fn close(&mut self) {
         if !self.ended {
             self.ended = true;
-            if let Some(send) = self.send.as_mut() {
-                let _ = send.send_data(Bytes::new(), true);
+            if let Some(send) = &self.send {
+                let _ = lock(send).send_data(Bytes::new(), true);
             }
         }
     }
@@ -375,8 +421,8 @@ impl Outgoing {
             headers.insert(CONTENT_TYPE, wire::CONTENT_TYPE);
             headers.extend(trailers);
             let _ = respond.send_response(response, true);
-        } else if let Some(send) = self.send.as_mut() {
-            let _ = send.send_trailers(trailers);
+        } else if let Some(send) = &self.send {
+            let _ = lock(send).send_trailers(trailers);
         }
     }
 }
@@ -389,8 +435,8 @@ impl Drop for Outgoing {
         // Dropped mid-stream: tell the peer at once.
         if let Some(respond) = self.respond.as_mut() {
             respond.send_reset(h2::Reason::CANCEL);
-        } else if let Some(send) = self.send.as_mut() {
-            send.send_reset(h2::Reason::CANCEL);
+        } else if let Some(send) = &self.send {
+            reset(send);
         }
     }
 }

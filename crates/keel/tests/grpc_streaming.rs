@@ -245,6 +245,22 @@ async fn dropping_either_side_cancels_the_handler() {
     let err = responses.message().await.expect_err("cancelled");
     assert_eq!(err.code(), Code::Cancelled, "{err}");
     handlers_end(&gauges).await;
+    // A bidirectional caller that drops the responses and keeps its sink:
+    // the stream is reset all the same, and the sink says so.
+    let (mut requests, mut responses) = client.double().await.expect("opened");
+    requests.send(&number(1)).await.expect("sent");
+    assert_eq!(responses.message().await.expect("answer").unwrap().value, 2);
+    drop(responses);
+    handlers_end(&gauges).await;
+    let mut failed = false;
+    for i in 0..1_000 {
+        if requests.send(&number(i)).await.is_err() {
+            failed = true;
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(failed, "sending on a reset stream fails");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

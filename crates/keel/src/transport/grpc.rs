@@ -167,9 +167,15 @@ impl Grpc {
         let compress = request_encoding(call)?;
         let (response, send) = self.start(call).await?;
         call.span.mark(crate::rpcz::Mark::Sent);
+        let send = std::sync::Arc::new(std::sync::Mutex::new(send));
         Ok((
-            crate::streaming::Outgoing::client(send, compress),
-            crate::streaming::Incoming::client(response, self.config.max_body_size, call.deadline),
+            crate::streaming::Outgoing::client(send.clone(), compress),
+            crate::streaming::Incoming::client(
+                response,
+                self.config.max_body_size,
+                call.deadline,
+                send,
+            ),
         ))
     }
 
