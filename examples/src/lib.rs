@@ -22,6 +22,13 @@ pub mod events {
     keel::include_proto!("events");
 }
 
+pub mod grpc_testing {
+    //! Generated from `proto/grpc/testing/*.proto`: gRPC's interop test
+    //! service and messages (package `grpc.testing`).
+    #![allow(missing_docs)]
+    keel::include_proto!("grpc.testing");
+}
+
 use std::str::FromStr;
 
 use example::{EchoRequest, EchoResponse, EchoService};
