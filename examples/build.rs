@@ -1,6 +1,14 @@
-//! Generates the echo service from brpc's echo.proto, and the events service
-//! that uses the well-known types (no protoc needed).
+//! Generates the echo service from brpc's echo.proto, the events service
+//! that uses the well-known types, and gRPC's interop test service
+//! (`grpc.testing`), all with no protoc.
 
 fn main() -> Result<(), keel_build::Error> {
-    keel_build::compile_protos(&["proto/echo.proto", "proto/events.proto"], &["proto"])
+    keel_build::compile_protos(
+        &[
+            "proto/echo.proto",
+            "proto/events.proto",
+            "proto/grpc/testing/test.proto",
+        ],
+        &["proto"],
+    )
 }

@@ -1,6 +1,8 @@
 //! Shared pieces of the examples: brpc's echo service (package `example`,
 //! the same names and field numbers as brpc's `example/echo_c++`, so brpc's
-//! echo client and server interoperate with these), and a tiny flag parser.
+//! echo client and server interoperate with these), gRPC's interop test
+//! service and cases ([`interop`], package `grpc.testing`), and a tiny flag
+//! parser.
 
 #![forbid(unsafe_code)]
 // The README's Rust example is compiled and run as a doctest of this crate.
@@ -21,6 +23,15 @@ pub mod events {
     #![allow(missing_docs)]
     keel::include_proto!("events");
 }
+
+pub mod grpc_testing {
+    //! Generated from `proto/grpc/testing/*.proto`: gRPC's interop test
+    //! service and messages (package `grpc.testing`).
+    #![allow(missing_docs)]
+    keel::include_proto!("grpc.testing");
+}
+
+pub mod interop;
 
 use std::str::FromStr;
 
