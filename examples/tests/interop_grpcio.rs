@@ -282,8 +282,6 @@ cases!(python_client_keel_server, python_client_keel_server:
     timeout_on_sleeping_server,
     cancel_after_begin,
     cancel_after_first_response,
-    #[ignore = "Keel sends a unary handler's response metadata as headers: \
-                x-grpc-test-echo-trailing-bin never reaches grpcio's trailing metadata"]
     custom_metadata,
     status_code_and_message,
     special_status_message,

@@ -7,6 +7,7 @@ use std::sync::{Mutex, PoisonError};
 use bytes::Bytes;
 use tokio::time::Instant;
 
+use crate::compression::Compression;
 use crate::metadata::Metadata;
 use crate::method::MethodDescriptor;
 
@@ -41,6 +42,8 @@ pub struct Context {
     metadata: Metadata,
     deadline: Option<Instant>,
     protocol: &'static str,
+    /// How the request arrived compressed.
+    compression: Compression,
     extensions: Extensions,
     response: Mutex<ResponseExtras>,
 }
@@ -50,6 +53,8 @@ pub struct Context {
 struct ResponseExtras {
     attachment: Bytes,
     metadata: Metadata,
+    trailers: Metadata,
+    compression: Option<Compression>,
 }
 
 /// Values of any type attached to a call by server interceptors (an
@@ -105,6 +110,7 @@ impl Context {
             metadata: Metadata::new(),
             deadline: None,
             protocol: "in-process",
+            compression: Compression::None,
             extensions: Extensions::default(),
             response: Mutex::new(ResponseExtras::default()),
         }
@@ -119,6 +125,12 @@ impl Context {
     /// Sets the protocol the call arrived over (`"baidu_std"`, ...).
     pub fn with_protocol(mut self, protocol: &'static str) -> Context {
         self.protocol = protocol;
+        self
+    }
+
+    /// Sets how the request arrived compressed.
+    pub fn with_compression(mut self, compression: Compression) -> Context {
+        self.compression = compression;
         self
     }
 
@@ -232,6 +244,38 @@ impl Context {
     /// after the handler).
     pub fn take_response_metadata(&self) -> Metadata {
         std::mem::take(&mut self.lock_response().metadata)
+    }
+
+    /// Adds `key: value` to the metadata sent after the response: gRPC's
+    /// trailers (trailing metadata), sent whether the call succeeds or
+    /// fails. baidu_std has no trailers: there it travels with the response
+    /// metadata.
+    pub fn set_response_trailer(&self, key: impl Into<String>, value: impl Into<String>) {
+        self.lock_response().trailers.insert(key, value);
+    }
+
+    /// Takes the response trailers, leaving them empty (the server calls
+    /// this after the handler).
+    pub fn take_response_trailers(&self) -> Metadata {
+        std::mem::take(&mut self.lock_response().trailers)
+    }
+
+    /// How the request arrived compressed ([`Compression::None`] when it
+    /// did not, or in process).
+    pub fn request_compression(&self) -> Compression {
+        self.compression
+    }
+
+    /// Compresses the response as `compression` (if the caller accepts it;
+    /// gRPC callers list what they accept). By default a response is
+    /// compressed like its request.
+    pub fn set_response_compression(&self, compression: Compression) {
+        self.lock_response().compression = Some(compression);
+    }
+
+    /// The compression the handler chose for the response, if any.
+    pub fn response_compression(&self) -> Option<Compression> {
+        self.lock_response().compression
     }
 
     fn lock_response(&self) -> std::sync::MutexGuard<'_, ResponseExtras> {

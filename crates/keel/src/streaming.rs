@@ -402,16 +402,19 @@ impl Outgoing {
     /// out.
     pub(crate) fn finish(mut self, result: &Result<(), Status>, metadata: &Metadata) {
         let mut trailers = HeaderMap::new();
-        let outcome = wire::metadata_into(metadata, &mut trailers, Code::EINTERNAL)
-            .and_then(|()| result.clone());
+        let outcome = match wire::metadata_into(metadata, &mut trailers, Code::EINTERNAL) {
+            Ok(()) => result.clone(),
+            Err(unsendable) => {
+                trailers.clear();
+                Err(unsendable)
+            }
+        };
         match &outcome {
             Ok(()) => {
                 trailers.insert(wire::GRPC_STATUS, http::HeaderValue::from_static("0"));
             }
-            Err(status) => {
-                trailers.clear();
-                wire::status_into(status, &mut trailers);
-            }
+            // The handler's trailing metadata goes with failures too.
+            Err(status) => wire::status_into(status, &mut trailers),
         }
         self.ended = true;
         if let Some(mut respond) = self.respond.take() {

@@ -1,30 +1,26 @@
 //! `grpc.testing.TestService` as gRPC's interop servers implement it: the
 //! "server features" of the interop descriptions.
 //!
-//! What Keel does not let a handler do, and so this server does not:
-//! - **CompressedRequest** (`expect_compressed`): a handler cannot see
-//!   whether a request arrived compressed (`grpc-encoding` is not part of
-//!   [`Context::metadata`]), so the field is accepted and not checked.
-//! - **CompressedResponse** (`response_compressed`, per-response
-//!   `compressed`): Keel compresses a response when the request came
-//!   compressed and the client accepts the encoding; a handler cannot ask
-//!   for it, so the field is accepted and the response goes out as Keel
-//!   decides.
-//! - **Echo Metadata** on unary calls: a unary handler's response metadata
-//!   goes in the response headers, so the echoed
-//!   `x-grpc-test-echo-trailing-bin` arrives as initial metadata, not
-//!   trailing. On streaming calls both keys are echoed where gRPC expects.
+//! - **CompressedRequest** (`expect_compressed`): checked against
+//!   [`Context::request_compression`]; an unmet expectation is
+//!   `INVALID_ARGUMENT`.
+//! - **CompressedResponse** (`response_compressed`): a unary response is
+//!   compressed with gzip through [`Context::set_response_compression`]. A
+//!   streaming response is compressed like its request (per-response
+//!   `compressed` is accepted and not honoured).
+//! - **Echo Metadata**: the initial key goes in the response headers, the
+//!   trailing key in the trailers ([`Context::set_response_trailer`]).
 
 use std::time::Duration;
 
 use keel::streaming::{ResponseSink, Streaming};
-use keel::{Code, Context, Status};
+use keel::{Code, Compression, Context, Status};
 
 use super::{ECHO_INITIAL, ECHO_TRAILING};
 use crate::grpc_testing::{
-    EchoStatus, Empty, Payload, PayloadType, ResponseParameters, SimpleRequest, SimpleResponse,
-    StreamingInputCallRequest, StreamingInputCallResponse, StreamingOutputCallRequest,
-    StreamingOutputCallResponse, TestService,
+    BoolValue, EchoStatus, Empty, Payload, PayloadType, ResponseParameters, SimpleRequest,
+    SimpleResponse, StreamingInputCallRequest, StreamingInputCallResponse,
+    StreamingOutputCallRequest, StreamingOutputCallResponse, TestService,
 };
 
 /// The interop server's `TestService`. Stateless.
@@ -55,14 +51,26 @@ fn echo_status(status: Option<&EchoStatus>) -> Result<(), Status> {
     }
 }
 
-/// Echo Metadata for a unary call: both keys go in the response metadata
-/// (Keel sends a unary call's response metadata as headers).
+/// Echo Metadata for a unary call: the initial key in the headers, the
+/// trailing key in the trailers.
 fn echo_unary_metadata(ctx: &Context) {
-    for key in [ECHO_INITIAL, ECHO_TRAILING] {
-        if let Some(value) = ctx.metadata().get(key) {
-            ctx.set_response_metadata(key, value);
-        }
+    if let Some(value) = ctx.metadata().get(ECHO_INITIAL) {
+        ctx.set_response_metadata(ECHO_INITIAL, value);
     }
+    if let Some(value) = ctx.metadata().get(ECHO_TRAILING) {
+        ctx.set_response_trailer(ECHO_TRAILING, value);
+    }
+}
+
+/// CompressedRequest: `expect_compressed` set and true asks that the
+/// request arrived compressed (and false or unset, that it did not need to).
+fn check_compressed(ctx: &Context, expect: Option<&BoolValue>) -> Result<(), Status> {
+    if expect.is_some_and(|b| b.value) && ctx.request_compression() == Compression::None {
+        return Err(Status::invalid_argument(
+            "expected a compressed request, got an uncompressed one",
+        ));
+    }
+    Ok(())
 }
 
 /// Echo Metadata for a streaming call: the initial key in the headers sent
@@ -116,6 +124,14 @@ impl TestService for TestServer {
         response: &mut SimpleResponse,
     ) -> Result<(), Status> {
         echo_unary_metadata(ctx);
+        check_compressed(ctx, request.expect_compressed.as_ref())?;
+        if let Some(compressed) = &request.response_compressed {
+            ctx.set_response_compression(if compressed.value {
+                Compression::Gzip
+            } else {
+                Compression::None
+            });
+        }
         echo_status(request.response_status.as_ref())?;
         response.payload = Some(payload(request.response_type, request.response_size)?);
         Ok(())

@@ -360,6 +360,7 @@ impl ConnectionState {
             payload,
             attachment,
             metadata,
+            compression: Compression::try_from(meta.compress_type).unwrap_or(Compression::None),
             peer: Some(self.peer),
             log_id: request.log_id as u64,
             deadline,
@@ -448,9 +449,16 @@ impl ConnectionState {
         if let Err(status) = &answer.result {
             self.write_error(cid, status);
         } else {
-            // Compressed the way the request was (brpc clients that
-            // compress can read compressed answers).
-            let kind = Compression::try_from(compress).unwrap_or(Compression::None);
+            // Compressed as the handler chose, else the way the request
+            // was (brpc clients that compress can read compressed answers).
+            let kind = answer
+                .compression
+                .unwrap_or_else(|| Compression::try_from(compress).unwrap_or(Compression::None));
+            // No trailers on baidu_std: they travel with the metadata.
+            if !answer.trailers.is_empty() {
+                let trailers = std::mem::take(&mut answer.trailers);
+                answer.metadata.extend_from(&trailers);
+            }
             let packed = if kind == Compression::None {
                 Ok(&answer.body[..])
             } else {

@@ -59,6 +59,8 @@ pub(crate) struct Request<'a> {
     pub(crate) stream: Option<Box<ServerStream>>,
     pub(crate) attachment: Bytes,
     pub(crate) metadata: Metadata,
+    /// How the request arrived compressed.
+    pub(crate) compression: crate::compression::Compression,
     pub(crate) peer: Option<SocketAddr>,
     pub(crate) log_id: u64,
     pub(crate) deadline: Option<Instant>,
@@ -75,6 +77,10 @@ pub(crate) struct Answer {
     pub(crate) body: BytesMut,
     pub(crate) attachment: Bytes,
     pub(crate) metadata: Metadata,
+    /// Metadata for after the response (gRPC trailers).
+    pub(crate) trailers: Metadata,
+    /// The response compression the handler chose, if it chose one.
+    pub(crate) compression: Option<crate::compression::Compression>,
     /// A streaming call's stream, back from the handler, for the protocol
     /// to end with `result` and `metadata`.
     pub(crate) stream: Option<Box<ServerStream>>,
@@ -243,6 +249,7 @@ impl Dispatcher {
             .with_log_id(request.log_id)
             .with_attachment(request.attachment)
             .with_metadata(request.metadata)
+            .with_compression(request.compression)
             .with_protocol(request.protocol);
         if let Some(peer) = request.peer {
             ctx = ctx.with_peer(peer);
@@ -445,6 +452,8 @@ async fn run(
         body,
         attachment: ctx.take_response_attachment(),
         metadata: ctx.take_response_metadata(),
+        trailers: ctx.take_response_trailers(),
+        compression: ctx.response_compression(),
         stream,
         span,
     }

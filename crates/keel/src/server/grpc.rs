@@ -166,7 +166,7 @@ async fn stream(
         Ok(head) => head,
         Err(status) => {
             shared.dispatcher.count_protocol_error();
-            let _ = respond.send_response(trailers_only(&status), true);
+            let _ = respond.send_response(trailers_only(&status, &[]), true);
             return;
         }
     };
@@ -178,6 +178,7 @@ async fn stream(
         stream: None,
         attachment: Bytes::new(),
         metadata: wire::metadata_from(headers),
+        compression: head.encoding.unwrap_or(Compression::None),
         peer: Some(peer),
         log_id: 0,
         deadline: head.deadline,
@@ -200,11 +201,13 @@ async fn stream(
         };
         let Answer {
             result,
-            metadata,
+            mut metadata,
+            trailers,
             stream,
             mut span,
             ..
         } = answer;
+        metadata.extend_from(&trailers);
         if let Some(stream) = stream {
             stream.finish(&result, &metadata);
         }
@@ -231,7 +234,7 @@ async fn stream(
     let mut running = match started {
         Ok(running) => running,
         Err(status) => {
-            let _ = respond.send_response(trailers_only(&status), true);
+            let _ = respond.send_response(trailers_only(&status, &[]), true);
             return;
         }
     };
@@ -240,7 +243,8 @@ async fn stream(
         answer = &mut running => answer,
         _ = std::future::poll_fn(|cx| respond.poll_reset(cx)) => return,
     };
-    send_answer(respond, answer, head.compress);
+    let compress = response_compression(answer.compression, head.compress, headers);
+    send_answer(respond, answer, compress);
 }
 
 /// Checks a stream's headers and reads what they say about the call.
@@ -301,18 +305,41 @@ fn route(path: &str) -> Result<(&str, &str), Status> {
         .ok_or_else(|| Status::unimplemented(format!("{path:?} is not a gRPC method path")))
 }
 
-/// Headers of a trailers-only response carrying `status`.
-fn trailers_only(status: &Status) -> Response<()> {
+/// Headers of a trailers-only response carrying `status`, and whatever
+/// response metadata the handler set (gRPC servers send it with failures
+/// too; metadata that cannot be sent is left out).
+fn trailers_only(status: &Status, metadata: &[&Metadata]) -> Response<()> {
     let mut response = Response::new(());
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, wire::CONTENT_TYPE);
     headers.insert(wire::GRPC_ACCEPT_ENCODING, wire::ACCEPT_ENCODING);
+    for metadata in metadata {
+        let mut extra = HeaderMap::new();
+        if wire::metadata_into(metadata, &mut extra, Code::EINTERNAL).is_ok() {
+            headers.extend(extra);
+        }
+    }
     wire::status_into(status, headers);
     response
 }
 
-/// Writes the call's answer: headers, the message and trailers, or a
-/// trailers-only response when it failed.
+/// How an answer is compressed: as the handler chose when the client takes
+/// it, else `default` (like the request).
+fn response_compression(
+    chosen: Option<Compression>,
+    default: Option<Compression>,
+    request: &HeaderMap,
+) -> Option<Compression> {
+    match chosen {
+        Some(Compression::None) => None,
+        Some(kind) if wire::accepts(request, kind) => Some(kind),
+        _ => default,
+    }
+}
+
+/// Writes the call's answer: headers (with the response metadata), the
+/// message and trailers (status and trailing metadata), or a trailers-only
+/// response when it failed.
 fn send_answer(
     mut respond: SendResponse<Bytes>,
     mut answer: Answer,
@@ -324,8 +351,10 @@ fn send_answer(
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, wire::CONTENT_TYPE);
     headers.insert(wire::GRPC_ACCEPT_ENCODING, wire::ACCEPT_ENCODING);
+    let mut trailers = HeaderMap::new();
     let framed = result.and_then(|()| {
         wire::metadata_into(&answer.metadata, headers, Code::EINTERNAL)?;
+        wire::metadata_into(&answer.trailers, &mut trailers, Code::EINTERNAL)?;
         if let Some(name) = compress.and_then(wire::encoding_name) {
             headers.insert(wire::GRPC_ENCODING, name);
         }
@@ -334,7 +363,8 @@ fn send_answer(
     let message = match framed {
         Ok(message) => message,
         Err(status) => {
-            let _ = respond.send_response(trailers_only(&status), true);
+            let metadata = [&answer.metadata, &answer.trailers];
+            let _ = respond.send_response(trailers_only(&status, &metadata), true);
             answer.finish_span();
             return;
         }
@@ -343,7 +373,6 @@ fn send_answer(
         return;
     };
     let _ = send.send_data(message, false);
-    let mut trailers = HeaderMap::with_capacity(1);
     trailers.insert(wire::GRPC_STATUS, HeaderValue::from_static("0"));
     let _ = send.send_trailers(trailers);
     answer.finish_span();

@@ -56,6 +56,7 @@ impl InProcess {
             stream: None,
             attachment: options.attachment.clone(),
             metadata: options.metadata.clone(),
+            compression: crate::compression::Compression::None,
             peer: None,
             log_id: options.log_id,
             deadline: call.deadline,
@@ -67,10 +68,12 @@ impl InProcess {
         let mut answer = running.await;
         answer.finish_span();
         answer.result?;
+        let mut metadata = answer.metadata;
+        metadata.extend_from(&answer.trailers);
         Ok(Reply {
             payload: answer.body.freeze(),
             attachment: answer.attachment,
-            metadata: answer.metadata,
+            metadata,
         })
     }
 }
