@@ -728,15 +728,7 @@ impl Clients {
         connections: usize,
     ) -> Result<Clients, String> {
         match framework {
-            Framework::Keel => {
-                let mut clients = Vec::with_capacity(connections);
-                for _ in 0..connections {
-                    let channel =
-                        keel::Channel::new(&addr.to_string()).map_err(|e| e.to_string())?;
-                    clients.push(keel_examples::example::EchoServiceClient::new(&channel));
-                }
-                Ok(Clients::Keel(clients))
-            }
+            Framework::Keel => Clients::keel(&addr.to_string(), connections),
             Framework::Tonic => {
                 let mut clients = Vec::with_capacity(connections);
                 for _ in 0..connections {
@@ -745,6 +737,18 @@ impl Clients {
                 Ok(Clients::Tonic(clients))
             }
         }
+    }
+
+    /// `connections` Keel channels to `url` (`host:port` for baidu_std,
+    /// `grpc://host:port` for gRPC), each its own connection, opened on its
+    /// first call.
+    pub(crate) fn keel(url: &str, connections: usize) -> Result<Clients, String> {
+        let mut clients = Vec::with_capacity(connections);
+        for _ in 0..connections {
+            let channel = keel::Channel::new(url).map_err(|e| format!("{url}: {e}"))?;
+            clients.push(keel_examples::example::EchoServiceClient::new(&channel));
+        }
+        Ok(Clients::Keel(clients))
     }
 
     /// Spawns `per_connection` load tasks on each connection, waiting for
@@ -811,12 +815,12 @@ pub(crate) struct Scenario {
 }
 
 impl Scenario {
-    fn name(&self) -> String {
+    pub(crate) fn name(&self) -> String {
         format!("{}x{}", self.connections, self.per_connection)
     }
 }
 
-const SCENARIOS: [Scenario; 4] = [
+pub(crate) const SCENARIOS: [Scenario; 4] = [
     Scenario {
         connections: 1,
         per_connection: 1,
@@ -1042,8 +1046,10 @@ fn keel_idle_bytes(server: &mut ServerProcess, n: usize) -> Result<f64, String> 
     Ok((after as f64 - before as f64) / n as f64)
 }
 
-/// Server heap per idle tonic connection (one channel each), in bytes.
-fn tonic_idle_bytes(
+/// Server heap per idle gRPC connection, in bytes: `n` tonic channels (one
+/// HTTP/2 connection each) that each made one echo call. Any gRPC server
+/// will do: `echo` measures tonic's, `grpc` Keel's and tonic's.
+pub(crate) fn grpc_idle_bytes(
     rt: &tokio::runtime::Runtime,
     server: &mut ServerProcess,
     n: usize,
@@ -1062,11 +1068,11 @@ fn tonic_idle_bytes(
         Ok::<_, String>(channel)
     };
     let bound = IDLE_CALL_TIMEOUT * 2 + Duration::from_millis(20) * n as u32;
-    // Warm-up, as for Keel.
+    // Warm-up: the server's one-time structures, then that connection closes.
     rt.block_on(async {
         tokio::time::timeout(IDLE_CALL_TIMEOUT, one_call(request.clone()))
             .await
-            .map_err(|_| "tonic's warm-up call timed out".to_string())?
+            .map_err(|_| "the warm-up call timed out".to_string())?
             .map(drop)
     })?;
     let before = server.settled_live_bytes()?;
@@ -1128,7 +1134,7 @@ fn run(opts: &Options) -> Result<String, String> {
         servers[0].addr, servers[1].addr
     );
     let keel_idle = keel_idle_bytes(&mut servers[0], IDLE_CONNECTIONS)?;
-    let tonic_idle = tonic_idle_bytes(&rt, &mut servers[1], IDLE_CONNECTIONS)?;
+    let tonic_idle = grpc_idle_bytes(&rt, &mut servers[1], IDLE_CONNECTIONS)?;
 
     eprintln!(
         "keel-bench echo: {} scenarios x {} rounds x 2 frameworks x {:.1} s",

@@ -9,6 +9,8 @@
 //! cargo run --release -p keel-bench -- pool --quick    # smoke run, a few s
 //! cargo run --release -p keel-bench -- echo            # Keel vs tonic, ~80 s
 //! cargo run --release -p keel-bench -- echo --quick    # smoke run, ~15 s
+//! cargo run --release -p keel-bench -- grpc            # Keel vs tonic over gRPC, ~90 s
+//! cargo run --release -p keel-bench -- grpc --quick    # smoke run, ~20 s
 //! cargo run --release -p keel-bench -- rpcz            # span cost + echo QPS vs sampling, ~35 s
 //! cargo run --release -p keel-bench -- lb              # load balancer pick cost, ~5 s
 //! cargo run --release -p keel-bench -- cluster         # echo through cluster channels vs a plain one, ~45 s
@@ -35,6 +37,7 @@ use keel_alloc::CountingAlloc;
 mod args;
 mod cluster;
 mod echo;
+mod grpc;
 mod lb;
 mod pool;
 mod rpcz;
@@ -72,6 +75,12 @@ const SUBCOMMANDS: &[Subcommand] = &[
         name: "echo",
         summary: "echo RPC over loopback: Keel (baidu_std) vs tonic (gRPC), QPS, latency, CPU, allocations",
         run: echo::main,
+        listed: true,
+    },
+    Subcommand {
+        name: "grpc",
+        summary: "echo RPC over gRPC: Keel vs tonic servers and clients, QPS, allocations, idle heap",
+        run: grpc::main,
         listed: true,
     },
     Subcommand {
