@@ -125,37 +125,71 @@ pub fn parse_timeout(value: &str) -> Option<Duration> {
     })
 }
 
-/// Writes `timeout` as a `grpc-timeout` value (at most 8 digits), in the
-/// finest unit that fits, rounding up so the server never sees a shorter
-/// deadline than the caller's.
+/// The longest `grpc-timeout` value: 8 digits and a unit.
+pub const TIMEOUT_MAX_LEN: usize = 9;
+
+/// Writes `timeout` as a `grpc-timeout` value (at most 8 digits), rounded
+/// up so the server never sees a shorter deadline than the caller's: in
+/// milliseconds from one millisecond on (so calls with the same timeout
+/// send the same value, which a client can keep and reuse), in the finest
+/// unit that fits below that and above 27 hours.
 ///
 /// ```
 /// use std::time::Duration;
 /// use keel_wire::grpc::format_timeout;
-/// assert_eq!(format_timeout(Duration::from_millis(250)), "250000u");
+/// assert_eq!(format_timeout(Duration::from_millis(250)), "250m");
+/// assert_eq!(format_timeout(Duration::from_micros(249_990)), "250m");
+/// assert_eq!(format_timeout(Duration::from_micros(250)), "250u");
 /// assert_eq!(format_timeout(Duration::from_secs(200_000)), "200000S");
 /// assert_eq!(format_timeout(Duration::from_secs(200_000_000)), "3333334M");
 /// ```
 pub fn format_timeout(timeout: Duration) -> String {
+    let mut buf = [0; TIMEOUT_MAX_LEN];
+    let len = write_timeout(timeout, &mut buf);
+    String::from_utf8_lossy(&buf[..len]).into_owned()
+}
+
+/// [`format_timeout`] into `buf`, with no allocation: returns the length
+/// written.
+pub fn write_timeout(timeout: Duration, buf: &mut [u8; TIMEOUT_MAX_LEN]) -> usize {
     const MAX: u128 = 99_999_999;
     let nanos = timeout.as_nanos();
-    let units: [(u128, char); 6] = [
-        (1, 'n'),
-        (1_000, 'u'),
-        (1_000_000, 'm'),
-        (1_000_000_000, 'S'),
-        (60_000_000_000, 'M'),
-        (3_600_000_000_000, 'H'),
+    let units: [(u128, u8); 6] = [
+        (1, b'n'),
+        (1_000, b'u'),
+        (1_000_000, b'm'),
+        (1_000_000_000, b'S'),
+        (60_000_000_000, b'M'),
+        (3_600_000_000_000, b'H'),
     ];
-    // The finest unit whose count fits in 8 digits; microseconds at best,
-    // as grpc-go writes them (nanoseconds only for sub-microsecond ones).
-    for (per, unit) in units {
-        let count = nanos.div_ceil(per);
-        if count <= MAX && (per >= 1_000 || nanos < 1_000) {
-            return format!("{count}{unit}");
+    // The finest unit whose count fits in 8 digits, but never finer than a
+    // millisecond for a timeout of a millisecond or more (nor than a
+    // microsecond for one of a microsecond or more).
+    let (count, unit) = units
+        .into_iter()
+        .map(|(per, unit)| (nanos.div_ceil(per), per, unit))
+        .find(|&(count, per, _)| {
+            count <= MAX
+                && (per >= 1_000_000 || nanos < 1_000_000)
+                && (per >= 1_000 || nanos < 1_000)
+        })
+        .map_or((MAX, b'H'), |(count, _, unit)| (count, unit));
+    let mut digits = [0u8; 8];
+    let mut n = count;
+    let mut len = 0;
+    loop {
+        digits[len] = b'0' + (n % 10) as u8;
+        len += 1;
+        n /= 10;
+        if n == 0 {
+            break;
         }
     }
-    format!("{MAX}H")
+    for (i, d) in digits[..len].iter().rev().enumerate() {
+        buf[i] = *d;
+    }
+    buf[len] = unit;
+    len + 1
 }
 
 /// Whether `b` travels unescaped in `grpc-message`: printable ASCII except

@@ -21,6 +21,7 @@
 //! Graceful shutdown sends GOAWAY: streams in flight finish, new ones are
 //! refused by the client, and the connection closes when the last ends.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +31,7 @@ use h2::RecvStream;
 use h2::server::SendResponse;
 use http::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
 use http::{Request as HttpRequest, Response, StatusCode};
+use keel_pool::FutureBox;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -124,7 +126,17 @@ pub(crate) async fn serve<T>(
             }
             accepted = conn.accept() => match accepted {
                 Some(Ok((request, respond))) => {
-                    streams.spawn(stream(request, respond, peer, shared.clone()));
+                    // First poll inline, as baidu_std does: a unary call
+                    // whose message came with its headers and whose handler
+                    // does not wait is answered here, with no task and no
+                    // wakeup. Its future lives in a pooled block; one that
+                    // waits becomes a task (polled again at once with a
+                    // real waker).
+                    let mut call = FutureBox::new(stream(request, respond, peer, shared.clone()));
+                    let noop = &mut std::task::Context::from_waker(std::task::Waker::noop());
+                    if std::pin::Pin::new(&mut call).poll(noop).is_pending() {
+                        streams.spawn(call);
+                    }
                 }
                 // Closed by the client, by an error, or drained.
                 Some(Err(_)) | None => break,

@@ -43,6 +43,9 @@ pub struct Grpc {
     sender: Mutex<Option<(SendRequest<Bytes>, Option<std::net::SocketAddr>)>>,
     connect_lock: tokio::sync::Mutex<()>,
     pending: AtomicUsize,
+    /// The last `grpc-timeout` sent: calls with the same timeout reuse it
+    /// rather than allocate a header value each.
+    last_timeout: Mutex<Option<HeaderValue>>,
 }
 
 impl std::fmt::Debug for Grpc {
@@ -72,6 +75,7 @@ impl Grpc {
             sender: Mutex::new(None),
             connect_lock: tokio::sync::Mutex::new(()),
             pending: AtomicUsize::new(0),
+            last_timeout: Mutex::new(None),
         }
     }
 
@@ -265,8 +269,19 @@ impl Grpc {
         headers.insert(wire::GRPC_ACCEPT_ENCODING, wire::ACCEPT_ENCODING);
         if let Some(deadline) = call.deadline {
             let left = deadline.saturating_duration_since(Instant::now());
-            let text = keel_wire::grpc::format_timeout(left);
-            if let Ok(value) = HeaderValue::from_str(&text) {
+            let mut text = [0; keel_wire::grpc::TIMEOUT_MAX_LEN];
+            let len = keel_wire::grpc::write_timeout(left, &mut text);
+            let mut last = self
+                .last_timeout
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let value = match &*last {
+                Some(value) if value.as_bytes() == &text[..len] => Some(value.clone()),
+                _ => HeaderValue::from_bytes(&text[..len]).ok(),
+            };
+            if let Some(value) = value {
+                *last = Some(value.clone());
+                drop(last);
                 headers.insert(wire::GRPC_TIMEOUT, value);
             }
         }
