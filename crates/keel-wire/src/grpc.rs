@@ -241,6 +241,54 @@ pub fn decode_message(value: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Encodes `bytes` in standard base64 without padding, as gRPC writes
+/// `-bin` header values.
+///
+/// ```
+/// use keel_wire::grpc::{base64_decode, base64_encode};
+/// assert_eq!(base64_encode(b"hello"), "aGVsbG8");
+/// assert_eq!(base64_decode("aGVsbG8=").as_deref(), Some(&b"hello"[..]));
+/// assert_eq!(base64_decode("aGVsbG8").as_deref(), Some(&b"hello"[..]));
+/// assert_eq!(base64_decode("a$"), None);
+/// ```
+pub fn base64_encode(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..=chunk.len() {
+            out.push(char::from(BASE64[(n >> (18 - 6 * i)) as usize & 63]));
+        }
+    }
+    out
+}
+
+/// Decodes standard base64, padded or not (gRPC peers send both); `None`
+/// for anything else.
+pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let text = text.trim_end_matches('=').as_bytes();
+    if text.len() % 4 == 1 {
+        return None;
+    }
+    let value = |c: u8| BASE64.iter().position(|&b| b == c).map(|v| v as u32);
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    for chunk in text.chunks(4) {
+        let mut n = 0;
+        for (i, &c) in chunk.iter().enumerate() {
+            n |= value(c)? << (18 - 6 * i);
+        }
+        let bytes = n.to_be_bytes();
+        out.extend_from_slice(&bytes[1..chunk.len()]);
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,6 +346,18 @@ mod tests {
         for bad in ["", "m", "1", "-1S", "1.5S", "123456789m", "1s"] {
             assert_eq!(parse_timeout(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn base64_round_trips_every_length() {
+        let data: Vec<u8> = (0..=255).collect();
+        for len in 0..40 {
+            let text = base64_encode(&data[..len]);
+            assert!(!text.contains('='));
+            assert_eq!(base64_decode(&text).as_deref(), Some(&data[..len]));
+        }
+        assert_eq!(base64_encode(b"\xff\xfe"), "//4");
+        assert_eq!(base64_decode("A"), None);
     }
 
     #[test]

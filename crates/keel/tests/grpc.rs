@@ -51,6 +51,10 @@ impl EchoService for Echo {
                 format!("failed with {code}: 100% on purpose"),
             ));
         }
+        if req.message == "details" {
+            return Err(Status::failed_precondition("see the details")
+                .with_details(&b"\x08\x09\x12\x0fsee the details"[..]));
+        }
         if req.message == "wait" {
             self.hanging.notify_one();
             self.release.notified().await;
@@ -158,6 +162,10 @@ async fn status_codes_come_back_exactly() {
             format!("failed with {code}: 100% on purpose")
         );
     }
+    // Structured details (grpc-status-details-bin) come through as sent.
+    let err = client.echo(&request("details")).await.expect_err("fails");
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert_eq!(err.details(), b"\x08\x09\x12\x0fsee the details");
     // Unknown service and method: the dispatcher's codes.
     static MISSING: keel::MethodDescriptor = keel::MethodDescriptor {
         service: "example.Nope",

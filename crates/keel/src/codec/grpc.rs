@@ -29,6 +29,8 @@ pub(crate) const GRPC_TIMEOUT: &str = "grpc-timeout";
 /// [`Code::needs_keel_code`]).
 pub(crate) const KEEL_CODE: &str = "keel-code";
 pub(crate) const TRACEPARENT: &str = "traceparent";
+/// A status's structured details, base64 (an encoded `google.rpc.Status`).
+pub(crate) const GRPC_STATUS_DETAILS: &str = "grpc-status-details-bin";
 
 /// Headers that are gRPC's or HTTP's own, never a call's metadata.
 fn reserved(name: &str) -> bool {
@@ -108,6 +110,12 @@ pub(crate) fn status_into(status: &Status, headers: &mut HeaderMap) {
     if code.needs_keel_code() {
         headers.insert(KEEL_CODE, HeaderValue::from(code.value()));
     }
+    if !status.details().is_empty() {
+        let text = keel_wire::grpc::base64_encode(status.details());
+        if let Ok(value) = HeaderValue::from_str(&text) {
+            headers.insert(GRPC_STATUS_DETAILS, value);
+        }
+    }
 }
 
 /// The outcome `headers` (trailers, or the headers of a trailers-only
@@ -131,7 +139,15 @@ pub(crate) fn status_from(headers: &HeaderMap) -> Option<Result<(), Status>> {
         .get(GRPC_MESSAGE)
         .map(|v| keel_wire::grpc::decode_message(&String::from_utf8_lossy(v.as_bytes())))
         .unwrap_or_default();
-    Some(Err(Status::new(Code::from_grpc(grpc, keel_code), message)))
+    let status = Status::new(Code::from_grpc(grpc, keel_code), message);
+    let details = headers
+        .get(GRPC_STATUS_DETAILS)
+        .and_then(|v| v.to_str().ok())
+        .and_then(keel_wire::grpc::base64_decode);
+    Some(Err(match details {
+        Some(details) => status.with_details(details),
+        None => status,
+    }))
 }
 
 /// The compression a `grpc-encoding` value names: `Ok(None)` for none, or
@@ -332,6 +348,7 @@ mod tests {
             Status::not_found("no item 7"),
             Status::new(Code::ERPCTIMEDOUT, "late"),
             Status::new(Code::new(40_001), "out of stock: 50% gone\n"),
+            Status::failed_precondition("see details").with_details(&b"\x08\x09\x12\x03why"[..]),
         ] {
             let mut headers = HeaderMap::new();
             status_into(&status, &mut headers);

@@ -213,12 +213,15 @@ pub struct Status {
     /// reads it (a retry after such a failure costs no retry budget); it is
     /// never sent on the wire and takes no part in equality.
     unwritten: bool,
+    /// Structured details (gRPC's `grpc-status-details-bin`, usually an
+    /// encoded `google.rpc.Status`); boxed, as most failures carry none.
+    details: Option<Box<bytes::Bytes>>,
 }
 
-/// Code and message: two statuses that read the same are equal.
+/// Code, message and details: two statuses that read the same are equal.
 impl PartialEq for Status {
     fn eq(&self, other: &Status) -> bool {
-        self.code == other.code && self.message == other.message
+        self.code == other.code && self.message == other.message && self.details == other.details
     }
 }
 
@@ -235,6 +238,7 @@ impl Status {
             code,
             message: message.into(),
             unwritten: false,
+            details: None,
         }
     }
 
@@ -249,6 +253,22 @@ impl Status {
     /// of its request, so no handler can have run it.
     pub(crate) fn request_unwritten(&self) -> bool {
         self.unwritten
+    }
+
+    /// This status with structured `details` attached: gRPC carries them
+    /// in `grpc-status-details-bin` (an encoded `google.rpc.Status`, by
+    /// convention), both ways and through Keel unchanged; baidu_std has no
+    /// place for them and drops them.
+    #[must_use]
+    pub fn with_details(mut self, details: impl Into<bytes::Bytes>) -> Status {
+        let details = details.into();
+        self.details = (!details.is_empty()).then(|| Box::new(details));
+        self
+    }
+
+    /// The structured details (empty when there are none).
+    pub fn details(&self) -> &[u8] {
+        self.details.as_deref().map_or(&[], |d| &d[..])
     }
 
     /// The error code.
@@ -321,10 +341,14 @@ impl fmt::Display for Status {
 
 impl fmt::Debug for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Status")
+        let mut debug = f.debug_struct("Status");
+        debug
             .field("code", &self.code)
-            .field("message", &self.message)
-            .finish()
+            .field("message", &self.message);
+        if let Some(details) = &self.details {
+            debug.field("details_len", &details.len());
+        }
+        debug.finish()
     }
 }
 
