@@ -56,6 +56,41 @@ pub(crate) struct Incoming {
     /// A client's handle on the stream's sending half: reading that stops
     /// early (dropped, past the deadline) resets the stream with it.
     canceller: Option<SharedSend>,
+    /// A caller's statistics and span, finished when the stream ends.
+    record: Option<StreamRecord>,
+}
+
+/// A caller's stream as its channel records a call: counted in its
+/// method's statistics and traced by its client span, both finished once,
+/// when the stream ends however it ends (a dropped stream counts as a
+/// failure, `ECANCELED`).
+pub(crate) struct StreamRecord {
+    stats: Arc<crate::metrics::MethodStats>,
+    started: Instant,
+    span: crate::rpcz::SpanHandle,
+}
+
+impl StreamRecord {
+    pub(crate) fn new(
+        stats: Arc<crate::metrics::MethodStats>,
+        span: crate::rpcz::SpanHandle,
+    ) -> StreamRecord {
+        stats.start();
+        StreamRecord {
+            stats,
+            started: Instant::now(),
+            span,
+        }
+    }
+
+    /// Records the stream's end: `failure` is its error, if it failed.
+    pub(crate) fn finish(self, failure: Option<Code>) {
+        self.stats.finish(self.started.elapsed(), failure.is_some());
+        if self.span.is_sampled() {
+            self.span.mark(crate::rpcz::Mark::ResponseReceived);
+            self.span.finish(failure.map_or(0, Code::value));
+        }
+    }
 }
 
 enum IncomingState {
@@ -119,7 +154,13 @@ impl Incoming {
             headers: Metadata::new(),
             trailers: Metadata::new(),
             canceller: None,
+            record: None,
         }
+    }
+
+    /// Records this caller's stream in its channel's statistics and span.
+    pub(crate) fn set_record(&mut self, record: StreamRecord) {
+        self.record = Some(record);
     }
 
     /// The next message, `Ok(None)` once the stream ended cleanly, or why
@@ -145,6 +186,9 @@ impl Incoming {
     /// Ends the stream's reading: dropping the body (with the response
     /// future) gives its unread window back to the connection.
     fn end(&mut self, result: Result<(), Status>) {
+        if let Some(record) = self.record.take() {
+            record.finish(result.as_ref().err().map(Status::code));
+        }
         self.state = IncomingState::Done(result);
         self.buf = BytesMut::new();
     }

@@ -107,6 +107,15 @@ impl Counter for Service {
     }
 }
 
+/// (calls, errors) of `method` in `channel`'s statistics.
+fn stats_of(channel: &Channel, method: &str) -> (u64, u64) {
+    channel
+        .method_stats()
+        .iter()
+        .find(|s| s.method.method == method)
+        .map_or((0, 0), |s| (s.calls, s.errors))
+}
+
 async fn serve() -> (Server, Gauges, CounterClient) {
     let gauges = Gauges::default();
     let server = Server::builder()
@@ -178,6 +187,9 @@ async fn a_status_after_messages_reaches_the_caller() {
     };
     let mut empty = client.count(&none).await.expect("opened");
     assert_eq!(empty.message().await.expect("clean end"), None);
+    // Streams count in the channel's statistics like calls: two streams,
+    // the first of them failed.
+    assert_eq!(stats_of(client.client().channel(), "Count"), (2, 1));
 }
 
 #[tokio::test]

@@ -464,7 +464,7 @@ impl Channel {
         }
         let timeout = options.timeout.or(core.default_timeout);
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        let span = crate::rpcz::SpanHandle::none();
+        let span = crate::rpcz::client_span(method.path);
         let no_request = crate::codec::RawPayload::default();
         let call = Call {
             method,
@@ -474,7 +474,18 @@ impl Channel {
             span: &span,
         };
         let max_retry = options.max_retry.unwrap_or(core.max_retry);
-        core.route.open_stream(&call, max_retry).await
+        let opened = core.route.open_stream(&call, max_retry).await;
+        let record = crate::streaming::StreamRecord::new(core.methods.entry(method), span);
+        match opened {
+            Ok((outgoing, mut incoming)) => {
+                incoming.set_record(record);
+                Ok((outgoing, incoming))
+            }
+            Err(status) => {
+                record.finish(Some(status.code()));
+                Err(status)
+            }
+        }
     }
 
     /// Per-method counters of this channel, one entry per method called
