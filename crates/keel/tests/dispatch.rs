@@ -122,6 +122,7 @@ impl PanicsInCall {
 static ECHO_ONLY: ServiceDescriptor = ServiceDescriptor {
     name: "example.EchoService",
     methods: &[&ECHO],
+    files: &[],
 };
 
 impl Service for PanicsInCall {
