@@ -83,6 +83,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod builtin;
 pub mod channel;
 pub mod client;
 pub mod cluster;
