@@ -44,7 +44,7 @@ pub mod reflection {
     }
 
     /// Package `grpc.reflection.v1alpha`: the same messages as
-    /// [`v1`](super::v1), under the package most tools still ask for.
+    /// [`v1`], under the package most tools still ask for.
     #[allow(missing_docs)] // generated; see gRPC's reflection.proto
     pub mod v1alpha {
         crate::include_proto!("grpc.reflection.v1alpha");
