@@ -134,6 +134,21 @@ async fn check_answers_for_the_server_its_services_and_unknown_ones() {
 }
 
 #[tokio::test]
+async fn check_answers_over_baidu_std_too() {
+    let (server, _) = server().await;
+    let channel = Channel::new(&server.local_addr().to_string()).expect("an address");
+    let health = HealthClient::new(&channel);
+    let reply = health.check(&check_request("")).await.expect("check");
+    assert_eq!(reply.status(), Wire::Serving);
+    let err = health
+        .check(&check_request("example.Nope"))
+        .await
+        .expect_err("unknown service");
+    assert_eq!(err.code(), Code::NotFound, "{err}");
+    server.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
 async fn watch_follows_the_reporter() {
     let (server, channel) = server().await;
     let health = HealthClient::new(&channel);

@@ -20,6 +20,11 @@
 //! `NOT_SERVING` and later changes are ignored. Keel then also ends each
 //! `Watch` stream (after sending `NOT_SERVING`), so that watchers do not
 //! hold the graceful shutdown until its deadline.
+//!
+//! A `Watch` stream is a call in flight for as long as it is open: it holds
+//! a place under the server's concurrency limits
+//! ([`max_concurrency`](crate::server::ServerBuilder::max_concurrency)) as
+//! any streaming call does.
 
 use std::collections::HashMap;
 use std::fmt;
