@@ -172,7 +172,11 @@ impl Builder {
         self.check(&fds.file, includes)?;
         // prost-build generates the files in this order, so `finalize`
         // meets them in it too.
-        let generator = self.generator.clone().required_fields(&fds.file);
+        let generator = self
+            .generator
+            .clone()
+            .required_fields(&fds.file)
+            .file_descriptors(&fds.file);
         self.prost
             .out_dir(out_dir)
             .service_generator(Box::new(generator))
@@ -191,7 +195,11 @@ impl Builder {
         self.emit_rerun_if_changed = false;
         let fds = self.load(protos, includes)?.file_descriptor_set();
         self.check(&fds.file, includes)?;
-        let generator = self.generator.clone().required_fields(&fds.file);
+        let generator = self
+            .generator
+            .clone()
+            .required_fields(&fds.file)
+            .file_descriptors(&fds.file);
         let requests: Vec<_> = fds
             .file
             .into_iter()
@@ -621,8 +629,72 @@ mod tests {
                 "kind: ::keel::MethodKind::Unary",
                 "pub static SERVICE: ::keel::ServiceDescriptor",
                 "methods: &[&ECHO]",
+                "files: &[&super::__keel_files::ECHO_PROTO]",
             ],
         );
+    }
+
+    #[test]
+    fn service_descriptors_embed_their_files_once_per_package() {
+        use protox::prost::Message as _;
+        use protox::prost_reflect::prost_types::FileDescriptorProto;
+
+        /// The bytes of static `name` in `code`, unescaped.
+        fn embedded(code: &str, name: &str) -> Vec<u8> {
+            let start = code
+                .find(&format!("static {name}: [u8; "))
+                .unwrap_or_else(|| panic!("no static {name} in:\n{code}"));
+            let literal = &code[start..];
+            let literal = &literal[literal.find("*b\"").expect("a byte string") + 3..];
+            let mut bytes = Vec::new();
+            let mut chars = literal.chars();
+            while let Some(c) = chars.next() {
+                match c {
+                    '"' => return bytes,
+                    '\\' => match chars.next() {
+                        Some('x') => {
+                            let hex: String = chars.by_ref().take(2).collect();
+                            bytes.push(u8::from_str_radix(&hex, 16).expect("hex escape"));
+                        }
+                        Some(other) => bytes.push(other as u8),
+                        None => break,
+                    },
+                    c => bytes.push(c as u8),
+                }
+            }
+            panic!("unterminated literal")
+        }
+
+        // Two services in one file: one static, referred to by both.
+        let shop = generate_one("shop.proto");
+        let code = &shop.code;
+        assert_eq!(code.matches("mod __keel_files").count(), 1, "{code}");
+        assert_eq!(code.matches("static SHOP_PROTO: [u8; ").count(), 1);
+        assert_eq!(
+            code.matches("files: &[&super::__keel_files::SHOP_PROTO]")
+                .count(),
+            2
+        );
+        let file = FileDescriptorProto::decode(&embedded(code, "SHOP_PROTO")[..])
+            .expect("a FileDescriptorProto");
+        assert_eq!(file.name(), "shop.proto");
+        assert_eq!(file.package(), "keel.shop");
+        assert_eq!(file.service.len(), 2);
+        assert!(file.source_code_info.is_none(), "source info is stripped");
+
+        // A service's imports follow its file, even from another package;
+        // a package without services embeds nothing.
+        let files = generate_all(&["required.proto"]);
+        let (dep, code) = (&files[0].code, &files[1].code);
+        assert!(!dep.contains("__keel_files"), "{dep}");
+        assert_contains_squashed(
+            code,
+            &["files: &[&super::__keel_files::REQUIRED_PROTO, \
+               &super::__keel_files::REQUIRED_DEP_PROTO]"],
+        );
+        let imported = FileDescriptorProto::decode(&embedded(code, "REQUIRED_DEP_PROTO")[..])
+            .expect("a FileDescriptorProto");
+        assert_eq!(imported.package(), "required.dep");
     }
 
     #[test]

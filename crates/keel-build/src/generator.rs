@@ -6,6 +6,7 @@
 //! The text is emitted as plain Rust and formatted by prost-build afterwards
 //! (prettyplease), so the templates below favour clarity over layout.
 
+use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::rc::Rc;
 
@@ -13,6 +14,7 @@ use heck::{ToShoutySnakeCase, ToSnakeCase, ToUpperCamelCase};
 use prost_build::{Method, Service};
 use protox::prost_reflect::prost_types::FileDescriptorProto;
 
+use crate::files::FilePlan;
 use crate::required::RequiredPlan;
 
 /// Generates Keel server traits, clients and descriptors for protobuf
@@ -32,12 +34,21 @@ use crate::required::RequiredPlan;
 /// the descriptors with [`required_fields`](Self::required_fields)
 /// ([`Builder`](crate::Builder) does this); without them every call site
 /// passes `None` and required fields are not checked.
+///
+/// Likewise, service descriptors list their `.proto` files (for server
+/// reflection) only when the generator was given them with
+/// [`file_descriptors`](Self::file_descriptors); without them
+/// `ServiceDescriptor::files` is empty.
 #[derive(Debug, Clone)]
 pub struct ServiceGenerator {
     runtime: String,
     server: bool,
     client: bool,
     required: Option<Rc<RequiredPlan>>,
+    files: Option<Rc<FilePlan>>,
+    /// Per package: the files its services' descriptors refer to, emitted
+    /// once per package module by `finalize_package`.
+    package_files: HashMap<String, BTreeSet<usize>>,
     /// Files finalized so far: prost-build calls `finalize` once per file,
     /// in the order of its requests.
     files_done: usize,
@@ -57,6 +68,8 @@ impl ServiceGenerator {
             server: true,
             client: true,
             required: None,
+            files: None,
+            package_files: HashMap::new(),
             files_done: 0,
         }
     }
@@ -105,12 +118,37 @@ impl ServiceGenerator {
         self.files_done = 0;
         self
     }
+
+    /// Embeds `files` for server reflection: each service descriptor's
+    /// `files` lists the serialized `FileDescriptorProto` of the file
+    /// declaring the service, then those of its imports, transitively (source
+    /// info stripped). Each package module holds one byte string per file its
+    /// services need, whatever the number of services.
+    ///
+    /// `files` must hold every import of the files given to prost-build (as
+    /// protox's `include_imports` gives them).
+    pub fn file_descriptors(mut self, files: &[FileDescriptorProto]) -> Self {
+        self.files = Some(Rc::new(FilePlan::new(files)));
+        self.package_files.clear();
+        self
+    }
 }
 
 impl prost_build::ServiceGenerator for ServiceGenerator {
     fn generate(&mut self, service: Service, buf: &mut String) {
+        let files = match &self.files {
+            Some(plan) => {
+                let indexes = plan.service_files(&service.package, &service.proto_name);
+                self.package_files
+                    .entry(service.package.clone())
+                    .or_default()
+                    .extend(indexes.iter().copied());
+                plan.files_expr(&indexes)
+            }
+            None => "&[]".to_owned(),
+        };
         let service = ServiceModel::new(&service, &self.runtime, self.required.as_deref());
-        service.write_descriptors(buf);
+        service.write_descriptors(buf, &files);
         if self.server {
             service.write_server(buf);
         }
@@ -131,6 +169,14 @@ impl prost_build::ServiceGenerator for ServiceGenerator {
             .and_then(|plan| plan.package_code_after_file(index, buf, &self.runtime))
         {
             buf.push_str(&code);
+        }
+    }
+
+    fn finalize_package(&mut self, package: &str, buf: &mut String) {
+        if let (Some(plan), Some(indexes)) = (&self.files, self.package_files.get(package)) {
+            if !indexes.is_empty() {
+                buf.push_str(&plan.module_code(indexes));
+            }
         }
     }
 }
@@ -195,7 +241,9 @@ impl<'a> ServiceModel<'a> {
         }
     }
 
-    fn write_descriptors(&self, buf: &mut String) {
+    /// The descriptor module; `files` is the expression for the service
+    /// descriptor's `files`.
+    fn write_descriptors(&self, buf: &mut String, files: &str) {
         let ServiceModel {
             rt,
             full_name,
@@ -235,6 +283,7 @@ impl<'a> ServiceModel<'a> {
              pub static {SERVICE_STATIC}: {rt}::ServiceDescriptor = {rt}::ServiceDescriptor {{\n\
              name: \"{full_name}\",\n\
              methods: &[{}],\n\
+             files: {files},\n\
              }};\n\
              }}",
             list.iter()

@@ -12,6 +12,9 @@
 //!                                                   ──► per package, if it uses proto2 `required`:
 //!                                                      mod __keel_required { static ..: RequiredSchema }
 //!                                                      impl keel::codec::RequiredFields for Msg
+//!                                                   ──► per package with services:
+//!                                                      mod __keel_files { static FOO_PROTO: [u8; N] }
+//!                                                      (the .proto files, for server reflection)
 //!
 //!   Before prost-build runs, the FileDescriptorSet is checked: unsupported
 //!   elements and name clashes are errors (see "Errors, not surprises").
@@ -76,6 +79,13 @@
 //! (EREQUEST / ERESPONSE when one is missing). Types that need no check —
 //! all of proto3 — get no code, and their call sites pass `None`.
 //!
+//! Each service descriptor also carries its `.proto` file and that file's
+//! imports, transitively, as serialized `FileDescriptorProto`s
+//! (`ServiceDescriptor::files`), so a Keel server answers gRPC server
+//! reflection (grpcurl, `keel call`) with no file on disk. A file's bytes
+//! are one `static` byte string per package module that needs them, shared
+//! by the package's services; source info (comments) is left out.
+//!
 //! The generated code follows Keel's memory rules: method and service
 //! descriptors are `static`s (built once per process, identified by address),
 //! `FooClient::new(&channel)` is an `Arc` clone and `with_options` moves a
@@ -119,6 +129,7 @@
 mod builder;
 mod check;
 mod error;
+mod files;
 mod generator;
 mod required;
 mod suggest;

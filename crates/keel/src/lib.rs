@@ -36,6 +36,11 @@
 //!   same however a call arrives. Errors are [`Status`]: brpc's error codes
 //!   (or any application `i32`) plus a message.
 //!
+//! Every [`Server`] also serves gRPC health checking and server reflection
+//! ([`builtin`]), the latter from the `.proto` files keel-build embeds in
+//! each [`ServiceDescriptor`], so grpcurl-like tools can list and call its
+//! methods.
+//!
 //! Handlers get a [`Context`] (peer, log id, attachment, metadata,
 //! deadline, values interceptors attached) and fill their response in
 //! place; a call allocates nothing on the server in steady state.
@@ -83,6 +88,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod builtin;
 pub mod channel;
 pub mod client;
 pub mod cluster;

@@ -70,6 +70,13 @@ pub struct ServiceDescriptor {
     pub name: &'static str,
     /// The methods; `methods[i].index == i`.
     pub methods: &'static [&'static MethodDescriptor],
+    /// The `.proto` files behind the service, as serialized
+    /// `google.protobuf.FileDescriptorProto`s: the file declaring the
+    /// service first, then every file it imports, transitively, each once.
+    /// keel-build embeds them (without source info); the server's builtin
+    /// reflection service answers from them. Empty for a service written by
+    /// hand, which reflection then lists but cannot describe.
+    pub files: &'static [&'static [u8]],
 }
 
 impl ServiceDescriptor {
@@ -132,6 +139,7 @@ mod tests {
     static SVC: ServiceDescriptor = ServiceDescriptor {
         name: "pkg.Svc",
         methods: &[&A],
+        files: &[],
     };
 
     #[test]

@@ -240,6 +240,7 @@ struct Garbled;
 static GARBLED: ServiceDescriptor = ServiceDescriptor {
     name: "example.EchoService",
     methods: &[&example::echo_service::ECHO],
+    files: &[],
 };
 
 impl Service for Garbled {

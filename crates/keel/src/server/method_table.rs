@@ -66,7 +66,7 @@ struct ServiceRoutes {
 /// # use keel::{Code, Context, ServiceDescriptor};
 /// # use keel::bytes::{Bytes, BytesMut};
 /// # struct Empty;
-/// # static EMPTY: ServiceDescriptor = ServiceDescriptor { name: "demo.Empty", methods: &[] };
+/// # static EMPTY: ServiceDescriptor = ServiceDescriptor { name: "demo.Empty", methods: &[], files: &[] };
 /// # impl Service for Empty {
 /// #     fn descriptor(&self) -> &'static ServiceDescriptor { &EMPTY }
 /// #     fn call<'a>(&'a self, m: usize, _: &'a Context, _: Bytes, _: &'a mut BytesMut)
@@ -238,14 +238,17 @@ mod tests {
     static STORE: ServiceDescriptor = ServiceDescriptor {
         name: "t.Store",
         methods: &[&GET, &PUT],
+        files: &[],
     };
     static STORE_BAD_PATH: ServiceDescriptor = ServiceDescriptor {
         name: "t.Store",
         methods: &[&GET, &BAD_PATH],
+        files: &[],
     };
     static STORE_BAD_INDEX: ServiceDescriptor = ServiceDescriptor {
         name: "t.Store",
         methods: &[&GET, &BAD_INDEX],
+        files: &[],
     };
 
     struct Fake(&'static ServiceDescriptor);

@@ -6,6 +6,8 @@
 //!
 //! ```text
 //!   builder.rs      Server, ServerBuilder: bind, accept, shut down
+//!   health.rs       builtin grpc.health.v1.Health; HealthReporter
+//!   reflection.rs   builtin grpc.reflection.v1(alpha).ServerReflection
 //!   sniff.rs        a new connection's first bytes pick its protocol
 //!   baidu_std.rs    one connection speaking baidu_std
 //!   grpc.rs         one connection speaking gRPC over HTTP/2 (h2)
@@ -34,13 +36,16 @@ mod baidu_std;
 mod builder;
 pub(crate) mod dispatch;
 mod grpc;
+mod health;
 mod interceptor;
 mod limit;
 mod method_table;
+mod reflection;
 mod service;
 mod sniff;
 
 pub use builder::{Keepalive, Server, ServerBuilder, ServerStats};
+pub use health::{HealthReporter, ServingStatus};
 pub use interceptor::{Authenticator, Interceptor};
 pub use method_table::{MethodTable, MethodTableError, Route};
 pub use service::{CallMessages, MessagePools, Service, ServiceFuture, unknown_method};
