@@ -459,8 +459,12 @@ async fn rolling_restarts_kills_and_short_deadlines_lose_no_call_they_could_have
         t(&chaos_tally.unexcused),
         t(&chaos_tally.calls)
     );
+    // Isolation ends within about a second of the last fault (the
+    // breaker's 1 s maximum isolation and a health check); 5 s leaves room
+    // for a loaded machine and still fails long before the 30 s backoff
+    // that isolation used to reach.
     assert!(
-        back_after <= Duration::from_secs(2),
+        back_after <= Duration::from_secs(5),
         "servers still isolated {back_after:?} after the faults: {:?}",
         invokers_of("chaos-")
     );
