@@ -190,9 +190,11 @@ impl Grpc {
         let _pending = PendingGuard(&self.pending);
         let (response, mut send) = self.start(call).await?;
         call.span.mark(crate::rpcz::Mark::Sent);
-        if let Err(e) = send.send_data(body, true) {
-            return Err(wire::stream_failed(&e));
-        }
+        // A server may answer before it read the request (an unknown
+        // method: a trailers-only response, then RST_STREAM NO_ERROR), so a
+        // failed send is not the call's outcome: the response says what
+        // happened, and fails too if the stream or connection did.
+        let _ = send.send_data(body, true);
         let response = response.await.map_err(|e| {
             if e.is_io() || e.is_go_away() {
                 self.forget();
