@@ -8,7 +8,7 @@
 //! ```text
 //!   one Server on 127.0.0.1:0
 //!     shop.v1.Catalog   GetItem PutItem ListItems(stream) Fail
-//!     shop.v1.Orders    PlaceOrder GetItem Match
+//!     shop.v1.Orders    PlaceOrder GetItem Match Settle
 //!     shop.v2.Catalog   GetItem PutItem
 //!     shop.legacy.Inventory  Reserve            (proto2)
 //!   clients: Channel::new("127.0.0.1:PORT")        baidu_std
@@ -27,6 +27,7 @@ use prost::Message;
 
 use v1::item::{Availability, Dimension, Kind, dimension::Unit};
 use v1::order::{Card, Line, Payment, State};
+use v1::result::Outcome;
 use v1::{Currency, Item, Keywords, Money, Order, Scalars};
 
 /// The two ways a Keel client reaches the server.
@@ -154,6 +155,22 @@ impl v1::Orders for OrdersV1 {
             return Err(Status::invalid_argument("no sku to match"));
         }
         *response = made_up_item(&request.sku, "shop.v1.Orders.Match");
+        Ok(())
+    }
+
+    async fn settle(
+        &self,
+        _ctx: &Context,
+        request: &Order,
+        response: &mut v1::Result,
+    ) -> Result<(), Status> {
+        response.outcome = Some(match request.payment {
+            Some(Payment::Free(())) => Outcome::Failed(v1::Status {
+                code: 402,
+                reason: "nothing to charge".into(),
+            }),
+            _ => Outcome::Charged(total_of(request)),
+        });
         Ok(())
     }
 }
@@ -491,6 +508,17 @@ async fn every_field_kind_round_trips(protocol: Protocol) {
         let placed = orders.place_order(&order).await.expect("PlaceOrder");
         assert_eq!(placed.order.as_ref(), Some(&order), "{protocol:?}");
         assert_eq!(placed.total, Some(money(Currency::Usd, 225, 0)));
+
+        // Messages named `Result` and `Status`.
+        let settled = orders.settle(&order).await.expect("Settle");
+        let expected = match order.payment {
+            Some(Payment::Free(())) => Outcome::Failed(v1::Status {
+                code: 402,
+                reason: "nothing to charge".into(),
+            }),
+            _ => Outcome::Charged(money(Currency::Usd, 225, 0)),
+        };
+        assert_eq!(settled.outcome, Some(expected));
     }
 
     // A method named with a Rust keyword.
