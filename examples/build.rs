@@ -8,6 +8,11 @@ fn main() -> Result<(), keel_build::Error> {
             "proto/echo.proto",
             "proto/events.proto",
             "proto/grpc/testing/test.proto",
+            "proto/shop/v1/common.proto",
+            "proto/shop/v1/catalog.proto",
+            "proto/shop/v1/orders.proto",
+            "proto/shop/v2/catalog.proto",
+            "proto/shop/legacy/inventory.proto",
         ],
         &["proto"],
     )

@@ -1,8 +1,9 @@
 //! Shared pieces of the examples: brpc's echo service (package `example`,
 //! the same names and field numbers as brpc's `example/echo_c++`, so brpc's
 //! echo client and server interoperate with these), gRPC's interop test
-//! service and cases ([`interop`], package `grpc.testing`), and a tiny flag
-//! parser.
+//! service and cases ([`interop`], package `grpc.testing`), a shop's
+//! services as a user would write them ([`shop`], packages `shop.v1`,
+//! `shop.v2` and `shop.legacy`), and a tiny flag parser.
 
 #![forbid(unsafe_code)]
 // The README's Rust example is compiled and run as a doctest of this crate.
@@ -29,6 +30,32 @@ pub mod grpc_testing {
     //! service and messages (package `grpc.testing`).
     #![allow(missing_docs)]
     keel::include_proto!("grpc.testing");
+}
+
+pub mod shop {
+    //! Generated from `proto/shop/**/*.proto`: a shop's services as a user
+    //! would write them, over several files and packages, with imports,
+    //! well-known types, maps, oneofs, proto3 `optional`, every scalar kind,
+    //! keyword field names, two packages with equal service and method names
+    //! and a proto2 package with `required` fields and defaults.
+
+    pub mod v1 {
+        //! Package `shop.v1`: the catalog and orders.
+        #![allow(missing_docs)]
+        keel::include_proto!("shop.v1");
+    }
+
+    pub mod v2 {
+        //! Package `shop.v2`: the next catalog, with v1's method names.
+        #![allow(missing_docs)]
+        keel::include_proto!("shop.v2");
+    }
+
+    pub mod legacy {
+        //! Package `shop.legacy` (proto2): inventory with required fields.
+        #![allow(missing_docs)]
+        keel::include_proto!("shop.legacy");
+    }
 }
 
 pub mod interop;
