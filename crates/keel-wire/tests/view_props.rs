@@ -149,6 +149,7 @@ fn request() -> impl Strategy<Value = (RequestHeader<'static>, Bytes, Bytes)> {
                     span_id,
                     parent_span_id,
                     timeout_ms,
+                    request_id: "",
                     compress_type,
                     attachment_len: attachment.len(),
                     authentication_data: &[],

@@ -215,3 +215,82 @@ async fn the_authenticator_checks_each_connection_once() {
     // The good channel's connection is still fine.
     client.echo(&request("again")).await.expect("still served");
 }
+
+/// What a brpc 1.17 client sends for `cntl.request_user_fields()` and
+/// `cntl.set_request_id()`: a frame built with brpc's own meta layout
+/// (`RpcMeta.user_fields`, field 9; `RpcRequestMeta.request_id`, field 7).
+/// The handler reads both as metadata, and the answer's user_fields carry
+/// what it sent back.
+#[tokio::test]
+async fn metadata_from_a_brpc_clients_frame() {
+    use keel::bytes::BytesMut;
+    use keel_wire::baidu_std::{Limits, RpcMeta, RpcRequestMeta, decode_frame, encode_frame};
+    use prost::Message;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let server = Server::builder()
+        .add_service(EchoServiceServer::new(Echo::default()))
+        .bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let meta = RpcMeta {
+        request: Some(RpcRequestMeta {
+            service_name: "example.EchoService".into(),
+            method_name: "Echo".into(),
+            request_id: "req-7".into(),
+            ..RpcRequestMeta::default()
+        }),
+        correlation_id: 11,
+        user_fields: [("tenant".to_owned(), "acme".to_owned())].into(),
+        ..RpcMeta::default()
+    };
+    let payload = request("brpc").encode_to_vec();
+    let mut frame = BytesMut::new();
+    encode_frame(
+        &mut frame,
+        &meta,
+        payload.len(),
+        |b| b.extend_from_slice(&payload),
+        &[],
+    )
+    .expect("encodes");
+    let mut stream = tokio::net::TcpStream::connect(server.local_addr())
+        .await
+        .expect("connect");
+    stream.write_all(&frame).await.expect("send");
+    let mut buf = BytesMut::new();
+    let answer = loop {
+        if let Some(frame) = decode_frame(&mut buf, &Limits::default()).expect("a valid answer") {
+            break frame;
+        }
+        assert!(stream.read_buf(&mut buf).await.expect("read") > 0, "closed");
+    };
+    assert_eq!(answer.meta.correlation_id, 11);
+    let fields = &answer.meta.user_fields;
+    assert_eq!(fields.get("seen-tenant").map(String::as_str), Some("acme"));
+    assert_eq!(
+        fields.get("seen-x-request-id").map(String::as_str),
+        Some("req-7"),
+        "{fields:?}"
+    );
+    let reply = EchoResponse::decode(answer.payload).expect("a response");
+    assert_eq!(reply.message, "brpc");
+}
+
+/// Keel's client sends an `x-request-id` entry in brpc's own field too.
+#[tokio::test]
+async fn x_request_id_travels_as_brpcs_request_id() {
+    let server = Server::builder()
+        .add_service(EchoServiceServer::new(Echo::default()))
+        .bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let channel = Channel::new(&server.local_addr().to_string()).expect("addr");
+    let reply = EchoServiceClient::new(&channel)
+        .echo(&request("hi"))
+        .metadata("x-request-id", "r-99")
+        .full()
+        .await
+        .expect("echoed");
+    assert_eq!(reply.metadata.get("seen-x-request-id"), Some("r-99"));
+}

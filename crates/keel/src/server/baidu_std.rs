@@ -51,6 +51,7 @@ use crate::server::builder::ServerCore;
 use crate::server::dispatch::{Answer, Request};
 use crate::server::sniff::OpenGuard;
 use crate::status::{Code, Status};
+use crate::transport::REQUEST_ID;
 
 /// Room offered to each read: small for a quiet connection (an idle
 /// connection should cost little), doubled while reads fill it.
@@ -344,11 +345,16 @@ impl ConnectionState {
             Ok(p) => p,
             Err(status) => return self.error_status(cid, &status),
         };
-        let metadata = if meta.user_fields.is_empty() {
+        let mut metadata: Metadata = if meta.user_fields.is_empty() {
             Metadata::new()
         } else {
             meta.user_fields.iter().collect()
         };
+        // brpc clients send `set_request_id()` in its own field: handlers
+        // read it as the `x-request-id` metadata entry.
+        if !request.request_id.is_empty() && metadata.get(REQUEST_ID).is_none() {
+            metadata.insert(REQUEST_ID, request.request_id);
+        }
         let deadline = request
             .timeout_ms
             .filter(|&ms| ms > 0)

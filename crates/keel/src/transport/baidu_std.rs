@@ -38,6 +38,9 @@ use crate::metadata::Metadata;
 use crate::status::{Code, Status};
 use crate::transport::{Call, EndpointConfig, Reply};
 
+/// The metadata key that travels as `RpcRequestMeta.request_id` too.
+pub(crate) const REQUEST_ID: &str = "x-request-id";
+
 const READ_CHUNK: usize = 8 * 1024;
 const READ_MIN_ROOM: usize = 1024;
 const KEEP_CAPACITY: usize = 64 * 1024;
@@ -292,6 +295,9 @@ fn encode_call(
         span_id: trace.map_or(0, |t| t.span_id as i64),
         parent_span_id: trace.map_or(0, |t| t.parent_span_id as i64),
         timeout_ms,
+        // brpc's own field for it (a brpc server's `request_id()`); the
+        // entry also travels in user_fields like any other.
+        request_id: options.metadata.get(REQUEST_ID).unwrap_or(""),
         compress_type: options.compression.as_i32(),
         attachment_len: options.attachment.len(),
         authentication_data: credential,

@@ -31,6 +31,9 @@ pub struct RequestHeader<'a> {
     pub parent_span_id: i64,
     /// The client's timeout for this call, if it has one.
     pub timeout_ms: Option<i32>,
+    /// Like HTTP's `x-request-id` (`RpcRequestMeta.request_id`, field 7),
+    /// written when not empty.
+    pub request_id: &'a str,
     /// How the payload is compressed: a
     /// [`CompressType`](crate::CompressType) number.
     pub compress_type: i32,
@@ -63,6 +66,7 @@ impl<'a> RequestHeader<'a> {
             span_id: 0,
             parent_span_id: 0,
             timeout_ms: None,
+            request_id: "",
             compress_type: 0,
             attachment_len: 0,
             authentication_data: &[],
@@ -78,6 +82,11 @@ impl<'a> RequestHeader<'a> {
             + optional_len(self.trace_id as u64)
             + optional_len(self.span_id as u64)
             + optional_len(self.parent_span_id as u64)
+            + if self.request_id.is_empty() {
+                0
+            } else {
+                len_field_len(self.request_id.len())
+            }
             + self
                 .timeout_ms
                 .map_or(0, |t| varint_field_len(i64::from(t) as u64))
@@ -91,6 +100,9 @@ impl<'a> RequestHeader<'a> {
         put_optional(dst, 4, self.trace_id as u64);
         put_optional(dst, 5, self.span_id as u64);
         put_optional(dst, 6, self.parent_span_id as u64);
+        if !self.request_id.is_empty() {
+            put_string_field(dst, 7, self.request_id);
+        }
         if let Some(t) = self.timeout_ms {
             put_varint_field(dst, 8, i64::from(t) as u64);
         }
@@ -360,6 +372,7 @@ mod tests {
         let header = RequestHeader {
             authentication_data: b"secret",
             user_fields: &fields,
+            request_id: "req-42",
             ..RequestHeader::new("s.S", "M", 5)
         };
         let mut frame = BytesMut::new();
@@ -367,6 +380,10 @@ mod tests {
         let meta_len = u32::from_be_bytes(frame[8..12].try_into().expect("4 bytes")) as usize;
         let meta = RpcMeta::decode(&frame[12..12 + meta_len]).expect("prost reads it");
         assert_eq!(&meta.authentication_data[..], b"secret");
+        assert_eq!(
+            meta.request.as_ref().map(|r| r.request_id.as_str()),
+            Some("req-42")
+        );
         assert_eq!(
             meta.user_fields.get("authorization").map(String::as_str),
             Some("Bearer t")
