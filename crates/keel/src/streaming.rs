@@ -310,18 +310,163 @@ impl Drop for Incoming {
     }
 }
 
-/// A stream's sending half, shared on a client between the requests' sink
-/// and the responses' stream, so that either, dropped early, can reset the
-/// stream.
-pub(crate) type SharedSend = Arc<Mutex<SendStream<Bytes>>>;
+/// A stream's sending half: the h2 stream and the messages waiting to go
+/// out on it. Shared with the stream's flusher task, and on a client with
+/// the responses' stream, so that either side, dropped early, can reset it.
+///
+/// Messages are not each a DATA frame: a handler that sends a burst (the
+/// usual way to stream) has its messages joined into frames of up to the
+/// window's size by a flusher task that runs once the sender yields. One
+/// DATA frame per small message would cost a frame header each, and h2
+/// peers (hyper, tonic) close a connection that receives many small DATA
+/// frames it has not read yet (`ENHANCE_YOUR_CALM`, "too_many_data_frames").
+pub(crate) struct SendHalf {
+    state: Mutex<SendState>,
+    /// Woken when the flusher took what was pending (room for more).
+    drained: tokio::sync::Notify,
+}
 
-fn lock(send: &SharedSend) -> std::sync::MutexGuard<'_, SendStream<Bytes>> {
-    send.lock().unwrap_or_else(PoisonError::into_inner)
+struct SendState {
+    stream: SendStream<Bytes>,
+    /// Sealed messages not handed to h2 yet.
+    pending: BytesMut,
+    /// A flusher task runs (or is about to).
+    flushing: bool,
+    /// Why sending failed, once it did.
+    failed: Option<Status>,
+    /// What ends the stream once `pending` is out.
+    end: End,
+}
+
+/// How a stream's sending ends, after its pending messages.
+enum End {
+    Open,
+    /// END_STREAM on an empty DATA frame (a client's last request).
+    Data,
+    /// Trailers (a server's status and trailing metadata).
+    Trailers(HeaderMap),
+}
+
+/// Messages pending beyond this wait for the flusher (backpressure, with
+/// h2's window behind it).
+const MAX_PENDING: usize = 64 * 1024;
+
+pub(crate) type SharedSend = Arc<SendHalf>;
+
+impl SendHalf {
+    pub(crate) fn new(stream: SendStream<Bytes>) -> SharedSend {
+        Arc::new(SendHalf {
+            state: Mutex::new(SendState {
+                stream,
+                pending: BytesMut::new(),
+                flushing: false,
+                failed: None,
+                end: End::Open,
+            }),
+            drained: tokio::sync::Notify::new(),
+        })
+    }
+}
+
+fn lock(send: &SharedSend) -> std::sync::MutexGuard<'_, SendState> {
+    send.state.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Resets `send` (CANCEL): the peer stops at once.
 fn reset(send: &SharedSend) {
-    lock(send).send_reset(h2::Reason::CANCEL);
+    let mut st = lock(send);
+    st.pending = BytesMut::new();
+    st.stream.send_reset(h2::Reason::CANCEL);
+}
+
+/// Queues one sealed message; a flusher task writes it (with those queued
+/// meanwhile) once this task yields. Waits while too much is pending.
+async fn enqueue(send: &SharedSend, data: &[u8]) -> Result<(), Status> {
+    loop {
+        let drained = send.drained.notified();
+        tokio::pin!(drained);
+        {
+            let mut st = lock(send);
+            if let Some(failed) = &st.failed {
+                return Err(failed.clone());
+            }
+            if st.pending.is_empty() || st.pending.len() + data.len() <= MAX_PENDING {
+                st.pending.extend_from_slice(data);
+                if !st.flushing {
+                    st.flushing = true;
+                    tokio::spawn(flush(send.clone()));
+                }
+                return Ok(());
+            }
+            drained.as_mut().enable();
+        }
+        drained.await;
+    }
+}
+
+/// Ends the sending half as `end` says: now, or after the flusher wrote
+/// what is pending.
+fn end_with(send: &SharedSend, end: End) {
+    let mut st = lock(send);
+    if st.flushing {
+        st.end = end;
+    } else {
+        apply_end(&mut st.stream, end);
+    }
+}
+
+fn apply_end(stream: &mut SendStream<Bytes>, end: End) {
+    match end {
+        End::Open => {}
+        End::Data => {
+            let _ = stream.send_data(Bytes::new(), true);
+        }
+        End::Trailers(trailers) => {
+            let _ = stream.send_trailers(trailers);
+        }
+    }
+}
+
+/// The flusher: after the sender yields, writes everything pending, as
+/// few DATA frames as the peer's window allows, then the end if one is
+/// due.
+async fn flush(send: SharedSend) {
+    tokio::task::yield_now().await;
+    loop {
+        let mut data = {
+            let mut st = lock(&send);
+            if st.pending.is_empty() || st.failed.is_some() {
+                st.flushing = false;
+                let end = std::mem::replace(&mut st.end, End::Open);
+                if st.failed.is_none() {
+                    apply_end(&mut st.stream, end);
+                }
+                drop(st);
+                send.drained.notify_waiters();
+                return;
+            }
+            st.pending.split().freeze()
+        };
+        send.drained.notify_waiters();
+        while !data.is_empty() {
+            lock(&send).stream.reserve_capacity(data.len());
+            let granted = std::future::poll_fn(|cx| lock(&send).stream.poll_capacity(cx)).await;
+            let failure = match granted {
+                Some(Ok(0)) => None,
+                Some(Ok(n)) => {
+                    let chunk = data.split_to(n.min(data.len()));
+                    let sent = lock(&send).stream.send_data(chunk, false);
+                    sent.err().map(|e| wire::stream_failed(&e))
+                }
+                Some(Err(e)) => Some(wire::stream_failed(&e)),
+                None => Some(Outgoing::closed()),
+            };
+            if let Some(failure) = failure {
+                lock(&send).failed = Some(failure);
+                break;
+            }
+        }
+    }
 }
 
 /// Messages leaving on one stream.
@@ -384,7 +529,7 @@ impl Outgoing {
                 headers.insert(wire::GRPC_ENCODING, name);
             }
             match respond.send_response(response, false) {
-                Ok(send) => self.send = Some(Arc::new(Mutex::new(send))),
+                Ok(send) => self.send = Some(SendHalf::new(send)),
                 Err(e) => {
                     self.ended = true;
                     return Err(wire::stream_failed(&e));
@@ -394,39 +539,20 @@ impl Outgoing {
         self.send.clone().ok_or_else(Outgoing::closed)
     }
 
-    /// Sends one message, waiting for the peer's flow-control window.
+    /// Sends one message: queued for the stream's flusher, waiting while
+    /// the peer's flow-control window and the queue are full.
     pub(crate) async fn send(&mut self, message: &(dyn Encode + Sync)) -> Result<(), Status> {
         let mut body = wire::message_buffer(message.encoded_len());
         message.encode_to(&mut body);
-        let mut data = wire::seal(body, self.compress)?;
+        let data = wire::seal(body, self.compress)?;
         let stream = self.stream()?;
-        while !data.is_empty() {
-            lock(&stream).reserve_capacity(data.len());
-            let granted = std::future::poll_fn(|cx| lock(&stream).poll_capacity(cx)).await;
-            match granted {
-                Some(Ok(0)) => {}
-                Some(Ok(n)) => {
-                    let chunk = data.split_to(n.min(data.len()));
-                    let sent = lock(&stream).send_data(chunk, false);
-                    if let Err(e) = sent {
-                        self.ended = true;
-                        return Err(wire::stream_failed(&e));
-                    }
-                }
-                Some(Err(e)) => {
-                    self.ended = true;
-                    return Err(wire::stream_failed(&e));
-                }
-                None => {
-                    self.ended = true;
-                    return Err(Outgoing::closed());
-                }
-            }
+        if let Err(failed) = enqueue(&stream, &data).await {
+            self.ended = true;
+            return Err(failed);
         }
-        // h2 grants capacity without a wakeup while the window has room, so
-        // a handler sending in a loop would never yield: take part in
-        // tokio's cooperative budget, letting the connection write and
-        // other tasks run.
+        // Queueing never waits while there is room, so a handler sending
+        // in a loop would never yield: take part in tokio's cooperative
+        // budget, letting the flusher, the connection and other tasks run.
         tokio::task::consume_budget().await;
         Ok(())
     }
@@ -436,7 +562,7 @@ impl Outgoing {
         if !self.ended {
             self.ended = true;
             if let Some(send) = &self.send {
-                let _ = lock(send).send_data(Bytes::new(), true);
+                end_with(send, End::Data);
             }
         }
     }
@@ -469,7 +595,7 @@ impl Outgoing {
             headers.extend(trailers);
             let _ = respond.send_response(response, true);
         } else if let Some(send) = &self.send {
-            let _ = lock(send).send_trailers(trailers);
+            end_with(send, End::Trailers(trailers));
         }
     }
 }

@@ -328,3 +328,100 @@ async fn streams_need_a_grpc_channel() {
         "{err}"
     );
 }
+
+/// Many small messages to a reader slower than the handler: they travel
+/// joined into few DATA frames, so the reader's h2 never takes them for a
+/// flood of small frames (which it answers by closing the connection).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_small_messages_reaches_a_slow_reader() {
+    let (_server, _gauges, client) = serve().await;
+    let request = CountRequest {
+        from: 0,
+        count: 100_000,
+        pad: 0,
+    };
+    let mut numbers = client
+        .with_options(keel::CallOptions {
+            timeout: Some(Duration::from_secs(60)),
+            ..keel::CallOptions::default()
+        })
+        .count(&request)
+        .await
+        .expect("opened");
+    let mut received = 0;
+    while let Some(n) = numbers.message().await.expect("every number, no GOAWAY") {
+        assert_eq!(n.value, received);
+        received += 1;
+        if received % 16 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    assert_eq!(received, 100_000);
+}
+
+/// The same burst to a plain h2 client with h2's default windows (as
+/// hyper and tonic use them: a 64 KiB connection window, so a budget of
+/// about a hundred small DATA frames it has not read): it reads them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_messages_do_not_flood_a_plain_h2_client() {
+    use keel::bytes::{BufMut, Bytes, BytesMut};
+    use prost::Message;
+
+    let (server, _gauges, _client) = serve().await;
+    let tcp = tokio::net::TcpStream::connect(server.local_addr())
+        .await
+        .expect("connect");
+    let (sender, connection) = h2::client::handshake(tcp).await.expect("handshake");
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let mut sender = sender.ready().await.expect("ready");
+    let request = http::Request::post("http://localhost/streams.Counter/Count")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .expect("request");
+    let (response, mut send) = sender.send_request(request, false).expect("sent");
+    let message = CountRequest {
+        from: 0,
+        count: 20_000,
+        pad: 0,
+    }
+    .encode_to_vec();
+    let mut body = BytesMut::new();
+    body.put_u8(0);
+    body.put_u32(message.len() as u32);
+    body.extend_from_slice(&message);
+    send.send_data(body.freeze(), true).expect("request body");
+    let response = response.await.expect("response headers");
+    let mut data = response.into_body();
+    let mut bytes = 0usize;
+    let mut frames = 0usize;
+    while let Some(chunk) = data.data().await {
+        let chunk: Bytes = chunk.expect("data, not a GOAWAY for too many small frames");
+        bytes += chunk.len();
+        frames += 1;
+        let _ = data.flow_control().release_capacity(chunk.len());
+        // A slow reader.
+        for _ in 0..50 {
+            tokio::task::yield_now().await;
+        }
+    }
+    let trailers = data.trailers().await.expect("trailers").expect("some");
+    assert_eq!(
+        trailers.get("grpc-status").map(|v| v.as_bytes()),
+        Some(&b"0"[..])
+    );
+    // Every message arrived: 5 bytes of prefix and its encoding each.
+    let expected: usize = (0..20_000i64)
+        .map(|v| {
+            5 + Number {
+                value: v,
+                pad: Vec::new(),
+            }
+            .encoded_len()
+        })
+        .sum();
+    assert_eq!(bytes, expected);
+    assert!(frames < 2_000, "{frames} DATA frames for 20,000 messages");
+}

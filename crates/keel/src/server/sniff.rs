@@ -60,6 +60,9 @@ pub(crate) async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let open = OpenGuard::new(shared.clone());
+    // Answers are written as they are ready; Nagle's algorithm would hold
+    // a small one back until the previous is acknowledged.
+    let _ = stream.set_nodelay(true);
     let mut head = BytesMut::with_capacity(SNIFF_MAX_LEN);
     let protocol = loop {
         match sniff(&head) {

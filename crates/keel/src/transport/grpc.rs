@@ -171,7 +171,7 @@ impl Grpc {
         let compress = request_encoding(call)?;
         let (response, send) = self.start(call).await?;
         call.span.mark(crate::rpcz::Mark::Sent);
-        let send = std::sync::Arc::new(std::sync::Mutex::new(send));
+        let send = crate::streaming::SendHalf::new(send);
         Ok((
             crate::streaming::Outgoing::client(send.clone(), compress),
             crate::streaming::Incoming::client(
