@@ -1,14 +1,20 @@
-//! Generates tonic's service and client code for brpc's echo service, the
-//! gRPC peer of `keel-bench echo`, with tonic's own generator and no system
-//! `protoc`: protox parses `examples/proto/echo.proto` into a descriptor set
-//! and `tonic-prost-build` compiles that. The messages are not generated
-//! again: `.example` maps to `keel_examples::example`, so Keel and tonic
-//! send the very same prost types.
+//! Generates tonic's service and client code for the gRPC peers of
+//! `keel-bench echo` and `grpc`, with tonic's own generator and no system
+//! `protoc`: protox parses the protos into a descriptor set and
+//! `tonic-prost-build` compiles that. Two services: brpc's echo
+//! (`examples/proto/echo.proto`) and gRPC's interop `TestService`
+//! (`examples/proto/grpc/testing/test.proto`, for the streaming runs). The
+//! messages are not generated again: `.example` and `.grpc.testing` map to
+//! `keel_examples`' modules, so Keel and tonic send the very same prost
+//! types.
 
 fn main() {
-    let proto = "../../examples/proto/echo.proto";
-    println!("cargo:rerun-if-changed={proto}");
-    let fds = match protox::compile([proto], ["../../examples/proto"]) {
+    let protos = [
+        "../../examples/proto/echo.proto",
+        "../../examples/proto/grpc/testing/test.proto",
+    ];
+    println!("cargo:rerun-if-changed=../../examples/proto");
+    let fds = match protox::compile(protos, ["../../examples/proto"]) {
         Ok(fds) => fds,
         Err(e) => {
             eprintln!("error: {e:?}");
@@ -19,6 +25,7 @@ fn main() {
         .build_client(true)
         .build_server(true)
         .extern_path(".example", "::keel_examples::example")
+        .extern_path(".grpc.testing", "::keel_examples::grpc_testing")
         .compile_fds(fds)
     {
         eprintln!("error: {e}");

@@ -84,6 +84,8 @@ use std::future::Future;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, ChildStdin, Command, ExitCode, Stdio};
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
 
@@ -95,6 +97,7 @@ use prost::Message as _;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::interop::{TonicTestServer, TonicTestService};
 use crate::summary::{load_average, median};
 use crate::table::{Align, Table};
 
@@ -247,9 +250,13 @@ impl TonicService for TonicEcho {
 
 /// Entry point of the hidden `keel-bench echo-server keel|tonic
 /// [RPCZ_TARGET]`: binds 127.0.0.1:0, prints `port N`, answers each `stats`
-/// line on stdin with `stats <allocations> <live heap bytes>` and each
-/// `rpcz N` line (Keel: sets the rpcz target) with `rpcz N`, and exits when
-/// stdin closes. With `RPCZ_TARGET` (Keel only; `keel-bench rpcz` passes it)
+/// line on stdin with `stats <allocations> <live heap bytes>`, each `peak`
+/// line with `peak <highest live heap bytes since the last peak line>`
+/// (approximate: see [`sample_live_bytes`]) and each `rpcz N` line
+/// (Keel: sets the rpcz target) with `rpcz N`, and exits when stdin closes.
+/// Besides brpc's echo, both serve gRPC's interop `grpc.testing.TestService`
+/// (Keel's interop server, tonic's [`TonicTestService`]) for the streaming
+/// runs of `keel-bench grpc`. With `RPCZ_TARGET` (Keel only; `keel-bench rpcz` passes it)
 /// the process's rpcz sampler aims at that many spans per second (0 = off).
 pub fn server_main(args: &[String]) -> ExitCode {
     let parsed = match args {
@@ -288,6 +295,9 @@ pub fn server_main(args: &[String]) -> ExitCode {
                     .add_service(keel_examples::example::EchoServiceServer::new(
                         keel_examples::Echo,
                     ))
+                    .add_service(keel_examples::grpc_testing::TestServiceServer::new(
+                        keel_examples::interop::server::TestServer,
+                    ))
                     .bind(loopback)
                     .await
                     .map_err(|e| format!("keel cannot listen on {loopback}: {e}"))?;
@@ -302,8 +312,9 @@ pub fn server_main(args: &[String]) -> ExitCode {
                     .local_addr()
                     .map_err(|e| format!("tonic's listener has no address: {e}"))?
                     .port();
-                let router =
-                    tonic::transport::Server::builder().add_service(TonicServer::new(TonicEcho));
+                let router = tonic::transport::Server::builder()
+                    .add_service(TonicServer::new(TonicEcho))
+                    .add_service(TonicTestServer::new(TonicTestService));
                 tokio::spawn(async move {
                     if let Err(e) = router.serve_with_incoming(incoming).await {
                         eprintln!("{SERVER_SUBCOMMAND} tonic: {e}");
@@ -331,6 +342,7 @@ pub fn server_main(args: &[String]) -> ExitCode {
     // hangs up. The line buffer is allocated once, before any measurement.
     let mut line = String::with_capacity(64);
     let mut reply = String::with_capacity(64);
+    let mut sampling = false;
     let stdin = std::io::stdin();
     let mut stdin = stdin.lock();
     loop {
@@ -342,6 +354,24 @@ pub fn server_main(args: &[String]) -> ExitCode {
                 let live = keel_alloc::live_bytes();
                 reply.clear();
                 let _ = writeln!(reply, "stats {allocs} {live}");
+                if out
+                    .write_all(reply.as_bytes())
+                    .and_then(|()| out.flush())
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            Ok(_) if line.trim() == "peak" => {
+                if !sampling {
+                    sampling = true;
+                    std::thread::spawn(sample_live_bytes);
+                }
+                let live = keel_alloc::live_bytes();
+                let peak = keel_alloc::peak_bytes().max(SAMPLED_PEAK.swap(live, Relaxed));
+                keel_alloc::reset_peak();
+                reply.clear();
+                let _ = writeln!(reply, "peak {peak}");
                 if out
                     .write_all(reply.as_bytes())
                     .and_then(|()| out.flush())
@@ -377,11 +407,30 @@ pub fn server_main(args: &[String]) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// The highest live heap [`sample_live_bytes`] saw since the last `peak`.
+static SAMPLED_PEAK: AtomicU64 = AtomicU64::new(0);
+/// How often [`sample_live_bytes`] reads the live heap.
+const PEAK_SAMPLE_INTERVAL: Duration = Duration::from_millis(1);
+
+/// A server's `peak` figure also takes the live heap sampled every
+/// [`PEAK_SAMPLE_INTERVAL`] by this thread (started by the first `peak`
+/// line, so other benchmarks never run it): `keel_alloc::peak_bytes` alone
+/// can miss a peak, as a thread re-checks the peak only after its net growth
+/// since its last check passes `PEAK_GRANULE`, and that net growth counts
+/// its earlier frees (a worker that freed the last call's request must
+/// allocate as much again first).
+fn sample_live_bytes() {
+    loop {
+        std::thread::sleep(PEAK_SAMPLE_INTERVAL);
+        SAMPLED_PEAK.fetch_max(keel_alloc::live_bytes(), Relaxed);
+    }
+}
+
 /// What a server process reports about itself.
 #[derive(Debug, Clone, Copy)]
-struct ServerCounters {
-    allocs: u64,
-    live_bytes: u64,
+pub(crate) struct ServerCounters {
+    pub(crate) allocs: u64,
+    pub(crate) live_bytes: u64,
 }
 
 /// A running server process, ended when dropped.
@@ -473,9 +522,18 @@ impl ServerProcess {
     }
 
     /// The server's allocation count and live heap now.
-    fn counters(&mut self) -> Result<ServerCounters, String> {
+    pub(crate) fn counters(&mut self) -> Result<ServerCounters, String> {
         let line = self.ask("stats")?;
         parse_counters(&line)
+            .ok_or_else(|| format!("the {} server said {line:?}", self.framework.name()))
+    }
+
+    /// The highest live heap (approximate) since the last call, or since
+    /// the server started; peak tracking restarts from the live heap now.
+    pub(crate) fn take_peak_bytes(&mut self) -> Result<u64, String> {
+        let line = self.ask("peak")?;
+        line.strip_prefix("peak ")
+            .and_then(|p| p.parse().ok())
             .ok_or_else(|| format!("the {} server said {line:?}", self.framework.name()))
     }
 
@@ -509,7 +567,7 @@ impl ServerProcess {
     }
 
     /// The server's CPU time so far, in clock ticks.
-    fn cpu_ticks(&self) -> Result<u64, String> {
+    pub(crate) fn cpu_ticks(&self) -> Result<u64, String> {
         let pid = self.child.id();
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
             .map_err(|e| format!("cannot read /proc/{pid}/stat: {e}"))?;
@@ -796,7 +854,7 @@ impl Clients {
 }
 
 /// A tonic channel: one HTTP/2 connection to `addr`, connected now.
-async fn tonic_channel(addr: SocketAddr) -> Result<tonic::transport::Channel, String> {
+pub(crate) async fn tonic_channel(addr: SocketAddr) -> Result<tonic::transport::Channel, String> {
     tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| e.to_string())?
         .connect()

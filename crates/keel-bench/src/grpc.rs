@@ -1,5 +1,6 @@
 //! `keel-bench grpc`: brpc's echo RPC over gRPC on loopback, Keel against
-//! tonic 0.14, in one run.
+//! tonic 0.14, in one run; then messages per second on one server-streaming
+//! call ([`stream`]).
 //!
 //! # What is measured
 //!
@@ -25,7 +26,9 @@
 //! the client's from this process's), all as `echo` takes them
 //! ([`echo::run_once`]). Before the load, each server's live heap per idle
 //! gRPC connection: [`IDLE_CONNECTIONS`] tonic channels that made one call
-//! each and stay open, the same client for both servers.
+//! each and stay open, the same client for both servers. After the unary
+//! scenarios, the same pairs each receive one server-streaming call per run
+//! from the same server processes (see [`stream`]).
 //!
 //! # Why it is fair
 //!
@@ -52,6 +55,8 @@
 use std::fmt::Write as _;
 use std::process::ExitCode;
 use std::time::Instant;
+
+mod stream;
 
 use crate::args;
 use crate::echo::{self, Clients, Framework, SCENARIOS, Sample, Scenario, ServerProcess};
@@ -82,12 +87,16 @@ client, tonic's server and client, and Keel's server called by tonic's
 client; each server in its own process. Scenarios: 1 connection x 1, 16,
 128 calls in flight, and 2 connections x 64. Prints medians of QPS, p50/p99
 latency, CPU and allocations per call on each side, and server heap per
-idle gRPC connection.
+idle gRPC connection. Then, for each pair, one server-streaming call per run
+(grpc.testing.TestService/StreamingOutputCall, 200,000 responses of 16 B,
+100,000 of 1 KiB): messages/s at the client, CPU and allocations per message,
+server heap peak.
 
 options:
-  --seconds S   length of each run (default 2; a full run takes ~90 s)
+  --seconds S   length of each unary run (default 2; a full run takes ~2 min)
   --rounds R    runs of each pair per scenario, alternating (default 3)
-  --quick       0.3 s runs, 100 idle connections: a smoke run of ~20 s
+  --quick       0.3 s runs, 100 idle connections, streams of a tenth: a
+                smoke run of ~25 s
   -h, --help    this text
 ";
 
@@ -219,6 +228,7 @@ struct Results {
     idle_connections: usize,
     keel_idle: f64,
     tonic_idle: f64,
+    streams: Vec<stream::CaseResult>,
     load_start: String,
     load_end: String,
     elapsed: std::time::Duration,
@@ -267,12 +277,21 @@ fn run(opts: &Options) -> Result<String, String> {
         )?);
     }
     eprintln!();
+    eprintln!(
+        "keel-bench grpc: streaming, {} payload sizes x {} rounds x {} pairs, one call each",
+        stream::CASES.len(),
+        opts.rounds,
+        Pair::ALL.len()
+    );
+    let streams = stream::run(&rt, &mut servers, opts.rounds, opts.quick, ticks_per_us)?;
+    eprintln!();
     drop(servers);
     let results = Results {
         scenarios,
         idle_connections,
         keel_idle,
         tonic_idle,
+        streams,
         load_start,
         load_end: load_average(),
         elapsed: started.elapsed(),
@@ -443,6 +462,9 @@ fn report(opts: &Options, cores: usize, r: &Results) -> String {
         noisy.join(", ")
     );
 
+    out.push('\n');
+    stream::report(&mut out, &r.streams, opts.rounds);
+
     // The issue's targets, stated as facts.
     let verdict = |met: bool| if met { "met    " } else { "NOT met" };
     out.push_str("\ntargets (issue 10):\n");
@@ -484,6 +506,7 @@ fn report(opts: &Options, cores: usize, r: &Results) -> String {
         int(r.keel_idle),
         int(r.tonic_idle)
     );
+    stream::targets(&mut out, &r.streams, verdict);
     out
 }
 

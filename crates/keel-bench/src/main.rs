@@ -9,8 +9,8 @@
 //! cargo run --release -p keel-bench -- pool --quick    # smoke run, a few s
 //! cargo run --release -p keel-bench -- echo            # Keel vs tonic, ~80 s
 //! cargo run --release -p keel-bench -- echo --quick    # smoke run, ~15 s
-//! cargo run --release -p keel-bench -- grpc            # Keel vs tonic over gRPC, ~90 s
-//! cargo run --release -p keel-bench -- grpc --quick    # smoke run, ~20 s
+//! cargo run --release -p keel-bench -- grpc            # Keel vs tonic over gRPC, ~2 min
+//! cargo run --release -p keel-bench -- grpc --quick    # smoke run, ~25 s
 //! cargo run --release -p keel-bench -- rpcz            # span cost + echo QPS vs sampling, ~35 s
 //! cargo run --release -p keel-bench -- lb              # load balancer pick cost, ~5 s
 //! cargo run --release -p keel-bench -- cluster         # echo through cluster channels vs a plain one, ~45 s
@@ -38,6 +38,7 @@ mod args;
 mod cluster;
 mod echo;
 mod grpc;
+mod interop;
 mod lb;
 mod pool;
 mod rpcz;
@@ -79,7 +80,7 @@ const SUBCOMMANDS: &[Subcommand] = &[
     },
     Subcommand {
         name: "grpc",
-        summary: "echo RPC over gRPC: Keel vs tonic servers and clients, QPS, allocations, idle heap",
+        summary: "gRPC: Keel vs tonic servers and clients, echo QPS, allocations, idle heap, streaming msgs/s",
         run: grpc::main,
         listed: true,
     },
