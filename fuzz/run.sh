@@ -7,6 +7,8 @@
 #                     each other and against prost
 #   protowire         the protobuf wire reader (keel_wire::protowire), against
 #                     prost's varint, key and unknown-field decoding
+#   grpc_framing      gRPC's message prefix, grpc-timeout, grpc-message and
+#                     base64 (keel_wire::grpc), against each other
 #
 #   fuzz/run.sh                      every target, FUZZ_SECONDS split between them
 #   fuzz/run.sh protowire            one target, for all of FUZZ_SECONDS
@@ -23,7 +25,7 @@ total="${FUZZ_SECONDS:-60}"
 if [ "$#" -gt 0 ]; then
   targets=("$@")
 else
-  targets=(baidu_std_decode protowire)
+  targets=(baidu_std_decode protowire grpc_framing)
 fi
 each=$((total / ${#targets[@]}))
 if [ "$each" -lt 1 ]; then
@@ -70,9 +72,18 @@ seed_protowire() {
   echo "seeded $n frame bodies and 3 groups"
 }
 
+seed_grpc_framing() {
+  # Two messages (one empty), a timeout and a percent-encoded message.
+  local corpus=$1
+  write_hex "$corpus/messages" 07000000000300000001616263
+  printf '\x01250m' >"$corpus/timeout"
+  printf '\x0150%%25 off%%0A' >"$corpus/message"
+  echo "seeded 3 gRPC inputs"
+}
+
 for target in "${targets[@]}"; do
   if ! declare -F "seed_$target" >/dev/null; then
-    echo "unknown fuzz target $target; the targets are baidu_std_decode and protowire" >&2
+    echo "unknown fuzz target $target; the targets are baidu_std_decode, protowire and grpc_framing" >&2
     exit 2
   fi
 done

@@ -91,7 +91,7 @@ fn check_encoders(frame: &Frame) {
         .expect("a decoded frame re-encodes");
     let mut ours = BytesMut::new();
     match (&meta.request, &meta.response) {
-        (Some(r), None) if r.request_id.is_empty() => {
+        (Some(r), None) => {
             let header = RequestHeader {
                 service_name: &r.service_name,
                 method_name: &r.method_name,
@@ -101,6 +101,7 @@ fn check_encoders(frame: &Frame) {
                 span_id: r.span_id,
                 parent_span_id: r.parent_span_id,
                 timeout_ms: r.timeout_ms,
+                request_id: &r.request_id,
                 compress_type: meta.compress_type,
                 attachment_len: frame.attachment.len(),
                 authentication_data: &[],

@@ -109,6 +109,11 @@ pub fn parse_prefix(head: &[u8], max: usize) -> Result<Option<(bool, usize)>, Me
 /// assert_eq!(parse_timeout("5x"), None);
 /// ```
 pub fn parse_timeout(value: &str) -> Option<Duration> {
+    // ASCII only: a unit that is not ASCII is no unit (and would not be a
+    // char boundary to split at).
+    if !value.is_ascii() {
+        return None;
+    }
     let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
     if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -343,7 +348,7 @@ mod tests {
             let back = parse_timeout(&text).unwrap();
             assert!(back >= timeout, "{timeout:?} -> {text} -> {back:?}");
         }
-        for bad in ["", "m", "1", "-1S", "1.5S", "123456789m", "1s"] {
+        for bad in ["", "m", "1", "-1S", "1.5S", "123456789m", "1s", "5é"] {
             assert_eq!(parse_timeout(bad), None, "{bad:?}");
         }
     }
