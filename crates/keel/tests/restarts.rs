@@ -44,16 +44,20 @@ async fn rebind(addr: &str) -> Server {
     panic!("could not bind {addr} again");
 }
 
-/// Calls `client` until `cond` holds (a call at a time, any outcome),
-/// bounded: for states that calls drive, such as isolations.
+/// Calls `client` until `cond` holds (a call at a time, any outcome, a
+/// millisecond apart), bounded by 10 s: for states that calls drive, such
+/// as isolations, and effects that calls wake on other tasks (health
+/// checks), which a burst of instant failures could outrun.
 async fn call_until(client: &EchoServiceClient, what: &str, mut cond: impl FnMut() -> bool) {
-    for _ in 0..1_000 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::time::Instant::now() < deadline {
         let _ = client.echo(&request("drive")).await;
         if cond() {
             return;
         }
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    panic!("1,000 calls and still not {what}");
+    panic!("10 s of calls and still not {what}");
 }
 
 fn state(channel: &Channel, addr: &str) -> InvokerState {
