@@ -166,7 +166,9 @@ fn on_free(size: usize) {
         let shard = l.shard();
         shard.frees.fetch_add(1, Relaxed);
         shard.free_bytes.fetch_add(size, Relaxed);
-        l.unchecked.set(l.unchecked.get() - size as i64);
+        // Floored at zero: growth after a large free must still reach the
+        // peak within PEAK_GRANULE, not after the freed amount is made up.
+        l.unchecked.set((l.unchecked.get() - size as i64).max(0));
     });
 }
 

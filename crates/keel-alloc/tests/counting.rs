@@ -108,3 +108,29 @@ fn process_wide_counts_and_peak_see_every_thread() {
     );
     assert!(stats().live_bytes() > 0);
 }
+
+#[test]
+fn a_large_free_does_not_hide_the_next_peak() {
+    // On a thread of its own: its frees and allocations are what the
+    // per-thread check sees.
+    std::thread::spawn(|| {
+        let big = vec![0u8; 8 << 20];
+        drop(big);
+        keel_alloc::reset_peak();
+        let before = keel_alloc::live_bytes();
+        // Growth far below what was just freed, far above the granule.
+        let grown: Vec<Vec<u8>> = (0..64).map(|_| vec![1u8; 16 * 1024]).collect();
+        let top = keel_alloc::live_bytes();
+        drop(grown);
+        // Read after the growth is gone: only what the allocations reported
+        // on their way up can account for the top.
+        let reported = keel_alloc::peak_bytes();
+        assert!(top >= before + 1024 * 1024);
+        assert!(
+            reported + keel_alloc::PEAK_GRANULE as u64 >= top,
+            "peak {reported} B, top {top} B: growth after a free went unreported"
+        );
+    })
+    .join()
+    .expect("thread");
+}
