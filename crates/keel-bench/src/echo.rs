@@ -967,9 +967,7 @@ impl ScenarioResult {
     /// (max - min) / median of the QPS over rounds.
     fn qps_spread(&self, f: Framework) -> f64 {
         let xs: Vec<f64> = self.samples(f).iter().map(|s| s.qps).collect();
-        let lo = xs.iter().copied().fold(f64::INFINITY, f64::min);
-        let hi = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        (hi - lo) / median(&xs).unwrap_or(f64::NAN)
+        crate::summary::spread(&xs)
     }
 }
 

@@ -1,6 +1,13 @@
 //! What every benchmark's report needs besides the table: the median of a
 //! cell's samples and how busy the machine was.
 
+/// (max - min) / median of `xs`: how far rounds of one figure disagree.
+pub fn spread(xs: &[f64]) -> f64 {
+    let lo = xs.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    (hi - lo) / median(xs).unwrap_or(f64::NAN)
+}
+
 /// The median of `xs` (the mean of the middle two for an even count).
 pub fn median(xs: &[f64]) -> Option<f64> {
     if xs.is_empty() {

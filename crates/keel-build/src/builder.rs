@@ -168,15 +168,7 @@ impl Builder {
                 .map(PathBuf::from)
                 .ok_or(Error::OutDirNotSet)?,
         };
-        let fds = self.load(protos, includes)?.file_descriptor_set();
-        self.check(&fds.file, includes)?;
-        // prost-build generates the files in this order, so `finalize`
-        // meets them in it too.
-        let generator = self
-            .generator
-            .clone()
-            .required_fields(&fds.file)
-            .file_descriptors(&fds.file);
+        let (fds, generator) = self.prepare(protos, includes)?;
         self.prost
             .out_dir(out_dir)
             .service_generator(Box::new(generator))
@@ -193,13 +185,7 @@ impl Builder {
         includes: &[impl AsRef<Path>],
     ) -> Result<Vec<GeneratedFile>, Error> {
         self.emit_rerun_if_changed = false;
-        let fds = self.load(protos, includes)?.file_descriptor_set();
-        self.check(&fds.file, includes)?;
-        let generator = self
-            .generator
-            .clone()
-            .required_fields(&fds.file)
-            .file_descriptors(&fds.file);
+        let (fds, generator) = self.prepare(protos, includes)?;
         let requests: Vec<_> = fds
             .file
             .into_iter()
@@ -219,6 +205,32 @@ impl Builder {
             .collect();
         files.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(files)
+    }
+
+    /// What both [`compile`](Self::compile) and
+    /// [`generate`](Self::generate) start from: the files parsed and
+    /// checked, and the service generator primed with their descriptors
+    /// (prost-build generates the files in this order, so the generator's
+    /// `finalize` meets them in it too).
+    fn prepare(
+        &self,
+        protos: &[impl AsRef<Path>],
+        includes: &[impl AsRef<Path>],
+    ) -> Result<
+        (
+            protox::prost_reflect::prost_types::FileDescriptorSet,
+            ServiceGenerator,
+        ),
+        Error,
+    > {
+        let fds = self.load(protos, includes)?.file_descriptor_set();
+        self.check(&fds.file, includes)?;
+        let generator = self
+            .generator
+            .clone()
+            .required_fields(&fds.file)
+            .file_descriptors(&fds.file);
+        Ok((fds, generator))
     }
 
     /// Parses and checks the files with protox; the compiler holds the

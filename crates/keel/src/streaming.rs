@@ -201,14 +201,7 @@ impl Incoming {
                 Ok(Some(message)) => return self.decompress(message),
                 Ok(None) => {}
                 Err(e) => {
-                    let status = match e {
-                        keel_wire::grpc::MessageError::TooLarge { len, max } => {
-                            Status::resource_exhausted(format!(
-                                "grpc: received message larger than max ({len} vs. {max})"
-                            ))
-                        }
-                        e => Status::new(self.blame, e.to_string()),
-                    };
+                    let status = wire::message_error(e, self.blame);
                     self.end(Err(status.clone()));
                     return Err(status);
                 }

@@ -166,9 +166,7 @@ impl CaseResult {
             .iter()
             .map(|s| s.messages_per_s)
             .collect();
-        let lo = xs.iter().copied().fold(f64::INFINITY, f64::min);
-        let hi = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        (hi - lo) / median(&xs).unwrap_or(f64::NAN)
+        crate::summary::spread(&xs)
     }
 
     fn ratio(&self, p: Pair) -> f64 {

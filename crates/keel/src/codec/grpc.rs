@@ -298,14 +298,19 @@ pub(crate) fn stream_failed(e: &h2::Error) -> Status {
 /// The length a message prefix at the start of `head` announces, once the
 /// prefix is in, checked against `max`.
 fn announced(head: &[u8], max: usize, blame: Code) -> Result<Option<usize>, Status> {
-    match keel_wire::grpc::parse_prefix(head, max) {
-        Ok(prefix) => Ok(prefix.map(|(_, len)| len)),
-        Err(keel_wire::grpc::MessageError::TooLarge { len, max }) => {
-            Err(Status::resource_exhausted(format!(
-                "grpc: received message larger than max ({len} vs. {max})"
-            )))
-        }
-        Err(e) => Err(Status::new(blame, e.to_string())),
+    keel_wire::grpc::parse_prefix(head, max)
+        .map(|prefix| prefix.map(|(_, len)| len))
+        .map_err(|e| message_error(e, blame))
+}
+
+/// The status of a message the receiver refuses: one over its limit is
+/// `RESOURCE_EXHAUSTED` (as grpc-go says it), a malformed prefix `blame`'s.
+pub(crate) fn message_error(e: keel_wire::grpc::MessageError, blame: Code) -> Status {
+    match e {
+        keel_wire::grpc::MessageError::TooLarge { len, max } => Status::resource_exhausted(
+            format!("grpc: received message larger than max ({len} vs. {max})"),
+        ),
+        e => Status::new(blame, e.to_string()),
     }
 }
 
