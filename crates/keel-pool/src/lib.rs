@@ -121,7 +121,7 @@ mod tls;
 
 pub use future_box::{FutureBox, FutureBoxStats, future_box_stats, trim_future_boxes};
 pub use pool::{Pool, PoolConfig, Pooled};
-pub use registry::{all_stats, pool_count, trim_all};
+pub use registry::{all_stats, for_each_stats, pool_count, trim_all};
 pub use reset::Reset;
 pub use stats::PoolStats;
 

@@ -45,6 +45,25 @@ pub fn all_stats() -> Vec<PoolStats> {
     live().iter().map(|p| p.stats()).collect()
 }
 
+/// Calls `f` with the statistics of every live pool, allocating nothing
+/// (for samplers that run forever). The registry is locked only to take
+/// each entry, never while `f` or a pool runs, so a pool registering or
+/// dropping meanwhile may be seen or missed.
+pub fn for_each_stats(mut f: impl FnMut(&PoolStats)) {
+    let mut i = 0;
+    loop {
+        let pool = {
+            let pools = lock();
+            let Some((_, weak)) = pools.get(i) else { break };
+            weak.upgrade()
+        };
+        if let Some(pool) = pool {
+            f(&pool.stats());
+        }
+        i += 1;
+    }
+}
+
 /// Trims every live pool (see [`Pool::trim`](crate::Pool::trim)); returns the
 /// number of blocks freed. The calling thread's caches are flushed first;
 /// other threads keep theirs.

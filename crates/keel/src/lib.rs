@@ -94,6 +94,8 @@ pub mod client;
 pub mod cluster;
 pub mod codec;
 pub mod compression;
+pub mod connections;
+pub mod console;
 pub mod context;
 pub mod metadata;
 pub mod method;

@@ -85,7 +85,8 @@ impl StreamRecord {
 
     /// Records the stream's end: `failure` is its error, if it failed.
     pub(crate) fn finish(self, failure: Option<Code>) {
-        self.stats.finish(self.started.elapsed(), failure.is_some());
+        self.stats
+            .finish(self.started.elapsed(), failure.map(Code::value));
         if self.span.is_sampled() {
             self.span.mark(crate::rpcz::Mark::ResponseReceived);
             self.span.finish(failure.map_or(0, Code::value));

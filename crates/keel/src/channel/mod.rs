@@ -433,7 +433,10 @@ impl Channel {
                 Err(_elapsed) => Err(timed_out(method, timeout, last_failure.as_ref())),
             },
         };
-        stats.finish(started.elapsed(), result.is_err());
+        stats.finish(
+            started.elapsed(),
+            result.as_ref().err().map(|e| e.code().value()),
+        );
         if span.is_sampled() {
             span.set_request_size(request.encoded_len() as u64);
             span.mark(crate::rpcz::Mark::ResponseReceived);

@@ -10,10 +10,14 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use crate::method::{MethodDescriptor, MethodKey};
+use crate::metrics::buckets::AtomicBuckets;
+
+/// Errors by code a method keeps apart; rarer codes count as "other".
+const MAX_ERROR_CODES: usize = 32;
 
 /// Counters of one method on one channel or server.
 #[derive(Debug, Default)]
@@ -21,6 +25,11 @@ pub(crate) struct MethodStats {
     calls: AtomicU64,
     errors: AtomicU64,
     latency_nanos: AtomicU64,
+    latency: AtomicBuckets,
+    /// `(code, count)` of the errors, in the order codes first appeared;
+    /// touched only when a call fails. `other_errors` past MAX_ERROR_CODES.
+    error_codes: Mutex<Vec<(i32, u64)>>,
+    other_errors: AtomicU64,
 }
 
 impl MethodStats {
@@ -28,12 +37,54 @@ impl MethodStats {
         self.calls.fetch_add(1, Relaxed);
     }
 
-    pub(crate) fn finish(&self, latency: Duration, failed: bool) {
-        if failed {
+    /// Ends a call started with [`start`](Self::start): `error` is its
+    /// status code when it failed.
+    pub(crate) fn finish(&self, latency: Duration, error: Option<i32>) {
+        if let Some(code) = error {
             self.errors.fetch_add(1, Relaxed);
+            let mut codes = self
+                .error_codes
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if let Some(entry) = codes.iter_mut().find(|(c, _)| *c == code) {
+                entry.1 += 1;
+            } else if codes.len() < MAX_ERROR_CODES {
+                codes.push((code, 1));
+            } else {
+                self.other_errors.fetch_add(1, Relaxed);
+            }
         }
         let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
         self.latency_nanos.fetch_add(nanos, Relaxed);
+        self.latency.record(latency);
+    }
+
+    /// The latency histogram of the calls that ended.
+    pub(crate) fn latency(&self) -> &AtomicBuckets {
+        &self.latency
+    }
+
+    /// Errors by code, most frequent first; code `None` for the rare codes
+    /// beyond the first 32 seen.
+    pub(crate) fn errors_by_code(&self) -> Vec<(Option<i32>, u64)> {
+        let mut out: Vec<(Option<i32>, u64)> = self
+            .error_codes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|&(c, n)| (Some(c), n))
+            .collect();
+        let other = self.other_errors.load(Relaxed);
+        if other > 0 {
+            out.push((None, other));
+        }
+        out.sort_by_key(|e| std::cmp::Reverse(e.1));
+        out
+    }
+
+    /// `(calls, errors)` now.
+    pub(crate) fn snapshot_counts(&self) -> (u64, u64) {
+        (self.calls.load(Relaxed), self.errors.load(Relaxed))
     }
 
     pub(crate) fn snapshot(&self, method: &'static MethodDescriptor) -> MethodStatsSnapshot {
@@ -131,7 +182,8 @@ mod tests {
         }
         assert_eq!(cache.len(), 1);
         // Same names, different descriptor: a different method.
-        cache.entry(&N).finish(Duration::from_millis(2), true);
+        cache.entry(&N).start();
+        cache.entry(&N).finish(Duration::from_millis(2), Some(1008));
         assert_eq!(cache.len(), 2);
         let snapshot = cache.snapshot();
         let m = snapshot
@@ -143,7 +195,8 @@ mod tests {
             .iter()
             .find(|s| s.method.is(&N))
             .expect("N present");
-        assert_eq!((n.calls, n.errors), (0, 1));
+        assert_eq!((n.calls, n.errors), (1, 1));
+        assert_eq!(cache.entry(&N).errors_by_code(), vec![(Some(1008), 1)]);
         assert_eq!(n.total_latency, Duration::from_millis(2));
     }
 }

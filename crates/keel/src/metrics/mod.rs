@@ -2,6 +2,7 @@
 //! call statistics (of channels and servers); process variables for the
 //! console later.
 
+pub mod buckets;
 mod histogram;
 mod method_stats;
 

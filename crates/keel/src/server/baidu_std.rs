@@ -130,7 +130,7 @@ impl Connection {
             peer,
             shared,
             mut shutdown,
-            open: _open,
+            open,
         } = self;
         let _ = stream.set_nodelay(true);
         let (mut rd, mut wr) = stream.split();
@@ -194,6 +194,7 @@ impl Connection {
                 }
             }
             let flushed = written == writing.len();
+            open.info().set_in_flight(st.spawned);
             // Framing lost or the peer closed: answer what is ready, then
             // close; calls still running are cancelled with the connection
             // (nobody can read their answers). Draining: wait for them.
@@ -249,6 +250,7 @@ impl Connection {
                 }
                 n = wr.write(&writing[written..]), if !flushed => match n {
                     Ok(n) if n > 0 => {
+                        open.wrote(n);
                         written += n;
                         busy = true;
                     }
@@ -256,6 +258,9 @@ impl Connection {
                 },
                 read = rd.read_buf(&mut inbuf), if may_read => {
                     busy = true;
+                    if let Ok(n) = read {
+                        open.read(n);
+                    }
                     match read {
                         Ok(0) => eof = true,
                         // A read that filled the room asks for more next time.

@@ -27,6 +27,7 @@ use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::console::ConsoleState;
 use crate::method::MethodDescriptor;
 use crate::server::dispatch::Dispatcher;
 use crate::server::health::{HealthReporter, HealthService, ServingStatus};
@@ -60,6 +61,24 @@ pub struct ServerBuilder {
     grpc_max_message_size: Option<usize>,
     grpc_keepalive: Option<Option<Keepalive>>,
     builtin_services: bool,
+    console: Console,
+}
+
+/// Where a server serves its builtin console (HTTP pages such as
+/// `/status`, `/vars`, `/metrics`, `/rpcz`; see [`crate::console`]).
+/// JSON calls of the services are served on the service port whatever
+/// this says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Console {
+    /// On the service port (the default, as brpc does).
+    #[default]
+    ServicePort,
+    /// Nowhere.
+    Off,
+    /// Only on a second, internal port (brpc's `-internal_port`), so a
+    /// public port need not expose it. That port serves every protocol
+    /// the service port does, and the console.
+    InternalPort(SocketAddr),
 }
 
 impl Default for ServerBuilder {
@@ -75,6 +94,7 @@ impl Default for ServerBuilder {
             grpc_max_message_size: None,
             grpc_keepalive: None,
             builtin_services: true,
+            console: Console::default(),
         }
     }
 }
@@ -163,6 +183,12 @@ impl ServerBuilder {
         self
     }
 
+    /// Where the builtin console is served (default: on the service port).
+    pub fn console(mut self, console: Console) -> Self {
+        self.console = console;
+        self
+    }
+
     /// Adds the builtin services the table does not have yet, and returns
     /// the health statuses: `""` and every service served `SERVING`.
     fn add_builtin_services(&mut self) -> Result<HealthReporter, MethodTableError> {
@@ -236,22 +262,48 @@ impl ServerBuilder {
                 .unwrap_or(keel_wire::grpc::DEFAULT_MAX_MESSAGE_SIZE),
             grpc_keepalive: self.grpc_keepalive.unwrap_or(Some(Keepalive::default())),
             health,
+            console: ConsoleState::default(),
+            schema: std::sync::OnceLock::new(),
         }))
     }
 
     /// Binds `addr` and starts serving in the background; the returned
     /// [`Server`] reports the bound address and shuts down gracefully.
     pub async fn bind(self, addr: impl ToSocketAddrs) -> io::Result<Server> {
+        let console = self.console;
         let shared = self.build_core()?;
         let listener = TcpListener::bind(addr).await?;
         let local_addr = listener.local_addr()?;
+        let internal = match console {
+            Console::InternalPort(addr) => Some(TcpListener::bind(addr).await?),
+            _ => None,
+        };
+        let internal_addr = internal.as_ref().map(TcpListener::local_addr).transpose()?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let accept = tokio::spawn(accept_loop(listener, shared.clone(), shutdown_rx));
+        let accept = tokio::spawn(accept_loop(
+            listener,
+            shared.clone(),
+            shutdown_rx.clone(),
+            console == Console::ServicePort,
+        ));
+        let internal = internal.map(|listener| {
+            tokio::spawn(accept_loop(
+                listener,
+                shared.clone(),
+                shutdown_rx.clone(),
+                true,
+            ))
+        });
+        if console != Console::Off {
+            tokio::spawn(crate::console::sampler(shared.clone(), shutdown_rx));
+        }
         Ok(Server {
             local_addr,
+            internal_addr,
             shared,
             shutdown_tx,
             accept: Some(accept),
+            internal,
         })
     }
 
@@ -277,6 +329,11 @@ pub(crate) struct ServerCore {
     pub(crate) grpc_keepalive: Option<Keepalive>,
     /// The statuses the builtin health service reports.
     pub(crate) health: HealthReporter,
+    /// What the console remembers (history of variables and methods).
+    pub(crate) console: ConsoleState,
+    /// The services' message descriptors for JSON calls, decoded on the
+    /// first one.
+    pub(crate) schema: std::sync::OnceLock<Result<prost_reflect::DescriptorPool, String>>,
 }
 
 /// HTTP/2 keepalive of a server's gRPC connections: a PING every
@@ -323,10 +380,13 @@ pub struct ServerStats {
 #[derive(Debug)]
 pub struct Server {
     local_addr: SocketAddr,
+    internal_addr: Option<SocketAddr>,
     shared: Arc<ServerCore>,
     shutdown_tx: watch::Sender<bool>,
     /// The accept loop; it returns the connection tasks still running.
     accept: Option<tokio::task::JoinHandle<JoinSet<()>>>,
+    /// The internal port's accept loop, when the console has one.
+    internal: Option<tokio::task::JoinHandle<JoinSet<()>>>,
 }
 
 impl std::fmt::Debug for ServerCore {
@@ -346,6 +406,12 @@ impl Server {
     /// The address the server listens on (useful after binding port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The internal port the console is served on, when built with
+    /// [`Console::InternalPort`].
+    pub fn internal_addr(&self) -> Option<SocketAddr> {
+        self.internal_addr
     }
 
     /// The statuses the server's builtin `grpc.health.v1.Health` service
@@ -400,27 +466,41 @@ impl Server {
             return 0;
         };
         let deadline = tokio::time::Instant::now() + grace;
-        let cut = match accept.await {
-            Ok(mut connections) => {
-                let mut cut = 0;
-                while !connections.is_empty() {
-                    if tokio::time::timeout_at(deadline, connections.join_next())
-                        .await
-                        .is_err()
-                    {
-                        cut = connections.len();
-                        connections.shutdown().await;
-                        break;
-                    }
-                }
-                cut
-            }
-            Err(_) => 0,
-        };
+        let mut loops = vec![accept];
+        loops.extend(self.internal.take());
+        let mut cut = 0;
+        for accept in loops {
+            cut += drain(accept, deadline).await;
+        }
         // Calls no connection tracks (in process) finish too, or the
         // deadline passes.
         self.shared.dispatcher.limits().wait_idle(deadline).await;
         cut
+    }
+}
+
+/// Waits for the connections of one accept loop until `deadline`, then
+/// cuts those left; returns how many were cut.
+async fn drain(
+    accept: tokio::task::JoinHandle<JoinSet<()>>,
+    deadline: tokio::time::Instant,
+) -> usize {
+    match accept.await {
+        Ok(mut connections) => {
+            let mut cut = 0;
+            while !connections.is_empty() {
+                if tokio::time::timeout_at(deadline, connections.join_next())
+                    .await
+                    .is_err()
+                {
+                    cut = connections.len();
+                    connections.shutdown().await;
+                    break;
+                }
+            }
+            cut
+        }
+        Err(_) => 0,
     }
 }
 
@@ -430,7 +510,7 @@ impl Drop for Server {
         let _ = self.shutdown_tx.send(true);
         // Aborting the accept loop drops its JoinSet, which aborts every
         // connection task.
-        if let Some(accept) = &self.accept {
+        for accept in self.accept.iter().chain(&self.internal) {
             accept.abort();
         }
     }
@@ -443,6 +523,7 @@ async fn accept_loop(
     listener: TcpListener,
     shared: Arc<ServerCore>,
     mut shutdown: watch::Receiver<bool>,
+    console: bool,
 ) -> JoinSet<()> {
     let mut connections = JoinSet::new();
     loop {
@@ -455,6 +536,7 @@ async fn accept_loop(
                         peer,
                         shared.clone(),
                         shutdown.clone(),
+                        console,
                     ));
                 }
                 // Out of descriptors and similar: back off briefly rather

@@ -114,6 +114,9 @@ pub(crate) struct Counters {
     pub(crate) errors: AtomicU64,
     /// HTTP/2 keepalive pings sent (gRPC connections).
     pub(crate) keepalive_pings: AtomicU64,
+    /// Bytes read from and written to connections.
+    pub(crate) bytes_in: AtomicU64,
+    pub(crate) bytes_out: AtomicU64,
 }
 
 /// What every connection of a server, and its in-process channels, share.
@@ -181,15 +184,29 @@ impl Dispatcher {
     /// Per-method counters: (method, calls, errors, total latency), for
     /// every method served.
     pub(crate) fn method_stats(&self) -> Vec<crate::metrics::MethodStatsSnapshot> {
+        self.methods()
+            .into_iter()
+            .map(|(method, index)| self.methods[index].snapshot(method))
+            .collect()
+    }
+
+    /// Every method served with its table index (see
+    /// [`Route::table_index`](crate::server::Route::table_index)).
+    pub(crate) fn methods(&self) -> Vec<(&'static crate::method::MethodDescriptor, usize)> {
         let mut all = Vec::with_capacity(self.methods.len());
         for service in self.table.services() {
             for m in service.methods {
                 if let Ok(route) = self.table.lookup(m.service, m.method) {
-                    all.push(self.methods[route.table_index].snapshot(route.method));
+                    all.push((route.method, route.table_index));
                 }
             }
         }
         all
+    }
+
+    /// The counters of every method, by table index.
+    pub(crate) fn method_stats_table(&self) -> &[MethodStats] {
+        &self.methods
     }
 
     /// Counts an answer the protocol produced on its own (a frame it could
@@ -210,12 +227,13 @@ impl Dispatcher {
         status
     }
 
-    /// A refusal of a routed call (an interceptor, a limit): also counted
-    /// as a failed call of its method.
-    fn refuse_method(&self, table_index: usize, status: Status) -> Status {
+    /// A refusal of a routed call (an interceptor, a limit, a request the
+    /// protocol could not decode): also counted as a failed call of its
+    /// method.
+    pub(crate) fn refuse_method(&self, table_index: usize, status: Status) -> Status {
         if let Some(stats) = self.methods.get(table_index) {
             stats.start();
-            stats.finish(std::time::Duration::ZERO, true);
+            stats.finish(std::time::Duration::ZERO, Some(status.code().value()));
         }
         self.refuse(status)
     }
@@ -444,7 +462,10 @@ async fn run(
     }
     let failed = result.is_err();
     if let Some(stats) = dispatcher.methods.get(table_index) {
-        stats.finish(started.elapsed(), failed);
+        stats.finish(
+            started.elapsed(),
+            result.as_ref().err().map(|e| e.code().value()),
+        );
     }
     dispatcher.count(failed);
     Answer {

@@ -64,7 +64,7 @@ pub(crate) async fn serve<T>(
     peer: SocketAddr,
     shared: Arc<ServerCore>,
     mut shutdown: watch::Receiver<bool>,
-    _open: OpenGuard,
+    open: Arc<OpenGuard>,
 ) where
     T: AsyncRead + AsyncWrite + Unpin,
 {
@@ -132,7 +132,7 @@ pub(crate) async fn serve<T>(
                     // wakeup. Its future lives in a pooled block; one that
                     // waits becomes a task (polled again at once with a
                     // real waker).
-                    let mut call = FutureBox::new(stream(request, respond, peer, shared.clone()));
+                    let mut call = FutureBox::new(stream(request, respond, peer, shared.clone(), open.clone()));
                     let noop = &mut std::task::Context::from_waker(std::task::Waker::noop());
                     if std::pin::Pin::new(&mut call).poll(noop).is_pending() {
                         streams.spawn(call);
@@ -171,7 +171,9 @@ async fn stream(
     mut respond: SendResponse<Bytes>,
     peer: SocketAddr,
     shared: Arc<ServerCore>,
+    open: Arc<OpenGuard>,
 ) {
+    let _in_flight = open.info().call();
     let (parts, mut body) = request.into_parts();
     let headers = &parts.headers;
     let head = match read_head(&parts, &shared) {

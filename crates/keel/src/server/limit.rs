@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 /// Counts calls in flight against a maximum (`usize::MAX` = unlimited).
 #[derive(Debug)]
 pub(crate) struct Limiter {
-    max: usize,
+    /// Settable at run time (the console's `/flags`).
+    max: AtomicUsize,
     current: AtomicUsize,
     rejected: AtomicU64,
 }
@@ -19,14 +20,14 @@ pub(crate) struct Limiter {
 impl Limiter {
     pub(crate) fn new(max: Option<usize>) -> Limiter {
         Limiter {
-            max: max.unwrap_or(usize::MAX),
+            max: AtomicUsize::new(max.unwrap_or(usize::MAX)),
             current: AtomicUsize::new(0),
             rejected: AtomicU64::new(0),
         }
     }
 
     fn try_acquire(&self) -> bool {
-        if self.current.fetch_add(1, Ordering::AcqRel) >= self.max {
+        if self.current.fetch_add(1, Ordering::AcqRel) >= self.max.load(Ordering::Relaxed) {
             self.current.fetch_sub(1, Ordering::AcqRel);
             self.rejected.fetch_add(1, Ordering::Relaxed);
             return false;
@@ -37,6 +38,17 @@ impl Limiter {
     /// Releases one place; true if none is taken now.
     fn release(&self) -> bool {
         self.current.fetch_sub(1, Ordering::AcqRel) == 1
+    }
+
+    /// The limit, `None` when unlimited.
+    pub(crate) fn max(&self) -> Option<usize> {
+        Some(self.max.load(Ordering::Relaxed)).filter(|&m| m != usize::MAX)
+    }
+
+    /// Changes the limit (`None`: unlimited); calls in flight keep their
+    /// places.
+    pub(crate) fn set_max(&self, max: Option<usize>) {
+        self.max.store(max.unwrap_or(usize::MAX), Ordering::Relaxed);
     }
 
     pub(crate) fn current(&self) -> usize {

@@ -11,6 +11,7 @@
 //!   sniff.rs        a new connection's first bytes pick its protocol
 //!   baidu_std.rs    one connection speaking baidu_std
 //!   grpc.rs         one connection speaking gRPC over HTTP/2 (h2)
+//!   http.rs         one connection speaking HTTP/1.1: JSON calls, the console
 //!   dispatch.rs     the one dispatch path: admission, handler run, stats
 //!   interceptor.rs  Interceptor, Authenticator
 //!   limit.rs        concurrency limits (Permit released by Drop)
@@ -33,19 +34,21 @@
 //! errors work the same whichever way a call arrives.
 
 mod baidu_std;
-mod builder;
+pub(crate) mod builder;
 pub(crate) mod dispatch;
 mod grpc;
 mod health;
+pub(crate) mod http;
 mod interceptor;
-mod limit;
+pub(crate) mod limit;
 mod method_table;
 mod reflection;
 mod service;
 mod sniff;
 
-pub use builder::{Keepalive, Server, ServerBuilder, ServerStats};
+pub use builder::{Console, Keepalive, Server, ServerBuilder, ServerStats};
 pub use health::{HealthReporter, ServingStatus};
+pub use http::TIMEOUT_HEADER;
 pub use interceptor::{Authenticator, Interceptor};
 pub use method_table::{MethodTable, MethodTableError, Route};
 pub use service::{CallMessages, MessagePools, Service, ServiceFuture, unknown_method};

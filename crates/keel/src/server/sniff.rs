@@ -5,6 +5,7 @@
 //!   accept ─► read until keel_wire::sniff decides (at most 24 bytes)
 //!               ├─ "PRPC"            ─► baidu_std::Connection (bytes read so far first)
 //!               ├─ HTTP/2 preface    ─► grpc::serve (over Prefixed: those bytes replayed)
+//!               ├─ an HTTP/1 method  ─► http::serve (JSON calls, the console)
 //!               └─ anything else     ─► closed, with one line on stderr
 //! ```
 //!
@@ -24,27 +25,54 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use crate::connections::{ConnectionInfo, Registered, Side};
 use crate::server::builder::ServerCore;
 
 /// Counts a connection as open from accept until its task ends however it
 /// ends (including being aborted before it first ran, or at the end of a
-/// graceful shutdown).
-pub(crate) struct OpenGuard(Arc<ServerCore>);
+/// graceful shutdown), lists it in the process's connections, and counts
+/// its bytes.
+pub(crate) struct OpenGuard {
+    shared: Arc<ServerCore>,
+    info: Registered,
+}
 
 impl OpenGuard {
-    pub(crate) fn new(shared: Arc<ServerCore>) -> OpenGuard {
+    pub(crate) fn new(shared: Arc<ServerCore>, peer: SocketAddr) -> OpenGuard {
         shared
             .dispatcher
             .stats
             .connections
             .fetch_add(1, Ordering::AcqRel);
-        OpenGuard(shared)
+        OpenGuard {
+            shared,
+            info: Registered::new(Side::Server, peer, ""),
+        }
+    }
+
+    /// Counts `n` bytes read from the connection.
+    pub(crate) fn read(&self, n: usize) {
+        self.info.read(n);
+        let stats = &self.shared.dispatcher.stats;
+        stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Counts `n` bytes written to the connection.
+    pub(crate) fn wrote(&self, n: usize) {
+        self.info.wrote(n);
+        let stats = &self.shared.dispatcher.stats;
+        stats.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// The connection's entry in the process's connections.
+    pub(crate) fn info(&self) -> &ConnectionInfo {
+        &self.info
     }
 }
 
 impl Drop for OpenGuard {
     fn drop(&mut self) {
-        self.0
+        self.shared
             .dispatcher
             .stats
             .connections
@@ -58,8 +86,9 @@ pub(crate) async fn serve(
     peer: SocketAddr,
     shared: Arc<ServerCore>,
     mut shutdown: watch::Receiver<bool>,
+    console: bool,
 ) {
-    let open = OpenGuard::new(shared.clone());
+    let open = OpenGuard::new(shared.clone(), peer);
     // Answers are written as they are ready; Nagle's algorithm would hold
     // a small one back until the previous is acknowledged.
     let _ = stream.set_nodelay(true);
@@ -71,7 +100,7 @@ pub(crate) async fn serve(
         }
         tokio::select! {
             read = stream.read_buf(&mut head) => match read {
-                Ok(n) if n > 0 => {}
+                Ok(n) if n > 0 => open.read(n),
                 // Closed or failed before saying anything.
                 _ => return,
             },
@@ -80,37 +109,51 @@ pub(crate) async fn serve(
     };
     match protocol {
         Sniff::BaiduStd => {
+            open.info().set_protocol("baidu_std");
             super::baidu_std::Connection::new(stream, peer, shared, shutdown, open)
                 .run(head)
                 .await;
         }
         Sniff::Http2 => {
+            open.info().set_protocol("grpc");
+            let open = Arc::new(open);
             let io = Prefixed {
                 head: head.freeze(),
                 io: stream,
+                open: open.clone(),
             };
             // Boxed: the HTTP/2 connection's future is large, and inline it
             // would make every connection's task that large, baidu_std's too.
             Box::pin(super::grpc::serve(io, peer, shared, shutdown, open)).await;
         }
-        Sniff::Http1 | Sniff::Unknown | Sniff::NeedMore => {
-            let what = if protocol == Sniff::Http1 {
-                "HTTP/1, which this server does not serve"
-            } else {
-                "no protocol this server speaks (baidu_std, gRPC over HTTP/2)"
+        Sniff::Http1 => {
+            open.info().set_protocol("http");
+            let open = Arc::new(open);
+            let io = Prefixed {
+                head: head.freeze(),
+                io: stream,
+                open: open.clone(),
             };
+            Box::pin(super::http::serve(
+                io, peer, shared, shutdown, open, console,
+            ))
+            .await;
+        }
+        Sniff::Unknown | Sniff::NeedMore => {
             eprintln!(
-                "keel: closing connection from {peer}: its first bytes {:?} are {what}",
+                "keel: closing connection from {peer}: its first bytes {:?} are no protocol this server speaks (baidu_std, gRPC over HTTP/2, HTTP/1.1)",
                 Bytes::copy_from_slice(&head)
             );
         }
     }
 }
 
-/// A stream whose first bytes were already read: they are read again first.
+/// A stream whose first bytes were already read: they are read again
+/// first. Counts the bytes read and written after those.
 pub(crate) struct Prefixed<S> {
     head: Bytes,
     io: S,
+    open: Arc<OpenGuard>,
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
@@ -125,7 +168,13 @@ impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
             self.head.advance(n);
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut self.io).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut self.io).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            self.open.read(n);
+        }
+        poll
     }
 }
 
@@ -135,7 +184,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        let poll = Pin::new(&mut self.io).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = poll {
+            self.open.wrote(n);
+        }
+        poll
     }
 
     fn poll_write_vectored(
@@ -143,7 +196,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        let poll = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = poll {
+            self.open.wrote(n);
+        }
+        poll
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -1,0 +1,222 @@
+//! Every connection of the process, server and client side, for the
+//! console's `/connections`: peer, protocol, age, bytes each way, calls in
+//! flight and last activity.
+//!
+//! A connection owns its [`ConnectionInfo`] (an `Arc`); the registry holds
+//! only a weak reference, removed when the owner's [`Registered`] guard
+//! drops, so a closed connection leaves nothing behind (R1/R2). Counting
+//! is a relaxed atomic add per read or write: no allocation after the
+//! connection opened.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
+use std::time::{Duration, Instant};
+
+/// Which end of the connection this process is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// Accepted by a server.
+    Server,
+    /// Opened by a channel.
+    Client,
+}
+
+impl Side {
+    /// `"server"` or `"client"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Server => "server",
+            Side::Client => "client",
+        }
+    }
+}
+
+static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+static REGISTRY: Mutex<BTreeMap<u64, Weak<ConnectionInfo>>> = Mutex::new(BTreeMap::new());
+
+/// The counters of one connection.
+#[derive(Debug)]
+pub struct ConnectionInfo {
+    id: u64,
+    side: Side,
+    peer: SocketAddr,
+    opened: Instant,
+    protocol: Mutex<&'static str>,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    in_flight: AtomicU64,
+    /// Milliseconds since the process's first connection.
+    last_active_ms: AtomicU64,
+}
+
+fn now_ms() -> u64 {
+    u64::try_from(EPOCH.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+impl ConnectionInfo {
+    /// Counts `n` bytes read.
+    pub(crate) fn read(&self, n: usize) {
+        self.bytes_in.fetch_add(n as u64, Relaxed);
+        self.last_active_ms.store(now_ms(), Relaxed);
+    }
+
+    /// Counts `n` bytes written.
+    pub(crate) fn wrote(&self, n: usize) {
+        self.bytes_out.fetch_add(n as u64, Relaxed);
+        self.last_active_ms.store(now_ms(), Relaxed);
+    }
+
+    /// Counts a call in flight on this connection until the guard drops.
+    pub(crate) fn call(&self) -> CallGuard<'_> {
+        self.in_flight.fetch_add(1, Relaxed);
+        CallGuard(self)
+    }
+
+    /// Sets the calls in flight (a protocol that counts them itself).
+    pub(crate) fn set_in_flight(&self, n: usize) {
+        self.in_flight.store(n as u64, Relaxed);
+    }
+
+    /// Names the protocol once it is known (a server sniffs it).
+    pub(crate) fn set_protocol(&self, protocol: &'static str) {
+        *self.protocol.lock().unwrap_or_else(PoisonError::into_inner) = protocol;
+    }
+
+    /// A snapshot for the console.
+    pub fn snapshot(&self) -> ConnectionSnapshot {
+        let now = now_ms();
+        ConnectionSnapshot {
+            id: self.id,
+            side: self.side,
+            peer: self.peer,
+            protocol: *self.protocol.lock().unwrap_or_else(PoisonError::into_inner),
+            age: self.opened.elapsed(),
+            bytes_in: self.bytes_in.load(Relaxed),
+            bytes_out: self.bytes_out.load(Relaxed),
+            in_flight: self.in_flight.load(Relaxed),
+            idle: Duration::from_millis(now.saturating_sub(self.last_active_ms.load(Relaxed))),
+        }
+    }
+}
+
+/// A call in flight on a connection (see [`ConnectionInfo::call`]).
+pub(crate) struct CallGuard<'a>(&'a ConnectionInfo);
+
+impl Drop for CallGuard<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Relaxed);
+    }
+}
+
+/// One connection as the console shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionSnapshot {
+    /// Process-unique id.
+    pub id: u64,
+    /// Server or client side.
+    pub side: Side,
+    /// The other end.
+    pub peer: SocketAddr,
+    /// `baidu_std`, `grpc`, `http`, or `""` before a server knows.
+    pub protocol: &'static str,
+    /// Time since it opened.
+    pub age: Duration,
+    /// Bytes read.
+    pub bytes_in: u64,
+    /// Bytes written.
+    pub bytes_out: u64,
+    /// Calls in flight on it.
+    pub in_flight: u64,
+    /// Time since it last read or wrote.
+    pub idle: Duration,
+}
+
+/// Keeps a connection in the registry; dropping it removes the entry.
+#[derive(Debug)]
+pub(crate) struct Registered(pub(crate) Arc<ConnectionInfo>);
+
+impl Registered {
+    /// Registers a new connection.
+    pub(crate) fn new(side: Side, peer: SocketAddr, protocol: &'static str) -> Registered {
+        let id = NEXT_ID.fetch_add(1, Relaxed);
+        let info = Arc::new(ConnectionInfo {
+            id,
+            side,
+            peer,
+            opened: Instant::now(),
+            protocol: Mutex::new(protocol),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            last_active_ms: AtomicU64::new(now_ms()),
+        });
+        REGISTRY
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, Arc::downgrade(&info));
+        Registered(info)
+    }
+}
+
+impl std::ops::Deref for Registered {
+    type Target = ConnectionInfo;
+    fn deref(&self) -> &ConnectionInfo {
+        &self.0
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        REGISTRY
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.0.id);
+    }
+}
+
+/// Every open connection of the process, oldest first.
+pub fn connections() -> Vec<ConnectionSnapshot> {
+    let live: Vec<Arc<ConnectionInfo>> = REGISTRY
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .values()
+        .filter_map(Weak::upgrade)
+        .collect();
+    live.iter().map(|c| c.snapshot()).collect()
+}
+
+/// How many connections are open in the process.
+pub fn connection_count() -> usize {
+    REGISTRY
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_is_listed_until_its_guard_drops() {
+        let peer: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let guard = Registered::new(Side::Client, peer, "grpc");
+        guard.read(10);
+        guard.wrote(7);
+        let call = guard.call();
+        let id = guard.0.id;
+        let listed = connections().into_iter().find(|c| c.id == id).unwrap();
+        assert_eq!(
+            (listed.bytes_in, listed.bytes_out, listed.in_flight),
+            (10, 7, 1)
+        );
+        assert_eq!((listed.side, listed.protocol), (Side::Client, "grpc"));
+        drop(call);
+        assert_eq!(guard.snapshot().in_flight, 0);
+        drop(guard);
+        assert!(connections().iter().all(|c| c.id != id));
+    }
+}

@@ -1,0 +1,194 @@
+//! One renderer for every console page: the page's JSON document drawn as
+//! HTML. Objects become two-column tables, arrays of objects become tables
+//! with a column per key, and arrays of numbers under a key ending in
+//! `series` become charts (inline SVG, drawn here: no script, no CDN).
+
+use std::fmt::Write as _;
+
+use serde_json::Value;
+
+use crate::console::Page;
+use crate::console::pages::KNOWN;
+
+const STYLE: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:0;color:#222}\
+nav{background:#1d3557;padding:8px 16px}nav a{color:#f1faee;margin-right:14px;text-decoration:none}\
+main{padding:12px 16px}h1{font-size:20px;margin:4px 0 12px}\
+table{border-collapse:collapse;margin:4px 0 12px}td,th{border:1px solid #ddd;padding:3px 8px;\
+text-align:left;vertical-align:top}th{background:#f4f4f4}td.n{text-align:right;font-variant-numeric:tabular-nums}\
+svg.chart{background:#f8fbff;border:1px solid #cde}svg.chart polyline{fill:none;stroke:#1d70b8;stroke-width:1.5}\
+pre{background:#f6f6f6;padding:8px;overflow:auto}form{margin:6px 0 12px}input{margin-right:6px}";
+
+/// Escapes text for HTML.
+pub(crate) fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The whole HTML page.
+pub(crate) fn html(page: &Page) -> String {
+    let mut out = String::with_capacity(4096);
+    let _ = write!(
+        out,
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width\">\
+         <title>{} · keel</title><style>{STYLE}</style></head><body><nav>",
+        escape(page.title)
+    );
+    for (path, _) in KNOWN {
+        let _ = write!(out, "<a href=\"{path}\">{path}</a>");
+    }
+    let _ = write!(out, "</nav><main><h1>{}</h1>", escape(page.title));
+    out.push_str(&page.extra_html);
+    value(&mut out, "", &page.json);
+    out.push_str("</main></body></html>");
+    out
+}
+
+fn is_scalar(v: &Value) -> bool {
+    !matches!(v, Value::Array(_) | Value::Object(_))
+}
+
+fn value(out: &mut String, key: &str, v: &Value) {
+    match v {
+        Value::Object(map) => {
+            out.push_str("<table>");
+            for (k, v) in map {
+                let _ = write!(out, "<tr><th>{}</th>", escape(k));
+                cell(out, k, v);
+                out.push_str("</tr>");
+            }
+            out.push_str("</table>");
+        }
+        Value::Array(items) if key.ends_with("series") => chart(out, items),
+        Value::Array(items) if !items.is_empty() && items.iter().all(Value::is_object) => {
+            let mut columns: Vec<&str> = Vec::new();
+            for item in items {
+                if let Value::Object(map) = item {
+                    for k in map.keys() {
+                        if !columns.contains(&k.as_str()) {
+                            columns.push(k);
+                        }
+                    }
+                }
+            }
+            out.push_str("<table><tr>");
+            for c in &columns {
+                let _ = write!(out, "<th>{}</th>", escape(c));
+            }
+            out.push_str("</tr>");
+            for item in items {
+                out.push_str("<tr>");
+                for c in &columns {
+                    cell(out, c, item.get(*c).unwrap_or(&Value::Null));
+                }
+                out.push_str("</tr>");
+            }
+            out.push_str("</table>");
+        }
+        Value::Array(items) if items.iter().all(is_scalar) => {
+            let texts: Vec<String> = items.iter().map(scalar).collect();
+            out.push_str(&escape(&texts.join(", ")));
+        }
+        Value::Array(items) => {
+            for item in items {
+                value(out, key, item);
+            }
+        }
+        v => out.push_str(&escape(&scalar(v))),
+    }
+}
+
+fn cell(out: &mut String, key: &str, v: &Value) {
+    if v.is_number() {
+        out.push_str("<td class=\"n\">");
+    } else {
+        out.push_str("<td>");
+    }
+    if key == "path" || key == "href" {
+        if let Some(link) = v.as_str().filter(|s| s.starts_with('/')) {
+            let _ = write!(out, "<a href=\"{0}\">{0}</a></td>", escape(link));
+            return;
+        }
+    }
+    value(out, key, v);
+    out.push_str("</td>");
+}
+
+fn scalar(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if n.is_f64() => format!("{f:.2}"),
+            _ => n.to_string(),
+        },
+        v => v.to_string(),
+    }
+}
+
+/// A line chart of `points` (oldest first), scaled to its own maximum.
+pub(crate) fn chart(out: &mut String, points: &[Value]) {
+    const W: f64 = 360.0;
+    const H: f64 = 60.0;
+    let ys: Vec<f64> = points.iter().filter_map(Value::as_f64).collect();
+    let max = ys.iter().copied().fold(0.0_f64, f64::max);
+    let min = ys.iter().copied().fold(max, f64::min).min(0.0);
+    let span = if max > min { max - min } else { 1.0 };
+    let n = ys.len().max(2);
+    let _ = write!(
+        out,
+        "<svg class=\"chart\" width=\"{W}\" height=\"{H}\" viewBox=\"0 0 {W} {H}\" role=\"img\"><title>{} points, max {max}</title><polyline points=\"",
+        ys.len()
+    );
+    if ys.len() < 2 {
+        // Nothing yet: a baseline, so the chart is drawn from the start.
+        let y = ys
+            .first()
+            .map_or(H - 1.0, |v| H - 1.0 - (v - min) / span * (H - 2.0));
+        let _ = write!(out, "0,{y:.1} {W},{y:.1}");
+    } else {
+        for (i, v) in ys.iter().enumerate() {
+            let x = i as f64 * W / (n - 1) as f64;
+            let y = H - 1.0 - (v - min) / span * (H - 2.0);
+            let _ = write!(out, "{x:.1},{y:.1} ");
+        }
+    }
+    out.push_str("\"/></svg>");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documents_render_as_escaped_tables_and_charts() {
+        let page = Page::new(
+            "T<est>",
+            serde_json::json!({
+                "name": "<b>",
+                "rows": [{"a": 1, "b": "x"}, {"a": 2.5, "c": true}],
+                "qps_series": [1, 3, 2],
+                "list": [1, 2],
+            }),
+        );
+        let html = html(&page);
+        assert!(html.contains("<title>T&lt;est&gt; · keel</title>"));
+        assert!(html.contains("&lt;b&gt;"));
+        assert!(!html.contains("<b>"));
+        assert!(html.contains("<th>a</th><th>b</th><th>c</th>"));
+        assert!(html.contains("<td class=\"n\">2.50</td>"));
+        assert!(html.contains("<svg class=\"chart\""));
+        assert!(html.contains("<polyline points=\"0.0,"));
+        assert!(html.contains("1, 2"));
+    }
+}

@@ -1,0 +1,212 @@
+//! Every counter and gauge Keel keeps, by name: what `/vars` lists and
+//! charts, and what `/metrics` exposes to Prometheus.
+//!
+//! Names follow Prometheus's conventions (`keel_` prefix, base units,
+//! `_total` for counters). The list is the same for the life of a process
+//! (whether the counting allocator is installed cannot change), so the
+//! sampler keeps each variable's history by its position.
+
+use std::sync::atomic::Ordering;
+
+use crate::server::builder::ServerCore;
+
+/// Counter (only grows) or gauge (goes up and down).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Counter,
+    Gauge,
+}
+
+impl Kind {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+        }
+    }
+}
+
+/// One variable's value now.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Var {
+    pub(crate) name: &'static str,
+    pub(crate) help: &'static str,
+    pub(crate) kind: Kind,
+    pub(crate) value: f64,
+}
+
+fn var(name: &'static str, help: &'static str, kind: Kind, value: impl Into<f64>) -> Var {
+    Var {
+        name,
+        help,
+        kind,
+        value: value.into(),
+    }
+}
+
+fn u(v: u64) -> f64 {
+    v as f64
+}
+
+/// The process's resident set size in bytes (Linux), 0 where unknown.
+/// Reads into a stack buffer: the sampler calls it every second.
+pub(crate) fn resident_bytes() -> u64 {
+    use std::io::Read as _;
+    let mut buf = [0u8; 128];
+    let Ok(mut file) = std::fs::File::open("/proc/self/statm") else {
+        return 0;
+    };
+    let n = file.read(&mut buf).unwrap_or(0);
+    std::str::from_utf8(&buf[..n])
+        .ok()
+        .and_then(|s| s.split_ascii_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
+}
+
+/// Every variable, now.
+pub(crate) fn all(core: &ServerCore) -> Vec<Var> {
+    let mut vars = Vec::with_capacity(20);
+    each(core, |v| vars.push(v));
+    vars
+}
+
+/// Calls `f` with every variable, in a fixed order, allocating nothing.
+pub(crate) fn each(core: &ServerCore, mut f: impl FnMut(Var)) {
+    use Kind::{Counter, Gauge};
+    let c = &core.dispatcher.stats;
+    let limits = core.dispatcher.limits();
+    let rejected = limits.global.rejected()
+        + limits
+            .methods
+            .iter()
+            .map(crate::server::limit::Limiter::rejected)
+            .sum::<u64>();
+    let (mut pool_bytes, mut pool_live, mut pool_cached) = (0, 0, 0);
+    keel_pool::for_each_stats(|p| {
+        pool_bytes += p.bytes;
+        pool_live += p.live;
+        pool_cached += p.cached;
+    });
+    let store = crate::rpcz::tracer().store().stats();
+    let fixed = [
+        var(
+            "keel_server_connections",
+            "Connections open now (every protocol).",
+            Gauge,
+            u(c.connections.load(Ordering::Relaxed) as u64),
+        ),
+        var(
+            "keel_server_connections_accepted_total",
+            "Connections accepted.",
+            Counter,
+            u(c.accepted.load(Ordering::Relaxed)),
+        ),
+        var(
+            "keel_server_calls_total",
+            "Calls answered (successes and errors, every protocol).",
+            Counter,
+            u(c.calls.load(Ordering::Relaxed)),
+        ),
+        var(
+            "keel_server_errors_total",
+            "Calls answered with an error.",
+            Counter,
+            u(c.errors.load(Ordering::Relaxed)),
+        ),
+        var(
+            "keel_server_in_flight",
+            "Calls being handled now.",
+            Gauge,
+            u(limits.global.current() as u64),
+        ),
+        var(
+            "keel_server_rejected_total",
+            "Calls refused by a concurrency limit.",
+            Counter,
+            u(rejected),
+        ),
+        var(
+            "keel_server_received_bytes_total",
+            "Bytes read from connections.",
+            Counter,
+            u(c.bytes_in.load(Ordering::Relaxed)),
+        ),
+        var(
+            "keel_server_sent_bytes_total",
+            "Bytes written to connections.",
+            Counter,
+            u(c.bytes_out.load(Ordering::Relaxed)),
+        ),
+        var(
+            "keel_server_keepalive_pings_total",
+            "HTTP/2 keepalive pings sent to gRPC clients.",
+            Counter,
+            u(c.keepalive_pings.load(Ordering::Relaxed)),
+        ),
+        var(
+            "keel_process_resident_memory_bytes",
+            "Resident set size of the process.",
+            Gauge,
+            u(resident_bytes()),
+        ),
+        var(
+            "keel_pool_bytes",
+            "Bytes every keel-pool holds (blocks, bookkeeping, cached objects' buffers).",
+            Gauge,
+            u(pool_bytes),
+        ),
+        var(
+            "keel_pool_live_objects",
+            "Pooled objects handed out now.",
+            Gauge,
+            u(pool_live),
+        ),
+        var(
+            "keel_pool_cached_objects",
+            "Free pooled objects kept for reuse.",
+            Gauge,
+            u(pool_cached),
+        ),
+        var(
+            "keel_invokers",
+            "Live invokers of every cluster channel (destroyed ones still draining included).",
+            Gauge,
+            u(crate::cluster::live_invokers() as u64),
+        ),
+        var(
+            "keel_rpcz_target_spans_per_second",
+            "The rpcz sampler's target (0: tracing off).",
+            Gauge,
+            u(crate::rpcz::tracer().sampler().target()),
+        ),
+        var(
+            "keel_rpcz_stored_traces",
+            "Span trees held by the rpcz store.",
+            Gauge,
+            u(store.trees as u64),
+        ),
+        var(
+            "keel_rpcz_store_bytes",
+            "Bytes held by the rpcz store.",
+            Gauge,
+            u(store.bytes as u64),
+        ),
+    ];
+    for v in fixed {
+        f(v);
+    }
+    if keel_alloc::is_installed() {
+        f(var(
+            "keel_heap_live_bytes",
+            "Heap bytes allocated and not freed (counting allocator).",
+            Gauge,
+            u(keel_alloc::live_bytes()),
+        ));
+        f(var(
+            "keel_heap_peak_bytes",
+            "Largest live heap seen (counting allocator).",
+            Gauge,
+            u(keel_alloc::peak_bytes()),
+        ));
+    }
+}
