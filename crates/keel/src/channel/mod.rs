@@ -199,9 +199,13 @@ impl ChannelBuilder {
         self
     }
 
-    /// A credential sent on the first request of every connection the
-    /// channel opens (baidu_std `authentication_data`, what a brpc or Keel
-    /// server's authenticator checks). Default: none.
+    /// A credential for the server's
+    /// [`Authenticator`](crate::server::Authenticator), which checks it
+    /// once per connection: on baidu_std it is sent as
+    /// `authentication_data` on the first request of every connection the
+    /// channel opens (what a brpc or Keel server checks); on gRPC as the
+    /// `authorization` header of every stream (a call's own
+    /// `authorization` metadata takes its place). Default: none.
     pub fn credential(mut self, credential: impl Into<bytes::Bytes>) -> Self {
         self.credential = credential.into();
         self

@@ -49,6 +49,7 @@ use crate::compression::{self, Compression};
 use crate::metadata::Metadata;
 use crate::server::builder::ServerCore;
 use crate::server::dispatch::{Answer, Request};
+use crate::server::interceptor::authenticate;
 use crate::server::sniff::OpenGuard;
 use crate::status::{Code, Status};
 use crate::transport::REQUEST_ID;
@@ -318,14 +319,14 @@ impl ConnectionState {
             return;
         };
         if !self.authenticated {
-            let verdict = match &self.shared.authenticator {
-                Some(auth) => auth.verify(meta.authentication_data, Some(self.peer)),
-                None => Ok(()),
-            };
+            let verdict = authenticate(
+                self.shared.authenticator.as_deref(),
+                meta.authentication_data,
+                self.peer,
+            );
             if let Err(status) = verdict {
                 // brpc closes a connection whose credential fails.
-                let text = format!("authentication failed: {}", status.message());
-                self.error(cid, Code::ERPCAUTH, &text);
+                self.error_status(cid, &status);
                 self.broken = true;
                 return;
             }

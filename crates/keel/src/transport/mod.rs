@@ -117,7 +117,8 @@ pub(crate) struct EndpointConfig {
     /// Largest response accepted (baidu_std body, gRPC message).
     pub(crate) max_body_size: usize,
     /// Sent as `authentication_data` on each baidu_std connection's first
-    /// request (empty: none).
+    /// request, and as the `authorization` header of every gRPC stream
+    /// (empty: none).
     pub(crate) credential: bytes::Bytes,
 }
 
