@@ -9,7 +9,7 @@
 //!      │  2. client interceptors (metadata, outcome)
 //!      │  3. deadline from options.timeout or the channel's default
 //!      ▼
-//!   Route::call: the one retry loop (retry.rs)
+//!   Route::call / open_stream: the one retry loop (retry.rs)
 //!      │  one attempt: BaiduStd / Cluster / InProcess / your Transport
 //!      ▼
 //!   Reply { payload, attachment, metadata } ── decoded by the client
@@ -478,7 +478,11 @@ impl Channel {
             span: &span,
         };
         let max_retry = options.max_retry.unwrap_or(core.max_retry);
-        let opened = core.route.open_stream(&call, max_retry).await;
+        let mut last_failure = None;
+        let opened = core
+            .route
+            .open_stream(&call, max_retry, &mut last_failure)
+            .await;
         let record = crate::streaming::StreamRecord::new(core.methods.entry(method), span);
         match opened {
             Ok((outgoing, mut incoming)) => {

@@ -1,7 +1,10 @@
 //! The one retry loop of the code base, and where a call goes.
 //!
 //! ```text
-//!   Route::call(call, max_retry)
+//!   Route::call(call, max_retry)           Route::open_stream(call, max_retry)
+//!     (a unary attempt, below)               (open a stream: Endpoint / Cluster only)
+//!            └───────────────┬───────────────────────┘
+//!   Route::with_retries: the one loop
 //!     loop:  attempt ──► Endpoint:  BaiduStd / Grpc try_call (one connection)
 //!                    ├─► Cluster:   Cluster::attempt (pick a server not tried yet)
 //!                    ├─► InProcess: the server's dispatch path
@@ -44,6 +47,7 @@ use tokio::time::Instant;
 
 use crate::cluster::{Cluster, Tried};
 use crate::status::{Code, Status};
+use crate::streaming::{Incoming, Outgoing};
 use crate::transport::{Call, InProcess, Remote, Reply, Transport};
 
 /// Where a channel's calls go.
@@ -72,6 +76,70 @@ impl Route {
         max_retry: u32,
         last_failure: &mut Option<Status>,
     ) -> Result<Reply, Status> {
+        let attempt = |mut tried: Tried| async move {
+            let result = match self {
+                Route::Endpoint(endpoint) => endpoint.try_call(call).await,
+                // In a pooled block: the cluster's attempt (pick, backup,
+                // breaker) is a large future, and inline it would make
+                // every channel's call future as large, one-server
+                // channels too.
+                Route::Cluster(cluster) => FutureBox::new(cluster.attempt(call, &mut tried)).await,
+                Route::InProcess(in_process) => in_process.try_call(call).await,
+                Route::Custom(transport) => transport.call(*call).await,
+            };
+            (result, tried)
+        };
+        self.with_retries(call, max_retry, last_failure, attempt)
+            .await
+    }
+
+    /// Opens a streaming call (see [`Channel::open_stream`](crate::Channel)),
+    /// retried as a unary call is: opening sends only headers, so what
+    /// fails is a connection that was not made, and another try (another
+    /// server, for a cluster) may open it. Once open, a stream stays on
+    /// its server and is never retried.
+    pub(crate) async fn open_stream(
+        &self,
+        call: &Call<'_>,
+        max_retry: u32,
+        last_failure: &mut Option<Status>,
+    ) -> Result<(Outgoing, Incoming), Status> {
+        let attempt = |mut tried: Tried| async move {
+            let result = match self {
+                Route::Endpoint(endpoint) => endpoint.open_stream(call).await,
+                Route::Cluster(cluster) => cluster.open_stream(call, &mut tried).await,
+                Route::InProcess(_) | Route::Custom(_) => Err(Status::new(
+                    Code::Unimplemented,
+                    format!(
+                        "{} is a {:?} method: streaming calls need a gRPC channel",
+                        call.method, call.method.kind
+                    ),
+                )),
+            };
+            (result, tried)
+        };
+        self.with_retries(call, max_retry, last_failure, attempt)
+            .await
+    }
+
+    /// The retry loop: runs `attempt` (given the servers tried so far,
+    /// which it hands back with its result) again after each retryable
+    /// failure, up to `max_retry` times within the call's deadline and as
+    /// the budget allows. Every retry in the code base is decided here.
+    ///
+    /// `Tried` goes in and out by value (it is a few words, `Copy`): an
+    /// attempt borrowing it would make the call's future `Send` only for
+    /// some lifetimes, which callers cannot use.
+    async fn with_retries<T, F>(
+        &self,
+        call: &Call<'_>,
+        max_retry: u32,
+        last_failure: &mut Option<Status>,
+        mut attempt: impl FnMut(Tried) -> F,
+    ) -> Result<T, Status>
+    where
+        F: Future<Output = (Result<T, Status>, Tried)>,
+    {
         let max_retry = match self {
             Route::Cluster(cluster) => cluster.max_retry(max_retry),
             Route::InProcess(_) => 0,
@@ -80,15 +148,8 @@ impl Route {
         let mut tried = Tried::default();
         let mut retries = 0;
         loop {
-            let result = match self {
-                Route::Endpoint(endpoint) => endpoint.try_call(call).await,
-                // In a pooled block: the cluster's attempt (pick, backup,
-                // breaker) is a large future, and inline it would make every
-                // channel's call future as large, one-server channels too.
-                Route::Cluster(cluster) => FutureBox::new(cluster.attempt(call, &mut tried)).await,
-                Route::InProcess(in_process) => in_process.try_call(call).await,
-                Route::Custom(transport) => transport.call(*call).await,
-            };
+            let (result, now_tried) = attempt(tried).await;
+            tried = now_tried;
             match result {
                 Err(status)
                     if retries < max_retry
@@ -101,35 +162,6 @@ impl Route {
                 }
                 result => return result,
             }
-        }
-    }
-
-    /// Opens a streaming call (see [`Channel::open_stream`](crate::Channel)).
-    pub(crate) async fn open_stream(
-        &self,
-        call: &Call<'_>,
-        max_retry: u32,
-    ) -> Result<(crate::streaming::Outgoing, crate::streaming::Incoming), Status> {
-        match self {
-            Route::Endpoint(endpoint) => {
-                let mut retries = 0;
-                loop {
-                    match endpoint.open_stream(call).await {
-                        Err(status) if status.request_unwritten() && retries < max_retry => {
-                            retries += 1;
-                        }
-                        opened => return opened,
-                    }
-                }
-            }
-            Route::Cluster(cluster) => cluster.open_stream(call, max_retry).await,
-            Route::InProcess(_) | Route::Custom(_) => Err(Status::new(
-                Code::Unimplemented,
-                format!(
-                    "{} is a {:?} method: streaming calls need a gRPC channel",
-                    call.method, call.method.kind
-                ),
-            )),
         }
     }
 
