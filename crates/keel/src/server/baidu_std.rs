@@ -46,13 +46,12 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
 use crate::compression::{self, Compression};
-use crate::metadata::Metadata;
+use crate::metadata::{Metadata, REQUEST_ID};
 use crate::server::builder::ServerCore;
 use crate::server::dispatch::{Answer, Request};
 use crate::server::interceptor::authenticate;
 use crate::server::sniff::OpenGuard;
 use crate::status::{Code, Status};
-use crate::transport::REQUEST_ID;
 
 /// Room offered to each read: small for a quiet connection (an idle
 /// connection should cost little), doubled while reads fill it.

@@ -34,12 +34,9 @@ use tokio::time::Instant;
 
 use super::pending::{CallId, PendingCalls};
 use crate::compression::{self, Compression, Scratch};
-use crate::metadata::Metadata;
+use crate::metadata::{Metadata, REQUEST_ID};
 use crate::status::{Code, Status};
 use crate::transport::{Call, EndpointConfig, Reply};
-
-/// The metadata key that travels as `RpcRequestMeta.request_id` too.
-pub(crate) const REQUEST_ID: &str = "x-request-id";
 
 const READ_CHUNK: usize = 8 * 1024;
 const READ_MIN_ROOM: usize = 1024;

@@ -23,7 +23,6 @@ mod in_process;
 mod pending;
 
 pub use baidu_std::BaiduStd;
-pub(crate) use baidu_std::REQUEST_ID;
 pub use grpc::Grpc;
 pub use in_process::InProcess;
 
