@@ -81,7 +81,7 @@
 //! });
 //! let reply = client.echo(&EchoRequest { message: "hi".into() }).await?;
 //! assert_eq!(reply.message, "hi");
-//! assert_eq!(channel.method_cache_len(), 1);
+//! assert_eq!(channel.method_stats_len(), 1);
 //! # Ok(())
 //! # })
 //! # }

@@ -1,10 +1,10 @@
 //! The one retry loop of the code base, and where a call goes.
 //!
 //! ```text
-//!   Route::call(call, max_retry)           Route::open_stream(call, max_retry)
-//!     (a unary attempt, below)               (open a stream: Endpoint / Cluster only)
-//!            └───────────────┬───────────────────────┘
-//!   Route::with_retries: the one loop
+//!   Destination::call(call, max_retry)      Destination::open_stream(call, max_retry)
+//!     (a unary attempt, below)                (open a stream: Endpoint / Cluster only)
+//!            └──────────────────┬──────────────────┘
+//!   Destination::with_retries: the one loop
 //!     loop:  attempt ──► Endpoint:  BaiduStd / Grpc try_call (one connection)
 //!                    ├─► Cluster:   Cluster::attempt (pick a server not tried yet)
 //!                    ├─► InProcess: the server's dispatch path
@@ -50,11 +50,13 @@ use crate::status::{Code, Status};
 use crate::streaming::{Incoming, Outgoing};
 use crate::transport::{Call, InProcess, Remote, Reply, Transport};
 
-/// Where a channel's calls go.
+/// Where a channel's calls go: one server, the servers of a naming URL,
+/// services in this process, or a transport of the user's. (The server's
+/// [`Route`](crate::server::Route) is a method a call is dispatched to.)
 // One per channel, inside its `Arc`: the size of the largest variant costs
 // nothing per call, and boxing it would add a pointer hop to every call.
 #[allow(clippy::large_enum_variant)]
-pub(crate) enum Route {
+pub(crate) enum Destination {
     /// One `host:port` (baidu_std or gRPC).
     Endpoint(Remote),
     /// The servers of a naming URL.
@@ -65,7 +67,7 @@ pub(crate) enum Route {
     Custom(Box<dyn Transport>),
 }
 
-impl Route {
+impl Destination {
     /// Sends `call`, retrying retryable failures up to `max_retry` times
     /// within the call's deadline. `last_failure` keeps the failure of the
     /// latest attempt that was retried, for the channel to report if the
@@ -78,14 +80,16 @@ impl Route {
     ) -> Result<Reply, Status> {
         let attempt = |mut tried: Tried| async move {
             let result = match self {
-                Route::Endpoint(endpoint) => endpoint.try_call(call).await,
+                Destination::Endpoint(endpoint) => endpoint.try_call(call).await,
                 // In a pooled block: the cluster's attempt (pick, backup,
                 // breaker) is a large future, and inline it would make
                 // every channel's call future as large, one-server
                 // channels too.
-                Route::Cluster(cluster) => FutureBox::new(cluster.attempt(call, &mut tried)).await,
-                Route::InProcess(in_process) => in_process.try_call(call).await,
-                Route::Custom(transport) => transport.call(*call).await,
+                Destination::Cluster(cluster) => {
+                    FutureBox::new(cluster.attempt(call, &mut tried)).await
+                }
+                Destination::InProcess(in_process) => in_process.try_call(call).await,
+                Destination::Custom(transport) => transport.call(*call).await,
             };
             (result, tried)
         };
@@ -106,9 +110,9 @@ impl Route {
     ) -> Result<(Outgoing, Incoming), Status> {
         let attempt = |mut tried: Tried| async move {
             let result = match self {
-                Route::Endpoint(endpoint) => endpoint.open_stream(call).await,
-                Route::Cluster(cluster) => cluster.open_stream(call, &mut tried).await,
-                Route::InProcess(_) | Route::Custom(_) => Err(Status::new(
+                Destination::Endpoint(endpoint) => endpoint.open_stream(call).await,
+                Destination::Cluster(cluster) => cluster.open_stream(call, &mut tried).await,
+                Destination::InProcess(_) | Destination::Custom(_) => Err(Status::new(
                     Code::Unimplemented,
                     format!(
                         "{} is a {:?} method: streaming calls need a gRPC channel",
@@ -141,8 +145,8 @@ impl Route {
         F: Future<Output = (Result<T, Status>, Tried)>,
     {
         let max_retry = match self {
-            Route::Cluster(cluster) => cluster.max_retry(max_retry),
-            Route::InProcess(_) => 0,
+            Destination::Cluster(cluster) => cluster.max_retry(max_retry),
+            Destination::InProcess(_) => 0,
             _ => max_retry,
         };
         let mut tried = Tried::default();
@@ -167,7 +171,7 @@ impl Route {
 
     fn retryable(&self, status: &Status) -> bool {
         match self {
-            Route::Cluster(cluster) => cluster.retryable(status),
+            Destination::Cluster(cluster) => cluster.retryable(status),
             // One server: only a request that may not have reached it.
             _ => status.code() == Code::EFAILEDSOCKET,
         }
@@ -177,21 +181,21 @@ impl Route {
     /// keeps one and the failed attempt may have run (see the module docs).
     fn may_retry(&self, failure: &Status) -> bool {
         match self {
-            Route::Cluster(cluster) if !may_have_run(failure) => {
+            Destination::Cluster(cluster) if !may_have_run(failure) => {
                 cluster.free_retry();
                 true
             }
-            Route::Cluster(cluster) => cluster.spend_retry(),
+            Destination::Cluster(cluster) => cluster.spend_retry(),
             _ => true,
         }
     }
 
     pub(crate) fn pending_calls(&self) -> usize {
         match self {
-            Route::Endpoint(endpoint) => endpoint.pending_calls(),
-            Route::Cluster(cluster) => cluster.pending_calls(),
-            Route::InProcess(_) => 0,
-            Route::Custom(transport) => transport.pending_calls(),
+            Destination::Endpoint(endpoint) => endpoint.pending_calls(),
+            Destination::Cluster(cluster) => cluster.pending_calls(),
+            Destination::InProcess(_) => 0,
+            Destination::Custom(transport) => transport.pending_calls(),
         }
     }
 }
