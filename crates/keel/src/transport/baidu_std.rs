@@ -15,8 +15,22 @@
 //! leaves it on that path (rule R1). The connection task ends when the
 //! transport drops (rule R5).
 //!
+//! Owns: the client side of baidu_std over one TCP connection: connecting
+//! (and reconnecting after a failure), framing requests (meta,
+//! compression, attachment, the credential on a connection's first
+//! request), the write batching, reading and matching responses by
+//! correlation id, and the connection's buffers, shrunk back once it goes
+//! quiet (rule R7). May not touch: retries, server choice, the call's
+//! deadline as a whole, per-method statistics or interceptors (the layers
+//! above: `crate::cluster`, `crate::channel`); nor the pending table's
+//! insides (`pending.rs`: a call enters and leaves it only through its
+//! API).
+//!
 //! One attempt only: [`BaiduStd::try_call`] never retries. Retrying is the
 //! channel's job (`crate::channel`), the one retry loop of the code base.
+//! A failure says whether the request was written (see
+//! `Status::request_unwritten`), which is what the retry loop needs to
+//! know.
 
 use std::future::Future;
 use std::pin::Pin;
