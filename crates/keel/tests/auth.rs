@@ -332,3 +332,79 @@ async fn a_failed_grpc_connection_is_answered_unauthenticated_and_closed() {
     assert_eq!(fixture.sesame.checks(), 1, "checked once per connection");
     assert_eq!(fixture.calls.load(Ordering::SeqCst), 0, "no handler ran");
 }
+
+/// A client that never takes part in closing (it answers no PING, so the
+/// GOAWAY handshake never ends) is still cut off soon after its refusal:
+/// a refused connection cannot be held open.
+#[tokio::test]
+async fn a_refused_client_that_ignores_the_goaway_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// An HTTP/2 frame: 9-byte header, then `payload`.
+    fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let len = payload.len() as u32;
+        let mut out = len.to_be_bytes()[1..].to_vec();
+        out.extend_from_slice(&[kind, flags]);
+        out.extend_from_slice(&stream.to_be_bytes());
+        out.extend_from_slice(payload);
+        out
+    }
+    /// An HPACK literal header field without indexing, new name.
+    fn literal(block: &mut Vec<u8>, name: &str, value: &str) {
+        block.push(0);
+        block.push(name.len() as u8);
+        block.extend_from_slice(name.as_bytes());
+        block.push(value.len() as u8);
+        block.extend_from_slice(value.as_bytes());
+    }
+
+    let fixture = Fixture::start().await;
+    let mut tcp = tokio::net::TcpStream::connect(fixture.server.local_addr())
+        .await
+        .expect("connect");
+    // :method POST, :scheme http (static table), :path (indexed name).
+    let mut block = vec![0x83, 0x86, 0x04];
+    let path = "/example.EchoService/Echo";
+    block.push(path.len() as u8);
+    block.extend_from_slice(path.as_bytes());
+    literal(&mut block, "content-type", "application/grpc");
+    literal(&mut block, "te", "trailers");
+    literal(&mut block, "authorization", "guess");
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend(frame(0x4, 0, 0, &[])); // SETTINGS
+    hello.extend(frame(0x1, 0x4 | 0x1, 1, &block)); // HEADERS, END_HEADERS | END_STREAM
+    tcp.write_all(&hello).await.expect("send");
+    // Read (never answering anything) until the server closes.
+    let mut received = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut buf = [0; 4096];
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => received.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the refused connection was left open");
+    // Before the cut, the refusal was answered: a HEADERS frame (the
+    // trailers-only response) on stream 1.
+    let mut at = 0;
+    let mut headers_on_stream_1 = false;
+    while at + 9 <= received.len() {
+        let len =
+            u32::from_be_bytes([0, received[at], received[at + 1], received[at + 2]]) as usize;
+        let (kind, stream) = (
+            received[at + 3],
+            u32::from_be_bytes(received[at + 5..at + 9].try_into().expect("4 bytes")) & 0x7fff_ffff,
+        );
+        headers_on_stream_1 |= kind == 0x1 && stream == 1;
+        at += 9 + len;
+    }
+    assert!(
+        headers_on_stream_1,
+        "the refusal was answered before the cut"
+    );
+    assert_eq!(fixture.sesame.checks(), 1);
+    assert_eq!(fixture.calls.load(Ordering::SeqCst), 0, "no handler ran");
+}

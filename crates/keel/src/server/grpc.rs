@@ -16,7 +16,8 @@
 //! state: the server's [`Authenticator`](crate::server::Authenticator)
 //! checks the first stream's `authorization` header once per HTTP/2
 //! connection; a connection that fails has each of its streams answered
-//! `UNAUTHENTICATED` (`keel-code` `ERPCAUTH`) and is closed. May not touch: routing, limits,
+//! `UNAUTHENTICATED` (`keel-code` `ERPCAUTH`) and is closed (GOAWAY, and
+//! cut after a second if the client does not let it close). May not touch: routing, limits,
 //! handlers, spans' contents or statistics — the dispatcher does those, the
 //! same for every protocol.
 //!
@@ -61,6 +62,11 @@ const CONNECTION_WINDOW: u32 = 2 * 1024 * 1024;
 const MAX_CONCURRENT_STREAMS: u32 = 1024;
 /// Largest header block accepted.
 const MAX_HEADER_LIST_SIZE: u32 = 16 * 1024;
+/// How long a connection whose credential failed stays open to read its
+/// refusals: then it is cut, whether or not the client took part in
+/// closing it (one that never answers the GOAWAY's ping would keep it
+/// open).
+const REFUSED_LINGER: Duration = Duration::from_secs(1);
 
 /// Serves gRPC on `io` (the preface included) until the client closes the
 /// connection or a graceful shutdown has let every stream finish.
@@ -107,6 +113,9 @@ pub(crate) async fn serve<T>(
     // stream has been seen (always a pass when there is none).
     let mut admission: Option<Result<(), Status>> =
         shared.authenticator.is_none().then_some(Ok(()));
+    let cut = tokio::time::sleep(far);
+    tokio::pin!(cut);
+    let mut refused = false;
     loop {
         tokio::select! {
             () = &mut next_ping, if ping_pong.is_some() => {
@@ -146,9 +155,13 @@ pub(crate) async fn serve<T>(
                             peer,
                         )
                     });
-                    if let Err(refused) = verdict {
+                    if let Err(status) = verdict {
                         shared.dispatcher.count_protocol_error();
-                        let _ = respond.send_response(trailers_only(refused, &[]), true);
+                        let _ = respond.send_response(trailers_only(status, &[]), true);
+                        if !refused {
+                            refused = true;
+                            cut.as_mut().reset(Instant::now() + REFUSED_LINGER);
+                        }
                         if !draining {
                             draining = true;
                             conn.graceful_shutdown();
@@ -176,6 +189,7 @@ pub(crate) async fn serve<T>(
                 conn.graceful_shutdown();
             }
             Some(_) = streams.join_next(), if !streams.is_empty() => {}
+            () = &mut cut, if refused => break,
         }
     }
     // Streams whose answers were queued finish writing with the connection
