@@ -249,7 +249,7 @@ async fn drive(
     println!("    allocations        {:>12}", allocs);
     println!(
         "    channel method table {:>10} entries (bounded by methods, not clients)",
-        channel.method_cache_len()
+        channel.method_stats_len()
     );
     drop(to_server);
     Ok(())

@@ -14,11 +14,12 @@ use prost::Message;
 use crate::channel::Channel;
 use crate::codec::{RawPayload, RequiredSchema, decode_response};
 use crate::compression::Compression;
-use crate::metadata::Metadata;
 use crate::method::MethodDescriptor;
 use crate::options::CallOptions;
 use crate::status::Status;
 use crate::streaming::{ClientStreamingCall, RequestSink, Streaming};
+
+pub use crate::response::Response;
 
 /// A channel plus the options its calls use: a few words, no heap.
 ///
@@ -33,18 +34,6 @@ use crate::streaming::{ClientStreamingCall, RequestSink, Streaming};
 pub struct Client {
     channel: Channel,
     options: CallOptions,
-}
-
-/// A decoded response and what the server sent with it.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Response<T> {
-    /// The response message.
-    pub message: T,
-    /// The raw bytes the server sent after the message.
-    pub attachment: Bytes,
-    /// The key/value pairs the server sent back
-    /// ([`Context::set_response_metadata`](crate::Context::set_response_metadata)).
-    pub metadata: Metadata,
 }
 
 impl Client {

@@ -81,7 +81,7 @@
 //! });
 //! let reply = client.echo(&EchoRequest { message: "hi".into() }).await?;
 //! assert_eq!(reply.message, "hi");
-//! assert_eq!(channel.method_cache_len(), 1);
+//! assert_eq!(channel.method_stats_len(), 1);
 //! # Ok(())
 //! # })
 //! # }
@@ -101,6 +101,7 @@ pub mod metadata;
 pub mod method;
 pub mod metrics;
 pub mod options;
+mod response;
 pub mod rpcz;
 pub mod server;
 pub mod status;
@@ -116,12 +117,13 @@ pub use bytes;
 pub use prost_types;
 
 pub use channel::{CallOutcome, Channel, ChannelBuilder, ClientInterceptor};
-pub use client::{Client, Response};
+pub use client::Client;
 pub use compression::Compression;
 pub use context::{Context, Extensions};
 pub use metadata::Metadata;
 pub use method::{MethodDescriptor, MethodKind, ServiceDescriptor};
 pub use options::CallOptions;
+pub use response::Response;
 pub use server::Server;
 pub use status::{Code, Status};
 pub use transport::Protocol;

@@ -8,6 +8,12 @@
 
 use std::fmt;
 
+/// The metadata key that also travels in baidu_std's own request-id field
+/// (`RpcRequestMeta.request_id`, what brpc's `Controller::set_request_id`
+/// sets): the client side sends it there, the server side reads it back
+/// as this entry.
+pub(crate) const REQUEST_ID: &str = "x-request-id";
+
 /// String key/value pairs sent with a request or a response.
 ///
 /// Empty metadata is a `Vec` that never allocated: calls that carry none

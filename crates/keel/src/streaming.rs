@@ -40,6 +40,7 @@ use crate::codec::{Encode, RequiredSchema, decode_request, decode_response};
 use crate::compression::Compression;
 use crate::metadata::Metadata;
 use crate::method::MethodDescriptor;
+use crate::response::Response;
 use crate::status::{Code, Status};
 
 /// Messages arriving on one stream, still encoded.
@@ -868,7 +869,7 @@ impl<Req: Message + Sync, Resp: Message + Default> ClientStreamingCall<Req, Resp
     }
 
     /// Ends the requests and waits for the response and the final status.
-    pub async fn finish(mut self) -> Result<crate::client::Response<Resp>, Status> {
+    pub async fn finish(mut self) -> Result<Response<Resp>, Status> {
         self.requests.close();
         let Some(message) = self.responses.message().await? else {
             return Err(Status::new(
@@ -884,7 +885,7 @@ impl<Req: Message + Sync, Resp: Message + Default> ClientStreamingCall<Req, Resp
         }
         let mut metadata = self.responses.metadata().clone();
         metadata.extend_from(self.responses.trailers());
-        Ok(crate::client::Response {
+        Ok(Response {
             message,
             attachment: Bytes::new(),
             metadata,

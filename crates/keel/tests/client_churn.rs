@@ -75,7 +75,7 @@ fn a_million_clients_and_derivations_allocate_nothing() {
     // current-thread runtime all run; the test harness's own threads (which
     // allocate now and then) do not count.
     let channel = echo_channel();
-    let methods_before = channel.method_cache_len();
+    let methods_before = channel.method_stats_len();
 
     let created = keel_alloc::churn_thread(1_000, MILLION, |_| {
         let client = EchoServiceClient::new(&channel);
@@ -109,7 +109,7 @@ fn a_million_clients_and_derivations_allocate_nothing() {
     assert_eq!(derived.allocs, 0, "with_options allocated: {derived:?}");
     assert_eq!(derived.live_bytes, 0, "{derived:?}");
 
-    assert_eq!(channel.method_cache_len(), methods_before);
+    assert_eq!(channel.method_stats_len(), methods_before);
     assert_eq!(methods_before, 0, "no call was made");
 }
 
@@ -130,7 +130,7 @@ fn clients_with_a_thousand_option_sets_share_one_method_entry() {
         let reply = rt.block_on(client.echo(&request)).expect("echoed");
         assert_eq!(reply.message, "hi");
     }
-    assert_eq!(channel.method_cache_len(), 1, "one method called");
+    assert_eq!(channel.method_stats_len(), 1, "one method called");
     let stats = channel.method_stats();
     assert_eq!((stats[0].calls, stats[0].errors), (1_000, 0));
 
@@ -143,5 +143,5 @@ fn clients_with_a_thousand_option_sets_share_one_method_entry() {
         rt.block_on(client.echo(&request)).expect("echoed");
     });
     assert!(calls.live_bytes <= 64, "calls leaked: {calls:?}");
-    assert_eq!(channel.method_cache_len(), 1);
+    assert_eq!(channel.method_stats_len(), 1);
 }

@@ -100,18 +100,18 @@ async fn two_services_route_by_name() {
 #[tokio::test]
 async fn method_cache_has_one_entry_per_method_called() {
     let channel = channel();
-    assert_eq!(channel.method_cache_len(), 0);
+    assert_eq!(channel.method_stats_len(), 0);
     let counter = CounterClient::new(&channel);
     for _ in 0..10 {
         counter.increment(&Empty {}).await.expect("ok");
     }
-    assert_eq!(channel.method_cache_len(), 1);
+    assert_eq!(channel.method_stats_len(), 1);
     GreeterClient::new(&channel)
         .say_hello(&hello("x"))
         .await
         .expect("ok");
     counter.get(&Empty {}).await.expect("ok");
-    assert_eq!(channel.method_cache_len(), 3);
+    assert_eq!(channel.method_stats_len(), 3);
 
     let stats = channel.method_stats();
     let increment = stats

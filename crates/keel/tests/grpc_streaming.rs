@@ -425,3 +425,55 @@ async fn small_messages_do_not_flood_a_plain_h2_client() {
     assert_eq!(bytes, expected);
     assert!(frames < 2_000, "{frames} DATA frames for 20,000 messages");
 }
+
+/// Opening a stream on a cluster goes through the channel's one retry
+/// loop: a server that cannot be reached is replaced by another (a free
+/// retry: nothing was sent), and with retries off its failure is the
+/// caller's.
+#[tokio::test]
+async fn opening_a_stream_fails_over_from_a_server_that_is_down() {
+    let (server, gauges, _client) = serve().await;
+    // A port nothing listens on any more: connections are refused.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    let url = format!("list://{dead},{}", server.local_addr());
+    let channel = Channel::builder(&url)
+        .protocol(keel::Protocol::Grpc)
+        .build()
+        .expect("url");
+    let client = CounterClient::new(&channel);
+    let request = CountRequest {
+        from: 1,
+        count: 2,
+        pad: 0,
+    };
+    for _ in 0..4 {
+        let mut numbers = client.count(&request).await.expect("opened");
+        assert_eq!(
+            numbers.message().await.expect("a number").map(|n| n.value),
+            Some(1)
+        );
+        assert_eq!(
+            numbers.message().await.expect("a number").map(|n| n.value),
+            Some(2)
+        );
+        assert_eq!(numbers.message().await.expect("the end"), None);
+    }
+    let stats = channel.cluster().expect("a cluster").stats();
+    assert!(stats.retries >= 1, "{stats:?}");
+    assert_eq!(stats.free_retries, stats.retries, "{stats:?}");
+
+    let no_retry = Channel::builder(&format!("list://{dead}"))
+        .protocol(keel::Protocol::Grpc)
+        .max_retry(0)
+        .build()
+        .expect("url");
+    let err = CounterClient::new(&no_retry)
+        .count(&request)
+        .await
+        .expect_err("nothing listens");
+    assert_eq!(err.code(), Code::EFAILEDSOCKET, "{err}");
+    handlers_end(&gauges).await;
+}

@@ -1,10 +1,8 @@
 //! Server interceptors (`server/interceptor.rs`) and client interceptors
 //! (`channel/interceptor.rs`): refusal, values handed to the handler,
-//! ordering, outcomes, and no cost when none is installed.
-//!
-//! Metadata is not carried over TCP yet (baidu_std `user_fields` lands in a
-//! parallel change), so metadata reaches a server interceptor in process
-//! only; over TCP these tests use what works today (refusal, ordering).
+//! ordering, outcomes, the peer a server interceptor sees, the same on
+//! every protocol (in process, baidu_std, gRPC), and no cost when none is
+//! installed. Metadata over baidu_std is covered in tests/metadata.rs.
 
 mod support;
 
@@ -476,6 +474,229 @@ async fn client_after_runs_only_for_interceptors_whose_before_ran() {
         !log.iter().any(|e| e.starts_with("c.")),
         "c's before never ran, yet: {log:?}"
     );
+}
+
+/// A call's protocol and peer, as a server interceptor saw them.
+type Seen = (&'static str, Option<std::net::SocketAddr>);
+
+/// Records the protocol and peer of every call it sees.
+#[derive(Default, Clone)]
+struct PeerRecorder(Arc<Mutex<Vec<Seen>>>);
+
+impl Interceptor for PeerRecorder {
+    fn before(&self, ctx: &mut Context) -> Result<(), Status> {
+        let seen = (ctx.protocol(), ctx.peer());
+        self.0.lock().expect("not poisoned").push(seen);
+        Ok(())
+    }
+}
+
+impl PeerRecorder {
+    fn take(&self) -> Vec<Seen> {
+        std::mem::take(&mut *self.0.lock().expect("not poisoned"))
+    }
+}
+
+/// A server interceptor sees the address the call came from: exactly the
+/// caller's end of the TCP connection, on baidu_std and on gRPC; in
+/// process there is none.
+#[tokio::test]
+async fn a_server_interceptor_sees_the_peer_over_tcp() {
+    use keel::bytes::{Bytes, BytesMut};
+    use keel_wire::baidu_std::{Limits, RpcMeta, RpcRequestMeta, decode_frame, encode_frame};
+    use prost::Message;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let peers = PeerRecorder::default();
+    let f = start(|b| b.interceptor(peers.clone())).await;
+    let payload = request("peer").encode_to_vec();
+
+    // baidu_std, from a socket whose address the test knows.
+    let mut tcp = tokio::net::TcpStream::connect(f.server.local_addr())
+        .await
+        .expect("connect");
+    let caller = tcp.local_addr().expect("local address");
+    let meta = RpcMeta {
+        request: Some(RpcRequestMeta {
+            service_name: "example.EchoService".into(),
+            method_name: "Echo".into(),
+            ..RpcRequestMeta::default()
+        }),
+        correlation_id: 1,
+        ..RpcMeta::default()
+    };
+    let mut frame = BytesMut::new();
+    encode_frame(
+        &mut frame,
+        &meta,
+        payload.len(),
+        |b| b.extend_from_slice(&payload),
+        &[],
+    )
+    .expect("encodes");
+    tcp.write_all(&frame).await.expect("send");
+    let mut buf = BytesMut::new();
+    let answer = loop {
+        if let Some(frame) = decode_frame(&mut buf, &Limits::default()).expect("a valid answer") {
+            break frame;
+        }
+        assert!(tcp.read_buf(&mut buf).await.expect("read") > 0, "closed");
+    };
+    assert_eq!(answer.meta.response.map_or(-1, |r| r.error_code), 0);
+    assert_eq!(peers.take(), [("baidu_std", Some(caller))]);
+
+    // gRPC, the same way.
+    let tcp = tokio::net::TcpStream::connect(f.server.local_addr())
+        .await
+        .expect("connect");
+    let caller = tcp.local_addr().expect("local address");
+    let (sender, connection) = h2::client::handshake(tcp).await.expect("handshake");
+    tokio::spawn(connection);
+    let mut sender = sender.ready().await.expect("ready");
+    let call = http::Request::post("http://localhost/example.EchoService/Echo")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .expect("request");
+    let (response, mut send) = sender.send_request(call, false).expect("sent");
+    let mut message = vec![0];
+    message.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    message.extend_from_slice(&payload);
+    send.send_data(Bytes::from(message), true).expect("body");
+    let mut body = response.await.expect("an answer").into_body();
+    while let Some(chunk) = body.data().await {
+        chunk.expect("data");
+    }
+    let trailers = body.trailers().await.expect("trailers").expect("some");
+    assert_eq!(
+        trailers.get("grpc-status").map(|v| v.as_bytes()),
+        Some(&b"0"[..])
+    );
+    assert_eq!(peers.take(), [("grpc", Some(caller))]);
+
+    // In process: no socket, no peer.
+    EchoServiceClient::new(&f.server.in_process())
+        .echo(&request("peer"))
+        .await
+        .expect("echo");
+    assert_eq!(peers.take(), [("in-process", None)]);
+}
+
+/// The same order over gRPC as in process and over baidu_std: the
+/// client's `before`s, the server's `before`s, the handler, the server's
+/// `after`s in reverse, the client's `after`s in reverse.
+#[tokio::test]
+async fn server_and_client_interceptors_run_over_grpc() {
+    use prost::Message;
+
+    let (builder, log) = recorded(None);
+    let server = builder.bind("127.0.0.1:0").await.expect("bind loopback");
+    let channel = Channel::builder(&format!("grpc://{}", server.local_addr()))
+        .interceptor(ClientRecorder::new("x", &log, false))
+        .interceptor(ClientRecorder::new("y", &log, false))
+        .build()
+        .expect("valid address");
+    let reply = EchoServiceClient::new(&channel)
+        .echo(&request("x"))
+        .await
+        .expect("echo");
+    assert_eq!(reply.message, "x:nobody");
+    let len = reply.encoded_len();
+    assert_eq!(
+        entries(&log),
+        strings(&[
+            "x.before",
+            "y.before",
+            "a.before",
+            "b.before",
+            "c.before",
+            "handler",
+            "c.after:0",
+            "b.after:0",
+            "a.after:0",
+            &format!("y.after:ok:{len}"),
+            &format!("x.after:ok:{len}"),
+        ])
+    );
+
+    // A refusal by a server interceptor reaches the client's `after`s.
+    let (builder, log) = recorded(Some("b"));
+    let server = builder.bind("127.0.0.1:0").await.expect("bind loopback");
+    let channel = Channel::builder(&format!("grpc://{}", server.local_addr()))
+        .interceptor(ClientRecorder::new("x", &log, false))
+        .build()
+        .expect("valid address");
+    let err = EchoServiceClient::new(&channel)
+        .echo(&request("x"))
+        .await
+        .expect_err("b refuses");
+    assert_eq!(err.code(), Code::ERPCAUTH, "{err}");
+    assert_eq!(err.message(), "b refuses");
+    let refused = Code::ERPCAUTH.value();
+    assert_eq!(
+        entries(&log),
+        strings(&[
+            "x.before",
+            "a.before",
+            "b.before",
+            &format!("a.after:{refused}"),
+            &format!("x.after:err:{refused}"),
+        ])
+    );
+}
+
+/// Adds `authorization: Bearer <token>` to every call.
+struct Token(&'static str);
+
+impl ClientInterceptor for Token {
+    fn before(
+        &self,
+        _: &'static MethodDescriptor,
+        options: &mut CallOptions,
+    ) -> Result<(), Status> {
+        options
+            .metadata
+            .insert("authorization", format!("Bearer {}", self.0));
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_client_interceptors_token_passes_a_server_interceptor_over_grpc() {
+    let guarded = Guarded::default();
+    let calls = guarded.calls.clone();
+    let server = Server::builder()
+        .add_service(EchoServiceServer::new(guarded))
+        .interceptor(RequireToken)
+        .bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let url = format!("grpc://{}", server.local_addr());
+    let anonymous = Channel::new(&url).expect("valid address");
+    let err = EchoServiceClient::new(&anonymous)
+        .echo(&request("x"))
+        .await
+        .expect_err("no token");
+    assert_eq!(err.code(), Code::ERPCAUTH, "{err}");
+    assert_eq!(
+        calls.load(SeqCst),
+        0,
+        "refused calls never reach the handler"
+    );
+
+    let signed = Channel::builder(&url)
+        .interceptor(Token("let-me-in"))
+        .build()
+        .expect("valid address");
+    let reply = EchoServiceClient::new(&signed)
+        .echo(&request("x"))
+        .await
+        .expect("the token lets the call in");
+    assert_eq!(
+        reply.message, "x:alice",
+        "the handler saw the attached user"
+    );
+    assert_eq!(calls.load(SeqCst), 1);
 }
 
 /// Echoes without allocating anything itself (as in tests/call_allocs.rs).

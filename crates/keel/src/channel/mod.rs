@@ -4,12 +4,12 @@
 //!   Client { channel, options }            (a few words; no heap)
 //!      │  unary(&'static METHOD, &req)
 //!      ▼
-//!   Channel ── Arc ──► ChannelCore { method stats, interceptors, route }
+//!   Channel ── Arc ──► ChannelCore { method stats, interceptors, destination }
 //!      │  1. stats entry for METHOD (by address; created once)
 //!      │  2. client interceptors (metadata, outcome)
 //!      │  3. deadline from options.timeout or the channel's default
 //!      ▼
-//!   Route::call: the one retry loop (retry.rs)
+//!   Destination::call / open_stream: the one retry loop (retry.rs)
 //!      │  one attempt: BaiduStd / Cluster / InProcess / your Transport
 //!      ▼
 //!   Reply { payload, attachment, metadata } ── decoded by the client
@@ -48,7 +48,7 @@ use naming::NamingService;
 pub use crate::metrics::MethodStatsSnapshot;
 use interceptor::ClientInterceptors;
 pub use interceptor::{CallOutcome, ClientInterceptor};
-use retry::Route;
+use retry::Destination;
 
 /// A handle to a destination (a server, a cluster of them, services in this
 /// process) plus the per-method state of calls to it. Clone it freely:
@@ -66,7 +66,7 @@ struct ChannelCore {
     /// Retries after retryable failures, unless a call's options say.
     max_retry: u32,
     interceptors: ClientInterceptors,
-    route: Route,
+    destination: Destination,
 }
 
 /// A channel address that cannot be used.
@@ -199,9 +199,13 @@ impl ChannelBuilder {
         self
     }
 
-    /// A credential sent on the first request of every connection the
-    /// channel opens (baidu_std `authentication_data`, what a brpc or Keel
-    /// server's authenticator checks). Default: none.
+    /// A credential for the server's
+    /// [`Authenticator`](crate::server::Authenticator), which checks it
+    /// once per connection: on baidu_std it is sent as
+    /// `authentication_data` on the first request of every connection the
+    /// channel opens (what a brpc or Keel server checks); on gRPC as the
+    /// `authorization` header of every stream (a call's own
+    /// `authorization` metadata takes its place). Default: none.
     pub fn credential(mut self, credential: impl Into<bytes::Bytes>) -> Self {
         self.credential = credential.into();
         self
@@ -251,9 +255,9 @@ impl ChannelBuilder {
                         addr: addr.clone(),
                         reason: reason.into(),
                     })?;
-                    let route = Route::Endpoint(Remote::new(addr, endpoint));
+                    let destination = Destination::Endpoint(Remote::new(addr, endpoint));
                     return Ok(Channel::build(
-                        route,
+                        destination,
                         self.timeout,
                         self.max_retry,
                         self.interceptors,
@@ -269,7 +273,7 @@ impl ChannelBuilder {
         };
         let cluster = Cluster::new(&addr, naming, self.cluster, endpoint);
         Ok(Channel::build(
-            Route::Cluster(cluster),
+            Destination::Cluster(cluster),
             self.timeout,
             self.max_retry,
             self.interceptors,
@@ -318,7 +322,7 @@ impl Channel {
     /// up to 3 times.
     pub fn from_transport<T: Transport>(transport: T) -> Channel {
         Channel::build(
-            Route::Custom(Box::new(transport)),
+            Destination::Custom(Box::new(transport)),
             None,
             3,
             ClientInterceptors::default(),
@@ -326,7 +330,7 @@ impl Channel {
     }
 
     fn build(
-        route: Route,
+        destination: Destination,
         default_timeout: Option<Duration>,
         max_retry: u32,
         interceptors: ClientInterceptors,
@@ -337,7 +341,7 @@ impl Channel {
                 default_timeout,
                 max_retry,
                 interceptors,
-                route,
+                destination,
             }),
         }
     }
@@ -357,7 +361,7 @@ impl Channel {
 
     fn from_in_process(in_process: InProcess) -> Channel {
         Channel::build(
-            Route::InProcess(in_process),
+            Destination::InProcess(in_process),
             None,
             0,
             ClientInterceptors::default(),
@@ -418,7 +422,9 @@ impl Channel {
         };
         let max_retry = options.max_retry.unwrap_or(core.max_retry);
         let mut last_failure = None;
-        let call = core.route.call(&attempt, max_retry, &mut last_failure);
+        let call = core
+            .destination
+            .call(&attempt, max_retry, &mut last_failure);
         let result = match deadline {
             None => call.await,
             Some(deadline) => match tokio::time::timeout_at(deadline, call).await {
@@ -477,7 +483,11 @@ impl Channel {
             span: &span,
         };
         let max_retry = options.max_retry.unwrap_or(core.max_retry);
-        let opened = core.route.open_stream(&call, max_retry).await;
+        let mut last_failure = None;
+        let opened = core
+            .destination
+            .open_stream(&call, max_retry, &mut last_failure)
+            .await;
         let record = crate::streaming::StreamRecord::new(core.methods.entry(method), span);
         match opened {
             Ok((outgoing, mut incoming)) => {
@@ -499,7 +509,7 @@ impl Channel {
 
     /// Number of entries in the per-method table: the number of distinct
     /// methods called through this channel.
-    pub fn method_cache_len(&self) -> usize {
+    pub fn method_stats_len(&self) -> usize {
         self.core.methods.len()
     }
 
@@ -507,14 +517,14 @@ impl Channel {
     /// correlation id; every call leaves it when it completes, fails, times
     /// out or is dropped).
     pub fn pending_calls(&self) -> usize {
-        self.core.route.pending_calls()
+        self.core.destination.pending_calls()
     }
 
     /// The cluster layer of a channel built on a naming URL: its servers,
     /// invokers and counters. `None` for any other channel.
     pub fn cluster(&self) -> Option<&Cluster> {
-        match &self.core.route {
-            Route::Cluster(cluster) => Some(cluster),
+        match &self.core.destination {
+            Destination::Cluster(cluster) => Some(cluster),
             _ => None,
         }
     }
@@ -523,7 +533,7 @@ impl Channel {
 impl fmt::Debug for Channel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Channel")
-            .field("methods", &self.method_cache_len())
+            .field("methods", &self.method_stats_len())
             .finish_non_exhaustive()
     }
 }

@@ -1,7 +1,10 @@
 //! The one retry loop of the code base, and where a call goes.
 //!
 //! ```text
-//!   Route::call(call, max_retry)
+//!   Destination::call(call, max_retry)      Destination::open_stream(call, max_retry)
+//!     (a unary attempt, below)                (open a stream: Endpoint / Cluster only)
+//!            └──────────────────┬──────────────────┘
+//!   Destination::with_retries: the one loop
 //!     loop:  attempt ──► Endpoint:  BaiduStd / Grpc try_call (one connection)
 //!                    ├─► Cluster:   Cluster::attempt (pick a server not tried yet)
 //!                    ├─► InProcess: the server's dispatch path
@@ -44,13 +47,16 @@ use tokio::time::Instant;
 
 use crate::cluster::{Cluster, Tried};
 use crate::status::{Code, Status};
+use crate::streaming::{Incoming, Outgoing};
 use crate::transport::{Call, InProcess, Remote, Reply, Transport};
 
-/// Where a channel's calls go.
+/// Where a channel's calls go: one server, the servers of a naming URL,
+/// services in this process, or a transport of the user's. (The server's
+/// [`Route`](crate::server::Route) is a method a call is dispatched to.)
 // One per channel, inside its `Arc`: the size of the largest variant costs
 // nothing per call, and boxing it would add a pointer hop to every call.
 #[allow(clippy::large_enum_variant)]
-pub(crate) enum Route {
+pub(crate) enum Destination {
     /// One `host:port` (baidu_std or gRPC).
     Endpoint(Remote),
     /// The servers of a naming URL.
@@ -61,7 +67,7 @@ pub(crate) enum Route {
     Custom(Box<dyn Transport>),
 }
 
-impl Route {
+impl Destination {
     /// Sends `call`, retrying retryable failures up to `max_retry` times
     /// within the call's deadline. `last_failure` keeps the failure of the
     /// latest attempt that was retried, for the channel to report if the
@@ -72,23 +78,82 @@ impl Route {
         max_retry: u32,
         last_failure: &mut Option<Status>,
     ) -> Result<Reply, Status> {
+        let attempt = |mut tried: Tried| async move {
+            let result = match self {
+                Destination::Endpoint(endpoint) => endpoint.try_call(call).await,
+                // In a pooled block: the cluster's attempt (pick, backup,
+                // breaker) is a large future, and inline it would make
+                // every channel's call future as large, one-server
+                // channels too.
+                Destination::Cluster(cluster) => {
+                    FutureBox::new(cluster.attempt(call, &mut tried)).await
+                }
+                Destination::InProcess(in_process) => in_process.try_call(call).await,
+                Destination::Custom(transport) => transport.call(*call).await,
+            };
+            (result, tried)
+        };
+        self.with_retries(call, max_retry, last_failure, attempt)
+            .await
+    }
+
+    /// Opens a streaming call (see [`Channel::open_stream`](crate::Channel)),
+    /// retried as a unary call is: opening sends only headers, so what
+    /// fails is a connection that was not made, and another try (another
+    /// server, for a cluster) may open it. Once open, a stream stays on
+    /// its server and is never retried.
+    pub(crate) async fn open_stream(
+        &self,
+        call: &Call<'_>,
+        max_retry: u32,
+        last_failure: &mut Option<Status>,
+    ) -> Result<(Outgoing, Incoming), Status> {
+        let attempt = |mut tried: Tried| async move {
+            let result = match self {
+                Destination::Endpoint(endpoint) => endpoint.open_stream(call).await,
+                Destination::Cluster(cluster) => cluster.open_stream(call, &mut tried).await,
+                Destination::InProcess(_) | Destination::Custom(_) => Err(Status::new(
+                    Code::Unimplemented,
+                    format!(
+                        "{} is a {:?} method: streaming calls need a gRPC channel",
+                        call.method, call.method.kind
+                    ),
+                )),
+            };
+            (result, tried)
+        };
+        self.with_retries(call, max_retry, last_failure, attempt)
+            .await
+    }
+
+    /// The retry loop: runs `attempt` (given the servers tried so far,
+    /// which it hands back with its result) again after each retryable
+    /// failure, up to `max_retry` times within the call's deadline and as
+    /// the budget allows. Every retry in the code base is decided here.
+    ///
+    /// `Tried` goes in and out by value (it is a few words, `Copy`): an
+    /// attempt borrowing it would make the call's future `Send` only for
+    /// some lifetimes, which callers cannot use.
+    async fn with_retries<T, F>(
+        &self,
+        call: &Call<'_>,
+        max_retry: u32,
+        last_failure: &mut Option<Status>,
+        mut attempt: impl FnMut(Tried) -> F,
+    ) -> Result<T, Status>
+    where
+        F: Future<Output = (Result<T, Status>, Tried)>,
+    {
         let max_retry = match self {
-            Route::Cluster(cluster) => cluster.max_retry(max_retry),
-            Route::InProcess(_) => 0,
+            Destination::Cluster(cluster) => cluster.max_retry(max_retry),
+            Destination::InProcess(_) => 0,
             _ => max_retry,
         };
         let mut tried = Tried::default();
         let mut retries = 0;
         loop {
-            let result = match self {
-                Route::Endpoint(endpoint) => endpoint.try_call(call).await,
-                // In a pooled block: the cluster's attempt (pick, backup,
-                // breaker) is a large future, and inline it would make every
-                // channel's call future as large, one-server channels too.
-                Route::Cluster(cluster) => FutureBox::new(cluster.attempt(call, &mut tried)).await,
-                Route::InProcess(in_process) => in_process.try_call(call).await,
-                Route::Custom(transport) => transport.call(*call).await,
-            };
+            let (result, now_tried) = attempt(tried).await;
+            tried = now_tried;
             match result {
                 Err(status)
                     if retries < max_retry
@@ -104,38 +169,9 @@ impl Route {
         }
     }
 
-    /// Opens a streaming call (see [`Channel::open_stream`](crate::Channel)).
-    pub(crate) async fn open_stream(
-        &self,
-        call: &Call<'_>,
-        max_retry: u32,
-    ) -> Result<(crate::streaming::Outgoing, crate::streaming::Incoming), Status> {
-        match self {
-            Route::Endpoint(endpoint) => {
-                let mut retries = 0;
-                loop {
-                    match endpoint.open_stream(call).await {
-                        Err(status) if status.request_unwritten() && retries < max_retry => {
-                            retries += 1;
-                        }
-                        opened => return opened,
-                    }
-                }
-            }
-            Route::Cluster(cluster) => cluster.open_stream(call, max_retry).await,
-            Route::InProcess(_) | Route::Custom(_) => Err(Status::new(
-                Code::Unimplemented,
-                format!(
-                    "{} is a {:?} method: streaming calls need a gRPC channel",
-                    call.method, call.method.kind
-                ),
-            )),
-        }
-    }
-
     fn retryable(&self, status: &Status) -> bool {
         match self {
-            Route::Cluster(cluster) => cluster.retryable(status),
+            Destination::Cluster(cluster) => cluster.retryable(status),
             // One server: only a request that may not have reached it.
             _ => status.code() == Code::EFAILEDSOCKET,
         }
@@ -145,21 +181,21 @@ impl Route {
     /// keeps one and the failed attempt may have run (see the module docs).
     fn may_retry(&self, failure: &Status) -> bool {
         match self {
-            Route::Cluster(cluster) if !may_have_run(failure) => {
+            Destination::Cluster(cluster) if !may_have_run(failure) => {
                 cluster.free_retry();
                 true
             }
-            Route::Cluster(cluster) => cluster.spend_retry(),
+            Destination::Cluster(cluster) => cluster.spend_retry(),
             _ => true,
         }
     }
 
     pub(crate) fn pending_calls(&self) -> usize {
         match self {
-            Route::Endpoint(endpoint) => endpoint.pending_calls(),
-            Route::Cluster(cluster) => cluster.pending_calls(),
-            Route::InProcess(_) => 0,
-            Route::Custom(transport) => transport.pending_calls(),
+            Destination::Endpoint(endpoint) => endpoint.pending_calls(),
+            Destination::Cluster(cluster) => cluster.pending_calls(),
+            Destination::InProcess(_) => 0,
+            Destination::Custom(transport) => transport.pending_calls(),
         }
     }
 }

@@ -14,6 +14,17 @@
 //!
 //! A snapshot is immutable: an update builds a new one and swaps it in, so a
 //! pick never waits for an update and never sees a half-built list.
+//!
+//! Owns: the cluster's current servers (applying each endpoint set from
+//! the naming service: which invokers are kept, created or destroyed),
+//! the snapshot and its picker, the count of updates applied, and telling
+//! the balancer when a server's load changes. May not touch: calls
+//! (attempts, retries, backup requests and broadcast are
+//! [`Cluster`](super::Cluster)'s), connections (each invoker's transport),
+//! or an invoker's health (the breaker isolates and revives; the
+//! directory only skips isolated servers in picks). It holds its invokers;
+//! they never hold it back (their feedback reaches it through a weak
+//! reference given at construction).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};

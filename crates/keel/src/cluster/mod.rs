@@ -495,33 +495,20 @@ impl Cluster {
         }
     }
 
-    /// Opens a streaming call on a server the load balancer picks; a server
-    /// that cannot be reached (nothing was sent) is replaced by another, up
-    /// to `max_retry` times. Once open, a stream stays on its server.
+    /// One attempt at opening a streaming call: on a server the call has
+    /// not tried (recorded in `tried`), whatever the strategy (a stream
+    /// has one server; no backup, no broadcast). The channel's retry loop
+    /// calls this again when the server could not be reached. Once open, a
+    /// stream stays on its server.
     pub(crate) async fn open_stream(
         &self,
         call: &Call<'_>,
-        max_retry: u32,
+        tried: &mut Tried,
     ) -> Result<(crate::streaming::Outgoing, crate::streaming::Incoming), Status> {
         self.ready().await?;
-        let mut tried = Tried::default();
-        let mut retries = 0;
-        loop {
-            let invoker = self.pick(call, &tried)?;
-            tried.push(invoker.id());
-            match invoker.open_stream(call).await {
-                Err(status)
-                    if status.request_unwritten()
-                        && retries < self.max_retry(max_retry)
-                        && call
-                            .deadline
-                            .is_none_or(|d| tokio::time::Instant::now() < d) =>
-                {
-                    retries += 1;
-                }
-                opened => return opened,
-            }
-        }
+        let invoker = self.pick(call, tried)?;
+        tried.push(invoker.id());
+        invoker.open_stream(call).await
     }
 
     /// Calls waiting for a response on any of this channel's invokers,

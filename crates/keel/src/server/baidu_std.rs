@@ -46,12 +46,12 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
 use crate::compression::{self, Compression};
-use crate::metadata::Metadata;
+use crate::metadata::{Metadata, REQUEST_ID};
 use crate::server::builder::ServerCore;
 use crate::server::dispatch::{Answer, Request};
+use crate::server::interceptor::authenticate;
 use crate::server::sniff::OpenGuard;
 use crate::status::{Code, Status};
-use crate::transport::REQUEST_ID;
 
 /// Room offered to each read: small for a quiet connection (an idle
 /// connection should cost little), doubled while reads fill it.
@@ -323,14 +323,14 @@ impl ConnectionState {
             return;
         };
         if !self.authenticated {
-            let verdict = match &self.shared.authenticator {
-                Some(auth) => auth.verify(meta.authentication_data, Some(self.peer)),
-                None => Ok(()),
-            };
+            let verdict = authenticate(
+                self.shared.authenticator.as_deref(),
+                meta.authentication_data,
+                self.peer,
+            );
             if let Err(status) = verdict {
                 // brpc closes a connection whose credential fails.
-                let text = format!("authentication failed: {}", status.message());
-                self.error(cid, Code::ERPCAUTH, &text);
+                self.error_status(cid, &status);
                 self.broken = true;
                 return;
             }

@@ -168,8 +168,9 @@ impl ServerBuilder {
     }
 
     /// Checks each connection's credential on its first request (baidu_std
-    /// `authentication_data`); see [`Authenticator`]. In-process calls have
-    /// no connection and are not checked.
+    /// `authentication_data`, gRPC the `authorization` header of the first
+    /// stream); see [`Authenticator`]. In-process calls have no connection
+    /// and are not checked.
     pub fn authenticator(mut self, authenticator: impl Authenticator) -> Self {
         self.authenticator = Some(Arc::new(authenticator));
         self

@@ -12,7 +12,12 @@
 //! ```
 //!
 //! Owns: gRPC framing on the server side (messages in and out, their
-//! compression, status in trailers). May not touch: routing, limits,
+//! compression, status in trailers) and the connection's authentication
+//! state: the server's [`Authenticator`](crate::server::Authenticator)
+//! checks the first stream's `authorization` header once per HTTP/2
+//! connection; a connection that fails has each of its streams answered
+//! `UNAUTHENTICATED` (`keel-code` `ERPCAUTH`) and is closed (GOAWAY, and
+//! cut after a second if the client does not let it close). May not touch: routing, limits,
 //! handlers, spans' contents or statistics — the dispatcher does those, the
 //! same for every protocol.
 //!
@@ -29,7 +34,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use h2::RecvStream;
 use h2::server::SendResponse;
-use http::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
+use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use http::{Request as HttpRequest, Response, StatusCode};
 use keel_pool::FutureBox;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -43,6 +48,7 @@ use crate::metadata::Metadata;
 use crate::method::MethodKind;
 use crate::server::builder::ServerCore;
 use crate::server::dispatch::{Answer, Request};
+use crate::server::interceptor::authenticate;
 use crate::server::sniff::OpenGuard;
 use crate::status::{Code, Status};
 use crate::streaming::{Incoming, Outgoing, ServerStream};
@@ -56,6 +62,11 @@ const CONNECTION_WINDOW: u32 = 2 * 1024 * 1024;
 const MAX_CONCURRENT_STREAMS: u32 = 1024;
 /// Largest header block accepted.
 const MAX_HEADER_LIST_SIZE: u32 = 16 * 1024;
+/// How long a connection whose credential failed stays open to read its
+/// refusals: then it is cut, whether or not the client took part in
+/// closing it (one that never answers the GOAWAY's ping would keep it
+/// open).
+const REFUSED_LINGER: Duration = Duration::from_secs(1);
 
 /// Serves gRPC on `io` (the preface included) until the client closes the
 /// connection or a graceful shutdown has let every stream finish.
@@ -98,6 +109,13 @@ pub(crate) async fn serve<T>(
     let next_ping = tokio::time::sleep(keepalive.map_or(far, |k| k.interval));
     tokio::pin!(next_ping);
     let mut awaiting_pong = false;
+    // The authenticator's verdict on this connection, once its first
+    // stream has been seen (always a pass when there is none).
+    let mut admission: Option<Result<(), Status>> =
+        shared.authenticator.is_none().then_some(Ok(()));
+    let cut = tokio::time::sleep(far);
+    tokio::pin!(cut);
+    let mut refused = false;
     loop {
         tokio::select! {
             () = &mut next_ping, if ping_pong.is_some() => {
@@ -125,7 +143,31 @@ pub(crate) async fn serve<T>(
                 next_ping.as_mut().reset(Instant::now() + interval);
             }
             accepted = conn.accept() => match accepted {
-                Some(Ok((request, respond))) => {
+                Some(Ok((request, mut respond))) => {
+                    // The first stream's credential decides for the whole
+                    // connection; a connection that failed is answered
+                    // on every stream it opened and closed (GOAWAY), as
+                    // baidu_std closes one.
+                    let verdict = admission.get_or_insert_with(|| {
+                        authenticate(
+                            shared.authenticator.as_deref(),
+                            credential(request.headers()),
+                            peer,
+                        )
+                    });
+                    if let Err(status) = verdict {
+                        shared.dispatcher.count_protocol_error();
+                        let _ = respond.send_response(trailers_only(status, &[]), true);
+                        if !refused {
+                            refused = true;
+                            cut.as_mut().reset(Instant::now() + REFUSED_LINGER);
+                        }
+                        if !draining {
+                            draining = true;
+                            conn.graceful_shutdown();
+                        }
+                        continue;
+                    }
                     // First poll inline, as baidu_std does: a unary call
                     // whose message came with its headers and whose handler
                     // does not wait is answered here, with no task and no
@@ -147,11 +189,20 @@ pub(crate) async fn serve<T>(
                 conn.graceful_shutdown();
             }
             Some(_) = streams.join_next(), if !streams.is_empty() => {}
+            () = &mut cut, if refused => break,
         }
     }
     // Streams whose answers were queued finish writing with the connection
     // gone or closing; what remains is cancelled.
     streams.shutdown().await;
+}
+
+/// The credential a stream carries: its `authorization` header (empty
+/// when it has none).
+fn credential(headers: &HeaderMap) -> &[u8] {
+    headers
+        .get(AUTHORIZATION)
+        .map_or(&[][..], HeaderValue::as_bytes)
 }
 
 /// What a stream's headers say about its call.

@@ -70,10 +70,19 @@ where
 }
 
 /// Checks a connection's credential once, on its first request (brpc's
-/// `Authenticator`; baidu_std carries the credential in `RpcMeta`'s
-/// `authentication_data`, field 7). A connection that fails is answered
-/// [`ERPCAUTH`](crate::Code::ERPCAUTH) and closed; one that passes is not
-/// checked again.
+/// `Authenticator`). A connection that fails is answered
+/// [`ERPCAUTH`](crate::Code::ERPCAUTH) (gRPC: `UNAUTHENTICATED`) and
+/// closed; one that passes is not checked again.
+///
+/// Where the credential comes from, per protocol:
+///
+/// | protocol  | credential                                                       |
+/// |-----------|------------------------------------------------------------------|
+/// | baidu_std | `RpcMeta.authentication_data` (field 7) of the first request     |
+/// | gRPC      | the `authorization` header of the HTTP/2 connection's first stream |
+///
+/// No credential reads as an empty one. A Keel channel sends its
+/// [`credential`](crate::ChannelBuilder::credential) both ways.
 pub trait Authenticator: Send + Sync + 'static {
     /// Accepts or refuses `credential` from `peer`.
     fn verify(&self, credential: &[u8], peer: Option<SocketAddr>) -> Result<(), Status>;
@@ -85,6 +94,26 @@ where
 {
     fn verify(&self, credential: &[u8], peer: Option<SocketAddr>) -> Result<(), Status> {
         self(credential, peer)
+    }
+}
+
+/// The verdict on a connection's `credential`, the same on every protocol:
+/// `Ok` when it passes (or the server has no authenticator), else the
+/// [`ERPCAUTH`](crate::Code::ERPCAUTH) answer sent before the connection
+/// is closed.
+pub(crate) fn authenticate(
+    authenticator: Option<&dyn Authenticator>,
+    credential: &[u8],
+    peer: SocketAddr,
+) -> Result<(), Status> {
+    match authenticator {
+        None => Ok(()),
+        Some(auth) => auth.verify(credential, Some(peer)).map_err(|refused| {
+            Status::new(
+                crate::status::Code::ERPCAUTH,
+                format!("authentication failed: {}", refused.message()),
+            )
+        }),
     }
 }
 

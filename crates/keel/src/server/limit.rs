@@ -1,9 +1,23 @@
 //! Concurrency limits: one for the whole server, one per method.
 //!
+//! ```text
+//!   dispatch ── Limits::acquire(table_index) ──► global place ──► method place ──► Permit
+//!                  │ either full: refused ("the server" / "the method"), nothing held
+//!   Permit dropped (answered, failed, panicked, cancelled) ──► both places back
+//!                  └─ last call in flight ended ──► `idle` wakes a graceful shutdown
+//! ```
+//!
 //! A call holds a [`Permit`] from the moment it is admitted until its response
 //! is encoded; the permit's `Drop` gives the places back on every path
 //! (success, error, a handler that panics, a connection that dies with the
 //! call still running).
+//!
+//! Owns: the counts of calls in flight (server-wide and per method), their
+//! maximums, the refusals counted, the [`Permit`] that holds places, and
+//! waiting until no call is in flight. May not touch: calls, statuses
+//! (the dispatcher turns a refusal into `ELIMIT` and decides when to
+//! acquire), handlers, connections or protocols; nothing here knows how a
+//! call arrived.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

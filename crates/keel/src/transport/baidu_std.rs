@@ -15,8 +15,22 @@
 //! leaves it on that path (rule R1). The connection task ends when the
 //! transport drops (rule R5).
 //!
+//! Owns: the client side of baidu_std over one TCP connection: connecting
+//! (and reconnecting after a failure), framing requests (meta,
+//! compression, attachment, the credential on a connection's first
+//! request), the write batching, reading and matching responses by
+//! correlation id, and the connection's buffers, shrunk back once it goes
+//! quiet (rule R7). May not touch: retries, server choice, the call's
+//! deadline as a whole, per-method statistics or interceptors (the layers
+//! above: `crate::cluster`, `crate::channel`); nor the pending table's
+//! insides (`pending.rs`: a call enters and leaves it only through its
+//! API).
+//!
 //! One attempt only: [`BaiduStd::try_call`] never retries. Retrying is the
 //! channel's job (`crate::channel`), the one retry loop of the code base.
+//! A failure says whether the request was written (see
+//! `Status::request_unwritten`), which is what the retry loop needs to
+//! know.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -34,12 +48,9 @@ use tokio::time::Instant;
 
 use super::pending::{CallId, PendingCalls};
 use crate::compression::{self, Compression, Scratch};
-use crate::metadata::Metadata;
+use crate::metadata::{Metadata, REQUEST_ID};
 use crate::status::{Code, Status};
 use crate::transport::{Call, EndpointConfig, Reply};
-
-/// The metadata key that travels as `RpcRequestMeta.request_id` too.
-pub(crate) const REQUEST_ID: &str = "x-request-id";
 
 const READ_CHUNK: usize = 8 * 1024;
 const READ_MIN_ROOM: usize = 1024;

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!   try_call ─► sender (connect + handshake once; the connection runs as its own task)
-//!     └─ ready ─► HEADERS (path, grpc-timeout, metadata, traceparent) + DATA (one message, END_STREAM)
+//!     └─ ready ─► HEADERS (path, grpc-timeout, authorization, metadata, traceparent) + DATA (one message, END_STREAM)
 //!          ◄─ HEADERS (or trailers-only: the status) ◄─ DATA (one message) ◄─ trailers (grpc-status)
 //! ```
 //!
@@ -18,7 +18,7 @@ use std::sync::{Mutex, PoisonError};
 
 use bytes::Bytes;
 use h2::client::SendRequest;
-use http::header::{CONTENT_TYPE, HeaderValue, TE, USER_AGENT};
+use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, TE, USER_AGENT};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Uri};
 use tokio::time::Instant;
@@ -46,6 +46,37 @@ pub struct Grpc {
     /// The last `grpc-timeout` sent: calls with the same timeout reuse it
     /// rather than allocate a header value each.
     last_timeout: Mutex<Option<HeaderValue>>,
+    /// The channel's credential as the `authorization` header each stream
+    /// carries (made once).
+    credential: Credential,
+}
+
+/// A channel's credential on gRPC: the value of every stream's
+/// `authorization` header, which a server's authenticator checks on a
+/// connection's first stream (baidu_std sends it as `authentication_data`).
+#[derive(Debug)]
+enum Credential {
+    /// The channel has none.
+    None,
+    Header(HeaderValue),
+    /// Bytes no HTTP/2 header can carry (control characters): calls fail
+    /// rather than go out without it.
+    Unsendable,
+}
+
+impl Credential {
+    fn new(credential: &Bytes) -> Credential {
+        if credential.is_empty() {
+            return Credential::None;
+        }
+        match HeaderValue::from_maybe_shared(credential.clone()) {
+            Ok(mut value) => {
+                value.set_sensitive(true);
+                Credential::Header(value)
+            }
+            Err(_) => Credential::Unsendable,
+        }
+    }
 }
 
 impl std::fmt::Debug for Grpc {
@@ -69,6 +100,7 @@ impl Drop for PendingGuard<'_> {
 impl Grpc {
     pub(crate) fn new(addr: String, config: EndpointConfig) -> Grpc {
         Grpc {
+            credential: Credential::new(&config.credential),
             authority: addr.parse().ok(),
             addr,
             config,
@@ -132,29 +164,41 @@ impl Grpc {
         Ok((sender, peer))
     }
 
+    /// A connection ready for a new stream: the one up, else a new one.
+    /// One the server has closed since its last use (GOAWAY: the server is
+    /// stopping, or refused the connection's credential) is replaced once
+    /// by a new one: nothing was written on it, so this is still the same
+    /// attempt.
+    async fn ready(&self) -> Result<(SendRequest<Bytes>, Option<std::net::SocketAddr>), Status> {
+        if let Some((sender, peer)) = self.current() {
+            match sender.ready().await {
+                Ok(sender) => return Ok((sender, peer)),
+                Err(_) => self.forget(),
+            }
+        }
+        let (sender, peer) = keel_pool::FutureBox::new(self.connect()).await?;
+        match sender.ready().await {
+            Ok(sender) => Ok((sender, peer)),
+            Err(e) => {
+                self.forget();
+                Err(unwritten(format!("{}: {e}", self.addr)))
+            }
+        }
+    }
+
     /// Opens a stream for `call` and sends its headers: the connection is
     /// made first if none is up. Failures here wrote nothing.
     async fn start(
         &self,
         call: &Call<'_>,
     ) -> Result<(h2::client::ResponseFuture, h2::SendStream<Bytes>), Status> {
-        let (sender, peer) = match self.current() {
-            Some(up) => up,
-            None => keel_pool::FutureBox::new(self.connect()).await?,
-        };
+        let (mut sender, peer) = self.ready().await?;
         if call.span.is_sampled() {
             if let Some(peer) = peer {
                 call.span.set_peer(peer);
             }
             call.span.set_protocol("grpc");
         }
-        let mut sender = match sender.ready().await {
-            Ok(sender) => sender,
-            Err(e) => {
-                self.forget();
-                return Err(unwritten(format!("{}: {e}", self.addr)));
-            }
-        };
         let request = self.request(call)?;
         sender.send_request(request, false).map_err(|e| {
             self.forget();
@@ -292,6 +336,28 @@ impl Grpc {
         }
         if let Some(trace) = call.span.context() {
             headers.insert(wire::TRACEPARENT, wire::traceparent(trace));
+        }
+        // A call's own `authorization` metadata (a client interceptor's
+        // token) takes the place of the channel's credential.
+        let own_authorization = || {
+            call.options
+                .metadata
+                .iter()
+                .any(|(key, _)| key.eq_ignore_ascii_case(AUTHORIZATION.as_str()))
+        };
+        match &self.credential {
+            Credential::None => {}
+            Credential::Header(value) => {
+                if !own_authorization() {
+                    headers.insert(AUTHORIZATION, value.clone());
+                }
+            }
+            Credential::Unsendable => {
+                return Err(Status::new(
+                    Code::EREQUEST,
+                    "the channel's credential cannot be sent over gRPC: an authorization header cannot hold control characters",
+                ));
+            }
         }
         wire::metadata_into(&call.options.metadata, headers, Code::EREQUEST)?;
         Ok(request)

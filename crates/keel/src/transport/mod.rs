@@ -23,7 +23,6 @@ mod in_process;
 mod pending;
 
 pub use baidu_std::BaiduStd;
-pub(crate) use baidu_std::REQUEST_ID;
 pub use grpc::Grpc;
 pub use in_process::InProcess;
 
@@ -117,7 +116,8 @@ pub(crate) struct EndpointConfig {
     /// Largest response accepted (baidu_std body, gRPC message).
     pub(crate) max_body_size: usize,
     /// Sent as `authentication_data` on each baidu_std connection's first
-    /// request (empty: none).
+    /// request, and as the `authorization` header of every gRPC stream
+    /// (empty: none).
     pub(crate) credential: bytes::Bytes,
 }
 
