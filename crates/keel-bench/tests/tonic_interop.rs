@@ -512,6 +512,7 @@ async fn keel_client_reads_tonic_status() {
         request_type: "example.EchoRequest",
         response_type: "example.EchoResponse",
         kind: keel::MethodKind::Unary,
+        files: &[],
     };
     let channel = keel::Channel::new(&format!("grpc://{addr}")).expect("addr");
     let err = keel::Client::new(&channel)

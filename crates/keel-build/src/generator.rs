@@ -268,6 +268,7 @@ impl<'a> ServiceModel<'a> {
                  request_type: \"{input}\",\n\
                  response_type: \"{output}\",\n\
                  kind: {rt}::MethodKind::{kind},\n\
+                 files: {files},\n\
                  }};",
                 proto = m.proto_name,
                 name = m.static_name,

@@ -26,7 +26,7 @@ use crate::method::MethodDescriptor;
 /// # use keel::{Context, MethodDescriptor, MethodKind};
 /// # static PING: MethodDescriptor = MethodDescriptor { service: "demo.Pinger",
 /// #     method: "Ping", path: "/demo.Pinger/Ping", index: 0, request_type: "demo.Ping",
-/// #     response_type: "demo.Ping", kind: MethodKind::Unary };
+/// #     response_type: "demo.Ping", kind: MethodKind::Unary, files: &[] };
 /// use keel::bytes::Bytes;
 /// let ctx = Context::new(&PING).with_log_id(7).with_attachment(Bytes::from_static(b"in"));
 /// assert_eq!(ctx.attachment(), &b"in"[..]);
@@ -298,6 +298,7 @@ mod tests {
         request_type: "s.A",
         response_type: "s.B",
         kind: MethodKind::Unary,
+        files: &[],
     };
 
     fn assert_send_sync<T: Send + Sync>() {}

@@ -46,6 +46,11 @@ pub struct MethodDescriptor {
     pub response_type: &'static str,
     /// Unary or one of the streaming kinds.
     pub kind: MethodKind,
+    /// The `.proto` files behind the method's messages (its service's
+    /// [`ServiceDescriptor::files`]): what a client needs to speak the
+    /// method as JSON (`http://` channels). Empty for a method written by
+    /// hand.
+    pub files: &'static [&'static [u8]],
 }
 
 impl MethodDescriptor {
@@ -125,6 +130,7 @@ mod tests {
         request_type: "pkg.Req",
         response_type: "pkg.Resp",
         kind: MethodKind::Unary,
+        files: &[],
     };
     // Same names as A, different identity.
     static A_TWIN: MethodDescriptor = MethodDescriptor {
@@ -135,6 +141,7 @@ mod tests {
         request_type: "pkg.Req",
         response_type: "pkg.Resp",
         kind: MethodKind::Unary,
+        files: &[],
     };
     static SVC: ServiceDescriptor = ServiceDescriptor {
         name: "pkg.Svc",

@@ -149,6 +149,7 @@ static NOPE: MethodDescriptor = MethodDescriptor {
     request_type: "example.EchoRequest",
     response_type: "example.EchoResponse",
     kind: MethodKind::Unary,
+    files: &[],
 };
 
 static MISSING_SERVICE: MethodDescriptor = MethodDescriptor {
@@ -159,6 +160,7 @@ static MISSING_SERVICE: MethodDescriptor = MethodDescriptor {
     request_type: "example.EchoRequest",
     response_type: "example.EchoResponse",
     kind: MethodKind::Unary,
+    files: &[],
 };
 
 #[tokio::test]

@@ -175,6 +175,7 @@ async fn status_codes_come_back_exactly() {
         request_type: "example.EchoRequest",
         response_type: "example.EchoResponse",
         kind: keel::MethodKind::Unary,
+        files: &[],
     };
     let err = keel::Client::new(&channel)
         .unary::<EchoRequest, EchoResponse>(&MISSING, &request("x"), None)

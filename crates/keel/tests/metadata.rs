@@ -294,3 +294,63 @@ async fn x_request_id_travels_as_brpcs_request_id() {
         .expect("echoed");
     assert_eq!(reply.metadata.get("seen-x-request-id"), Some("r-99"));
 }
+
+#[tokio::test]
+async fn metadata_travels_both_ways_as_http_headers() {
+    let server = Server::builder()
+        .add_service(EchoServiceServer::new(Echo::default()))
+        .bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let channel = Channel::new(&format!("http://{}", server.local_addr())).expect("addr");
+    let reply = EchoServiceClient::new(&channel)
+        .echo(&request("hi"))
+        .metadata("tenant", "acme")
+        .metadata("request-id", "r-9")
+        .full()
+        .await
+        .expect("echoed over HTTP");
+    assert_eq!(reply.message.message, "hi");
+    assert_eq!(reply.metadata.get("seen-tenant"), Some("acme"));
+    assert_eq!(reply.metadata.get("seen-request-id"), Some("r-9"));
+}
+
+#[tokio::test]
+async fn the_authenticator_checks_each_http_connection_once() {
+    let checks = Sesame::default();
+    let server = Server::builder()
+        .add_service(EchoServiceServer::new(Echo::default()))
+        .authenticator(checks.clone())
+        .bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = format!("http://{}", server.local_addr());
+    let good = Channel::builder(&addr)
+        .credential(&b"open-sesame"[..])
+        .build()
+        .expect("addr");
+    let client = EchoServiceClient::new(&good);
+    for i in 0..5 {
+        let reply = client
+            .echo(&request(&format!("m{i}")))
+            .await
+            .expect("authenticated");
+        assert_eq!(reply.message, format!("m{i}"));
+    }
+    assert_eq!(
+        checks.0.load(Ordering::Relaxed),
+        1,
+        "once per keep-alive connection"
+    );
+    let bad = Channel::builder(&addr)
+        .credential(&b"guess"[..])
+        .max_retry(0)
+        .build()
+        .expect("addr");
+    let err = EchoServiceClient::new(&bad)
+        .echo(&request("x"))
+        .await
+        .expect_err("refused");
+    assert_eq!(err.code(), Code::ERPCAUTH, "{err}");
+    client.echo(&request("again")).await.expect("still served");
+}

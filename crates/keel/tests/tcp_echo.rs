@@ -56,6 +56,7 @@ async fn handler_errors_and_routing_errors_carry_brpc_codes() {
         request_type: "example.EchoRequest",
         response_type: "example.EchoResponse",
         kind: keel::MethodKind::Unary,
+        files: &[],
     };
     static NO_METHOD: keel::MethodDescriptor = keel::MethodDescriptor {
         service: "example.EchoService",
@@ -65,6 +66,7 @@ async fn handler_errors_and_routing_errors_carry_brpc_codes() {
         request_type: "example.EchoRequest",
         response_type: "example.EchoResponse",
         kind: keel::MethodKind::Unary,
+        files: &[],
     };
     let raw = keel::Client::new(&channel);
     let err = raw

@@ -219,7 +219,8 @@ impl ChannelBuilder {
     }
 
     /// The protocol spoken to the servers (default baidu_std; a
-    /// `grpc://host:port` address implies [`Protocol::Grpc`]). Applies to
+    /// `grpc://host:port` address implies [`Protocol::Grpc`], and
+    /// `http://host:port` [`Protocol::Http`], JSON over HTTP/1.1). Applies to
     /// one `host:port` and to every server of a naming URL alike.
     pub fn protocol(mut self, protocol: Protocol) -> Self {
         self.protocol = protocol;
@@ -233,9 +234,11 @@ impl ChannelBuilder {
     pub fn build(self) -> Result<Channel, InvalidAddress> {
         let mut protocol = self.protocol;
         let mut addr = self.addr;
-        if let Some(rest) = addr.strip_prefix("grpc://") {
-            protocol = Protocol::Grpc;
-            addr = rest.trim_end_matches('/').to_owned();
+        for (scheme, implied) in [("grpc://", Protocol::Grpc), ("http://", Protocol::Http)] {
+            if let Some(rest) = addr.strip_prefix(scheme) {
+                protocol = implied;
+                addr = rest.trim_end_matches('/').to_owned();
+            }
         }
         let endpoint = EndpointConfig {
             protocol,

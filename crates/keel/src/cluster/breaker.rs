@@ -440,6 +440,7 @@ static PROBE: MethodDescriptor = MethodDescriptor {
     request_type: "keel.Empty",
     response_type: "keel.Empty",
     kind: MethodKind::Unary,
+    files: &[],
 };
 static PROBE_OPTIONS: CallOptions = CallOptions::new();
 

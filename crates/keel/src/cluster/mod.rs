@@ -587,6 +587,7 @@ mod tests {
         request_type: "keel.Empty",
         response_type: "keel.Empty",
         kind: MethodKind::Unary,
+        files: &[],
     };
 
     #[tokio::test]

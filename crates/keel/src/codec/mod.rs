@@ -53,6 +53,7 @@ use crate::method::MethodDescriptor;
 use crate::status::{Code, Status};
 
 pub(crate) mod grpc;
+pub(crate) mod json;
 mod required;
 
 pub use required::{NestedField, RequiredError, RequiredField, RequiredFields, RequiredSchema};
@@ -194,6 +195,7 @@ mod tests {
         request_type: "s.Req",
         response_type: "s.Resp",
         kind: MethodKind::Unary,
+        files: &[],
     };
 
     #[derive(Clone, PartialEq, prost::Message)]

@@ -163,6 +163,7 @@ mod tests {
         request_type: "s.A",
         response_type: "s.B",
         kind: MethodKind::Unary,
+        files: &[],
     };
     static N: MethodDescriptor = MethodDescriptor {
         service: "s.S",
@@ -172,6 +173,7 @@ mod tests {
         request_type: "s.A",
         response_type: "s.B",
         kind: MethodKind::Unary,
+        files: &[],
     };
 
     #[test]

@@ -285,14 +285,16 @@ impl ServerBuilder {
             listener,
             shared.clone(),
             shutdown_rx.clone(),
-            console == Console::ServicePort,
+            Port::Service {
+                console: console == Console::ServicePort,
+            },
         ));
         let internal = internal.map(|listener| {
             tokio::spawn(accept_loop(
                 listener,
                 shared.clone(),
                 shutdown_rx.clone(),
-                true,
+                Port::Internal,
             ))
         });
         if console != Console::Off {
@@ -335,6 +337,22 @@ pub(crate) struct ServerCore {
     /// The services' message descriptors for JSON calls, decoded on the
     /// first one.
     pub(crate) schema: std::sync::OnceLock<Result<prost_reflect::DescriptorPool, String>>,
+}
+
+/// Which of a server's ports a connection came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Port {
+    /// The service port, with the console or without it.
+    Service { console: bool },
+    /// The console's internal port (see [`Console::InternalPort`]): the
+    /// console there needs no credential, being the operator's port.
+    Internal,
+}
+
+impl Port {
+    pub(crate) fn console(self) -> bool {
+        matches!(self, Port::Internal | Port::Service { console: true })
+    }
 }
 
 /// HTTP/2 keepalive of a server's gRPC connections: a PING every
@@ -524,7 +542,7 @@ async fn accept_loop(
     listener: TcpListener,
     shared: Arc<ServerCore>,
     mut shutdown: watch::Receiver<bool>,
-    console: bool,
+    port: Port,
 ) -> JoinSet<()> {
     let mut connections = JoinSet::new();
     loop {
@@ -537,7 +555,7 @@ async fn accept_loop(
                         peer,
                         shared.clone(),
                         shutdown.clone(),
-                        console,
+                        port,
                     ));
                 }
                 // Out of descriptors and similar: back off briefly rather

@@ -19,7 +19,7 @@
 //! a body over the server's `max_body_size` (413).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -27,17 +27,18 @@ use http::header::{CONNECTION, CONTENT_TYPE, HeaderValue};
 use http::{Method, Request as HttpRequest, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use prost::Message as _;
-use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor};
+use prost_reflect::DescriptorPool;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::codec::grpc as headers;
+use crate::codec::json;
 use crate::compression::Compression;
 use crate::method::MethodKind;
-use crate::server::builder::ServerCore;
+use crate::server::builder::{Port, ServerCore};
 use crate::server::dispatch::Request;
+use crate::server::interceptor::authenticate;
 use crate::server::sniff::OpenGuard;
 use crate::status::{Code, Status};
 
@@ -57,16 +58,22 @@ pub(crate) async fn serve<T>(
     shared: Arc<ServerCore>,
     mut shutdown: watch::Receiver<bool>,
     open: Arc<OpenGuard>,
-    console: bool,
+    port: Port,
 ) where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let conn = Arc::new(Conn {
+        shared,
+        peer,
+        port,
+        open,
+        verdict: OnceLock::new(),
+    });
     let service = hyper::service::service_fn(move |request: HttpRequest<Incoming>| {
-        let shared = shared.clone();
-        let open = open.clone();
+        let conn = conn.clone();
         async move {
-            let _in_flight = open.info().call();
-            Ok::<_, std::convert::Infallible>(handle(request, peer, &shared, console).await)
+            let _in_flight = conn.open.info().call();
+            Ok::<_, std::convert::Infallible>(handle(request, &conn).await)
         }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -83,13 +90,31 @@ pub(crate) async fn serve<T>(
     let _ = conn.await;
 }
 
-/// Answers one request.
-async fn handle(
-    request: HttpRequest<Incoming>,
+/// What the requests of one connection share.
+struct Conn {
+    shared: Arc<ServerCore>,
     peer: SocketAddr,
-    shared: &Arc<ServerCore>,
-    console: bool,
-) -> HttpResponse {
+    port: Port,
+    open: Arc<OpenGuard>,
+    /// The authenticator's verdict on the connection, from its first
+    /// request's `authorization` header (as gRPC does on its first stream).
+    verdict: OnceLock<Result<(), Status>>,
+}
+
+/// The same response, closing the connection after it.
+fn closing(mut response: HttpResponse) -> HttpResponse {
+    response
+        .headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// Answers one request.
+async fn handle(request: HttpRequest<Incoming>, conn: &Conn) -> HttpResponse {
+    let Conn {
+        shared, peer, port, ..
+    } = conn;
+    let peer = *peer;
     let (parts, body) = request.into_parts();
     let limit = shared.wire_limits.max_body_size;
     let body = match Limited::new(body, limit).collect().await {
@@ -107,21 +132,31 @@ async fn handle(
                     format!("the request body could not be read: {e}"),
                 )
             };
-            let mut response = text(status, message);
-            response
-                .headers_mut()
-                .insert(CONNECTION, HeaderValue::from_static("close"));
-            return response;
+            return closing(text(status, message));
         }
     };
-    if let Some((service, method)) = method_path(parts.uri.path()) {
-        if parts.method == Method::POST
+    let call = method_path(parts.uri.path()).filter(|(service, method)| {
+        parts.method == Method::POST
             && (shared.dispatcher.table().lookup(service, method).is_ok() || service.contains('.'))
-        {
-            return json_call(shared, &parts, service, method, body, peer).await;
+    });
+    // A server with an authenticator checks every HTTP connection once,
+    // console pages included, except the console on its internal port.
+    if shared.authenticator.is_some() && (call.is_some() || *port != Port::Internal) {
+        let verdict = conn.verdict.get_or_init(|| {
+            let credential = parts
+                .headers
+                .get(http::header::AUTHORIZATION)
+                .map_or(&b""[..], HeaderValue::as_bytes);
+            authenticate(shared.authenticator.as_deref(), credential, peer)
+        });
+        if let Err(status) = verdict {
+            return closing(error_response(status));
         }
     }
-    if console {
+    if let Some((service, method)) = call {
+        return json_call(shared, &parts, service, method, body, peer).await;
+    }
+    if port.console() {
         return crate::console::respond(shared, &parts, &body);
     }
     text(
@@ -175,37 +210,15 @@ pub(crate) fn error_response(status: &Status) -> HttpResponse {
 
 /// The descriptors of every message the server's services use, decoded
 /// once, on the first JSON call.
-pub(crate) fn schema(shared: &ServerCore) -> &Result<DescriptorPool, String> {
-    shared.schema.get_or_init(|| {
-        let mut files: Vec<prost_types::FileDescriptorProto> = Vec::new();
-        for service in shared.dispatcher.table().services() {
-            for bytes in service.files {
-                let file = prost_types::FileDescriptorProto::decode(*bytes).map_err(|e| {
-                    format!("{}'s embedded descriptors are corrupt: {e}", service.name)
-                })?;
-                if !files.iter().any(|f| f.name == file.name) {
-                    files.push(file);
-                }
-            }
-        }
-        let mut pool = DescriptorPool::new();
-        pool.add_file_descriptor_protos(files)
-            .map_err(|e| format!("the services' descriptors do not fit together: {e}"))?;
-        Ok(pool)
-    })
-}
-
-/// The message descriptor of `name`, or why there is none.
-fn message(shared: &ServerCore, name: &str) -> Result<MessageDescriptor, Status> {
-    let pool = schema(shared)
+fn schema(shared: &ServerCore) -> Result<&DescriptorPool, Status> {
+    shared
+        .schema
+        .get_or_init(|| {
+            let services = shared.dispatcher.table().services();
+            json::pool(services.flat_map(|s| s.files.iter().copied()))
+        })
         .as_ref()
-        .map_err(|e| Status::internal(e.clone()))?;
-    pool.get_message_by_name(name).ok_or_else(|| {
-        Status::new(
-            Code::Unimplemented,
-            format!("no descriptor of {name} is embedded (services generated by keel-build have them), so it cannot be called with JSON"),
-        )
-    })
+        .map_err(|e| Status::internal(format!("the services' {e}")))
 }
 
 /// A unary call with a JSON body (the proto3 JSON mapping both ways).
@@ -245,25 +258,18 @@ async fn json_call_inner(
             "{descriptor} is a streaming method: call it over gRPC"
         )));
     }
-    let request_type = message(shared, descriptor.request_type)?;
-    let response_type = message(shared, descriptor.response_type)?;
-    let body = if body.is_empty() {
-        Bytes::from_static(b"{}")
-    } else {
-        body
-    };
-    let mut deserializer = serde_json::Deserializer::from_slice(&body);
-    let request = DynamicMessage::deserialize(request_type, &mut deserializer)
-        .and_then(|m| deserializer.end().map(|()| m))
-        .map_err(|e| {
-            dispatcher.refuse_method(
-                route.table_index,
-                Status::new(
-                    Code::EREQUEST,
-                    format!("the JSON body is not a {}: {e}", descriptor.request_type),
-                ),
-            )
-        })?;
+    let pool = schema(shared)?;
+    let request_type = json::message(pool, descriptor.request_type)?;
+    let response_type = json::message(pool, descriptor.response_type)?;
+    let payload = json::from_json(request_type, &body).map_err(|e| {
+        dispatcher.refuse_method(
+            route.table_index,
+            Status::new(
+                Code::EREQUEST,
+                format!("the JSON body is not a {}: {e}", descriptor.request_type),
+            ),
+        )
+    })?;
     let deadline = match parts.headers.get(TIMEOUT_HEADER) {
         None => None,
         Some(value) => {
@@ -287,7 +293,7 @@ async fn json_call_inner(
     let call = Request {
         service,
         method,
-        payload: Bytes::from(request.encode_to_vec()),
+        payload: Bytes::from(payload),
         stream: None,
         attachment: Bytes::new(),
         metadata,
@@ -304,14 +310,12 @@ async fn json_call_inner(
         .await;
     answer.finish_span();
     answer.result?;
-    let response = DynamicMessage::decode(response_type, answer.body.freeze()).map_err(|e| {
+    let json = json::to_json(response_type, answer.body.freeze()).map_err(|e| {
         Status::internal(format!(
             "the handler's response is not a valid {}: {e}",
             descriptor.response_type
         ))
     })?;
-    let json = serde_json::to_vec(&response)
-        .map_err(|e| Status::internal(format!("the response cannot be written as JSON: {e}")))?;
     let mut http = respond(StatusCode::OK, "application/json", Bytes::from(json));
     answer.metadata.extend_from(&answer.trailers);
     // Metadata HTTP cannot carry is dropped rather than failing a call

@@ -226,6 +226,7 @@ mod tests {
                 request_type: "t.Req",
                 response_type: "t.Resp",
                 kind: MethodKind::Unary,
+                files: &[],
             };
         };
     }

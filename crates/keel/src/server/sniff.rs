@@ -26,7 +26,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::connections::{ConnectionInfo, Registered, Side};
-use crate::server::builder::ServerCore;
+use crate::server::builder::{Port, ServerCore};
 
 /// Counts a connection as open from accept until its task ends however it
 /// ends (including being aborted before it first ran, or at the end of a
@@ -86,7 +86,7 @@ pub(crate) async fn serve(
     peer: SocketAddr,
     shared: Arc<ServerCore>,
     mut shutdown: watch::Receiver<bool>,
-    console: bool,
+    port: Port,
 ) {
     let open = OpenGuard::new(shared.clone(), peer);
     // Answers are written as they are ready; Nagle's algorithm would hold
@@ -134,10 +134,7 @@ pub(crate) async fn serve(
                 io: stream,
                 open: open.clone(),
             };
-            Box::pin(super::http::serve(
-                io, peer, shared, shutdown, open, console,
-            ))
-            .await;
+            Box::pin(super::http::serve(io, peer, shared, shutdown, open, port)).await;
         }
         Sniff::Unknown | Sniff::NeedMore => {
             eprintln!(

@@ -18,7 +18,7 @@ use std::sync::{Mutex, PoisonError};
 
 use bytes::Bytes;
 use h2::client::SendRequest;
-use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, TE, USER_AGENT};
+use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, TE, USER_AGENT};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Uri};
 use tokio::time::Instant;
@@ -55,7 +55,7 @@ pub struct Grpc {
 /// `authorization` header, which a server's authenticator checks on a
 /// connection's first stream (baidu_std sends it as `authentication_data`).
 #[derive(Debug)]
-enum Credential {
+pub(super) enum Credential {
     /// The channel has none.
     None,
     Header(HeaderValue),
@@ -65,7 +65,34 @@ enum Credential {
 }
 
 impl Credential {
-    fn new(credential: &Bytes) -> Credential {
+    /// Adds the `authorization` header to a request of `call`, unless the
+    /// call carries its own (a client interceptor's token takes the place
+    /// of the channel's credential).
+    pub(super) fn insert(&self, call: &Call<'_>, headers: &mut HeaderMap) -> Result<(), Status> {
+        let own_authorization = || {
+            call.options
+                .metadata
+                .iter()
+                .any(|(key, _)| key.eq_ignore_ascii_case(AUTHORIZATION.as_str()))
+        };
+        match self {
+            Credential::None => {}
+            Credential::Header(value) => {
+                if !own_authorization() {
+                    headers.insert(AUTHORIZATION, value.clone());
+                }
+            }
+            Credential::Unsendable => {
+                return Err(Status::new(
+                    Code::EREQUEST,
+                    "the channel's credential cannot be sent in an HTTP header: an authorization header cannot hold control characters",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn new(credential: &Bytes) -> Credential {
         if credential.is_empty() {
             return Credential::None;
         }
@@ -337,28 +364,7 @@ impl Grpc {
         if let Some(trace) = call.span.context() {
             headers.insert(wire::TRACEPARENT, wire::traceparent(trace));
         }
-        // A call's own `authorization` metadata (a client interceptor's
-        // token) takes the place of the channel's credential.
-        let own_authorization = || {
-            call.options
-                .metadata
-                .iter()
-                .any(|(key, _)| key.eq_ignore_ascii_case(AUTHORIZATION.as_str()))
-        };
-        match &self.credential {
-            Credential::None => {}
-            Credential::Header(value) => {
-                if !own_authorization() {
-                    headers.insert(AUTHORIZATION, value.clone());
-                }
-            }
-            Credential::Unsendable => {
-                return Err(Status::new(
-                    Code::EREQUEST,
-                    "the channel's credential cannot be sent over gRPC: an authorization header cannot hold control characters",
-                ));
-            }
-        }
+        self.credential.insert(call, headers)?;
         wire::metadata_into(&call.options.metadata, headers, Code::EREQUEST)?;
         Ok(request)
     }

@@ -8,6 +8,7 @@
 //!               ├─ baidu_std: a multiplexed TCP connection (BaiduStd)
 //!               │    └─ pending: the table of calls awaiting an answer
 //!               ├─ grpc: streams of one HTTP/2 connection (Grpc, on h2)
+//!               ├─ http: JSON over HTTP/1.1 keep-alive connections (Http)
 //!               └─ in_process: the server's dispatch path, no socket
 //! ```
 //!
@@ -19,11 +20,13 @@
 
 mod baidu_std;
 mod grpc;
+pub mod http;
 mod in_process;
 mod pending;
 
 pub use baidu_std::BaiduStd;
 pub use grpc::Grpc;
+pub use http::Http;
 pub use in_process::InProcess;
 
 use std::fmt;
@@ -106,6 +109,9 @@ pub enum Protocol {
     BaiduStd,
     /// gRPC over HTTP/2: streams of one HTTP/2 connection.
     Grpc,
+    /// JSON over HTTP/1.1 (the proto3 JSON mapping): one call at a time
+    /// per keep-alive connection. Unary methods only.
+    Http,
 }
 
 /// Settings of one endpoint (a `host:port` a channel or an invoker calls).
@@ -127,6 +133,7 @@ pub(crate) enum Remote {
     BaiduStd(BaiduStd),
     /// Boxed: its connection state is larger than baidu_std's handle.
     Grpc(Box<Grpc>),
+    Http(Box<Http>),
 }
 
 impl Remote {
@@ -134,6 +141,7 @@ impl Remote {
         match config.protocol {
             Protocol::BaiduStd => Remote::BaiduStd(BaiduStd::new(addr, config)),
             Protocol::Grpc => Remote::Grpc(Box::new(Grpc::new(addr, config))),
+            Protocol::Http => Remote::Http(Box::new(Http::new(addr, config))),
         }
     }
 
@@ -141,6 +149,7 @@ impl Remote {
         match self {
             Remote::BaiduStd(t) => t.pending_calls(),
             Remote::Grpc(t) => t.pending_calls(),
+            Remote::Http(t) => t.pending_calls(),
         }
     }
 
@@ -148,6 +157,7 @@ impl Remote {
         match self {
             Remote::BaiduStd(t) => t.is_connected(),
             Remote::Grpc(t) => t.is_connected(),
+            Remote::Http(t) => t.is_connected(),
         }
     }
 
@@ -159,15 +169,8 @@ impl Remote {
     ) -> Result<(crate::streaming::Outgoing, crate::streaming::Incoming), Status> {
         match self {
             Remote::Grpc(t) => t.open_stream(call).await,
-            Remote::BaiduStd(t) => Err(Status::new(
-                crate::status::Code::Unimplemented,
-                format!(
-                    "{} is a {:?} method: streaming calls need gRPC, and {} is a baidu_std channel (use grpc://host:port or Protocol::Grpc)",
-                    call.method,
-                    call.method.kind,
-                    t.addr()
-                ),
-            )),
+            Remote::BaiduStd(t) => Err(no_streams(call, "a baidu_std", t.addr())),
+            Remote::Http(t) => Err(no_streams(call, "an HTTP/1 (JSON)", t.addr())),
         }
     }
 
@@ -176,8 +179,20 @@ impl Remote {
         match self {
             Remote::BaiduStd(t) => t.try_call(call).await,
             Remote::Grpc(t) => t.try_call(call).await,
+            Remote::Http(t) => t.try_call(call).await,
         }
     }
+}
+
+/// Why a streaming `call` cannot go over a channel of another protocol.
+fn no_streams(call: &Call<'_>, protocol: &str, addr: &str) -> Status {
+    Status::new(
+        crate::status::Code::Unimplemented,
+        format!(
+            "{} is a {:?} method: streaming calls need gRPC, and {addr} is {protocol} channel (use grpc://host:port or Protocol::Grpc)",
+            call.method, call.method.kind
+        ),
+    )
 }
 
 /// Opens a TCP connection to `addr` within `timeout`, with Nagle off. A
