@@ -77,6 +77,12 @@ impl<T: Reset + Send + 'static> Registered for Listed<T> {
     fn trim(&self) -> usize {
         trim_shared(&self.0)
     }
+
+    fn trim_idle(&self, idle_for: std::time::Duration) -> usize {
+        let (n, doomed) = self.0.trim_idle(idle_for);
+        doomed.destroy();
+        n
+    }
 }
 
 fn trim_shared<T: Reset + Send + 'static>(shared: &Arc<Shared<T>>) -> usize {
@@ -185,6 +191,17 @@ impl<T: Reset + Send + 'static> Pool<T> {
     pub fn trim(&self) -> usize {
         match self.inner.get() {
             Some(inner) => trim_shared(&inner.shared),
+            None => 0,
+        }
+    }
+
+    /// Gives every fully free block back to the allocator if no thread has
+    /// drawn from the pool's global list (a cache refill or a new block) for
+    /// at least `idle_for`; a pool in use is left alone. Thread caches are
+    /// not touched. Returns the blocks freed. See [`trim_idle_all`](crate::trim_idle_all).
+    pub fn trim_idle(&self, idle_for: std::time::Duration) -> usize {
+        match self.inner.get() {
+            Some(inner) => inner.listed.trim_idle(idle_for),
             None => 0,
         }
     }
