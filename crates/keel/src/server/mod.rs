@@ -35,6 +35,7 @@
 mod baidu_std;
 mod builder;
 pub(crate) mod dispatch;
+mod done_queue;
 mod grpc;
 mod health;
 mod interceptor;
