@@ -334,7 +334,5 @@ fn request_encoding(call: &Call<'_>) -> Result<Option<Compression>, Status> {
 
 /// The request message with its prefix, compressed when the call asks.
 fn encode(call: &Call<'_>) -> Result<Bytes, Status> {
-    let mut out = wire::message_buffer(call.request.encoded_len());
-    call.request.encode_to(&mut out);
-    wire::seal(out, request_encoding(call)?)
+    wire::seal_message(call.request, request_encoding(call)?)
 }
