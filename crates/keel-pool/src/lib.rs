@@ -83,11 +83,16 @@
 //! For that case the global list also records *when* it was last drawn
 //! from (a clock read on the cold paths that draw, never on the fast path),
 //! and [`trim_idle_all`] gives back the free blocks of every pool nobody
-//! drew from for a given time. It leaves busy pools alone, so a timer can
+//! drew from for a given time, after taking back the calling thread's
+//! cached objects (which would pin the blocks they sit in). A pool that
+//! draws from its global list is left alone, and one whose threads work
+//! from their caches alone (a steady state) loses at most the calling
+//! thread's cache, refilled with one new block, per call; so a timer can
 //! call it: every Keel server runs one (the server's `idle_trim` period),
-//! which ends with the server. Objects in other threads' caches stay there
-//! (at most a cache per thread and pool) until those threads use the pool
-//! again or exit.
+//! which ends with the server. Objects in
+//! other threads' caches stay there (at most a cache per thread and pool,
+//! and the blocks they sit in) until those threads use the pool again or
+//! exit.
 //!
 //! Concurrency of the global list, cross-thread return, idle checks and trim
 //! is model checked with loom: `RUSTFLAGS="--cfg loom" cargo test -p keel-pool --release --lib loom`.

@@ -54,11 +54,13 @@ pub fn trim_all() -> usize {
 }
 
 /// Applies [`Pool::trim_idle`](crate::Pool::trim_idle) to every live pool:
-/// those no thread has drawn from for `idle_for` give their fully free blocks
-/// back; returns the blocks freed. Cheap enough for a timer (one lock and,
-/// only in an idle pool with free blocks, one pass over its free list per
-/// pool), and harmless to a busy pool, so a process calls it periodically
-/// to give back what a pool nobody uses any more still holds.
+/// those no thread has drawn from for `idle_for` take back the calling
+/// thread's cached objects and give their fully free blocks back; returns
+/// the blocks freed. Cheap enough for a timer (per pool one lock and, only
+/// in an idle pool, a pass over its free list), and cheap for a pool in
+/// steady use (at most one refill of the calling thread's cache per call),
+/// so a process calls it periodically to give back what a pool nobody uses
+/// any more still holds.
 pub fn trim_idle_all(idle_for: std::time::Duration) -> usize {
     live().iter().map(|p| p.trim_idle(idle_for)).sum()
 }

@@ -576,6 +576,11 @@ impl<T: Reset + Send> Shared<T> {
         (doomed.0.len(), doomed)
     }
 
+    /// Whether no thread has drawn from the global list for `idle_for`.
+    pub(crate) fn idle_for(&self, idle_for: Duration) -> bool {
+        lock(&self.global).last_draw.elapsed() >= idle_for
+    }
+
     /// The time-based idle rule: if no thread has drawn from the global list
     /// for `idle_for`, every fully free block goes back to the allocator
     /// (counted in `idle_trims` when any did). Unlike [`trim`](Self::trim)
