@@ -142,9 +142,10 @@ impl ServerBuilder {
 
     /// How often the server gives back the memory of idle object pools
     /// (default every 10 s; `None`: never). Each period, every pool of the
-    /// process (request and response messages, spans, ...) that nobody drew
-    /// from during the whole period returns its free blocks to the
-    /// allocator ([`keel_pool::trim_idle_all`]); pools in use are left
+    /// process (request and response messages, spans, ...) whose shared
+    /// free list nobody drew from during the whole period takes back the
+    /// objects the timer's thread caches and returns its free blocks to the
+    /// allocator ([`keel_pool::trim_idle_all`]); pools drawn from are left
     /// alone. A pool notices idleness by itself only while it is used, so
     /// without this timer a burst's leftovers would stay in a process that
     /// has gone quiet. The timer runs in the server's accept loop and ends
@@ -468,7 +469,7 @@ impl Drop for Server {
 const DEFAULT_IDLE_TRIM: Duration = Duration::from_secs(10);
 
 /// The server's pool-trimming timer: each tick gives back the free blocks of
-/// every pool nobody drew from since the tick before.
+/// every pool nobody drew from for a period.
 struct IdleTrim {
     period: Duration,
     ticks: tokio::time::Interval,
