@@ -77,8 +77,22 @@
 //! time, keeps its free objects. The fast path gains a mask test, a
 //! compare for the low mark and the retained-heap counter: about 0.6 ns per
 //! get/put pair for objects without heap (3.0 to 3.6 ns), about 1 ns for
-//! objects with a buffer. A process that stops using a pool entirely makes
-//! no checks; [`trim_all`] from a timer covers that case.
+//! objects with a buffer.
+//!
+//! A process that stops using a pool entirely makes no puts, so no checks.
+//! For that case the global list also records *when* it was last drawn
+//! from (a clock read on the cold paths that draw, never on the fast path),
+//! and [`trim_idle_all`] gives back the free blocks of every pool nobody
+//! drew from for a given time, after taking back the calling thread's
+//! cached objects (which would pin the blocks they sit in). A pool that
+//! draws from its global list is left alone, and one whose threads work
+//! from their caches alone (a steady state) loses at most the calling
+//! thread's cache, refilled with one new block, per call; so a timer can
+//! call it: every Keel server runs one (the server's `idle_trim` period),
+//! which ends with the server. Objects in
+//! other threads' caches stay there (at most a cache per thread and pool,
+//! and the blocks they sit in) until those threads use the pool again or
+//! exit.
 //!
 //! Concurrency of the global list, cross-thread return, idle checks and trim
 //! is model checked with loom: `RUSTFLAGS="--cfg loom" cargo test -p keel-pool --release --lib loom`.
@@ -121,7 +135,7 @@ mod tls;
 
 pub use future_box::{FutureBox, FutureBoxStats, future_box_stats, trim_future_boxes};
 pub use pool::{Pool, PoolConfig, Pooled};
-pub use registry::{all_stats, for_each_stats, pool_count, trim_all};
+pub use registry::{all_stats, for_each_stats, pool_count, trim_all, trim_idle_all};
 pub use reset::Reset;
 pub use stats::PoolStats;
 

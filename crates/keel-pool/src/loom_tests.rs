@@ -227,3 +227,35 @@ fn loom_idle_trim_races_with_use_on_another_thread() {
         assert_eq!((s.blocks, s.cached, s.heap_bytes), (0, 0, 0), "{s:?}");
     });
 }
+
+#[test]
+fn loom_timed_idle_trim_races_with_use_on_another_thread() {
+    loom::model(|| {
+        let shared = shared();
+        let s2 = shared.clone();
+        let t = thread::spawn(move || {
+            let mut b = LocalCache::new(s2);
+            let p = get(&mut b);
+            let q = get(&mut b);
+            write(p, 1);
+            write(q, 2);
+            put(&mut b, q);
+            put(&mut b, p);
+            let r = get(&mut b);
+            write(r, 3);
+            assert_eq!(read(r), 3, "a timed idle trim freed a live object");
+            put(&mut b, r);
+        });
+        // A timer: every pool counts as idle (no minimum), so each call
+        // trims whatever is fully free at that moment.
+        for _ in 0..2 {
+            let (_, doomed) = shared.trim_idle(std::time::Duration::ZERO);
+            doomed.destroy();
+        }
+        t.join().expect("thread");
+        let s = shared.stats();
+        assert_eq!(s.live, 0, "{s:?}");
+        assert_eq!(s.heap_bytes, s.cached * OBJ_HEAP, "{s:?}");
+        assert_eq!(s.blocks * 2, s.cached, "{s:?}");
+    });
+}

@@ -77,6 +77,10 @@ impl<T: Reset + Send + 'static> Registered for Listed<T> {
     fn trim(&self) -> usize {
         trim_shared(&self.0)
     }
+
+    fn trim_idle(&self, idle_for: std::time::Duration) -> usize {
+        trim_idle_shared(&self.0, idle_for)
+    }
 }
 
 fn trim_shared<T: Reset + Send + 'static>(shared: &Arc<Shared<T>>) -> usize {
@@ -84,6 +88,23 @@ fn trim_shared<T: Reset + Send + 'static>(shared: &Arc<Shared<T>>) -> usize {
         d.destroy();
     }
     let (n, doomed) = shared.trim(0);
+    doomed.destroy();
+    n
+}
+
+/// An idle pool gives back its free blocks, the calling thread's cached
+/// objects first (they would pin the blocks they sit in).
+fn trim_idle_shared<T: Reset + Send + 'static>(
+    shared: &Arc<Shared<T>>,
+    idle_for: std::time::Duration,
+) -> usize {
+    if !shared.idle_for(idle_for) {
+        return 0;
+    }
+    if let Some(d) = tls::with_cache(shared.uid, shared.index, shared, |c| c.drain()) {
+        d.destroy();
+    }
+    let (n, doomed) = shared.trim_idle(idle_for);
     doomed.destroy();
     n
 }
@@ -185,6 +206,21 @@ impl<T: Reset + Send + 'static> Pool<T> {
     pub fn trim(&self) -> usize {
         match self.inner.get() {
             Some(inner) => trim_shared(&inner.shared),
+            None => 0,
+        }
+    }
+
+    /// If no thread has drawn from the pool's global list (a cache refill
+    /// or a new block) for at least `idle_for`, returns the calling
+    /// thread's cached objects to it and gives every fully free block back
+    /// to the allocator; a pool drawn from in that time is left alone.
+    /// Other threads keep
+    /// their caches (at most a cache each, and the blocks those objects
+    /// sit in). Returns the blocks freed. See
+    /// [`trim_idle_all`](crate::trim_idle_all).
+    pub fn trim_idle(&self, idle_for: std::time::Duration) -> usize {
+        match self.inner.get() {
+            Some(inner) => trim_idle_shared(&inner.shared, idle_for),
             None => 0,
         }
     }

@@ -12,6 +12,7 @@ use crate::stats::PoolStats;
 pub(crate) trait Registered: Send + Sync {
     fn stats(&self) -> PoolStats;
     fn trim(&self) -> usize;
+    fn trim_idle(&self, idle_for: std::time::Duration) -> usize;
 }
 
 static POOLS: Mutex<Vec<(u64, Weak<dyn Registered>)>> = Mutex::new(Vec::new());
@@ -69,6 +70,18 @@ pub fn for_each_stats(mut f: impl FnMut(&PoolStats)) {
 /// other threads keep theirs.
 pub fn trim_all() -> usize {
     live().iter().map(|p| p.trim()).sum()
+}
+
+/// Applies [`Pool::trim_idle`](crate::Pool::trim_idle) to every live pool:
+/// those no thread has drawn from for `idle_for` take back the calling
+/// thread's cached objects and give their fully free blocks back; returns
+/// the blocks freed. Cheap enough for a timer (per pool one lock and, only
+/// in an idle pool, a pass over its free list), and cheap for a pool in
+/// steady use (at most one refill of the calling thread's cache per call),
+/// so a process calls it periodically to give back what a pool nobody uses
+/// any more still holds.
+pub fn trim_idle_all(idle_for: std::time::Duration) -> usize {
+    live().iter().map(|p| p.trim_idle(idle_for)).sum()
 }
 
 /// How many pools are registered now.

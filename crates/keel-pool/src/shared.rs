@@ -23,6 +23,7 @@
 use std::cell::{Cell, UnsafeCell};
 use std::mem;
 use std::ptr::NonNull;
+use std::time::{Duration, Instant};
 
 use crate::stats::PoolStats;
 use crate::sync::{AtomicBool, AtomicU64, Mutex, lock};
@@ -170,6 +171,18 @@ pub(crate) struct Global<T> {
     quiet_ticks: u32,
     /// Idle trims that freed blocks, ever.
     idle_trims: u64,
+    /// When a thread last drew from the global list (or the pool was made):
+    /// what [`Shared::trim_idle`] measures idleness by. Read and written
+    /// only on cold paths under the lock.
+    last_draw: Instant,
+}
+
+impl<T> Global<T> {
+    /// A thread takes objects from the global list or a new block.
+    fn note_draw(&mut self) {
+        self.draws += 1;
+        self.last_draw = Instant::now();
+    }
 }
 
 /// Blocks removed from the pool, to be destroyed once no lock is held
@@ -271,6 +284,7 @@ impl<T: Reset + Send> Shared<T> {
                 draws_seen: 0,
                 quiet_ticks: 0,
                 idle_trims: 0,
+                last_draw: Instant::now(),
             }),
             dead: AtomicBool::new(false),
             blocks_allocated: AtomicU64::new(0),
@@ -320,7 +334,7 @@ impl<T: Reset + Send> Shared<T> {
         let n = slots.len();
         let mut g = lock(&self.global);
         g.blocks.push(block);
-        g.draws += 1;
+        g.note_draw();
         let mut heap_in = 0;
         for i in 0..n {
             // SAFETY: `i < n`, inside the slot array.
@@ -342,7 +356,7 @@ impl<T: Reset + Send> Shared<T> {
     /// Returns how many moved and the heap bytes they keep.
     pub(crate) fn refill(&self, into: &mut Vec<SlotPtr<T>>, n: usize) -> (usize, usize) {
         let mut g = lock(&self.global);
-        g.draws += 1;
+        g.note_draw();
         let k = n.min(g.free.len());
         let from = g.free.len() - k;
         // SAFETY: free slots in the global list are held by it, under the
@@ -415,7 +429,7 @@ impl<T: Reset + Send> Shared<T> {
     pub(crate) fn get_global(&self) -> SlotPtr<T> {
         {
             let mut g = lock(&self.global);
-            g.draws += 1;
+            g.note_draw();
             if let Some(p) = g.free.pop() {
                 g.retired_gets += 1;
                 // SAFETY: it was in the global list, which we hold.
@@ -559,6 +573,35 @@ impl<T: Reset + Send> Shared<T> {
         if g.blocks.is_empty() {
             g.blocks = Vec::new();
         }
+        (doomed.0.len(), doomed)
+    }
+
+    /// Whether no thread has drawn from the global list for `idle_for`.
+    pub(crate) fn idle_for(&self, idle_for: Duration) -> bool {
+        lock(&self.global).last_draw.elapsed() >= idle_for
+    }
+
+    /// The time-based idle rule: if no thread has drawn from the global list
+    /// for `idle_for`, every fully free block goes back to the allocator
+    /// (counted in `idle_trims` when any did). Unlike [`trim`](Self::trim)
+    /// it leaves a pool in use alone, so a timer may call it often.
+    /// Returns the blocks freed.
+    pub(crate) fn trim_idle(&self, idle_for: Duration) -> (usize, Doomed<T>) {
+        let mut g = lock(&self.global);
+        if g.last_draw.elapsed() < idle_for {
+            return (0, Doomed::none());
+        }
+        let doomed = self.trim_locked(&mut g, 0);
+        if !doomed.0.is_empty() {
+            g.idle_trims += 1;
+        }
+        if g.free.is_empty() {
+            g.free = Vec::new();
+        }
+        if g.blocks.is_empty() {
+            g.blocks = Vec::new();
+        }
+        g.next_trim_at = self.config.high_water;
         (doomed.0.len(), doomed)
     }
 

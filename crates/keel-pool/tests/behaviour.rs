@@ -200,3 +200,34 @@ fn raw_round_trip() {
     drop(b);
     assert_eq!(pool.stats().live, 0);
 }
+
+#[test]
+fn trim_idle_leaves_a_pool_in_use_alone_and_empties_an_idle_one() {
+    let pool: Pool<Buf> = Pool::new("trim-idle", Buf::default);
+    let burst: Vec<_> = (0..3_000).map(|_| pool.get()).collect();
+    drop(burst);
+    let after_burst = pool.stats();
+    assert!(after_burst.blocks > 2, "{after_burst:?}");
+
+    // Just drawn from: not idle for an hour.
+    assert_eq!(pool.trim_idle(std::time::Duration::from_secs(3600)), 0);
+    assert_eq!(pool.stats().blocks, after_burst.blocks);
+    assert_eq!(pool.stats().idle_trims, 0);
+
+    // The idle period this test is about.
+    let idle = std::time::Duration::from_millis(20);
+    std::thread::sleep(idle);
+    let freed = pool.trim_idle(idle);
+    let s = pool.stats();
+    assert!(freed > 0, "{s:?}");
+    assert_eq!(s.idle_trims, 1);
+    // This thread's cache (the only one) came back first, so nothing pins
+    // a block: every one went.
+    assert_eq!((s.blocks, s.cached), (0, 0), "{s:?}");
+
+    // A pool used again is busy again.
+    drop(pool.get());
+    let refill: Vec<_> = (0..1_000).map(|_| pool.get()).collect();
+    drop(refill);
+    assert_eq!(pool.trim_idle(std::time::Duration::from_secs(3600)), 0);
+}

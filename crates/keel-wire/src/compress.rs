@@ -12,9 +12,9 @@
 //! memory before they are rejected with [`WireError::DecompressedTooLarge`].
 
 use std::fmt;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 
 use crate::WireError;
 
@@ -87,21 +87,15 @@ impl TryFrom<i32> for CompressType {
 /// and for snappy input of 4 GiB or more ([`WireError::FrameTooLarge`]: no
 /// baidu_std frame can carry it anyway).
 pub fn compress(kind: CompressType, src: &[u8], dst: &mut BytesMut) -> Result<(), WireError> {
-    const IN_MEMORY: &str = "compressing into a BytesMut cannot fail: its writer never errors";
     let level = flate2::Compression::default();
     match kind {
         CompressType::None => dst.extend_from_slice(src),
         CompressType::Snappy => compress_snappy(src, dst)?,
-        CompressType::Gzip => {
-            let mut encoder = flate2::write::GzEncoder::new((&mut *dst).writer(), level);
-            encoder.write_all(src).expect(IN_MEMORY);
-            encoder.finish().expect(IN_MEMORY);
-        }
-        CompressType::Zlib => {
-            let mut encoder = flate2::write::ZlibEncoder::new((&mut *dst).writer(), level);
-            encoder.write_all(src).expect(IN_MEMORY);
-            encoder.finish().expect(IN_MEMORY);
-        }
+        // The read-side encoders take `src` as it is (a slice is a
+        // `BufRead`) and write straight into `dst`: no intermediate buffer,
+        // unlike the write-side ones (32 KiB per call).
+        CompressType::Gzip => deflate_into(flate2::bufread::GzEncoder::new(src, level), dst),
+        CompressType::Zlib => deflate_into(flate2::bufread::ZlibEncoder::new(src, level), dst),
         CompressType::Lz4 => {
             return Err(WireError::UnsupportedCompression {
                 compress_type: kind.as_i32(),
@@ -109,6 +103,28 @@ pub fn compress(kind: CompressType, src: &[u8], dst: &mut BytesMut) -> Result<()
         }
     }
     Ok(())
+}
+
+/// Reads `encoder` to the end into `dst`.
+fn deflate_into(mut encoder: impl Read, dst: &mut BytesMut) {
+    const IN_MEMORY: &str = "compressing a slice cannot fail: its reader never errors";
+    let start = dst.len();
+    let mut len = start;
+    loop {
+        if dst.len() == len {
+            // Room for the next step; deflate output is mostly smaller than
+            // its input, so a first step of 1 KiB suits small messages.
+            let more = (len - start).clamp(1024, 1 << 20);
+            dst.resize(len + more, 0);
+        }
+        match encoder.read(&mut dst[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => panic!("{IN_MEMORY}: {e}"),
+        }
+    }
+    dst.truncate(len);
 }
 
 fn compress_snappy(src: &[u8], dst: &mut BytesMut) -> Result<(), WireError> {
@@ -172,11 +188,13 @@ pub fn decompress_into(
             Ok(())
         }
         CompressType::Snappy => decompress_snappy(src, limit, dst),
+        // The read-side decoders over a slice (a `BufRead`): no 32 KiB
+        // read buffer per call.
         CompressType::Gzip => {
-            inflate_bounded(flate2::read::MultiGzDecoder::new(src), kind, limit, dst)
+            inflate_bounded(flate2::bufread::MultiGzDecoder::new(src), kind, limit, dst)
         }
         CompressType::Zlib => {
-            inflate_bounded(flate2::read::ZlibDecoder::new(src), kind, limit, dst)
+            inflate_bounded(flate2::bufread::ZlibDecoder::new(src), kind, limit, dst)
         }
         CompressType::Lz4 => Err(WireError::UnsupportedCompression {
             compress_type: kind.as_i32(),

@@ -29,7 +29,8 @@ pub(crate) fn compress(kind: Compression, body: &[u8], out: &mut BytesMut) -> Re
 
 /// Two buffers a caller compresses with (the message encoded, then
 /// compressed), reused by the thread that compresses: per-call compression
-/// allocates nothing once they are warm. Take them with [`Scratch::take`],
+/// allocates nothing once they are warm. [`decompress`] inflates into
+/// `plain` too. Take them with [`Scratch::take`],
 /// hand them back with [`Scratch::give_back`]; buffers grown past 64 KiB are
 /// not kept (rule R7).
 #[derive(Default)]
@@ -80,7 +81,22 @@ pub(crate) fn decompress(
     }
     let kind =
         Compression::try_from(compress_type).map_err(|e| Status::new(blame, e.to_string()))?;
-    keel_wire::decompress(kind, &payload, limit).map_err(|e| Status::new(blame, e.to_string()))
+    // Inflated into this thread's reused buffer, which grows once rather
+    // than per message, then copied out at its exact size: one allocation
+    // per payload, and no spare room kept alive with it. A payload too
+    // large for the buffer to be kept is handed over as it is.
+    let mut scratch = Scratch::take();
+    let inflated = keel_wire::decompress_into(kind, &payload, limit, &mut scratch.plain)
+        .map_err(|e| Status::new(blame, e.to_string()))
+        .map(|()| {
+            if scratch.plain.capacity() > SCRATCH_KEPT {
+                std::mem::take(&mut scratch.plain).freeze()
+            } else {
+                Bytes::copy_from_slice(&scratch.plain)
+            }
+        });
+    scratch.give_back();
+    inflated
 }
 
 #[cfg(test)]

@@ -14,20 +14,64 @@
 //! One process-wide [`tracer`] samples toward a target rate (default
 //! 1,000 spans/s, like brpc; 0 turns tracing off) and keeps recent finished
 //! trees in a bounded store (the console will show it). A request that
-//! arrives with a trace id is always traced.
+//! arrives with a trace id is always traced. The store's bounds (trees and
+//! bytes kept, spans per tree, annotation bytes per span) are
+//! [`StoreConfig::DEFAULT`] unless [`set_store_config`] chose others before
+//! the tracer was first used.
 
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, OnceLock};
 
 pub use keel_rpcz::{
     Mark, Query, Sampler, SpanHandle, Store, StoreConfig, TraceContext, Tracer, TreeSummary,
 };
 
-static TRACER: LazyLock<Tracer> = LazyLock::new(|| {
-    Tracer::new(
-        Sampler::new(1_000),
-        Arc::new(Store::new(StoreConfig::default())),
-    )
-});
+static TRACER: OnceLock<Tracer> = OnceLock::new();
+
+fn new_tracer(config: StoreConfig) -> Tracer {
+    Tracer::new(Sampler::new(1_000), Arc::new(Store::new(config)))
+}
+
+/// [`set_store_config`] came too late: the tracer was already made, with
+/// the bounds it reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the rpcz tracer is already in use with {in_use:?}; set its store's bounds before the first \
+     call, server or span of the process"
+)]
+pub struct TracerInUse {
+    /// The bounds the tracer's store has.
+    pub in_use: StoreConfig,
+}
+
+/// Sets the bounds of the process-wide tracer's store: how many recent
+/// trees and bytes it keeps, and how many spans and annotation bytes a tree
+/// keeps while open ([`StoreConfig`]). Call it once, early in `main`,
+/// before the first call, server or span: the tracer is made on first use
+/// and its bounds are fixed from then on (an error says so, with the
+/// bounds in use).
+///
+/// ```
+/// use keel::rpcz::{StoreConfig, set_store_config, tracer};
+///
+/// let small = StoreConfig { max_trees: 64, max_bytes: 1 << 20, ..StoreConfig::DEFAULT };
+/// set_store_config(small).expect("first use");
+/// assert_eq!(tracer().store().config(), small);
+/// assert!(set_store_config(StoreConfig::DEFAULT).is_err());
+/// ```
+pub fn set_store_config(config: StoreConfig) -> Result<(), TracerInUse> {
+    let mut made = false;
+    let tracer = TRACER.get_or_init(|| {
+        made = true;
+        new_tracer(config)
+    });
+    if made {
+        Ok(())
+    } else {
+        Err(TracerInUse {
+            in_use: tracer.store().config(),
+        })
+    }
+}
 
 tokio::task_local! {
     /// The span of the server call this task is handling, if sampled.
@@ -35,9 +79,9 @@ tokio::task_local! {
 }
 
 /// The process-wide tracer: its sampler (`tracer().sampler().set_target(n)`)
-/// and its store of recent trees.
+/// and its store of recent trees (bounds: [`set_store_config`]).
 pub fn tracer() -> &'static Tracer {
-    &TRACER
+    TRACER.get_or_init(|| new_tracer(StoreConfig::DEFAULT))
 }
 
 /// Adds a line to the current span (the sampled server call this task is
@@ -57,8 +101,8 @@ pub fn with_current<R>(f: impl FnOnce(&SpanHandle) -> R) -> Option<R> {
 /// own when the sampler says so, else unsampled.
 pub(crate) fn client_span(method: &'static str) -> SpanHandle {
     CURRENT
-        .try_with(|current| TRACER.client(Some(current), method))
-        .unwrap_or_else(|_| TRACER.client(None, method))
+        .try_with(|current| tracer().client(Some(current), method))
+        .unwrap_or_else(|_| tracer().client(None, method))
 }
 
 /// Runs `fut` with `span` as the current span and hands the span back with

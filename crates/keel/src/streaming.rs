@@ -537,9 +537,7 @@ impl Outgoing {
     /// Sends one message: queued for the stream's flusher, waiting while
     /// the peer's flow-control window and the queue are full.
     pub(crate) async fn send(&mut self, message: &(dyn Encode + Sync)) -> Result<(), Status> {
-        let mut body = wire::message_buffer(message.encoded_len());
-        message.encode_to(&mut body);
-        let data = wire::seal(body, self.compress)?;
+        let data = wire::seal_message(message, self.compress)?;
         let stream = self.stream()?;
         if let Err(failed) = enqueue(&stream, &data).await {
             self.ended = true;

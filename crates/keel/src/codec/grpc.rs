@@ -11,7 +11,8 @@ use bytes::{Bytes, BytesMut};
 use h2::RecvStream;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::compression::Compression;
+use crate::codec::Encode;
+use crate::compression::{Compression, Scratch};
 use crate::metadata::Metadata;
 use crate::rpcz::TraceContext;
 use crate::status::{Code, Status};
@@ -270,7 +271,7 @@ pub(crate) fn message_buffer(capacity: usize) -> BytesMut {
 }
 
 /// Fills in the prefix of a [`message_buffer`] holding one message,
-/// compressing the message first when asked.
+/// compressing the message first when asked (see [`seal_compressed`]).
 pub(crate) fn seal(mut body: BytesMut, compress: Option<Compression>) -> Result<Bytes, Status> {
     const P: usize = keel_wire::grpc::PREFIX_LEN;
     let Some(kind) = compress else {
@@ -278,11 +279,48 @@ pub(crate) fn seal(mut body: BytesMut, compress: Option<Compression>) -> Result<
         body[..P].copy_from_slice(&prefix);
         return Ok(body.freeze());
     };
-    let mut packed = message_buffer((body.len() - P) / 2 + 16);
-    crate::compression::compress(kind, &body[P..], &mut packed)?;
-    let prefix = keel_wire::grpc::prefix(true, packed.len() - P);
-    packed[..P].copy_from_slice(&prefix);
-    Ok(packed.freeze())
+    let mut scratch = Scratch::take();
+    let sealed = seal_compressed(&body[P..], kind, &mut scratch.packed);
+    scratch.give_back();
+    sealed
+}
+
+/// `message` with its prefix, compressed when asked. Uncompressed, it is
+/// encoded straight into the buffer that is sent; compressed, it is
+/// encoded into this thread's reused buffer first (see [`seal_compressed`]).
+pub(crate) fn seal_message(
+    message: &(dyn Encode + Sync),
+    compress: Option<Compression>,
+) -> Result<Bytes, Status> {
+    let Some(kind) = compress else {
+        let mut body = message_buffer(message.encoded_len());
+        message.encode_to(&mut body);
+        return seal(body, None);
+    };
+    let mut scratch = Scratch::take();
+    message.encode_to(&mut scratch.plain);
+    let Scratch { plain, packed } = &mut scratch;
+    let sealed = seal_compressed(plain, kind, packed);
+    scratch.give_back();
+    sealed
+}
+
+/// The message `plain` compressed as `kind`, with its prefix. It is
+/// compressed into `packed` (empty: a thread's reused buffer, see
+/// [`Scratch`]) and copied out at its exact size: one allocation per
+/// message, and the bytes queued for sending keep no room that a guess at
+/// the compressed size left over.
+fn seal_compressed(
+    plain: &[u8],
+    kind: Compression,
+    packed: &mut BytesMut,
+) -> Result<Bytes, Status> {
+    const P: usize = keel_wire::grpc::PREFIX_LEN;
+    crate::compression::compress(kind, plain, packed)?;
+    let mut sealed = BytesMut::with_capacity(P + packed.len());
+    sealed.extend_from_slice(&keel_wire::grpc::prefix(true, packed.len()));
+    sealed.extend_from_slice(packed);
+    Ok(sealed.freeze())
 }
 
 /// The status of a stream h2 failed (reset by the peer, connection lost).

@@ -43,7 +43,9 @@ use keel_wire::baidu_std::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
+
+use crate::server::done_queue::{DoneReceiver, DoneSender, done_queue};
 
 use crate::compression::{self, Compression};
 use crate::metadata::{Metadata, REQUEST_ID};
@@ -95,9 +97,9 @@ struct ConnectionState {
     authenticated: bool,
     /// Where spawned calls send their result; made on the first call that
     /// waits (most connections never need it).
-    done_tx: Option<mpsc::UnboundedSender<Done>>,
+    done_tx: Option<DoneSender<Done>>,
     /// The receiving end of a channel just made, for the read loop to take.
-    new_done_rx: Option<mpsc::UnboundedReceiver<Done>>,
+    new_done_rx: Option<DoneReceiver<Done>>,
     /// Calls running as their own tasks.
     spawned: usize,
     draining: bool,
@@ -134,7 +136,7 @@ impl Connection {
         } = self;
         let _ = stream.set_nodelay(true);
         let (mut rd, mut wr) = stream.split();
-        let mut done_rx: Option<mpsc::UnboundedReceiver<Done>> = None;
+        let mut done_rx: Option<DoneReceiver<Done>> = None;
         let mut st = ConnectionState {
             peer,
             draining: shared.dispatcher.is_draining(),
@@ -181,7 +183,7 @@ impl Connection {
                 done_rx = Some(rx);
             }
             // Calls that finished on their own tasks meanwhile.
-            while let Some(Ok(done)) = done_rx.as_mut().map(|rx| rx.try_recv()) {
+            while let Some(done) = done_rx.as_mut().and_then(DoneReceiver::try_recv) {
                 st.spawned -= 1;
                 st.write_done(done);
             }
@@ -244,7 +246,7 @@ impl Connection {
             }
             tokio::select! {
                 biased;
-                Some(done) = recv_done(&mut done_rx), if st.spawned > 0 && !closing => {
+                done = recv_done(&mut done_rx), if st.spawned > 0 && !closing => {
                     st.spawned -= 1;
                     st.write_done(done);
                 }
@@ -398,7 +400,7 @@ impl ConnectionState {
                 let tx = match &self.done_tx {
                     Some(tx) => tx.clone(),
                     None => {
-                        let (tx, rx) = mpsc::unbounded_channel();
+                        let (tx, rx) = done_queue();
                         self.new_done_rx = Some(rx);
                         self.done_tx.insert(tx).clone()
                     }
@@ -508,7 +510,7 @@ impl ConnectionState {
 
 /// The next result of a spawned call; never resolves before the channel
 /// exists.
-async fn recv_done(rx: &mut Option<mpsc::UnboundedReceiver<Done>>) -> Option<Done> {
+async fn recv_done(rx: &mut Option<DoneReceiver<Done>>) -> Done {
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,

@@ -60,6 +60,7 @@ pub struct ServerBuilder {
     authenticator: Option<Arc<dyn Authenticator>>,
     grpc_max_message_size: Option<usize>,
     grpc_keepalive: Option<Option<Keepalive>>,
+    idle_trim: Option<Duration>,
     builtin_services: bool,
     console: Console,
 }
@@ -93,6 +94,7 @@ impl Default for ServerBuilder {
             authenticator: None,
             grpc_max_message_size: None,
             grpc_keepalive: None,
+            idle_trim: Some(DEFAULT_IDLE_TRIM),
             builtin_services: true,
             console: Console::default(),
         }
@@ -155,6 +157,21 @@ impl ServerBuilder {
     /// no pings.
     pub fn grpc_keepalive(mut self, keepalive: Option<Keepalive>) -> Self {
         self.grpc_keepalive = Some(keepalive);
+        self
+    }
+
+    /// How often the server gives back the memory of idle object pools
+    /// (default every 10 s; `None`: never). Each period, every pool of the
+    /// process (request and response messages, spans, ...) whose shared
+    /// free list nobody drew from during the whole period takes back the
+    /// objects the timer's thread caches and returns its free blocks to the
+    /// allocator ([`keel_pool::trim_idle_all`]); pools drawn from are left
+    /// alone. A pool notices idleness by itself only while it is used, so
+    /// without this timer a burst's leftovers would stay in a process that
+    /// has gone quiet. The timer runs in the server's accept loop and ends
+    /// with the server.
+    pub fn idle_trim(mut self, period: Option<Duration>) -> Self {
+        self.idle_trim = period.filter(|p| !p.is_zero());
         self
     }
 
@@ -230,7 +247,13 @@ impl ServerBuilder {
 
     /// The dispatch path this builder describes, and what the protocols
     /// need besides it.
-    pub(crate) fn build_core(mut self) -> io::Result<Arc<ServerCore>> {
+    pub(crate) fn build_core(self) -> io::Result<Arc<ServerCore>> {
+        self.build_core_and_trim().map(|(core, _)| core)
+    }
+
+    /// [`build_core`](Self::build_core), and the idle-trim period.
+    fn build_core_and_trim(mut self) -> io::Result<(Arc<ServerCore>, Option<Duration>)> {
+        let idle_trim = self.idle_trim;
         if let Some(e) = self.error {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, e));
         }
@@ -251,7 +274,7 @@ impl ServerBuilder {
             }
         }
         let limits = Limits::new(self.max_concurrency, methods);
-        Ok(Arc::new(ServerCore {
+        let core = Arc::new(ServerCore {
             dispatcher: Dispatcher::new(self.table, limits, self.interceptors),
             wire_limits: keel_wire::baidu_std::Limits::new(
                 self.max_body_size
@@ -265,14 +288,15 @@ impl ServerBuilder {
             health,
             console: ConsoleState::default(),
             schema: std::sync::OnceLock::new(),
-        }))
+        });
+        Ok((core, idle_trim))
     }
 
     /// Binds `addr` and starts serving in the background; the returned
     /// [`Server`] reports the bound address and shuts down gracefully.
     pub async fn bind(self, addr: impl ToSocketAddrs) -> io::Result<Server> {
         let console = self.console;
-        let shared = self.build_core()?;
+        let (shared, idle_trim) = self.build_core_and_trim()?;
         let listener = TcpListener::bind(addr).await?;
         let local_addr = listener.local_addr()?;
         let internal = match console {
@@ -288,6 +312,7 @@ impl ServerBuilder {
             Port::Service {
                 console: console == Console::ServicePort,
             },
+            IdleTrim::new(idle_trim),
         ));
         let internal = internal.map(|listener| {
             tokio::spawn(accept_loop(
@@ -295,6 +320,7 @@ impl ServerBuilder {
                 shared.clone(),
                 shutdown_rx.clone(),
                 Port::Internal,
+                None,
             ))
         });
         if console != Console::Off {
@@ -535,18 +561,58 @@ impl Drop for Server {
     }
 }
 
+/// Default period of [`ServerBuilder::idle_trim`].
+const DEFAULT_IDLE_TRIM: Duration = Duration::from_secs(10);
+
+/// The server's pool-trimming timer: each tick gives back the free blocks of
+/// every pool nobody drew from for a period.
+struct IdleTrim {
+    period: Duration,
+    ticks: tokio::time::Interval,
+}
+
+impl IdleTrim {
+    fn new(period: Option<Duration>) -> Option<IdleTrim> {
+        let period = period?;
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Some(IdleTrim { period, ticks })
+    }
+
+    /// Waits for the next tick (forever without a timer).
+    async fn tick(trim: &mut Option<IdleTrim>) {
+        match trim {
+            Some(t) => {
+                t.ticks.tick().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    fn run(&self) {
+        keel_pool::trim_idle_all(self.period);
+    }
+}
+
 /// Accepts until shutdown; returns the still-running connection tasks so a
 /// graceful shutdown can wait for them. Finished tasks are reaped as we go,
-/// so the set never holds closed connections.
+/// so the set never holds closed connections. Also runs the server's
+/// idle-trim timer, which thus ends with the accept loop (rule R5).
 async fn accept_loop(
     listener: TcpListener,
     shared: Arc<ServerCore>,
     mut shutdown: watch::Receiver<bool>,
     port: Port,
+    mut idle_trim: Option<IdleTrim>,
 ) -> JoinSet<()> {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
+            () = IdleTrim::tick(&mut idle_trim) => {
+                if let Some(t) = &idle_trim {
+                    t.run();
+                }
+            }
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     shared.dispatcher.stats.accepted.fetch_add(1, Ordering::Relaxed);

@@ -58,6 +58,12 @@ use crate::streaming::{Incoming, Outgoing, ServerStream};
 const STREAM_WINDOW: u32 = 1024 * 1024;
 /// Per-connection receive window.
 const CONNECTION_WINDOW: u32 = 2 * 1024 * 1024;
+/// Largest DATA frame the peer may send (HTTP/2's default is 16 KiB). h2
+/// queues each received frame in a per-connection slab until the call
+/// reads it, and that slab never shrinks: with 16 KiB frames a 1 MiB window
+/// queues 64 frames and a connection kept about 30 KB per side after one
+/// large message; 64 KiB frames queue a quarter as many.
+const MAX_FRAME_SIZE: u32 = 64 * 1024;
 /// Streams a client may have open at once on one connection.
 const MAX_CONCURRENT_STREAMS: u32 = 1024;
 /// Largest header block accepted.
@@ -83,6 +89,7 @@ pub(crate) async fn serve<T>(
     builder
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_frame_size(MAX_FRAME_SIZE)
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
         .max_header_list_size(MAX_HEADER_LIST_SIZE);
     let handshake = builder.handshake::<_, Bytes>(io);

@@ -36,6 +36,7 @@
 mod baidu_std;
 pub(crate) mod builder;
 pub(crate) mod dispatch;
+mod done_queue;
 mod grpc;
 mod health;
 pub(crate) mod http;

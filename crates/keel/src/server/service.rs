@@ -91,7 +91,9 @@ pub fn unknown_method(
 /// A message that held more than [`MessagePools::MAX_KEPT_LEN`] encoded
 /// bytes is dropped rather than pooled, so one large call does not pin its
 /// capacity (rule R7). The pools are keel-pool pools: they trim themselves,
-/// report their statistics, and are listed with every other pool.
+/// report their statistics (the capacity pooled messages keep included, as
+/// an estimate: the largest encoded length each had), and are listed with
+/// every other pool.
 pub struct MessagePools<
     Req: Message + Default + Send + 'static,
     Resp: Message + Default + Send + 'static,
@@ -114,15 +116,45 @@ where
 }
 
 /// A message in a pool: cleared on return, or dropped when it grew large.
-struct Pooled<M>(M);
+///
+/// `kept` estimates the heap the cleared message keeps, for the pool's
+/// statistics ([`keel_pool::PoolStats::heap_bytes`]). prost has no way to
+/// ask a message for its capacity, so the estimate is the largest encoded
+/// length the message had since it was last rebuilt: a cleared string or
+/// bytes field keeps at least the capacity its contents needed, and the
+/// encoded length counts each field's contents once plus a few bytes of
+/// tags. It is close for messages of strings and bytes (the ones that grow
+/// large); repeated and nested fields are dropped by `clear` except for
+/// their vectors' capacity, which it may over- or under-count. It is never
+/// above [`MAX_KEPT_LEN`]: a larger message is rebuilt, not kept.
+struct Pooled<M> {
+    message: M,
+    kept: usize,
+}
+
+impl<M: Default> Pooled<M> {
+    fn new() -> Self {
+        Pooled {
+            message: M::default(),
+            kept: 0,
+        }
+    }
+}
 
 impl<M: Message + Default> keel_pool::Reset for Pooled<M> {
     fn reset(&mut self) {
-        if self.0.encoded_len() > MAX_KEPT_LEN {
-            self.0 = M::default();
+        let len = self.message.encoded_len();
+        if len > MAX_KEPT_LEN {
+            self.message = M::default();
+            self.kept = 0;
         } else {
-            self.0.clear();
+            self.message.clear();
+            self.kept = self.kept.max(len);
         }
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.kept
     }
 }
 
@@ -150,8 +182,8 @@ where
     /// Pools named `requests` and `responses` (in pool listings).
     pub const fn new(requests: &'static str, responses: &'static str) -> Self {
         MessagePools {
-            requests: keel_pool::Pool::with_config(requests, || Pooled(Req::default()), POOLS),
-            responses: keel_pool::Pool::with_config(responses, || Pooled(Resp::default()), POOLS),
+            requests: keel_pool::Pool::with_config(requests, Pooled::new, POOLS),
+            responses: keel_pool::Pool::with_config(responses, Pooled::new, POOLS),
         }
     }
 
@@ -164,7 +196,7 @@ where
         payload: Bytes,
     ) -> Result<CallMessages<Req, Resp>, Status> {
         let mut request = self.requests.get();
-        merge_request(method, payload, required, &mut request.0)?;
+        merge_request(method, payload, required, &mut request.message)?;
         Ok(CallMessages {
             request,
             response: self.responses.get(),
@@ -189,14 +221,55 @@ where
 {
     /// The request and the response, for the handler.
     pub fn parts(&mut self) -> (&Req, &mut Resp) {
-        (&self.request.0, &mut self.response.0)
+        (&self.request.message, &mut self.response.message)
     }
 
     /// Appends the encoded response to `out` (the dispatch path's reused
     /// buffer).
     pub fn encode_response(&self, out: &mut BytesMut) {
-        let reply = &self.response.0;
+        let reply = &self.response.message;
         out.reserve(reply.encoded_len());
         reply.encode_raw(out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::builtin::health::v1::HealthCheckRequest;
+
+    static STRINGS: keel_pool::Pool<Pooled<HealthCheckRequest>> =
+        keel_pool::Pool::with_config("test.strings", Pooled::new, POOLS);
+
+    #[test]
+    fn pooled_messages_report_the_capacity_they_keep() {
+        let fresh = STRINGS.stats().heap_bytes;
+        assert_eq!(fresh, 0, "a fresh message keeps nothing");
+
+        let mut m = STRINGS.get();
+        m.message.service = "x".repeat(10_000);
+        let capacity = m.message.service.capacity();
+        drop(m);
+        let s = STRINGS.stats();
+        assert!(
+            s.heap_bytes >= capacity as u64 && s.heap_bytes <= capacity as u64 + 8,
+            "a cleared 10,000-byte string keeps {capacity} B, reported {}",
+            s.heap_bytes
+        );
+
+        // Reused for something small: the capacity is still there, and
+        // still reported.
+        let mut m = STRINGS.get();
+        assert!(m.message.service.is_empty() && m.message.service.capacity() == capacity);
+        m.message.service.push_str("small");
+        drop(m);
+        assert_eq!(STRINGS.stats().heap_bytes, s.heap_bytes);
+
+        // Too large to keep: rebuilt, and nothing reported for it.
+        let mut m = STRINGS.get();
+        m.message.service = "y".repeat(MAX_KEPT_LEN + 1);
+        drop(m);
+        assert_eq!(STRINGS.stats().heap_bytes, 0);
+        assert_eq!(STRINGS.get().message.service.capacity(), 0);
     }
 }

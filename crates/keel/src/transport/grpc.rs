@@ -32,6 +32,12 @@ use crate::transport::{Call, Reply};
 /// Per-stream and per-connection receive windows of the client.
 const STREAM_WINDOW: u32 = 1024 * 1024;
 const CONNECTION_WINDOW: u32 = 2 * 1024 * 1024;
+/// Largest DATA frame the peer may send (HTTP/2's default is 16 KiB). h2
+/// queues each received frame in a per-connection slab until the call
+/// reads it, and that slab never shrinks: with 16 KiB frames a 1 MiB window
+/// queues 64 frames and a connection kept about 30 KB per side after one
+/// large message; 64 KiB frames queue a quarter as many.
+const MAX_FRAME_SIZE: u32 = 64 * 1024;
 
 /// Calls one `host:port` over gRPC.
 pub struct Grpc {
@@ -175,6 +181,7 @@ impl Grpc {
         let handshake = h2::client::Builder::new()
             .initial_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
+            .max_frame_size(MAX_FRAME_SIZE)
             .handshake::<_, Bytes>(stream);
         let (sender, connection) =
             match tokio::time::timeout(self.config.connect_timeout, handshake).await {
@@ -300,6 +307,14 @@ impl Grpc {
             Code::ERESPONSE,
         )
         .await;
+        let message = match message {
+            // Refused before the end of the body (a message over the limit,
+            // announced by its prefix): the rest will never be read, so its
+            // flow-control window never reopens and the trailers would never
+            // come. Dropping the stream resets it.
+            Err(refused) if !body.is_end_stream() => return Err(refused),
+            message => message,
+        };
         let trailers = body
             .trailers()
             .await
@@ -391,7 +406,5 @@ fn request_encoding(call: &Call<'_>) -> Result<Option<Compression>, Status> {
 
 /// The request message with its prefix, compressed when the call asks.
 fn encode(call: &Call<'_>) -> Result<Bytes, Status> {
-    let mut out = wire::message_buffer(call.request.encoded_len());
-    call.request.encode_to(&mut out);
-    wire::seal(out, request_encoding(call)?)
+    wire::seal_message(call.request, request_encoding(call)?)
 }

@@ -5,11 +5,11 @@
 //! [`Reply`]. May not touch: limits, panics, deadlines on the server side,
 //! statistics — the dispatcher applies them exactly as for a TCP call.
 
+use std::cell::Cell;
 use std::sync::Arc;
 
 use bytes::BytesMut;
 
-use crate::codec::encode_to_bytes;
 use crate::server::MethodTable;
 use crate::server::dispatch::{Dispatcher, Request};
 use crate::status::Status;
@@ -49,10 +49,14 @@ impl InProcess {
     /// Sends one call to the service.
     pub async fn try_call(&self, call: &Call<'_>) -> Result<Reply, Status> {
         let options = call.options;
+        let mut buffers = CallBuffers::take();
+        let request_len = call.request.encoded_len();
+        buffers.request.reserve(request_len);
+        call.request.encode_to(&mut buffers.request);
         let request = Request {
             service: call.method.service,
             method: call.method.method,
-            payload: encode_to_bytes(call.request),
+            payload: buffers.request.split().freeze(),
             stream: None,
             attachment: options.attachment.clone(),
             metadata: options.metadata.clone(),
@@ -64,16 +68,65 @@ impl InProcess {
             protocol: "in-process",
         };
         call.span.mark(crate::rpcz::Mark::Sent);
-        let running = self.dispatcher.start(request, BytesMut::new())?;
+        let running = match self
+            .dispatcher
+            .start(request, std::mem::take(&mut buffers.response))
+        {
+            Ok(running) => running,
+            Err(refused) => {
+                buffers.give_back(request_len);
+                return Err(refused.into());
+            }
+        };
         let mut answer = running.await;
         answer.finish_span();
+        let payload = answer.body.split().freeze();
+        buffers.response = answer.body;
+        buffers.give_back(request_len.max(payload.len()));
         answer.result?;
         let mut metadata = answer.metadata;
         metadata.extend_from(&answer.trailers);
         Ok(Reply {
-            payload: answer.body.freeze(),
+            payload,
             attachment: answer.attachment,
             metadata,
         })
+    }
+}
+
+/// The request and response buffers of in-process calls, reused by the
+/// calling thread. The encoded request and the response are split off
+/// them and handed over as `Bytes`; once those are dropped (decoded), the
+/// next call writes into the same allocation again, so a call allocates no
+/// buffer in steady state. Buffers that held a message larger than
+/// [`KEPT`] are not kept (rule R7); smaller ones stay under twice that. A call made while the thread's buffers are in use (an
+/// in-process call from a handler of one) gets fresh ones.
+#[derive(Default)]
+struct CallBuffers {
+    request: BytesMut,
+    response: BytesMut,
+}
+
+/// Largest buffer a thread keeps for in-process calls.
+const KEPT: usize = 64 * 1024;
+
+thread_local! {
+    static BUFFERS: Cell<Option<CallBuffers>> = const { Cell::new(None) };
+}
+
+impl CallBuffers {
+    fn take() -> CallBuffers {
+        BUFFERS.with(Cell::take).unwrap_or_default()
+    }
+
+    /// Returns the buffers to this thread, unless the largest message they
+    /// held (`largest` bytes) makes them too big to keep. Their capacity
+    /// cannot tell: after a split it counts only the room left.
+    fn give_back(self, largest: usize) {
+        if largest > KEPT {
+            return;
+        }
+        // A thread being torn down has no cell: the buffers just drop.
+        let _ = BUFFERS.try_with(|cell| cell.set(Some(self)));
     }
 }

@@ -1,29 +1,31 @@
 //! The table of calls sent on one connection and waiting for their answer.
 //!
 //! ```text
-//!   insert ──► CallId { index, generation } ──► correlation id on the wire
+//!   insert ──► CallId (a number never reused) ──► correlation id on the wire
 //!                 │
 //!   answer ── complete(id, result) ── Waiting(waker) ─► Done(result) + wake
 //!                 │
 //!   the call ── poll(id) ── Done? take it ──┐
-//!   the call dropped ── remove(id) ─────────┴─► release(index): the one way
+//!   the call dropped ── remove(id) ─────────┴─► release(id): the one way
 //!                                               out; shrinks the table
 //! ```
 //!
-//! Owns: entries by index, their generations, the free list, and the
-//! table's capacity. Matching an answer is an index, and a late answer to
-//! an abandoned call finds a newer generation and is dropped. Generations
-//! come from one counter for the whole table, so a correlation id is never
-//! reused, even after the table shrinks and indices start over.
+//! Owns: entries by call id and the table's capacity. Matching an answer
+//! is a hash lookup of its correlation id; ids come from one counter for
+//! the whole table, so an id is never reused and a late answer to an
+//! abandoned call finds nothing.
 //!
 //! Every entry leaves through [`PendingCalls::release`] (answered, failed,
 //! timed out or dropped), and that is where the table gives back what a
-//! burst made it grow (rule R7): all of it once no call is pending, and the
-//! free tail once it is mostly empty.
+//! burst made it grow (rule R7). Entries are keyed by id, not by position,
+//! so no entry pins others: the table's memory follows the calls still
+//! pending (within a factor of four), whichever of them is left.
 //!
 //! May not touch: sockets, frames or wakeups (it returns wakers; the
 //! connection wakes them outside its lock).
 
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::task::{Poll, Waker};
 
 use crate::status::{Code, Status};
@@ -32,36 +34,49 @@ use crate::transport::Reply;
 /// Entries kept however empty the table gets (a small constant).
 const KEEP: usize = 64;
 
-/// Identifies a pending call: entry index and generation. Its correlation
-/// id on the wire is `generation << 32 | index`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct CallId {
-    index: u32,
-    generation: u32,
-}
+/// Identifies a pending call; it is also the call's correlation id on the
+/// wire. Ids of one table count up from 1 and are never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct CallId(u64);
 
 impl CallId {
     pub(crate) fn correlation_id(self) -> i64 {
-        (((self.generation as u64) << 32) | self.index as u64) as i64
+        self.0 as i64
     }
 
     pub(crate) fn from_correlation_id(cid: i64) -> CallId {
-        let cid = cid as u64;
-        CallId {
-            index: cid as u32,
-            generation: (cid >> 32) as u32,
+        CallId(cid as u64)
+    }
+}
+
+/// Hashes a call id, a counter, by one multiplication (Fibonacci hashing):
+/// consecutive ids spread over the whole table, and the hot path pays no
+/// general-purpose hasher.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8 | b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         }
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        self.0 = id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     }
 }
 
 enum State {
-    Free,
     Waiting(Option<Waker>),
     Done(Result<Reply, Status>),
 }
 
 struct Entry {
-    generation: u32,
     /// The connection the call was sent on: a failed connection fails
     /// exactly its own calls.
     epoch: u64,
@@ -75,73 +90,42 @@ struct Entry {
 /// Pending calls of one connection (across its reconnections).
 #[derive(Default)]
 pub(crate) struct PendingCalls {
-    entries: Vec<Entry>,
-    free: Vec<u32>,
-    live: usize,
-    next_generation: u32,
+    entries: HashMap<CallId, Entry, BuildHasherDefault<IdHasher>>,
+    last_id: u64,
 }
 
 impl PendingCalls {
     /// Calls waiting now.
     pub(crate) fn len(&self) -> usize {
-        self.live
+        self.entries.len()
     }
 
     /// Registers a call sent on connection `epoch`, its request queued
     /// after the connection's first `start` bytes.
     pub(crate) fn insert(&mut self, epoch: u64, start: u64) -> CallId {
-        self.live += 1;
-        // Indices past the end were cut off with a free tail: skip them. The
-        // table only grows once the free list is empty, so no such index can
-        // come back into range while still listed.
-        let mut reuse = None;
-        while let Some(i) = self.free.pop() {
-            if (i as usize) < self.entries.len() {
-                reuse = Some(i);
-                break;
-            }
-        }
-        let index = match reuse {
-            Some(i) => i,
-            None => {
-                self.entries.push(Entry {
-                    generation: 0,
-                    epoch,
-                    start,
-                    state: State::Free,
-                });
-                (self.entries.len() - 1) as u32
-            }
-        };
-        self.next_generation = self.next_generation.wrapping_add(1);
-        let entry = &mut self.entries[index as usize];
-        entry.generation = self.next_generation;
-        entry.epoch = epoch;
-        entry.start = start;
-        entry.state = State::Waiting(None);
-        CallId {
-            index,
-            generation: entry.generation,
-        }
-    }
-
-    fn get(&mut self, id: CallId) -> Option<&mut Entry> {
-        self.entries
-            .get_mut(id.index as usize)
-            .filter(|e| e.generation == id.generation && !matches!(e.state, State::Free))
+        // Positive as an i64 for 2^63 calls: never wraps in practice.
+        self.last_id += 1;
+        let id = CallId(self.last_id);
+        self.entries.insert(
+            id,
+            Entry {
+                epoch,
+                start,
+                state: State::Waiting(None),
+            },
+        );
+        id
     }
 
     /// The call was abandoned (its future dropped): forget it.
     pub(crate) fn remove(&mut self, id: CallId) {
-        if self.get(id).is_some() {
-            self.release(id.index);
-        }
+        self.release(id);
     }
 
     /// Hands `result` to the call `id`, if it still waits; returns its
     /// waker. A duplicate answer keeps the first.
     pub(crate) fn complete(&mut self, id: CallId, result: Result<Reply, Status>) -> Option<Waker> {
-        let entry = self.get(id)?;
+        let entry = self.entries.get_mut(&id)?;
         match std::mem::replace(&mut entry.state, State::Done(result)) {
             State::Waiting(waker) => waker,
             other => {
@@ -154,17 +138,14 @@ impl PendingCalls {
     /// The call's result once it has one (which releases it); else keeps
     /// `waker` to be woken.
     pub(crate) fn poll(&mut self, id: CallId, waker: &Waker) -> Poll<Result<Reply, Status>> {
-        let Some(entry) = self.get(id) else {
+        let Some(entry) = self.entries.get_mut(&id) else {
             return Poll::Ready(Err(Status::internal("pending call vanished")));
         };
         match &mut entry.state {
-            State::Done(_) => {
-                let State::Done(result) = std::mem::replace(&mut entry.state, State::Free) else {
-                    unreachable!("matched Done just above")
-                };
-                self.release(id.index);
-                Poll::Ready(result)
-            }
+            State::Done(_) => match self.release(id) {
+                Some(State::Done(result)) => Poll::Ready(result),
+                _ => unreachable!("matched Done just above"),
+            },
             State::Waiting(w) => {
                 match w {
                     Some(w) if w.will_wake(waker) => {}
@@ -172,7 +153,6 @@ impl PendingCalls {
                 }
                 Poll::Pending
             }
-            State::Free => unreachable!("get() filters free entries"),
         }
     }
 
@@ -182,7 +162,7 @@ impl PendingCalls {
     /// free).
     pub(crate) fn fail_epoch(&mut self, epoch: u64, text: &str, written: u64) -> Vec<Waker> {
         let mut wakers = Vec::new();
-        for entry in &mut self.entries {
+        for entry in self.entries.values_mut() {
             if entry.epoch == epoch && matches!(entry.state, State::Waiting(_)) {
                 let mut status = Status::new(Code::EFAILEDSOCKET, text.to_owned());
                 if written <= entry.start {
@@ -199,41 +179,19 @@ impl PendingCalls {
         wakers
     }
 
-    /// The one way out of the table.
-    fn release(&mut self, index: u32) {
-        let entry = &mut self.entries[index as usize];
-        entry.state = State::Free;
-        self.live -= 1;
-        if self.live == 0 {
-            // Nothing pending: start over, giving back what a burst grew.
-            self.entries.clear();
-            self.free.clear();
-            if self.entries.capacity() > KEEP {
-                self.entries = Vec::new();
-                self.free = Vec::new();
-            }
-            return;
+    /// The one way out of the table: removes `id` (if present) and gives
+    /// back capacity once the table is mostly empty. Each shrink at least
+    /// halves the capacity, so its cost is amortised over the releases
+    /// that emptied it.
+    fn release(&mut self, id: CallId) -> Option<State> {
+        let entry = self.entries.remove(&id)?;
+        let (len, capacity) = (self.entries.len(), self.entries.capacity());
+        // `shrink_to(KEEP)` leaves a little under 2 * KEEP (hash tables
+        // round up), so a table at its floor is not rehashed again.
+        if capacity > 2 * KEEP && len * 4 < capacity {
+            self.entries.shrink_to((len * 2).max(KEEP));
         }
-        self.free.push(index);
-        // Mostly empty with a free tail: cut the tail (its indices stay in
-        // the free list until `insert` skips them), and once the table fits
-        // in half its capacity, give the rest back. Each shrink halves the
-        // capacity at least, so the cost is amortised over the releases that
-        // emptied it.
-        if self.entries.capacity() > KEEP
-            && self.live * 4 < self.entries.len()
-            && matches!(self.entries.last(), Some(e) if matches!(e.state, State::Free))
-        {
-            while matches!(self.entries.last(), Some(e) if matches!(e.state, State::Free)) {
-                self.entries.pop();
-            }
-            let len = self.entries.len();
-            if len * 2 <= self.entries.capacity() {
-                self.free.retain(|&i| (i as usize) < len);
-                self.entries.shrink_to(len.max(KEEP));
-                self.free.shrink_to(self.free.len().max(KEEP));
-            }
-        }
+        Some(entry.state)
     }
 
     /// Entries allocated (for tests of the shrinking).
@@ -255,14 +213,10 @@ mod tests {
         assert_eq!(CallId::from_correlation_id(a.correlation_id()), a);
         table.remove(a);
         let b = table.insert(1, 0);
-        assert_eq!(a.index, b.index, "entry reused");
-        assert_ne!(a.correlation_id(), b.correlation_id(), "new generation");
+        assert_ne!(a.correlation_id(), b.correlation_id(), "ids are not reused");
         // The abandoned call's late answer finds nothing.
         assert!(table.complete(a, Ok(Reply::default())).is_none());
-        assert!(matches!(
-            table.entries[b.index as usize].state,
-            State::Waiting(_)
-        ));
+        assert!(matches!(table.entries[&b].state, State::Waiting(_)));
         assert_eq!(table.len(), 2);
         table.remove(b);
         table.remove(keep);
@@ -277,13 +231,12 @@ mod tests {
         for id in ids {
             table.remove(id);
         }
-        assert_eq!(
-            table.capacity(),
-            0,
-            "an idle, oversized table is given back"
+        assert!(
+            table.capacity() <= 2 * KEEP,
+            "an idle, oversized table is given back: {}",
+            table.capacity()
         );
         let again = table.insert(1, 0);
-        assert_eq!(again.index, first.index, "indices start over");
         assert_ne!(again.correlation_id(), first.correlation_id());
         assert!(table.complete(first, Ok(Reply::default())).is_none());
     }
@@ -305,7 +258,32 @@ mod tests {
             table.capacity()
         );
         table.remove(long);
-        assert!(table.capacity() <= KEEP);
+        assert!(table.capacity() <= 2 * KEEP);
+    }
+
+    #[test]
+    fn one_long_call_does_not_keep_a_bursts_table() {
+        let mut table = PendingCalls::default();
+        let burst: Vec<_> = (0..10_000).map(|_| table.insert(1, 0)).collect();
+        // The last call of the burst (the highest id) waits on; the others
+        // are answered in the order they were sent.
+        let long = *burst.last().expect("a burst");
+        for &id in &burst[..burst.len() - 1] {
+            assert!(table.complete(id, Ok(Reply::default())).is_none());
+            assert!(table.poll(id, Waker::noop()).is_ready());
+        }
+        assert_eq!(table.len(), 1);
+        assert!(
+            table.capacity() <= 2 * KEEP,
+            "one long call keeps {} entries of a 10,000-call burst",
+            table.capacity()
+        );
+        assert!(table.poll(long, Waker::noop()).is_pending());
+        assert!(
+            table.complete(long, Ok(Reply::default())).is_some(),
+            "its waker"
+        );
+        assert!(table.poll(long, Waker::noop()).is_ready());
     }
 
     #[test]
