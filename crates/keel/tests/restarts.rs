@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use keel::cluster::{BreakerConfig, InvokerState, RetryBudget, Strategy};
+use keel::cluster::{BreakerConfig, InvokerState, LoadBalancer, RetryBudget, Strategy};
 use keel::{CallOptions, Channel, Code, Context, Server, Status};
 use support::{
     EchoRequest, EchoResponse, EchoService, EchoServiceClient, EchoServiceServer, eventually,
@@ -322,6 +322,106 @@ async fn timeouts_count_against_a_server_only_when_it_had_a_fair_chance() {
         .invoker(&hung.addr())
         .expect("invoker");
     assert!(info.errors >= 1 && info.errors == info.calls, "{info:?}");
+}
+
+/// Calls over `channel` from 16 callers at once, three in four of them
+/// with deadlines of 1 µs to 1 ms, the rest with 1 s: (answered, timed
+/// out).
+async fn hasty_calls(channel: &Channel) -> (u32, u32) {
+    let mut callers = Vec::new();
+    for caller in 0..16u64 {
+        let client = EchoServiceClient::new(channel);
+        callers.push(tokio::spawn(async move {
+            let (mut ok, mut timeouts) = (0u32, 0u32);
+            for i in 0..100u64 {
+                let deadline = if i % 4 == 3 {
+                    Duration::from_secs(1)
+                } else {
+                    Duration::from_micros(1 + (caller * 31 + i * 17) % 1_000)
+                };
+                let message = format!("{caller}:{i}");
+                match client.echo(&request(&message)).timeout(deadline).await {
+                    Ok(reply) => {
+                        assert_eq!(reply.message, message);
+                        ok += 1;
+                    }
+                    Err(e) if deadline < Duration::from_secs(1) => {
+                        assert_eq!(e.code(), Code::ERPCTIMEDOUT, "{e}");
+                        timeouts += 1;
+                    }
+                    Err(e) => panic!("a call with 1 s failed: {e}"),
+                }
+            }
+            (ok, timeouts)
+        }));
+    }
+    let (mut ok, mut timeouts) = (0, 0);
+    for caller in callers {
+        let (o, t) = caller.await.expect("no caller panicked");
+        ok += o;
+        timeouts += t;
+    }
+    (ok, timeouts)
+}
+
+fn least_active_with_backups(addrs: &[&str], breaker: BreakerConfig) -> Channel {
+    Channel::builder(&list(addrs))
+        .load_balancer(LoadBalancer::LeastActive)
+        .backup_request(Some(Duration::from_micros(300)))
+        .breaker(breaker)
+        .build()
+        .expect("valid")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_requests_and_short_deadlines_isolate_no_healthy_server() {
+    quiet();
+    let servers = [
+        start(|b| b).await,
+        start(|b| b).await,
+        start(|b| b).await,
+        start(|b| b).await,
+    ];
+    let addrs: Vec<String> = servers.iter().map(support::Fixture::addr).collect();
+    let refs: Vec<&str> = addrs.iter().map(String::as_str).collect();
+    // No faults, no delays: only the callers' deadlines (far below
+    // `fair_timeout`) and the backup requests cut attempts short (the
+    // losing attempt of each backup pair is dropped), and least active
+    // sends the next calls to the servers those cuts left idle. A breaker
+    // on a hair trigger (isolating at a 10% error rate) shows that none of
+    // those cut attempts counts against its server.
+    let hair_trigger = BreakerConfig {
+        error_rate: 0.1,
+        ..BreakerConfig::default()
+    };
+    let channel = least_active_with_backups(&refs, hair_trigger);
+    let (ok, timeouts) = hasty_calls(&channel).await;
+    let cluster = channel.cluster().expect("cluster");
+    let stats = cluster.stats();
+    eprintln!("{ok} ok, {timeouts} timed out: {stats:?}");
+    // What the test is about happened: deadlines cut calls short, and
+    // backup requests were sent.
+    assert!(timeouts >= 40 && ok >= 400, "{ok} ok, {timeouts} timed out");
+    assert!(stats.backup_requests >= 10, "{stats:?}");
+    assert_eq!(stats.isolations, 0, "{stats:?}: {:?}", cluster.invokers());
+    for info in cluster.invokers() {
+        assert_eq!(info.state, InvokerState::Available, "{info:?}");
+    }
+    assert_eq!(channel.pending_calls(), 0);
+
+    // The same calls where every timeout counts against its server
+    // (`fair_timeout` 0, as before it existed) do isolate healthy servers.
+    let counting = least_active_with_backups(
+        &refs,
+        BreakerConfig {
+            fair_timeout: Duration::ZERO,
+            ..hair_trigger
+        },
+    );
+    let (ok, timeouts) = hasty_calls(&counting).await;
+    let stats = counting.cluster().expect("cluster").stats();
+    eprintln!("counting every timeout: {ok} ok, {timeouts} timed out: {stats:?}");
+    assert!(stats.isolations > 0, "{stats:?}");
 }
 
 // 3. Isolation ends when the faults do.
