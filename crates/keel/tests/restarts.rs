@@ -748,3 +748,111 @@ async fn retries_after_failures_that_cannot_have_reached_a_handler_spend_no_budg
     breaker.abort();
     assert_eq!(channel.pending_calls(), 0);
 }
+
+type Sent = tokio::task::JoinHandle<(String, Result<EchoResponse, Status>)>;
+
+/// Sends calls (`send(i)`, the `i`-th) until one waits on the server that
+/// never answers (`waiting` says so) and returns it. Round robin
+/// alternates first attempts between a channel's two servers: a call that
+/// goes to the live one is answered, and the next one goes to the other.
+async fn park(mut send: impl FnMut(u32) -> Sent, waiting: impl Fn() -> bool) -> Sent {
+    for i in 0..4 {
+        let mut sent = send(i);
+        loop {
+            tokio::select! {
+                done = &mut sent => {
+                    let (message, reply) = done.expect("no panic");
+                    assert_eq!(reply.expect("answered by the live server").message, message);
+                    break;
+                }
+                // Bounded by the call's own timeout.
+                () = tokio::time::sleep(Duration::from_millis(1)) => {
+                    if waiting() {
+                        return sent;
+                    }
+                }
+            }
+        }
+    }
+    panic!("four calls and none went to the server that does not answer");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_still_queued_when_its_connection_resets_is_retried_for_free() {
+    quiet();
+    let live = start(|b| b).await;
+    // A server that accepts one connection and never reads from it (with a
+    // small receive buffer, so a large request soon fills the connection),
+    // says when the first bytes arrived, then resets it when told.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("receive buffer");
+    socket
+        .bind("127.0.0.1:0".parse().expect("address"))
+        .expect("bind");
+    let listener = socket.listen(16).expect("listen");
+    let resetting_addr = listener.local_addr().expect("addr").to_string();
+    let (reset, reset_now) = tokio::sync::oneshot::channel::<()>();
+    let (arrived, bytes_arrived) = tokio::sync::oneshot::channel::<()>();
+    let resetting = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.expect("accept");
+        stream.readable().await.expect("readable");
+        let _ = arrived.send(());
+        let _ = reset_now.await;
+        stream.set_zero_linger().expect("linger");
+        drop(stream); // closed with a reset, nothing read
+    });
+    let channel = no_budget(&[&resetting_addr, &live.addr()]);
+    let cluster = channel.cluster().expect("cluster");
+    let on_resetting = || {
+        cluster
+            .invoker(&resetting_addr)
+            .expect("one of the channel's servers")
+            .pending
+    };
+    let call = |message: String| {
+        let channel = channel.clone();
+        tokio::spawn(async move {
+            let reply = EchoServiceClient::new(&channel)
+                .echo(&request(&message))
+                .timeout(Duration::from_secs(30))
+                .await;
+            (message, reply)
+        })
+    };
+    // First a request far larger than the socket buffers (8 MiB), whose
+    // writing begins and then blocks, then a small one queued behind it:
+    // none of it is written.
+    let large = park(
+        |i| call(format!("large {i}:{}", "x".repeat(8 << 20))),
+        || on_resetting() == 1,
+    )
+    .await;
+    bytes_arrived
+        .await
+        .expect("part of the large request arrives");
+    let small = park(|i| call(format!("small {i}")), || on_resetting() == 2).await;
+    let before = cluster.stats();
+    assert_eq!(
+        (before.retries, before.retries_refused),
+        (0, 0),
+        "{before:?}"
+    );
+    reset.send(()).expect("the resetting server waits");
+    resetting.await.expect("no panic");
+    // The small request never left the client: its retry is free, and the
+    // live server answers it, although the channel has no retry budget.
+    let (message, reply) = small.await.expect("no panic");
+    assert_eq!(reply.expect("retried on the live server").message, message);
+    // The large one was partly written, so a handler may have run it: its
+    // retry would spend budget, and there is none.
+    let (_, reply) = large.await.expect("no panic");
+    let e = reply.expect_err("no budget for its retry");
+    assert_eq!(e.code(), Code::EFAILEDSOCKET, "{e}");
+    let stats = cluster.stats();
+    assert_eq!(
+        (stats.retries, stats.free_retries, stats.retries_refused),
+        (1, 1, 1),
+        "{stats:?}"
+    );
+    assert_eq!(channel.pending_calls(), 0);
+}
