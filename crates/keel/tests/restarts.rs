@@ -324,16 +324,16 @@ async fn timeouts_count_against_a_server_only_when_it_had_a_fair_chance() {
     assert!(info.errors >= 1 && info.errors == info.calls, "{info:?}");
 }
 
-/// Calls over `channel` from 16 callers at once, three in four of them
+/// Calls over `channel` from 8 callers at once, three in four of them
 /// with deadlines of 1 µs to 1 ms, the rest with 1 s: (answered, timed
 /// out).
 async fn hasty_calls(channel: &Channel) -> (u32, u32) {
     let mut callers = Vec::new();
-    for caller in 0..16u64 {
+    for caller in 0..8u64 {
         let client = EchoServiceClient::new(channel);
         callers.push(tokio::spawn(async move {
             let (mut ok, mut timeouts) = (0u32, 0u32);
-            for i in 0..100u64 {
+            for i in 0..120u64 {
                 let deadline = if i % 4 == 3 {
                     Duration::from_secs(1)
                 } else {
@@ -388,10 +388,11 @@ async fn backup_requests_and_short_deadlines_isolate_no_healthy_server() {
     // `fair_timeout`) and the backup requests cut attempts short (the
     // losing attempt of each backup pair is dropped), and least active
     // sends the next calls to the servers those cuts left idle. A breaker
-    // on a hair trigger (isolating at a 10% error rate) shows that none of
-    // those cut attempts counts against its server.
+    // on a hair trigger (isolating at a 10% error rate after 8 calls)
+    // shows that none of those cut attempts counts against its server.
     let hair_trigger = BreakerConfig {
         error_rate: 0.1,
+        min_calls: 8,
         ..BreakerConfig::default()
     };
     let channel = least_active_with_backups(&refs, hair_trigger);
@@ -401,7 +402,7 @@ async fn backup_requests_and_short_deadlines_isolate_no_healthy_server() {
     eprintln!("{ok} ok, {timeouts} timed out: {stats:?}");
     // What the test is about happened: deadlines cut calls short, and
     // backup requests were sent.
-    assert!(timeouts >= 40 && ok >= 400, "{ok} ok, {timeouts} timed out");
+    assert!(timeouts >= 20 && ok >= 240, "{ok} ok, {timeouts} timed out");
     assert!(stats.backup_requests >= 10, "{stats:?}");
     assert_eq!(stats.isolations, 0, "{stats:?}: {:?}", cluster.invokers());
     for info in cluster.invokers() {
@@ -761,8 +762,11 @@ async fn park(mut send: impl FnMut(u32) -> Sent, waiting: impl Fn() -> bool) -> 
         loop {
             tokio::select! {
                 done = &mut sent => {
-                    let (message, reply) = done.expect("no panic");
-                    assert_eq!(reply.expect("answered by the live server").message, message);
+                    // (Messages may be megabytes: never printed.)
+                    match done.expect("no panic") {
+                        (message, Ok(reply)) => assert!(reply.message == message, "wrong answer"),
+                        (_, Err(e)) => panic!("not answered by the live server: {e}"),
+                    }
                     break;
                 }
                 // Bounded by the call's own timeout.
@@ -795,7 +799,10 @@ async fn a_request_still_queued_when_its_connection_resets_is_retried_for_free()
     let (arrived, bytes_arrived) = tokio::sync::oneshot::channel::<()>();
     let resetting = tokio::spawn(async move {
         let (stream, _) = listener.accept().await.expect("accept");
-        stream.readable().await.expect("readable");
+        // Waits for the first bytes, leaving them unread (readiness alone
+        // may come before any byte).
+        let peeked = stream.peek(&mut [0u8; 1]).await.expect("peek");
+        assert_eq!(peeked, 1, "a request arrives");
         let _ = arrived.send(());
         let _ = reset_now.await;
         stream.set_zero_linger().expect("linger");
@@ -846,8 +853,14 @@ async fn a_request_still_queued_when_its_connection_resets_is_retried_for_free()
     // The large one was partly written, so a handler may have run it: its
     // retry would spend budget, and there is none.
     let (_, reply) = large.await.expect("no panic");
-    let e = reply.expect_err("no budget for its retry");
-    assert_eq!(e.code(), Code::EFAILEDSOCKET, "{e}");
+    match reply {
+        Ok(reply) => panic!(
+            "no budget for its retry, yet answered ({} bytes): {:?}",
+            reply.message.len(),
+            cluster.stats()
+        ),
+        Err(e) => assert_eq!(e.code(), Code::EFAILEDSOCKET, "{e}"),
+    }
     let stats = cluster.stats();
     assert_eq!(
         (stats.retries, stats.free_retries, stats.retries_refused),
