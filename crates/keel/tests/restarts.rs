@@ -3,7 +3,8 @@
 //! back before returning to a server they saw fail; a server isolated for
 //! a broken connection is probed soon; timeouts count against a server
 //! only when it had a fair chance; isolation ends soon after the faults;
-//! a call past its deadline says ERPCTIMEDOUT and why; retries that cost
+//! a call past its deadline says ERPCTIMEDOUT and why; after ELOGOFF a
+//! call reaches the server restarted on the same port; retries that cost
 //! the servers nothing spend no retry budget. The chaos test of all of it
 //! at once is `restarts_chaos.rs`.
 
@@ -559,51 +560,22 @@ async fn a_call_failing_at_its_deadline_reports_a_timeout_with_the_last_error() 
     let e = once.echo(&request("hi")).await.expect_err("nobody listens");
     assert_eq!(e.code(), Code::EFAILEDSOCKET, "{e}");
 
-    // A stopping server answers ELOGOFF until the deadline.
-    let support::Fixture {
-        server,
-        gate,
-        gated,
-        ..
-    } = start(|b| b).await;
-    let addr = server.local_addr().to_string();
+    // A server that says it is stopping (ELOGOFF) to every call, on every
+    // connection (each ELOGOFF retires the connection it came on, and the
+    // next attempt connects again), until the deadline.
+    let stopping = Server::builder()
+        .add_service(EchoServiceServer::new(AlwaysStopping))
+        .bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = stopping.local_addr().to_string();
     let channel = Channel::builder(&list(&[&addr]))
         .timeout(Some(Duration::from_millis(30)))
         .max_retry(1_000_000)
         .retry_budget(None)
         .build()
         .expect("valid");
-    // A call in flight keeps the connection open while the server drains.
-    let in_flight = {
-        let channel = channel.clone();
-        tokio::spawn(async move {
-            EchoServiceClient::new(&channel)
-                .with_options(CallOptions {
-                    timeout: Some(Duration::from_secs(10)),
-                    ..CallOptions::default()
-                })
-                .echo(&request("gate"))
-                .await
-        })
-    };
-    gated.notified().await;
-    let shutdown = tokio::spawn(server.shutdown(Duration::from_secs(10)));
     let client = EchoServiceClient::new(&channel);
-    let once = client.clone().with_options(CallOptions {
-        max_retry: Some(0),
-        ..CallOptions::default()
-    });
-    let mut stopping = false;
-    for _ in 0..1_000 {
-        match once.echo(&request("hi")).await {
-            Err(e) if e.code() == Code::ELOGOFF => {
-                stopping = true;
-                break;
-            }
-            _ => tokio::task::yield_now().await,
-        }
-    }
-    assert!(stopping, "the server never said it was stopping");
     let started = Instant::now();
     let e = client.echo(&request("hi")).await.expect_err("stopping");
     assert!(started.elapsed() >= Duration::from_millis(30));
@@ -612,12 +584,78 @@ async fn a_call_failing_at_its_deadline_reports_a_timeout_with_the_last_error() 
         e.message().contains("ELOGOFF"),
         "the last attempt's error: {e}"
     );
+    assert!(stopping.stats().accepted >= 2, "{:?}", stopping.stats());
+    assert_eq!(channel.pending_calls(), 0);
+}
+
+/// Says it is stopping to every call.
+struct AlwaysStopping;
+
+impl EchoService for AlwaysStopping {
+    async fn echo(
+        &self,
+        _ctx: &Context,
+        _req: &EchoRequest,
+        _resp: &mut EchoResponse,
+    ) -> Result<(), Status> {
+        Err(Status::new(Code::ELOGOFF, "stopping"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_elogoff_a_call_reaches_the_server_restarted_on_the_same_port() {
+    quiet();
+    let support::Fixture {
+        server,
+        gate,
+        gated,
+        ..
+    } = start(|b| b).await;
+    let addr = server.local_addr().to_string();
+    // One server, so every retry goes back to it.
+    let channel = Channel::builder(&list(&[&addr])).build().expect("valid");
+    let cluster = channel.cluster().expect("cluster");
+    // A call in flight keeps the old server's connection open while it
+    // drains, answering new calls ELOGOFF; a new server binds the port.
+    let in_flight = {
+        let channel = channel.clone();
+        tokio::spawn(async move {
+            EchoServiceClient::new(&channel)
+                .echo(&request("gate"))
+                .timeout(Duration::from_secs(10))
+                .await
+        })
+    };
+    gated.notified().await;
+    let draining = tokio::spawn(server.shutdown(Duration::from_secs(10)));
+    let restarted = rebind(&addr).await;
+    // The call's first attempt meets the draining server; the connection
+    // it came on takes no more calls, and the free retry connects to the
+    // restarted server.
+    let client = EchoServiceClient::new(&channel);
+    let reply = client
+        .echo(&request("hi"))
+        .await
+        .expect("the restarted server answers");
+    assert_eq!(reply.message, "hi");
+    assert_eq!(restarted.stats().calls, 1);
+    let stats = cluster.stats();
+    assert_eq!((stats.retries, stats.free_retries), (1, 1), "{stats:?}");
+    for _ in 0..10 {
+        client
+            .echo(&request("hi"))
+            .await
+            .expect("the restarted server answers");
+    }
+    assert_eq!(restarted.stats().calls, 11);
+    // The old connection still carries the call in flight to its end.
     gate.add_permits(1);
-    in_flight
+    let reply = in_flight
         .await
         .expect("no panic")
         .expect("the call in flight completes");
-    assert_eq!(shutdown.await.expect("no panic"), 0);
+    assert_eq!(reply.message, "gate");
+    assert_eq!(draining.await.expect("no panic"), 0, "no call cut short");
     assert_eq!(channel.pending_calls(), 0);
 }
 
