@@ -239,7 +239,13 @@ async fn timeouts_count_against_a_server_only_when_it_had_a_fair_chance() {
     let hung = start(|b| b).await;
     let fine = start(|b| b).await;
     fine.gate.add_permits(100_000);
+    // A fair chance is 1 s here (50 ms by default): on a loaded machine a
+    // 5 ms attempt may yet be dropped 50 ms after it began.
     let channel = Channel::builder(&list(&[&hung.addr(), &fine.addr()]))
+        .breaker(BreakerConfig {
+            fair_timeout: Duration::from_secs(1),
+            ..BreakerConfig::default()
+        })
         .build()
         .expect("valid");
     let cluster = channel.cluster().expect("cluster");
