@@ -3,7 +3,8 @@
 //! back before returning to a server they saw fail; a server isolated for
 //! a broken connection is probed soon; timeouts count against a server
 //! only when it had a fair chance; isolation ends soon after the faults;
-//! a call past its deadline says ERPCTIMEDOUT and why; retries that cost
+//! a call past its deadline says ERPCTIMEDOUT and why; after ELOGOFF a
+//! call reaches the server restarted on the same port; retries that cost
 //! the servers nothing spend no retry budget. The chaos test of all of it
 //! at once is `restarts_chaos.rs`.
 
@@ -13,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use keel::cluster::{BreakerConfig, InvokerState, RetryBudget, Strategy};
+use keel::cluster::{BreakerConfig, InvokerState, LoadBalancer, RetryBudget, Strategy};
 use keel::{CallOptions, Channel, Code, Context, Server, Status};
 use support::{
     EchoRequest, EchoResponse, EchoService, EchoServiceClient, EchoServiceServer, eventually,
@@ -238,7 +239,13 @@ async fn timeouts_count_against_a_server_only_when_it_had_a_fair_chance() {
     let hung = start(|b| b).await;
     let fine = start(|b| b).await;
     fine.gate.add_permits(100_000);
+    // A fair chance is 1 s here (50 ms by default): on a loaded machine a
+    // 5 ms attempt may yet be dropped 50 ms after it began.
     let channel = Channel::builder(&list(&[&hung.addr(), &fine.addr()]))
+        .breaker(BreakerConfig {
+            fair_timeout: Duration::from_secs(1),
+            ..BreakerConfig::default()
+        })
         .build()
         .expect("valid");
     let cluster = channel.cluster().expect("cluster");
@@ -322,6 +329,107 @@ async fn timeouts_count_against_a_server_only_when_it_had_a_fair_chance() {
         .invoker(&hung.addr())
         .expect("invoker");
     assert!(info.errors >= 1 && info.errors == info.calls, "{info:?}");
+}
+
+/// Calls over `channel` from 8 callers at once, three in four of them
+/// with deadlines of 1 µs to 1 ms, the rest with 1 s: (answered, timed
+/// out).
+async fn hasty_calls(channel: &Channel) -> (u32, u32) {
+    let mut callers = Vec::new();
+    for caller in 0..8u64 {
+        let client = EchoServiceClient::new(channel);
+        callers.push(tokio::spawn(async move {
+            let (mut ok, mut timeouts) = (0u32, 0u32);
+            for i in 0..120u64 {
+                let deadline = if i % 4 == 3 {
+                    Duration::from_secs(1)
+                } else {
+                    Duration::from_micros(1 + (caller * 31 + i * 17) % 1_000)
+                };
+                let message = format!("{caller}:{i}");
+                match client.echo(&request(&message)).timeout(deadline).await {
+                    Ok(reply) => {
+                        assert_eq!(reply.message, message);
+                        ok += 1;
+                    }
+                    Err(e) if deadline < Duration::from_secs(1) => {
+                        assert_eq!(e.code(), Code::ERPCTIMEDOUT, "{e}");
+                        timeouts += 1;
+                    }
+                    Err(e) => panic!("a call with 1 s failed: {e}"),
+                }
+            }
+            (ok, timeouts)
+        }));
+    }
+    let (mut ok, mut timeouts) = (0, 0);
+    for caller in callers {
+        let (o, t) = caller.await.expect("no caller panicked");
+        ok += o;
+        timeouts += t;
+    }
+    (ok, timeouts)
+}
+
+fn least_active_with_backups(addrs: &[&str], breaker: BreakerConfig) -> Channel {
+    Channel::builder(&list(addrs))
+        .load_balancer(LoadBalancer::LeastActive)
+        .backup_request(Some(Duration::from_micros(300)))
+        .breaker(breaker)
+        .build()
+        .expect("valid")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_requests_and_short_deadlines_isolate_no_healthy_server() {
+    quiet();
+    let servers = [
+        start(|b| b).await,
+        start(|b| b).await,
+        start(|b| b).await,
+        start(|b| b).await,
+    ];
+    let addrs: Vec<String> = servers.iter().map(support::Fixture::addr).collect();
+    let refs: Vec<&str> = addrs.iter().map(String::as_str).collect();
+    // No faults, no delays: only the callers' deadlines (far below
+    // `fair_timeout`) and the backup requests cut attempts short (the
+    // losing attempt of each backup pair is dropped), and least active
+    // sends the next calls to the servers those cuts left idle. A breaker
+    // on a hair trigger (isolating at a 10% error rate after 8 calls)
+    // shows that none of those cut attempts counts against its server.
+    let hair_trigger = BreakerConfig {
+        error_rate: 0.1,
+        min_calls: 8,
+        ..BreakerConfig::default()
+    };
+    let channel = least_active_with_backups(&refs, hair_trigger);
+    let (ok, timeouts) = hasty_calls(&channel).await;
+    let cluster = channel.cluster().expect("cluster");
+    let stats = cluster.stats();
+    eprintln!("{ok} ok, {timeouts} timed out: {stats:?}");
+    // What the test is about happened: deadlines cut calls short, and
+    // backup requests were sent.
+    assert!(timeouts >= 20 && ok >= 240, "{ok} ok, {timeouts} timed out");
+    assert!(stats.backup_requests >= 10, "{stats:?}");
+    assert_eq!(stats.isolations, 0, "{stats:?}: {:?}", cluster.invokers());
+    for info in cluster.invokers() {
+        assert_eq!(info.state, InvokerState::Available, "{info:?}");
+    }
+    assert_eq!(channel.pending_calls(), 0);
+
+    // The same calls where every timeout counts against its server
+    // (`fair_timeout` 0, as before it existed) do isolate healthy servers.
+    let counting = least_active_with_backups(
+        &refs,
+        BreakerConfig {
+            fair_timeout: Duration::ZERO,
+            ..hair_trigger
+        },
+    );
+    let (ok, timeouts) = hasty_calls(&counting).await;
+    let stats = counting.cluster().expect("cluster").stats();
+    eprintln!("counting every timeout: {ok} ok, {timeouts} timed out: {stats:?}");
+    assert!(stats.isolations > 0, "{stats:?}");
 }
 
 // 3. Isolation ends when the faults do.
@@ -458,51 +566,22 @@ async fn a_call_failing_at_its_deadline_reports_a_timeout_with_the_last_error() 
     let e = once.echo(&request("hi")).await.expect_err("nobody listens");
     assert_eq!(e.code(), Code::EFAILEDSOCKET, "{e}");
 
-    // A stopping server answers ELOGOFF until the deadline.
-    let support::Fixture {
-        server,
-        gate,
-        gated,
-        ..
-    } = start(|b| b).await;
-    let addr = server.local_addr().to_string();
+    // A server that says it is stopping (ELOGOFF) to every call, on every
+    // connection (each ELOGOFF retires the connection it came on, and the
+    // next attempt connects again), until the deadline.
+    let stopping = Server::builder()
+        .add_service(EchoServiceServer::new(AlwaysStopping))
+        .bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = stopping.local_addr().to_string();
     let channel = Channel::builder(&list(&[&addr]))
         .timeout(Some(Duration::from_millis(30)))
         .max_retry(1_000_000)
         .retry_budget(None)
         .build()
         .expect("valid");
-    // A call in flight keeps the connection open while the server drains.
-    let in_flight = {
-        let channel = channel.clone();
-        tokio::spawn(async move {
-            EchoServiceClient::new(&channel)
-                .with_options(CallOptions {
-                    timeout: Some(Duration::from_secs(10)),
-                    ..CallOptions::default()
-                })
-                .echo(&request("gate"))
-                .await
-        })
-    };
-    gated.notified().await;
-    let shutdown = tokio::spawn(server.shutdown(Duration::from_secs(10)));
     let client = EchoServiceClient::new(&channel);
-    let once = client.clone().with_options(CallOptions {
-        max_retry: Some(0),
-        ..CallOptions::default()
-    });
-    let mut stopping = false;
-    for _ in 0..1_000 {
-        match once.echo(&request("hi")).await {
-            Err(e) if e.code() == Code::ELOGOFF => {
-                stopping = true;
-                break;
-            }
-            _ => tokio::task::yield_now().await,
-        }
-    }
-    assert!(stopping, "the server never said it was stopping");
     let started = Instant::now();
     let e = client.echo(&request("hi")).await.expect_err("stopping");
     assert!(started.elapsed() >= Duration::from_millis(30));
@@ -511,12 +590,78 @@ async fn a_call_failing_at_its_deadline_reports_a_timeout_with_the_last_error() 
         e.message().contains("ELOGOFF"),
         "the last attempt's error: {e}"
     );
+    assert!(stopping.stats().accepted >= 2, "{:?}", stopping.stats());
+    assert_eq!(channel.pending_calls(), 0);
+}
+
+/// Says it is stopping to every call.
+struct AlwaysStopping;
+
+impl EchoService for AlwaysStopping {
+    async fn echo(
+        &self,
+        _ctx: &Context,
+        _req: &EchoRequest,
+        _resp: &mut EchoResponse,
+    ) -> Result<(), Status> {
+        Err(Status::new(Code::ELOGOFF, "stopping"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_elogoff_a_call_reaches_the_server_restarted_on_the_same_port() {
+    quiet();
+    let support::Fixture {
+        server,
+        gate,
+        gated,
+        ..
+    } = start(|b| b).await;
+    let addr = server.local_addr().to_string();
+    // One server, so every retry goes back to it.
+    let channel = Channel::builder(&list(&[&addr])).build().expect("valid");
+    let cluster = channel.cluster().expect("cluster");
+    // A call in flight keeps the old server's connection open while it
+    // drains, answering new calls ELOGOFF; a new server binds the port.
+    let in_flight = {
+        let channel = channel.clone();
+        tokio::spawn(async move {
+            EchoServiceClient::new(&channel)
+                .echo(&request("gate"))
+                .timeout(Duration::from_secs(10))
+                .await
+        })
+    };
+    gated.notified().await;
+    let draining = tokio::spawn(server.shutdown(Duration::from_secs(10)));
+    let restarted = rebind(&addr).await;
+    // The call's first attempt meets the draining server; the connection
+    // it came on takes no more calls, and the free retry connects to the
+    // restarted server.
+    let client = EchoServiceClient::new(&channel);
+    let reply = client
+        .echo(&request("hi"))
+        .await
+        .expect("the restarted server answers");
+    assert_eq!(reply.message, "hi");
+    assert_eq!(restarted.stats().calls, 1);
+    let stats = cluster.stats();
+    assert_eq!((stats.retries, stats.free_retries), (1, 1), "{stats:?}");
+    for _ in 0..10 {
+        client
+            .echo(&request("hi"))
+            .await
+            .expect("the restarted server answers");
+    }
+    assert_eq!(restarted.stats().calls, 11);
+    // The old connection still carries the call in flight to its end.
     gate.add_permits(1);
-    in_flight
+    let reply = in_flight
         .await
         .expect("no panic")
         .expect("the call in flight completes");
-    assert_eq!(shutdown.await.expect("no panic"), 0);
+    assert_eq!(reply.message, "gate");
+    assert_eq!(draining.await.expect("no panic"), 0, "no call cut short");
     assert_eq!(channel.pending_calls(), 0);
 }
 
@@ -646,5 +791,125 @@ async fn retries_after_failures_that_cannot_have_reached_a_handler_spend_no_budg
     assert_eq!(stats.retries_refused, broken, "{stats:?}");
     assert_eq!(stats.free_retries, 0, "{stats:?}");
     breaker.abort();
+    assert_eq!(channel.pending_calls(), 0);
+}
+
+type Sent = tokio::task::JoinHandle<(String, Result<EchoResponse, Status>)>;
+
+/// Sends calls (`send(i)`, the `i`-th) until one waits on the server that
+/// never answers (`waiting` says so) and returns it. Round robin
+/// alternates first attempts between a channel's two servers: a call that
+/// goes to the live one is answered, and the next one goes to the other.
+async fn park(mut send: impl FnMut(u32) -> Sent, waiting: impl Fn() -> bool) -> Sent {
+    for i in 0..4 {
+        let mut sent = send(i);
+        loop {
+            tokio::select! {
+                done = &mut sent => {
+                    // (Messages may be megabytes: never printed.)
+                    match done.expect("no panic") {
+                        (message, Ok(reply)) => assert!(reply.message == message, "wrong answer"),
+                        (_, Err(e)) => panic!("not answered by the live server: {e}"),
+                    }
+                    break;
+                }
+                // Bounded by the call's own timeout.
+                () = tokio::time::sleep(Duration::from_millis(1)) => {
+                    if waiting() {
+                        return sent;
+                    }
+                }
+            }
+        }
+    }
+    panic!("four calls and none went to the server that does not answer");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_still_queued_when_its_connection_resets_is_retried_for_free() {
+    quiet();
+    let live = start(|b| b).await;
+    // A server that accepts one connection and never reads from it (with a
+    // small receive buffer, so a large request soon fills the connection),
+    // says when the first bytes arrived, then resets it when told.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("receive buffer");
+    socket
+        .bind("127.0.0.1:0".parse().expect("address"))
+        .expect("bind");
+    let listener = socket.listen(16).expect("listen");
+    let resetting_addr = listener.local_addr().expect("addr").to_string();
+    let (reset, reset_now) = tokio::sync::oneshot::channel::<()>();
+    let (arrived, bytes_arrived) = tokio::sync::oneshot::channel::<()>();
+    let resetting = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.expect("accept");
+        // Waits for the first bytes, leaving them unread (readiness alone
+        // may come before any byte).
+        let peeked = stream.peek(&mut [0u8; 1]).await.expect("peek");
+        assert_eq!(peeked, 1, "a request arrives");
+        let _ = arrived.send(());
+        let _ = reset_now.await;
+        stream.set_zero_linger().expect("linger");
+        drop(stream); // closed with a reset, nothing read
+    });
+    let channel = no_budget(&[&resetting_addr, &live.addr()]);
+    let cluster = channel.cluster().expect("cluster");
+    let on_resetting = || {
+        cluster
+            .invoker(&resetting_addr)
+            .expect("one of the channel's servers")
+            .pending
+    };
+    let call = |message: String| {
+        let channel = channel.clone();
+        tokio::spawn(async move {
+            let reply = EchoServiceClient::new(&channel)
+                .echo(&request(&message))
+                .timeout(Duration::from_secs(30))
+                .await;
+            (message, reply)
+        })
+    };
+    // First a request far larger than the socket buffers (8 MiB), whose
+    // writing begins and then blocks, then a small one queued behind it:
+    // none of it is written.
+    let large = park(
+        |i| call(format!("large {i}:{}", "x".repeat(8 << 20))),
+        || on_resetting() == 1,
+    )
+    .await;
+    bytes_arrived
+        .await
+        .expect("part of the large request arrives");
+    let small = park(|i| call(format!("small {i}")), || on_resetting() == 2).await;
+    let before = cluster.stats();
+    assert_eq!(
+        (before.retries, before.retries_refused),
+        (0, 0),
+        "{before:?}"
+    );
+    reset.send(()).expect("the resetting server waits");
+    resetting.await.expect("no panic");
+    // The small request never left the client: its retry is free, and the
+    // live server answers it, although the channel has no retry budget.
+    let (message, reply) = small.await.expect("no panic");
+    assert_eq!(reply.expect("retried on the live server").message, message);
+    // The large one was partly written, so a handler may have run it: its
+    // retry would spend budget, and there is none.
+    let (_, reply) = large.await.expect("no panic");
+    match reply {
+        Ok(reply) => panic!(
+            "no budget for its retry, yet answered ({} bytes): {:?}",
+            reply.message.len(),
+            cluster.stats()
+        ),
+        Err(e) => assert_eq!(e.code(), Code::EFAILEDSOCKET, "{e}"),
+    }
+    let stats = cluster.stats();
+    assert_eq!(
+        (stats.retries, stats.free_retries, stats.retries_refused),
+        (1, 1, 1),
+        "{stats:?}"
+    );
     assert_eq!(channel.pending_calls(), 0);
 }

@@ -64,7 +64,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::invoker::{Invoker, InvokerState};
@@ -140,8 +140,10 @@ pub(crate) struct Breaker {
     revivals: AtomicU64,
     probes: AtomicU64,
     /// Wakes the health checks of isolated servers to probe now (the last
-    /// available server refused a connection).
-    wake: Notify,
+    /// available server refused a connection): each check holds a receiver
+    /// made when its server was isolated, so it sees every wake since, even
+    /// one sent before the check's task first ran or while it was probing.
+    wake: watch::Sender<()>,
     /// Tells the balancer a server's usability changed (given by the
     /// directory at construction; the breaker knows nothing else of it).
     feedback: Feedback,
@@ -165,7 +167,7 @@ impl Breaker {
             isolations: AtomicU64::new(0),
             revivals: AtomicU64::new(0),
             probes: AtomicU64::new(0),
-            wake: Notify::new(),
+            wake: watch::Sender::new(()),
             feedback,
         }
     }
@@ -315,7 +317,7 @@ fn isolate(invoker: &Arc<Invoker>, for_errors: bool) {
     }
     let state = invoker.breaker_state();
     let breaker = &state.breaker;
-    {
+    let wakes = {
         let _t = breaker.transition();
         if invoker.state() != InvokerState::Available {
             return;
@@ -324,7 +326,7 @@ fn isolate(invoker: &Arc<Invoker>, for_errors: bool) {
             if !for_errors {
                 // The last server is down too, likely: an isolated one may
                 // be back already.
-                breaker.wake.notify_waiters();
+                breaker.wake.send_replace(());
             }
             return;
         }
@@ -333,7 +335,10 @@ fn isolate(invoker: &Arc<Invoker>, for_errors: bool) {
         let count = breaker.isolations.fetch_add(1, Ordering::Relaxed);
         state.for_errors.store(for_errors, Ordering::Relaxed);
         state.isolated_as.store(count, Ordering::Relaxed);
-    }
+        // Under the lock the wakes are sent under: the check sees every
+        // wake from the moment the server is isolated.
+        breaker.wake.subscribe()
+    };
     breaker.changed(invoker);
     let config = &breaker.config;
     let first_wait = if for_errors {
@@ -352,7 +357,7 @@ fn isolate(invoker: &Arc<Invoker>, for_errors: bool) {
     } else {
         config.min_isolation.min(health_check_interval(config))
     };
-    spawn_health_check(invoker, first_wait);
+    spawn_health_check(invoker, first_wait, wakes);
 }
 
 /// Puts an isolated `invoker` back into rotation, its error rate and call
@@ -381,26 +386,39 @@ fn revive(invoker: &Invoker) -> bool {
 /// Checks an isolated invoker until it answers (then revives it), is
 /// revived otherwise, destroyed, or dropped: first after `first_wait`, then
 /// twice as long after each failed probe, up to the health-check interval;
-/// at once (at most every [`MIN_PROBE_GAP`]) when the breaker wakes the
-/// checks. Holds the invoker only weakly between checks, so it never keeps
-/// a removed server alive.
-fn spawn_health_check(invoker: &Arc<Invoker>, first_wait: Duration) {
+/// at once when the breaker wakes the checks (`wakes`, subscribed when the
+/// server was isolated, so no wake is missed), though never sooner than
+/// [`MIN_PROBE_GAP`] after its previous probe. Holds the invoker only
+/// weakly between checks, so it never keeps a removed server alive.
+fn spawn_health_check(
+    invoker: &Arc<Invoker>,
+    first_wait: Duration,
+    mut wakes: watch::Receiver<()>,
+) {
     let weak = Arc::downgrade(invoker);
     let state = invoker.breaker_state();
     let mut alive = state.alive.subscribe();
     let breaker = state.breaker.clone();
     let interval = health_check_interval(&breaker.config);
     tokio::spawn(async move {
+        // The back-off step, and when the next probe is due.
         let mut wait = first_wait;
-        let mut waiting_since = Instant::now();
-        let mut probed = false;
+        let mut due = Instant::now() + wait;
+        let mut last_probe: Option<Instant> = None;
         loop {
             tokio::select! {
                 // Only ever resolves when the invoker is dropped.
                 _ = alive.changed() => return,
-                _ = tokio::time::sleep_until(waiting_since + wait) => {}
-                _ = breaker.wake.notified() => {
-                    if probed && waiting_since.elapsed() < MIN_PROBE_GAP {
+                _ = tokio::time::sleep_until(due) => {}
+                woken = wakes.changed() => {
+                    if woken.is_err() {
+                        // The breaker is gone; this task holds it, so
+                        // this cannot happen, but nothing wakes it now.
+                        return;
+                    }
+                    let earliest = last_probe.map(|at| at + MIN_PROBE_GAP);
+                    if let Some(earliest) = earliest.filter(|&e| e > Instant::now()) {
+                        due = due.min(earliest);
                         continue;
                     }
                 }
@@ -412,6 +430,7 @@ fn spawn_health_check(invoker: &Arc<Invoker>, first_wait: Duration) {
                 return;
             }
             breaker.probes.fetch_add(1, Ordering::Relaxed);
+            last_probe = Some(Instant::now());
             if probe(&invoker, interval.max(Duration::from_millis(100))).await {
                 if revive(&invoker) {
                     breaker.changed(&invoker);
@@ -419,9 +438,8 @@ fn spawn_health_check(invoker: &Arc<Invoker>, first_wait: Duration) {
                 return;
             }
             drop(invoker);
-            probed = true;
-            waiting_since = Instant::now();
             wait = wait.saturating_mul(2).min(interval);
+            due = Instant::now() + wait;
         }
     });
 }
@@ -531,6 +549,38 @@ mod tests {
         assert_eq!(lengths, [100, 200, 400, 800, 800, 800]);
         assert_eq!(breaker.isolations(), 6);
         assert_eq!(breaker.revivals(), 6);
+    }
+
+    #[tokio::test]
+    async fn a_wake_sent_before_a_health_check_first_runs_still_wakes_it() {
+        // Checks a minute apart: only a wake makes them probe.
+        let minute = Duration::from_secs(60);
+        let breaker = Arc::new(Breaker::new(
+            BreakerConfig {
+                min_isolation: minute,
+                max_isolation: minute,
+                health_check_interval: minute,
+                ..BreakerConfig::default()
+            },
+            Arc::new(|_: &Invoker| {}),
+        ));
+        let last = invoker(&breaker, 1);
+        let isolated = invoker(&breaker, 2);
+        // Isolated, and its check spawned; on this one-thread runtime the
+        // check has not run yet when the last available server fails.
+        isolated.record(Some(Code::EFAILEDSOCKET), Duration::from_millis(1));
+        assert_eq!(isolated.state(), InvokerState::Isolated);
+        last.record(Some(Code::EFAILEDSOCKET), Duration::from_millis(1));
+        assert_eq!(last.state(), InvokerState::Available, "the last one stays");
+        // The check runs now and probes at once (its probe counts before
+        // it connects anywhere).
+        for _ in 0..100 {
+            if breaker.probes() > 0 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(breaker.probes(), 1, "the wake was missed");
     }
 
     #[tokio::test(start_paused = true)]

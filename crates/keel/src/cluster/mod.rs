@@ -546,23 +546,36 @@ impl Drop for Attempt<'_> {
     }
 }
 
-/// Invokers a call already tried (by id), kept inline: retries are few.
-#[derive(Clone, Copy, Default)]
+/// Invokers a call already tried (by id), every one of them, so a retry
+/// never returns to a server the call saw fail while another is left. The
+/// first eight are kept inline (retries are few: `max_retry` is 3 by
+/// default, and a backup request adds one server per attempt), so a call
+/// allocates nothing for them; a call that tries more servers than that
+/// keeps the rest in a vector, allocated then.
+#[derive(Clone, Default)]
 pub(crate) struct Tried {
-    ids: [u64; 8],
+    inline: [u64; 8],
     len: usize,
+    /// Ids past the inline ones (empty, unallocated, for nearly every call).
+    more: Vec<u64>,
 }
 
 impl Tried {
     fn push(&mut self, id: u64) {
-        if self.len < self.ids.len() && !self.contains(id) {
-            self.ids[self.len] = id;
-            self.len += 1;
+        if self.contains(id) {
+            return;
+        }
+        match self.inline.get_mut(self.len) {
+            Some(slot) => {
+                *slot = id;
+                self.len += 1;
+            }
+            None => self.more.push(id),
         }
     }
 
     fn contains(&self, id: u64) -> bool {
-        self.ids[..self.len].contains(&id)
+        self.inline[..self.len].contains(&id) || self.more.contains(&id)
     }
 
     /// Whether the call has not made an attempt yet.
@@ -590,15 +603,15 @@ mod tests {
         files: &[],
     };
 
-    #[tokio::test]
-    async fn a_retry_tries_the_isolated_server_most_likely_back_before_one_it_saw_fail() {
-        // Nothing listens on these: only picks are made, no call.
-        let endpoints = (1..=5)
+    /// A cluster of `servers` ports nothing listens on (only picks are made
+    /// on it, no call), with health checks too slow to revive anything.
+    async fn unreachable(name: &str, servers: u16) -> Cluster {
+        let endpoints = (1..=servers)
             .map(|port| Endpoint::new(format!("127.0.0.1:{port}")))
             .collect();
         let slow_checks = Duration::from_secs(600);
         let cluster = Cluster::new(
-            "list://pick-order",
+            name,
             Box::new(naming::ListNaming::new(endpoints)),
             ClusterOptions {
                 breaker: BreakerConfig {
@@ -617,6 +630,54 @@ mod tests {
             },
         );
         cluster.wait_for_updates(1).await;
+        cluster
+    }
+
+    #[test]
+    fn tried_remembers_every_server_past_its_inline_ones() {
+        let mut tried = Tried::default();
+        assert!(tried.is_empty());
+        for id in 100..120 {
+            tried.push(id);
+            tried.push(id); // once only
+        }
+        assert!((100..120).all(|id| tried.contains(id)));
+        assert!(!tried.contains(99) && !tried.contains(120));
+        assert_eq!(tried.len + tried.more.len(), 20);
+    }
+
+    #[tokio::test]
+    async fn a_call_tries_each_of_many_servers_once_before_one_again() {
+        let servers = 20;
+        let cluster = unreachable("list://many", servers).await;
+        let request = RawPayload::default();
+        let span = SpanHandle::none();
+        let options = CallOptions::new();
+        let call = Call {
+            method: &METHOD,
+            options: &options,
+            request: &request,
+            deadline: None,
+            span: &span,
+        };
+        let mut tried = Tried::default();
+        let mut seen = std::collections::HashSet::new();
+        for attempt in 0..servers {
+            let next = cluster.pick(&call, &tried).expect("a pick");
+            assert!(
+                seen.insert(next.id()),
+                "attempt {attempt} went back to a server it tried"
+            );
+            tried.push(next.id());
+        }
+        // Every server tried: one of them again.
+        let again = cluster.pick(&call, &tried).expect("a pick");
+        assert!(seen.contains(&again.id()));
+    }
+
+    #[tokio::test]
+    async fn a_retry_tries_the_isolated_server_most_likely_back_before_one_it_saw_fail() {
+        let cluster = unreachable("list://pick-order", 5).await;
         let servers = cluster.directory.snapshot().servers.clone();
         let [a, b, c, d, e] = &servers[..] else {
             panic!("five servers")

@@ -26,6 +26,13 @@
 //! insides (`pending.rs`: a call enters and leaves it only through its
 //! API).
 //!
+//! A server that answers `ELOGOFF` is stopping (draining, as in a
+//! graceful restart): its connection is retired at once, like brpc's
+//! log-off socket. It takes no new request (those queued for it and not yet
+//! taken for writing fail as unwritten, and are retried for free) and ends
+//! once the calls it sent are answered, while new calls connect again, to
+//! whoever listens on the address now: usually the restarted server.
+//!
 //! One attempt only: [`BaiduStd::try_call`] never retries. Retrying is the
 //! channel's job (`crate::channel`), the one retry loop of the code base.
 //! A failure says whether the request was written (see
@@ -373,6 +380,34 @@ impl Link {
             w.wake();
         }
     }
+
+    /// The server of connection `epoch` is stopping (it answered
+    /// `ELOGOFF`): new calls go to a new connection (to whoever listens on
+    /// the address now: a restarted server, or nobody), while this one
+    /// only finishes the calls it sent. The calls queued for it but not
+    /// yet taken for writing, from its `sent`-th byte on, fail as unwritten
+    /// (retried for free). Called by the connection's own task.
+    fn retire(&self, epoch: u64, sent: u64) {
+        let wakers = {
+            let mut st = self.lock();
+            if st.epoch != epoch || !st.up {
+                return;
+            }
+            st.up = false;
+            st.out = BytesMut::new();
+            st.taken = 0;
+            let text = format!("connection to {} closed: the server is stopping", self.addr);
+            st.pending.fail_unsent(epoch, sent, &text)
+        };
+        for w in wakers {
+            w.wake();
+        }
+    }
+
+    /// Whether a call still waits for an answer on connection `epoch`.
+    fn waits_on(&self, epoch: u64) -> bool {
+        self.lock().pending.waits_on(epoch)
+    }
 }
 
 /// Fails the connection's calls however its task ends: an error, the
@@ -420,7 +455,13 @@ async fn run_connection(
     let mut shrink_armed = false;
     // Whether anything was read or written since the timer was armed.
     let mut busy = false;
+    // The server said it is stopping: this connection takes no more
+    // requests and ends once the calls it sent are answered.
+    let mut retired = false;
     exit.why = loop {
+        if retired && written == outbuf.len() && !conn.waits_on(epoch) {
+            break "the server is stopping and answered every call sent".into();
+        }
         reads.prepare();
         if !shrink_armed && (outbuf.capacity() > 0 || reads.above_idle()) {
             shrink
@@ -452,7 +493,7 @@ async fn run_connection(
                 drop(st);
                 reads.shrink();
             } }
-            _ = conn.wake_writer.notified(), if written == outbuf.len() => {
+            _ = conn.wake_writer.notified(), if !retired && written == outbuf.len() => {
                 outbuf.clear();
                 written = 0;
                 if outbuf.capacity() > KEEP_CAPACITY {
@@ -479,7 +520,9 @@ async fn run_connection(
                     busy = true;
                     exit.written += n as u64;
                     if written == outbuf.len() && outbuf.len() >= KEEP_CAPACITY {
-                        conn.lock().taken = 0;
+                        if !retired {
+                            conn.lock().taken = 0;
+                        }
                         if outbuf.capacity() > KEEP_CAPACITY {
                             // A large request was written: give its buffer
                             // back now, not when the next call comes (R7).
@@ -494,8 +537,12 @@ async fn run_connection(
                 Ok(0) => break "closed by the server".into(),
                 Ok(_) => {
                     busy = true;
-                    if let Err(e) = deliver(&conn, inbuf, &limits) {
-                        break e;
+                    // Taken for writing so far: written, or in `outbuf`
+                    // still to be written.
+                    let sent = exit.written + (outbuf.len() - written) as u64;
+                    match deliver(&conn, inbuf, &limits, (epoch, sent)) {
+                        Err(e) => break e,
+                        Ok(stopping) => retired |= stopping,
                     }
                     reads.settle();
                 }
@@ -578,18 +625,35 @@ impl ReadBuffers {
     }
 }
 
-/// Hands every complete response in `inbuf` to its call.
-fn deliver(conn: &Link, inbuf: &mut BytesMut, limits: &Limits) -> Result<(), String> {
+/// Hands every complete response in `inbuf` to its call; true when one of
+/// them said the server is stopping (`ELOGOFF`). Then the connection
+/// (`epoch`, which took its first `sent` bytes for writing) is retired
+/// before that call learns of it, so that its retry connects again.
+fn deliver(
+    conn: &Link,
+    inbuf: &mut BytesMut,
+    limits: &Limits,
+    (epoch, sent): (u64, u64),
+) -> Result<bool, String> {
+    let mut stopping = false;
     loop {
         let frame = match decode_raw_frame(inbuf, limits) {
             Ok(Some(frame)) => frame,
-            Ok(None) => return Ok(()),
+            Ok(None) => return Ok(stopping),
             Err(e) => return Err(format!("bad response frame: {e}")),
         };
         let meta = frame
             .meta()
             .map_err(|e| format!("bad response meta: {e}"))?;
         let cid = meta.correlation_id;
+        let logoff = meta
+            .response
+            .as_ref()
+            .is_some_and(|r| r.error_code == Code::ELOGOFF.value());
+        if logoff && !stopping {
+            stopping = true;
+            conn.retire(epoch, sent);
+        }
         let result = match meta.response {
             Some(r) if r.error_code != 0 => Err(Status::new(
                 Code::new(r.error_code),

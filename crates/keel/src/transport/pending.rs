@@ -161,9 +161,30 @@ impl PendingCalls {
     /// request was written are told so (the retry loop retries them for
     /// free).
     pub(crate) fn fail_epoch(&mut self, epoch: u64, text: &str, written: u64) -> Vec<Waker> {
+        self.fail_from(epoch, 0, text, written)
+    }
+
+    /// Fails the calls waiting on connection `epoch` whose requests were
+    /// queued at or after its first `from` bytes, none of them written:
+    /// the connection will send nothing more (see `fail_epoch`).
+    pub(crate) fn fail_unsent(&mut self, epoch: u64, from: u64, text: &str) -> Vec<Waker> {
+        self.fail_from(epoch, from, text, from)
+    }
+
+    /// Whether any call still waits on connection `epoch`.
+    pub(crate) fn waits_on(&self, epoch: u64) -> bool {
+        self.entries
+            .values()
+            .any(|e| e.epoch == epoch && matches!(e.state, State::Waiting(_)))
+    }
+
+    fn fail_from(&mut self, epoch: u64, from: u64, text: &str, written: u64) -> Vec<Waker> {
         let mut wakers = Vec::new();
         for entry in self.entries.values_mut() {
-            if entry.epoch == epoch && matches!(entry.state, State::Waiting(_)) {
+            if entry.epoch == epoch
+                && entry.start >= from
+                && matches!(entry.state, State::Waiting(_))
+            {
                 let mut status = Status::new(Code::EFAILEDSOCKET, text.to_owned());
                 if written <= entry.start {
                     status = status.with_request_unwritten();
@@ -298,6 +319,32 @@ mod tests {
         }
         assert!(table.poll(new, Waker::noop()).is_pending());
         assert_eq!(table.len(), 1);
+    }
+
+    #[test]
+    fn a_retired_connection_fails_only_the_calls_it_never_took() {
+        let mut table = PendingCalls::default();
+        // Requests of 100 bytes; the connection took the first two for
+        // writing when its server said it was stopping.
+        let calls: Vec<_> = (0..4).map(|i| table.insert(7, i * 100)).collect();
+        let other = table.insert(8, 0);
+        table.fail_unsent(7, 200, "stopping");
+        let failed: Vec<Option<bool>> = calls
+            .iter()
+            .map(|&id| match table.poll(id, Waker::noop()) {
+                Poll::Ready(Err(s)) => Some(s.request_unwritten()),
+                Poll::Ready(Ok(_)) => panic!("no answer was given"),
+                Poll::Pending => None,
+            })
+            .collect();
+        assert_eq!(failed, [None, None, Some(true), Some(true)]);
+        assert!(table.waits_on(7), "the first two still wait for answers");
+        assert!(table.poll(other, Waker::noop()).is_pending());
+        for &id in &calls[..2] {
+            table.remove(id);
+        }
+        assert!(!table.waits_on(7));
+        assert!(table.waits_on(8));
     }
 
     #[test]
