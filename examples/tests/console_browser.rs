@@ -214,8 +214,26 @@ fn console_pages_load_and_draw_in_headless_chromium() {
     // /status: the charts, and the screenshot.
     let status = browser.open(&server.url("/status"));
     assert_clean(&status);
-    assert!(text_of(&mut browser, "main").contains(ECHO_PATH));
     assert_charts(&mut browser, "/status", 1);
+    // The echo method's row: its errors by code, and its chart in the
+    // window, so that the screenshot shows it.
+    let echo_row = browser.evaluate(&format!(
+        "(() => {{ const cell = document.querySelector('td[title=\"{ECHO_PATH}\"]'); \
+           if (!cell) return null; const row = cell.closest('tr'); \
+           const chart = row.querySelector('svg.chart').getBoundingClientRect(); \
+           return {{text: row.innerText, right: chart.right, bottom: chart.bottom, \
+                    width: innerWidth, height: innerHeight}}; }})()"
+    ));
+    let row = echo_row["text"].as_str().unwrap_or_default();
+    assert!(
+        row.contains("EREQUEST (1003): 3") && row.contains("EINTERNAL (2001): 1"),
+        "/status's row of {ECHO_PATH}: {echo_row}"
+    );
+    let figure = |key: &str| echo_row[key].as_f64().unwrap_or(f64::NAN);
+    assert!(
+        figure("right") <= figure("width") && figure("bottom") <= figure("height"),
+        "{ECHO_PATH}'s chart is out of the 1280x900 window: {echo_row}"
+    );
     let png = browser.screenshot();
     let shot = target.join("console-status.png");
     std::fs::write(&shot, &png).unwrap_or_else(|e| panic!("{}: {e}", shot.display()));
