@@ -355,6 +355,21 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
+        // Asked to close, Chromium ends its helpers and reaps them itself;
+        // a few seconds at most, then it is killed whatever it is doing.
+        let close = br#"{"id":0,"method":"Browser.close","params":{}}"#;
+        if self
+            .commands
+            .write_all(close)
+            .and_then(|()| self.commands.write_all(b"\0"))
+            .and_then(|()| self.commands.flush())
+            .is_ok()
+        {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+                thread::sleep(Duration::from_millis(20));
+            }
+        }
         // The group's id is the browser's PID (process_group(0)): its
         // renderers and helpers go with it.
         let pid = self.child.id();
