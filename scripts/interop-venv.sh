@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Makes target/interop-venv: the Python venv, with pinned grpcio and
-# grpcio-tools, that the gRPC interop tests run grpcio from.
+# grpcio-tools, that the gRPC interop tests run grpcio from, and pinned
+# prometheus_client, whose parser reads the console's /metrics.
 #
 # The venv itself lives in a per-user cache, one per set of pins
 # (~/.cache/keel-interop/venv-<hash>), and target/interop-venv links to it,
@@ -15,7 +16,7 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 link="${INTEROP_VENV:-$root/target/interop-venv}"
 # The versions the interop tests were written against; change them together.
-pins=(grpcio==1.76.0 grpcio-tools==1.76.0 protobuf==6.33.1)
+pins=(grpcio==1.76.0 grpcio-tools==1.76.0 protobuf==6.33.1 prometheus-client==0.26.0)
 want="${pins[*]}"
 if [ -n "${KEEL_INTEROP_CACHE:-}" ]; then
   cache="$KEEL_INTEROP_CACHE"
@@ -26,11 +27,11 @@ else
 fi
 venv="$cache/venv-$(printf '%s' "$want" | sha256sum | cut -c1-12)"
 
-# Whether $1 is a venv with exactly these pins, grpcio importable.
+# Whether $1 is a venv with exactly these pins, each importable.
 up_to_date() {
   [ -x "$1/bin/python" ] && [ -f "$1/.keel-interop-pins" ] \
     && [ "$(cat "$1/.keel-interop-pins")" = "$want" ] \
-    && "$1/bin/python" -c 'import grpc, grpc_tools.protoc' 2>/dev/null
+    && "$1/bin/python" -c 'import grpc, grpc_tools.protoc, prometheus_client.parser' 2>/dev/null
 }
 
 if [ -L "$link" ] && [ "$(readlink "$link")" = "$venv" ] && up_to_date "$venv"; then

@@ -7,126 +7,29 @@
 //! ```
 //!
 //! Python runs from the venv `scripts/interop-venv.sh` makes in
-//! `target/interop-venv` (pinned grpcio and grpcio-tools); a test binary
-//! that finds it missing runs the script once. Each test starts its own
-//! server on a free loopback port (the server binds port 0 and prints the
-//! port it got), waits for that line, runs the client, and kills the server
-//! by its PID when the test ends, whatever the outcome. Every wait is
-//! bounded.
+//! `target/interop-venv` (pinned grpcio and grpcio-tools); each test binary
+//! runs the script once, which installs the pins only when they changed
+//! (see `support/peers.rs`). Each test starts its own server on a free
+//! loopback port (the server binds port 0 and prints the port it got),
+//! waits for that line, runs the client, and kills the server by its PID
+//! when the test ends, whatever the outcome. Every wait is bounded.
 
-use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+#[path = "support/peers.rs"]
+mod peers;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use peers::{python, python_dir, run_bounded};
 
 /// How long a server may take to print its listening line.
 const SERVER_START: Duration = Duration::from_secs(60);
 /// How long one client run (one case) may take.
 const CLIENT_RUN: Duration = Duration::from_secs(120);
-/// How long the venv script may take (a fresh machine downloads wheels).
-const VENV_SETUP: Duration = Duration::from_secs(900);
-
-fn workspace() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("examples/ sits in the workspace")
-}
-
-fn python_dir() -> PathBuf {
-    workspace().join("examples/interop/python")
-}
-
-/// The venv's python, made by `scripts/interop-venv.sh` when missing (once
-/// per test binary; the script itself locks against other processes).
-fn python() -> &'static Path {
-    static PYTHON: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let found = PYTHON.get_or_init(|| {
-        let python = workspace().join("target/interop-venv/bin/python");
-        if python.exists() {
-            return Ok(python);
-        }
-        let script = workspace().join("scripts/interop-venv.sh");
-        let mut command = Command::new("bash");
-        command.arg(&script);
-        let run = run_bounded(command, VENV_SETUP)?;
-        if !run.status.success() || !python.exists() {
-            return Err(format!(
-                "{} failed ({}):\n{}\n{}",
-                script.display(),
-                run.status,
-                run.stdout,
-                run.stderr
-            ));
-        }
-        Ok(python)
-    });
-    match found {
-        Ok(python) => python,
-        Err(why) => panic!("no Python with grpcio for the interop tests: {why}"),
-    }
-}
-
-/// What a finished program printed and how it exited.
-struct Finished {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-/// Collects everything `pipe` yields in a thread; `done` is told at its end.
-fn drain(
-    mut pipe: impl Read + Send + 'static,
-    done: mpsc::Sender<()>,
-) -> thread::JoinHandle<String> {
-    thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = pipe.read_to_end(&mut bytes);
-        let _ = done.send(());
-        String::from_utf8_lossy(&bytes).into_owned()
-    })
-}
-
-/// Runs `command` to its end, killing it (by its PID) past `limit`.
-fn run_bounded(mut command: Command, limit: Duration) -> Result<Finished, String> {
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot start {command:?}: {e}"))?;
-    let (done, ended) = mpsc::channel();
-    let stdout = drain(child.stdout.take().expect("piped"), done.clone());
-    let stderr = drain(child.stderr.take().expect("piped"), done);
-    // Both pipes close when the program exits.
-    let deadline = Instant::now() + limit;
-    let mut timed_out = false;
-    for _ in 0..2 {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if ended.recv_timeout(left).is_err() {
-            timed_out = true;
-            let _ = child.kill();
-            break;
-        }
-    }
-    let status = child
-        .wait()
-        .map_err(|e| format!("waiting for {command:?}: {e}"))?;
-    let stdout = stdout.join().unwrap_or_default();
-    let stderr = stderr.join().unwrap_or_default();
-    if timed_out {
-        return Err(format!(
-            "{command:?} ran past {limit:?} and was killed\nstdout:\n{stdout}\nstderr:\n{stderr}"
-        ));
-    }
-    Ok(Finished {
-        status,
-        stdout,
-        stderr,
-    })
-}
 
 /// A server child process on a loopback port; killed (by its PID) and
 /// reaped on drop.

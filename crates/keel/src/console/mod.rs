@@ -49,6 +49,8 @@ pub(crate) struct Page {
     pub(crate) json: serde_json::Value,
     /// HTML shown above the document (forms, a drawn trace), if any.
     pub(crate) extra_html: String,
+    /// How the HTML view draws the document.
+    pub(crate) layout: render::Layout,
     pub(crate) status: StatusCode,
 }
 
@@ -58,6 +60,7 @@ impl Page {
             title,
             json,
             extra_html: String::new(),
+            layout: render::Layout::Document,
             status: StatusCode::OK,
         }
     }

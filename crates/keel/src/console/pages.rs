@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::console::render::{chart, escape};
+use crate::console::render::{Layout, chart, escape};
 use crate::console::state::Window;
 use crate::console::vars::{self, Var};
 use crate::console::{Page, Query};
@@ -139,7 +139,10 @@ pub(crate) fn status(core: &ServerCore) -> Page {
     if let Some((name, methods)) = current.take() {
         services.push(json!({"name": name, "methods": methods}));
     }
-    Page::new(
+    // The table keeps services in no useful order; a page that reorders
+    // itself on every restart is hard to read.
+    services.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    let mut page = Page::new(
         "status",
         json!({
             "uptime_s": secs(core.console.started.elapsed()),
@@ -147,7 +150,9 @@ pub(crate) fn status(core: &ServerCore) -> Page {
             "max_concurrency": limits.global.max(),
             "services": services,
         }),
-    )
+    );
+    page.layout = Layout::Status;
+    page
 }
 
 fn var_json(core: &ServerCore, index: usize, var: &Var) -> Value {

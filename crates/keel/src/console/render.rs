@@ -2,6 +2,11 @@
 //! HTML. Objects become two-column tables, arrays of objects become tables
 //! with a column per key, and arrays of numbers under a key ending in
 //! `series` become charts (inline SVG, drawn here: no script, no CDN).
+//!
+//! `/status` has a layout of its own ([`Layout::Status`]): drawn as nested
+//! tables, its methods' eight figures in three windows pushed the charts
+//! past the right edge of a laptop's window; one table per service, three
+//! rows per method, as brpc draws it, reads at a glance.
 
 use std::fmt::Write as _;
 
@@ -16,6 +21,8 @@ main{padding:12px 16px}h1{font-size:20px;margin:4px 0 12px}\
 table{border-collapse:collapse;margin:4px 0 12px}td,th{border:1px solid #ddd;padding:3px 8px;\
 text-align:left;vertical-align:top}th{background:#f4f4f4}td.n{text-align:right;font-variant-numeric:tabular-nums}\
 svg.chart{background:#f8fbff;border:1px solid #cde}svg.chart polyline{fill:none;stroke:#1d70b8;stroke-width:1.5}\
+h2{font-size:16px;margin:14px 0 4px}table.status td{white-space:nowrap}table.status td,table.status th{padding:2px 6px}\
+table.status td.w{color:#555}table.status svg.chart{display:block;width:200px;height:34px}\
 pre{background:#f6f6f6;padding:8px;overflow:auto}form{margin:6px 0 12px}input{margin-right:6px}";
 
 /// Escapes text for HTML.
@@ -34,6 +41,16 @@ pub(crate) fn escape(s: &str) -> String {
     out
 }
 
+/// How a page's document is drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Layout {
+    /// By its shape: objects as tables, series as charts.
+    Document,
+    /// `/status`'s document: a table per service, rows per method and
+    /// window.
+    Status,
+}
+
 /// The whole HTML page.
 pub(crate) fn html(page: &Page) -> String {
     let mut out = String::with_capacity(4096);
@@ -49,7 +66,10 @@ pub(crate) fn html(page: &Page) -> String {
     }
     let _ = write!(out, "</nav><main><h1>{}</h1>", escape(page.title));
     out.push_str(&page.extra_html);
-    value(&mut out, "", &page.json);
+    match page.layout {
+        Layout::Document => value(&mut out, "", &page.json),
+        Layout::Status => status(&mut out, &page.json),
+    }
     out.push_str("</main></body></html>");
     out
 }
@@ -129,10 +149,118 @@ fn scalar(v: &Value) -> String {
         Value::Null => String::new(),
         Value::String(s) => s.clone(),
         Value::Number(n) => match n.as_f64() {
+            // Counters and gauges are kept as floats; most are whole.
+            Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 1e15 => format!("{f:.0}"),
             Some(f) if n.is_f64() => format!("{f:.2}"),
             _ => n.to_string(),
         },
         v => v.to_string(),
+    }
+}
+
+/// Calls in flight, and their limit if there is one: `3` or `3 / 100`.
+fn in_flight(now: &Value, limit: &Value) -> String {
+    match limit {
+        Value::Null => scalar(now),
+        limit => format!("{} / {}", scalar(now), scalar(limit)),
+    }
+}
+
+/// An entry of a method's `errors_by_code`: `EREQUEST (1003): 3`, or
+/// `4242: 2` for a code with no name.
+fn error_count(e: &Value) -> String {
+    let count = scalar(&e["count"]);
+    match &e["code"] {
+        Value::Null => format!("other: {count}"),
+        code if e["name"].as_str() == Some(scalar(code).as_str()) => {
+            format!("{}: {count}", scalar(code))
+        }
+        code => format!("{} ({}): {count}", scalar(&e["name"]), scalar(code)),
+    }
+}
+
+/// `/status`: the server's figures, then per service a table with three
+/// rows per method (last second, last minute, since start) beside what
+/// holds for all three: its name (the path on hover), kind, calls in flight, errors by code
+/// and its QPS chart.
+fn status(out: &mut String, doc: &Value) {
+    const WINDOWS: [(&str, &str); 3] = [
+        ("second", "second"),
+        ("minute", "minute"),
+        ("total", "since start"),
+    ];
+    const FIGURES: [(&str, &str); 8] = [
+        ("calls", "calls"),
+        ("errors", "errors"),
+        ("qps", "QPS"),
+        ("avg_us", "avg µs"),
+        ("p50_us", "p50 µs"),
+        ("p99_us", "p99 µs"),
+        ("p999_us", "p999 µs"),
+        ("max_us", "max µs"),
+    ];
+    let _ = write!(
+        out,
+        "<p>up {} s · calls in flight (limit): {} · <a href=\"/status?format=json\">JSON</a></p>",
+        scalar(&doc["uptime_s"]),
+        in_flight(&doc["concurrency"], &doc["max_concurrency"]),
+    );
+    for service in doc["services"].as_array().into_iter().flatten() {
+        let _ = write!(
+            out,
+            "<h2>{}</h2><table class=\"status\"><tr><th>method</th><th>kind</th>\
+             <th>in flight (limit)</th><th>errors by code</th><th>window</th>",
+            escape(service["name"].as_str().unwrap_or_default())
+        );
+        for (_, header) in FIGURES {
+            let _ = write!(out, "<th>{header}</th>");
+        }
+        out.push_str("<th>QPS, each second</th></tr>");
+        for method in service["methods"].as_array().into_iter().flatten() {
+            let errors: Vec<String> = method["errors_by_code"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(error_count)
+                .collect();
+            for (row, (window, label)) in WINDOWS.iter().enumerate() {
+                out.push_str("<tr>");
+                if row == 0 {
+                    let _ = write!(
+                        out,
+                        "<td rowspan=\"3\" title=\"{}\">{}</td><td rowspan=\"3\">{}</td>\
+                         <td rowspan=\"3\" class=\"n\">{}</td><td rowspan=\"3\">{}</td>",
+                        escape(method["path"].as_str().unwrap_or_default()),
+                        escape(method["method"].as_str().unwrap_or_default()),
+                        escape(method["kind"].as_str().unwrap_or_default()),
+                        in_flight(&method["concurrency"], &method["max_concurrency"]),
+                        errors
+                            .iter()
+                            .map(|e| escape(e))
+                            .collect::<Vec<_>>()
+                            .join("<br>"),
+                    );
+                }
+                let _ = write!(out, "<td class=\"w\">{label}</td>");
+                for (figure, _) in FIGURES {
+                    let _ = write!(
+                        out,
+                        "<td class=\"n\">{}</td>",
+                        escape(&scalar(&method[*window][figure]))
+                    );
+                }
+                if row == 0 {
+                    out.push_str("<td rowspan=\"3\">");
+                    let series = method["qps_series"]
+                        .as_array()
+                        .map_or(&[][..], Vec::as_slice);
+                    chart(out, series);
+                    out.push_str("</td>");
+                }
+                out.push_str("</tr>");
+            }
+        }
+        out.push_str("</table>");
     }
 }
 
@@ -179,6 +307,7 @@ mod tests {
                 "rows": [{"a": 1, "b": "x"}, {"a": 2.5, "c": true}],
                 "qps_series": [1, 3, 2],
                 "list": [1, 2],
+                "whole": 4114.0,
             }),
         );
         let html = html(&page);
@@ -187,8 +316,43 @@ mod tests {
         assert!(!html.contains("<b>"));
         assert!(html.contains("<th>a</th><th>b</th><th>c</th>"));
         assert!(html.contains("<td class=\"n\">2.50</td>"));
+        assert!(html.contains("<td class=\"n\">4114</td>"));
         assert!(html.contains("<svg class=\"chart\""));
         assert!(html.contains("<polyline points=\"0.0,"));
         assert!(html.contains("1, 2"));
+    }
+
+    #[test]
+    fn status_draws_three_rows_per_method_and_a_chart() {
+        let window = serde_json::json!({
+            "calls": 9, "errors": 2, "qps": 1.5, "avg_us": 3, "p50_us": 2,
+            "p99_us": 7, "p999_us": 7, "max_us": 8,
+        });
+        let mut page = Page::new(
+            "status",
+            serde_json::json!({
+                "uptime_s": 1.0, "concurrency": 0, "max_concurrency": null,
+                "services": [{"name": "example.EchoService", "methods": [{
+                    "method": "Echo", "path": "/example.EchoService/Echo", "kind": "unary",
+                    "calls": 9, "errors": 2, "concurrency": 1, "max_concurrency": 10,
+                    "errors_by_code": [
+                        {"code": 1003, "name": "EREQUEST", "count": 1},
+                        {"code": 4242, "name": "4242", "count": 1},
+                    ],
+                    "second": window, "minute": window, "total": window,
+                    "qps_series": [0, 3, 1],
+                }]}],
+            }),
+        );
+        page.layout = Layout::Status;
+        let html = html(&page);
+        assert!(html.contains("<h2>example.EchoService</h2>"));
+        assert!(html.contains("title=\"/example.EchoService/Echo\">Echo</td>"));
+        assert!(html.contains("<td rowspan=\"3\" class=\"n\">1 / 10</td>"));
+        assert!(html.contains("EREQUEST (1003): 1<br>4242: 1"));
+        assert_eq!(html.matches("<td class=\"w\">").count(), 3);
+        assert_eq!(html.matches("<td class=\"n\">1.50</td>").count(), 3);
+        assert_eq!(html.matches("<svg class=\"chart\"").count(), 1);
+        assert!(html.contains("calls in flight (limit): 0 ·"));
     }
 }
