@@ -70,12 +70,12 @@ struct Setup {
 
 /// What one run measured, client side.
 #[derive(Debug, Clone, Copy)]
-struct Sample {
-    qps: f64,
-    p50_us: f64,
-    p99_us: f64,
-    cpu_us: f64,
-    allocs: f64,
+pub(crate) struct Sample {
+    pub(crate) qps: f64,
+    pub(crate) p50_us: f64,
+    pub(crate) p99_us: f64,
+    pub(crate) cpu_us: f64,
+    pub(crate) allocs: f64,
 }
 
 fn setups(addrs: &[String]) -> Result<Vec<Setup>, String> {
@@ -120,13 +120,16 @@ fn setups(addrs: &[String]) -> Result<Vec<Setup>, String> {
     ])
 }
 
-fn run_once(
+/// One run of `clients` with `per_client` calls in flight on each, for
+/// `length`: client-side figures.
+pub(crate) fn run_once(
     rt: &tokio::runtime::Runtime,
-    setup: &Setup,
+    clients: &Clients,
+    per_client: usize,
     length: Duration,
     ticks_per_us: f64,
 ) -> Result<Sample, String> {
-    let armed = setup.clients.arm(rt, setup.per_client);
+    let armed = clients.arm(rt, per_client);
     let ticks = echo::own_cpu_ticks()?;
     let allocs = keel_alloc::stats().allocs;
     let (hist, elapsed) = armed.fire(rt, length)?;
@@ -190,7 +193,14 @@ fn run(opts: &Options) -> Result<String, String> {
                 opts.rounds,
                 setups[i].name
             );
-            samples[i].push(run_once(&rt, &setups[i], length, ticks_per_us)?);
+            let setup = &setups[i];
+            samples[i].push(run_once(
+                &rt,
+                &setup.clients,
+                setup.per_client,
+                length,
+                ticks_per_us,
+            )?);
         }
     }
     eprintln!();

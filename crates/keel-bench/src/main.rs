@@ -14,6 +14,7 @@
 //! cargo run --release -p keel-bench -- rpcz            # span cost + echo QPS vs sampling, ~35 s
 //! cargo run --release -p keel-bench -- lb              # load balancer pick cost, ~5 s
 //! cargo run --release -p keel-bench -- cluster         # echo through cluster channels vs a plain one, ~45 s
+//! cargo run --release -p keel-bench -- http            # JSON over HTTP vs baidu_std and gRPC; console pages, ~45 s
 //! cargo run --release -p keel-bench -- --help          # list subcommands
 //! ```
 //!
@@ -38,6 +39,7 @@ mod args;
 mod cluster;
 mod echo;
 mod grpc;
+mod http;
 mod interop;
 mod lb;
 mod pool;
@@ -85,6 +87,12 @@ const SUBCOMMANDS: &[Subcommand] = &[
         listed: true,
     },
     Subcommand {
+        name: "http",
+        summary: "JSON over HTTP/1.1 vs baidu_std and gRPC echo QPS; console page loads with 10,000 connections, 1,000 invokers",
+        run: http::main,
+        listed: true,
+    },
+    Subcommand {
         name: "rpcz",
         summary: "rpcz span cost vs tracing + Registry, and echo QPS with sampling off / default / 100%",
         run: rpcz::main,
@@ -101,6 +109,12 @@ const SUBCOMMANDS: &[Subcommand] = &[
         summary: "echo QPS through list:// cluster channels (1 and 3 endpoints) vs a plain host:port channel",
         run: cluster::main,
         listed: true,
+    },
+    Subcommand {
+        name: http::HOLD_SUBCOMMAND,
+        summary: "(internal) holds HTTP connections open for `http`",
+        run: http::hold_main,
+        listed: false,
     },
     Subcommand {
         name: echo::SERVER_SUBCOMMAND,

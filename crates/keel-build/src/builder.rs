@@ -682,10 +682,13 @@ mod tests {
         let code = &shop.code;
         assert_eq!(code.matches("mod __keel_files").count(), 1, "{code}");
         assert_eq!(code.matches("static SHOP_PROTO: [u8; ").count(), 1);
+        // Both service descriptors and every method descriptor.
+        let methods = code.matches("::MethodDescriptor = ").count();
+        assert!(methods >= 2, "{code}");
         assert_eq!(
             code.matches("files: &[&super::__keel_files::SHOP_PROTO]")
                 .count(),
-            2
+            2 + methods
         );
         let file = FileDescriptorProto::decode(&embedded(code, "SHOP_PROTO")[..])
             .expect("a FileDescriptorProto");

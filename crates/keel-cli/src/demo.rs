@@ -24,12 +24,18 @@ struct Settings {
     duration: Duration,
     concurrency: usize,
     rpcz: u64,
+    /// Where the server listens (default: an ephemeral loopback port).
+    addr: String,
+    /// Keep serving (and the console up) after the run.
+    serve: bool,
 }
 
 fn settings(args: &[String]) -> Result<Settings, String> {
     let duration = keel_examples::flag(args, "duration", 3.0f64)?;
     let concurrency = keel_examples::flag(args, "concurrency", 128usize)?;
     let rpcz = keel_examples::flag(args, "rpcz", keel::rpcz::Sampler::DEFAULT_TARGET)?;
+    let addr = keel_examples::flag(args, "addr", "127.0.0.1:0".to_owned())?;
+    let serve = args.iter().any(|a| a == "--serve");
     if !(duration > 0.0 && duration <= 600.0) {
         return Err("--duration must be in (0, 600] seconds".into());
     }
@@ -38,7 +44,7 @@ fn settings(args: &[String]) -> Result<Settings, String> {
     }
     if let Some(unknown) = args.iter().find(|a| {
         a.starts_with("--")
-            && !["--duration", "--concurrency", "--rpcz"]
+            && !["--duration", "--concurrency", "--rpcz", "--addr", "--serve"]
                 .iter()
                 .any(|known| a.starts_with(known))
     }) {
@@ -48,11 +54,15 @@ fn settings(args: &[String]) -> Result<Settings, String> {
         duration: Duration::from_secs_f64(duration),
         concurrency,
         rpcz,
+        addr,
+        serve,
     })
 }
 
 /// Starts the echo server thread; returns its address and a line to it.
-fn start_server() -> Result<(std::net::SocketAddr, mpsc::UnboundedSender<ToServer>), String> {
+fn start_server(
+    addr: String,
+) -> Result<(std::net::SocketAddr, mpsc::UnboundedSender<ToServer>), String> {
     let (ready_tx, ready_rx) = std_mpsc::channel();
     let (to_server, mut inbox) = mpsc::unbounded_channel::<ToServer>();
     std::thread::Builder::new()
@@ -71,12 +81,12 @@ fn start_server() -> Result<(std::net::SocketAddr, mpsc::UnboundedSender<ToServe
             rt.block_on(async move {
                 let server = Server::builder()
                     .add_service(EchoServiceServer::new(Echo))
-                    .bind("127.0.0.1:0")
+                    .bind(addr.as_str())
                     .await;
                 let server = match server {
                     Ok(s) => s,
                     Err(e) => {
-                        let _ = ready_tx.send(Err(format!("cannot listen on loopback: {e}")));
+                        let _ = ready_tx.send(Err(format!("cannot listen on {addr}: {e}")));
                         return;
                     }
                 };
@@ -110,7 +120,7 @@ async fn server_stats(
 pub fn run(args: &[String]) -> Result<(), String> {
     let s = settings(args)?;
     keel::rpcz::tracer().sampler().set_target(s.rpcz);
-    let (addr, to_server) = start_server()?;
+    let (addr, to_server) = start_server(s.addr.clone())?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -124,8 +134,11 @@ async fn drive(
     to_server: mpsc::UnboundedSender<ToServer>,
 ) -> Result<(), String> {
     println!(
-        "keel demo: echo server on {addr} (baidu_std), client with {} calls in flight on one connection",
+        "keel demo: echo server on {addr} (baidu_std, gRPC and HTTP on one port), client with {} calls in flight on one connection",
         s.concurrency
+    );
+    println!(
+        "  console: http://{addr}/  (status, vars, metrics, rpcz, pools, memory, connections, invokers)"
     );
     let channel = Channel::new(&addr.to_string()).map_err(|e| e.to_string())?;
     let client = EchoServiceClient::new(&channel);
@@ -251,6 +264,13 @@ async fn drive(
         "    channel method table {:>10} entries (bounded by methods, not clients)",
         channel.method_stats_len()
     );
+    if s.serve {
+        println!();
+        println!("  serving on {addr} until interrupted (Ctrl-C); console: http://{addr}/");
+        println!("  try: curl -d '{{\"message\":\"hi\"}}' http://{addr}/example.EchoService/Echo");
+        // The server thread serves while `to_server` lives.
+        std::future::pending::<()>().await;
+    }
     drop(to_server);
     Ok(())
 }

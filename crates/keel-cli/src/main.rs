@@ -20,9 +20,12 @@ const USAGE: &str = "usage: keel <command> [options]
 
 commands:
   demo [--duration SECS] [--concurrency N] [--rpcz SPANS_PER_SEC]
+       [--addr HOST:PORT] [--serve]
         run an echo server and client on loopback and report QPS, latency,
         allocations per call and heap use (defaults: 3 s, 128 in flight,
-        rpcz sampling toward 1000 spans/s; 0 turns tracing off)
+        rpcz sampling toward 1000 spans/s; 0 turns tracing off); the
+        server's console is at http://ADDR/, and --serve keeps the server
+        (and its console) up after the run
 ";
 
 fn main() {

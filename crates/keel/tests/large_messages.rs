@@ -109,8 +109,12 @@ async fn a_peer_that_stops_reading_cannot_grow_the_queue_past_its_limit_and_its_
         .expect("bind");
     let addr = listener.local_addr().expect("addr").to_string();
     let accepted = tokio::spawn(async move { listener.accept().await.expect("accept").0 });
+    // Long enough for all 40 requests to be encoded and queued before the
+    // first times out (a debug build on a loaded machine takes a few ms a
+    // request; a call that times out leaves the queue, and with 200 ms the
+    // queue sometimes never filled).
     let channel = Channel::builder(&addr)
-        .timeout(Some(Duration::from_millis(200)))
+        .timeout(Some(Duration::from_secs(2)))
         .max_retry(0)
         .build()
         .expect("addr");
@@ -121,7 +125,7 @@ async fn a_peer_that_stops_reading_cannot_grow_the_queue_past_its_limit_and_its_
     let chunk = request(&"z".repeat(4 << 20));
     let mut overcrowded = 0;
     // 40 calls of 4 MiB: 160 MiB offered to a 64 MiB queue (bounded: each
-    // call ends by its 200 ms timeout at the latest).
+    // call ends by its 2 s timeout at the latest).
     let calls: Vec<_> = (0..40).map(|_| client.echo(&chunk)).collect();
     for result in futures_join_all(calls).await {
         match result {

@@ -96,16 +96,31 @@ struct Inner {
     diff: Buckets,
 }
 
-impl Default for ConsoleState {
-    fn default() -> Self {
+impl ConsoleState {
+    /// The console's memory for a server of `methods` methods, allocated
+    /// now, whole: sampling never allocates, so memory measured after a
+    /// server starts does not move when the sampler first runs.
+    pub(crate) fn new(methods: usize) -> ConsoleState {
+        let methods = (0..methods)
+            .map(|_| MethodHistory {
+                minute: VecDeque::with_capacity(MINUTE_SLOTS),
+                qps: VecDeque::with_capacity(HISTORY),
+                ..MethodHistory::default()
+            })
+            .collect();
+        let series = (0..vars::MAX)
+            .map(|_| VecDeque::with_capacity(HISTORY))
+            .collect();
         ConsoleState {
             started: std::time::Instant::now(),
-            inner: Mutex::new(Inner::default()),
+            inner: Mutex::new(Inner {
+                methods,
+                series,
+                ..Inner::default()
+            }),
         }
     }
-}
 
-impl ConsoleState {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }

@@ -63,9 +63,12 @@ pub(crate) fn resident_bytes() -> u64 {
         .map_or(0, |pages| pages * 4096)
 }
 
+/// The most variables [`each`] reports (with the counting allocator).
+pub(crate) const MAX: usize = 19;
+
 /// Every variable, now.
 pub(crate) fn all(core: &ServerCore) -> Vec<Var> {
-    let mut vars = Vec::with_capacity(20);
+    let mut vars = Vec::with_capacity(MAX);
     each(core, |v| vars.push(v));
     vars
 }
@@ -88,7 +91,7 @@ pub(crate) fn each(core: &ServerCore, mut f: impl FnMut(Var)) {
         pool_cached += p.cached;
     });
     let store = crate::rpcz::tracer().store().stats();
-    let fixed = [
+    let fixed: [Var; MAX - 2] = [
         var(
             "keel_server_connections",
             "Connections open now (every protocol).",

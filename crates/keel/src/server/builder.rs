@@ -274,6 +274,7 @@ impl ServerBuilder {
             }
         }
         let limits = Limits::new(self.max_concurrency, methods);
+        let console = ConsoleState::new(self.table.method_count());
         let core = Arc::new(ServerCore {
             dispatcher: Dispatcher::new(self.table, limits, self.interceptors),
             wire_limits: keel_wire::baidu_std::Limits::new(
@@ -286,7 +287,7 @@ impl ServerBuilder {
                 .unwrap_or(keel_wire::grpc::DEFAULT_MAX_MESSAGE_SIZE),
             grpc_keepalive: self.grpc_keepalive.unwrap_or(Some(Keepalive::default())),
             health,
-            console: ConsoleState::default(),
+            console,
             schema: std::sync::OnceLock::new(),
         });
         Ok((core, idle_trim))
