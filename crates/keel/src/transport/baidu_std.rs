@@ -443,6 +443,11 @@ async fn run_connection(
         written: 0,
     };
     let limits = Limits::new(conn.config.max_body_size);
+    let peer = stream
+        .peer_addr()
+        .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+    let listed =
+        crate::connections::Registered::new(crate::connections::Side::Client, peer, "baidu_std");
     let (mut rd, mut wr) = stream.split();
     let mut reads = ReadBuffers::default();
     // Requests taken from the queue and being written, from `written` on.
@@ -519,6 +524,7 @@ async fn run_connection(
                     written += n;
                     busy = true;
                     exit.written += n as u64;
+                    listed.wrote(n);
                     if written == outbuf.len() && outbuf.len() >= KEEP_CAPACITY {
                         if !retired {
                             conn.lock().taken = 0;
@@ -535,7 +541,8 @@ async fn run_connection(
             },
             read = rd.read_buf(inbuf) => match read {
                 Ok(0) => break "closed by the server".into(),
-                Ok(_) => {
+                Ok(n) => {
+                    listed.read(n);
                     busy = true;
                     // Taken for writing so far: written, or in `outbuf`
                     // still to be written.

@@ -178,6 +178,7 @@ impl Grpc {
         }
         let stream = super::connect(&self.addr, self.config.connect_timeout).await?;
         let peer = stream.peer_addr().ok();
+        let stream = super::counted(stream, "grpc");
         let handshake = h2::client::Builder::new()
             .initial_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)

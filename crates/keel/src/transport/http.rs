@@ -120,7 +120,7 @@ impl Http {
 
     async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, Status> {
         let stream = super::connect(&self.addr, self.config.connect_timeout).await?;
-        let io = hyper_util::rt::TokioIo::new(stream);
+        let io = hyper_util::rt::TokioIo::new(super::counted(stream, "http"));
         let (sender, connection) = hyper::client::conn::http1::handshake(io)
             .await
             .map_err(|e| unwritten(format!("HTTP/1 handshake with {} failed: {e}", self.addr)))?;

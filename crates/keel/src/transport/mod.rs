@@ -219,6 +219,18 @@ pub(crate) async fn connect(
     }
 }
 
+/// `stream`, listed among the process's connections (client side) while
+/// it lives, its bytes counted.
+pub(crate) fn counted(
+    stream: tokio::net::TcpStream,
+    protocol: &'static str,
+) -> crate::connections::Counted<tokio::net::TcpStream> {
+    let peer = stream
+        .peer_addr()
+        .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+    crate::connections::Counted::new(stream, crate::connections::Side::Client, peer, protocol)
+}
+
 /// A successful response, still encoded.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Reply {
