@@ -281,7 +281,7 @@ fn pages(held: usize) -> Result<Vec<(&'static str, f64, f64, usize)>, String> {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the server runtime: {e}"))?;
-    let (server, channel) = rt.block_on(async {
+    let (server, channel, list) = rt.block_on(async {
         let server = keel::Server::builder()
             .add_service(keel_examples::example::EchoServiceServer::new(
                 keel_examples::Echo,
@@ -290,14 +290,26 @@ fn pages(held: usize) -> Result<Vec<(&'static str, f64, f64, usize)>, String> {
             .await
             .map_err(|e| format!("cannot bind: {e}"))?;
         // Invokers for endpoints nobody serves: a channel's directory makes
-        // one per endpoint whether or not it ever connects.
+        // one per endpoint whether or not it ever connects. Named by a
+        // file, as a fleet of this size would be (a short URL per invoker).
         let endpoints: Vec<String> = (0..INVOKERS)
             .map(|i| format!("127.0.0.1:{}", 20_000 + i))
             .collect();
-        let channel = keel::Channel::new(&format!("list://{}", endpoints.join(",")))
-            .map_err(|e| e.to_string())?;
-        Ok::<_, String>((server, channel))
+        let list =
+            std::env::temp_dir().join(format!("keel-bench-http-{}.servers", std::process::id()));
+        std::fs::write(&list, endpoints.join("\n"))
+            .map_err(|e| format!("{}: {e}", list.display()))?;
+        let channel =
+            keel::Channel::new(&format!("file://{}", list.display())).map_err(|e| e.to_string());
+        Ok::<_, String>((server, channel, list))
     })?;
+    let channel = match channel {
+        Ok(channel) => channel,
+        Err(e) => {
+            let _ = std::fs::remove_file(&list);
+            return Err(e);
+        }
+    };
     let addr: SocketAddr = server.local_addr();
     let deadline = Instant::now() + Duration::from_secs(10);
     while keel::cluster::live_invokers() < INVOKERS {
@@ -330,15 +342,19 @@ fn pages(held: usize) -> Result<Vec<(&'static str, f64, f64, usize)>, String> {
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
             .map_err(|e| e.to_string())?;
+        // A browser sends a request in one segment: no Nagle wait.
+        stream.set_nodelay(true).map_err(|e| e.to_string())?;
         let mut writer = stream.try_clone().map_err(|e| e.to_string())?;
         let mut reader = BufReader::new(stream);
         let mut out = Vec::new();
         for page in PAGES {
             let mut times = Vec::with_capacity(PAGE_LOADS);
             let mut bytes = 0;
+            let request = format!("GET {page} HTTP/1.1\r\nHost: bench\r\n\r\n");
             for _ in 0..PAGE_LOADS {
                 let t = Instant::now();
-                write!(writer, "GET {page} HTTP/1.1\r\nHost: bench\r\n\r\n")
+                writer
+                    .write_all(request.as_bytes())
                     .map_err(|e| format!("writing a request: {e}"))?;
                 bytes = read_response(&mut reader)?;
                 times.push(t.elapsed().as_secs_f64() * 1e6);
@@ -355,5 +371,6 @@ fn pages(held: usize) -> Result<Vec<(&'static str, f64, f64, usize)>, String> {
         drop(channel);
         drop(server);
     });
+    let _ = std::fs::remove_file(&list);
     result
 }

@@ -10,8 +10,9 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
+
 use std::time::{Duration, Instant};
 
 /// Which end of the connection this process is.
@@ -34,6 +35,15 @@ impl Side {
 }
 
 static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
+/// The protocols a connection may speak (`""` before a server knows).
+const PROTOCOLS: [&str; 4] = ["", "baidu_std", "grpc", "http"];
+
+fn protocol_index(protocol: &str) -> u8 {
+    PROTOCOLS
+        .iter()
+        .position(|p| *p == protocol)
+        .map_or(0, |i| i as u8)
+}
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 static REGISTRY: Mutex<BTreeMap<u64, Weak<ConnectionInfo>>> = Mutex::new(BTreeMap::new());
 
@@ -44,7 +54,8 @@ pub struct ConnectionInfo {
     side: Side,
     peer: SocketAddr,
     opened: Instant,
-    protocol: Mutex<&'static str>,
+    /// An index into [`PROTOCOLS`].
+    protocol: AtomicU8,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     in_flight: AtomicU64,
@@ -82,18 +93,23 @@ impl ConnectionInfo {
 
     /// Names the protocol once it is known (a server sniffs it).
     pub(crate) fn set_protocol(&self, protocol: &'static str) {
-        *self.protocol.lock().unwrap_or_else(PoisonError::into_inner) = protocol;
+        self.protocol.store(protocol_index(protocol), Relaxed);
     }
 
     /// A snapshot for the console.
     pub fn snapshot(&self) -> ConnectionSnapshot {
-        let now = now_ms();
+        self.snapshot_at(Instant::now())
+    }
+
+    fn snapshot_at(&self, at: Instant) -> ConnectionSnapshot {
+        let now =
+            u64::try_from(at.saturating_duration_since(*EPOCH).as_millis()).unwrap_or(u64::MAX);
         ConnectionSnapshot {
             id: self.id,
             side: self.side,
             peer: self.peer,
-            protocol: *self.protocol.lock().unwrap_or_else(PoisonError::into_inner),
-            age: self.opened.elapsed(),
+            protocol: PROTOCOLS[usize::from(self.protocol.load(Relaxed)) % PROTOCOLS.len()],
+            age: at.saturating_duration_since(self.opened),
             bytes_in: self.bytes_in.load(Relaxed),
             bytes_out: self.bytes_out.load(Relaxed),
             in_flight: self.in_flight.load(Relaxed),
@@ -147,7 +163,7 @@ impl Registered {
             side,
             peer,
             opened: Instant::now(),
-            protocol: Mutex::new(protocol),
+            protocol: AtomicU8::new(protocol_index(protocol)),
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
@@ -254,13 +270,17 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Counted<S> {
 
 /// Every open connection of the process, oldest first.
 pub fn connections() -> Vec<ConnectionSnapshot> {
-    let live: Vec<Arc<ConnectionInfo>> = REGISTRY
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .values()
-        .filter_map(Weak::upgrade)
-        .collect();
-    live.iter().map(|c| c.snapshot()).collect()
+    let registry = REGISTRY.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut all = Vec::with_capacity(registry.len());
+    let at = Instant::now();
+    // Read in place: a snapshot runs no code but this module's, and an
+    // entry whose connection is closing just now is skipped.
+    for weak in registry.values() {
+        if let Some(info) = weak.upgrade() {
+            all.push(info.snapshot_at(at));
+        }
+    }
+    all
 }
 
 /// How many connections are open in the process.

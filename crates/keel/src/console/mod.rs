@@ -161,8 +161,8 @@ pub(crate) fn respond(
         (&Method::GET | &Method::HEAD, "/rpcz") => pages::rpcz(&query),
         (&Method::GET | &Method::HEAD, "/pools") => pages::pools(),
         (&Method::GET | &Method::HEAD, "/memory") => pages::memory(),
-        (&Method::GET | &Method::HEAD, "/connections") => pages::connections(),
-        (&Method::GET | &Method::HEAD, "/invokers") => pages::invokers(),
+        (&Method::GET | &Method::HEAD, "/connections") => pages::connections(&query),
+        (&Method::GET | &Method::HEAD, "/invokers") => pages::invokers(&query),
         (&Method::GET | &Method::HEAD, "/health") => {
             let serving = !core.dispatcher.is_draining()
                 && core.health.get("") == Some(crate::server::ServingStatus::Serving);

@@ -370,9 +370,33 @@ pub(crate) fn memory() -> Page {
     )
 }
 
-/// `/connections`: every connection of the process.
-pub(crate) fn connections() -> Page {
-    let all: Vec<Value> = crate::connections::connections()
+/// Rows a list page shows unless `?limit=` says otherwise (a page stays
+/// fast with ten thousand connections).
+const DEFAULT_ROWS: usize = 200;
+
+fn limit(query: &Query) -> usize {
+    query
+        .get("limit")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_ROWS)
+}
+
+/// `text` cut to `max` characters, marked where it was cut.
+fn shorten(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}… ({} bytes)", &text[..cut], text.len()),
+        None => text.to_owned(),
+    }
+}
+
+/// `/connections`: the connections of the process, most recently active
+/// first (`?limit=`, default 200).
+pub(crate) fn connections(query: &Query) -> Page {
+    let mut all = crate::connections::connections();
+    let count = all.len();
+    all.sort_by_key(|c| c.idle);
+    all.truncate(limit(query));
+    let shown: Vec<Value> = all
         .into_iter()
         .map(|c| {
             json!({
@@ -390,19 +414,23 @@ pub(crate) fn connections() -> Page {
         .collect();
     Page::new(
         "connections",
-        json!({"count": all.len(), "connections": all}),
+        json!({"count": count, "shown": shown.len(), "connections": shown}),
     )
 }
 
-/// `/invokers`: every live invoker of the process.
-pub(crate) fn invokers() -> Page {
-    let all: Vec<Value> = crate::cluster::invokers()
+/// `/invokers`: the live invokers of the process (`?limit=`, default
+/// 200), a channel's long naming URL cut short.
+pub(crate) fn invokers(query: &Query) -> Page {
+    let mut all = crate::cluster::invokers();
+    let count = all.len();
+    all.truncate(limit(query));
+    let shown: Vec<Value> = all
         .into_iter()
         .map(|i| {
             json!({
                 "id": i.id,
                 "endpoint": i.endpoint.to_string(),
-                "channel": i.channel,
+                "channel": shorten(&i.channel, 120),
                 "state": format!("{:?}", i.state).to_lowercase(),
                 "in_flight": i.in_flight,
                 "calls": i.calls,
@@ -414,5 +442,8 @@ pub(crate) fn invokers() -> Page {
             })
         })
         .collect();
-    Page::new("invokers", json!({"count": all.len(), "invokers": all}))
+    Page::new(
+        "invokers",
+        json!({"count": count, "shown": shown.len(), "invokers": shown}),
+    )
 }
