@@ -145,6 +145,73 @@ pub(crate) fn run_once(
     })
 }
 
+/// Warms each of `runs` (name, clients, calls in flight per client) up,
+/// then runs them `opts.rounds` times, alternating (a progress line on
+/// stderr); the samples of each, in `runs`' order.
+pub(crate) fn measure(
+    rt: &tokio::runtime::Runtime,
+    runs: &[(&str, &Clients, usize)],
+    opts: &args::Runs,
+    ticks_per_us: f64,
+) -> Result<Vec<Vec<Sample>>, String> {
+    for (_, clients, per_client) in runs {
+        clients.arm(rt, *per_client).fire(rt, opts.warm_up())?;
+    }
+    let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); runs.len()];
+    for round in 0..opts.rounds {
+        for k in 0..runs.len() {
+            let i = (round + k) % runs.len();
+            let (name, clients, per_client) = runs[i];
+            eprint!("\r  round {}/{}  {name:<28}", round + 1, opts.rounds);
+            samples[i].push(run_once(
+                rt,
+                clients,
+                per_client,
+                opts.run_length(),
+                ticks_per_us,
+            )?);
+        }
+    }
+    eprintln!();
+    Ok(samples)
+}
+
+/// The table of medians of `samples` (one row per name), with QPS
+/// relative to the first row in the column titled `ratio`.
+pub(crate) fn samples_table(
+    first: &str,
+    names: &[&str],
+    samples: &[Vec<Sample>],
+    ratio: &str,
+) -> Table {
+    let med = |i: usize, f: fn(&Sample) -> f64| {
+        let xs: Vec<f64> = samples[i].iter().map(f).collect();
+        median(&xs).unwrap_or(f64::NAN)
+    };
+    let mut t = Table::new()
+        .column(first, Align::Left)
+        .column("QPS", Align::Right)
+        .column("p50 µs", Align::Right)
+        .column("p99 µs", Align::Right)
+        .column("client CPU µs/call", Align::Right)
+        .column("client allocs/call", Align::Right)
+        .column_after_rule(ratio, Align::Right);
+    let base = med(0, |s| s.qps);
+    for (i, name) in names.iter().enumerate() {
+        let qps = med(i, |s| s.qps);
+        t.row(vec![
+            name.to_string(),
+            echo::group_thousands(qps.round() as u64),
+            format!("{:.0}", med(i, |s| s.p50_us)),
+            format!("{:.0}", med(i, |s| s.p99_us)),
+            format!("{:.2}", med(i, |s| s.cpu_us)),
+            format!("{:.2}", med(i, |s| s.allocs)),
+            format!("{:.2}x", qps / base),
+        ]);
+    }
+    t
+}
+
 /// Entry point of `keel-bench cluster`.
 pub fn main(args: &[String]) -> ExitCode {
     args::main(
@@ -179,41 +246,17 @@ fn run(opts: &Options) -> Result<String, String> {
         setups.len(),
         opts.seconds
     );
-    for s in &setups {
-        s.clients.arm(&rt, s.per_client).fire(&rt, opts.warm_up())?;
-    }
-    let length = opts.run_length();
-    let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); setups.len()];
-    for round in 0..opts.rounds {
-        for k in 0..setups.len() {
-            let i = (round + k) % setups.len();
-            eprint!(
-                "\r  round {}/{}  {:<28}",
-                round + 1,
-                opts.rounds,
-                setups[i].name
-            );
-            let setup = &setups[i];
-            samples[i].push(run_once(
-                &rt,
-                &setup.clients,
-                setup.per_client,
-                length,
-                ticks_per_us,
-            )?);
-        }
-    }
-    eprintln!();
+    let runs: Vec<(&str, &Clients, usize)> = setups
+        .iter()
+        .map(|s| (s.name, &s.clients, s.per_client))
+        .collect();
+    let samples = measure(&rt, &runs, opts, ticks_per_us)?;
     let names: Vec<&str> = setups.iter().map(|s| s.name).collect();
     // Close the connections inside the runtime their tasks live on.
     rt.block_on(async move { drop(setups) });
     drop(servers);
     let load_end = load_average();
 
-    let med = |i: usize, f: fn(&Sample) -> f64| {
-        let xs: Vec<f64> = samples[i].iter().map(f).collect();
-        median(&xs).unwrap_or(f64::NAN)
-    };
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -230,27 +273,7 @@ fn run(opts: &Options) -> Result<String, String> {
         "  echo, 1 client x {IN_FLIGHT} in flight; 3 Keel servers in child processes; medians of {} runs of {:.1} s",
         opts.rounds, opts.seconds
     );
-    let mut t = Table::new()
-        .column("channel", Align::Left)
-        .column("QPS", Align::Right)
-        .column("p50 µs", Align::Right)
-        .column("p99 µs", Align::Right)
-        .column("client CPU µs/call", Align::Right)
-        .column("client allocs/call", Align::Right)
-        .column_after_rule("QPS / baseline", Align::Right);
-    let base = med(0, |s| s.qps);
-    for (i, name) in names.iter().enumerate() {
-        let qps = med(i, |s| s.qps);
-        t.row(vec![
-            name.to_string(),
-            echo::group_thousands(qps.round() as u64),
-            format!("{:.0}", med(i, |s| s.p50_us)),
-            format!("{:.0}", med(i, |s| s.p99_us)),
-            format!("{:.2}", med(i, |s| s.cpu_us)),
-            format!("{:.2}", med(i, |s| s.allocs)),
-            format!("{:.2}x", qps / base),
-        ]);
-    }
+    let t = samples_table("channel", &names, &samples, "QPS / baseline");
     let _ = write!(out, "{t}");
     out.push_str(
         "  The 3-endpoint rows share 2 cores among 3 server processes and the client:\n  \

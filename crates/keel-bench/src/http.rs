@@ -30,7 +30,7 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::args;
-use crate::cluster::{Sample, run_once};
+use crate::cluster::{measure, samples_table};
 use crate::echo::{self, Clients, Framework, ServerProcess};
 use crate::summary::{load_average, median};
 use crate::table::{Align, Table};
@@ -144,29 +144,13 @@ fn run(opts: &args::Runs) -> Result<String, String> {
         protocols.len(),
         opts.seconds
     );
-    for c in &clients {
-        c.arm(&rt, IN_FLIGHT).fire(&rt, opts.warm_up())?;
-    }
-    let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); protocols.len()];
-    for round in 0..opts.rounds {
-        for k in 0..protocols.len() {
-            let i = (round + k) % protocols.len();
-            eprint!(
-                "\r  round {}/{}  {:<24}",
-                round + 1,
-                opts.rounds,
-                protocols[i].0
-            );
-            samples[i].push(run_once(
-                &rt,
-                &clients[i],
-                IN_FLIGHT,
-                opts.run_length(),
-                ticks_per_us,
-            )?);
-        }
-    }
-    eprintln!();
+    let runs: Vec<(&str, &Clients, usize)> = protocols
+        .iter()
+        .zip(&clients)
+        .map(|((name, _), c)| (*name, c, IN_FLIGHT))
+        .collect();
+    let samples = measure(&rt, &runs, opts, ticks_per_us)?;
+    drop(runs);
     rt.block_on(async move { drop(clients) });
     drop(server);
 
@@ -175,10 +159,6 @@ fn run(opts: &args::Runs) -> Result<String, String> {
     let pages = pages(held)?;
     let load_end = load_average();
 
-    let med = |i: usize, f: fn(&Sample) -> f64| {
-        let xs: Vec<f64> = samples[i].iter().map(f).collect();
-        median(&xs).unwrap_or(f64::NAN)
-    };
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -195,27 +175,8 @@ fn run(opts: &args::Runs) -> Result<String, String> {
         "  echo of 16 bytes, 1 channel x {IN_FLIGHT} in flight, Keel server in a child process; medians of {} runs of {:.1} s",
         opts.rounds, opts.seconds
     );
-    let mut t = Table::new()
-        .column("protocol", Align::Left)
-        .column("QPS", Align::Right)
-        .column("p50 µs", Align::Right)
-        .column("p99 µs", Align::Right)
-        .column("client CPU µs/call", Align::Right)
-        .column("client allocs/call", Align::Right)
-        .column_after_rule("QPS / baidu_std", Align::Right);
-    let base = med(0, |s| s.qps);
-    for (i, (name, _)) in protocols.iter().enumerate() {
-        let qps = med(i, |s| s.qps);
-        t.row(vec![
-            (*name).to_string(),
-            echo::group_thousands(qps.round() as u64),
-            format!("{:.0}", med(i, |s| s.p50_us)),
-            format!("{:.0}", med(i, |s| s.p99_us)),
-            format!("{:.2}", med(i, |s| s.cpu_us)),
-            format!("{:.2}", med(i, |s| s.allocs)),
-            format!("{:.2}x", qps / base),
-        ]);
-    }
+    let names: Vec<&str> = protocols.iter().map(|(name, _)| *name).collect();
+    let t = samples_table("protocol", &names, &samples, "QPS / baidu_std");
     let _ = write!(out, "{t}");
     let _ = writeln!(
         out,

@@ -193,22 +193,36 @@ impl Drop for Registered {
     }
 }
 
-/// A stream listed in the registry while it lives, its bytes counted.
-pub(crate) struct Counted<S> {
-    io: S,
-    info: Registered,
+/// What counts a connection's bytes.
+pub(crate) trait Count {
+    fn read(&self, n: usize);
+    fn wrote(&self, n: usize);
 }
 
-impl<S> Counted<S> {
-    pub(crate) fn new(io: S, side: Side, peer: SocketAddr, protocol: &'static str) -> Counted<S> {
-        Counted {
-            io,
-            info: Registered::new(side, peer, protocol),
-        }
+impl Count for Registered {
+    fn read(&self, n: usize) {
+        self.0.read(n);
+    }
+
+    fn wrote(&self, n: usize) {
+        self.0.wrote(n);
     }
 }
 
-impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Counted<S> {
+/// A stream whose bytes `C` counts (a [`Registered`] entry keeps the
+/// connection listed while the stream lives).
+pub(crate) struct Counted<S, C = Registered> {
+    io: S,
+    count: C,
+}
+
+impl<S, C> Counted<S, C> {
+    pub(crate) fn new(io: S, count: C) -> Counted<S, C> {
+        Counted { io, count }
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin, C: Count + Unpin> tokio::io::AsyncRead for Counted<S, C> {
     fn poll_read(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
@@ -218,13 +232,13 @@ impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Counted<S> {
         let poll = std::pin::Pin::new(&mut self.io).poll_read(cx, buf);
         let n = buf.filled().len() - before;
         if n > 0 {
-            self.info.read(n);
+            self.count.read(n);
         }
         poll
     }
 }
 
-impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Counted<S> {
+impl<S: tokio::io::AsyncWrite + Unpin, C: Count + Unpin> tokio::io::AsyncWrite for Counted<S, C> {
     fn poll_write(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
@@ -232,7 +246,7 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Counted<S> {
     ) -> std::task::Poll<std::io::Result<usize>> {
         let poll = std::pin::Pin::new(&mut self.io).poll_write(cx, buf);
         if let std::task::Poll::Ready(Ok(n)) = poll {
-            self.info.wrote(n);
+            self.count.wrote(n);
         }
         poll
     }
@@ -244,7 +258,7 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Counted<S> {
     ) -> std::task::Poll<std::io::Result<usize>> {
         let poll = std::pin::Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
         if let std::task::Poll::Ready(Ok(n)) = poll {
-            self.info.wrote(n);
+            self.count.wrote(n);
         }
         poll
     }

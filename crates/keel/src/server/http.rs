@@ -154,7 +154,9 @@ async fn handle(request: HttpRequest<Incoming>, conn: &Conn) -> HttpResponse {
         }
     }
     if let Some((service, method)) = call {
-        return json_call(shared, &parts, service, method, body, peer).await;
+        return json_call(shared, &parts, service, method, body, peer)
+            .await
+            .unwrap_or_else(|status| error_response(&status));
     }
     if port.console() {
         return crate::console::respond(shared, &parts, &body);
@@ -221,22 +223,9 @@ fn schema(shared: &ServerCore) -> Result<&DescriptorPool, Status> {
         .map_err(|e| Status::internal(format!("the services' {e}")))
 }
 
-/// A unary call with a JSON body (the proto3 JSON mapping both ways).
+/// A unary call with a JSON body (the proto3 JSON mapping both ways);
+/// an `Err` is answered by [`error_response`].
 async fn json_call(
-    shared: &Arc<ServerCore>,
-    parts: &http::request::Parts,
-    service: &str,
-    method: &str,
-    body: Bytes,
-    peer: SocketAddr,
-) -> HttpResponse {
-    match json_call_inner(shared, parts, service, method, body, peer).await {
-        Ok(response) => response,
-        Err(status) => error_response(&status),
-    }
-}
-
-async fn json_call_inner(
     shared: &Arc<ServerCore>,
     parts: &http::request::Parts,
     service: &str,

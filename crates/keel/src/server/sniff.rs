@@ -25,7 +25,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use crate::connections::{ConnectionInfo, Registered, Side};
+use crate::connections::{ConnectionInfo, Count, Counted, Registered, Side};
 use crate::server::builder::{Port, ServerCore};
 
 /// Counts a connection as open from accept until its task ends however it
@@ -67,6 +67,16 @@ impl OpenGuard {
     /// The connection's entry in the process's connections.
     pub(crate) fn info(&self) -> &ConnectionInfo {
         &self.info
+    }
+}
+
+impl Count for Arc<OpenGuard> {
+    fn read(&self, n: usize) {
+        OpenGuard::read(self, n);
+    }
+
+    fn wrote(&self, n: usize) {
+        OpenGuard::wrote(self, n);
     }
 }
 
@@ -117,11 +127,7 @@ pub(crate) async fn serve(
         Sniff::Http2 => {
             open.info().set_protocol("grpc");
             let open = Arc::new(open);
-            let io = Prefixed {
-                head: head.freeze(),
-                io: stream,
-                open: open.clone(),
-            };
+            let io = counted(head, stream, &open);
             // Boxed: the HTTP/2 connection's future is large, and inline it
             // would make every connection's task that large, baidu_std's too.
             Box::pin(super::grpc::serve(io, peer, shared, shutdown, open)).await;
@@ -129,11 +135,7 @@ pub(crate) async fn serve(
         Sniff::Http1 => {
             open.info().set_protocol("http");
             let open = Arc::new(open);
-            let io = Prefixed {
-                head: head.freeze(),
-                io: stream,
-                open: open.clone(),
-            };
+            let io = counted(head, stream, &open);
             Box::pin(super::http::serve(io, peer, shared, shutdown, open, port)).await;
         }
         Sniff::Unknown | Sniff::NeedMore => {
@@ -145,12 +147,24 @@ pub(crate) async fn serve(
     }
 }
 
-/// A stream whose first bytes were already read: they are read again
-/// first. Counts the bytes read and written after those.
+/// `stream` with the bytes already read from it replayed first, and the
+/// bytes read and written after those counted by `open`.
+fn counted(
+    head: BytesMut,
+    stream: TcpStream,
+    open: &Arc<OpenGuard>,
+) -> Counted<Prefixed<TcpStream>, Arc<OpenGuard>> {
+    let io = Prefixed {
+        head: head.freeze(),
+        io: stream,
+    };
+    Counted::new(io, open.clone())
+}
+
+/// A stream whose first bytes were already read: they are read again first.
 pub(crate) struct Prefixed<S> {
     head: Bytes,
     io: S,
-    open: Arc<OpenGuard>,
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
@@ -165,13 +179,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
             self.head.advance(n);
             return Poll::Ready(Ok(()));
         }
-        let before = buf.filled().len();
-        let poll = Pin::new(&mut self.io).poll_read(cx, buf);
-        let n = buf.filled().len() - before;
-        if n > 0 {
-            self.open.read(n);
-        }
-        poll
+        Pin::new(&mut self.io).poll_read(cx, buf)
     }
 }
 
@@ -181,11 +189,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let poll = Pin::new(&mut self.io).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = poll {
-            self.open.wrote(n);
-        }
-        poll
+        Pin::new(&mut self.io).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -193,11 +197,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let poll = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(n)) = poll {
-            self.open.wrote(n);
-        }
-        poll
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -121,15 +121,6 @@ impl std::fmt::Debug for Grpc {
     }
 }
 
-/// Counts a call as pending while it lives.
-struct PendingGuard<'a>(&'a AtomicUsize);
-
-impl Drop for PendingGuard<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 impl Grpc {
     pub(crate) fn new(addr: String, config: EndpointConfig) -> Grpc {
         Grpc {
@@ -265,8 +256,7 @@ impl Grpc {
     /// Sends `call` once: no retry (the channel retries).
     pub async fn try_call(&self, call: &Call<'_>) -> Result<Reply, Status> {
         let body = encode(call)?;
-        self.pending.fetch_add(1, Ordering::Relaxed);
-        let _pending = PendingGuard(&self.pending);
+        let _pending = super::PendingGuard::new(&self.pending);
         let (response, mut send) = self.start(call).await?;
         call.span.mark(crate::rpcz::Mark::Sent);
         // A server may answer before it read the request (an unknown

@@ -56,15 +56,6 @@ impl std::fmt::Debug for Http {
     }
 }
 
-/// Counts a call as pending while it lives.
-struct PendingGuard<'a>(&'a AtomicUsize);
-
-impl Drop for PendingGuard<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 fn unwritten(why: String) -> Status {
     Status::new(Code::EFAILEDSOCKET, why).with_request_unwritten()
 }
@@ -161,8 +152,7 @@ impl Http {
 
     /// One attempt of `call`.
     pub(crate) async fn try_call(&self, call: &Call<'_>) -> Result<Reply, Status> {
-        self.pending.fetch_add(1, Ordering::Relaxed);
-        let _pending = PendingGuard(&self.pending);
+        let _pending = super::PendingGuard::new(&self.pending);
         let method = call.method;
         let pool = json::pool_of(method)?;
         let request_type = json::message(&pool, method.request_type)?;

@@ -228,7 +228,26 @@ pub(crate) fn counted(
     let peer = stream
         .peer_addr()
         .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
-    crate::connections::Counted::new(stream, crate::connections::Side::Client, peer, protocol)
+    let listed =
+        crate::connections::Registered::new(crate::connections::Side::Client, peer, protocol);
+    crate::connections::Counted::new(stream, listed)
+}
+
+/// Counts a call as pending while it lives (the gRPC and HTTP transports'
+/// `pending_calls`).
+pub(crate) struct PendingGuard<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl PendingGuard<'_> {
+    pub(crate) fn new(pending: &std::sync::atomic::AtomicUsize) -> PendingGuard<'_> {
+        pending.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        PendingGuard(pending)
+    }
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// A successful response, still encoded.
