@@ -1,7 +1,8 @@
 //! Rule R6 for HTTP: a hundred thousand console page loads and a hundred
-//! thousand JSON calls on keep-alive connections, and ten thousand HTTP
-//! connections opened and closed (fewer in debug builds), under the
-//! counting allocator: the live heap comes back.
+//! thousand JSON calls on keep-alive connections, ten thousand HTTP
+//! connections opened and closed, and ten thousand `http://` channels
+//! created, called and dropped (fewer in debug builds), under the counting
+//! allocator: the live heap comes back and no connection is left.
 
 #[path = "support/http1.rs"]
 mod http1;
@@ -134,6 +135,52 @@ fn http_connections_by_the_thousand_leave_nothing_behind() {
         let d = before.delta(&keel_alloc::stats());
         println!(
             "{CONNECTIONS} HTTP connections: live heap {:+} B",
+            d.live_bytes
+        );
+        assert!(d.live_bytes.abs() < TOLERANCE, "{d:?}");
+    });
+}
+
+#[test]
+fn http_channels_by_the_thousand_leave_no_connection_and_no_heap() {
+    alone(async {
+        keel::rpcz::tracer().sampler().set_target(0);
+        let f = start(|b| b).await;
+        let url = format!("http://{}", f.addr());
+        let req = support::request("hello");
+        let one_channel = || async {
+            let channel = keel::Channel::new(&url).expect("addr");
+            let reply = support::EchoServiceClient::new(&channel)
+                .echo(&req)
+                .await
+                .expect("call");
+            assert_eq!(reply.message, "hello");
+        };
+        for _ in 0..200 {
+            one_channel().await;
+        }
+        eventually("warm-up connections closed", || {
+            f.server.stats().connections == 0
+        })
+        .await;
+        settle();
+        let before = keel_alloc::stats();
+        for _ in 0..CONNECTIONS {
+            one_channel().await;
+        }
+        // A dropped channel's idle connections close, and the server sees it.
+        eventually("every connection closed on the server", || {
+            f.server.stats().connections == 0
+        })
+        .await;
+        eventually("no connection listed", || {
+            keel::connections::connection_count() == 0
+        })
+        .await;
+        settle();
+        let d = before.delta(&keel_alloc::stats());
+        println!(
+            "{CONNECTIONS} http:// channels: live heap {:+} B",
             d.live_bytes
         );
         assert!(d.live_bytes.abs() < TOLERANCE, "{d:?}");
