@@ -23,6 +23,7 @@ fn main() {
                 "proto/grpc/health/v1/health.proto",
                 "proto/grpc/reflection/v1/reflection.proto",
                 "proto/grpc/reflection/v1alpha/reflection.proto",
+                "proto/etcd/api/etcdserverpb/rpc.proto",
             ],
             &["proto"],
         );

@@ -97,6 +97,7 @@ pub mod compression;
 pub mod connections;
 pub mod console;
 pub mod context;
+pub mod etcd;
 pub mod metadata;
 pub mod method;
 pub mod metrics;

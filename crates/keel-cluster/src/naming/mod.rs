@@ -82,6 +82,11 @@ pub use dns::DnsNaming;
 pub use file::FileNaming;
 pub use list::{ListNaming, ListUpdater};
 
+/// The schemes [`from_url`] knows, and `etcd://` (served by keel itself),
+/// for error messages.
+pub const SCHEMES: &str = "list://host:port,host:port, file:///path, dns://host:port, \
+                           etcd://host:port/prefix (or a plain host:port)";
+
 /// Receives endpoint sets from a naming service (keel's directory
 /// implements it).
 pub trait SinkTarget: Send + Sync + 'static {
@@ -170,10 +175,7 @@ pub fn from_url(
         _ => {
             return Err(NamingError::new(
                 url,
-                format!(
-                    "unknown scheme {scheme:?}: supported are list://host:port,host:port, \
-                     file:///path and dns://host:port (or a plain host:port)"
-                ),
+                format!("unknown scheme {scheme:?}: supported are {SCHEMES}"),
             ));
         }
     };
@@ -196,21 +198,23 @@ fn check_interval(url: &str, interval: Duration) -> Result<(), NamingError> {
 const MIN_KEPT: usize = 16;
 
 /// Sends sets to a sink: normalised (sorted by address, duplicate addresses
-/// dropped) and only when they differ from the last one sent.
-struct Announcer {
+/// dropped) and only when they differ from the last one sent. Every
+/// built-in naming service sends through one; so can yours.
+pub struct Announcer {
     sink: NamingSink,
     /// The last set sent, normalised; `None` before the first.
     last: Option<Vec<Endpoint>>,
 }
 
 impl Announcer {
-    fn new(sink: NamingSink) -> Announcer {
+    /// An announcer to `sink` that has sent nothing yet.
+    pub fn new(sink: NamingSink) -> Announcer {
         Announcer { sink, last: None }
     }
 
     /// Sends `set` if it differs from the last set sent. False when the
     /// channel is gone: the naming service should return.
-    fn offer(&mut self, mut set: Vec<Endpoint>) -> bool {
+    pub fn offer(&mut self, mut set: Vec<Endpoint>) -> bool {
         normalize(&mut set);
         if self.last.as_ref() == Some(&set) {
             return true;
@@ -238,18 +242,20 @@ pub fn normalize(set: &mut Vec<Endpoint>) {
 
 /// Reports problems of a running naming service on stderr, each distinct
 /// problem once until the source is good again.
-struct Problems {
+#[derive(Debug)]
+pub struct Problems {
     url: String,
     last: Option<String>,
 }
 
 impl Problems {
-    fn new(url: String) -> Problems {
+    /// Problems of the naming service of `url` (named in each report).
+    pub fn new(url: String) -> Problems {
         Problems { url, last: None }
     }
 
     /// The source has `problem` (the last good set stays in use).
-    fn report(&mut self, problem: String) {
+    pub fn report(&mut self, problem: String) {
         if self.last.as_deref() != Some(problem.as_str()) {
             eprintln!(
                 "keel naming {}: {problem}; keeping the last good set",
@@ -260,7 +266,7 @@ impl Problems {
     }
 
     /// The source is good again: a problem seen later is reported anew.
-    fn clear(&mut self) {
+    pub fn clear(&mut self) {
         self.last = None;
     }
 }
@@ -347,10 +353,11 @@ mod tests {
     fn bad_urls_say_what_is_wrong() {
         let second = Duration::from_secs(1);
         for (url, why) in [
-            ("etcd://x:1", "unknown scheme \"etcd\""),
-            ("etcd://x:1", "list://"),
-            ("etcd://x:1", "file://"),
-            ("etcd://x:1", "dns://"),
+            ("zk://x:1", "unknown scheme \"zk\""),
+            ("zk://x:1", "list://"),
+            ("zk://x:1", "file://"),
+            ("zk://x:1", "dns://"),
+            ("zk://x:1", "etcd://"),
             ("list://", "the list is empty"),
             ("list://a:1,,b:2", "entry 2"),
             ("list://a:1,b", "entry 2"),

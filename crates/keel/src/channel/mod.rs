@@ -251,6 +251,15 @@ impl ChannelBuilder {
         };
         let naming = match self.naming {
             Some(naming) => naming,
+            None if addr.starts_with("etcd://") => match crate::etcd::EtcdNaming::new(&addr) {
+                Ok(naming) => Box::new(naming),
+                Err(e) => {
+                    return Err(InvalidAddress {
+                        addr,
+                        reason: e.reason,
+                    });
+                }
+            },
             None => match naming::from_url(&addr, self.cluster.naming_interval) {
                 Ok(Some(naming)) => naming,
                 Ok(None) => {
@@ -288,7 +297,8 @@ impl Channel {
     /// A channel over baidu_std with default options to `addr`: one
     /// `host:port`, or a naming URL whose servers the calls are spread over
     /// (`list://127.0.0.1:8001,127.0.0.1:8002 weight=3`, `file:///path`,
-    /// `dns://host:port`; see [`cluster`](crate::cluster)). See
+    /// `dns://host:port`, `etcd://host:port/prefix`; see
+    /// [`cluster`](crate::cluster) and [`etcd`](crate::etcd)). See
     /// [`Channel::builder`] for the options.
     pub fn new(addr: &str) -> Result<Channel, InvalidAddress> {
         Channel::builder(addr).build()

@@ -24,7 +24,10 @@ pub(crate) const KNOWN: &[(&str, &str)] = &[
     ("/pools", "every keel-pool"),
     ("/memory", "heap and resident memory"),
     ("/connections", "every connection of the process"),
-    ("/invokers", "every cluster invoker of the process"),
+    (
+        "/invokers",
+        "every cluster invoker of the process, and its etcd registrations",
+    ),
     ("/health", "200 while serving, 503 while shutting down"),
     ("/flags", "settings that can change at run time"),
 ];
@@ -442,8 +445,28 @@ pub(crate) fn invokers(query: &Query) -> Page {
             })
         })
         .collect();
+    // The process's own registrations in etcd: where channels on the same
+    // URL find it.
+    let registrations: Vec<Value> = crate::etcd::registrations()
+        .into_iter()
+        .map(|r| {
+            json!({
+                "url": shorten(&r.url, 120),
+                "key": r.key,
+                "value": r.value,
+                "lease": format!("{:x}", r.lease),
+                "state": r.state.as_str(),
+                "grants": r.grants,
+            })
+        })
+        .collect();
     Page::new(
         "invokers",
-        json!({"count": count, "shown": shown.len(), "invokers": shown}),
+        json!({
+            "count": count,
+            "shown": shown.len(),
+            "invokers": shown,
+            "registrations": registrations,
+        }),
     )
 }

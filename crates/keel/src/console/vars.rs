@@ -64,7 +64,7 @@ pub(crate) fn resident_bytes() -> u64 {
 }
 
 /// The most variables [`each`] reports (with the counting allocator).
-pub(crate) const MAX: usize = 19;
+pub(crate) const MAX: usize = 23;
 
 /// Every variable, now.
 pub(crate) fn all(core: &ServerCore) -> Vec<Var> {
@@ -91,6 +91,7 @@ pub(crate) fn each(core: &ServerCore, mut f: impl FnMut(Var)) {
         pool_cached += p.cached;
     });
     let store = crate::rpcz::tracer().store().stats();
+    let etcd = &crate::etcd::STATS;
     let fixed: [Var; MAX - 2] = [
         var(
             "keel_server_connections",
@@ -175,6 +176,30 @@ pub(crate) fn each(core: &ServerCore, mut f: impl FnMut(Var)) {
             "Live invokers of every cluster channel (destroyed ones still draining included).",
             Gauge,
             u(crate::cluster::live_invokers() as u64),
+        ),
+        var(
+            "keel_etcd_watches",
+            "etcd naming watches open now (one per channel on an etcd:// URL).",
+            Gauge,
+            u(etcd.watches.load(Ordering::Relaxed) as u64),
+        ),
+        var(
+            "keel_etcd_registrations",
+            "Registrations whose key is in etcd now.",
+            Gauge,
+            u(etcd.registered.load(Ordering::Relaxed) as u64),
+        ),
+        var(
+            "keel_etcd_naming_updates_total",
+            "Endpoint sets etcd naming sent to channels (a listing, or a batch of watch events).",
+            Counter,
+            u(etcd.updates.load(Ordering::Relaxed)),
+        ),
+        var(
+            "keel_etcd_failures_total",
+            "Connections to etcd lost or refused (naming and registration); each is retried on the next endpoint.",
+            Counter,
+            u(etcd.failures.load(Ordering::Relaxed)),
         ),
         var(
             "keel_rpcz_target_spans_per_second",

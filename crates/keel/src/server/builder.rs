@@ -28,6 +28,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::console::ConsoleState;
+use crate::etcd::{EtcdRegistration, Registration};
 use crate::method::MethodDescriptor;
 use crate::server::dispatch::Dispatcher;
 use crate::server::health::{HealthReporter, HealthService, ServingStatus};
@@ -63,6 +64,7 @@ pub struct ServerBuilder {
     idle_trim: Option<Duration>,
     builtin_services: bool,
     console: Console,
+    registrations: Vec<EtcdRegistration>,
 }
 
 /// Where a server serves its builtin console (HTTP pages such as
@@ -97,6 +99,7 @@ impl Default for ServerBuilder {
             idle_trim: Some(DEFAULT_IDLE_TRIM),
             builtin_services: true,
             console: Console::default(),
+            registrations: Vec::new(),
         }
     }
 }
@@ -207,6 +210,14 @@ impl ServerBuilder {
         self
     }
 
+    /// Registers the server in etcd once bound (see [`EtcdRegistration`]);
+    /// [`Server::shutdown`] deregisters it before it stops accepting. May be
+    /// called more than once (several keys, or several etcd clusters).
+    pub fn register(mut self, registration: EtcdRegistration) -> Self {
+        self.registrations.push(registration);
+        self
+    }
+
     /// Adds the builtin services the table does not have yet, and returns
     /// the health statuses: `""` and every service served `SERVING`.
     fn add_builtin_services(&mut self) -> Result<HealthReporter, MethodTableError> {
@@ -295,8 +306,9 @@ impl ServerBuilder {
 
     /// Binds `addr` and starts serving in the background; the returned
     /// [`Server`] reports the bound address and shuts down gracefully.
-    pub async fn bind(self, addr: impl ToSocketAddrs) -> io::Result<Server> {
+    pub async fn bind(mut self, addr: impl ToSocketAddrs) -> io::Result<Server> {
         let console = self.console;
+        let registrations = std::mem::take(&mut self.registrations);
         let (shared, idle_trim) = self.build_core_and_trim()?;
         let listener = TcpListener::bind(addr).await?;
         let local_addr = listener.local_addr()?;
@@ -327,14 +339,20 @@ impl ServerBuilder {
         if console != Console::Off {
             tokio::spawn(crate::console::sampler(shared.clone(), shutdown_rx));
         }
-        Ok(Server {
+        let mut server = Server {
             local_addr,
             internal_addr,
             shared,
             shutdown_tx,
             accept: Some(accept),
             internal,
-        })
+            registrations: Vec::with_capacity(registrations.len()),
+        };
+        for registration in registrations {
+            // An error drops the server: it stops at once.
+            server.registrations.push(registration.start(local_addr)?);
+        }
+        Ok(server)
     }
 
     /// Binds `addr` and serves until the process ends.
@@ -433,6 +451,8 @@ pub struct Server {
     accept: Option<tokio::task::JoinHandle<JoinSet<()>>>,
     /// The internal port's accept loop, when the console has one.
     internal: Option<tokio::task::JoinHandle<JoinSet<()>>>,
+    /// Its registrations in etcd.
+    registrations: Vec<Registration>,
 }
 
 impl std::fmt::Debug for ServerCore {
@@ -504,7 +524,15 @@ impl Server {
     ///
     /// Health checks report `NOT_SERVING` for everything from the moment
     /// this is called, and `Watch` streams end once they said so.
+    ///
+    /// Registrations in etcd are revoked first (waiting up to 2 s for
+    /// etcd), so that channels watching etcd drop the server while it still
+    /// serves.
     pub async fn shutdown(mut self, grace: Duration) -> usize {
+        let registrations = std::mem::take(&mut self.registrations);
+        for registration in registrations {
+            registration.deregister().await;
+        }
         self.shared.health.shutdown();
         self.shared.dispatcher.drain();
         let _ = self.shutdown_tx.send(true);

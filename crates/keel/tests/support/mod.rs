@@ -149,3 +149,4 @@ pub fn alone(test: impl std::future::Future<Output = ()>) {
         .expect("a runtime");
     runtime.block_on(test);
 }
+pub mod etcd;
