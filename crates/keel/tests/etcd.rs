@@ -22,6 +22,8 @@
 //! process. Run with a child-process argument, the binary is the killed
 //! server instead.
 
+#[path = "support/http1.rs"]
+mod http1;
 mod support;
 
 use std::sync::Arc;
@@ -384,6 +386,40 @@ async fn lost_lease_is_granted_again(etcd: &mut Etcd) {
         7,
         "the weight"
     );
+    // The console shows the registration and the channel's invoker.
+    let mut http = http1::Http1::connect(fixture.server.local_addr()).await;
+    let page = http.get("/invokers?format=json").await.json();
+    let listed = page["registrations"]
+        .as_array()
+        .expect("registrations listed")
+        .iter()
+        .find(|r| r["key"] == first.key.as_str())
+        .expect("this registration listed");
+    assert_eq!(listed["state"], "registered");
+    assert_eq!(listed["lease"], format!("{:x}", first.lease));
+    assert!(
+        page["invokers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["channel"] == url.as_str()
+                && i["endpoint"] == format!("{} weight=7", fixture.addr())),
+        "the channel's invoker listed: {page}"
+    );
+    let vars = http.get("/vars?format=json").await.json();
+    let var = |name: &str| {
+        vars["vars"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == name)
+            .unwrap_or_else(|| panic!("{name} in /vars"))["value"]
+            .as_f64()
+            .unwrap()
+    };
+    assert!(var("keel_etcd_watches") >= 1.0);
+    assert!(var("keel_etcd_registrations") >= 1.0);
+    assert!(var("keel_etcd_naming_updates_total") >= 1.0);
     LeaseClient::new(&etcd_channel(etcd))
         .lease_revoke(&LeaseRevokeRequest { id: first.lease })
         .await

@@ -1,7 +1,7 @@
 //! The cluster layer: a channel over many servers (Dubbo's consumer path).
 //!
 //! ```text
-//!   naming (list:// file:// dns:// or your own) ──► Directory ──► invokers
+//!   naming (list:// file:// dns:// etcd:// or your own) ──► Directory ──► invokers
 //!                                                        │ snapshot
 //!   channel's retry loop ──► Cluster::attempt ── pick (load balancer) ──► Invoker::call
 //!     (failover: the next        │  backup request: a second server after a delay

@@ -197,6 +197,30 @@ pub(crate) static STATS: EtcdStats = EtcdStats {
     updates: AtomicU64::new(0),
 };
 
+/// The process's etcd counters (what `/vars` shows as `keel_etcd_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EtcdCounters {
+    /// Naming watches open now (one per channel on an `etcd://` URL whose
+    /// naming is watching).
+    pub watches: usize,
+    /// Registrations whose key is in etcd now.
+    pub registered: usize,
+    /// Connections to etcd lost or refused, ever.
+    pub failures: u64,
+    /// Endpoint sets etcd naming sent to channels, ever.
+    pub updates: u64,
+}
+
+/// The process's etcd counters now.
+pub fn counters() -> EtcdCounters {
+    EtcdCounters {
+        watches: STATS.watches.load(Ordering::Relaxed),
+        registered: STATS.registered.load(Ordering::Relaxed),
+        failures: STATS.failures.load(Ordering::Relaxed),
+        updates: STATS.updates.load(Ordering::Relaxed),
+    }
+}
+
 /// Counts one open watch while it lives.
 struct WatchOpen;
 

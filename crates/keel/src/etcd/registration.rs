@@ -134,9 +134,13 @@ impl EtcdRegistration {
             state: AtomicU8::new(RegistrationState::Registering as u8),
             grants: AtomicU64::new(0),
         });
-        LIVE.lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(Arc::downgrade(&shared));
+        {
+            let mut live = LIVE.lock().unwrap_or_else(PoisonError::into_inner);
+            // Entries of registrations gone go now, so the list follows
+            // the live ones (R7).
+            live.retain(|weak| weak.strong_count() > 0);
+            live.push(Arc::downgrade(&shared));
+        }
         let (stop_tx, stop_rx) = oneshot::channel();
         let (state_tx, state_rx) = watch::channel(RegistrationState::Registering);
         let task = tokio::spawn(run(
@@ -291,8 +295,9 @@ impl Registration {
             .await;
     }
 
-    /// Revokes the lease (deleting the key) and stops; waits for etcd's
-    /// answer up to 2 s. Returns whether etcd confirmed the revocation.
+    /// Revokes the lease (deleting the key) and stops; waits for etcd up to
+    /// 4 s (connecting, then revoking, 2 s each). Returns whether etcd
+    /// confirmed the revocation.
     pub async fn deregister(mut self) -> bool {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());

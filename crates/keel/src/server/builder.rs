@@ -525,9 +525,9 @@ impl Server {
     /// Health checks report `NOT_SERVING` for everything from the moment
     /// this is called, and `Watch` streams end once they said so.
     ///
-    /// Registrations in etcd are revoked first (waiting up to 2 s for
-    /// etcd), so that channels watching etcd drop the server while it still
-    /// serves.
+    /// Registrations in etcd are revoked first (waiting up to 4 s for
+    /// etcd, see [`Registration::deregister`]), so that channels watching
+    /// etcd drop the server while it still serves.
     pub async fn shutdown(mut self, grace: Duration) -> usize {
         let registrations = std::mem::take(&mut self.registrations);
         for registration in registrations {

@@ -130,6 +130,12 @@ impl Etcd {
     /// A gauge or counter from etcd's `/metrics` (the sum over its label
     /// sets), 0 when absent.
     pub fn metric(&self, name: &str) -> f64 {
+        self.metric_where(name, "")
+    }
+
+    /// [`metric`](Self::metric) over the label sets containing `labels`
+    /// (e.g. `grpc_method="Range"`).
+    pub fn metric_where(&self, name: &str, labels: &str) -> f64 {
         let mut stream = TcpStream::connect(("127.0.0.1", self.client_port)).expect("etcd up");
         stream
             .set_read_timeout(Some(Duration::from_secs(5)))
@@ -143,8 +149,9 @@ impl Etcd {
         stream.read_to_string(&mut text).expect("metrics read");
         text.lines()
             .filter(|line| {
-                line.strip_prefix(name)
-                    .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+                line.strip_prefix(name).is_some_and(|rest| {
+                    (rest.starts_with(' ') || rest.starts_with('{')) && rest.contains(labels)
+                })
             })
             .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
