@@ -12,7 +12,8 @@
 //!   the last set, the registrations come back, the channel watches again;
 //! - a lease revoked behind a registration's back is granted again and the
 //!   key put back;
-//! - bad values are skipped, the others kept; JSON values are read;
+//! - bad values are skipped, the others kept; JSON values are read; an
+//!   etcd endpoint that is down is passed over for the next one listed;
 //! - a watch etcd cancels because its revision was compacted lists and
 //!   watches again (against a stand-in etcd served by Keel itself, where
 //!   the compaction can be timed).
@@ -58,9 +59,10 @@ fn main() {
     runtime.block_on(async {
         let mut etcd = Etcd::start().await;
         let scenarios: [(&str, Scenario); 6] = [
-            ("bad values are skipped, JSON values read", |e| {
-                Box::pin(bad_values_are_skipped(e))
-            }),
+            (
+                "bad values skipped, JSON read, dead endpoints passed over",
+                |e| Box::pin(bad_values_are_skipped(e)),
+            ),
             ("servers register and leave gracefully", |e| {
                 Box::pin(graceful_shutdown_under_load(e))
             }),
@@ -501,6 +503,26 @@ async fn bad_values_are_skipped(etcd: &mut Etcd) {
     .await
     .unwrap();
     eventually("every server to leave", || weights(&channel).is_empty()).await;
+    // Endpoints listed first that are down are passed over, by channels
+    // and registrations alike.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .to_string();
+    let both = format!("etcd://{dead},{}/services/values", etcd.endpoint());
+    let fixture = registered_server(&both, Duration::from_secs(5)).await;
+    let channel = self::channel(&both);
+    eventually(
+        "the channel to find the server past the dead endpoint",
+        || servers(&channel) == [fixture.addr()],
+    )
+    .await;
+    EchoServiceClient::new(&channel)
+        .echo(&request("past a dead etcd"))
+        .await
+        .expect("a call");
+    fixture.server.shutdown(Duration::from_secs(5)).await;
+    eventually("the channel to drop it", || servers(&channel).is_empty()).await;
     // A bad URL is refused when the channel is built.
     let err = Channel::new("etcd://127.0.0.1:2379").expect_err("no prefix");
     assert!(err.to_string().contains("prefix"), "{err}");
