@@ -59,6 +59,8 @@ pub struct ConnectionInfo {
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     in_flight: AtomicU64,
+    /// Requests received (calls started), ever.
+    requests: AtomicU64,
     /// Milliseconds since the process's first connection.
     last_active_ms: AtomicU64,
 }
@@ -80,10 +82,33 @@ impl ConnectionInfo {
         self.last_active_ms.store(now_ms(), Relaxed);
     }
 
-    /// Counts a call in flight on this connection until the guard drops.
+    /// Counts a call in flight on this connection until the guard drops
+    /// (and a request received).
     pub(crate) fn call(&self) -> CallGuard<'_> {
+        self.request();
         self.in_flight.fetch_add(1, Relaxed);
         CallGuard(self)
+    }
+
+    /// Counts a request received (a protocol that counts calls in flight
+    /// itself).
+    pub(crate) fn request(&self) {
+        self.requests.fetch_add(1, Relaxed);
+    }
+
+    /// Requests received, ever.
+    pub(crate) fn requests(&self) -> u64 {
+        self.requests.load(Relaxed)
+    }
+
+    /// Calls in flight now.
+    pub(crate) fn in_flight(&self) -> u64 {
+        self.in_flight.load(Relaxed)
+    }
+
+    /// How long since a byte was last read or written.
+    pub(crate) fn idle_for(&self) -> Duration {
+        Duration::from_millis(now_ms().saturating_sub(self.last_active_ms.load(Relaxed)))
     }
 
     /// Sets the calls in flight (a protocol that counts them itself).
@@ -167,6 +192,7 @@ impl Registered {
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
             last_active_ms: AtomicU64::new(now_ms()),
         });
         REGISTRY

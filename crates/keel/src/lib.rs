@@ -107,6 +107,7 @@ pub mod rpcz;
 pub mod server;
 pub mod status;
 pub mod streaming;
+pub mod tls;
 pub mod transport;
 
 pub use bytes;

@@ -98,6 +98,7 @@ pub struct ChannelBuilder {
     max_body_size: Option<usize>,
     protocol: Protocol,
     credential: bytes::Bytes,
+    tls: Option<crate::tls::ClientTls>,
     cluster: ClusterOptions,
     interceptors: ClientInterceptors,
 }
@@ -199,6 +200,16 @@ impl ChannelBuilder {
         self
     }
 
+    /// TLS on every connection the channel opens (gRPC offers ALPN `h2`,
+    /// HTTP `http/1.1`), verifying the server's certificate with `tls`'s
+    /// roots and name. A certificate that does not verify fails the
+    /// connection (`EFAILEDSOCKET`, before any request is written) with
+    /// the reason. See [`crate::tls`].
+    pub fn tls(mut self, tls: crate::tls::ClientTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
     /// A credential for the server's
     /// [`Authenticator`](crate::server::Authenticator), which checks it
     /// once per connection: on baidu_std it is sent as
@@ -248,6 +259,7 @@ impl ChannelBuilder {
                 _ => keel_wire::baidu_std::Limits::DEFAULT_MAX_BODY_SIZE,
             }),
             credential: self.credential,
+            tls: self.tls,
         };
         let naming = match self.naming {
             Some(naming) => naming,
@@ -315,6 +327,7 @@ impl Channel {
             max_body_size: None,
             protocol: Protocol::BaiduStd,
             credential: bytes::Bytes::new(),
+            tls: None,
             cluster: ClusterOptions::default(),
             interceptors: ClientInterceptors::default(),
         }

@@ -512,6 +512,7 @@ mod tests {
                 connect_timeout: Duration::from_millis(10),
                 max_body_size: 1 << 20,
                 credential: Default::default(),
+                tls: None,
             },
             breaker.clone(),
         )

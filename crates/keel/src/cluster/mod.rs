@@ -627,6 +627,7 @@ mod tests {
                 connect_timeout: Duration::from_millis(10),
                 max_body_size: 1 << 20,
                 credential: Default::default(),
+                tls: None,
             },
         );
         cluster.wait_for_updates(1).await;

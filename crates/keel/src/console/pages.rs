@@ -151,11 +151,24 @@ pub(crate) fn status(core: &ServerCore) -> Page {
             "uptime_s": secs(core.console.started.elapsed()),
             "concurrency": limits.global.current(),
             "max_concurrency": limits.global.max(),
+            "connection_limits": connection_limits(core),
             "services": services,
         }),
     );
     page.layout = Layout::Status;
     page
+}
+
+/// The server's connection limits (`null`: none).
+fn connection_limits(core: &ServerCore) -> Value {
+    let limits = &core.conn_limits;
+    json!({
+        "first_request_timeout_s": limits.first_request.map(secs),
+        "idle_timeout_s": limits.idle.map(secs),
+        "max_connections": limits.max_connections,
+        "max_calls_per_connection": limits.max_calls_per_connection,
+        "max_header_size": limits.max_header_size,
+    })
 }
 
 fn var_json(core: &ServerCore, index: usize, var: &Var) -> Value {

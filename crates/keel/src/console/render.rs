@@ -205,6 +205,24 @@ fn status(out: &mut String, doc: &Value) {
         scalar(&doc["uptime_s"]),
         in_flight(&doc["concurrency"], &doc["max_concurrency"]),
     );
+    if let Some(limits) = doc["connection_limits"].as_object() {
+        out.push_str("<p>connection limits: ");
+        for (i, (name, limit)) in limits.iter().enumerate() {
+            let shown = if limit.is_null() {
+                "none".to_owned()
+            } else {
+                scalar(limit)
+            };
+            let _ = write!(
+                out,
+                "{}{} {}",
+                if i == 0 { "" } else { " · " },
+                escape(&name.replace('_', " ")),
+                escape(&shown)
+            );
+        }
+        out.push_str("</p>");
+    }
     for service in doc["services"].as_array().into_iter().flatten() {
         let _ = write!(
             out,

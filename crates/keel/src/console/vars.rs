@@ -64,7 +64,7 @@ pub(crate) fn resident_bytes() -> u64 {
 }
 
 /// The most variables [`each`] reports (with the counting allocator).
-pub(crate) const MAX: usize = 23;
+pub(crate) const MAX: usize = 29;
 
 /// Every variable, now.
 pub(crate) fn all(core: &ServerCore) -> Vec<Var> {
@@ -92,6 +92,7 @@ pub(crate) fn each(core: &ServerCore, mut f: impl FnMut(Var)) {
     });
     let store = crate::rpcz::tracer().store().stats();
     let etcd = &crate::etcd::STATS;
+    let limited = &core.limit_counters;
     let fixed: [Var; MAX - 2] = [
         var(
             "keel_server_connections",
@@ -146,6 +147,42 @@ pub(crate) fn each(core: &ServerCore, mut f: impl FnMut(Var)) {
             "HTTP/2 keepalive pings sent to gRPC clients.",
             Counter,
             u(c.keepalive_pings.load(Ordering::Relaxed)),
+        ),
+        var(
+            "keel_server_first_request_timeouts_total",
+            "Connections closed because their first request did not come in time.",
+            Counter,
+            u(limited.first_request_timeouts.load(Ordering::Relaxed)),
+        ),
+        var(
+            "keel_server_idle_closes_total",
+            "Connections closed after being idle for the idle timeout.",
+            Counter,
+            u(limited.idle_closes.load(Ordering::Relaxed)),
+        ),
+        var(
+            "keel_server_refused_connections_total",
+            "Connections closed at accept, over the maximum number of connections.",
+            Counter,
+            u(limited.refused_connections.load(Ordering::Relaxed)),
+        ),
+        var(
+            "keel_server_refused_calls_total",
+            "Calls refused for being over the maximum in flight on one connection.",
+            Counter,
+            u(limited.refused_calls.load(Ordering::Relaxed)),
+        ),
+        var(
+            "keel_server_tls_connections_total",
+            "TLS connections set up (handshakes that succeeded).",
+            Counter,
+            u(limited.tls_connections.load(Ordering::Relaxed)),
+        ),
+        var(
+            "keel_server_tls_handshake_failures_total",
+            "TLS handshakes that failed, or came to a server without TLS.",
+            Counter,
+            u(limited.tls_failures.load(Ordering::Relaxed)),
         ),
         var(
             "keel_process_resident_memory_bytes",

@@ -43,6 +43,8 @@ use keel_wire::baidu_std::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use crate::tls::Duplex;
 use tokio::sync::watch;
 
 use crate::server::done_queue::{DoneReceiver, DoneSender, done_queue};
@@ -69,8 +71,8 @@ const IDLE_SHRINK: std::time::Duration = std::time::Duration::from_millis(250);
 /// Encoded answers waiting to be written beyond which reading pauses.
 const MAX_QUEUED_OUT: usize = 4 * 1024 * 1024;
 
-pub(crate) struct Connection {
-    stream: TcpStream,
+pub(crate) struct Connection<S = TcpStream> {
+    stream: S,
     peer: SocketAddr,
     shared: Arc<ServerCore>,
     shutdown: watch::Receiver<bool>,
@@ -107,14 +109,14 @@ struct ConnectionState {
     broken: bool,
 }
 
-impl Connection {
+impl<S: Duplex> Connection<S> {
     pub(crate) fn new(
-        stream: TcpStream,
+        stream: S,
         peer: SocketAddr,
         shared: Arc<ServerCore>,
         shutdown: watch::Receiver<bool>,
         open: OpenGuard,
-    ) -> Connection {
+    ) -> Connection<S> {
         Connection {
             stream,
             peer,
@@ -134,8 +136,7 @@ impl Connection {
             mut shutdown,
             open,
         } = self;
-        let _ = stream.set_nodelay(true);
-        let (mut rd, mut wr) = stream.split();
+        let (mut rd, mut wr) = stream.halves();
         let mut done_rx: Option<DoneReceiver<Done>> = None;
         let mut st = ConnectionState {
             peer,
@@ -174,7 +175,10 @@ impl Connection {
             // Every complete frame in the buffer.
             while !st.broken {
                 match decode_raw_frame(&mut inbuf, &st.shared.wire_limits) {
-                    Ok(Some(frame)) => st.on_frame(frame),
+                    Ok(Some(frame)) => {
+                        open.info().request();
+                        st.on_frame(frame);
+                    }
                     Ok(None) => break,
                     Err(e) => st.on_bad_frame(&e),
                 }
@@ -337,6 +341,19 @@ impl ConnectionState {
                 return;
             }
             self.authenticated = true;
+        }
+        if let Some(max) = self.shared.conn_limits.max_calls_per_connection
+            && self.spawned >= max
+        {
+            self.shared
+                .limit_counters
+                .refused_calls
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return self.error(
+                cid,
+                Code::ELIMIT,
+                &format!("{max} calls are in flight on this connection, the most allowed"),
+            );
         }
         let (payload, attachment) = match frame.split(&meta) {
             Ok(parts) => parts,

@@ -37,6 +37,7 @@ use crate::server::limit::{Limiter, Limits};
 use crate::server::method_table::{MethodTable, MethodTableError};
 use crate::server::reflection::Reflection;
 use crate::server::service::Service;
+use crate::server::watchdog::{ConnectionLimits, LimitCounters, MIN_HEADER_SIZE};
 
 /// Builds a [`Server`].
 ///
@@ -65,6 +66,8 @@ pub struct ServerBuilder {
     builtin_services: bool,
     console: Console,
     registrations: Vec<EtcdRegistration>,
+    conn_limits: ConnectionLimits,
+    tls: Option<crate::tls::ServerTls>,
 }
 
 /// Where a server serves its builtin console (HTTP pages such as
@@ -100,6 +103,8 @@ impl Default for ServerBuilder {
             builtin_services: true,
             console: Console::default(),
             registrations: Vec::new(),
+            conn_limits: ConnectionLimits::default(),
+            tls: None,
         }
     }
 }
@@ -210,6 +215,64 @@ impl ServerBuilder {
         self
     }
 
+    /// Serves TLS on the same port(s), beside plain connections: a
+    /// connection that starts with a TLS ClientHello is handshaken (ALPN
+    /// offers `h2` and `http/1.1`), then served in whatever protocol its
+    /// decrypted bytes speak: baidu_std, gRPC, HTTP/1. See
+    /// [`crate::tls`].
+    pub fn tls(mut self, tls: crate::tls::ServerTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// A connection's first request must have arrived this long after it
+    /// was accepted, or the connection is closed (and counted on `/vars`
+    /// as `keel_server_first_request_timeouts_total`). Default 10 s;
+    /// `None`: no limit. A connection that opens and sends nothing, or
+    /// half a header, then waits, costs a descriptor until then.
+    pub fn first_request_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.conn_limits.first_request = timeout;
+        self
+    }
+
+    /// Closes a connection that read and wrote nothing and had no call in
+    /// flight for this long (brpc's `-idle_timeout_s`; counted as
+    /// `keel_server_idle_closes_total`). Default: never.
+    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.conn_limits.idle = timeout;
+        self
+    }
+
+    /// At most `max` connections open at once (every port of the server
+    /// together); one accepted beyond that is closed at once (counted as
+    /// `keel_server_refused_connections_total`). Default: no limit.
+    pub fn max_connections(mut self, max: Option<usize>) -> Self {
+        self.conn_limits.max_connections = max;
+        self
+    }
+
+    /// At most `max` calls in flight on one connection: over baidu_std a
+    /// call beyond them is answered `ELIMIT` at once (counted as
+    /// `keel_server_refused_calls_total`); over gRPC it is HTTP/2's
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS` (clients wait for a stream); an
+    /// HTTP/1 connection has one call at a time anyway. Default: no limit
+    /// (gRPC: 1,024 streams).
+    pub fn max_calls_per_connection(mut self, max: Option<usize>) -> Self {
+        self.conn_limits.max_calls_per_connection = max;
+        self
+    }
+
+    /// Largest request head accepted: an HTTP/1 request line and headers
+    /// (beyond it: 431 and the connection closed), an HTTP/2 header list
+    /// (gRPC metadata; beyond it the stream is refused). Default 64 KiB;
+    /// at least 8 KiB. Bodies have their own limits
+    /// ([`max_body_size`](Self::max_body_size),
+    /// [`max_grpc_message_size`](Self::max_grpc_message_size)).
+    pub fn max_header_size(mut self, bytes: usize) -> Self {
+        self.conn_limits.max_header_size = bytes.max(MIN_HEADER_SIZE);
+        self
+    }
+
     /// Registers the server in etcd once bound (see [`EtcdRegistration`]);
     /// [`Server::shutdown`] deregisters it before it stops accepting. May be
     /// called more than once (several keys, or several etcd clusters).
@@ -300,6 +363,9 @@ impl ServerBuilder {
             health,
             console,
             schema: std::sync::OnceLock::new(),
+            conn_limits: self.conn_limits,
+            limit_counters: LimitCounters::default(),
+            tls: self.tls,
         });
         Ok((core, idle_trim))
     }
@@ -382,6 +448,11 @@ pub(crate) struct ServerCore {
     /// The services' message descriptors for JSON calls, decoded on the
     /// first one.
     pub(crate) schema: std::sync::OnceLock<Result<prost_reflect::DescriptorPool, String>>,
+    /// Limits on connections, and what they did.
+    pub(crate) conn_limits: ConnectionLimits,
+    pub(crate) limit_counters: LimitCounters,
+    /// TLS beside the plain protocols, when configured.
+    pub(crate) tls: Option<crate::tls::ServerTls>,
 }
 
 /// Which of a server's ports a connection came to.
@@ -645,12 +716,27 @@ async fn accept_loop(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     shared.dispatcher.stats.accepted.fetch_add(1, Ordering::Relaxed);
+                    if let Some(max) = shared.conn_limits.max_connections
+                        && shared.dispatcher.stats.connections.load(Ordering::Acquire) >= max
+                    {
+                        // Over the limit: closed at once (dropped), counted.
+                        shared
+                            .limit_counters
+                            .refused_connections
+                            .fetch_add(1, Ordering::Relaxed);
+                        drop(stream);
+                        continue;
+                    }
+                    // Counted open here, not when its task first runs, so a
+                    // burst of accepts sees every connection before it.
+                    let open = super::sniff::OpenGuard::new(shared.clone(), peer);
                     connections.spawn(super::sniff::serve(
                         stream,
                         peer,
                         shared.clone(),
                         shutdown.clone(),
                         port,
+                        open,
                     ));
                 }
                 // Out of descriptors and similar: back off briefly rather

@@ -66,8 +66,6 @@ const CONNECTION_WINDOW: u32 = 2 * 1024 * 1024;
 const MAX_FRAME_SIZE: u32 = 64 * 1024;
 /// Streams a client may have open at once on one connection.
 const MAX_CONCURRENT_STREAMS: u32 = 1024;
-/// Largest header block accepted.
-const MAX_HEADER_LIST_SIZE: u32 = 16 * 1024;
 /// How long a connection whose credential failed stays open to read its
 /// refusals: then it is cut, whether or not the client took part in
 /// closing it (one that never answers the GOAWAY's ping would keep it
@@ -90,8 +88,17 @@ pub(crate) async fn serve<T>(
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_frame_size(MAX_FRAME_SIZE)
-        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-        .max_header_list_size(MAX_HEADER_LIST_SIZE);
+        .max_concurrent_streams(shared.conn_limits.max_calls_per_connection.map_or(
+            MAX_CONCURRENT_STREAMS,
+            |max| {
+                u32::try_from(max)
+                    .unwrap_or(u32::MAX)
+                    .min(MAX_CONCURRENT_STREAMS)
+            },
+        ))
+        .max_header_list_size(
+            u32::try_from(shared.conn_limits.max_header_size).unwrap_or(u32::MAX),
+        );
     let handshake = builder.handshake::<_, Bytes>(io);
     let mut conn = tokio::select! {
         conn = handshake => match conn {

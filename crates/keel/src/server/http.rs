@@ -42,8 +42,6 @@ use crate::server::interceptor::authenticate;
 use crate::server::sniff::OpenGuard;
 use crate::status::{Code, Status};
 
-/// Largest request head (request line and headers) accepted.
-pub(crate) const MAX_HEAD: usize = 64 * 1024;
 /// The header a JSON call's timeout comes in, in milliseconds.
 pub const TIMEOUT_HEADER: &str = "x-timeout-ms";
 
@@ -62,6 +60,7 @@ pub(crate) async fn serve<T>(
 ) where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let max_head = shared.conn_limits.max_header_size;
     let conn = Arc::new(Conn {
         shared,
         peer,
@@ -77,7 +76,7 @@ pub(crate) async fn serve<T>(
         }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
-    builder.max_buf_size(MAX_HEAD).keep_alive(true);
+    builder.max_buf_size(max_head).keep_alive(true);
     let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(io), service);
     tokio::pin!(conn);
     tokio::select! {

@@ -9,6 +9,7 @@
 //!   health.rs       builtin grpc.health.v1.Health; HealthReporter
 //!   reflection.rs   builtin grpc.reflection.v1(alpha).ServerReflection
 //!   sniff.rs        a new connection's first bytes pick its protocol
+//!   watchdog.rs     connection limits: how many, first-request and idle timeouts
 //!   baidu_std.rs    one connection speaking baidu_std
 //!   grpc.rs         one connection speaking gRPC over HTTP/2 (h2)
 //!   http.rs         one connection speaking HTTP/1.1: JSON calls, the console
@@ -46,6 +47,7 @@ mod method_table;
 mod reflection;
 mod service;
 mod sniff;
+mod watchdog;
 
 pub use builder::{Console, Keepalive, Server, ServerBuilder, ServerStats};
 pub use health::{HealthReporter, ServingStatus};

@@ -27,6 +27,7 @@ use tokio::sync::watch;
 
 use crate::connections::{ConnectionInfo, Count, Counted, Registered, Side};
 use crate::server::builder::{Port, ServerCore};
+use crate::tls::Duplex;
 
 /// Counts a connection as open from accept until its task ends however it
 /// ends (including being aborted before it first ran, or at the end of a
@@ -90,41 +91,147 @@ impl Drop for OpenGuard {
     }
 }
 
-/// Serves one accepted connection in whatever protocol it speaks.
+/// Serves one accepted connection in whatever protocol it speaks, until
+/// it ends or breaks a time limit (see [`watchdog`](super::watchdog)).
 pub(crate) async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<ServerCore>,
+    shutdown: watch::Receiver<bool>,
+    port: Port,
+    open: OpenGuard,
+) {
+    let info = open.info.0.clone();
+    let limits = shared.conn_limits;
+    tokio::select! {
+        () = serve_protocol(stream, peer, shared.clone(), shutdown, port, open) => {}
+        _ = super::watchdog::watch(&info, &limits, &shared.limit_counters) => {}
+    }
+}
+
+async fn serve_protocol(
     mut stream: TcpStream,
     peer: SocketAddr,
     shared: Arc<ServerCore>,
     mut shutdown: watch::Receiver<bool>,
     port: Port,
+    open: OpenGuard,
 ) {
-    let open = OpenGuard::new(shared.clone(), peer);
     // Answers are written as they are ready; Nagle's algorithm would hold
     // a small one back until the previous is acknowledged.
     let _ = stream.set_nodelay(true);
+    let Some((protocol, head)) = read_head(&mut stream, &open, &mut shutdown, true).await else {
+        return;
+    };
+    if protocol != Protocol::Tls {
+        return serve_sniffed(protocol, head, stream, peer, shared, shutdown, port, open).await;
+    }
+    let Some(tls) = shared.tls.as_ref() else {
+        shared
+            .limit_counters
+            .tls_failures
+            .fetch_add(1, Ordering::Relaxed);
+        eprintln!(
+            "keel: closing connection from {peer}: it starts a TLS handshake, and this server has no TLS configured (ServerBuilder::tls)"
+        );
+        return;
+    };
+    // The bytes read so far are the start of the ClientHello: replayed.
+    let replayed = Prefixed {
+        head: head.freeze(),
+        io: stream,
+    };
+    let mut stream = match tls.acceptor().accept(replayed).await {
+        Ok(stream) => stream,
+        Err(e) => {
+            shared
+                .limit_counters
+                .tls_failures
+                .fetch_add(1, Ordering::Relaxed);
+            eprintln!(
+                "keel: TLS handshake with {peer} failed: {}",
+                crate::tls::tls_reason(&e)
+            );
+            return;
+        }
+    };
+    shared
+        .limit_counters
+        .tls_connections
+        .fetch_add(1, Ordering::Relaxed);
+    // Inside TLS, the protocol is told by its first bytes as outside.
+    let Some((protocol, head)) = read_head(&mut stream, &open, &mut shutdown, false).await else {
+        return;
+    };
+    Box::pin(serve_sniffed(
+        protocol, head, stream, peer, shared, shutdown, port, open,
+    ))
+    .await;
+}
+
+/// What a connection's first bytes say it speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Tls,
+    Wire(Sniff),
+}
+
+/// Reads until the first bytes tell the protocol (`tls`: a TLS
+/// ClientHello counts as one). `None`: the connection closed or failed
+/// first, or the server is stopping.
+async fn read_head<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    open: &OpenGuard,
+    shutdown: &mut watch::Receiver<bool>,
+    tls: bool,
+) -> Option<(Protocol, BytesMut)> {
     let mut head = BytesMut::with_capacity(SNIFF_MAX_LEN);
-    let protocol = loop {
-        match sniff(&head) {
-            Sniff::NeedMore => {}
-            decided => break decided,
+    loop {
+        let hello = if tls {
+            crate::tls::is_client_hello(&head)
+        } else {
+            Some(false)
+        };
+        match hello {
+            Some(true) => return Some((Protocol::Tls, head)),
+            Some(false) => match sniff(&head) {
+                Sniff::NeedMore => {}
+                decided => return Some((Protocol::Wire(decided), head)),
+            },
+            None => {}
         }
         tokio::select! {
             read = stream.read_buf(&mut head) => match read {
                 Ok(n) if n > 0 => open.read(n),
                 // Closed or failed before saying anything.
-                _ => return,
+                _ => return None,
             },
-            _ = shutdown.changed() => return,
+            _ = shutdown.changed() => return None,
         }
-    };
+    }
+}
+
+/// Serves `stream` (plain TCP, or TLS) in the protocol its first bytes
+/// `head` told.
+#[allow(clippy::too_many_arguments)] // one call site each: the plain and the TLS path
+async fn serve_sniffed<S: Duplex>(
+    protocol: Protocol,
+    head: BytesMut,
+    stream: S,
+    peer: SocketAddr,
+    shared: Arc<ServerCore>,
+    shutdown: watch::Receiver<bool>,
+    port: Port,
+    open: OpenGuard,
+) {
     match protocol {
-        Sniff::BaiduStd => {
+        Protocol::Wire(Sniff::BaiduStd) => {
             open.info().set_protocol("baidu_std");
             super::baidu_std::Connection::new(stream, peer, shared, shutdown, open)
                 .run(head)
                 .await;
         }
-        Sniff::Http2 => {
+        Protocol::Wire(Sniff::Http2) => {
             open.info().set_protocol("grpc");
             let open = Arc::new(open);
             let io = counted(head, stream, &open);
@@ -132,15 +239,15 @@ pub(crate) async fn serve(
             // would make every connection's task that large, baidu_std's too.
             Box::pin(super::grpc::serve(io, peer, shared, shutdown, open)).await;
         }
-        Sniff::Http1 => {
+        Protocol::Wire(Sniff::Http1) => {
             open.info().set_protocol("http");
             let open = Arc::new(open);
             let io = counted(head, stream, &open);
             Box::pin(super::http::serve(io, peer, shared, shutdown, open, port)).await;
         }
-        Sniff::Unknown | Sniff::NeedMore => {
+        Protocol::Tls | Protocol::Wire(Sniff::Unknown | Sniff::NeedMore) => {
             eprintln!(
-                "keel: closing connection from {peer}: its first bytes {:?} are no protocol this server speaks (baidu_std, gRPC over HTTP/2, HTTP/1.1)",
+                "keel: closing connection from {peer}: its first bytes {:?} are no protocol this server speaks (baidu_std, gRPC over HTTP/2, HTTP/1.1, each plain or in TLS)",
                 Bytes::copy_from_slice(&head)
             );
         }
@@ -149,11 +256,11 @@ pub(crate) async fn serve(
 
 /// `stream` with the bytes already read from it replayed first, and the
 /// bytes read and written after those counted by `open`.
-fn counted(
+fn counted<S>(
     head: BytesMut,
-    stream: TcpStream,
+    stream: S,
     open: &Arc<OpenGuard>,
-) -> Counted<Prefixed<TcpStream>, Arc<OpenGuard>> {
+) -> Counted<Prefixed<S>, Arc<OpenGuard>> {
     let io = Prefixed {
         head: head.freeze(),
         io: stream,

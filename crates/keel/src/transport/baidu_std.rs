@@ -49,7 +49,6 @@ use bytes::BytesMut;
 use keel_pool::FutureBox;
 use keel_wire::baidu_std::{Limits, RequestHeader, decode_raw_frame, encode_request};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
@@ -76,6 +75,8 @@ pub struct BaiduStd {
     /// task (its receiver sees the channel close).
     _alive: watch::Sender<()>,
     alive_rx: watch::Receiver<()>,
+    /// TLS, when the channel has it.
+    tls: Option<Result<crate::tls::Connector, String>>,
 }
 
 impl std::fmt::Debug for BaiduStd {
@@ -123,6 +124,7 @@ impl BaiduStd {
     pub(crate) fn new(addr: String, config: EndpointConfig) -> BaiduStd {
         let (alive, alive_rx) = watch::channel(());
         BaiduStd {
+            tls: super::tls_for(&config, &addr),
             conn: Arc::new(Link {
                 addr,
                 config,
@@ -255,6 +257,25 @@ impl BaiduStd {
         let stream = super::connect(&self.conn.addr, self.conn.config.connect_timeout).await?;
         let _ = stream.set_nodelay(true);
         let peer = stream.peer_addr().ok();
+        let (plain, tls) = match &self.tls {
+            None => (Some(stream), None),
+            Some(tls) => {
+                let handshake = super::handshake_tls(tls, stream, &self.conn.addr);
+                match tokio::time::timeout(self.conn.config.connect_timeout, handshake).await {
+                    Ok(stream) => (None, Some(stream?)),
+                    Err(_) => {
+                        return Err(Status::new(
+                            Code::EFAILEDSOCKET,
+                            format!(
+                                "fail to connect {}: no TLS handshake within {:?}",
+                                self.conn.addr, self.conn.config.connect_timeout
+                            ),
+                        )
+                        .with_request_unwritten());
+                    }
+                }
+            }
+        };
         let epoch = {
             let mut st = self.conn.lock();
             st.epoch += 1;
@@ -265,12 +286,12 @@ impl BaiduStd {
             st.credential_sent = false;
             st.epoch
         };
-        tokio::spawn(run_connection(
-            self.conn.clone(),
-            stream,
-            epoch,
-            self.alive_rx.clone(),
-        ));
+        let (conn, alive) = (self.conn.clone(), self.alive_rx.clone());
+        if let Some(stream) = plain {
+            tokio::spawn(run_connection(conn, stream, peer, epoch, alive));
+        } else if let Some(stream) = tls {
+            tokio::spawn(run_connection(conn, stream, peer, epoch, alive));
+        }
         Ok(epoch)
     }
 }
@@ -430,9 +451,10 @@ impl Drop for FailOnExit<'_> {
 /// fails or the transport is dropped. Reading never waits for a write to
 /// finish (nor the reverse): a peer that answers while we still send a
 /// large batch cannot deadlock us.
-async fn run_connection(
+async fn run_connection<S: crate::tls::Duplex>(
     conn: Arc<Link>,
-    mut stream: TcpStream,
+    mut stream: S,
+    peer: Option<std::net::SocketAddr>,
     epoch: u64,
     mut alive: watch::Receiver<()>,
 ) {
@@ -443,12 +465,10 @@ async fn run_connection(
         written: 0,
     };
     let limits = Limits::new(conn.config.max_body_size);
-    let peer = stream
-        .peer_addr()
-        .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+    let peer = peer.unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
     let listed =
         crate::connections::Registered::new(crate::connections::Side::Client, peer, "baidu_std");
-    let (mut rd, mut wr) = stream.split();
+    let (mut rd, mut wr) = stream.halves();
     let mut reads = ReadBuffers::default();
     // Requests taken from the queue and being written, from `written` on.
     let mut outbuf = BytesMut::new();

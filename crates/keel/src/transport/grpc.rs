@@ -55,6 +55,8 @@ pub struct Grpc {
     /// The channel's credential as the `authorization` header each stream
     /// carries (made once).
     credential: Credential,
+    /// TLS, when the channel has it.
+    tls: Option<Result<crate::tls::Connector, String>>,
 }
 
 /// A channel's credential on gRPC: the value of every stream's
@@ -124,6 +126,7 @@ impl std::fmt::Debug for Grpc {
 impl Grpc {
     pub(crate) fn new(addr: String, config: EndpointConfig) -> Grpc {
         Grpc {
+            tls: super::tls_for(&config, &addr),
             credential: Credential::new(&config.credential),
             authority: addr.parse().ok(),
             addr,
@@ -170,24 +173,46 @@ impl Grpc {
         let stream = super::connect(&self.addr, self.config.connect_timeout).await?;
         let peer = stream.peer_addr().ok();
         let stream = super::counted(stream, "grpc");
+        let sender = match &self.tls {
+            None => self.handshake(stream).await?,
+            Some(tls) => {
+                let handshake = super::handshake_tls(tls, stream, &self.addr);
+                let stream =
+                    match tokio::time::timeout(self.config.connect_timeout, handshake).await {
+                        Ok(stream) => stream?,
+                        Err(_) => {
+                            return Err(unwritten("no TLS handshake within the connect timeout"));
+                        }
+                    };
+                self.handshake(stream).await?
+            }
+        };
+        *self.sender.lock().unwrap_or_else(PoisonError::into_inner) = Some((sender.clone(), peer));
+        Ok((sender, peer))
+    }
+
+    /// The HTTP/2 handshake over `io`; the connection then runs as its own
+    /// task until the transport's sender and every stream are dropped, or
+    /// it fails.
+    async fn handshake<IO>(&self, io: IO) -> Result<SendRequest<Bytes>, Status>
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let handshake = h2::client::Builder::new()
             .initial_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
             .max_frame_size(MAX_FRAME_SIZE)
-            .handshake::<_, Bytes>(stream);
+            .handshake::<_, Bytes>(io);
         let (sender, connection) =
             match tokio::time::timeout(self.config.connect_timeout, handshake).await {
                 Ok(Ok(pair)) => pair,
                 Ok(Err(e)) => return Err(unwritten(format!("HTTP/2 handshake failed: {e}"))),
                 Err(_) => return Err(unwritten("no HTTP/2 handshake within the connect timeout")),
             };
-        // Runs until the transport's sender and every stream are dropped,
-        // or the connection fails.
         tokio::spawn(async move {
             let _ = connection.await;
         });
-        *self.sender.lock().unwrap_or_else(PoisonError::into_inner) = Some((sender.clone(), peer));
-        Ok((sender, peer))
+        Ok(sender)
     }
 
     /// A connection ready for a new stream: the one up, else a new one.
@@ -333,7 +358,11 @@ impl Grpc {
     /// The request's headers.
     fn request(&self, call: &Call<'_>) -> Result<Request<()>, Status> {
         let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(Scheme::HTTP);
+        parts.scheme = Some(if self.tls.is_some() {
+            Scheme::HTTPS
+        } else {
+            Scheme::HTTP
+        });
         parts.authority = self.authority.clone();
         parts.path_and_query = Some(PathAndQuery::from_static(call.method.path));
         let uri = Uri::from_parts(parts)

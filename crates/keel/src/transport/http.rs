@@ -45,6 +45,8 @@ pub struct Http {
     idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
     pending: AtomicUsize,
     credential: Credential,
+    /// TLS, when the channel has it.
+    tls: Option<Result<crate::tls::Connector, String>>,
 }
 
 impl std::fmt::Debug for Http {
@@ -63,6 +65,7 @@ fn unwritten(why: String) -> Status {
 impl Http {
     pub(crate) fn new(addr: String, config: EndpointConfig) -> Http {
         Http {
+            tls: super::tls_for(&config, &addr),
             host: HeaderValue::from_str(&addr).ok(),
             credential: Credential::new(&config.credential),
             addr,
@@ -110,13 +113,30 @@ impl Http {
     }
 
     async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, Status> {
-        let stream = super::connect(&self.addr, self.config.connect_timeout).await?;
-        let io = hyper_util::rt::TokioIo::new(super::counted(stream, "http"));
+        let stream = super::counted(
+            super::connect(&self.addr, self.config.connect_timeout).await?,
+            "http",
+        );
+        match &self.tls {
+            None => self.handshake(stream).await,
+            Some(tls) => {
+                let stream = super::handshake_tls(tls, stream, &self.addr).await?;
+                self.handshake(stream).await
+            }
+        }
+    }
+
+    /// HTTP/1's handshake over `io`; the connection then runs as its own
+    /// task, ending when it closes, which it does once the sender and its
+    /// clones are dropped.
+    async fn handshake<IO>(&self, io: IO) -> Result<SendRequest<Full<Bytes>>, Status>
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let io = hyper_util::rt::TokioIo::new(io);
         let (sender, connection) = hyper::client::conn::http1::handshake(io)
             .await
             .map_err(|e| unwritten(format!("HTTP/1 handshake with {} failed: {e}", self.addr)))?;
-        // Ends when the connection closes, which it does once `sender` and
-        // its clones are dropped.
         tokio::spawn(async move {
             let _ = connection.await;
         });

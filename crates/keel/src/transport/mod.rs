@@ -125,6 +125,42 @@ pub(crate) struct EndpointConfig {
     /// request, and as the `authorization` header of every gRPC stream
     /// (empty: none).
     pub(crate) credential: bytes::Bytes,
+    /// TLS on every connection, when set.
+    pub(crate) tls: Option<crate::tls::ClientTls>,
+}
+
+/// The TLS of an endpoint at `addr` speaking `protocol`, if its channel
+/// has TLS: `Err` says why it cannot be set up (reported on each call).
+pub(crate) fn tls_for(
+    config: &EndpointConfig,
+    addr: &str,
+) -> Option<Result<crate::tls::Connector, String>> {
+    let tls = config.tls.as_ref()?;
+    let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+    Some(
+        tls.connector(crate::tls::alpn(config.protocol), host)
+            .map_err(|e| e.to_string()),
+    )
+}
+
+/// Makes `stream` a TLS stream with `tls` (the handshake), or fails with
+/// `EFAILEDSOCKET`, marked unwritten.
+pub(crate) async fn handshake_tls<IO>(
+    tls: &Result<crate::tls::Connector, String>,
+    stream: IO,
+    addr: &str,
+) -> Result<tokio_rustls::client::TlsStream<IO>, Status>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    match tls {
+        Ok(connector) => connector.connect(stream, addr).await,
+        Err(why) => Err(Status::new(
+            crate::status::Code::EFAILEDSOCKET,
+            format!("cannot connect {addr} over TLS: {why}"),
+        )
+        .with_request_unwritten()),
+    }
 }
 
 /// One `host:port` in the protocol its configuration names.
