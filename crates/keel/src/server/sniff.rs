@@ -102,10 +102,9 @@ pub(crate) async fn serve(
     open: OpenGuard,
 ) {
     let info = open.info.0.clone();
-    let limits = shared.conn_limits;
     tokio::select! {
         () = serve_protocol(stream, peer, shared.clone(), shutdown, port, open) => {}
-        _ = super::watchdog::watch(&info, &limits, &shared.limit_counters) => {}
+        _ = super::watchdog::watch(&info, &shared.conn_limits, &shared.limit_counters) => {}
     }
 }
 
@@ -126,11 +125,24 @@ async fn serve_protocol(
     if protocol != Protocol::Tls {
         return serve_sniffed(protocol, head, stream, peer, shared, shutdown, port, open).await;
     }
+    // Boxed: a TLS connection's state is large, and inline it would make
+    // every connection's task that large, plain ones too.
+    Box::pin(serve_tls(head, stream, peer, shared, shutdown, port, open)).await;
+}
+
+/// Handshakes a connection that started with a TLS ClientHello (`head`),
+/// then serves what its decrypted bytes speak.
+async fn serve_tls(
+    head: BytesMut,
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<ServerCore>,
+    mut shutdown: watch::Receiver<bool>,
+    port: Port,
+    open: OpenGuard,
+) {
     let Some(tls) = shared.tls.as_ref() else {
-        shared
-            .limit_counters
-            .tls_failures
-            .fetch_add(1, Ordering::Relaxed);
+        shared.limit_counters.tls_failures.fetch_add(1, Ordering::Relaxed);
         eprintln!(
             "keel: closing connection from {peer}: it starts a TLS handshake, and this server has no TLS configured (ServerBuilder::tls)"
         );
@@ -144,10 +156,7 @@ async fn serve_protocol(
     let mut stream = match tls.acceptor().accept(replayed).await {
         Ok(stream) => stream,
         Err(e) => {
-            shared
-                .limit_counters
-                .tls_failures
-                .fetch_add(1, Ordering::Relaxed);
+            shared.limit_counters.tls_failures.fetch_add(1, Ordering::Relaxed);
             eprintln!(
                 "keel: TLS handshake with {peer} failed: {}",
                 crate::tls::tls_reason(&e)
@@ -155,18 +164,12 @@ async fn serve_protocol(
             return;
         }
     };
-    shared
-        .limit_counters
-        .tls_connections
-        .fetch_add(1, Ordering::Relaxed);
+    shared.limit_counters.tls_connections.fetch_add(1, Ordering::Relaxed);
     // Inside TLS, the protocol is told by its first bytes as outside.
     let Some((protocol, head)) = read_head(&mut stream, &open, &mut shutdown, false).await else {
         return;
     };
-    Box::pin(serve_sniffed(
-        protocol, head, stream, peer, shared, shutdown, port, open,
-    ))
-    .await;
+    serve_sniffed(protocol, head, stream, peer, shared, shutdown, port, open).await;
 }
 
 /// What a connection's first bytes say it speaks.
