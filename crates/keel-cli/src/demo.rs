@@ -20,6 +20,45 @@ enum ToServer {
     Stats(oneshot::Sender<keel_alloc::Stats>),
 }
 
+/// The flags of `keel demo`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoArgs {
+    /// Seconds of load, in (0, 600]
+    #[arg(long, default_value_t = 3.0, value_parser = seconds)]
+    duration: f64,
+    /// Calls in flight on the one connection
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    concurrency: u64,
+    /// rpcz sampling target, spans per second (0 turns tracing off)
+    #[arg(long, default_value_t = keel::rpcz::Sampler::DEFAULT_TARGET)]
+    rpcz: u64,
+    /// Where the server listens (port 0: any free port)
+    #[arg(long, default_value = "127.0.0.1:0", value_name = "HOST:PORT")]
+    addr: String,
+    /// Keep the server (and its console) up after the run, until Ctrl-C
+    #[arg(long)]
+    serve: bool,
+}
+
+impl Default for DemoArgs {
+    fn default() -> DemoArgs {
+        DemoArgs {
+            duration: 3.0,
+            concurrency: 128,
+            rpcz: keel::rpcz::Sampler::DEFAULT_TARGET,
+            addr: "127.0.0.1:0".to_owned(),
+            serve: false,
+        }
+    }
+}
+
+fn seconds(v: &str) -> Result<f64, String> {
+    match v.parse::<f64>() {
+        Ok(d) if d > 0.0 && d <= 600.0 => Ok(d),
+        _ => Err("needs a number of seconds in (0, 600]".into()),
+    }
+}
+
 struct Settings {
     duration: Duration,
     concurrency: usize,
@@ -30,33 +69,14 @@ struct Settings {
     serve: bool,
 }
 
-fn settings(args: &[String]) -> Result<Settings, String> {
-    let duration = keel_examples::flag(args, "duration", 3.0f64)?;
-    let concurrency = keel_examples::flag(args, "concurrency", 128usize)?;
-    let rpcz = keel_examples::flag(args, "rpcz", keel::rpcz::Sampler::DEFAULT_TARGET)?;
-    let addr = keel_examples::flag(args, "addr", "127.0.0.1:0".to_owned())?;
-    let serve = args.iter().any(|a| a == "--serve");
-    if !(duration > 0.0 && duration <= 600.0) {
-        return Err("--duration must be in (0, 600] seconds".into());
+fn settings(a: &DemoArgs) -> Settings {
+    Settings {
+        duration: Duration::from_secs_f64(a.duration),
+        concurrency: a.concurrency as usize,
+        rpcz: a.rpcz,
+        addr: a.addr.clone(),
+        serve: a.serve,
     }
-    if concurrency == 0 || concurrency > 100_000 {
-        return Err("--concurrency must be in 1..=100000".into());
-    }
-    if let Some(unknown) = args.iter().find(|a| {
-        a.starts_with("--")
-            && !["--duration", "--concurrency", "--rpcz", "--addr", "--serve"]
-                .iter()
-                .any(|known| a.starts_with(known))
-    }) {
-        return Err(format!("demo: unknown option {unknown}"));
-    }
-    Ok(Settings {
-        duration: Duration::from_secs_f64(duration),
-        concurrency,
-        rpcz,
-        addr,
-        serve,
-    })
 }
 
 /// Starts the echo server thread; returns its address and a line to it.
@@ -117,8 +137,8 @@ async fn server_stats(
 }
 
 /// Runs the demo; the error is a message for the user.
-pub fn run(args: &[String]) -> Result<(), String> {
-    let s = settings(args)?;
+pub fn run(args: &DemoArgs) -> Result<(), String> {
+    let s = settings(args);
     keel::rpcz::tracer().sampler().set_target(s.rpcz);
     let (addr, to_server) = start_server(s.addr.clone())?;
     let rt = tokio::runtime::Builder::new_current_thread()
