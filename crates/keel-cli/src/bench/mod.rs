@@ -34,7 +34,7 @@ use tokio::time::Instant;
 
 use crate::failure::Failure;
 use crate::schema::{SchemaArgs, keel_method};
-use crate::target::{Target, TargetArgs, duration};
+use crate::target::{ProtocolArg, Target, TargetArgs, duration};
 
 pub use report::Report;
 
@@ -79,6 +79,12 @@ pub struct BenchArgs {
     /// The report's format
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
+    /// Threads driving the load [default: one per core; over gRPC one per
+    /// connection, up to one per core: an HTTP/2 connection is driven by
+    /// one task, and waking callers on other threads costs it more than
+    /// they help]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub threads: Option<u64>,
     #[command(flatten)]
     pub target: TargetArgs,
     #[command(flatten)]
@@ -341,7 +347,13 @@ impl Progress {
 
 /// Runs `keel bench`.
 pub fn run(args: BenchArgs) -> Result<(), Failure> {
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let grpc = Target::parse(&args.addr, args.target.protocol)?.protocol == ProtocolArg::Grpc;
+    let threads = match args.threads {
+        Some(n) => n as usize,
+        None if grpc => cores.min(args.connections as usize),
+        None => cores,
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
         .enable_all()
