@@ -2,9 +2,12 @@
 //! from JSON, printed as JSON; streaming methods over gRPC take and print
 //! one JSON object a line.
 
+use std::io::BufRead as _;
+
 use bytes::{Buf, BufMut, Bytes};
 use keel::{Client, MethodKind};
 use prost_reflect::MethodDescriptor;
+use tokio::sync::mpsc;
 
 use crate::failure::Failure;
 use crate::schema::{SchemaArgs, keel_method};
@@ -82,17 +85,25 @@ pub async fn run(args: CallArgs) -> Result<(), Failure> {
         .load(&target, args.target.timeout, &[service])
         .await?;
     let method = schema.method(&args.method)?;
-    let text = crate::json::request_text(args.data.as_deref().or(args.json.as_deref()))?;
-    let values = crate::json::values(&text)?;
-    let mut requests = Vec::with_capacity(values.len());
-    for v in &values {
-        requests.push(crate::json::encode(&method.input(), v)?);
-    }
+    let data = args.data.as_deref().or(args.json.as_deref());
+    let streaming = method.is_client_streaming() || method.is_server_streaming();
+    let requests = if streaming && data == Some("@-") {
+        // Read as they come: a bidirectional call may answer each line
+        // before the next is typed.
+        Requests::Lines
+    } else {
+        let text = crate::json::request_text(data)?;
+        let mut requests = Vec::new();
+        for v in crate::json::values(&text)? {
+            requests.push(crate::json::encode(&method.input(), &v)?);
+        }
+        Requests::Given(requests)
+    };
     let descriptor = keel_method(&schema.pool, &method);
     let channel = target.channel(args.target.timeout)?;
     let client = Client::new(&channel).with_options(options);
-    if descriptor.kind == MethodKind::Unary {
-        let [request] = <[Bytes; 1]>::try_from(requests).map_err(|r| {
+    if let (MethodKind::Unary, Requests::Given(requests)) = (descriptor.kind, &requests) {
+        let [request] = <[Bytes; 1]>::try_from(requests.clone()).map_err(|r| {
             Failure::usage(format!(
                 "{} is unary: give one JSON request, not {}",
                 args.method,
@@ -124,34 +135,96 @@ pub async fn run(args: CallArgs) -> Result<(), Failure> {
     stream(&client, descriptor, &method, requests, &target).await
 }
 
-/// A streaming call: sends `requests`, prints every response as it comes.
+/// A streaming call's requests.
+enum Requests {
+    /// Encoded already.
+    Given(Vec<Bytes>),
+    /// Standard input's lines, encoded as they are read.
+    Lines,
+}
+
+/// Standard input's JSON requests, one a line, encoded as `input` as they
+/// come; a line that does not fit ends the stream with its error.
+fn stdin_lines(input: prost_reflect::MessageDescriptor) -> mpsc::Receiver<Result<Bytes, Failure>> {
+    let (tx, rx) = mpsc::channel(16);
+    std::thread::spawn(move || {
+        for (n, line) in std::io::stdin().lock().lines().enumerate() {
+            let encoded = match line {
+                Err(e) => Err(Failure::usage(format!(
+                    "-d @-: cannot read standard input: {e}"
+                ))),
+                Ok(line) if line.trim().is_empty() => continue,
+                Ok(line) => crate::json::values(&line).and_then(|values| {
+                    values
+                        .iter()
+                        .map(|v| crate::json::encode(&input, v))
+                        .collect::<Result<Vec<_>, _>>()
+                }),
+            };
+            let encoded = encoded.map_err(|f| Failure {
+                message: format!("line {}: {}", n + 1, f.message),
+                ..f
+            });
+            let stop = encoded.is_err();
+            for item in match encoded {
+                Ok(all) => all.into_iter().map(Ok).collect(),
+                Err(f) => vec![Err(f)],
+            } {
+                if tx.blocking_send(item).is_err() {
+                    return;
+                }
+            }
+            if stop {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// A streaming call: sends the requests, prints every response as it comes.
 async fn stream(
     client: &Client,
     descriptor: &'static keel::MethodDescriptor,
     method: &MethodDescriptor,
-    requests: Vec<Bytes>,
+    requests: Requests,
     target: &Target,
 ) -> Result<(), Failure> {
     let fail =
         |s: keel::Status| Failure::from_status(&descriptor.to_string(), &target.host_port, &s);
-    if descriptor.kind == MethodKind::ServerStreaming && requests.len() != 1 {
-        return Err(Failure::usage(format!(
-            "{descriptor} streams responses to one request: give one JSON request, not {}",
-            requests.len()
-        )));
-    }
+    let mut requests = match requests {
+        Requests::Given(given) => {
+            if descriptor.kind == MethodKind::ServerStreaming && given.len() != 1 {
+                return Err(Failure::usage(format!(
+                    "{descriptor} streams responses to one request: give one JSON request, not {}",
+                    given.len()
+                )));
+            }
+            let (tx, rx) = mpsc::channel(given.len().max(1));
+            for r in given {
+                let _ = tx.try_send(Ok(r));
+            }
+            rx
+        }
+        Requests::Lines => stdin_lines(method.input()),
+    };
     let (mut sink, mut responses) = client
         .bidi_streaming::<Encoded, Encoded>(descriptor, None)
         .await
         .map_err(fail)?;
     // Requests go out while responses come in (a bidirectional server may
     // answer each before the next).
+    // A request that does not fit drops the sink unclosed, which cancels
+    // the call; its error is the one reported.
+    let addr = target.host_port.clone();
     let sender = tokio::spawn(async move {
-        for r in requests {
-            sink.send(&Encoded(r)).await?;
+        while let Some(r) = requests.recv().await {
+            sink.send(&Encoded(r?))
+                .await
+                .map_err(|s| Failure::from_status("sending a request", &addr, &s))?;
         }
         sink.close();
-        Ok::<_, keel::Status>(sink)
+        Ok::<_, Failure>(sink)
     });
     let output = method.output();
     let mut result = Ok(());
@@ -167,8 +240,9 @@ async fn stream(
     }
     match sender.await {
         Ok(Ok(_sink)) => {}
+        Ok(Err(f)) if f.code == crate::failure::exit::USAGE => return Err(f),
         // The server's status (in `result`) says more than a send error.
-        Ok(Err(s)) if result.is_ok() => result = Err(fail(s)),
+        Ok(Err(f)) if result.is_ok() => result = Err(f),
         Ok(Err(_)) => {}
         Err(e) => return Err(Failure::other(format!("the request sender failed: {e}"))),
     }

@@ -237,6 +237,24 @@ fn call_streams_over_grpc() {
         })
         .collect();
     assert_eq!(bodies, ["AAAA", "AAAAAAAA"]);
+    // A line that does not fit ends the call with a usage error naming it.
+    let out = keel_with_input(
+        &[
+            "call",
+            &grpc,
+            "grpc.testing.TestService/FullDuplexCall",
+            "-d",
+            "@-",
+        ],
+        "{\"responseParameters\":[{\"size\":3}]}\n{\"responseParameters\":[{\"sise\":6}]}\n",
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("line 2: the request does not fit")
+            && stderr(&out).contains(".responseParameters[0].sise"),
+        "{}",
+        stderr(&out)
+    );
 
     // Streaming over baidu_std is a usage error that says what to do.
     let out = expect_code(
