@@ -3,7 +3,8 @@
 //! echo client and server interoperate with these), gRPC's interop test
 //! service and cases ([`interop`], package `grpc.testing`), a shop's
 //! services as a user would write them ([`shop`], packages `shop.v1`,
-//! `shop.v2` and `shop.legacy`), and a tiny flag parser.
+//! `shop.v2` and `shop.legacy`). The programs in `src/bin` parse their
+//! command lines with clap.
 
 #![forbid(unsafe_code)]
 // The README's Rust example is compiled and run as a doctest of this crate.
@@ -60,8 +61,6 @@ pub mod shop {
 
 pub mod interop;
 
-use std::str::FromStr;
-
 use example::{EchoRequest, EchoResponse, EchoService};
 
 /// brpc's echo semantics: the message and the attachment come back as they
@@ -81,43 +80,5 @@ impl EchoService for Echo {
         }
         response.message.clone_from(&req.message);
         Ok(())
-    }
-}
-
-/// The value of `--name VALUE` (or `--name=VALUE`) in `args`, parsed, or
-/// `default` when absent. A value that does not parse is an error naming
-/// the flag.
-pub fn flag<T: FromStr>(args: &[String], name: &str, default: T) -> Result<T, String> {
-    let long = format!("--{name}");
-    let eq = format!("--{name}=");
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let value = if a == &long {
-            it.next().ok_or_else(|| format!("{long} needs a value"))?
-        } else if let Some(v) = a.strip_prefix(&eq) {
-            v
-        } else {
-            continue;
-        };
-        return value
-            .parse()
-            .map_err(|_| format!("{long}: cannot use {value:?}"));
-    }
-    Ok(default)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::flag;
-
-    #[test]
-    fn flags_parse_both_forms_and_report_errors() {
-        let args: Vec<String> = ["--addr", "1.2.3.4:5", "--n=7", "--bad", "x"]
-            .map(String::from)
-            .to_vec();
-        assert_eq!(flag(&args, "addr", String::new()).unwrap(), "1.2.3.4:5");
-        assert_eq!(flag(&args, "n", 0u32).unwrap(), 7);
-        assert_eq!(flag(&args, "missing", 3u32).unwrap(), 3);
-        assert!(flag::<u32>(&args, "bad", 0).unwrap_err().contains("--bad"));
     }
 }

@@ -1,32 +1,16 @@
-//! Command-line values shared by the subcommands: one place that reads a
-//! flag's value, checks it, and says what was wrong.
+//! Command-line values shared by the subcommands, parsed by clap: the
+//! flags every load-running subcommand takes ([`RunArgs`]), value parsers
+//! that say what a flag needs, and what every subcommand does with its
+//! report ([`main`]).
 
 use std::process::ExitCode;
 use std::str::FromStr;
 use std::time::Duration;
 
-/// What every subcommand does with its arguments: parse them (`Ok(None)`
-/// is `--help`), run, print the report; a usage error exits with 2 and the
-/// usage text, a failed run with 1.
-pub fn main<O>(
-    name: &str,
-    usage: &str,
-    args: &[String],
-    parse: impl FnOnce(&[String]) -> Result<Option<O>, String>,
-    run: impl FnOnce(&O) -> Result<String, String>,
-) -> ExitCode {
-    let opts = match parse(args) {
-        Ok(Some(o)) => o,
-        Ok(None) => {
-            print!("{usage}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprint!("keel-bench {name}: {e}\n\n{usage}");
-            return ExitCode::from(2);
-        }
-    };
-    match run(&opts) {
+/// What every subcommand does once its flags parsed: run, print the
+/// report; a failed run exits with 1 (usage errors exit with 2, from clap).
+pub fn main<O>(name: &str, opts: &O, run: impl FnOnce(&O) -> Result<String, String>) -> ExitCode {
+    match run(opts) {
         Ok(report) => {
             print!("{report}");
             ExitCode::SUCCESS
@@ -38,39 +22,75 @@ pub fn main<O>(
     }
 }
 
-/// The value after `flag`, parsed and accepted by `ok`; otherwise an error
-/// naming the flag and `what` it needs ("a number in (0, 600]").
-/// Underscores are ignored, so `3_000_000` works.
-pub fn value<'a, T: FromStr>(
-    it: &mut impl Iterator<Item = &'a String>,
-    flag: &str,
-    what: &str,
-    ok: impl Fn(&T) -> bool,
-) -> Result<T, String> {
-    let v = it.next().ok_or_else(|| format!("{flag} needs {what}"))?;
-    match v.replace('_', "").parse::<T>() {
-        Ok(x) if ok(&x) => Ok(x),
-        _ => Err(format!("{flag} needs {what}, not `{v}`")),
-    }
+/// A number that may be written with underscores (`3_000_000`).
+fn number<T: FromStr>(v: &str) -> Result<T, String> {
+    v.replace('_', "")
+        .parse::<T>()
+        .map_err(|_| format!("`{v}` is not a number"))
 }
 
 /// `--seconds`: a run's length in seconds, in (0, 600].
-pub fn seconds<'a>(it: &mut impl Iterator<Item = &'a String>) -> Result<f64, String> {
-    value(it, "--seconds", "a number in (0, 600]", |s: &f64| {
-        *s > 0.0 && *s <= 600.0
-    })
+pub fn seconds(v: &str) -> Result<f64, String> {
+    let s: f64 = number(v)?;
+    if s > 0.0 && s <= 600.0 {
+        Ok(s)
+    } else {
+        Err("needs a number in (0, 600]".into())
+    }
 }
 
 /// `--rounds`: how many interleaved rounds, in 1..=100.
-pub fn rounds<'a>(it: &mut impl Iterator<Item = &'a String>) -> Result<usize, String> {
-    value(it, "--rounds", "an integer in 1..=100", |r: &usize| {
-        (1..=100).contains(r)
-    })
+pub fn rounds(v: &str) -> Result<usize, String> {
+    let r: usize = number(v)?;
+    if (1..=100).contains(&r) {
+        Ok(r)
+    } else {
+        Err("needs an integer in 1..=100".into())
+    }
+}
+
+/// A positive integer (underscores allowed).
+pub fn positive(v: &str) -> Result<u64, String> {
+    match number::<u64>(v)? {
+        0 => Err("needs a positive integer".into()),
+        n => Ok(n),
+    }
+}
+
+/// A list of names given as one flag's value (a type of its own: clap
+/// would take a `Vec` for a flag given several times).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Names(pub Vec<String>);
+
+/// A comma-separated list whose every name is in `known`.
+pub fn names(list: &str, known: &[&str]) -> Result<Names, String> {
+    let names: Vec<String> = list.split(',').map(str::to_string).collect();
+    match names.iter().find(|n| !known.contains(&n.as_str())) {
+        Some(bad) => Err(format!(
+            "unknown name `{bad}` (known: {})",
+            known.join(", ")
+        )),
+        None => Ok(Names(names)),
+    }
 }
 
 /// The flags the load-running subcommands share: `--seconds S` (one run's
-/// length), `--rounds R` (runs per setting, alternating), `--quick` (short
-/// runs) and `-h`/`--help`.
+/// length), `--rounds R` (runs per setting, alternating) and `--quick`
+/// (short runs).
+#[derive(Debug, Clone, Copy, PartialEq, Default, clap::Args)]
+pub struct RunArgs {
+    /// Length of each run, in seconds (0, 600]
+    #[arg(long, value_name = "S", value_parser = seconds)]
+    pub seconds: Option<f64>,
+    /// Runs per setting, alternating (1..=100)
+    #[arg(long, value_name = "R", value_parser = rounds)]
+    pub rounds: Option<usize>,
+    /// Short runs: a smoke run
+    #[arg(long)]
+    pub quick: bool,
+}
+
+/// The values of [`RunArgs`] once a subcommand's defaults filled them in.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Runs {
     /// Length of one run, in seconds.
@@ -92,49 +112,23 @@ pub struct RunDefaults {
     pub rounds: usize,
 }
 
-impl Runs {
-    /// Parses `args`; `Ok(None)` means `--help`. Flags other than the
-    /// shared ones go to `extra` with the remaining arguments (for their
-    /// values); it returns `Ok(false)` for a flag it does not know.
-    pub fn parse<'a>(
-        args: &'a [String],
-        defaults: RunDefaults,
-        mut extra: impl FnMut(&str, &mut std::slice::Iter<'a, String>) -> Result<bool, String>,
-    ) -> Result<Option<Runs>, String> {
-        let mut quick = false;
-        let mut seconds = None;
-        let mut rounds = None;
-        let mut it = args.iter();
-        while let Some(a) = it.next() {
-            match a.as_str() {
-                "-h" | "--help" => return Ok(None),
-                "--quick" => quick = true,
-                "--seconds" => seconds = Some(self::seconds(&mut it)?),
-                "--rounds" => rounds = Some(self::rounds(&mut it)?),
-                other => {
-                    if !extra(other, &mut it)? {
-                        return Err(format!("unknown option `{other}`"));
-                    }
-                }
-            }
-        }
-        let default_seconds = if quick {
+impl RunArgs {
+    /// The runs these flags ask for, with `defaults` where they say nothing.
+    pub fn runs(&self, defaults: RunDefaults) -> Runs {
+        let default_seconds = if self.quick {
             defaults.quick_seconds
         } else {
             defaults.seconds
         };
-        Ok(Some(Runs {
-            seconds: seconds.unwrap_or(default_seconds),
-            rounds: rounds.unwrap_or(defaults.rounds),
-            quick,
-        }))
+        Runs {
+            seconds: self.seconds.unwrap_or(default_seconds),
+            rounds: self.rounds.unwrap_or(defaults.rounds),
+            quick: self.quick,
+        }
     }
+}
 
-    /// [`Runs::parse`] for subcommands with no flags of their own.
-    pub fn parse_only(args: &[String], defaults: RunDefaults) -> Result<Option<Runs>, String> {
-        Runs::parse(args, defaults, |_, _| Ok(false))
-    }
-
+impl Runs {
     /// One run's length.
     pub fn run_length(&self) -> Duration {
         Duration::from_secs_f64(self.seconds)
@@ -146,47 +140,50 @@ impl Runs {
     }
 }
 
-/// A comma-separated list after `flag` whose every name is in `known`.
-pub fn names<'a>(
-    it: &mut impl Iterator<Item = &'a String>,
-    flag: &str,
-    known: &[&str],
-) -> Result<Vec<String>, String> {
-    let list = it.next().ok_or_else(|| format!("{flag} needs a list"))?;
-    let names: Vec<String> = list.split(',').map(str::to_string).collect();
-    match names.iter().find(|n| !known.contains(&n.as_str())) {
-        Some(bad) => Err(format!("unknown name `{bad}` in {flag}")),
-        None => Ok(names),
+/// Parses `line` (flags, split at spaces) as the flags `A` of one
+/// subcommand: what the subcommands' tests check their flags with.
+#[cfg(test)]
+pub fn parse<A: clap::Args>(line: &str) -> Result<A, clap::Error> {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Line<A: clap::Args> {
+        #[command(flatten)]
+        args: A,
     }
+    let argv = std::iter::once("keel-bench").chain(line.split_whitespace());
+    Line::<A>::try_parse_from(argv).map(|l| l.args)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn args(v: &[&str]) -> Vec<String> {
-        v.iter().map(|s| s.to_string()).collect()
-    }
-
     #[test]
     fn values_are_checked_and_errors_name_the_flag() {
-        let a = args(&["2.5", "0", "3_000", "x,y"]);
-        let mut it = a.iter();
-        assert_eq!(seconds(&mut it), Ok(2.5));
-        assert!(
-            seconds(&mut it)
-                .unwrap_err()
-                .contains("--seconds needs a number")
-        );
+        assert_eq!(seconds("2.5"), Ok(2.5));
+        assert!(seconds("0").unwrap_err().contains("(0, 600]"));
+        assert_eq!(positive("3_000"), Ok(3000));
+        assert!(names("x,y", &["x"]).unwrap_err().contains("`y`"));
+        assert!(rounds("0").is_err());
+        let r: RunArgs = parse("--seconds 1.5 --rounds 5").expect("parses");
+        let defaults = RunDefaults {
+            seconds: 3.0,
+            quick_seconds: 0.5,
+            rounds: 3,
+        };
         assert_eq!(
-            value(&mut it, "--iters", "a count", |n: &u64| *n > 0),
-            Ok(3000)
+            r.runs(defaults),
+            Runs {
+                seconds: 1.5,
+                rounds: 5,
+                quick: false
+            }
         );
-        assert!(
-            names(&mut it, "--peers", &["x"])
-                .unwrap_err()
-                .contains("`y`")
-        );
-        assert!(rounds(&mut it).unwrap_err().contains("--rounds needs"));
+        let quick: RunArgs = parse("--quick").expect("parses");
+        assert_eq!(quick.runs(defaults).seconds, 0.5);
+        let err = parse::<RunArgs>("--seconds 0").expect_err("out of range");
+        assert!(err.to_string().contains("--seconds"), "{err}");
+        let err = parse::<RunArgs>("--frobnicate").expect_err("unknown");
+        assert!(err.to_string().contains("--frobnicate"), "{err}");
     }
 }

@@ -38,19 +38,14 @@ const QUICK_SECONDS: f64 = 0.5;
 const DEFAULT_ROUNDS: usize = 3;
 const IN_FLIGHT: usize = 128;
 
-const USAGE: &str = "\
-usage: keel-bench cluster [--seconds S] [--rounds R] [--quick]
-
+/// What `keel-bench cluster --help` says about the subcommand.
+pub const ABOUT: &str = "\
 Echo QPS with 128 calls in flight through a plain host:port channel, a
 list:// channel of that one endpoint, and list:// channels of three
 endpoints (round robin, p2c); three Keel servers in child processes.
 
-options:
-  --seconds S   length of each run (default 3; a full run takes ~55 s)
-  --rounds R    runs per channel, alternating (default 3)
-  --quick       0.5 s runs: a smoke run of ~12 s
-  -h, --help    this text
-";
+Defaults: --seconds 3 (a full run takes ~55 s), --rounds 3 (runs per
+channel, alternating); --quick: 0.5 s runs, a smoke run of ~12 s.";
 
 type Options = args::Runs;
 
@@ -213,14 +208,8 @@ pub(crate) fn samples_table(
 }
 
 /// Entry point of `keel-bench cluster`.
-pub fn main(args: &[String]) -> ExitCode {
-    args::main(
-        "cluster",
-        USAGE,
-        args,
-        |a| Options::parse_only(a, DEFAULTS),
-        run,
-    )
+pub fn main(a: &args::RunArgs) -> ExitCode {
+    args::main("cluster", &a.runs(DEFAULTS), run)
 }
 
 fn run(opts: &Options) -> Result<String, String> {

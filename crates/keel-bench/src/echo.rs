@@ -151,27 +151,38 @@ const TARGET_SERVER_ALLOCS_PER_CALL: f64 = 0.1;
 const TARGET_CLIENT_ALLOCS_PER_CALL: f64 = 1.1;
 const TARGET_IDLE_BYTES: f64 = 4096.0;
 
-const USAGE: &str = "\
-usage: keel-bench echo [--seconds S] [--rounds R] [--quick] [--scenarios LIST]
-
+/// What `keel-bench echo --help` says about the subcommand.
+pub const ABOUT: &str = "\
 brpc's echo RPC (16-byte message) on loopback: Keel over baidu_std against
 tonic over gRPC, each server in its own process, each framework with its own
 client here. Scenarios: 1 connection x 1, 16, 128 calls in flight, and
 2 connections x 64. Prints medians of QPS, p50/p99 latency, server and client
 CPU and allocations per call, and server heap per idle connection.
 
-options:
-  --seconds S       length of each run (default 3; a full run takes ~80 s)
-  --rounds R        runs of each framework per scenario, alternating (default 3)
-  --quick           0.5 s runs: a smoke run of ~15 s
-  --scenarios LIST  only these, e.g. `1x128,2x64` (for profiling one);
-                    names: 1x1 1x16 1x128 2x64
-  -h, --help        this text
-";
+Defaults: --seconds 3 (a full run takes ~80 s), --rounds 3 (runs of each
+framework per scenario, alternating); --quick: 0.5 s runs, a smoke run of
+~15 s.";
 
 // ---------------------------------------------------------------------------
 // Options.
 // ---------------------------------------------------------------------------
+
+/// The flags of `keel-bench echo`.
+#[derive(Debug, Clone, PartialEq, Default, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    runs: args::RunArgs,
+    /// Only these scenarios, e.g. `1x128,2x64` (for profiling one); names:
+    /// 1x1 1x16 1x128 2x64
+    #[arg(long, value_name = "LIST", value_parser = scenario_names)]
+    scenarios: Option<args::Names>,
+}
+
+fn scenario_names(list: &str) -> Result<args::Names, String> {
+    let known: Vec<String> = SCENARIOS.iter().map(|s| s.name()).collect();
+    let known: Vec<&str> = known.iter().map(String::as_str).collect();
+    args::names(list, &known)
+}
 
 #[derive(Debug, Clone, PartialEq)]
 struct Options {
@@ -181,24 +192,16 @@ struct Options {
 }
 
 impl Options {
-    /// `Ok(None)` means `--help`.
-    fn parse(args: &[String]) -> Result<Option<Options>, String> {
+    fn from_args(a: &Args) -> Options {
         let defaults = args::RunDefaults {
             seconds: DEFAULT_SECONDS,
             quick_seconds: QUICK_SECONDS,
             rounds: DEFAULT_ROUNDS,
         };
-        let mut scenarios = None;
-        let runs = args::Runs::parse(args, defaults, |flag, it| {
-            if flag != "--scenarios" {
-                return Ok(false);
-            }
-            let known: Vec<String> = SCENARIOS.iter().map(|s| s.name()).collect();
-            let known: Vec<&str> = known.iter().map(String::as_str).collect();
-            scenarios = Some(args::names(it, "--scenarios", &known)?);
-            Ok(true)
-        })?;
-        Ok(runs.map(|runs| Options { runs, scenarios }))
+        Options {
+            runs: a.runs.runs(defaults),
+            scenarios: a.scenarios.clone().map(|n| n.0),
+        }
     }
 
     fn wants(&self, scenario: &Scenario) -> bool {
@@ -258,20 +261,15 @@ impl TonicService for TonicEcho {
 /// (Keel's interop server, tonic's [`TonicTestService`]) for the streaming
 /// runs of `keel-bench grpc`. With `RPCZ_TARGET` (Keel only; `keel-bench rpcz` passes it)
 /// the process's rpcz sampler aims at that many spans per second (0 = off).
-pub fn server_main(args: &[String]) -> ExitCode {
-    let parsed = match args {
-        [f] => Framework::parse(f).map(|f| (f, None)),
-        [f, n] => match (Framework::parse(f), n.parse::<u64>()) {
-            (Some(Framework::Keel), Ok(n)) => Some((Framework::Keel, Some(n))),
-            _ => None,
-        },
-        _ => None,
-    };
-    let Some((framework, rpcz_target)) = parsed else {
-        eprintln!(
-            "usage: keel-bench {SERVER_SUBCOMMAND} keel [RPCZ_TARGET] | tonic  (started by `keel-bench echo` and `rpcz`)"
-        );
-        return ExitCode::from(2);
+pub fn server_main(framework: &str, rpcz_target: Option<u64>) -> ExitCode {
+    let framework = match (Framework::parse(framework), rpcz_target) {
+        (Some(Framework::Tonic), Some(_)) | (None, _) => {
+            eprintln!(
+                "usage: keel-bench {SERVER_SUBCOMMAND} keel [RPCZ_TARGET] | tonic  (started by `keel-bench echo` and `rpcz`)"
+            );
+            return ExitCode::from(2);
+        }
+        (Some(f), _) => f,
     };
     if let Some(n) = rpcz_target {
         keel::rpcz::tracer().sampler().set_target(n);
@@ -1154,8 +1152,8 @@ pub(crate) fn grpc_idle_bytes(
 // ---------------------------------------------------------------------------
 
 /// Entry point of `keel-bench echo`.
-pub fn main(args: &[String]) -> ExitCode {
-    args::main("echo", USAGE, args, Options::parse, run)
+pub fn main(a: &Args) -> ExitCode {
+    args::main("echo", &Options::from_args(a), run)
 }
 
 /// Everything `run` found, for the report.
@@ -1474,28 +1472,24 @@ mod tests {
 
     #[test]
     fn options() {
-        let args = |s: &str| s.split_whitespace().map(String::from).collect::<Vec<_>>();
-        let full = Options::parse(&args("")).unwrap().unwrap();
+        let parse = |s: &str| args::parse::<Args>(s).map(|a| Options::from_args(&a));
+        let full = parse("").expect("parses");
         assert_eq!(
             (full.runs.seconds, full.runs.rounds),
             (DEFAULT_SECONDS, DEFAULT_ROUNDS)
         );
-        let quick = Options::parse(&args("--quick")).unwrap().unwrap();
+        let quick = parse("--quick").expect("parses");
         assert_eq!(quick.runs.seconds, QUICK_SECONDS);
-        let o = Options::parse(&args("--seconds 1.5 --rounds 5"))
-            .unwrap()
-            .unwrap();
+        let o = parse("--seconds 1.5 --rounds 5").expect("parses");
         assert_eq!((o.runs.seconds, o.runs.rounds), (1.5, 5));
-        assert_eq!(Options::parse(&args("--help")), Ok(None));
-        assert!(Options::parse(&args("--seconds 0")).is_err());
-        assert!(Options::parse(&args("--rounds")).is_err());
-        assert!(Options::parse(&args("--frobnicate")).is_err());
-        let o = Options::parse(&args("--scenarios 1x128,2x64"))
-            .unwrap()
-            .unwrap();
+        assert!(parse("--seconds 0").is_err());
+        assert!(parse("--rounds").is_err());
+        assert!(parse("--frobnicate").is_err());
+        let o = parse("--scenarios 1x128,2x64").expect("parses");
         assert!(o.wants(&SCENARIOS[2]) && o.wants(&SCENARIOS[3]) && !o.wants(&SCENARIOS[0]));
         assert!(full.wants(&SCENARIOS[0]));
-        assert!(Options::parse(&args("--scenarios 3x3")).is_err());
+        let err = parse("--scenarios 3x3").expect_err("unknown scenario");
+        assert!(err.to_string().contains("--scenarios"), "{err}");
     }
 
     #[test]

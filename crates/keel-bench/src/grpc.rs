@@ -79,9 +79,8 @@ const TARGET_QPS_RATIO_AT_128: f64 = 2.0;
 const TARGET_ALLOCS_FRACTION: f64 = 1.0 / 3.0;
 const TARGET_IDLE_BYTES: f64 = 16.0 * 1024.0;
 
-const USAGE: &str = "\
-usage: keel-bench grpc [--seconds S] [--rounds R] [--quick]
-
+/// What `keel-bench grpc --help` says about the subcommand.
+pub const ABOUT: &str = "\
 brpc's echo RPC (16-byte message) over gRPC on loopback: Keel's server and
 client, tonic's server and client, and Keel's server called by tonic's
 client; each server in its own process. Scenarios: 1 connection x 1, 16,
@@ -92,13 +91,9 @@ idle gRPC connection. Then, for each pair, one server-streaming call per run
 100,000 of 1 KiB): messages/s at the client, CPU and allocations per message,
 server heap peak.
 
-options:
-  --seconds S   length of each unary run (default 2; a full run takes ~2 min)
-  --rounds R    runs of each pair per scenario, alternating (default 3)
-  --quick       0.3 s runs, 100 idle connections, streams of a tenth: a
-                smoke run of ~25 s
-  -h, --help    this text
-";
+Defaults: --seconds 2 (each unary run; a full run takes ~2 min), --rounds 3
+(runs of each pair per scenario, alternating); --quick: 0.3 s runs, 100 idle
+connections, streams of a tenth, a smoke run of ~25 s.";
 
 type Options = args::Runs;
 
@@ -210,14 +205,8 @@ fn run_scenario(
 }
 
 /// Entry point of `keel-bench grpc`.
-pub fn main(args: &[String]) -> ExitCode {
-    args::main(
-        "grpc",
-        USAGE,
-        args,
-        |a| args::Runs::parse_only(a, DEFAULTS),
-        run,
-    )
+pub fn main(a: &args::RunArgs) -> ExitCode {
+    args::main("grpc", &a.runs(DEFAULTS), run)
 }
 
 /// Everything `run` found, for the report.
@@ -514,17 +503,16 @@ mod tests {
 
     #[test]
     fn options_and_pairs() {
-        let args = |s: &str| s.split_whitespace().map(String::from).collect::<Vec<_>>();
-        let full = args::Runs::parse_only(&args(""), DEFAULTS)
-            .unwrap()
-            .unwrap();
+        let full = args::parse::<args::RunArgs>("")
+            .expect("parses")
+            .runs(DEFAULTS);
         assert_eq!(
             (full.seconds, full.rounds),
             (DEFAULT_SECONDS, DEFAULT_ROUNDS)
         );
-        let quick = args::Runs::parse_only(&args("--quick"), DEFAULTS)
-            .unwrap()
-            .unwrap();
+        let quick = args::parse::<args::RunArgs>("--quick")
+            .expect("parses")
+            .runs(DEFAULTS);
         assert!(quick.quick && quick.seconds == QUICK_SECONDS);
         // Samples are stored by the pair's position in `ALL`.
         for (i, p) in Pair::ALL.into_iter().enumerate() {

@@ -48,20 +48,16 @@ const INVOKERS: usize = 1_000;
 const PAGE_LOADS: usize = 200;
 const PAGES: [&str; 5] = ["/status", "/metrics", "/vars", "/connections", "/invokers"];
 
-const USAGE: &str = "\
-usage: keel-bench http [--seconds S] [--rounds R] [--quick]
-
+/// What `keel-bench http --help` says about the subcommand.
+pub const ABOUT: &str = "\
 Echo with 32 calls in flight over baidu_std, gRPC and HTTP/1.1 JSON (one
 Keel server in a child process, the same generated client); then console
 page loads (/status, /metrics, /vars, /connections, /invokers) with 10,000
 connections open and 1,000 invokers in the process.
 
-options:
-  --seconds S   length of each call run (default 3; a full run takes ~45 s)
-  --rounds R    runs per protocol, alternating (default 3)
-  --quick       0.5 s runs and 1,000 held connections: a smoke run
-  -h, --help    this text
-";
+Defaults: --seconds 3 (each call run; a full run takes ~45 s), --rounds 3
+(runs per protocol, alternating); --quick: 0.5 s runs and 1,000 held
+connections, a smoke run.";
 
 const DEFAULTS: args::RunDefaults = args::RunDefaults {
     seconds: DEFAULT_SECONDS,
@@ -70,30 +66,17 @@ const DEFAULTS: args::RunDefaults = args::RunDefaults {
 };
 
 /// Entry point of `keel-bench http`.
-pub fn main(args: &[String]) -> ExitCode {
-    args::main(
-        "http",
-        USAGE,
-        args,
-        |a| args::Runs::parse_only(a, DEFAULTS),
-        run,
-    )
+pub fn main(a: &args::RunArgs) -> ExitCode {
+    args::main("http", &a.runs(DEFAULTS), run)
 }
 
 /// `keel-bench hold-connections ADDR N`: opens `N` HTTP connections to
 /// `ADDR`, makes one request on each, prints `ready`, and holds them until
 /// its standard input closes.
-pub fn hold_main(args: &[String]) -> ExitCode {
-    let (Some(addr), Some(n)) = (
-        args.first(),
-        args.get(1).and_then(|n| n.parse::<usize>().ok()),
-    ) else {
-        eprintln!("usage: keel-bench {HOLD_SUBCOMMAND} ADDR N  (started by `keel-bench http`)");
-        return ExitCode::from(2);
-    };
+pub fn hold_main(addr: &str, n: usize) -> ExitCode {
     let mut held = Vec::with_capacity(n);
     for _ in 0..n {
-        match TcpStream::connect(addr.as_str()).and_then(|mut s| {
+        match TcpStream::connect(addr).and_then(|mut s| {
             s.write_all(b"GET /health HTTP/1.1\r\nHost: bench\r\n\r\n")?;
             let mut reply = [0u8; 256];
             let _ = s.read(&mut reply)?;

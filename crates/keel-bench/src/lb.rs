@@ -56,19 +56,24 @@ const QUICK_PICKS: u64 = 100_000;
 const DEFAULT_ROUNDS: usize = 5;
 const QUICK_ROUNDS: usize = 3;
 
-const USAGE: &str = "\
-usage: keel-bench lb [--rounds R] [--quick]
-
+/// What `keel-bench lb --help` says about the subcommand.
+pub const ABOUT: &str = "\
 ns per pick of every Keel load balancer (rr, wrr, random, wrandom, la, p2c,
 c_hash) over 10 and 1,000 servers: one thread, two threads sharing the
 picker, and a whole call's balancer work (pick + 2 feedbacks); allocations
-per pick. Ratios against round robin. Medians over rounds.
+per pick. Ratios against round robin. Medians over rounds (a full run takes
+~5 s).";
 
-options:
-  --rounds R    rounds, balancers rotating (default 5; a full run takes ~5 s)
-  --quick       100,000 picks per run and 3 rounds: a smoke run of < 1 s
-  -h, --help    this text
-";
+/// The flags of `keel-bench lb`.
+#[derive(Debug, Clone, PartialEq, Default, clap::Args)]
+pub struct Args {
+    /// Rounds, balancers rotating (default 5)
+    #[arg(long, value_name = "R", value_parser = args::rounds)]
+    rounds: Option<usize>,
+    /// 100,000 picks per run and 3 rounds: a smoke run of < 1 s
+    #[arg(long)]
+    quick: bool,
+}
 
 #[derive(Debug, Clone, PartialEq)]
 struct Options {
@@ -77,28 +82,16 @@ struct Options {
 }
 
 impl Options {
-    /// `Ok(None)` means `--help`.
-    fn parse(args: &[String]) -> Result<Option<Options>, String> {
-        let mut quick = false;
-        let mut rounds = None;
-        let mut it = args.iter();
-        while let Some(a) = it.next() {
-            match a.as_str() {
-                "-h" | "--help" => return Ok(None),
-                "--quick" => quick = true,
-                "--rounds" => rounds = Some(args::rounds(&mut it)?),
-                other => return Err(format!("unknown option `{other}`")),
-            }
-        }
-        let (picks, default_rounds) = if quick {
+    fn from_args(a: &Args) -> Options {
+        let (picks, default_rounds) = if a.quick {
             (QUICK_PICKS, QUICK_ROUNDS)
         } else {
             (PICKS, DEFAULT_ROUNDS)
         };
-        Ok(Some(Options {
+        Options {
             picks,
-            rounds: rounds.unwrap_or(default_rounds),
-        }))
+            rounds: a.rounds.unwrap_or(default_rounds),
+        }
     }
 }
 
@@ -247,8 +240,8 @@ fn measure(opts: &Options, n: usize) -> Vec<Cell> {
 }
 
 /// Entry point of `keel-bench lb`.
-pub fn main(args: &[String]) -> ExitCode {
-    args::main("lb", USAGE, args, Options::parse, run)
+pub fn main(a: &Args) -> ExitCode {
+    args::main("lb", &Options::from_args(a), run)
 }
 
 fn run(opts: &Options) -> Result<String, String> {
@@ -346,29 +339,28 @@ fn run(opts: &Options) -> Result<String, String> {
 mod tests {
     use super::*;
 
-    fn args(v: &[&str]) -> Vec<String> {
-        v.iter().map(|s| s.to_string()).collect()
+    fn options(line: &str) -> Result<Options, clap::Error> {
+        args::parse::<Args>(line).map(|a| Options::from_args(&a))
     }
 
     #[test]
     fn options_parse() {
         assert_eq!(
-            Options::parse(&args(&[])),
-            Ok(Some(Options {
+            options("").expect("parses"),
+            Options {
                 picks: PICKS,
                 rounds: DEFAULT_ROUNDS
-            }))
+            }
         );
         assert_eq!(
-            Options::parse(&args(&["--quick", "--rounds", "2"])),
-            Ok(Some(Options {
+            options("--quick --rounds 2").expect("parses"),
+            Options {
                 picks: QUICK_PICKS,
                 rounds: 2
-            }))
+            }
         );
-        assert_eq!(Options::parse(&args(&["--help"])), Ok(None));
-        assert!(Options::parse(&args(&["--bogus"])).is_err());
-        assert!(Options::parse(&args(&["--rounds", "0"])).is_err());
+        assert!(options("--bogus").is_err());
+        assert!(options("--rounds 0").is_err());
     }
 
     #[test]

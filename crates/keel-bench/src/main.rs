@@ -18,10 +18,11 @@
 //! cargo run --release -p keel-bench -- --help          # list subcommands
 //! ```
 //!
-//! Adding a benchmark: write a module with a `pub fn main(args: &[String]) ->
-//! ExitCode` (and a `//!` doc saying what it measures and why it is fair),
-//! then add a line to [`SUBCOMMANDS`]. Table printing is shared in [`table`],
-//! medians and the machine's load in [`summary`].
+//! Adding a benchmark: write a module with a `pub fn main(args: &Args) ->
+//! ExitCode` whose `Args` derive `clap::Args` (or take the shared
+//! [`args::RunArgs`]), and a `//!` doc saying what it measures and why it is
+//! fair, then add a variant to [`Command`]. Table printing is shared in
+//! [`table`], medians and the machine's load in [`summary`].
 //!
 //! The global allocator is keel-alloc's [`CountingAlloc`] over
 //! `std::alloc::System`: `echo` reports allocations per call and live heap
@@ -50,105 +51,82 @@ mod table;
 #[global_allocator]
 static GLOBAL: CountingAlloc = CountingAlloc::system();
 
-/// Exit code for a command line that could not be understood.
-const USAGE_ERROR: u8 = 2;
-
-/// One benchmark program.
-struct Subcommand {
-    /// What the user types.
-    name: &'static str,
-    /// One line for `--help`.
-    summary: &'static str,
-    /// Runs it with the arguments after the subcommand's name.
-    run: fn(&[String]) -> ExitCode,
-    /// Whether `--help` lists it (internal subcommands, such as the server
-    /// processes a benchmark starts, are not listed).
-    listed: bool,
+/// Keel's benchmark programs: each runs Keel and its peers side by side and
+/// prints a table with ratios.
+#[derive(Debug, clap::Parser)]
+#[command(name = "keel-bench", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
 }
 
 /// Every benchmark, in the order `--help` lists them.
-const SUBCOMMANDS: &[Subcommand] = &[
-    Subcommand {
-        name: "pool",
-        summary: "get+put cost of keel-pool vs Box, mimalloc, sharded-slab, lockfree-object-pool, opool",
-        run: pool::main,
-        listed: true,
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// get+put cost of keel-pool vs Box, mimalloc, sharded-slab, lockfree-object-pool, opool
+    #[command(long_about = pool::ABOUT)]
+    Pool(pool::Args),
+    /// echo RPC over loopback: Keel (baidu_std) vs tonic (gRPC), QPS, latency, CPU, allocations
+    #[command(long_about = echo::ABOUT)]
+    Echo(echo::Args),
+    /// gRPC: Keel vs tonic servers and clients, echo QPS, allocations, idle heap, streaming msgs/s
+    #[command(long_about = grpc::ABOUT)]
+    Grpc(args::RunArgs),
+    /// JSON over HTTP/1.1 vs baidu_std and gRPC echo QPS; console page loads with 10,000 connections, 1,000 invokers
+    #[command(long_about = http::ABOUT)]
+    Http(args::RunArgs),
+    /// rpcz span cost vs tracing + Registry, and echo QPS with sampling off / default / 100%
+    #[command(long_about = rpcz::ABOUT)]
+    Rpcz(args::RunArgs),
+    /// ns and allocations per pick of every load balancer (rr, wrr, random, wrandom, la, p2c, c_hash)
+    #[command(long_about = lb::ABOUT)]
+    Lb(lb::Args),
+    /// echo QPS through list:// cluster channels (1 and 3 endpoints) vs a plain host:port channel
+    #[command(long_about = cluster::ABOUT)]
+    Cluster(args::RunArgs),
+    /// (internal) holds HTTP connections open for `http`
+    #[command(name = http::HOLD_SUBCOMMAND, hide = true)]
+    HoldConnections {
+        /// The server's address
+        addr: String,
+        /// How many connections
+        n: usize,
     },
-    Subcommand {
-        name: "echo",
-        summary: "echo RPC over loopback: Keel (baidu_std) vs tonic (gRPC), QPS, latency, CPU, allocations",
-        run: echo::main,
-        listed: true,
+    /// (internal) one echo server process for `echo`, `grpc`, `rpcz`
+    #[command(name = echo::SERVER_SUBCOMMAND, hide = true)]
+    EchoServer {
+        /// `keel` or `tonic`
+        #[arg(value_parser = ["keel", "tonic"])]
+        framework: String,
+        /// Keel only: the rpcz sampler's target, spans per second (0 = off)
+        rpcz_target: Option<u64>,
     },
-    Subcommand {
-        name: "grpc",
-        summary: "gRPC: Keel vs tonic servers and clients, echo QPS, allocations, idle heap, streaming msgs/s",
-        run: grpc::main,
-        listed: true,
-    },
-    Subcommand {
-        name: "http",
-        summary: "JSON over HTTP/1.1 vs baidu_std and gRPC echo QPS; console page loads with 10,000 connections, 1,000 invokers",
-        run: http::main,
-        listed: true,
-    },
-    Subcommand {
-        name: "rpcz",
-        summary: "rpcz span cost vs tracing + Registry, and echo QPS with sampling off / default / 100%",
-        run: rpcz::main,
-        listed: true,
-    },
-    Subcommand {
-        name: "lb",
-        summary: "ns and allocations per pick of every load balancer (rr, wrr, random, wrandom, la, p2c, c_hash)",
-        run: lb::main,
-        listed: true,
-    },
-    Subcommand {
-        name: "cluster",
-        summary: "echo QPS through list:// cluster channels (1 and 3 endpoints) vs a plain host:port channel",
-        run: cluster::main,
-        listed: true,
-    },
-    Subcommand {
-        name: http::HOLD_SUBCOMMAND,
-        summary: "(internal) holds HTTP connections open for `http`",
-        run: http::hold_main,
-        listed: false,
-    },
-    Subcommand {
-        name: echo::SERVER_SUBCOMMAND,
-        summary: "(internal) one echo server process for `echo`",
-        run: echo::server_main,
-        listed: false,
-    },
-];
-
-fn usage() -> String {
-    let mut s = String::from(
-        "usage: keel-bench <subcommand> [options]\n       keel-bench <subcommand> --help\n\nsubcommands:\n",
-    );
-    for c in SUBCOMMANDS.iter().filter(|c| c.listed) {
-        s.push_str(&format!("  {:<8} {}\n", c.name, c.summary));
-    }
-    s
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let Some(first) = args.first() else {
-        eprint!("keel-bench: no subcommand given\n\n{}", usage());
-        return ExitCode::from(USAGE_ERROR);
-    };
-    if matches!(first.as_str(), "-h" | "--help" | "help") {
-        print!("{}", usage());
-        return ExitCode::SUCCESS;
+    let cli = <Cli as clap::Parser>::parse();
+    match &cli.command {
+        Command::Pool(a) => pool::main(a),
+        Command::Echo(a) => echo::main(a),
+        Command::Grpc(a) => grpc::main(a),
+        Command::Http(a) => http::main(a),
+        Command::Rpcz(a) => rpcz::main(a),
+        Command::Lb(a) => lb::main(a),
+        Command::Cluster(a) => cluster::main(a),
+        Command::HoldConnections { addr, n } => http::hold_main(addr, *n),
+        Command::EchoServer {
+            framework,
+            rpcz_target,
+        } => echo::server_main(framework, *rpcz_target),
     }
-    match SUBCOMMANDS.iter().find(|c| c.name == first) {
-        Some(c) => (c.run)(&args[1..]),
-        None => {
-            eprint!("keel-bench: unknown subcommand `{first}`\n\n{}", usage());
-            ExitCode::from(USAGE_ERROR)
-        }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        <Cli as clap::CommandFactory>::command().debug_assert();
     }
 }

@@ -120,22 +120,11 @@ const SHOW_NOISY: usize = 5;
 /// `iters / CROSS_DIVISOR` of them keeps both kinds of sample about as long.
 const CROSS_DIVISOR: u64 = 4;
 
-const USAGE: &str = "\
-usage: keel-bench pool [--iters N] [--rounds R] [--quick] [--peers LIST]
-
+/// What `keel-bench pool --help` says about the subcommand.
+pub const ABOUT: &str = "\
 Cost of one get+put pair (64 B, 256 B, 4 KiB objects; one thread and across
 two threads) for keel-pool, Box on the system allocator, mimalloc,
-sharded-slab, lockfree-object-pool and opool. Prints medians and ratios.
-
-options:
-  --iters N    single-thread pairs per measurement (cross-thread: N/4)
-               default 3000000: a full run takes about half a minute
-  --rounds R   rounds of every case; the median is reported (default 7)
-  --quick      200000 pairs, 3 rounds: a few seconds, for CI smoke runs
-  --peers LIST only these columns, e.g. `keel,box` (for profiling one peer);
-               names: keel box mimalloc slab lf-linear lf-spin opool
-  -h, --help   this text
-";
+sharded-slab, lockfree-object-pool and opool. Prints medians and ratios.";
 
 // ---------------------------------------------------------------------------
 // The object and the peers.
@@ -630,6 +619,25 @@ fn rows<const N: usize>(p: &Peers<N>) -> [Row<'_>; 2] {
     [single, cross]
 }
 
+/// The flags of `keel-bench pool`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, clap::Args)]
+pub struct Args {
+    /// Single-thread pairs per measurement (cross-thread: N/4); default
+    /// 3000000: a full run takes about half a minute
+    #[arg(long, value_name = "N", value_parser = args::positive)]
+    iters: Option<u64>,
+    /// Rounds of every case; the median is reported (default 7)
+    #[arg(long, value_name = "R", value_parser = args::rounds)]
+    rounds: Option<usize>,
+    /// 200000 pairs, 3 rounds: a few seconds, for CI smoke runs
+    #[arg(long)]
+    quick: bool,
+    /// Only these columns, e.g. `keel,box` (for profiling one peer); names:
+    /// keel box mimalloc slab lf-linear lf-spin opool
+    #[arg(long, value_name = "LIST", value_parser = |l: &str| args::names(l, &PEER_NAMES))]
+    peers: Option<args::Names>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Options {
     iters: u64,
@@ -639,40 +647,17 @@ struct Options {
 }
 
 impl Options {
-    /// `Ok(None)` means `--help`.
-    fn parse(args: &[String]) -> Result<Option<Options>, String> {
-        let mut quick = false;
-        let mut iters = None;
-        let mut rounds = None;
-        let mut peers = None;
-        let mut it = args.iter();
-        while let Some(a) = it.next() {
-            match a.as_str() {
-                "-h" | "--help" => return Ok(None),
-                "--quick" => quick = true,
-                "--iters" => {
-                    iters = Some(args::value(
-                        &mut it,
-                        "--iters",
-                        "a positive integer",
-                        |n: &u64| *n > 0,
-                    )?)
-                }
-                "--rounds" => rounds = Some(args::rounds(&mut it)?),
-                "--peers" => peers = Some(args::names(&mut it, "--peers", &PEER_NAMES)?),
-                other => return Err(format!("unknown option `{other}`")),
-            }
-        }
-        let (default_iters, default_rounds) = if quick {
+    fn from_args(a: &Args) -> Options {
+        let (default_iters, default_rounds) = if a.quick {
             (QUICK_ITERS, QUICK_ROUNDS)
         } else {
             (DEFAULT_ITERS, DEFAULT_ROUNDS)
         };
-        Ok(Some(Options {
-            iters: iters.unwrap_or(default_iters),
-            rounds: rounds.unwrap_or(default_rounds),
-            peers,
-        }))
+        Options {
+            iters: a.iters.unwrap_or(default_iters),
+            rounds: a.rounds.unwrap_or(default_rounds),
+            peers: a.peers.clone().map(|n| n.0),
+        }
     }
 
     fn wants(&self, name: &str) -> bool {
@@ -692,8 +677,8 @@ impl Options {
 }
 
 /// Entry point of `keel-bench pool`.
-pub fn main(args: &[String]) -> ExitCode {
-    args::main("pool", USAGE, args, Options::parse, |opts| {
+pub fn main(a: &Args) -> ExitCode {
+    args::main("pool", &Options::from_args(a), |opts| {
         run(opts);
         Ok(String::new())
     })
@@ -996,19 +981,16 @@ mod tests {
 
     #[test]
     fn options() {
-        let args = |s: &str| s.split_whitespace().map(String::from).collect::<Vec<_>>();
-        let quick = Options::parse(&args("--quick")).unwrap().unwrap();
+        let parse = |s: &str| args::parse::<Args>(s).map(|a| Options::from_args(&a));
+        let quick = parse("--quick").expect("parses");
         assert_eq!((quick.iters, quick.rounds), (QUICK_ITERS, QUICK_ROUNDS));
-        let o = Options::parse(&args("--iters 1_000 --rounds 5"))
-            .unwrap()
-            .unwrap();
+        let o = parse("--iters 1_000 --rounds 5").expect("parses");
         assert_eq!((o.iters, o.rounds, o.pairs(Mode::Cross)), (1000, 5, 250));
-        assert_eq!(Options::parse(&args("--help")), Ok(None));
-        assert!(Options::parse(&args("--iters")).is_err());
-        assert!(Options::parse(&args("--iters 0")).is_err());
-        assert!(Options::parse(&args("--frobnicate")).is_err());
-        let o = Options::parse(&args("--peers keel,box")).unwrap().unwrap();
+        assert!(parse("--iters").is_err());
+        assert!(parse("--iters 0").is_err());
+        assert!(parse("--frobnicate").is_err());
+        let o = parse("--peers keel,box").expect("parses");
         assert!(o.wants("keel") && o.wants("box") && o.wants(HANDOFF) && !o.wants("opool"));
-        assert!(Options::parse(&args("--peers keel,jemalloc")).is_err());
+        assert!(parse("--peers keel,jemalloc").is_err());
     }
 }

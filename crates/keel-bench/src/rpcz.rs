@@ -107,9 +107,8 @@ const TARGET_SPAN_RATIO: f64 = 0.5;
 /// Default sampling costs less than this fraction of QPS.
 const TARGET_DEFAULT_OVERHEAD: f64 = 0.03;
 
-const USAGE: &str = "\
-usage: keel-bench rpcz [--seconds S] [--rounds R] [--quick]
-
+/// What `keel-bench rpcz --help` says about the subcommand.
+pub const ABOUT: &str = "\
 1. Span cost: a sampled Keel rpcz span (2 annotations, finished into the
    store) against a `tracing` span with the same fields and 2 events under
    tracing-subscriber's Registry, alone and with a layer that records the
@@ -117,12 +116,9 @@ usage: keel-bench rpcz [--seconds S] [--rounds R] [--quick]
 2. Keel echo QPS (1 connection x 128 in flight) with rpcz sampling off,
    default (1,000 spans/s) and 100%, server and client alike; overhead vs off.
 
-options:
-  --seconds S   length of each QPS run (default 3; a full run takes ~35 s)
-  --rounds R    QPS runs per setting, alternating (default 3)
-  --quick       0.5 s QPS runs and short span runs: a smoke run of ~6 s
-  -h, --help    this text
-";
+Defaults: --seconds 3 (each QPS run; a full run takes ~35 s), --rounds 3
+(QPS runs per setting, alternating); --quick: 0.5 s QPS runs and short span
+runs, a smoke run of ~6 s.";
 
 // ---------------------------------------------------------------------------
 // Options.
@@ -136,26 +132,23 @@ struct Options {
 }
 
 impl Options {
-    /// `Ok(None)` means `--help`.
-    fn parse(args: &[String]) -> Result<Option<Options>, String> {
+    fn from_args(a: &args::RunArgs) -> Options {
         let defaults = args::RunDefaults {
             seconds: DEFAULT_SECONDS,
             quick_seconds: QUICK_SECONDS,
             rounds: DEFAULT_ROUNDS,
         };
-        let Some(runs) = args::Runs::parse_only(args, defaults)? else {
-            return Ok(None);
-        };
+        let runs = a.runs(defaults);
         let (spans_per_run, span_rounds) = if runs.quick {
             (QUICK_SPANS_PER_RUN, QUICK_SPAN_ROUNDS)
         } else {
             (SPANS_PER_RUN, SPAN_ROUNDS)
         };
-        Ok(Some(Options {
+        Options {
             runs,
             spans_per_run,
             span_rounds,
-        }))
+        }
     }
 }
 
@@ -443,8 +436,8 @@ fn echo_qps(opts: &Options, ticks_per_us: f64) -> Result<[Vec<Sample>; 3], Strin
 // ---------------------------------------------------------------------------
 
 /// Entry point of `keel-bench rpcz`.
-pub fn main(args: &[String]) -> ExitCode {
-    args::main("rpcz", USAGE, args, Options::parse, run)
+pub fn main(a: &args::RunArgs) -> ExitCode {
+    args::main("rpcz", &Options::from_args(a), run)
 }
 
 fn run(opts: &Options) -> Result<String, String> {
@@ -633,22 +626,19 @@ mod tests {
 
     #[test]
     fn options() {
-        let args = |s: &str| s.split_whitespace().map(String::from).collect::<Vec<_>>();
-        let full = Options::parse(&args("")).unwrap().unwrap();
+        let parse = |s: &str| args::parse::<args::RunArgs>(s).map(|a| Options::from_args(&a));
+        let full = parse("").expect("parses");
         assert_eq!(
             (full.runs.seconds, full.runs.rounds, full.spans_per_run),
             (DEFAULT_SECONDS, DEFAULT_ROUNDS, SPANS_PER_RUN)
         );
-        let quick = Options::parse(&args("--quick --rounds 2"))
-            .unwrap()
-            .unwrap();
+        let quick = parse("--quick --rounds 2").expect("parses");
         assert_eq!(
             (quick.runs.seconds, quick.runs.rounds, quick.spans_per_run),
             (QUICK_SECONDS, 2, QUICK_SPANS_PER_RUN)
         );
-        assert_eq!(Options::parse(&args("-h")), Ok(None));
-        assert!(Options::parse(&args("--seconds x")).is_err());
-        assert!(Options::parse(&args("--frobnicate")).is_err());
+        assert!(parse("--seconds x").is_err());
+        assert!(parse("--frobnicate").is_err());
     }
 
     #[test]

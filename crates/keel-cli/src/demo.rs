@@ -20,6 +20,45 @@ enum ToServer {
     Stats(oneshot::Sender<keel_alloc::Stats>),
 }
 
+/// The flags of `keel demo`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoArgs {
+    /// Seconds of load, in (0, 600]
+    #[arg(long, default_value_t = 3.0, value_parser = seconds)]
+    duration: f64,
+    /// Calls in flight on the one connection
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    concurrency: u64,
+    /// rpcz sampling target, spans per second (0 turns tracing off)
+    #[arg(long, default_value_t = keel::rpcz::Sampler::DEFAULT_TARGET)]
+    rpcz: u64,
+    /// Where the server listens (port 0: any free port)
+    #[arg(long, default_value = "127.0.0.1:0", value_name = "HOST:PORT")]
+    addr: String,
+    /// Keep the server (and its console) up after the run, until Ctrl-C
+    #[arg(long)]
+    serve: bool,
+}
+
+impl Default for DemoArgs {
+    fn default() -> DemoArgs {
+        DemoArgs {
+            duration: 3.0,
+            concurrency: 128,
+            rpcz: keel::rpcz::Sampler::DEFAULT_TARGET,
+            addr: "127.0.0.1:0".to_owned(),
+            serve: false,
+        }
+    }
+}
+
+fn seconds(v: &str) -> Result<f64, String> {
+    match v.parse::<f64>() {
+        Ok(d) if d > 0.0 && d <= 600.0 => Ok(d),
+        _ => Err("needs a number of seconds in (0, 600]".into()),
+    }
+}
+
 struct Settings {
     duration: Duration,
     concurrency: usize,
@@ -30,33 +69,14 @@ struct Settings {
     serve: bool,
 }
 
-fn settings(args: &[String]) -> Result<Settings, String> {
-    let duration = keel_examples::flag(args, "duration", 3.0f64)?;
-    let concurrency = keel_examples::flag(args, "concurrency", 128usize)?;
-    let rpcz = keel_examples::flag(args, "rpcz", keel::rpcz::Sampler::DEFAULT_TARGET)?;
-    let addr = keel_examples::flag(args, "addr", "127.0.0.1:0".to_owned())?;
-    let serve = args.iter().any(|a| a == "--serve");
-    if !(duration > 0.0 && duration <= 600.0) {
-        return Err("--duration must be in (0, 600] seconds".into());
+fn settings(a: &DemoArgs) -> Settings {
+    Settings {
+        duration: Duration::from_secs_f64(a.duration),
+        concurrency: a.concurrency as usize,
+        rpcz: a.rpcz,
+        addr: a.addr.clone(),
+        serve: a.serve,
     }
-    if concurrency == 0 || concurrency > 100_000 {
-        return Err("--concurrency must be in 1..=100000".into());
-    }
-    if let Some(unknown) = args.iter().find(|a| {
-        a.starts_with("--")
-            && !["--duration", "--concurrency", "--rpcz", "--addr", "--serve"]
-                .iter()
-                .any(|known| a.starts_with(known))
-    }) {
-        return Err(format!("demo: unknown option {unknown}"));
-    }
-    Ok(Settings {
-        duration: Duration::from_secs_f64(duration),
-        concurrency,
-        rpcz,
-        addr,
-        serve,
-    })
 }
 
 /// Starts the echo server thread; returns its address and a line to it.
@@ -116,9 +136,97 @@ async fn server_stats(
         .map_err(|_| "the server thread is gone".to_string())
 }
 
+/// The rpcz span pool's counters: spans taken and returned, ever.
+fn span_counts() -> (u64, u64, u64) {
+    let mut counts = (0, 0, 0);
+    keel_pool::for_each_stats(|p| {
+        if p.name == "rpcz.spans" {
+            counts = (p.gets, p.puts, p.live);
+        }
+    });
+    counts
+}
+
+/// Waits (bounded) until `done` holds; whether it did.
+async fn settle(mut done: impl FnMut() -> bool) -> bool {
+    for _ in 0..200 {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    done()
+}
+
+/// Channels created per churn round, and cluster channels (one invoker
+/// each).
+const CHURN_CHANNELS: usize = 2_000;
+const CHURN_INVOKERS: usize = 500;
+
+/// Creates and drops channels (each connects and makes a call) and cluster
+/// channels (each creates an invoker), then shows that connections,
+/// invokers, spans and the live heap come back.
+async fn churn(
+    addr: &str,
+    req: &EchoRequest,
+    (span_gets, span_puts, _): (u64, u64, u64),
+) -> Result<(), String> {
+    let connections_before = keel::connections::connection_count();
+    let live_before = keel_alloc::live_bytes();
+    let started = Instant::now();
+    for _ in 0..CHURN_CHANNELS {
+        let channel = Channel::new(addr).map_err(|e| e.to_string())?;
+        EchoServiceClient::new(&channel)
+            .echo(req)
+            .await
+            .map_err(|e| format!("churn call failed: {e}"))?;
+    }
+    let list = format!("list://{addr}");
+    for _ in 0..CHURN_INVOKERS {
+        let channel = Channel::new(&list).map_err(|e| e.to_string())?;
+        EchoServiceClient::new(&channel)
+            .echo(req)
+            .await
+            .map_err(|e| format!("churn call through a cluster channel failed: {e}"))?;
+    }
+    let connections_back =
+        settle(|| keel::connections::connection_count() <= connections_before).await;
+    let invokers_back = settle(|| keel::cluster::live_invokers() == 0).await;
+    let (gets, puts, live_spans) = span_counts();
+    let live_after = keel_alloc::live_bytes();
+    let back = |yes: bool| if yes { "back" } else { "NOT back" };
+    println!();
+    println!(
+        "  churn ({:.1} s): created and dropped during the run",
+        started.elapsed().as_secs_f64()
+    );
+    println!(
+        "    channels           {:>12} created and dropped, each connected and called once; connections {} to {} ({})",
+        CHURN_CHANNELS + CHURN_INVOKERS,
+        connections_before,
+        keel::connections::connection_count(),
+        back(connections_back)
+    );
+    println!(
+        "    invokers           {:>12} created and destroyed (list:// channels); live now {} ({})",
+        CHURN_INVOKERS,
+        keel::cluster::live_invokers(),
+        back(invokers_back)
+    );
+    println!(
+        "    rpcz spans         {:>12} taken from the pool during the run, {} returned; {} live (the store's recent trees)",
+        gets - span_gets,
+        puts - span_puts,
+        live_spans
+    );
+    println!("    live heap before   {live_before:>12} bytes");
+    println!("    live heap after    {live_after:>12} bytes");
+    Ok(())
+}
+
 /// Runs the demo; the error is a message for the user.
-pub fn run(args: &[String]) -> Result<(), String> {
-    let s = settings(args)?;
+pub fn run(args: &DemoArgs) -> Result<(), String> {
+    let s = settings(args);
     keel::rpcz::tracer().sampler().set_target(s.rpcz);
     let (addr, to_server) = start_server(s.addr.clone())?;
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -140,6 +248,7 @@ async fn drive(
     println!(
         "  console: http://{addr}/  (status, vars, metrics, rpcz, pools, memory, connections, invokers)"
     );
+    let spans_at_start = span_counts();
     let channel = Channel::new(&addr.to_string()).map_err(|e| e.to_string())?;
     let client = EchoServiceClient::new(&channel);
     let req = EchoRequest {
@@ -264,6 +373,7 @@ async fn drive(
         "    channel method table {:>10} entries (bounded by methods, not clients)",
         channel.method_stats_len()
     );
+    churn(&addr.to_string(), &req, spans_at_start).await?;
     if s.serve {
         println!();
         println!("  serving on {addr} until interrupted (Ctrl-C); console: http://{addr}/");

@@ -1,6 +1,6 @@
-//! `keel demo` through the real binary: it prints the console's URL, and
-//! with `--serve` keeps the server up so the console shows the demo's
-//! calls.
+//! `keel demo` through the real binary: it prints the console's URL and
+//! a churn section (connections and invokers come back), and with
+//! `--serve` keeps the server up so the console shows the demo's calls.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -52,6 +52,7 @@ fn demo_prints_the_console_and_serve_keeps_it_up() {
     });
     let mut console = None;
     let mut serving = false;
+    let mut report = Vec::new();
     while !serving {
         let line = rx
             .recv_timeout(Duration::from_secs(60))
@@ -60,7 +61,23 @@ fn demo_prints_the_console_and_serve_keeps_it_up() {
             console = url.split('/').next().map(str::to_owned);
         }
         serving = line.contains("serving on");
+        report.push(line);
     }
+    // The churn section: channels and invokers created and dropped, and
+    // their connections and invokers gone again.
+    let churn = |what: &str| {
+        report
+            .iter()
+            .find(|l| l.trim_start().starts_with(what))
+            .unwrap_or_else(|| panic!("a {what} line in {report:#?}"))
+    };
+    assert!(churn("channels").ends_with("(back)"), "{report:#?}");
+    assert!(churn("invokers").ends_with("(back)"), "{report:#?}");
+    assert!(
+        churn("rpcz spans").contains("taken from the pool"),
+        "{report:#?}"
+    );
+    assert!(churn("live heap after").ends_with("bytes"), "{report:#?}");
     let addr = console.expect("a console URL line");
     let status = get(&addr, "/status?format=json");
     assert!(status.starts_with("HTTP/1.1 200"), "{status}");

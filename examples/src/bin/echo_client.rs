@@ -5,30 +5,41 @@
 
 use std::time::{Duration, Instant};
 
+use clap::Parser;
 use keel::Channel;
 use keel::metrics::LatencyHistogram;
 use keel_examples::example::{EchoRequest, EchoServiceClient};
 
-fn parse() -> Result<(String, usize, f64), String> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let server = keel_examples::flag(&args, "server", "127.0.0.1:8000".to_string())?;
-    let concurrency = keel_examples::flag(&args, "concurrency", 16usize)?;
-    let duration = keel_examples::flag(&args, "duration", 5.0f64)?;
-    if concurrency == 0 || !(duration > 0.0 && duration <= 3600.0) {
-        return Err("--concurrency must be > 0 and --duration in (0, 3600]".into());
+/// brpc's echo client, in Keel: keeps N calls in flight on one multiplexed
+/// connection for the duration, then prints QPS and latency.
+#[derive(Debug, Parser)]
+#[command(name = "echo_client")]
+struct Flags {
+    /// The echo server
+    #[arg(long, default_value = "127.0.0.1:8000", value_name = "HOST:PORT")]
+    server: String,
+    /// Calls in flight
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
+    concurrency: u64,
+    /// Seconds to run, in (0, 3600]
+    #[arg(long, default_value_t = 5.0, value_parser = duration)]
+    duration: f64,
+}
+
+fn duration(v: &str) -> Result<f64, String> {
+    match v.parse::<f64>() {
+        Ok(d) if d > 0.0 && d <= 3600.0 => Ok(d),
+        _ => Err("needs a number of seconds in (0, 3600]".into()),
     }
-    Ok((server, concurrency, duration))
 }
 
 #[tokio::main]
 async fn main() {
-    let (server, concurrency, duration) = match parse() {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("echo_client: {e}");
-            std::process::exit(2);
-        }
-    };
+    let Flags {
+        server,
+        concurrency,
+        duration,
+    } = Flags::parse();
     let channel = match Channel::new(&server) {
         Ok(c) => c,
         Err(e) => {

@@ -5,20 +5,24 @@
 
 use std::time::Duration;
 
+use clap::Parser;
 use keel::Server;
 use keel_examples::Echo;
 use keel_examples::example::EchoServiceServer;
 
+/// brpc's echo server, in Keel: answers `example.EchoService.Echo` until
+/// Ctrl-C, then shuts down gracefully.
+#[derive(Debug, Parser)]
+#[command(name = "echo_server")]
+struct Flags {
+    /// Where to listen (port 0: any free port, printed on the first line)
+    #[arg(long, default_value = "127.0.0.1:8000", value_name = "HOST:PORT")]
+    addr: String,
+}
+
 #[tokio::main]
 async fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let addr: String = match keel_examples::flag(&args, "addr", "127.0.0.1:8000".to_string()) {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("echo_server: {e}");
-            std::process::exit(2);
-        }
-    };
+    let addr = Flags::parse().addr;
     let server = match Server::builder()
         .add_service(EchoServiceServer::new(Echo))
         .bind(&addr)

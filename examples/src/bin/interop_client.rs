@@ -4,45 +4,43 @@
 //! the server over gRPC; exits 0 when it passed, 1 with a message on stderr
 //! when it failed, 2 on bad flags (as gRPC's interop clients do).
 
+use clap::error::ErrorKind;
+use clap::{ArgAction, CommandFactory, Parser};
 use keel_examples::interop::client;
 
+/// gRPC's interop client, in Keel: runs one case of gRPC's interop
+/// descriptions against the server over gRPC.
+#[derive(Debug, Parser)]
+#[command(name = "interop_client")]
 struct Flags {
+    /// The server's host
+    #[arg(long = "server_host", default_value = "localhost")]
     host: String,
+    /// The server's port
+    #[arg(long = "server_port", value_parser = clap::value_parser!(u16).range(1..))]
     port: u16,
+    /// The case to run
+    #[arg(long = "test_case", value_parser = clap::builder::PossibleValuesParser::new(client::CASES))]
     case: String,
-}
-
-fn parse() -> Result<Flags, String> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let host = keel_examples::flag(&args, "server_host", "localhost".to_string())?;
-    let port = keel_examples::flag(&args, "server_port", 0u16)?;
-    let case = keel_examples::flag(&args, "test_case", String::new())?;
-    // Only the authority differs; accepted for gRPC's command lines.
-    let _ = keel_examples::flag(&args, "server_host_override", String::new())?;
-    if keel_examples::flag(&args, "use_tls", false)? {
-        return Err("--use_tls=true: this client speaks plaintext only".into());
-    }
-    if port == 0 {
-        return Err("--server_port is required".into());
-    }
-    if !client::CASES.contains(&case.as_str()) {
-        return Err(format!(
-            "--test_case {case:?} is not one of: {}",
-            client::CASES.join(", ")
-        ));
-    }
-    Ok(Flags { host, port, case })
+    /// Accepted for gRPC's command lines (only the authority differs)
+    #[arg(long = "server_host_override")]
+    _server_host_override: Option<String>,
+    /// TLS (only false: this client speaks plaintext)
+    #[arg(long = "use_tls", default_value_t = false, action = ArgAction::Set, value_name = "BOOL")]
+    use_tls: bool,
 }
 
 #[tokio::main]
 async fn main() {
-    let flags = match parse() {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("interop_client: {e}");
-            std::process::exit(2);
-        }
-    };
+    let flags = Flags::parse();
+    if flags.use_tls {
+        Flags::command()
+            .error(
+                ErrorKind::InvalidValue,
+                "--use_tls=true: this client speaks plaintext only",
+            )
+            .exit();
+    }
     let channel = match client::channel(&flags.host, flags.port) {
         Ok(c) => c,
         Err(e) => {

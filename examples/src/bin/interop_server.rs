@@ -7,28 +7,26 @@
 
 use std::time::Duration;
 
+use clap::error::ErrorKind;
+use clap::{ArgAction, CommandFactory, Parser};
 use keel::Server;
 use keel_examples::grpc_testing::TestServiceServer;
 use keel_examples::interop::server::TestServer;
 
-fn parse() -> Result<(String, u16), String> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if flag_given(&args, "port").is_none() {
-        return Err("--port is required".into());
-    }
-    let port = keel_examples::flag(&args, "port", 0u16)?;
-    let host = keel_examples::flag(&args, "host", "127.0.0.1".to_string())?;
-    if keel_examples::flag(&args, "use_tls", false)? {
-        return Err("--use_tls=true: this server speaks plaintext only".into());
-    }
-    Ok((host, port))
-}
-
-/// Whether `--name` appears in `args`, in either form.
-fn flag_given<'a>(args: &'a [String], name: &str) -> Option<&'a String> {
-    let eq = format!("--{name}=");
-    args.iter()
-        .find(|a| a.strip_prefix("--") == Some(name) || a.starts_with(&eq))
+/// gRPC's interop server, in Keel: serves `grpc.testing.TestService` over
+/// gRPC (and baidu_std, on the same port) until Ctrl-C or SIGTERM.
+#[derive(Debug, Parser)]
+#[command(name = "interop_server")]
+struct Flags {
+    /// The port (0: any free port, printed once the server accepts)
+    #[arg(long)]
+    port: u16,
+    /// The address to listen on
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// TLS (only false: this server speaks plaintext)
+    #[arg(long = "use_tls", default_value_t = false, action = ArgAction::Set, value_name = "BOOL")]
+    use_tls: bool,
 }
 
 /// Ctrl-C or SIGTERM, whichever comes first.
@@ -49,13 +47,19 @@ async fn stop_signal() {
 
 #[tokio::main]
 async fn main() {
-    let (host, port) = match parse() {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("interop_server: {e}");
-            std::process::exit(2);
-        }
-    };
+    let Flags {
+        port,
+        host,
+        use_tls,
+    } = Flags::parse();
+    if use_tls {
+        Flags::command()
+            .error(
+                ErrorKind::InvalidValue,
+                "--use_tls=true: this server speaks plaintext only",
+            )
+            .exit();
+    }
     let server = match Server::builder()
         .add_service(TestServiceServer::new(TestServer))
         .bind((host.as_str(), port))

@@ -64,7 +64,7 @@ pub(crate) fn resident_bytes() -> u64 {
 }
 
 /// The most variables [`each`] reports (with the counting allocator).
-pub(crate) const MAX: usize = 29;
+pub(crate) const MAX: usize = 30;
 
 /// Every variable, now.
 pub(crate) fn all(core: &ServerCore) -> Vec<Var> {
@@ -93,7 +93,7 @@ pub(crate) fn each(core: &ServerCore, mut f: impl FnMut(Var)) {
     let store = crate::rpcz::tracer().store().stats();
     let etcd = &crate::etcd::STATS;
     let limited = &core.limit_counters;
-    let fixed: [Var; MAX - 2] = [
+    let fixed: [Var; MAX - 3] = [
         var(
             "keel_server_connections",
             "Connections open now (every protocol).",
@@ -266,6 +266,12 @@ pub(crate) fn each(core: &ServerCore, mut f: impl FnMut(Var)) {
             "Heap bytes allocated and not freed (counting allocator).",
             Gauge,
             u(keel_alloc::live_bytes()),
+        ));
+        f(var(
+            "keel_heap_allocations_total",
+            "Heap allocations made (counting allocator): per call, with keel_server_calls_total.",
+            Counter,
+            u(keel_alloc::stats().allocs),
         ));
         f(var(
             "keel_heap_peak_bytes",
