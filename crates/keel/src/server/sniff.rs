@@ -142,7 +142,10 @@ async fn serve_tls(
     open: OpenGuard,
 ) {
     let Some(tls) = shared.tls.as_ref() else {
-        shared.limit_counters.tls_failures.fetch_add(1, Ordering::Relaxed);
+        shared
+            .limit_counters
+            .tls_failures
+            .fetch_add(1, Ordering::Relaxed);
         eprintln!(
             "keel: closing connection from {peer}: it starts a TLS handshake, and this server has no TLS configured (ServerBuilder::tls)"
         );
@@ -156,7 +159,10 @@ async fn serve_tls(
     let mut stream = match tls.acceptor().accept(replayed).await {
         Ok(stream) => stream,
         Err(e) => {
-            shared.limit_counters.tls_failures.fetch_add(1, Ordering::Relaxed);
+            shared
+                .limit_counters
+                .tls_failures
+                .fetch_add(1, Ordering::Relaxed);
             eprintln!(
                 "keel: TLS handshake with {peer} failed: {}",
                 crate::tls::tls_reason(&e)
@@ -164,7 +170,10 @@ async fn serve_tls(
             return;
         }
     };
-    shared.limit_counters.tls_connections.fetch_add(1, Ordering::Relaxed);
+    shared
+        .limit_counters
+        .tls_connections
+        .fetch_add(1, Ordering::Relaxed);
     // Inside TLS, the protocol is told by its first bytes as outside.
     let Some((protocol, head)) = read_head(&mut stream, &open, &mut shutdown, false).await else {
         return;
