@@ -151,6 +151,7 @@ pub(crate) fn status(core: &ServerCore) -> Page {
             "uptime_s": secs(core.console.started.elapsed()),
             "concurrency": limits.global.current(),
             "max_concurrency": limits.global.max(),
+            "adaptive_concurrency": limits.is_adaptive(),
             "connection_limits": connection_limits(core),
             "services": services,
         }),

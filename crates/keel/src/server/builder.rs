@@ -56,6 +56,7 @@ pub struct ServerBuilder {
     table: MethodTable,
     error: Option<MethodTableError>,
     max_concurrency: Option<usize>,
+    adaptive: Option<crate::server::limit::AdaptiveLimit>,
     method_limits: HashMap<&'static str, usize>,
     max_body_size: Option<usize>,
     interceptors: Interceptors,
@@ -93,6 +94,7 @@ impl Default for ServerBuilder {
             table: MethodTable::default(),
             error: None,
             max_concurrency: None,
+            adaptive: None,
             method_limits: HashMap::new(),
             max_body_size: None,
             interceptors: Interceptors::default(),
@@ -212,6 +214,17 @@ impl ServerBuilder {
     /// Where the builtin console is served (default: on the service port).
     pub fn console(mut self, console: Console) -> Self {
         self.console = console;
+        self
+    }
+
+    /// Makes the server's limit of calls in flight adaptive (brpc's
+    /// `auto` limiter): it follows the latency of admitted calls against
+    /// the latency without queueing, so an overloaded server refuses the
+    /// excess with `ELIMIT` at once and keeps the latency of what it admits.
+    /// Replaces [`max_concurrency`](Self::max_concurrency). See
+    /// [`AdaptiveLimit`](crate::server::AdaptiveLimit).
+    pub fn adaptive_max_concurrency(mut self, limit: crate::server::AdaptiveLimit) -> Self {
+        self.adaptive = Some(limit);
         self
     }
 
@@ -347,7 +360,10 @@ impl ServerBuilder {
                 methods[route.table_index] = Limiter::new(self.method_limits.get(m.path).copied());
             }
         }
-        let limits = Limits::new(self.max_concurrency, methods);
+        let mut limits = Limits::new(self.max_concurrency, methods);
+        if let Some(adaptive) = self.adaptive {
+            limits = limits.adaptive(adaptive);
+        }
         let console = ConsoleState::new(self.table.method_count());
         let core = Arc::new(ServerCore {
             dispatcher: Dispatcher::new(self.table, limits, self.interceptors),

@@ -19,8 +19,9 @@
 //! acquire), handlers, connections or protocols; nothing here knows how a
 //! call arrived.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 /// Counts calls in flight against a maximum (`usize::MAX` = unlimited).
 #[derive(Debug)]
@@ -74,12 +75,109 @@ impl Limiter {
     }
 }
 
+/// An adaptive limit of calls in flight (the gradient method, as brpc's
+/// `auto` limiter and Netflix's concurrency-limits do): the limit follows
+/// how the latency of admitted calls compares with the latency the server
+/// has without queueing.
+///
+/// Every `window` (at least `min_samples` calls), the mean latency of the
+/// calls that ended in it is compared with the lowest mean seen lately
+/// (`no_load`, forgotten slowly so a server that became slower is not
+/// starved): `limit = limit * clamp(no_load / mean, 0.5, 1) + sqrt(limit)`,
+/// smoothed, within `[min, max]`. Queueing raises the mean and the limit
+/// falls until the queue is gone; with none the square root lets it grow.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdaptiveLimit {
+    /// The limit at start.
+    pub initial: usize,
+    /// Never below this.
+    pub min: usize,
+    /// Never above this.
+    pub max: usize,
+    /// How often the limit is recomputed.
+    pub window: Duration,
+    /// Calls a window needs before the limit moves.
+    pub min_samples: u32,
+}
+
+impl Default for AdaptiveLimit {
+    fn default() -> AdaptiveLimit {
+        AdaptiveLimit {
+            initial: 40,
+            min: 4,
+            max: 10_000,
+            window: Duration::from_millis(100),
+            min_samples: 20,
+        }
+    }
+}
+
+/// The adaptive limit's running state.
+#[derive(Debug)]
+struct Adaptive {
+    config: AdaptiveLimit,
+    window: Mutex<Window>,
+}
+
+#[derive(Debug)]
+struct Window {
+    started: Instant,
+    samples: u32,
+    total_us: u64,
+    /// The lowest window mean seen, slowly forgotten; 0 before the first.
+    no_load_us: f64,
+    limit: f64,
+}
+
+impl Adaptive {
+    fn new(config: AdaptiveLimit) -> Adaptive {
+        Adaptive {
+            window: Mutex::new(Window {
+                started: Instant::now(),
+                samples: 0,
+                total_us: 0,
+                no_load_us: 0.0,
+                limit: config.initial as f64,
+            }),
+            config,
+        }
+    }
+
+    /// Records one call's latency; the new limit when the window closed.
+    fn record(&self, latency: Duration) -> Option<usize> {
+        let c = &self.config;
+        let mut w = self.window.lock().unwrap_or_else(PoisonError::into_inner);
+        w.samples += 1;
+        w.total_us += u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        if w.samples < c.min_samples || w.started.elapsed() < c.window {
+            return None;
+        }
+        let mean = (w.total_us as f64 / f64::from(w.samples)).max(1.0);
+        w.samples = 0;
+        w.total_us = 0;
+        w.started = Instant::now();
+        // The no-load latency: the lowest mean, drifting up 1% a window so
+        // a lasting change of the service's own speed is learnt.
+        w.no_load_us = if w.no_load_us == 0.0 {
+            mean
+        } else {
+            (w.no_load_us * 1.01).min(mean)
+        };
+        let gradient = (w.no_load_us / mean).clamp(0.5, 1.0);
+        let target = w.limit * gradient + w.limit.sqrt();
+        w.limit = (0.8 * w.limit + 0.2 * target).clamp(c.min as f64, c.max as f64);
+        Some(w.limit.round() as usize)
+    }
+}
+
 /// The server's limits: a global one and one per method table_index (see
 /// [`Route::table_index`](crate::server::Route::table_index)).
 #[derive(Debug)]
 pub(crate) struct Limits {
     pub(crate) global: Limiter,
     pub(crate) methods: Vec<Limiter>,
+    /// Moves the global limit, when adaptive.
+    adaptive: Option<Adaptive>,
     /// Woken whenever the last call in flight ends (a graceful shutdown
     /// waits on it for calls no connection tracks: in-process ones).
     pub(crate) idle: tokio::sync::Notify,
@@ -91,8 +189,22 @@ impl Limits {
         Limits {
             global: Limiter::new(global),
             methods,
+            adaptive: None,
             idle: tokio::sync::Notify::new(),
         }
+    }
+
+    /// The same limits with the global one adaptive, starting at
+    /// `config.initial`.
+    pub(crate) fn adaptive(mut self, config: AdaptiveLimit) -> Limits {
+        self.global.set_max(Some(config.initial));
+        self.adaptive = Some(Adaptive::new(config));
+        self
+    }
+
+    /// Whether the global limit is adaptive.
+    pub(crate) fn is_adaptive(&self) -> bool {
+        self.adaptive.is_some()
     }
 
     /// Waits until no call is in flight, or `deadline`; true if none is.
@@ -129,6 +241,7 @@ impl Limits {
         Ok(Permit {
             limits: self.clone(),
             table_index,
+            admitted: self.adaptive.as_ref().map(|_| Instant::now()),
         })
     }
 }
@@ -138,10 +251,17 @@ impl Limits {
 pub(crate) struct Permit {
     limits: Arc<Limits>,
     table_index: usize,
+    /// When it was admitted, if the limit adapts to latency.
+    admitted: Option<Instant>,
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
+        if let (Some(adaptive), Some(admitted)) = (&self.limits.adaptive, self.admitted)
+            && let Some(limit) = adaptive.record(admitted.elapsed())
+        {
+            self.limits.global.set_max(Some(limit));
+        }
         if let Some(m) = self.limits.methods.get(self.table_index) {
             m.release();
         }
@@ -154,6 +274,39 @@ impl Drop for Permit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_adaptive_limit_falls_under_queueing_and_grows_without() {
+        let config = AdaptiveLimit {
+            initial: 100,
+            min: 4,
+            max: 1000,
+            window: Duration::ZERO,
+            min_samples: 10,
+        };
+        let adaptive = Adaptive::new(config);
+        let window = |latency_us: u64| {
+            (0..10)
+                .filter_map(|_| adaptive.record(Duration::from_micros(latency_us)))
+                .last()
+                .expect("a window closed")
+        };
+        // The no-load latency learnt, then queueing: latency doubles.
+        let start = window(1_000);
+        let mut limit = start;
+        for _ in 0..20 {
+            limit = window(2_000);
+        }
+        assert!(limit < start / 2, "{start} -> {limit}");
+        assert!(limit >= config.min);
+        // The queue gone: latency back to no-load, the limit grows.
+        let low = limit;
+        for _ in 0..20 {
+            limit = window(1_000);
+        }
+        assert!(limit > low, "{low} -> {limit}");
+        assert!(limit <= config.max);
+    }
 
     #[test]
     fn global_and_method_limits_refuse_and_release() {

@@ -53,5 +53,6 @@ pub use builder::{Console, Keepalive, Server, ServerBuilder, ServerStats};
 pub use health::{HealthReporter, ServingStatus};
 pub use http::TIMEOUT_HEADER;
 pub use interceptor::{Authenticator, Interceptor};
+pub use limit::AdaptiveLimit;
 pub use method_table::{MethodTable, MethodTableError, Route};
 pub use service::{CallMessages, MessagePools, Service, ServiceFuture, unknown_method};
