@@ -15,6 +15,7 @@
 //! cargo run --release -p keel-bench -- lb              # load balancer pick cost, ~5 s
 //! cargo run --release -p keel-bench -- cluster         # echo through cluster channels vs a plain one, ~45 s
 //! cargo run --release -p keel-bench -- http            # JSON over HTTP vs baidu_std and gRPC; console pages, ~45 s
+//! cargo run --release -p keel-bench -- overload        # no limit vs fixed vs adaptive under 10x load, ~20 s
 //! cargo run --release -p keel-bench -- --help          # list subcommands
 //! ```
 //!
@@ -43,6 +44,7 @@ mod grpc;
 mod http;
 mod interop;
 mod lb;
+mod overload;
 mod pool;
 mod rpcz;
 mod summary;
@@ -84,6 +86,9 @@ enum Command {
     /// echo QPS through list:// cluster channels (1 and 3 endpoints) vs a plain host:port channel
     #[command(long_about = cluster::ABOUT)]
     Cluster(args::RunArgs),
+    /// a server offered many times what it can do: no limit vs fixed max_concurrency vs adaptive
+    #[command(long_about = overload::ABOUT)]
+    Overload(overload::Args),
     /// (internal) holds HTTP connections open for `http`
     #[command(name = http::HOLD_SUBCOMMAND, hide = true)]
     HoldConnections {
@@ -113,6 +118,7 @@ fn main() -> ExitCode {
         Command::Rpcz(a) => rpcz::main(a),
         Command::Lb(a) => lb::main(a),
         Command::Cluster(a) => cluster::main(a),
+        Command::Overload(a) => overload::main(a),
         Command::HoldConnections { addr, n } => http::hold_main(addr, *n),
         Command::EchoServer {
             framework,

@@ -81,11 +81,15 @@ impl Limiter {
 /// has without queueing.
 ///
 /// Every `window` (at least `min_samples` calls), the mean latency of the
-/// calls that ended in it is compared with the lowest mean seen lately
-/// (`no_load`, forgotten slowly so a server that became slower is not
-/// starved): `limit = limit * clamp(no_load / mean, 0.5, 1) + sqrt(limit)`,
-/// smoothed, within `[min, max]`. Queueing raises the mean and the limit
-/// falls until the queue is gone; with none the square root lets it grow.
+/// calls that ended in it is compared with the no-load latency:
+/// `limit = limit * clamp(no_load / mean, 0.5, 1) + sqrt(limit)`, smoothed,
+/// within `[min, max]`. Queueing raises the mean and the limit falls until
+/// the queue is gone; with none the square root lets it grow. The no-load
+/// latency is the lowest window mean since the last probe: every
+/// [`PROBE_EVERY`] windows one window runs at a quarter of the limit, so the
+/// queue drains and its mean is the latency without queueing (brpc's auto
+/// limiter re-measures the same way), which also learns a service that
+/// became slower or faster.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AdaptiveLimit {
     /// The limit at start.
@@ -112,6 +116,9 @@ impl Default for AdaptiveLimit {
     }
 }
 
+/// Windows between two probes of the no-load latency.
+pub const PROBE_EVERY: u32 = 50;
+
 /// The adaptive limit's running state.
 #[derive(Debug)]
 struct Adaptive {
@@ -124,9 +131,13 @@ struct Window {
     started: Instant,
     samples: u32,
     total_us: u64,
-    /// The lowest window mean seen, slowly forgotten; 0 before the first.
+    /// The lowest window mean since the last probe; 0 before the first.
     no_load_us: f64,
     limit: f64,
+    /// Windows since the last probe.
+    windows: u32,
+    /// This window is a probe (at a quarter of the limit).
+    probing: bool,
 }
 
 impl Adaptive {
@@ -138,6 +149,8 @@ impl Adaptive {
                 total_us: 0,
                 no_load_us: 0.0,
                 limit: config.initial as f64,
+                windows: 0,
+                probing: false,
             }),
             config,
         }
@@ -156,16 +169,27 @@ impl Adaptive {
         w.samples = 0;
         w.total_us = 0;
         w.started = Instant::now();
-        // The no-load latency: the lowest mean, drifting up 1% a window so
-        // a lasting change of the service's own speed is learnt.
+        if w.probing {
+            // The queue drained at a quarter of the limit: this is the
+            // latency without queueing. Back to the limit it had.
+            w.probing = false;
+            w.no_load_us = mean;
+            return Some(w.limit.round() as usize);
+        }
         w.no_load_us = if w.no_load_us == 0.0 {
             mean
         } else {
-            (w.no_load_us * 1.01).min(mean)
+            w.no_load_us.min(mean)
         };
         let gradient = (w.no_load_us / mean).clamp(0.5, 1.0);
         let target = w.limit * gradient + w.limit.sqrt();
         w.limit = (0.8 * w.limit + 0.2 * target).clamp(c.min as f64, c.max as f64);
+        w.windows += 1;
+        if w.windows >= PROBE_EVERY {
+            w.windows = 0;
+            w.probing = true;
+            return Some(((w.limit / 4.0).round() as usize).max(c.min));
+        }
         Some(w.limit.round() as usize)
     }
 }
