@@ -9,6 +9,14 @@
 #                     prost's varint, key and unknown-field decoding
 #   grpc_framing      gRPC's message prefix, grpc-timeout, grpc-message and
 #                     base64 (keel_wire::grpc), against each other
+#   grpc_headers      Keel's readers of gRPC metadata, status, encoding and
+#                     trace headers; statuses and metadata round-trip
+#   json_transcode    JSON calls' bodies as protobuf messages (keel's proto3
+#                     JSON mapping); what decodes round-trips
+#   http1_request     bytes as an HTTP/1.1 connection to a server (JSON calls,
+#                     the console); answered or closed within a bound
+#   sniff             a connection's first bytes: baidu_std, HTTP/2, HTTP/1,
+#                     TLS ClientHello; prefixes agree with the whole
 #
 #   fuzz/run.sh                      every target, FUZZ_SECONDS split between them
 #   fuzz/run.sh protowire            one target, for all of FUZZ_SECONDS
@@ -25,7 +33,7 @@ total="${FUZZ_SECONDS:-60}"
 if [ "$#" -gt 0 ]; then
   targets=("$@")
 else
-  targets=(baidu_std_decode protowire grpc_framing)
+  targets=(baidu_std_decode protowire grpc_framing grpc_headers json_transcode http1_request sniff)
 fi
 each=$((total / ${#targets[@]}))
 if [ "$each" -lt 1 ]; then
@@ -81,9 +89,43 @@ seed_grpc_framing() {
   echo "seeded 3 gRPC inputs"
 }
 
+seed_grpc_headers() {
+  local corpus=$1
+  printf 'grpc-status: 14\ngrpc-message: server%%20stopping\nkeel-code: 2004\nx-user: alice\n' >"$corpus/status"
+  printf 'grpc-status: 3\ngrpc-status-details-bin: CAMSBGJhZCE\nx-bin: AAEC\ngrpc-encoding: gzip\n' >"$corpus/details"
+  printf 'traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\nauthorization: Bearer x\n' >"$corpus/trace"
+  echo "seeded 3 header sets"
+}
+
+seed_json_transcode() {
+  local corpus=$1
+  printf '\x00{"key":"YQ==","rangeEnd":"Yg==","limit":"10","sortOrder":"DESCEND","keysOnly":true}' >"$corpus/range"
+  printf '\x01{"createRequest":{"key":"YQ==","startRevision":"5","filters":["NOPUT"]}}' >"$corpus/watch"
+  printf '\x02{"TTL":"10","ID":"-1"}' >"$corpus/lease"
+  echo "seeded 3 JSON bodies"
+}
+
+seed_http1_request() {
+  local corpus=$1
+  printf 'GET /status?format=json HTTP/1.1\r\nHost: x\r\n\r\n' >"$corpus/status"
+  printf 'POST /grpc.health.v1.Health/Check HTTP/1.1\r\nHost: x\r\nContent-Length: 13\r\nx-timeout-ms: 50\r\n\r\n{"service":""}' >"$corpus/json-call"
+  printf 'GET /vars?q=server HTTP/1.1\r\n\r\nGET /rpcz HTTP/1.1\r\n\r\n' >"$corpus/pipelined"
+  printf 'POST /flags/max_concurrency HTTP/1.1\r\nContent-Length: 7\r\n\r\nvalue=8' >"$corpus/flag"
+  echo "seeded 4 requests"
+}
+
+seed_sniff() {
+  local corpus=$1
+  printf 'PRPC\x00\x00\x00\x10\x00\x00\x00\x08' >"$corpus/baidu_std"
+  printf 'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n' >"$corpus/h2"
+  printf 'GET / HTTP/1.1\r\n' >"$corpus/http1"
+  printf '\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03' >"$corpus/tls"
+  echo "seeded 4 openings"
+}
+
 for target in "${targets[@]}"; do
   if ! declare -F "seed_$target" >/dev/null; then
-    echo "unknown fuzz target $target; the targets are baidu_std_decode, protowire and grpc_framing" >&2
+    echo "unknown fuzz target $target; the targets are baidu_std_decode, protowire, grpc_framing, grpc_headers, json_transcode, http1_request and sniff" >&2
     exit 2
   fi
 done

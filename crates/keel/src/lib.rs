@@ -98,6 +98,9 @@ pub mod connections;
 pub mod console;
 pub mod context;
 pub mod etcd;
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod metadata;
 pub mod method;
 pub mod metrics;

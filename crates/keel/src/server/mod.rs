@@ -46,7 +46,7 @@ pub(crate) mod limit;
 mod method_table;
 mod reflection;
 mod service;
-mod sniff;
+pub(crate) mod sniff;
 mod watchdog;
 
 pub use builder::{Console, Keepalive, Server, ServerBuilder, ServerStats};

@@ -1,0 +1,154 @@
+//! Entry points for the fuzz targets in `fuzz/` (built only with
+//! `--cfg fuzzing`, which cargo-fuzz sets): Keel's own decoders of bytes a
+//! peer sends, reached the way a connection reaches them.
+//!
+//! Each function takes arbitrary bytes and must not panic; the checks they
+//! make on the results panic when an invariant breaks.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::server::builder::{Port, ServerCore};
+
+/// gRPC headers and trailers as a peer may send them: the input split into
+/// `name: value` lines; the metadata, status, compression and trace
+/// readers run on what `http` accepts. Metadata read back out and in again
+/// is the same.
+pub fn grpc_headers(data: &[u8]) {
+    let mut headers = HeaderMap::new();
+    for line in data.split(|&b| b == b'\n') {
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(&line[..colon]),
+            HeaderValue::from_bytes(line[colon + 1..].trim_ascii()),
+        ) else {
+            continue;
+        };
+        headers.append(name, value);
+    }
+    let metadata = crate::codec::grpc::metadata_from(&headers);
+    let _ = crate::codec::grpc::encoding_from(&headers);
+    let _ = crate::codec::grpc::trace_from(&headers);
+    // A status read from the trailers, written as trailers and read again,
+    // is the same.
+    if let Some(Err(status)) = crate::codec::grpc::status_from(&headers) {
+        let mut written = HeaderMap::new();
+        crate::codec::grpc::status_into(&status, &mut written);
+        let again = crate::codec::grpc::status_from(&written)
+            .expect("a status was written")
+            .expect_err("a failure");
+        assert_eq!(again.code(), status.code(), "{status} became {again}");
+        assert_eq!(again.message(), status.message(), "{status} became {again}");
+    }
+    let mut again = HeaderMap::new();
+    if crate::codec::grpc::metadata_into(&metadata, &mut again, crate::Code::EREQUEST).is_ok() {
+        let back = crate::codec::grpc::metadata_from(&again);
+        assert_eq!(
+            back.iter().collect::<Vec<_>>(),
+            metadata.iter().collect::<Vec<_>>(),
+            "metadata changed on its way out and in"
+        );
+    }
+}
+
+/// The JSON of a JSON call, as the request of etcd's `Range` (bytes,
+/// enums, 64-bit integers), `Watch` (a oneof) or `LeaseGrant`, chosen by
+/// the first byte. What decodes, encodes back to JSON that decodes to the
+/// same protobuf.
+pub fn json_transcode(data: &[u8]) {
+    use crate::etcd::api::etcdserverpb::{kv, lease, watch};
+    let Some((&which, json)) = data.split_first() else {
+        return;
+    };
+    let method = match which % 3 {
+        0 => &kv::RANGE,
+        1 => &watch::WATCH,
+        _ => &lease::LEASE_GRANT,
+    };
+    let pool = crate::codec::json::pool_of(method).expect("embedded descriptors");
+    let descriptor =
+        crate::codec::json::message(&pool, method.request_type).expect("the request type");
+    let Ok(encoded) = crate::codec::json::from_json(descriptor.clone(), json) else {
+        return;
+    };
+    let text = crate::codec::json::to_json(descriptor.clone(), Bytes::from(encoded.clone()))
+        .expect("a message that was decoded encodes to JSON");
+    let again = crate::codec::json::from_json(descriptor, &text).expect("its JSON decodes");
+    assert_eq!(again, encoded, "the JSON round trip changed the message");
+}
+
+/// A connection's first bytes: the protocol sniffers (keel-wire's and the
+/// TLS ClientHello check) on every prefix agree with the whole.
+pub fn sniff(data: &[u8]) {
+    let whole = keel_wire::sniff(data);
+    for end in 0..=data.len() {
+        let prefix = &data[..end];
+        let hello = crate::tls::is_client_hello(prefix);
+        if let (Some(true), Some(&first)) = (hello, data.first()) {
+            assert_eq!(first, 0x16);
+        }
+        match keel_wire::sniff(prefix) {
+            keel_wire::Sniff::NeedMore => {}
+            decided => {
+                assert_eq!(
+                    decided, whole,
+                    "a prefix decided otherwise than the whole input"
+                );
+                break;
+            }
+        }
+    }
+}
+
+/// A server core with the builtin services and the console, made once.
+fn core() -> &'static Arc<ServerCore> {
+    static CORE: OnceLock<Arc<ServerCore>> = OnceLock::new();
+    CORE.get_or_init(|| {
+        crate::Server::builder()
+            .build_core()
+            .expect("a server core")
+    })
+}
+
+/// The bytes as an HTTP/1.1 connection to a server's port (JSON calls of
+/// the builtin services, the console), read to the end; the server answers
+/// or closes within a bound.
+pub fn http1_request(data: &[u8]) {
+    thread_local! {
+        static RUNTIME: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+    }
+    RUNTIME.with(|runtime| {
+        runtime.block_on(async {
+            let (mut client, server) = tokio::io::duplex(64 * 1024);
+            let peer = SocketAddr::from(([127, 0, 0, 1], 1));
+            let shared = core().clone();
+            let open = Arc::new(crate::server::sniff::OpenGuard::new(shared.clone(), peer));
+            let (_shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+            let serving = tokio::spawn(crate::server::http::serve(
+                server,
+                peer,
+                shared,
+                shutdown_rx,
+                open,
+                Port::Service { console: true },
+            ));
+            let _ = client.write_all(data).await;
+            let _ = client.shutdown().await;
+            let mut answer = Vec::new();
+            let read =
+                tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut answer));
+            assert!(read.await.is_ok(), "the server neither answered nor closed");
+            serving.abort();
+        });
+    });
+}
