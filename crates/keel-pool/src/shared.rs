@@ -237,6 +237,8 @@ pub(crate) struct Shared<T> {
     dead: AtomicBool,
     blocks_allocated: AtomicU64,
     blocks_freed: AtomicU64,
+    /// Heap bytes of cached objects dropped with the blocks trimmed, ever.
+    heap_returned: AtomicU64,
 }
 
 // SAFETY: the raw pointers in `Global` are protected by its mutex; objects
@@ -289,6 +291,7 @@ impl<T: Reset + Send> Shared<T> {
             dead: AtomicBool::new(false),
             blocks_allocated: AtomicU64::new(0),
             blocks_freed: AtomicU64::new(0),
+            heap_returned: AtomicU64::new(0),
         }
     }
 
@@ -544,7 +547,9 @@ impl<T: Reset + Send> Shared<T> {
                 let keep = unsafe { (*(*p.0.as_ptr()).block.as_ptr()).mark.get() != per_block };
                 if !keep {
                     // SAFETY: as above.
-                    *free_heap -= unsafe { p.heap() };
+                    let heap = unsafe { p.heap() };
+                    *free_heap -= heap;
+                    self.heap_returned.fetch_add(heap as u64, Relaxed);
                 }
                 keep
             });
@@ -653,6 +658,8 @@ impl<T: Reset + Send> Shared<T> {
             puts,
             blocks_allocated: self.blocks_allocated.load(Relaxed),
             blocks_freed: self.blocks_freed.load(Relaxed),
+            bytes_returned: self.blocks_freed.load(Relaxed) * block_bytes as u64
+                + self.heap_returned.load(Relaxed),
             high_water: self.config.high_water as u64,
             thread_caches: g.locals.len() as u64,
             idle_trims: g.idle_trims,

@@ -38,6 +38,9 @@ pub struct PoolStats {
     pub blocks_allocated: u64,
     /// Blocks given back to the allocator, ever.
     pub blocks_freed: u64,
+    /// Bytes given back to the allocator, ever: the blocks freed, and the
+    /// heap memory (buffers) of the cached objects in them.
+    pub bytes_returned: u64,
     /// Cached objects above which whole free blocks are trimmed
     /// automatically.
     pub high_water: u64,

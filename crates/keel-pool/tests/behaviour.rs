@@ -102,9 +102,17 @@ fn trim_returns_free_blocks_and_keeps_live_ones() {
     // Keep every other object from the first half; free the rest.
     let kept: Vec<_> = held.drain(..1600).step_by(2).collect();
     drop(held);
+    let before = pool.stats();
     let freed = pool.trim();
     let s = pool.stats();
     assert_eq!(freed, 50, "the 50 untouched blocks are freed: {s:?}");
+    // The blocks' bytes are given back (the free list's shrinking too, so
+    // the pool holds at least that much less).
+    let returned = s.bytes_returned;
+    assert!(
+        returned > 0 && returned <= before.bytes - s.bytes,
+        "{before:?} {s:?}"
+    );
     assert_eq!(s.blocks, 50);
     assert_eq!(s.live, 800);
     for b in &kept {
@@ -115,6 +123,11 @@ fn trim_returns_free_blocks_and_keeps_live_ones() {
     let s = pool.stats();
     assert_eq!((s.blocks, s.live, s.cached), (0, 0, 0), "{s:?}");
     assert_eq!(s.blocks_freed, 100);
+    assert_eq!(
+        s.bytes_returned,
+        2 * returned,
+        "as many blocks again: {s:?}"
+    );
 }
 
 #[test]

@@ -380,6 +380,33 @@ async fn connections_and_invokers_are_listed() {
     assert!(all.iter().any(|c| c["protocol"] == "baidu_std"
         && c["side"] == "server"
         && c["bytes_in"].as_u64().unwrap() > 0));
+    // A call held in its handler: the client's connection counts it.
+    let gated = fixture.gated.notified();
+    let held = tokio::spawn({
+        let client = EchoServiceClient::new(&channel);
+        async move { client.echo(&request("gate")).await }
+    });
+    gated.await;
+    let connections = http.get("/connections?format=json").await.json();
+    assert!(
+        connections["connections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["protocol"] == "baidu_std" && c["side"] == "client" && c["in_flight"] == 1),
+        "the client's connection with a call in flight: {connections}"
+    );
+    fixture.gate.add_permits(1);
+    held.await.expect("task").expect("the held call");
+    let pools = http.get("/pools?format=json").await.json();
+    assert!(
+        pools["pools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["bytes_returned"].is_u64()),
+        "every pool says what it gave back: {pools}"
+    );
     let invokers = http.get("/invokers?format=json").await.json();
     let mine = invokers["invokers"]
         .as_array()

@@ -362,6 +362,7 @@ pub(crate) fn pools() -> Page {
                 "high_water": p.high_water,
                 "idle_trims": p.idle_trims,
                 "blocks_freed": p.blocks_freed,
+                "bytes_returned": p.bytes_returned,
                 "gets": p.gets,
                 "puts": p.puts,
             })

@@ -533,6 +533,7 @@ async fn run_connection<S: crate::tls::Duplex>(
                     break "replaced by a newer connection".into();
                 }
                 std::mem::swap(&mut st.out, &mut outbuf);
+                listed.set_in_flight(st.pending.len());
                 // Still unwritten, for the queue's bound, until written;
                 // only large batches are counted (a small one cannot move
                 // a 64 MiB bound), so small calls take no extra lock.
@@ -571,6 +572,9 @@ async fn run_connection<S: crate::tls::Duplex>(
                         Err(e) => break e,
                         Ok(stopping) => retired |= stopping,
                     }
+                    // Calls still waiting, for the console (one lock per
+                    // read, not per response).
+                    listed.set_in_flight(conn.lock().pending.len());
                     reads.settle();
                 }
                 Err(e) => break e.to_string(),
