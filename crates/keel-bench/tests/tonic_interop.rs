@@ -566,3 +566,128 @@ async fn keel_deadline_reaches_tonic_and_cancels_its_handler() {
     let reply = client.echo(&request("after")).await.expect("echoed");
     assert_eq!(reply.message, "after");
 }
+
+/// The `keel` command (crates/keel-cli), built beside this test: `cargo
+/// test --workspace` builds it before any test runs; alone, this builds it.
+fn keel_command() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test's path");
+    // target/<profile>/deps/<test> -> target/<profile>/keel
+    let profile_dir = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("target/<profile>");
+    let keel = profile_dir.join("keel");
+    if !keel.is_file() {
+        let mut build = std::process::Command::new(env!("CARGO"));
+        build.args(["build", "-p", "keel-cli", "--bin", "keel"]);
+        if profile_dir.file_name().is_some_and(|p| p == "release") {
+            build.arg("--release");
+        }
+        let status = build.status().expect("cargo runs");
+        assert!(status.success(), "cannot build the keel command");
+    }
+    keel
+}
+
+/// Runs `keel ARGS` to its end (bounded): its exit code and stdout.
+fn run_keel(args: &[&str]) -> (i32, String, String) {
+    let child = std::process::Command::new(keel_command())
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("keel starts");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = match rx.recv_timeout(std::time::Duration::from_secs(60)) {
+        Ok(out) => out.expect("keel's output"),
+        Err(_) => {
+            // Our own child, by its PID.
+            let _ = std::process::Command::new("kill")
+                .arg(pid.to_string())
+                .status();
+            panic!("keel {args:?} ran past 60 s");
+        }
+    };
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+// `keel call` and `keel bench` -> tonic server (schema from the .proto:
+// tonic serves no reflection here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keel_command_calls_and_benches_a_tonic_server() {
+    let addr = tonic_server(TonicEcho::default()).await;
+    let url = format!("grpc://{addr}");
+    let proto = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/proto/echo.proto"
+    );
+    let include = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/proto");
+    let common = ["--proto", proto, "-I", include];
+    let (url2, common2) = (url.clone(), common);
+    let call = tokio::task::spawn_blocking(move || {
+        let mut args = vec![
+            "call",
+            url2.as_str(),
+            "example.EchoService/Echo",
+            r#"{"message":"to tonic"}"#,
+        ];
+        args.extend(common2);
+        run_keel(&args)
+    })
+    .await
+    .expect("keel call");
+    assert_eq!(call.0, 0, "keel call: {}", call.2);
+    let reply: serde_json::Value = serde_json::from_str(&call.1).expect("JSON");
+    assert_eq!(reply["message"], "to tonic");
+    // A status from tonic comes back with its code name and exit code 4.
+    let (url3, common3) = (url.clone(), common);
+    let denied = tokio::task::spawn_blocking(move || {
+        let mut args = vec![
+            "call",
+            url3.as_str(),
+            "example.EchoService/Echo",
+            r#"{"message":"deny"}"#,
+        ];
+        args.extend(common3);
+        run_keel(&args)
+    })
+    .await
+    .expect("keel call");
+    assert_eq!(denied.0, 4, "an RPC error: {}", denied.2);
+    assert!(
+        denied.2.contains("PERMISSION_DENIED") || denied.2.contains("PermissionDenied"),
+        "{}",
+        denied.2
+    );
+    let bench = tokio::task::spawn_blocking(move || {
+        let mut args = vec![
+            "bench",
+            url.as_str(),
+            "example.EchoService/Echo",
+            "-d",
+            r#"{"message":"b"}"#,
+            "--concurrency",
+            "8",
+            "--total",
+            "400",
+            "--format",
+            "json",
+        ];
+        args.extend(common);
+        run_keel(&args)
+    })
+    .await
+    .expect("keel bench");
+    assert_eq!(bench.0, 0, "keel bench: {}", bench.2);
+    let report: serde_json::Value = serde_json::from_str(&bench.1).expect("a JSON report");
+    assert_eq!(report["calls"], 400, "{report}");
+    assert_eq!(report["errors"], 0, "{report}");
+}
