@@ -53,7 +53,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
-use super::pending::{CallId, PendingCalls};
+use super::pending::{Arrived, CallId, PendingCalls};
 use crate::compression::{self, Compression, Scratch};
 use crate::metadata::{Metadata, REQUEST_ID};
 use crate::status::{Code, Status};
@@ -351,7 +351,7 @@ impl Link {
     }
 
     /// Delivers one response frame to its waiting call, if it still waits.
-    fn complete(&self, correlation_id: i64, result: Result<Reply, Status>) {
+    fn complete(&self, correlation_id: i64, result: Result<Arrived, Status>) {
         let waker = {
             let mut st = self.lock();
             st.pending
@@ -666,21 +666,20 @@ fn deliver(
                 Code::new(r.error_code),
                 r.error_text.to_owned(),
             )),
+            // Handed over still compressed: the call decompresses it in
+            // its own task (see `PendingCall`), never this loop.
             _ => match frame.split(&meta) {
-                Ok((payload, attachment)) => compression::decompress(
-                    meta.compress_type,
-                    payload,
-                    limits.max_body_size,
-                    Code::ERESPONSE,
-                )
-                .map(|payload| Reply {
-                    payload,
-                    attachment,
-                    metadata: if meta.user_fields.is_empty() {
-                        Metadata::new()
-                    } else {
-                        meta.user_fields.iter().collect()
+                Ok((payload, attachment)) => Ok(Arrived {
+                    reply: Reply {
+                        payload,
+                        attachment,
+                        metadata: if meta.user_fields.is_empty() {
+                            Metadata::new()
+                        } else {
+                            meta.user_fields.iter().collect()
+                        },
                     },
+                    compress_type: meta.compress_type,
                 }),
                 Err(e) => Err(Status::new(Code::ERESPONSE, e.to_string())),
             },
@@ -705,7 +704,22 @@ impl Future for PendingCall<'_> {
             Poll::Ready(result) => {
                 drop(st);
                 self.finished = true;
-                Poll::Ready(result)
+                // Decompressed here, in the caller's task: however large
+                // the payload, or however it lies about its size, the
+                // connection's loop has long moved on to the other calls.
+                Poll::Ready(result.and_then(|arrived| {
+                    let Arrived {
+                        mut reply,
+                        compress_type,
+                    } = arrived;
+                    reply.payload = compression::decompress(
+                        compress_type,
+                        reply.payload,
+                        self.conn.config.max_body_size,
+                        Code::ERESPONSE,
+                    )?;
+                    Ok(reply)
+                }))
             }
             Poll::Pending => Poll::Pending,
         }
