@@ -252,3 +252,42 @@ async fn a_server_refuses_a_64_mib_snappy_claim_without_allocating_it() {
     );
     assert_eq!(fixture.calls.load(Ordering::Relaxed), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_text_that_is_not_utf8_reaches_the_caller_lossily_and_fails_nothing_else() {
+    let _serial = one_at_a_time().await;
+    keel::rpcz::tracer().sampler().set_target(0);
+    // brpc (C++ proto2) sends any bytes as error_text.
+    let server = fake_baidu::start(|cid, req| {
+        if req.message == "latin-1" {
+            response(cid, 4242, b"caf\xe9 ferm\xe9", 0, b"")
+        } else {
+            fake_baidu::echo(cid, req)
+        }
+    })
+    .await;
+    let channel = Channel::builder(&server.addr)
+        .timeout(Some(Duration::from_secs(10)))
+        .build()
+        .expect("addr");
+    let client = EchoServiceClient::new(&channel);
+    client.echo(&request("warm")).await.expect("warm-up");
+
+    let failures = interleaved(&client, "latin-1", 16).await;
+
+    assert_eq!(failures.len(), 16);
+    for status in &failures {
+        // The server's code and its text, each invalid byte replaced.
+        assert_eq!(status.code(), Code::new(4242), "{status}");
+        assert_eq!(status.message(), "caf\u{fffd} ferm\u{fffd}");
+    }
+    // Each call ran once (an answered call is not retried), all on the
+    // first connection, which is still up.
+    assert_eq!(server.requests.load(Ordering::Relaxed), 1 + 32);
+    assert_eq!(server.accepts.load(Ordering::Relaxed), 1);
+    client
+        .echo(&request("after"))
+        .await
+        .expect("the connection serves on");
+    assert_eq!(server.accepts.load(Ordering::Relaxed), 1);
+}

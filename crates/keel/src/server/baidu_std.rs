@@ -313,12 +313,12 @@ impl Connection {
 
 impl ConnectionState {
     fn on_frame(&mut self, frame: RawFrame) {
-        let meta = match frame.meta() {
+        let mut meta = match frame.meta() {
             Ok(meta) => meta,
             Err(e) => return self.on_bad_frame(&e),
         };
         let cid = meta.correlation_id;
-        let Some(request) = meta.request else {
+        let Some(request) = meta.request.take() else {
             // A response or a stream frame sent to a server: not a call.
             self.error(cid, Code::EREQUEST, "frame carries no request meta");
             self.broken = true;
@@ -368,8 +368,8 @@ impl ConnectionState {
             .map(|ms| tokio::time::Instant::now() + std::time::Duration::from_millis(ms as u64));
         let call = Request {
             stream: None,
-            service: request.service_name,
-            method: request.method_name,
+            service: &request.service_name,
+            method: &request.method_name,
             payload,
             attachment,
             metadata,

@@ -664,7 +664,7 @@ fn deliver(
         let result = match meta.response {
             Some(r) if r.error_code != 0 => Err(Status::new(
                 Code::new(r.error_code),
-                r.error_text.to_owned(),
+                r.error_text.into_owned(),
             )),
             // Handed over still compressed: the call decompresses it in
             // its own task (see `PendingCall`), never this loop.
