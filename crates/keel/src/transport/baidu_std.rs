@@ -54,6 +54,7 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use super::pending::{Arrived, CallId, PendingCalls};
+use super::reconnect::Reconnect;
 use crate::compression::{self, Compression, Scratch};
 use crate::metadata::{Metadata, REQUEST_ID};
 use crate::status::{Code, Status};
@@ -96,6 +97,8 @@ struct Link {
     state: Mutex<LinkState>,
     wake_writer: Notify,
     connect_lock: tokio::sync::Mutex<()>,
+    /// When to connect again after failures.
+    reconnect: Reconnect,
 }
 
 /// What the mutex of a [`Link`] guards.
@@ -138,6 +141,7 @@ impl BaiduStd {
                 }),
                 wake_writer: Notify::new(),
                 connect_lock: tokio::sync::Mutex::new(()),
+                reconnect: Reconnect::default(),
             }),
             _alive: alive,
             alive_rx,
@@ -252,6 +256,7 @@ impl BaiduStd {
         if let Some(epoch) = self.conn.up_epoch() {
             return Ok(epoch);
         }
+        self.conn.reconnect.admit(&self.conn.addr)?;
         let stream = super::connect(&self.conn.addr, self.conn.config.connect_timeout).await?;
         let _ = stream.set_nodelay(true);
         let peer = stream.peer_addr().ok();
@@ -368,6 +373,11 @@ impl Link {
         let wakers = {
             let mut st = self.lock();
             if st.epoch == epoch {
+                if st.up {
+                    // The live connection broke (not one retired or
+                    // replaced): wait before the next, unless it answered.
+                    self.reconnect.failed();
+                }
                 st.up = false;
                 // Drop the queue's memory, not just its contents (R8).
                 st.out = BytesMut::new();
@@ -551,6 +561,7 @@ async fn run_connection(
                         Err(e) => break e,
                         Ok(stopping) => retired |= stopping,
                     }
+
                     reads.settle();
                 }
                 Err(e) => break e.to_string(),
@@ -652,6 +663,7 @@ fn deliver(
         let meta = frame
             .meta()
             .map_err(|e| format!("bad response meta: {e}"))?;
+        conn.reconnect.answered();
         let cid = meta.correlation_id;
         let logoff = meta
             .response

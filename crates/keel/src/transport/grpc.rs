@@ -24,6 +24,7 @@ use http::{Method, Request, Uri};
 use tokio::time::Instant;
 
 use super::EndpointConfig;
+use super::reconnect::Reconnect;
 use crate::codec::grpc as wire;
 use crate::compression::Compression;
 use crate::status::{Code, Status};
@@ -55,6 +56,8 @@ pub struct Grpc {
     /// The channel's credential as the `authorization` header each stream
     /// carries (made once).
     credential: Credential,
+    /// When to connect again after failures.
+    reconnect: Reconnect,
 }
 
 /// A channel's credential on gRPC: the value of every stream's
@@ -132,6 +135,7 @@ impl Grpc {
             connect_lock: tokio::sync::Mutex::new(()),
             pending: AtomicUsize::new(0),
             last_timeout: Mutex::new(None),
+            reconnect: Reconnect::default(),
         }
     }
 
@@ -157,9 +161,17 @@ impl Grpc {
             .clone()
     }
 
-    /// Forgets the connection after a failure: the next call reconnects.
+    /// Forgets the connection after a failure: the next call reconnects
+    /// (after a wait, unless an answer came since the last failure).
     fn forget(&self) {
-        *self.sender.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        let lost = self
+            .sender
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if lost.is_some() {
+            self.reconnect.failed();
+        }
     }
 
     async fn connect(&self) -> Result<(SendRequest<Bytes>, Option<std::net::SocketAddr>), Status> {
@@ -167,7 +179,20 @@ impl Grpc {
         if let Some(up) = self.current() {
             return Ok(up);
         }
+        self.reconnect.admit(&self.addr)?;
         let stream = super::connect(&self.addr, self.config.connect_timeout).await?;
+        let connected = self.handshake(stream).await;
+        if connected.is_err() {
+            self.reconnect.failed();
+        }
+        connected
+    }
+
+    /// The HTTP/2 handshake over a new connection, whose task then runs.
+    async fn handshake(
+        &self,
+        stream: tokio::net::TcpStream,
+    ) -> Result<(SendRequest<Bytes>, Option<std::net::SocketAddr>), Status> {
         let peer = stream.peer_addr().ok();
         let stream = super::counted(stream, "grpc");
         let handshake = h2::client::Builder::new()
@@ -270,6 +295,7 @@ impl Grpc {
             }
             wire::stream_failed(&e)
         })?;
+        self.reconnect.answered();
         let (parts, mut body) = response.into_parts();
         if parts.status != http::StatusCode::OK {
             return Err(Status::new(

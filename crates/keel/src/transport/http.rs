@@ -29,6 +29,7 @@ use tokio::time::Instant;
 
 use super::EndpointConfig;
 use super::grpc::Credential;
+use super::reconnect::Reconnect;
 use crate::codec::grpc as wire;
 use crate::codec::json;
 use crate::status::{Code, Status};
@@ -45,6 +46,8 @@ pub struct Http {
     idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
     pending: AtomicUsize,
     credential: Credential,
+    /// When to connect again after failures.
+    reconnect: Reconnect,
 }
 
 impl std::fmt::Debug for Http {
@@ -69,6 +72,7 @@ impl Http {
             config,
             idle: Mutex::new(Vec::new()),
             pending: AtomicUsize::new(0),
+            reconnect: Reconnect::default(),
         }
     }
 
@@ -109,7 +113,9 @@ impl Http {
         }
     }
 
+    /// A new connection, unless the endpoint waits after failures.
     async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, Status> {
+        self.reconnect.admit(&self.addr)?;
         let stream = super::connect(&self.addr, self.config.connect_timeout).await?;
         let io = hyper_util::rt::TokioIo::new(super::counted(stream, "http"));
         let (sender, connection) = hyper::client::conn::http1::handshake(io)
@@ -179,6 +185,7 @@ impl Http {
                 if reused {
                     continue;
                 }
+                self.reconnect.failed();
                 return Err(unwritten(format!("the connection to {} closed", self.addr)));
             }
             call.span.mark(crate::rpcz::Mark::Sent);
@@ -187,6 +194,7 @@ impl Http {
                 Err(mut failed) => match failed.take_message() {
                     Some(unsent) if reused => request = unsent,
                     Some(_) => {
+                        self.reconnect.failed();
                         return Err(unwritten(format!(
                             "the connection to {} failed: {}",
                             self.addr,
@@ -194,6 +202,9 @@ impl Http {
                         )));
                     }
                     None => {
+                        if !reused {
+                            self.reconnect.failed();
+                        }
                         return Err(Status::new(
                             Code::EFAILEDSOCKET,
                             format!(
@@ -206,6 +217,7 @@ impl Http {
                 },
             }
         };
+        self.reconnect.answered();
         let (parts, body) = response.into_parts();
         let limit = self.config.max_body_size;
         let body = Limited::new(body, limit)

@@ -23,6 +23,7 @@ mod grpc;
 pub mod http;
 mod in_process;
 mod pending;
+pub(crate) mod reconnect;
 
 pub use baidu_std::BaiduStd;
 pub use grpc::Grpc;
