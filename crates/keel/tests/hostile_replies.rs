@@ -173,12 +173,22 @@ fn bomb_len() -> usize {
 
 /// Reads one response frame from `stream`: (error code, payload).
 async fn read_answer(stream: &mut tokio::net::TcpStream, inbuf: &mut BytesMut) -> (i32, Vec<u8>) {
+    let (_, code, payload) = read_answer_of(stream, inbuf).await;
+    (code, payload)
+}
+
+/// Reads one response frame from `stream`: (correlation id, error code,
+/// payload).
+async fn read_answer_of(
+    stream: &mut tokio::net::TcpStream,
+    inbuf: &mut BytesMut,
+) -> (i64, i32, Vec<u8>) {
     loop {
         if let Some(frame) = decode_raw_frame(inbuf, &Limits::default()).expect("a baidu_std frame")
         {
             let meta = frame.meta().expect("meta");
             let (payload, _) = frame.split(&meta).expect("split");
-            return (meta.error_code(), payload.to_vec());
+            return (meta.correlation_id, meta.error_code(), payload.to_vec());
         }
         let n = tokio::time::timeout(Duration::from_secs(10), stream.read_buf(inbuf))
             .await
@@ -290,4 +300,43 @@ async fn an_error_text_that_is_not_utf8_reaches_the_caller_lossily_and_fails_not
         .await
         .expect("the connection serves on");
     assert_eq!(server.accepts.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_inflates_a_large_request_off_its_connections_task() {
+    let _serial = one_at_a_time().await;
+    keel::rpcz::tracer().sampler().set_target(0);
+    let fixture = support::start(|b| b).await;
+    let mut stream = tokio::net::TcpStream::connect(fixture.addr())
+        .await
+        .expect("connect");
+    let mut inbuf = BytesMut::new();
+    // About 100 KB of gzip that inflates past the server's 64 MiB limit,
+    // then a good request, in one write.
+    let mut member = BytesMut::new();
+    keel_wire::compress(
+        keel_wire::CompressType::Gzip,
+        &vec![0; 1 << 20],
+        &mut member,
+    )
+    .expect("gzip");
+    let mut both = request_frame(1, 2, &member.repeat(100));
+    both.extend_from_slice(&request_frame(2, 0, &request("meanwhile").encode_to_vec()));
+    stream.write_all(&both).await.expect("write");
+
+    // The good request is answered while the bomb still inflates on a
+    // task of its own (on the connection's task, it would wait for it).
+    let (cid, code, payload) = read_answer_of(&mut stream, &mut inbuf).await;
+    assert_eq!(
+        (cid, code),
+        (2, 0),
+        "the request behind the bomb is answered first"
+    );
+    assert_eq!(
+        EchoResponse::decode(&payload[..]).expect("echo").message,
+        "meanwhile"
+    );
+    let (cid, code, _) = read_answer_of(&mut stream, &mut inbuf).await;
+    assert_eq!((cid, code), (1, Code::EREQUEST.value()));
+    assert_eq!(fixture.calls.load(Ordering::Relaxed), 1);
 }
