@@ -3,7 +3,11 @@
 //! with ERESPONSE and allocates nothing large, while the good replies on
 //! the same connection all arrive; a gzip bomb costs no more than the
 //! channel's message limit; and a server refuses a request making the same
-//! claim without allocating it, then serves the connection's next request.
+//! claim without allocating it, then serves the connection's next request,
+//! and inflates a large request off the connection's task. Strings that are
+//! not UTF-8 in a meta (brpc sends any bytes in its proto2 strings) fail
+//! at most their own call: an `error_text` reaches the caller lossily with
+//! the server's code, a service name finds no service.
 //!
 //! The fake servers answer byte for byte what a test tells them (see
 //! `support::fake_baidu`). Client, servers and the counting allocator share
@@ -339,4 +343,39 @@ async fn a_server_inflates_a_large_request_off_its_connections_task() {
     let (cid, code, _) = read_answer_of(&mut stream, &mut inbuf).await;
     assert_eq!((cid, code), (1, Code::EREQUEST.value()));
     assert_eq!(fixture.calls.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_name_that_is_not_utf8_fails_its_call_only() {
+    let _serial = one_at_a_time().await;
+    let fixture = support::start(|b| b).await;
+    let mut stream = tokio::net::TcpStream::connect(fixture.addr())
+        .await
+        .expect("connect");
+    let mut inbuf = BytesMut::new();
+    // RpcMeta { request { service_name "example.Echo\xffService"
+    // method_name "Echo" } correlation_id 7 }, no payload: brpc sends any
+    // bytes in a proto2 string.
+    let service = b"example.Echo\xffService";
+    let mut request_meta = vec![0x0a, service.len() as u8];
+    request_meta.extend_from_slice(service);
+    request_meta.extend_from_slice(b"\x12\x04Echo");
+    let mut meta = vec![0x0a, request_meta.len() as u8];
+    meta.extend_from_slice(&request_meta);
+    meta.extend_from_slice(&[0x20, 7]);
+    let mut frame = b"PRPC".to_vec();
+    frame.extend_from_slice(&(meta.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&(meta.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&meta);
+    stream.write_all(&frame).await.expect("write");
+    let (cid, code, _) = read_answer_of(&mut stream, &mut inbuf).await;
+    assert_eq!((cid, code), (7, Code::ENOSERVICE.value()));
+    // The connection still serves.
+    let good = request("after").encode_to_vec();
+    stream
+        .write_all(&request_frame(8, 0, &good))
+        .await
+        .expect("write");
+    let (cid, code, _) = read_answer_of(&mut stream, &mut inbuf).await;
+    assert_eq!((cid, code), (8, 0));
 }
