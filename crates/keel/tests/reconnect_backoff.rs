@@ -145,3 +145,44 @@ async fn grpc_and_http_channels_back_off_too() {
         );
     }
 }
+
+/// In a cluster, the breaker isolates the breaking server and its health
+/// checks probe it; the probes reconnect no faster than the endpoint's
+/// backoff allows, and every call succeeds on the good server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_with_a_breaking_server_keeps_calling_the_good_one() {
+    let breaking = fake_baidu::start(fake_baidu::echo).await;
+    breaking.close_at_once.store(true, Ordering::Relaxed);
+    let good = support::start(|b| b).await;
+    let channel = Channel::builder(&format!("list://{},{}", breaking.addr, good.addr()))
+        .timeout(Some(Duration::from_secs(2)))
+        .build()
+        .expect("addr");
+    let client = EchoServiceClient::new(&channel);
+    let end = Instant::now() + Duration::from_secs(1);
+    let mut calls = 0;
+    while Instant::now() < end && calls < 100_000 {
+        let reply = client.echo(&request("hello")).await;
+        assert_eq!(reply.expect("the good server answers").message, "hello");
+        calls += 1;
+        tokio::task::yield_now().await;
+    }
+    let accepts = breaking.accepts.load(Ordering::Relaxed);
+    assert!(
+        (1..=MOST_CONNECTIONS).contains(&accepts),
+        "{accepts} connections to the breaking server in a second of {calls} calls"
+    );
+    breaking.close_at_once.store(false, Ordering::Relaxed);
+    // Once it answers, a health check revives it and it takes calls again.
+    let before = breaking.requests.load(Ordering::Relaxed);
+    let end = Instant::now() + Duration::from_secs(10);
+    while breaking.requests.load(Ordering::Relaxed) == before {
+        assert!(Instant::now() < end, "the repaired server never came back");
+        client
+            .echo(&request("hello"))
+            .await
+            .expect("a server answers");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(channel.pending_calls(), 0);
+}
