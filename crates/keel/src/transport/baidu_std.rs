@@ -33,6 +33,11 @@
 //! once the calls it sent are answered, while new calls connect again, to
 //! whoever listens on the address now: usually the restarted server.
 //!
+//! A response is handed to its call as it came, still compressed: the call
+//! decompresses it in its own task, so a large (or lying) payload never
+//! holds up the connection's other calls. After a connection breaks with
+//! no answer, the next one waits (see `reconnect.rs`).
+//!
 //! One attempt only: [`BaiduStd::try_call`] never retries. Retrying is the
 //! channel's job (`crate::channel`), the one retry loop of the code base.
 //! A failure says whether the request was written (see
@@ -258,6 +263,7 @@ impl BaiduStd {
         }
         self.conn.reconnect.admit(&self.conn.addr)?;
         let stream = super::connect(&self.conn.addr, self.conn.config.connect_timeout).await?;
+        self.conn.reconnect.connected();
         let _ = stream.set_nodelay(true);
         let peer = stream.peer_addr().ok();
         let epoch = {

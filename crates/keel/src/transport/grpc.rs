@@ -182,8 +182,9 @@ impl Grpc {
         self.reconnect.admit(&self.addr)?;
         let stream = super::connect(&self.addr, self.config.connect_timeout).await?;
         let connected = self.handshake(stream).await;
-        if connected.is_err() {
-            self.reconnect.failed();
+        match &connected {
+            Ok(_) => self.reconnect.connected(),
+            Err(_) => self.reconnect.failed(),
         }
         connected
     }

@@ -117,6 +117,7 @@ impl Http {
     async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, Status> {
         self.reconnect.admit(&self.addr)?;
         let stream = super::connect(&self.addr, self.config.connect_timeout).await?;
+        self.reconnect.connected();
         let io = hyper_util::rt::TokioIo::new(super::counted(stream, "http"));
         let (sender, connection) = hyper::client::conn::http1::handshake(io)
             .await

@@ -6,10 +6,11 @@
 //!   admit() before connecting: while waiting, the call fails at once
 //!   an answer arrives ──► answered(): the endpoint works
 //!   a connection made breaks, or its handshake fails ──► failed():
-//!       an answer since the last failure? ── yes ──► reconnect at once
-//!                                         └─ no ───► wait 10 ms · 2^(n-1),
-//!                                                    at most 2 s, each drawn
-//!                                                    in its upper half
+//!       an answer since the last failure,
+//!       or the connection lived 1 s? ── yes ──► reconnect at once
+//!                                    └─ no ───► wait 10 ms · 2^(n-1), at
+//!                                               most 2 s, each drawn in its
+//!                                               upper half
 //! ```
 //!
 //! Without it, a server that accepts and then drops every connection costs
@@ -48,6 +49,10 @@ use crate::status::{Code, Status};
 const FIRST: Duration = Duration::from_millis(10);
 /// The longest wait.
 const MAX: Duration = Duration::from_secs(2);
+/// A connection that stayed up this long worked, answer or not (a stream
+/// that has sent nothing back yet, an idle connection): its loss
+/// reconnects at once.
+const WORKED: Duration = Duration::from_secs(1);
 
 /// Process-wide reconnect counters, on `/vars`.
 #[derive(Debug, Default)]
@@ -77,8 +82,15 @@ pub(crate) struct Reconnect {
     tried: AtomicBool,
     /// Whether an answer came since the last failure.
     answered: AtomicBool,
+    times: Mutex<Times>,
+}
+
+#[derive(Debug, Default)]
+struct Times {
     /// No connection attempt before this instant.
-    retry_at: Mutex<Option<Instant>>,
+    retry_at: Option<Instant>,
+    /// When the last connection was made.
+    connected_at: Option<Instant>,
 }
 
 impl Reconnect {
@@ -86,7 +98,7 @@ impl Reconnect {
     /// while the endpoint waits after a failure.
     pub(crate) fn admit(&self, addr: &str) -> Result<(), Status> {
         if self.failures.load(Ordering::Relaxed) > 0 {
-            let retry_at = *self.retry_at.lock().unwrap_or_else(PoisonError::into_inner);
+            let retry_at = self.times().retry_at;
             if let Some(at) = retry_at {
                 let now = Instant::now();
                 if now < at {
@@ -94,7 +106,7 @@ impl Reconnect {
                     return Err(Status::new(
                         Code::EFAILEDSOCKET,
                         format!(
-                            "fail to connect {addr}: its last {} connection attempts failed; the next one in {} ms",
+                            "fail to connect {addr}: its last {} connections broke with no answer; the next attempt in {} ms",
                             self.failures.load(Ordering::Relaxed),
                             (at - now).as_millis().max(1)
                         ),
@@ -109,6 +121,15 @@ impl Reconnect {
         Ok(())
     }
 
+    fn times(&self) -> std::sync::MutexGuard<'_, Times> {
+        self.times.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A connection was made (and its handshake, if any, done).
+    pub(crate) fn connected(&self) {
+        self.times().connected_at = Some(Instant::now());
+    }
+
     /// An answer came from the endpoint: it works.
     /// Cheap when already known (one relaxed load), so it may be called
     /// for every answer.
@@ -119,13 +140,18 @@ impl Reconnect {
     }
 
     /// A connection made to the endpoint broke, or its handshake failed.
-    /// When an answer came since the last failure the next attempt may
-    /// come at once; otherwise it waits, twice as long as the last time.
+    /// When an answer came since the last failure, or the connection
+    /// stayed up a while ([`WORKED`]), the next attempt may come at once;
+    /// otherwise it waits, twice as long as the last time.
     pub(crate) fn failed(&self) {
-        let mut retry_at = self.retry_at.lock().unwrap_or_else(PoisonError::into_inner);
-        if self.answered.swap(false, Ordering::Relaxed) {
+        let mut times = self.times();
+        let lasted = times
+            .connected_at
+            .take()
+            .is_some_and(|at| at.elapsed() >= WORKED);
+        if self.answered.swap(false, Ordering::Relaxed) || lasted {
             self.failures.store(0, Ordering::Relaxed);
-            *retry_at = None;
+            times.retry_at = None;
             return;
         }
         let failures = self
@@ -133,7 +159,7 @@ impl Reconnect {
             .fetch_add(1, Ordering::Relaxed)
             .saturating_add(1);
         STATS.backoffs.fetch_add(1, Ordering::Relaxed);
-        *retry_at = Some(Instant::now() + wait(failures));
+        times.retry_at = Some(Instant::now() + wait(failures));
     }
 }
 
@@ -186,5 +212,15 @@ mod tests {
         r.failed();
         r.admit("a:1").expect("reconnects at once");
         assert_eq!(r.failures.load(Ordering::Relaxed), 0);
+        // One that broke at once waits; one that stayed up a while not.
+        r.connected();
+        r.failed();
+        assert!(r.admit("a:1").is_err());
+        tokio::time::advance(FIRST).await;
+        r.admit("a:1").expect("waited long enough");
+        r.connected();
+        tokio::time::advance(WORKED).await;
+        r.failed();
+        r.admit("a:1").expect("reconnects at once");
     }
 }
