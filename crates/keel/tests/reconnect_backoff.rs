@@ -1,8 +1,8 @@
-//! A server that breaks every connection costs a client a handful of
-//! connections, not one per call: after a connection breaks without an
-//! answer, the endpoint waits (10 ms doubling to 2 s, with jitter) before
-//! the next attempt, and calls meanwhile fail at once with EFAILEDSOCKET,
-//! marked as not written. Once the server answers again, calls succeed
+//! A server that breaks every connection, or a port nobody listens on,
+//! costs a client a handful of connection attempts, not one per call:
+//! after a connection fails or breaks without an answer, the endpoint
+//! waits (10 ms doubling to 2 s, with jitter) before the next attempt, and
+//! calls meanwhile fail at once with EFAILEDSOCKET, marked as not written. Once the server answers again, calls succeed
 //! again. Counted on `/vars`. The same for baidu_std, gRPC and HTTP/1
 //! channels.
 
@@ -113,6 +113,36 @@ async fn a_server_that_breaks_every_connection_gets_a_handful_of_attempts_per_se
     server.close_at_once.store(false, Ordering::Relaxed);
     calls_succeed_again(&client).await;
     assert_eq!(channel.pending_calls(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_nobody_listens_on_is_tried_a_handful_of_times_per_second() {
+    // A port just released: connections to it are refused.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    drop(listener);
+    let channel = Channel::builder(&addr.to_string())
+        .timeout(Some(Duration::from_secs(2)))
+        .build()
+        .expect("addr");
+    let client = EchoServiceClient::new(&channel);
+    let console = support::start(|b| b).await;
+    let mut http = Http1::connect(console.server.local_addr()).await;
+    let before = http.get("/vars?format=json").await.json();
+
+    let failed = call_for_a_second(&client).await;
+
+    let after = http.get("/vars?format=json").await.json();
+    let grew = |name| var(&after, name) - var(&before, name);
+    let attempts = grew("keel_client_reconnects_total");
+    // Other tests of this binary may count too: bound ours by twice the
+    // budget (without the waits: some 17,000 attempts).
+    assert!(
+        attempts <= 2 * MOST_CONNECTIONS,
+        "{attempts} connection attempts in a second for {failed} failed calls"
+    );
+    assert!(grew("keel_client_reconnect_backoffs_total") >= 1);
+    assert!(grew("keel_client_backoff_refusals_total") > 0);
 }
 
 /// The gRPC and HTTP/1 transports wait the same way: a server that accepts

@@ -168,6 +168,10 @@ impl BaiduStd {
         self.conn.up_epoch().is_some()
     }
 
+    pub(crate) fn reconnect(&self) -> &Reconnect {
+        &self.conn.reconnect
+    }
+
     /// Sends `call` once: no retry after a connection failure (the channel
     /// retries, on another server when it has several).
     ///
@@ -262,7 +266,9 @@ impl BaiduStd {
             return Ok(epoch);
         }
         self.conn.reconnect.admit(&self.conn.addr)?;
-        let stream = super::connect(&self.conn.addr, self.conn.config.connect_timeout).await?;
+        let stream = super::connect(&self.conn.addr, self.conn.config.connect_timeout)
+            .await
+            .inspect_err(|_| self.conn.reconnect.failed())?;
         self.conn.reconnect.connected();
         let _ = stream.set_nodelay(true);
         let peer = stream.peer_addr().ok();

@@ -154,6 +154,10 @@ impl Grpc {
         self.current().is_some()
     }
 
+    pub(crate) fn reconnect(&self) -> &Reconnect {
+        &self.reconnect
+    }
+
     fn current(&self) -> Option<(SendRequest<Bytes>, Option<std::net::SocketAddr>)> {
         self.sender
             .lock()
@@ -180,7 +184,9 @@ impl Grpc {
             return Ok(up);
         }
         self.reconnect.admit(&self.addr)?;
-        let stream = super::connect(&self.addr, self.config.connect_timeout).await?;
+        let stream = super::connect(&self.addr, self.config.connect_timeout)
+            .await
+            .inspect_err(|_| self.reconnect.failed())?;
         let connected = self.handshake(stream).await;
         match &connected {
             Ok(_) => self.reconnect.connected(),

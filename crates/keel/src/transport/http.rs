@@ -91,6 +91,10 @@ impl Http {
         self.pending_calls() > 0 || !self.lock().is_empty()
     }
 
+    pub(crate) fn reconnect(&self) -> &Reconnect {
+        &self.reconnect
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<SendRequest<Full<Bytes>>>> {
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -116,7 +120,9 @@ impl Http {
     /// A new connection, unless the endpoint waits after failures.
     async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, Status> {
         self.reconnect.admit(&self.addr)?;
-        let stream = super::connect(&self.addr, self.config.connect_timeout).await?;
+        let stream = super::connect(&self.addr, self.config.connect_timeout)
+            .await
+            .inspect_err(|_| self.reconnect.failed())?;
         self.reconnect.connected();
         let io = hyper_util::rt::TokioIo::new(super::counted(stream, "http"));
         let (sender, connection) = hyper::client::conn::http1::handshake(io)

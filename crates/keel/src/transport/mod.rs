@@ -162,6 +162,16 @@ impl Remote {
         }
     }
 
+    /// When this endpoint may be connected to again, while it waits after
+    /// failures (see `reconnect.rs`).
+    pub(crate) fn waiting_until(&self) -> Option<Instant> {
+        match self {
+            Remote::BaiduStd(t) => t.reconnect().waiting_until(),
+            Remote::Grpc(t) => t.reconnect().waiting_until(),
+            Remote::Http(t) => t.reconnect().waiting_until(),
+        }
+    }
+
     /// Opens a streaming call (gRPC only: baidu_std has no streams of
     /// messages). Failures wrote nothing.
     pub(crate) async fn open_stream(

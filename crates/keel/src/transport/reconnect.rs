@@ -5,7 +5,8 @@
 //! ```text
 //!   admit() before connecting: while waiting, the call fails at once
 //!   an answer arrives ──► answered(): the endpoint works
-//!   a connection made breaks, or its handshake fails ──► failed():
+//!   connecting fails, a connection made breaks, or its handshake fails
+//!                                               ──► failed():
 //!       an answer since the last failure,
 //!       or the connection lived 1 s? ── yes ──► reconnect at once
 //!                                    └─ no ───► wait 10 ms · 2^(n-1), at
@@ -18,18 +19,20 @@
 //! it, a run of failures costs about ten connections in the first second,
 //! then one every one to two seconds.
 //!
-//! A connection refused (or not made within the connect timeout) starts no
-//! wait: it cost the server nothing, and a cluster's breaker already takes
-//! such a server out of rotation and health-checks it with its own backoff
-//! (see `crate::cluster`). A server that was down and is back is reached by
-//! the very next call, as a cluster with no other server left relies on.
+//! A connection refused (or not made within the connect timeout) counts as
+//! a failure too: a client calling a port nobody listens on in a loop
+//! would otherwise try it some 17,000 times a second.
 //!
 //! Calls that arrive while the endpoint waits fail at once with
 //! `EFAILEDSOCKET`, marked as not written, as brpc fails calls to a socket
 //! it is still health-checking: nothing was sent, so the retry loop may
 //! try another server (a cluster's breaker isolates this one meanwhile),
 //! and a caller with one server learns at once that it is down rather than
-//! waiting for it. A connection that carried an answer proves the endpoint
+//! waiting for it. One exception: a call a cluster sends to a server its
+//! breaker isolated, because no other server is left, waits for the end
+//! of a short wait (at most 100 ms, see [`Reconnect::waiting_until`] and
+//! `Invoker::call`): the cluster chose this server as the one most likely
+//! back (a restarted server, say), and failing fast would fail the call. A connection that carried an answer proves the endpoint
 //! works: its loss (a server's idle timeout, a restart) reconnects at once
 //! and starts the count again.
 //!
@@ -139,7 +142,16 @@ impl Reconnect {
         }
     }
 
-    /// A connection made to the endpoint broke, or its handshake failed.
+    /// When the endpoint may be tried again, if that is still to come.
+    pub(crate) fn waiting_until(&self) -> Option<Instant> {
+        if self.failures.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        self.times().retry_at.filter(|&at| at > Instant::now())
+    }
+
+    /// Connecting to the endpoint failed, a connection made to it broke,
+    /// or its handshake failed.
     /// When an answer came since the last failure, or the connection
     /// stayed up a while ([`WORKED`]), the next attempt may come at once;
     /// otherwise it waits, twice as long as the last time.
