@@ -6,10 +6,17 @@
 //! gzip, 3 is zlib. brpc defines 4 (lz4) but registers no codec for it by
 //! default, and Keel has none.
 //!
-//! Decompression is bounded: the output may not exceed a caller-given limit,
-//! and that limit is enforced while decompressing, so a few kilobytes that
-//! inflate to gigabytes (a decompression bomb) cost at most `limit` bytes of
-//! memory before they are rejected with [`WireError::DecompressedTooLarge`].
+//! Decompression is bounded twice before any work is done. The output may
+//! not exceed a caller-given limit, and it may not exceed what the input's
+//! length can produce in its format: raw snappy expands at most 64 bytes per
+//! 3 compressed ones (a 2-byte-offset copy of 64 bytes), deflate (gzip,
+//! zlib) at most [`DEFLATE_MAX_RATIO`] to 1. So a snappy header that
+//! announces 64 MiB in a 32-byte message is refused before anything is
+//! allocated, as is a gzip stream whose trailer announces more than the
+//! limit; a stream that lies keeps being checked while it inflates, and costs
+//! at most the smaller of the two bounds. Too much for the limit is
+//! [`WireError::DecompressedTooLarge`]; more than the input can hold is
+//! corrupt input, [`WireError::Decompress`].
 
 use std::fmt;
 use std::io::{self, Read};
@@ -166,10 +173,12 @@ pub fn decompress(kind: CompressType, src: &[u8], limit: usize) -> Result<Bytes,
 ///
 /// Output beyond `limit` is never produced: gzip and zlib are inflated in
 /// small steps and stopped as soon as the limit is passed, and snappy's
-/// announced length is checked before anything is allocated. So a
-/// decompression bomb costs at most about `limit` bytes and yields
-/// [`WireError::DecompressedTooLarge`]. Corrupt input is
-/// [`WireError::Decompress`]; [`CompressType::Lz4`] is
+/// announced length (gzip's too, from its trailer) is checked before
+/// anything is allocated. So a decompression bomb costs at most about
+/// `limit` bytes and yields [`WireError::DecompressedTooLarge`]. Neither is
+/// more output produced than `src.len()` can hold (see [`max_expansion`]):
+/// an announced size or a stream past that bound is corrupt input,
+/// [`WireError::Decompress`], like any other. [`CompressType::Lz4`] is
 /// [`WireError::UnsupportedCompression`]. On error `dst` is left as it was.
 ///
 /// Concatenated gzip members are decompressed as one stream, like `gunzip`.
@@ -191,10 +200,16 @@ pub fn decompress_into(
         // The read-side decoders over a slice (a `BufRead`): no 32 KiB
         // read buffer per call.
         CompressType::Gzip => {
-            inflate_bounded(flate2::bufread::MultiGzDecoder::new(src), kind, limit, dst)
+            let bounds = Bounds::new(kind, src, limit);
+            if let Some(announced) = gzip_announced_len(src) {
+                bounds.check_announced(kind, announced)?;
+            }
+            let decoder = flate2::bufread::MultiGzDecoder::new(src);
+            inflate_bounded(decoder, kind, bounds, dst)
         }
         CompressType::Zlib => {
-            inflate_bounded(flate2::bufread::ZlibDecoder::new(src), kind, limit, dst)
+            let decoder = flate2::bufread::ZlibDecoder::new(src);
+            inflate_bounded(decoder, kind, Bounds::new(kind, src, limit), dst)
         }
         CompressType::Lz4 => Err(WireError::UnsupportedCompression {
             compress_type: kind.as_i32(),
@@ -211,6 +226,19 @@ fn decompress_snappy(src: &[u8], limit: usize, dst: &mut BytesMut) -> Result<(),
     // Raw snappy starts with the uncompressed length: check it before
     // allocating, so a lying header cannot make us reserve gigabytes.
     let len = snap::raw::decompress_len(src).map_err(corrupt)?;
+    let most = max_expansion(kind, src.len());
+    if len > most {
+        return Err(WireError::Decompress {
+            kind,
+            source: io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "the header announces {len} bytes, but {} compressed bytes can hold at most {most}",
+                    src.len()
+                ),
+            ),
+        });
+    }
     if len > limit {
         return Err(WireError::DecompressedTooLarge { kind, limit });
     }
@@ -228,12 +256,117 @@ fn decompress_snappy(src: &[u8], limit: usize, dst: &mut BytesMut) -> Result<(),
     }
 }
 
-/// Reads `reader` to the end in small steps, failing as soon as more than
-/// `limit` bytes came out.
+/// deflate's largest expansion: a length-258 match coded in two bits (one
+/// for the length code, one for the distance) in a dynamic block, so 258
+/// bytes out per quarter byte in, 1032 to 1. Nothing a deflate stream (gzip,
+/// zlib) of `n` bytes says can make it inflate to more than `1032 * n`.
+pub const DEFLATE_MAX_RATIO: usize = 1032;
+
+/// The most bytes `compressed_len` bytes of `kind` can decompress to.
+///
+/// Raw snappy: every element is a literal (at least one byte in per byte
+/// out) or a copy of at most 64 bytes, whose shortest encoding for that
+/// length is 3 bytes (a 2-byte offset); 1-byte-offset copies give at most 11
+/// bytes for 2. So at most 64/3 out per byte in (the length header counted
+/// as input too, which only loosens the bound). gzip and zlib:
+/// [`DEFLATE_MAX_RATIO`]. None: the input itself.
+pub const fn max_expansion(kind: CompressType, compressed_len: usize) -> usize {
+    match kind {
+        CompressType::None => compressed_len,
+        CompressType::Snappy => compressed_len.saturating_mul(64) / 3,
+        CompressType::Gzip | CompressType::Zlib | CompressType::Lz4 => {
+            compressed_len.saturating_mul(DEFLATE_MAX_RATIO)
+        }
+    }
+}
+
+/// The uncompressed size a gzip stream announces: its last member's
+/// `ISIZE` (RFC 1952: the size modulo 2^32, little-endian, in the last four
+/// bytes). When it exceeds a limit, the stream decompresses to more than
+/// that limit or is corrupt (its member does not end as it says): either
+/// way it is refused without inflating anything. `None` when `src` is too
+/// short to be a gzip member.
+fn gzip_announced_len(src: &[u8]) -> Option<usize> {
+    // A member is at least a 10-byte header and an 8-byte trailer.
+    const SMALLEST_MEMBER: usize = 18;
+    if src.len() < SMALLEST_MEMBER {
+        return None;
+    }
+    let isize = src[src.len() - 4..]
+        .try_into()
+        .ok()
+        .map(u32::from_le_bytes)?;
+    usize::try_from(isize).ok()
+}
+
+/// How much output one inflation may produce: the caller's limit, and what
+/// the input can hold.
+#[derive(Clone, Copy)]
+struct Bounds {
+    limit: usize,
+    /// [`max_expansion`] of the input.
+    most: usize,
+    compressed_len: usize,
+}
+
+impl Bounds {
+    fn new(kind: CompressType, src: &[u8], limit: usize) -> Bounds {
+        Bounds {
+            limit,
+            most: max_expansion(kind, src.len()),
+            compressed_len: src.len(),
+        }
+    }
+
+    /// The error for a stream that announces `len` bytes of output, if
+    /// that is past a bound: corrupt when its input cannot hold them (a
+    /// cut or garbled trailer, or a lie), else too large for the limit.
+    fn check_announced(&self, kind: CompressType, len: usize) -> Result<(), WireError> {
+        if len > self.most {
+            return Err(WireError::Decompress {
+                kind,
+                source: io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "announces {len} bytes, more than {} compressed bytes can hold",
+                        self.compressed_len
+                    ),
+                ),
+            });
+        }
+        self.check(kind, len)
+    }
+
+    /// The error for `produced` bytes of output, if it is past a bound.
+    fn check(&self, kind: CompressType, produced: usize) -> Result<(), WireError> {
+        if produced > self.limit {
+            return Err(WireError::DecompressedTooLarge {
+                kind,
+                limit: self.limit,
+            });
+        }
+        if produced > self.most {
+            return Err(WireError::Decompress {
+                kind,
+                source: io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "inflates past {} bytes, more than {} compressed bytes can hold",
+                        self.most, self.compressed_len
+                    ),
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Reads `reader` to the end in small steps, failing as soon as the output
+/// passes one of `bounds`.
 fn inflate_bounded(
     mut reader: impl Read,
     kind: CompressType,
-    limit: usize,
+    bounds: Bounds,
     dst: &mut BytesMut,
 ) -> Result<(), WireError> {
     let start = dst.len();
@@ -248,9 +381,9 @@ fn inflate_bounded(
                 return Err(WireError::Decompress { kind, source });
             }
         };
-        if dst.len() - start + n > limit {
+        if let Err(e) = bounds.check(kind, dst.len() - start + n) {
             dst.truncate(start);
-            return Err(WireError::DecompressedTooLarge { kind, limit });
+            return Err(e);
         }
         dst.extend_from_slice(&chunk[..n]);
     }
@@ -287,6 +420,87 @@ mod tests {
         }
         assert!(compress(CompressType::Lz4, b"x", &mut dst).is_err());
         assert_eq!(&dst[..], b"keep");
+    }
+
+    /// A raw snappy message announcing `len` bytes, with `body` after the
+    /// header.
+    fn snappy_claiming(len: u64, body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut v = len;
+        while v >= 0x80 {
+            out.push((v as u8 & 0x7f) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+        out.extend_from_slice(body);
+        out
+    }
+
+    #[test]
+    fn a_snappy_header_claiming_more_than_the_input_can_hold_is_corrupt() {
+        // 32 bytes that announce 64 MiB: refused, whatever the limit.
+        let bomb = snappy_claiming(64 << 20, &[0; 28]);
+        assert_eq!(bomb.len(), 32);
+        let mut dst = BytesMut::new();
+        let e = decompress_into(CompressType::Snappy, &bomb, usize::MAX, &mut dst).unwrap_err();
+        assert!(matches!(e, WireError::Decompress { .. }), "{e:?}");
+        assert!(e.to_string().contains("at most 682"), "{e}");
+        assert_eq!(dst.capacity(), 0, "nothing was allocated");
+        // The most compressible real input stays within the bound: a run of
+        // one byte is a literal, then copies of 64 bytes in 3 bytes each.
+        let run = vec![7u8; 1 << 20];
+        let mut packed = BytesMut::new();
+        compress(CompressType::Snappy, &run, &mut packed).unwrap();
+        assert!(run.len() <= max_expansion(CompressType::Snappy, packed.len()));
+        assert_eq!(
+            &decompress(CompressType::Snappy, &packed, run.len()).unwrap()[..],
+            &run[..]
+        );
+        // Within the input's bound but over the limit: too large.
+        assert!(matches!(
+            decompress(CompressType::Snappy, &packed, run.len() - 1),
+            Err(WireError::DecompressedTooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn deflate_is_bounded_by_its_ratio_and_gzip_by_its_trailer() {
+        let zeros = vec![0u8; 8 << 20];
+        for kind in [CompressType::Gzip, CompressType::Zlib] {
+            let mut packed = BytesMut::new();
+            compress(kind, &zeros, &mut packed).unwrap();
+            assert!(zeros.len() <= max_expansion(kind, packed.len()), "{kind}");
+            assert_eq!(
+                decompress(kind, &packed, zeros.len()).unwrap().len(),
+                zeros.len()
+            );
+            assert!(matches!(
+                decompress(kind, &packed, zeros.len() - 1),
+                Err(WireError::DecompressedTooLarge { .. })
+            ));
+            // Cut short: the same stream now says more than its length
+            // can hold.
+            let cut = &packed[..packed.len() / 8];
+            assert!(
+                decompress(kind, cut, usize::MAX).is_err(),
+                "{kind}: a truncated stream fails"
+            );
+        }
+        // A gzip trailer announcing more than the limit is refused before
+        // inflating; one announcing more than the input can hold is corrupt.
+        let mut packed = BytesMut::new();
+        compress(CompressType::Gzip, b"small", &mut packed).unwrap();
+        let n = packed.len();
+        packed[n - 4..].copy_from_slice(&(8u32 << 10).to_le_bytes());
+        assert!(matches!(
+            decompress(CompressType::Gzip, &packed, 1 << 10),
+            Err(WireError::DecompressedTooLarge { limit: 1024, .. })
+        ));
+        packed[n - 4..].copy_from_slice(&(1u32 << 20).to_le_bytes());
+        assert!(matches!(
+            decompress(CompressType::Gzip, &packed, 1 << 10),
+            Err(WireError::Decompress { .. })
+        ));
     }
 
     #[test]

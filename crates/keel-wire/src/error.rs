@@ -256,7 +256,10 @@ pub enum BadMetaReason {
     /// has (e.g. a varint where a string is expected).
     #[error("the field has the wrong wire type for its type")]
     WrongWireType,
-    /// A string field is not valid UTF-8.
+    /// A string field is not valid UTF-8. Not reported by
+    /// [`MetaView::parse`](crate::baidu_std::MetaView::parse), which reads
+    /// proto2 strings as brpc does (any bytes, carried lossily); kept for
+    /// readers that need strict UTF-8.
     #[error("the string is not valid UTF-8")]
     InvalidUtf8,
 }

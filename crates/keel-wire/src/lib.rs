@@ -72,6 +72,8 @@ pub mod grpc;
 pub mod protowire;
 mod sniff;
 
-pub use compress::{CompressType, compress, decompress, decompress_into};
+pub use compress::{
+    CompressType, DEFLATE_MAX_RATIO, compress, decompress, decompress_into, max_expansion,
+};
 pub use error::{BadMetaReason, WireError};
 pub use sniff::{HTTP2_PREFACE, SNIFF_MAX_LEN, Sniff, sniff};

@@ -151,9 +151,34 @@ fn decompression_bombs_are_stopped_at_the_limit() {
     assert_stopped(CompressType::Gzip, &members, "100 gzip members of 1 MiB");
 
     // Raw snappy announces its length first: a lie of 4 GiB is refused
-    // before anything is allocated for it.
+    // before anything is allocated for it. Six bytes cannot hold it at
+    // all (corrupt, whatever the limit); a claim the bytes could back is
+    // checked against the limit.
     let liar = [0xff, 0xff, 0xff, 0xff, 0x0f, 0x00];
-    assert_stopped(CompressType::Snappy, &liar, "snappy claiming 4 GiB");
+    let (result, allocated) =
+        allocated_by(|| decompress(CompressType::Snappy, &liar, usize::MAX).map(|b| b.len()));
+    assert!(
+        matches!(
+            result,
+            Err(WireError::Decompress {
+                kind: CompressType::Snappy,
+                ..
+            })
+        ),
+        "snappy claiming 4 GiB: {result:?}"
+    );
+    // The error's message only.
+    assert!(
+        allocated < 1024,
+        "snappy claiming 4 GiB: allocated {allocated} bytes"
+    );
+    let mut claim = vec![0x80, 0x80, 0x80, 0x01]; // 2 MiB
+    claim.resize(200 * 1024, 0);
+    assert_stopped(
+        CompressType::Snappy,
+        &claim,
+        "snappy claiming 2 MiB in 200 KiB",
+    );
 }
 
 #[test]

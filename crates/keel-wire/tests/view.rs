@@ -40,7 +40,7 @@ fn every_capture_parses_as_prost_decodes_it() {
         let range = c.bytes.as_ptr_range();
         assert!(payload.is_empty() || range.contains(&payload.as_ptr()));
         assert!(attachment.is_empty() || range.contains(&attachment.as_ptr()));
-        if let Some(r) = view.request {
+        if let Some(r) = &view.request {
             assert!(range.contains(&r.service_name.as_ptr()), "{}", c.name);
         }
         assert_eq!(raw.into_frame().unwrap(), expected, "{}", c.name);
@@ -56,8 +56,8 @@ fn brpc_echo_request_view() {
         view,
         MetaView {
             request: Some(RequestView {
-                service_name: "example.EchoService",
-                method_name: "Echo",
+                service_name: "example.EchoService".into(),
+                method_name: "Echo".into(),
                 ..RequestView::default()
             }),
             correlation_id: 1_099_511_627_778,
@@ -231,10 +231,8 @@ fn unknown_fields_are_skipped_and_groups_rejected() {
     let mut meta = vec![0x0a, request.len() as u8];
     meta.extend_from_slice(&request);
     let view = MetaView::parse(&meta).unwrap();
-    assert_eq!(
-        view.request.map(|r| (r.service_name, r.method_name)),
-        Some(("s", "m"))
-    );
+    let request = view.request.unwrap();
+    assert_eq!((&*request.service_name, &*request.method_name), ("s", "m"));
 
     // A group in an unknown field: prost skips it, MetaView refuses it (brpc
     // never sends groups).
@@ -267,18 +265,6 @@ fn malformed_metas_fail_where_prost_fails() {
             "RpcMeta.correlation_id",
             BadMetaReason::VarintOverflow,
         ),
-        // service_name not UTF-8
-        (
-            &[0x0a, 0x03, 0x0a, 0x01, 0xc3],
-            "RpcRequestMeta.service_name",
-            BadMetaReason::InvalidUtf8,
-        ),
-        // error_text not UTF-8
-        (
-            &[0x12, 0x03, 0x12, 0x01, 0x80],
-            "RpcResponseMeta.error_text",
-            BadMetaReason::InvalidUtf8,
-        ),
         // correlation_id as a string
         (
             &[0x22, 0x00],
@@ -296,12 +282,6 @@ fn malformed_metas_fail_where_prost_fails() {
             &[0x0a, 0x05, 0x45, 0, 0, 0, 0],
             "RpcRequestMeta.timeout_ms",
             BadMetaReason::WrongWireType,
-        ),
-        // a user_fields value not UTF-8
-        (
-            &[0x4a, 0x03, 0x12, 0x01, 0xff],
-            "RpcMeta.user_fields.value",
-            BadMetaReason::InvalidUtf8,
         ),
         // chunk_info.stream_id as bytes
         (
@@ -377,12 +357,12 @@ fn encode_request_reproduces_the_captured_requests() {
     for c in common::wire_cases().into_iter().filter(|c| c.is_request) {
         let raw = raw(&c);
         let view = raw.meta().unwrap();
-        let request = view.request.unwrap();
+        let request = view.request.clone().unwrap();
         let (payload, _) = raw.split(&view).unwrap();
         let mut out = BytesMut::new();
         let header = RequestHeader::new(
-            request.service_name,
-            request.method_name,
+            &request.service_name,
+            &request.method_name,
             view.correlation_id,
         );
         encode_request(
@@ -610,9 +590,33 @@ fn user_fields_agree_with_prost() {
     let view = MetaView::parse(&bytes).unwrap();
     assert_view_eq(&view, &meta, "user_fields");
     // prost writes a BTreeMap in key order, empty strings omitted.
-    assert_eq!(
-        view.user_fields().collect::<Vec<_>>(),
-        [("", ""), ("a", "1"), ("b", "2")]
+    assert!(
+        view.user_fields()
+            .eq([("", ""), ("a", "1"), ("b", "2")].map(|(k, v)| (k.into(), v.into())))
     );
-    assert_eq!(view.user_fields.get(""), Some(""));
+    assert_eq!(view.user_fields.get("").as_deref(), Some(""));
+}
+
+#[test]
+fn strings_prost_refuses_as_not_utf8_are_carried_lossily() {
+    // brpc (C++ proto2) sends any bytes in a string; prost refuses them,
+    // MetaView carries them with U+FFFD in place of each invalid sequence.
+    let cases: &[(&[u8], &str)] = &[
+        // service_name
+        (&[0x0a, 0x03, 0x0a, 0x01, 0xc3], "service_name"),
+        // error_text
+        (&[0x12, 0x03, 0x12, 0x01, 0x80], "error_text"),
+        // a user_fields value
+        (&[0x4a, 0x03, 0x12, 0x01, 0xff], "user_fields"),
+    ];
+    for &(meta, what) in cases {
+        assert!(RpcMeta::decode(meta).is_err(), "prost refuses {what}");
+        let view = MetaView::parse(meta).unwrap_or_else(|e| panic!("{what}: {e}"));
+        let text = match what {
+            "service_name" => view.request.unwrap().service_name,
+            "error_text" => view.response.unwrap().error_text,
+            _ => view.user_fields().next().unwrap().1,
+        };
+        assert_eq!(text, "\u{fffd}", "{what}");
+    }
 }

@@ -23,7 +23,7 @@ fn parsing_and_splitting_a_request_allocates_nothing() {
         .expect("a whole frame");
     let d = churn_thread(WARMUP, ITERS, |_| {
         let meta = frame.meta().expect("the capture parses");
-        let request = meta.request.expect("a request");
+        let request = meta.request.as_ref().expect("a request");
         assert_eq!(request.method_name, "Echo");
         let (payload, attachment) = frame.split(&meta).expect("the capture splits");
         assert_eq!(attachment.len(), 3);
@@ -51,7 +51,10 @@ fn decoding_a_stream_of_requests_allocates_nothing() {
             .unwrap()
             .expect("a whole frame");
         let meta = frame.meta().unwrap();
-        assert_eq!(meta.request.unwrap().service_name, "example.EchoService");
+        assert_eq!(
+            meta.request.as_ref().unwrap().service_name,
+            "example.EchoService"
+        );
         std::hint::black_box(frame.split(&meta).unwrap());
     });
     assert_eq!(d.allocs, 0, "{d:?}");

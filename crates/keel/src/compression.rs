@@ -66,6 +66,22 @@ impl Scratch {
     }
 }
 
+/// Output beyond which a decompression is not run on a connection's own
+/// task: a payload that may inflate to more is decompressed in a task of
+/// its own (or its caller's), so it never holds up the other calls of its
+/// connection.
+const INLINE_OUTPUT: usize = 256 * 1024;
+
+/// Whether a payload of `len` bytes compressed as `compress_type` may
+/// inflate to more than a connection should decompress on its own task:
+/// more than 256 KiB, given the format's largest expansion and `limit`.
+pub(crate) fn inflates_large(compress_type: i32, len: usize, limit: usize) -> bool {
+    match Compression::try_from(compress_type) {
+        Ok(Compression::None) | Err(_) => false,
+        Ok(kind) => keel_wire::max_expansion(kind, len).min(limit) > INLINE_OUTPUT,
+    }
+}
+
 /// The payload a peer sent, decompressed as its `compress_type` says and
 /// bounded by `limit` bytes (enforced while inflating). `blame` is the code
 /// of a payload that does not decompress: [`Code::EREQUEST`] on a server,

@@ -140,7 +140,7 @@ pub fn all() -> Vec<Capture> {
 /// What `view` says, as an `RpcMeta` (the fields a `MetaView` keeps).
 pub fn view_to_meta(view: &MetaView<'_>) -> RpcMeta {
     RpcMeta {
-        request: view.request.map(|r| RpcRequestMeta {
+        request: view.request.clone().map(|r| RpcRequestMeta {
             service_name: r.service_name.into(),
             method_name: r.method_name.into(),
             log_id: r.log_id,
@@ -150,7 +150,7 @@ pub fn view_to_meta(view: &MetaView<'_>) -> RpcMeta {
             request_id: r.request_id.into(),
             timeout_ms: r.timeout_ms,
         }),
-        response: view.response.map(|r| RpcResponseMeta {
+        response: view.response.clone().map(|r| RpcResponseMeta {
             error_code: r.error_code,
             error_text: r.error_text.into(),
         }),
@@ -161,7 +161,7 @@ pub fn view_to_meta(view: &MetaView<'_>) -> RpcMeta {
         // Later pairs replace earlier ones, as in a protobuf map.
         user_fields: view
             .user_fields()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
             .collect(),
         ..RpcMeta::default()
     }
@@ -185,6 +185,10 @@ pub fn assert_view_eq(view: &MetaView<'_>, meta: &RpcMeta, what: &str) {
     assert_eq!(view_to_meta(view), kept_by_view(meta), "{what}");
     assert_eq!(view.error_code(), meta.error_code(), "{what}");
     for (key, value) in &meta.user_fields {
-        assert_eq!(view.user_fields.get(key), Some(&**value), "{what}");
+        assert_eq!(
+            view.user_fields.get(key).as_deref(),
+            Some(&**value),
+            "{what}"
+        );
     }
 }

@@ -29,6 +29,10 @@ use std::time::Duration;
 use keel_cluster::{Candidate, Endpoint};
 use tokio::time::Instant;
 
+/// The longest an isolated server picked as the last resort waits for its
+/// endpoint's reconnect backoff to end (see [`Invoker::call`]).
+const LAST_RESORT_WAIT: Duration = Duration::from_millis(100);
+
 use super::breaker::{self, Breaker, BreakerState};
 use super::registry::Registration;
 use crate::status::{Code, Status};
@@ -258,6 +262,19 @@ impl Invoker {
         call: &Call<'_>,
         timeout: Option<Duration>,
     ) -> Result<Reply, Status> {
+        // Sent here though isolated: the cluster has no other server left
+        // and picked this one as the most likely back (a restarted server,
+        // say). Its endpoint may still wait after its last failures, and
+        // would refuse the call: when that wait is about to end, wait with
+        // it instead. A longer one means the server has been down a while:
+        // the call fails at once, as any call to it would.
+        if self.state() == InvokerState::Isolated {
+            if let Some(until) = self.transport.waiting_until() {
+                if until <= Instant::now() + LAST_RESORT_WAIT {
+                    tokio::time::sleep_until(until).await;
+                }
+            }
+        }
         let mut outcome = Outcome {
             invoker: self,
             started: Instant::now(),
@@ -371,8 +388,17 @@ impl Invoker {
 
     /// Sends `call` over this invoker's connection (reconnecting if need
     /// be) without counting it anywhere: the breaker's probes must not
-    /// move the statistics it judges the server by.
+    /// move the statistics it judges the server by. A probe is the
+    /// endpoint's next connection attempt, paced by the breaker: when the
+    /// endpoint still waits after its last failures, the probe waits with
+    /// it (if that ends before the probe's deadline) rather than be
+    /// refused, so no probe is spent without trying the server.
     pub(super) async fn call_unrecorded(&self, call: &Call<'_>) -> Result<Reply, Status> {
+        if let Some(until) = self.transport.waiting_until() {
+            if call.deadline.is_none_or(|deadline| until < deadline) {
+                tokio::time::sleep_until(until).await;
+            }
+        }
         self.transport.try_call(call).await
     }
 }

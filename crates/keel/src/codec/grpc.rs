@@ -259,6 +259,12 @@ pub(crate) async fn read_one(
             "a compressed message on a stream with no grpc-encoding",
         ));
     };
+    // A server polls a call's first steps on its connection's task: one
+    // that may inflate a lot yields first, and goes on in a task of its
+    // own, so the connection's other streams are not held up.
+    if crate::compression::inflates_large(kind.as_i32(), message.len(), max) {
+        tokio::task::yield_now().await;
+    }
     crate::compression::decompress(kind.as_i32(), message, max, blame)
 }
 

@@ -64,7 +64,7 @@ pub(crate) fn resident_bytes() -> u64 {
 }
 
 /// The most variables [`each`] reports (with the counting allocator).
-pub(crate) const MAX: usize = 30;
+pub(crate) const MAX: usize = 33;
 
 /// Every variable, now.
 pub(crate) fn all(core: &ServerCore) -> Vec<Var> {
@@ -93,6 +93,7 @@ pub(crate) fn each(core: &ServerCore, mut f: impl FnMut(Var)) {
     let store = crate::rpcz::tracer().store().stats();
     let etcd = &crate::etcd::STATS;
     let limited = &core.limit_counters;
+    let reconnect = &crate::transport::reconnect::STATS;
     let fixed: [Var; MAX - 3] = [
         var(
             "keel_server_connections",
@@ -213,6 +214,24 @@ pub(crate) fn each(core: &ServerCore, mut f: impl FnMut(Var)) {
             "Live invokers of every cluster channel (destroyed ones still draining included).",
             Gauge,
             u(crate::cluster::live_invokers() as u64),
+        ),
+        var(
+            "keel_client_reconnects_total",
+            "Connection attempts to an endpoint after its first (every protocol): reconnections after a connection closed, broke or was refused.",
+            Counter,
+            u(reconnect.reconnects.load(Ordering::Relaxed)),
+        ),
+        var(
+            "keel_client_reconnect_backoffs_total",
+            "Waits begun before connecting again to an endpoint whose connection broke (or failed its handshake) with no answer since the last such failure.",
+            Counter,
+            u(reconnect.backoffs.load(Ordering::Relaxed)),
+        ),
+        var(
+            "keel_client_backoff_refusals_total",
+            "Calls failed at once (EFAILEDSOCKET, not written, so retried elsewhere) because their endpoint was waiting to reconnect.",
+            Counter,
+            u(reconnect.refused.load(Ordering::Relaxed)),
         ),
         var(
             "keel_etcd_watches",

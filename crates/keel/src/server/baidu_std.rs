@@ -37,9 +37,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll, Waker};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use keel_wire::baidu_std::{
-    RawFrame, ResponseHeader, decode_raw_frame, encode_response, encode_response_with,
+    MetaView, RawFrame, RequestView, ResponseHeader, decode_raw_frame, encode_response,
+    encode_response_with,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -317,12 +318,12 @@ impl<S: Duplex> Connection<S> {
 
 impl ConnectionState {
     fn on_frame(&mut self, frame: RawFrame) {
-        let meta = match frame.meta() {
+        let mut meta = match frame.meta() {
             Ok(meta) => meta,
             Err(e) => return self.on_bad_frame(&e),
         };
         let cid = meta.correlation_id;
-        let Some(request) = meta.request else {
+        let Some(request) = meta.request.take() else {
             // A response or a stream frame sent to a server: not a call.
             self.error(cid, Code::EREQUEST, "frame carries no request meta");
             self.broken = true;
@@ -360,6 +361,11 @@ impl ConnectionState {
             Err(e) => return self.error(cid, Code::EREQUEST, &e.to_string()),
         };
         let limits = &self.shared.wire_limits;
+        if compression::inflates_large(meta.compress_type, payload.len(), limits.max_body_size) {
+            // Ends the borrows of `frame` before it moves.
+            drop((request, meta, payload, attachment));
+            return self.spawn_inflating(frame, cid);
+        }
         let payload = match compression::decompress(
             meta.compress_type,
             payload,
@@ -369,34 +375,7 @@ impl ConnectionState {
             Ok(p) => p,
             Err(status) => return self.error_status(cid, &status),
         };
-        let mut metadata: Metadata = if meta.user_fields.is_empty() {
-            Metadata::new()
-        } else {
-            meta.user_fields.iter().collect()
-        };
-        // brpc clients send `set_request_id()` in its own field: handlers
-        // read it as the `x-request-id` metadata entry.
-        if !request.request_id.is_empty() && metadata.get(REQUEST_ID).is_none() {
-            metadata.insert(REQUEST_ID, request.request_id);
-        }
-        let deadline = request
-            .timeout_ms
-            .filter(|&ms| ms > 0)
-            .map(|ms| tokio::time::Instant::now() + std::time::Duration::from_millis(ms as u64));
-        let call = Request {
-            stream: None,
-            service: request.service_name,
-            method: request.method_name,
-            payload,
-            attachment,
-            metadata,
-            compression: Compression::try_from(meta.compress_type).unwrap_or(Compression::None),
-            peer: Some(self.peer),
-            log_id: request.log_id as u64,
-            deadline,
-            trace: crate::rpcz::incoming(request.trace_id, request.span_id, request.parent_span_id),
-            protocol: "baidu_std",
-        };
+        let call = call_of(&meta, &request, payload, attachment, self.peer);
         let body = self.scratch.pop().unwrap_or_default();
         let mut running = match self.shared.dispatcher.start(call, body) {
             Ok(running) => running,
@@ -414,14 +393,7 @@ impl ConnectionState {
             }),
             Poll::Pending => {
                 self.spawned += 1;
-                let tx = match &self.done_tx {
-                    Some(tx) => tx.clone(),
-                    None => {
-                        let (tx, rx) = done_queue();
-                        self.new_done_rx = Some(rx);
-                        self.done_tx.insert(tx).clone()
-                    }
-                };
+                let tx = self.done_sender();
                 tokio::spawn(async move {
                     // When the connection goes away nobody can receive the
                     // answer: the call is cancelled (rule R5).
@@ -434,6 +406,39 @@ impl ConnectionState {
                 });
             }
         }
+    }
+
+    /// Where a call running as its own task sends its answer.
+    fn done_sender(&mut self) -> DoneSender<Done> {
+        match &self.done_tx {
+            Some(tx) => tx.clone(),
+            None => {
+                let (tx, rx) = done_queue();
+                self.new_done_rx = Some(rx);
+                self.done_tx.insert(tx).clone()
+            }
+        }
+    }
+
+    /// Runs the call of `frame`, whose payload may inflate to a lot, as a
+    /// task of its own from decompression on: however long inflating
+    /// takes, the connection goes on reading and answering its other
+    /// calls meanwhile.
+    fn spawn_inflating(&mut self, frame: RawFrame, cid: i64) {
+        self.spawned += 1;
+        let tx = self.done_sender();
+        let shared = self.shared.clone();
+        let peer = self.peer;
+        tokio::spawn(async move {
+            // When the connection goes away nobody can receive the answer:
+            // the call is cancelled (rule R5).
+            tokio::select! {
+                done = inflate_and_run(&shared, peer, &frame, cid) => {
+                    let _ = tx.send(done);
+                }
+                _ = tx.closed() => {}
+            }
+        });
     }
 
     /// A frame that could not be cut or parsed. Answer if we know whom to
@@ -522,6 +527,95 @@ impl ConnectionState {
             body.clear();
             self.scratch.push(body);
         }
+    }
+}
+
+/// The call a request frame asks for, its payload decompressed.
+fn call_of<'a>(
+    meta: &MetaView<'a>,
+    request: &'a RequestView<'a>,
+    payload: Bytes,
+    attachment: Bytes,
+    peer: SocketAddr,
+) -> Request<'a> {
+    let mut metadata: Metadata = if meta.user_fields.is_empty() {
+        Metadata::new()
+    } else {
+        meta.user_fields.iter().collect()
+    };
+    // brpc clients send `set_request_id()` in its own field: handlers
+    // read it as the `x-request-id` metadata entry.
+    if !request.request_id.is_empty() && metadata.get(REQUEST_ID).is_none() {
+        metadata.insert(REQUEST_ID, &*request.request_id);
+    }
+    let deadline = request
+        .timeout_ms
+        .filter(|&ms| ms > 0)
+        .map(|ms| tokio::time::Instant::now() + std::time::Duration::from_millis(ms as u64));
+    Request {
+        stream: None,
+        service: &request.service_name,
+        method: &request.method_name,
+        payload,
+        attachment,
+        metadata,
+        compression: Compression::try_from(meta.compress_type).unwrap_or(Compression::None),
+        peer: Some(peer),
+        log_id: request.log_id as u64,
+        deadline,
+        trace: crate::rpcz::incoming(request.trace_id, request.span_id, request.parent_span_id),
+        protocol: "baidu_std",
+    }
+}
+
+/// Decompresses the payload of `frame` (a request already checked by
+/// `on_frame`), then runs its call: the answer to write.
+async fn inflate_and_run(
+    shared: &Arc<ServerCore>,
+    peer: SocketAddr,
+    frame: &RawFrame,
+    cid: i64,
+) -> Done {
+    let failed = |status: Status| Done {
+        correlation_id: cid,
+        compress: 0,
+        answer: Answer::failed(status),
+    };
+    let checked = "checked by on_frame before";
+    let (mut meta, (payload, attachment)) = match frame.meta().and_then(|m| {
+        let parts = frame.split(&m)?;
+        Ok((m, parts))
+    }) {
+        Ok(parsed) => parsed,
+        Err(e) => return failed(Status::new(Code::EREQUEST, format!("{e} ({checked})"))),
+    };
+    let Some(request) = meta.request.take() else {
+        return failed(Status::new(
+            Code::EREQUEST,
+            format!("no request meta ({checked})"),
+        ));
+    };
+    let compress = meta.compress_type;
+    let payload = match compression::decompress(
+        compress,
+        payload,
+        shared.wire_limits.max_body_size,
+        Code::EREQUEST,
+    ) {
+        Ok(p) => p,
+        Err(status) => {
+            shared.dispatcher.count_protocol_error();
+            return failed(status);
+        }
+    };
+    let call = call_of(&meta, &request, payload, attachment, peer);
+    match shared.dispatcher.start(call, BytesMut::new()) {
+        Ok(running) => Done {
+            correlation_id: cid,
+            compress,
+            answer: running.await,
+        },
+        Err(refused) => failed(refused.status),
     }
 }
 

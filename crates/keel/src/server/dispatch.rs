@@ -90,6 +90,20 @@ pub(crate) struct Answer {
 }
 
 impl Answer {
+    /// An answer that is only a failure: no message, no span.
+    pub(crate) fn failed(status: Status) -> Answer {
+        Answer {
+            result: Err(status),
+            body: BytesMut::new(),
+            attachment: Bytes::new(),
+            metadata: Metadata::new(),
+            trailers: Metadata::new(),
+            compression: None,
+            stream: None,
+            span: SpanHandle::none(),
+        }
+    }
+
     /// Marks the span sent and finishes it (when sampled).
     pub(crate) fn finish_span(&mut self) {
         if self.span.is_sampled() {

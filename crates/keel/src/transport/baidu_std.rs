@@ -33,6 +33,11 @@
 //! once the calls it sent are answered, while new calls connect again, to
 //! whoever listens on the address now: usually the restarted server.
 //!
+//! A response is handed to its call as it came, still compressed: the call
+//! decompresses it in its own task, so a large (or lying) payload never
+//! holds up the connection's other calls. After a connection breaks with
+//! no answer, the next one waits (see `reconnect.rs`).
+//!
 //! One attempt only: [`BaiduStd::try_call`] never retries. Retrying is the
 //! channel's job (`crate::channel`), the one retry loop of the code base.
 //! A failure says whether the request was written (see
@@ -52,7 +57,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
-use super::pending::{CallId, PendingCalls};
+use super::pending::{Arrived, CallId, PendingCalls};
+use super::reconnect::Reconnect;
 use crate::compression::{self, Compression, Scratch};
 use crate::metadata::{Metadata, REQUEST_ID};
 use crate::status::{Code, Status};
@@ -97,6 +103,8 @@ struct Link {
     state: Mutex<LinkState>,
     wake_writer: Notify,
     connect_lock: tokio::sync::Mutex<()>,
+    /// When to connect again after failures.
+    reconnect: Reconnect,
 }
 
 /// What the mutex of a [`Link`] guards.
@@ -140,6 +148,7 @@ impl BaiduStd {
                 }),
                 wake_writer: Notify::new(),
                 connect_lock: tokio::sync::Mutex::new(()),
+                reconnect: Reconnect::default(),
             }),
             _alive: alive,
             alive_rx,
@@ -159,6 +168,10 @@ impl BaiduStd {
     /// Whether a connection is up now.
     pub fn is_connected(&self) -> bool {
         self.conn.up_epoch().is_some()
+    }
+
+    pub(crate) fn reconnect(&self) -> &Reconnect {
+        &self.conn.reconnect
     }
 
     /// Sends `call` once: no retry after a connection failure (the channel
@@ -254,7 +267,11 @@ impl BaiduStd {
         if let Some(epoch) = self.conn.up_epoch() {
             return Ok(epoch);
         }
-        let stream = super::connect(&self.conn.addr, self.conn.config.connect_timeout).await?;
+        self.conn.reconnect.admit(&self.conn.addr)?;
+        let stream = super::connect(&self.conn.addr, self.conn.config.connect_timeout)
+            .await
+            .inspect_err(|_| self.conn.reconnect.failed())?;
+        self.conn.reconnect.connected();
         let _ = stream.set_nodelay(true);
         let peer = stream.peer_addr().ok();
         let (plain, tls) = match &self.tls {
@@ -262,8 +279,12 @@ impl BaiduStd {
             Some(tls) => {
                 let handshake = super::handshake_tls(tls, stream, &self.conn.addr);
                 match tokio::time::timeout(self.conn.config.connect_timeout, handshake).await {
-                    Ok(stream) => (None, Some(stream?)),
+                    Ok(stream) => (
+                        None,
+                        Some(stream.inspect_err(|_| self.conn.reconnect.failed())?),
+                    ),
                     Err(_) => {
+                        self.conn.reconnect.failed();
                         return Err(Status::new(
                             Code::EFAILEDSOCKET,
                             format!(
@@ -372,7 +393,7 @@ impl Link {
     }
 
     /// Delivers one response frame to its waiting call, if it still waits.
-    fn complete(&self, correlation_id: i64, result: Result<Reply, Status>) {
+    fn complete(&self, correlation_id: i64, result: Result<Arrived, Status>) {
         let waker = {
             let mut st = self.lock();
             st.pending
@@ -389,6 +410,11 @@ impl Link {
         let wakers = {
             let mut st = self.lock();
             if st.epoch == epoch {
+                if st.up {
+                    // The live connection broke (not one retired or
+                    // replaced): wait before the next, unless it answered.
+                    self.reconnect.failed();
+                }
                 st.up = false;
                 // Drop the queue's memory, not just its contents (R8).
                 st.out = BytesMut::new();
@@ -676,6 +702,7 @@ fn deliver(
         let meta = frame
             .meta()
             .map_err(|e| format!("bad response meta: {e}"))?;
+        conn.reconnect.answered();
         let cid = meta.correlation_id;
         let logoff = meta
             .response
@@ -688,23 +715,22 @@ fn deliver(
         let result = match meta.response {
             Some(r) if r.error_code != 0 => Err(Status::new(
                 Code::new(r.error_code),
-                r.error_text.to_owned(),
+                r.error_text.into_owned(),
             )),
+            // Handed over still compressed: the call decompresses it in
+            // its own task (see `PendingCall`), never this loop.
             _ => match frame.split(&meta) {
-                Ok((payload, attachment)) => compression::decompress(
-                    meta.compress_type,
-                    payload,
-                    limits.max_body_size,
-                    Code::ERESPONSE,
-                )
-                .map(|payload| Reply {
-                    payload,
-                    attachment,
-                    metadata: if meta.user_fields.is_empty() {
-                        Metadata::new()
-                    } else {
-                        meta.user_fields.iter().collect()
+                Ok((payload, attachment)) => Ok(Arrived {
+                    reply: Reply {
+                        payload,
+                        attachment,
+                        metadata: if meta.user_fields.is_empty() {
+                            Metadata::new()
+                        } else {
+                            meta.user_fields.iter().collect()
+                        },
                     },
+                    compress_type: meta.compress_type,
                 }),
                 Err(e) => Err(Status::new(Code::ERESPONSE, e.to_string())),
             },
@@ -729,7 +755,22 @@ impl Future for PendingCall<'_> {
             Poll::Ready(result) => {
                 drop(st);
                 self.finished = true;
-                Poll::Ready(result)
+                // Decompressed here, in the caller's task: however large
+                // the payload, or however it lies about its size, the
+                // connection's loop has long moved on to the other calls.
+                Poll::Ready(result.and_then(|arrived| {
+                    let Arrived {
+                        mut reply,
+                        compress_type,
+                    } = arrived;
+                    reply.payload = compression::decompress(
+                        compress_type,
+                        reply.payload,
+                        self.conn.config.max_body_size,
+                        Code::ERESPONSE,
+                    )?;
+                    Ok(reply)
+                }))
             }
             Poll::Pending => Poll::Pending,
         }

@@ -24,6 +24,7 @@ use http::{Method, Request, Uri};
 use tokio::time::Instant;
 
 use super::EndpointConfig;
+use super::reconnect::Reconnect;
 use crate::codec::grpc as wire;
 use crate::compression::Compression;
 use crate::status::{Code, Status};
@@ -57,6 +58,8 @@ pub struct Grpc {
     credential: Credential,
     /// TLS, when the channel has it.
     tls: Option<Result<crate::tls::Connector, String>>,
+    /// When to connect again after failures.
+    reconnect: Reconnect,
 }
 
 /// A channel's credential on gRPC: the value of every stream's
@@ -135,6 +138,7 @@ impl Grpc {
             connect_lock: tokio::sync::Mutex::new(()),
             pending: AtomicUsize::new(0),
             last_timeout: Mutex::new(None),
+            reconnect: Reconnect::default(),
         }
     }
 
@@ -153,6 +157,10 @@ impl Grpc {
         self.current().is_some()
     }
 
+    pub(crate) fn reconnect(&self) -> &Reconnect {
+        &self.reconnect
+    }
+
     fn current(&self) -> Option<(SendRequest<Bytes>, Option<std::net::SocketAddr>)> {
         self.sender
             .lock()
@@ -160,9 +168,17 @@ impl Grpc {
             .clone()
     }
 
-    /// Forgets the connection after a failure: the next call reconnects.
+    /// Forgets the connection after a failure: the next call reconnects
+    /// (after a wait, unless an answer came since the last failure).
     fn forget(&self) {
-        *self.sender.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        let lost = self
+            .sender
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if lost.is_some() {
+            self.reconnect.failed();
+        }
     }
 
     async fn connect(&self) -> Result<(SendRequest<Bytes>, Option<std::net::SocketAddr>), Status> {
@@ -170,7 +186,24 @@ impl Grpc {
         if let Some(up) = self.current() {
             return Ok(up);
         }
-        let stream = super::connect(&self.addr, self.config.connect_timeout).await?;
+        self.reconnect.admit(&self.addr)?;
+        let stream = super::connect(&self.addr, self.config.connect_timeout)
+            .await
+            .inspect_err(|_| self.reconnect.failed())?;
+        let connected = self.set_up(stream).await;
+        match &connected {
+            Ok(_) => self.reconnect.connected(),
+            Err(_) => self.reconnect.failed(),
+        }
+        connected
+    }
+
+    /// TLS when the channel has it, then the HTTP/2 handshake, over a new
+    /// connection, whose task then runs.
+    async fn set_up(
+        &self,
+        stream: tokio::net::TcpStream,
+    ) -> Result<(SendRequest<Bytes>, Option<std::net::SocketAddr>), Status> {
         let peer = stream.peer_addr().ok();
         let stream = super::counted(stream, "grpc");
         let sender = match &self.tls {
@@ -295,6 +328,7 @@ impl Grpc {
             }
             wire::stream_failed(&e)
         })?;
+        self.reconnect.answered();
         let (parts, mut body) = response.into_parts();
         if parts.status != http::StatusCode::OK {
             return Err(Status::new(

@@ -29,6 +29,7 @@ use tokio::time::Instant;
 
 use super::EndpointConfig;
 use super::grpc::Credential;
+use super::reconnect::Reconnect;
 use crate::codec::grpc as wire;
 use crate::codec::json;
 use crate::status::{Code, Status};
@@ -47,6 +48,8 @@ pub struct Http {
     credential: Credential,
     /// TLS, when the channel has it.
     tls: Option<Result<crate::tls::Connector, String>>,
+    /// When to connect again after failures.
+    reconnect: Reconnect,
 }
 
 impl std::fmt::Debug for Http {
@@ -72,6 +75,7 @@ impl Http {
             config,
             idle: Mutex::new(Vec::new()),
             pending: AtomicUsize::new(0),
+            reconnect: Reconnect::default(),
         }
     }
 
@@ -88,6 +92,10 @@ impl Http {
     /// Whether a connection is open now (idle or carrying a call).
     pub fn is_connected(&self) -> bool {
         self.pending_calls() > 0 || !self.lock().is_empty()
+    }
+
+    pub(crate) fn reconnect(&self) -> &Reconnect {
+        &self.reconnect
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<SendRequest<Full<Bytes>>>> {
@@ -112,18 +120,25 @@ impl Http {
         }
     }
 
+    /// A new connection, unless the endpoint waits after failures.
     async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, Status> {
-        let stream = super::counted(
-            super::connect(&self.addr, self.config.connect_timeout).await?,
-            "http",
-        );
-        match &self.tls {
+        self.reconnect.admit(&self.addr)?;
+        let stream = super::connect(&self.addr, self.config.connect_timeout)
+            .await
+            .inspect_err(|_| self.reconnect.failed())?;
+        let stream = super::counted(stream, "http");
+        let connected = match &self.tls {
             None => self.handshake(stream).await,
-            Some(tls) => {
-                let stream = super::handshake_tls(tls, stream, &self.addr).await?;
-                self.handshake(stream).await
-            }
+            Some(tls) => match super::handshake_tls(tls, stream, &self.addr).await {
+                Ok(stream) => self.handshake(stream).await,
+                Err(e) => Err(e),
+            },
+        };
+        match &connected {
+            Ok(_) => self.reconnect.connected(),
+            Err(_) => self.reconnect.failed(),
         }
+        connected
     }
 
     /// HTTP/1's handshake over `io`; the connection then runs as its own
@@ -199,6 +214,7 @@ impl Http {
                 if reused {
                     continue;
                 }
+                self.reconnect.failed();
                 return Err(unwritten(format!("the connection to {} closed", self.addr)));
             }
             call.span.mark(crate::rpcz::Mark::Sent);
@@ -207,6 +223,7 @@ impl Http {
                 Err(mut failed) => match failed.take_message() {
                     Some(unsent) if reused => request = unsent,
                     Some(_) => {
+                        self.reconnect.failed();
                         return Err(unwritten(format!(
                             "the connection to {} failed: {}",
                             self.addr,
@@ -214,6 +231,9 @@ impl Http {
                         )));
                     }
                     None => {
+                        if !reused {
+                            self.reconnect.failed();
+                        }
                         return Err(Status::new(
                             Code::EFAILEDSOCKET,
                             format!(
@@ -226,6 +246,7 @@ impl Http {
                 },
             }
         };
+        self.reconnect.answered();
         let (parts, body) = response.into_parts();
         let limit = self.config.max_body_size;
         let body = Limited::new(body, limit)

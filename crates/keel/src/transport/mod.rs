@@ -23,6 +23,7 @@ mod grpc;
 pub mod http;
 mod in_process;
 mod pending;
+pub(crate) mod reconnect;
 
 pub use baidu_std::BaiduStd;
 pub use grpc::Grpc;
@@ -194,6 +195,16 @@ impl Remote {
             Remote::BaiduStd(t) => t.is_connected(),
             Remote::Grpc(t) => t.is_connected(),
             Remote::Http(t) => t.is_connected(),
+        }
+    }
+
+    /// When this endpoint may be connected to again, while it waits after
+    /// failures (see `reconnect.rs`).
+    pub(crate) fn waiting_until(&self) -> Option<Instant> {
+        match self {
+            Remote::BaiduStd(t) => t.reconnect().waiting_until(),
+            Remote::Grpc(t) => t.reconnect().waiting_until(),
+            Remote::Http(t) => t.reconnect().waiting_until(),
         }
     }
 

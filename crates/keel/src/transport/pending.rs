@@ -71,9 +71,20 @@ impl Hasher for IdHasher {
     }
 }
 
+/// An answer as its connection hands it over: the payload still as the
+/// server compressed it (`compress_type`, brpc's number). The call
+/// decompresses it in its own task, so a large or hostile payload never
+/// holds up the connection's other calls, and costs nothing once the call
+/// is gone.
+#[derive(Debug, Default)]
+pub(crate) struct Arrived {
+    pub(crate) reply: Reply,
+    pub(crate) compress_type: i32,
+}
+
 enum State {
     Waiting(Option<Waker>),
-    Done(Result<Reply, Status>),
+    Done(Result<Arrived, Status>),
 }
 
 struct Entry {
@@ -124,7 +135,11 @@ impl PendingCalls {
 
     /// Hands `result` to the call `id`, if it still waits; returns its
     /// waker. A duplicate answer keeps the first.
-    pub(crate) fn complete(&mut self, id: CallId, result: Result<Reply, Status>) -> Option<Waker> {
+    pub(crate) fn complete(
+        &mut self,
+        id: CallId,
+        result: Result<Arrived, Status>,
+    ) -> Option<Waker> {
         let entry = self.entries.get_mut(&id)?;
         match std::mem::replace(&mut entry.state, State::Done(result)) {
             State::Waiting(waker) => waker,
@@ -137,7 +152,7 @@ impl PendingCalls {
 
     /// The call's result once it has one (which releases it); else keeps
     /// `waker` to be woken.
-    pub(crate) fn poll(&mut self, id: CallId, waker: &Waker) -> Poll<Result<Reply, Status>> {
+    pub(crate) fn poll(&mut self, id: CallId, waker: &Waker) -> Poll<Result<Arrived, Status>> {
         let Some(entry) = self.entries.get_mut(&id) else {
             return Poll::Ready(Err(Status::internal("pending call vanished")));
         };
@@ -236,7 +251,7 @@ mod tests {
         let b = table.insert(1, 0);
         assert_ne!(a.correlation_id(), b.correlation_id(), "ids are not reused");
         // The abandoned call's late answer finds nothing.
-        assert!(table.complete(a, Ok(Reply::default())).is_none());
+        assert!(table.complete(a, Ok(Arrived::default())).is_none());
         assert!(matches!(table.entries[&b].state, State::Waiting(_)));
         assert_eq!(table.len(), 2);
         table.remove(b);
@@ -259,7 +274,7 @@ mod tests {
         );
         let again = table.insert(1, 0);
         assert_ne!(again.correlation_id(), first.correlation_id());
-        assert!(table.complete(first, Ok(Reply::default())).is_none());
+        assert!(table.complete(first, Ok(Arrived::default())).is_none());
     }
 
     #[test]
@@ -269,7 +284,7 @@ mod tests {
         let burst: Vec<_> = (0..10_000).map(|_| table.insert(1, 0)).collect();
         // Answered in reverse: the tail empties first.
         for id in burst.into_iter().rev() {
-            assert!(table.complete(id, Ok(Reply::default())).is_none());
+            assert!(table.complete(id, Ok(Arrived::default())).is_none());
             assert!(table.poll(id, Waker::noop()).is_ready());
         }
         assert_eq!(table.len(), 1);
@@ -290,7 +305,7 @@ mod tests {
         // are answered in the order they were sent.
         let long = *burst.last().expect("a burst");
         for &id in &burst[..burst.len() - 1] {
-            assert!(table.complete(id, Ok(Reply::default())).is_none());
+            assert!(table.complete(id, Ok(Arrived::default())).is_none());
             assert!(table.poll(id, Waker::noop()).is_ready());
         }
         assert_eq!(table.len(), 1);
@@ -301,7 +316,7 @@ mod tests {
         );
         assert!(table.poll(long, Waker::noop()).is_pending());
         assert!(
-            table.complete(long, Ok(Reply::default())).is_some(),
+            table.complete(long, Ok(Arrived::default())).is_some(),
             "its waker"
         );
         assert!(table.poll(long, Waker::noop()).is_ready());

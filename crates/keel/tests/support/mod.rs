@@ -150,3 +150,4 @@ pub fn alone(test: impl std::future::Future<Output = ()>) {
     runtime.block_on(test);
 }
 pub mod etcd;
+pub mod fake_baidu;

@@ -10,6 +10,8 @@
 //! accepted is `protowire`'s to decide. Writing is here because only the
 //! meta encoders write protobuf by hand.
 
+use std::borrow::Cow;
+
 use bytes::{BufMut, BytesMut};
 
 use crate::protowire::{Key, Malformed, Reader, WireType};
@@ -71,10 +73,13 @@ impl<'a> Value<'a> {
         }
     }
 
-    /// A `string` field, UTF-8 checked.
+    /// A proto2 `string` field, read as brpc (C++ protobuf) reads it: any
+    /// bytes. Valid UTF-8 is borrowed; anything else is carried lossily
+    /// (each invalid sequence replaced by U+FFFD), never an error: a peer
+    /// whose error text is in another encoding still tells its error.
     #[inline]
-    pub(super) fn string(self, field: &'static str) -> Result<&'a str, WireError> {
-        std::str::from_utf8(self.bytes(field)?).map_err(|_| bad(field, BadMetaReason::InvalidUtf8))
+    pub(super) fn text(self, field: &'static str) -> Result<Cow<'a, str>, WireError> {
+        Ok(String::from_utf8_lossy(self.bytes(field)?))
     }
 }
 

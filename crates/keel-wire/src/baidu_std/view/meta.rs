@@ -1,6 +1,7 @@
 //! [`MetaView`]: an `RpcMeta` read in place, its strings borrowed from the
 //! frame.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use super::fields::{Field, Fields, Value, walk};
@@ -14,12 +15,18 @@ use crate::compress::CompressType;
 /// Parsing follows protobuf (and prost, the reference decoder) field by
 /// field: absent fields read as their defaults, a scalar or string sent twice
 /// keeps the last value, `request` or `response` sent twice are merged, and
-/// unknown fields are skipped. The fields Keel does not act on are checked
+/// unknown fields are skipped. Strings are proto2 strings, as brpc reads
+/// them: any bytes. Valid UTF-8 (all that Keel and brpc write) is borrowed;
+/// other bytes are carried lossily (U+FFFD for each invalid sequence, see
+/// [`String::from_utf8_lossy`]) rather than refused, where prost refuses
+/// them: a server's `error_text` in another encoding still reaches the
+/// caller with its code, and fails neither the call's connection nor
+/// anyone else's. The fields Keel does not act on are checked
 /// for well-formedness like prost checks them, but not kept: `chunk_info`
 /// (6), `stream_settings` (8), `content_type` (10), `checksum_type` (11)
 /// and `checksum_value` (12). `user_fields` (9) are checked and can be
 /// walked again through [`user_fields`](Self::user_fields).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MetaView<'a> {
     /// Set on requests: which method to call.
     pub request: Option<RequestView<'a>>,
@@ -38,12 +45,12 @@ pub struct MetaView<'a> {
 }
 
 /// The request half of a [`MetaView`] (`RpcRequestMeta`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RequestView<'a> {
     /// The service's full protobuf name, e.g. `example.EchoService`.
-    pub service_name: &'a str,
+    pub service_name: Cow<'a, str>,
     /// The method's name within the service, e.g. `Echo`.
-    pub method_name: &'a str,
+    pub method_name: Cow<'a, str>,
     /// A client-chosen id for logs.
     pub log_id: i64,
     /// rpcz trace id (0: none).
@@ -53,19 +60,19 @@ pub struct RequestView<'a> {
     /// rpcz span id of the client span's parent (0: none).
     pub parent_span_id: i64,
     /// Like HTTP's `x-request-id`.
-    pub request_id: &'a str,
+    pub request_id: Cow<'a, str>,
     /// The client's timeout for this call, if it sent one.
     pub timeout_ms: Option<i32>,
 }
 
 /// The response half of a [`MetaView`] (`RpcResponseMeta`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ResponseView<'a> {
     /// 0 on success, else a brpc error code (see
     /// [`errno`](super::super::errno)) or an application's own.
     pub error_code: i32,
     /// What went wrong, for people.
-    pub error_text: &'a str,
+    pub error_text: Cow<'a, str>,
 }
 
 /// Field names of `RpcMeta`, for errors; 0 and unknown numbers name the
@@ -190,7 +197,7 @@ impl<'a> MetaView<'a> {
     /// The response's error code: 0 for success, and for a meta without a
     /// response part.
     pub fn error_code(&self) -> i32 {
-        self.response.map_or(0, |r| r.error_code)
+        self.response.as_ref().map_or(0, |r| r.error_code)
     }
 
     /// The payload's compression, or [`WireError::UnsupportedCompression`]
@@ -205,13 +212,13 @@ fn parse_request<'a>(bytes: &'a [u8], request: &mut RequestView<'a>) -> Result<(
     walk(bytes, request_field, |Field { number, value, .. }| {
         let name = request_field(number);
         match number {
-            1 => request.service_name = value.string(name)?,
-            2 => request.method_name = value.string(name)?,
+            1 => request.service_name = value.text(name)?,
+            2 => request.method_name = value.text(name)?,
             3 => request.log_id = value.int64(name)?,
             4 => request.trace_id = value.int64(name)?,
             5 => request.span_id = value.int64(name)?,
             6 => request.parent_span_id = value.int64(name)?,
-            7 => request.request_id = value.string(name)?,
+            7 => request.request_id = value.text(name)?,
             8 => request.timeout_ms = Some(value.int32(name)?),
             _ => {}
         }
@@ -225,7 +232,7 @@ fn parse_response<'a>(bytes: &'a [u8], response: &mut ResponseView<'a>) -> Resul
         let name = response_field(number);
         match number {
             1 => response.error_code = value.int32(name)?,
-            2 => response.error_text = value.string(name)?,
+            2 => response.error_text = value.text(name)?,
             _ => {}
         }
         Ok(())
@@ -247,14 +254,15 @@ fn check_varint_fields(
     })
 }
 
-/// Checks one `user_fields` map entry: key (1) and value (2) are strings.
+/// Checks one `user_fields` map entry: key (1) and value (2) are strings
+/// (length-delimited; any bytes, see [`MetaView`]).
 fn check_user_field(bytes: &[u8]) -> Result<(), WireError> {
     walk(
         bytes,
         user_field_entry_field,
         |Field { number, value, .. }| {
             if number == 1 || number == 2 {
-                value.string(user_field_entry_field(number))?;
+                value.bytes(user_field_entry_field(number))?;
             }
             Ok(())
         },
@@ -288,11 +296,8 @@ impl<'a> UserFields<'a> {
     }
 
     /// The value for `key`: the last one sent, as a protobuf map keeps it.
-    pub fn get(&self, key: &str) -> Option<&'a str> {
-        self.iter()
-            .filter(|&(k, _)| k == key)
-            .last()
-            .map(|(_, v)| v)
+    pub fn get(&self, key: &str) -> Option<Cow<'a, str>> {
+        self.iter().filter(|(k, _)| k == key).last().map(|(_, v)| v)
     }
 }
 
@@ -311,7 +316,7 @@ impl fmt::Debug for UserFields<'_> {
 }
 
 impl<'a> IntoIterator for UserFields<'a> {
-    type Item = (&'a str, &'a str);
+    type Item = (Cow<'a, str>, Cow<'a, str>);
     type IntoIter = UserFieldsIter<'a>;
 
     fn into_iter(self) -> UserFieldsIter<'a> {
@@ -320,7 +325,7 @@ impl<'a> IntoIterator for UserFields<'a> {
 }
 
 impl<'a> IntoIterator for &UserFields<'a> {
-    type Item = (&'a str, &'a str);
+    type Item = (Cow<'a, str>, Cow<'a, str>);
     type IntoIter = UserFieldsIter<'a>;
 
     fn into_iter(self) -> UserFieldsIter<'a> {
@@ -335,9 +340,9 @@ pub struct UserFieldsIter<'a> {
 }
 
 impl<'a> Iterator for UserFieldsIter<'a> {
-    type Item = (&'a str, &'a str);
+    type Item = (Cow<'a, str>, Cow<'a, str>);
 
-    fn next(&mut self) -> Option<(&'a str, &'a str)> {
+    fn next(&mut self) -> Option<(Cow<'a, str>, Cow<'a, str>)> {
         self.fields
             .find_map(|(number, value)| match (number, value) {
                 (9, Value::Len(entry)) => Some(user_field(entry)),
@@ -349,9 +354,10 @@ impl<'a> Iterator for UserFieldsIter<'a> {
 impl std::iter::FusedIterator for UserFieldsIter<'_> {}
 
 /// The key and value of a map entry that [`check_user_field`] accepted;
-/// missing ones are empty, repeated ones keep the last.
-fn user_field(entry: &[u8]) -> (&str, &str) {
-    let (mut key, mut value) = ("", "");
+/// missing ones are empty, repeated ones keep the last; bytes that are not
+/// UTF-8 are carried lossily (see [`MetaView`]).
+fn user_field(entry: &[u8]) -> (Cow<'_, str>, Cow<'_, str>) {
+    let (mut key, mut value): (&[u8], &[u8]) = (b"", b"");
     for (number, v) in Fields::new(entry) {
         let slot = match number {
             1 => &mut key,
@@ -359,11 +365,10 @@ fn user_field(entry: &[u8]) -> (&str, &str) {
             _ => continue,
         };
         if let Value::Len(bytes) = v {
-            // Checked by MetaView::parse; an empty string otherwise.
-            *slot = std::str::from_utf8(bytes).unwrap_or_default();
+            *slot = bytes;
         }
     }
-    (key, value)
+    (String::from_utf8_lossy(key), String::from_utf8_lossy(value))
 }
 
 #[cfg(test)]
@@ -387,7 +392,11 @@ mod tests {
         let view = MetaView::parse(&meta).unwrap();
         let request = view.request.unwrap();
         assert_eq!(
-            (request.service_name, request.method_name, request.log_id),
+            (
+                &*request.service_name,
+                &*request.method_name,
+                request.log_id
+            ),
             ("a", "m", 2)
         );
         assert_eq!(view.correlation_id, 6);
@@ -402,23 +411,45 @@ mod tests {
     }
 
     #[test]
+    fn strings_that_are_not_utf8_are_carried_lossily() {
+        // request { service_name "\xff" } response { error_code 7
+        // error_text "bad \xc3 text" } user_fields { "k\x80": "v" }
+        let meta = [
+            0x0a, 0x03, 0x0a, 0x01, 0xff, //
+            0x12, 0x0e, 0x08, 0x07, 0x12, 0x0a, b'b', b'a', b'd', b' ', 0xc3, b' ', b't', b'e',
+            b'x', b't', //
+            0x4a, 0x07, 0x0a, 0x02, b'k', 0x80, 0x12, 0x01, b'v',
+        ];
+        let view = MetaView::parse(&meta).unwrap();
+        assert_eq!(view.request.as_ref().unwrap().service_name, "\u{fffd}");
+        let response = view.response.clone().unwrap();
+        assert_eq!(response.error_code, 7);
+        assert_eq!(response.error_text, "bad \u{fffd} text");
+        let pairs: Vec<_> = view.user_fields().collect();
+        assert_eq!(pairs, [("k\u{fffd}".into(), "v".into())]);
+        // Valid UTF-8 is borrowed, not copied.
+        let meta = [0x12, 0x04, 0x12, 0x02, b'o', b'k'];
+        let view = MetaView::parse(&meta).unwrap();
+        assert!(matches!(
+            view.response.unwrap().error_text,
+            Cow::Borrowed("ok")
+        ));
+    }
+
+    #[test]
     fn errors_name_the_field() {
-        let e = MetaView::parse(&[0x0a, 0x03, 0x0a, 0x01, 0xff]).unwrap_err();
+        let e = MetaView::parse(&[0x0a, 0x02, 0x0a, 0x01]).unwrap_err();
         assert!(
             matches!(
                 e,
                 WireError::BadMetaField {
                     field: "RpcRequestMeta.service_name",
-                    reason: BadMetaReason::InvalidUtf8
+                    reason: BadMetaReason::Truncated
                 }
             ),
             "{e:?}"
         );
         assert_eq!(e.code(), "bad_meta");
-        assert_eq!(
-            e.to_string(),
-            "RpcMeta is not a valid protobuf message: RpcRequestMeta.service_name: the string is not valid UTF-8"
-        );
         let e = MetaView::parse(&[0x08, 0x01]).unwrap_err();
         assert!(
             matches!(
@@ -454,8 +485,11 @@ mod tests {
         ];
         let view = MetaView::parse(&meta).unwrap();
         let pairs: Vec<_> = view.user_fields().collect();
-        assert_eq!(pairs, [("k", "1"), ("j", "2"), ("k", "3")]);
-        assert_eq!(view.user_fields.get("k"), Some("3"));
+        assert_eq!(
+            pairs,
+            [("k", "1"), ("j", "2"), ("k", "3")].map(|(k, v)| (Cow::from(k), Cow::from(v)))
+        );
+        assert_eq!(view.user_fields.get("k").as_deref(), Some("3"));
         assert_eq!(view.user_fields.get("x"), None);
         assert!(!view.user_fields.is_empty());
         assert!(

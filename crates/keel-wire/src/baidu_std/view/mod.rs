@@ -13,7 +13,7 @@
 //!    │ decode_raw_frame: header checked, frame split off, no copy
 //!    ▼
 //!  RawFrame { body: Bytes, meta_size }
-//!    │ .meta(): MetaView<'_>  ── &str / &[u8] borrowed from the body
+//!    │ .meta(): MetaView<'_>  ── strings / &[u8] borrowed from the body
 //!    │ .split(&view): (payload, attachment) ── Bytes slices of the body
 //!    ▼
 //!  dispatch on view.request.service_name / method_name
@@ -43,8 +43,9 @@
 //!
 //! let frame = decode_raw_frame(&mut wire, &Limits::default())?.expect("a whole frame");
 //! let meta = frame.meta()?;
-//! let request = meta.request.expect("a request");
-//! assert_eq!((request.service_name, request.method_name), ("example.EchoService", "Echo"));
+//! let request = meta.request.as_ref().expect("a request");
+//! assert_eq!(request.service_name, "example.EchoService");
+//! assert_eq!(request.method_name, "Echo");
 //! assert_eq!(request.timeout_ms, Some(500));
 //! let (message, attachment) = frame.split(&meta)?;
 //! assert_eq!((&message[..], &attachment[..]), (&payload[..], &b"att"[..]));
