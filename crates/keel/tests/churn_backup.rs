@@ -57,6 +57,7 @@ async fn round(slow: &Fixture, fast: &Fixture, answer_late: bool) {
         .expect("valid");
     let client = EchoServiceClient::new(&channel);
     let fast_calls = fast.calls.load(Ordering::Relaxed);
+    let slow_calls = slow.calls.load(Ordering::Relaxed);
     for _ in 0..CALLS {
         let reply = client.echo(&request("gate")).await;
         assert_eq!(
@@ -75,6 +76,14 @@ async fn round(slow: &Fixture, fast: &Fixture, answer_late: bool) {
     for invoker in cluster.invokers() {
         assert_eq!((invoker.pending, invoker.in_flight), (0, 0), "{invoker:?}");
     }
+    // Every attempt sent to the slow server is held there: the first
+    // attempts round robin gave it, each answered by a backup on the fast
+    // one, and the backups of first attempts the fast one took over 2 ms
+    // to answer. A backup may still be on its way when the calls return.
+    eventually("every attempt sent to the slow server to arrive", || {
+        slow.calls.load(Ordering::Relaxed) - slow_calls == stats.backup_requests
+    })
+    .await;
     let held = slow.server.stats().in_flight;
     assert!(held >= (CALLS / 2) as usize, "the slow server holds {held}");
     if answer_late {
