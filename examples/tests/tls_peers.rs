@@ -19,42 +19,12 @@ use std::time::Duration;
 
 use keel::tls::ServerTls;
 use peers::{python, python_dir, run_bounded};
-use rcgen::{
-    BasicConstraints, Certificate, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-};
+#[path = "../../crates/keel/tests/support/certs.rs"]
+mod certs;
+use certs::Ca;
 
 /// How long one peer's run may take.
 const PEER_RUN: Duration = Duration::from_secs(60);
-
-struct Ca {
-    cert: Certificate,
-    key: KeyPair,
-}
-
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let key = KeyPair::generate().expect("a key");
-        let cert = params.self_signed(&key).expect("a root");
-        Ca { cert, key }
-    }
-
-    /// A leaf for `names`: (chain PEM, key PEM).
-    fn leaf(&self, names: &[&str], purpose: ExtendedKeyUsagePurpose) -> (String, String) {
-        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
-        let mut params = CertificateParams::new(names).expect("params");
-        params.extended_key_usages = vec![purpose];
-        let key = KeyPair::generate().expect("a key");
-        let cert = params
-            .signed_by(&key, &self.cert, &self.key)
-            .expect("signed");
-        (cert.pem(), key.serialize_pem())
-    }
-}
 
 /// A directory of the test's own, removed on drop.
 struct TempDir(PathBuf);
@@ -150,11 +120,8 @@ fn grpcio_echo(
 fn grpcio_curl_and_openssl_speak_tls_to_keel() {
     let dir = TempDir::new("tls-peers");
     let ca = Ca::new("keel test root");
-    let ca_path = dir.write("ca.pem", &ca.cert.pem());
-    let (cert, key) = ca.leaf(
-        &["localhost", "127.0.0.1"],
-        ExtendedKeyUsagePurpose::ServerAuth,
-    );
+    let ca_path = dir.write("ca.pem", &ca.pem());
+    let (cert, key) = ca.server_leaf(false);
     let server = serve(ServerTls::from_pem(cert.as_bytes(), key.as_bytes()).expect("TLS"));
     let addr = server.addr.to_string();
 
@@ -212,17 +179,14 @@ fn grpcio_with_and_without_a_client_certificate_under_mutual_tls() {
     let dir = TempDir::new("tls-mutual");
     let ca = Ca::new("keel test root");
     let clients = Ca::new("client root");
-    let ca_path = dir.write("ca.pem", &ca.cert.pem());
-    let (cert, key) = ca.leaf(
-        &["localhost", "127.0.0.1"],
-        ExtendedKeyUsagePurpose::ServerAuth,
-    );
+    let ca_path = dir.write("ca.pem", &ca.pem());
+    let (cert, key) = ca.server_leaf(false);
     let tls = ServerTls::from_pem(cert.as_bytes(), key.as_bytes())
-        .and_then(|tls| tls.client_ca_pem(clients.cert.pem().as_bytes()))
+        .and_then(|tls| tls.client_ca_pem(clients.pem().as_bytes()))
         .expect("mutual TLS");
     let server = serve(tls);
     let addr = server.addr.to_string();
-    let (client_cert, client_key) = clients.leaf(&["client"], ExtendedKeyUsagePurpose::ClientAuth);
+    let (client_cert, client_key) = clients.client_leaf();
     let cert_path = dir.write("client.pem", &client_cert);
     let key_path = dir.write("client.key", &client_key);
     let run = grpcio_echo(&addr, &ca_path, "with", Some((&cert_path, &key_path)));

@@ -15,23 +15,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use keel::{Channel, Code};
-use support::{EchoServiceClient, Fixture, eventually, request, start};
+use support::{EchoServiceClient, eventually, request, start};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// A counter on the server's `/vars`.
-async fn var(fixture: &Fixture, name: &str) -> f64 {
-    let mut http = http1::Http1::connect(fixture.server.local_addr()).await;
-    let vars = http.get("/vars?format=json").await.json();
-    vars["vars"]
-        .as_array()
-        .expect("vars")
-        .iter()
-        .find(|v| v["name"] == name)
-        .unwrap_or_else(|| panic!("{name} not in /vars"))["value"]
-        .as_f64()
-        .expect("a number")
-}
 
 /// Reads until the server closes the connection (bounded).
 async fn closed_by_server(stream: &mut TcpStream) -> bool {
@@ -75,7 +61,11 @@ async fn connections_without_a_first_request_are_closed() {
     })
     .await;
     assert_eq!(
-        var(&fixture, "keel_server_first_request_timeouts_total").await,
+        http1::var(
+            fixture.server.local_addr(),
+            "keel_server_first_request_timeouts_total"
+        )
+        .await,
         60.0
     );
     client.echo(&request("later")).await.expect("a call");
@@ -120,7 +110,10 @@ async fn idle_connections_close_but_not_with_a_call_in_flight() {
         fixture.server.stats().connections == 0
     })
     .await;
-    assert_eq!(var(&fixture, "keel_server_idle_closes_total").await, 2.0);
+    assert_eq!(
+        http1::var(fixture.server.local_addr(), "keel_server_idle_closes_total").await,
+        2.0
+    );
 }
 
 #[tokio::test]
@@ -151,7 +144,11 @@ async fn connections_over_the_maximum_are_closed_at_accept() {
         .await
         .expect("a call once there is room");
     assert_eq!(
-        var(&fixture, "keel_server_refused_connections_total").await,
+        http1::var(
+            fixture.server.local_addr(),
+            "keel_server_refused_connections_total"
+        )
+        .await,
         5.0
     );
 }
@@ -193,7 +190,14 @@ async fn calls_over_the_maximum_per_connection_get_elimit() {
         3,
         "the third never ran"
     );
-    assert_eq!(var(&fixture, "keel_server_refused_calls_total").await, 1.0);
+    assert_eq!(
+        http1::var(
+            fixture.server.local_addr(),
+            "keel_server_refused_calls_total"
+        )
+        .await,
+        1.0
+    );
 }
 
 #[tokio::test]

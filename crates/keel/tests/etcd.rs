@@ -408,20 +408,16 @@ async fn lost_lease_is_granted_again(etcd: &mut Etcd) {
                 && i["endpoint"] == format!("{} weight=7", fixture.addr())),
         "the channel's invoker listed: {page}"
     );
-    let vars = http.get("/vars?format=json").await.json();
-    let var = |name: &str| {
-        vars["vars"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|v| v["name"] == name)
-            .unwrap_or_else(|| panic!("{name} in /vars"))["value"]
-            .as_f64()
-            .unwrap()
-    };
-    assert!(var("keel_etcd_watches") >= 1.0);
-    assert!(var("keel_etcd_registrations") >= 1.0);
-    assert!(var("keel_etcd_naming_updates_total") >= 1.0);
+    for name in [
+        "keel_etcd_watches",
+        "keel_etcd_registrations",
+        "keel_etcd_naming_updates_total",
+    ] {
+        assert!(
+            http1::var(fixture.server.local_addr(), name).await >= 1.0,
+            "{name}"
+        );
+    }
     LeaseClient::new(&etcd_channel(etcd))
         .lease_revoke(&LeaseRevokeRequest { id: first.lease })
         .await

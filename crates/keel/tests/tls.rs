@@ -15,60 +15,20 @@ use std::time::Duration;
 
 use keel::tls::{ClientTls, ServerTls};
 use keel::{Channel, Code, Protocol};
-use rcgen::{
-    BasicConstraints, Certificate, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-};
+#[path = "support/certs.rs"]
+mod certs;
+use certs::Ca;
 use support::{EchoServiceClient, Fixture, request, start};
 
-/// A certificate authority made for the test.
-struct Ca {
-    cert: Certificate,
-    key: KeyPair,
+/// What the tests make of a root: a server's TLS and a client trusting it.
+trait Tls {
+    fn server(&self, expired: bool) -> ServerTls;
+    fn client(&self) -> ClientTls;
 }
 
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let key = KeyPair::generate().expect("a key");
-        let cert = params.self_signed(&key).expect("a root");
-        Ca { cert, key }
-    }
-
-    fn pem(&self) -> String {
-        self.cert.pem()
-    }
-
-    /// A leaf for `names`, valid now unless `expired`; (chain PEM, key PEM).
-    fn leaf(
-        &self,
-        names: &[&str],
-        purpose: ExtendedKeyUsagePurpose,
-        expired: bool,
-    ) -> (String, String) {
-        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
-        let mut params = CertificateParams::new(names).expect("params");
-        params.extended_key_usages = vec![purpose];
-        if expired {
-            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
-            params.not_after = rcgen::date_time_ymd(2021, 1, 1);
-        }
-        let key = KeyPair::generate().expect("a key");
-        let cert = params
-            .signed_by(&key, &self.cert, &self.key)
-            .expect("signed");
-        (cert.pem(), key.serialize_pem())
-    }
-
+impl Tls for Ca {
     fn server(&self, expired: bool) -> ServerTls {
-        let (cert, key) = self.leaf(
-            &["localhost", "127.0.0.1"],
-            ExtendedKeyUsagePurpose::ServerAuth,
-            expired,
-        );
+        let (cert, key) = self.server_leaf(expired);
         ServerTls::from_pem(cert.as_bytes(), key.as_bytes()).expect("server TLS")
     }
 
@@ -92,19 +52,6 @@ fn channel(fixture: &Fixture, protocol: Protocol, tls: Option<ClientTls>) -> Cha
     builder.build().expect("a channel")
 }
 
-async fn var(fixture: &Fixture, name: &str) -> f64 {
-    let mut http = http1::Http1::connect(fixture.server.local_addr()).await;
-    let vars = http.get("/vars?format=json").await.json();
-    vars["vars"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["name"] == name)
-        .unwrap_or_else(|| panic!("{name} in /vars"))["value"]
-        .as_f64()
-        .unwrap()
-}
-
 #[tokio::test]
 async fn every_protocol_calls_over_tls_and_plain_on_one_port() {
     let ca = Ca::new("keel test root");
@@ -122,7 +69,11 @@ async fn every_protocol_calls_over_tls_and_plain_on_one_port() {
     }
     assert_eq!(fixture.calls.load(Ordering::Relaxed), 6);
     assert_eq!(
-        var(&fixture, "keel_server_tls_connections_total").await,
+        http1::var(
+            fixture.server.local_addr(),
+            "keel_server_tls_connections_total"
+        )
+        .await,
         3.0
     );
     // An IP address verified as itself, and another name asked for.
@@ -170,7 +121,14 @@ async fn certificates_that_do_not_verify_fail_before_any_call() {
         "no call reached a handler"
     );
     assert_eq!(expired.calls.load(Ordering::Relaxed), 0);
-    assert!(var(&good, "keel_server_tls_handshake_failures_total").await >= 6.0);
+    assert!(
+        http1::var(
+            good.server.local_addr(),
+            "keel_server_tls_handshake_failures_total"
+        )
+        .await
+            >= 6.0
+    );
 }
 
 #[tokio::test]
@@ -183,7 +141,7 @@ async fn mutual_tls_refuses_clients_without_a_certificate() {
             .expect("mTLS"),
     )
     .await;
-    let (cert, key) = clients.leaf(&["client"], ExtendedKeyUsagePurpose::ClientAuth, false);
+    let (cert, key) = clients.client_leaf();
     let with_cert = ca
         .client()
         .client_certificate_pem(cert.as_bytes(), key.as_bytes())
@@ -215,11 +173,7 @@ async fn certificates_reload_without_a_restart() {
     std::fs::create_dir_all(&dir).expect("a directory");
     let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
     let write = |ca: &Ca| {
-        let (cert, key) = ca.leaf(
-            &["localhost", "127.0.0.1"],
-            ExtendedKeyUsagePurpose::ServerAuth,
-            false,
-        );
+        let (cert, key) = ca.server_leaf(false);
         std::fs::write(&cert_path, cert).expect("cert written");
         std::fs::write(&key_path, key).expect("key written");
     };
@@ -269,7 +223,11 @@ async fn a_server_without_tls_closes_tls_connections() {
         .expect_err("no TLS there");
     assert_eq!(err.code(), Code::EFAILEDSOCKET, "{err}");
     assert_eq!(
-        var(&plain, "keel_server_tls_handshake_failures_total").await,
+        http1::var(
+            plain.server.local_addr(),
+            "keel_server_tls_handshake_failures_total"
+        )
+        .await,
         1.0
     );
 }

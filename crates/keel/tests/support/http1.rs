@@ -134,3 +134,18 @@ impl Http1 {
         n
     }
 }
+
+/// The value of the variable `name` on the `/vars` of the server at
+/// `addr` (over a connection of its own).
+pub async fn var(addr: std::net::SocketAddr, name: &str) -> f64 {
+    let mut http = Http1::connect(addr).await;
+    let vars = http.get("/vars?format=json").await.json();
+    vars["vars"]
+        .as_array()
+        .expect("vars")
+        .iter()
+        .find(|v| v["name"] == name)
+        .unwrap_or_else(|| panic!("{name} not in /vars"))["value"]
+        .as_f64()
+        .expect("a number")
+}
