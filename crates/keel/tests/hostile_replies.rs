@@ -7,7 +7,8 @@
 //! and inflates a large request off the connection's task. Strings that are
 //! not UTF-8 in a meta (brpc sends any bytes in its proto2 strings) fail
 //! at most their own call: an `error_text` reaches the caller lossily with
-//! the server's code, a service name finds no service.
+//! the server's code, a service name finds no service. A reply whose meta
+//! does not parse fails the call it was for, not the connection.
 //!
 //! The fake servers answer byte for byte what a test tells them (see
 //! `support::fake_baidu`). Client, servers and the counting allocator share
