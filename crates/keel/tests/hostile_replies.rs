@@ -7,7 +7,8 @@
 //! and inflates a large request off the connection's task. Strings that are
 //! not UTF-8 in a meta (brpc sends any bytes in its proto2 strings) fail
 //! at most their own call: an `error_text` reaches the caller lossily with
-//! the server's code, a service name finds no service.
+//! the server's code, a service name finds no service. A reply whose meta
+//! does not parse fails the call it was for, not the connection.
 //!
 //! The fake servers answer byte for byte what a test tells them (see
 //! `support::fake_baidu`). Client, servers and the counting allocator share
@@ -378,4 +379,44 @@ async fn a_service_name_that_is_not_utf8_fails_its_call_only() {
         .expect("write");
     let (cid, code, _) = read_answer_of(&mut stream, &mut inbuf).await;
     assert_eq!((cid, code), (8, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_whose_meta_does_not_parse_fails_its_own_call_only() {
+    let _serial = one_at_a_time().await;
+    keel::rpcz::tracer().sampler().set_target(0);
+    let server = fake_baidu::start(|cid, req| {
+        if req.message == "bad meta" {
+            // RpcMeta { correlation_id }, then a key of wire type 7.
+            let mut meta = vec![0x20];
+            fake_baidu::varint(&mut meta, cid as u64);
+            meta.extend_from_slice(&[0x0f, 0x01]);
+            let mut frame = b"PRPC".to_vec();
+            frame.extend_from_slice(&(meta.len() as u32).to_be_bytes());
+            frame.extend_from_slice(&(meta.len() as u32).to_be_bytes());
+            frame.extend_from_slice(&meta);
+            frame
+        } else {
+            fake_baidu::echo(cid, req)
+        }
+    })
+    .await;
+    let channel = Channel::builder(&server.addr)
+        .timeout(Some(Duration::from_secs(10)))
+        .build()
+        .expect("addr");
+    let client = EchoServiceClient::new(&channel);
+    client.echo(&request("warm")).await.expect("warm-up");
+
+    let failures = interleaved(&client, "bad meta", 16).await;
+
+    assert_eq!(failures.len(), 16);
+    for status in &failures {
+        assert_eq!(status.code(), Code::ERESPONSE, "{status}");
+        assert!(status.message().contains("bad response meta"), "{status}");
+    }
+    // Not retried, all on the first connection.
+    assert_eq!(server.requests.load(Ordering::Relaxed), 1 + 32);
+    assert_eq!(server.accepts.load(Ordering::Relaxed), 1);
+    assert_eq!(channel.pending_calls(), 0);
 }

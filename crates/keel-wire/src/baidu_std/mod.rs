@@ -38,6 +38,7 @@ pub use meta::{ChunkInfo, RpcMeta, RpcRequestMeta, RpcResponseMeta, StreamSettin
 pub use view::{
     MetaView, RawFrame, RequestHeader, RequestView, ResponseHeader, ResponseView, UserFields,
     UserFieldsIter, decode_raw_frame, encode_request, encode_response, encode_response_with,
+    salvage_correlation_id,
 };
 
 use bytes::{BufMut, Bytes, BytesMut};

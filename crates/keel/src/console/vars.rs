@@ -64,7 +64,7 @@ pub(crate) fn resident_bytes() -> u64 {
 }
 
 /// The most variables [`each`] reports (with the counting allocator).
-pub(crate) const MAX: usize = 33;
+pub(crate) const MAX: usize = 34;
 
 /// Every variable, now.
 pub(crate) fn all(core: &ServerCore) -> Vec<Var> {
@@ -232,6 +232,12 @@ pub(crate) fn each(core: &ServerCore, mut f: impl FnMut(Var)) {
             "Calls failed at once (EFAILEDSOCKET, not written, so retried elsewhere) because their endpoint was waiting to reconnect.",
             Counter,
             u(reconnect.refused.load(Ordering::Relaxed)),
+        ),
+        var(
+            "keel_client_bad_responses_total",
+            "Answers a client could not read (a baidu_std meta that does not parse): each failed its own call when its id could be read, never the connection.",
+            Counter,
+            u(crate::transport::BAD_RESPONSES.load(Ordering::Relaxed)),
         ),
         var(
             "keel_etcd_watches",

@@ -52,7 +52,9 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use keel_pool::FutureBox;
-use keel_wire::baidu_std::{Limits, RequestHeader, decode_raw_frame, encode_request};
+use keel_wire::baidu_std::{
+    Limits, RequestHeader, decode_raw_frame, encode_request, salvage_correlation_id,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
@@ -699,9 +701,21 @@ fn deliver(
             Ok(None) => return Ok(stopping),
             Err(e) => return Err(format!("bad response frame: {e}")),
         };
-        let meta = frame
-            .meta()
-            .map_err(|e| format!("bad response meta: {e}"))?;
+        let meta = match frame.meta() {
+            Ok(meta) => meta,
+            Err(e) => {
+                // The frame's length was right, so the next one can be
+                // read: this answer fails the call it was for (when its id
+                // can be read), not the connection, as brpc drops a
+                // response whose meta does not parse.
+                super::BAD_RESPONSES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if let Some(cid) = salvage_correlation_id(frame.meta_bytes()) {
+                    let text = format!("bad response meta from {}: {e}", conn.addr);
+                    conn.complete(cid, Err(Status::new(Code::ERESPONSE, text)));
+                }
+                continue;
+            }
+        };
         conn.reconnect.answered();
         let cid = meta.correlation_id;
         let logoff = meta

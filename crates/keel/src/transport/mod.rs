@@ -242,6 +242,12 @@ fn no_streams(call: &Call<'_>, protocol: &str, addr: &str) -> Status {
     )
 }
 
+/// Answers clients could not read (a baidu_std meta that does not parse):
+/// each failed its own call when its id could be read, never the
+/// connection. On `/vars`.
+pub(crate) static BAD_RESPONSES: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(0);
+
 /// Opens a TCP connection to `addr` within `timeout`, with Nagle off. A
 /// failure is `EFAILEDSOCKET`, marked as a request that was not written
 /// (no handler can have run it).

@@ -28,13 +28,16 @@
 //! it is still health-checking: nothing was sent, so the retry loop may
 //! try another server (a cluster's breaker isolates this one meanwhile),
 //! and a caller with one server learns at once that it is down rather than
-//! waiting for it. One exception: a call a cluster sends to a server its
-//! breaker isolated, because no other server is left, waits for the end
-//! of a short wait (at most 100 ms, see [`Reconnect::waiting_until`] and
-//! `Invoker::call`): the cluster chose this server as the one most likely
-//! back (a restarted server, say), and failing fast would fail the call. A connection that carried an answer proves the endpoint
-//! works: its loss (a server's idle timeout, a restart) reconnects at once
-//! and starts the count again.
+//! waiting for it. Two exceptions wait instead (see
+//! [`Reconnect::waiting_until`] and `cluster::invoker`): a breaker's
+//! health-check probe, which is itself the paced reconnect attempt; and a
+//! call a cluster sends to a server its breaker isolated, because no other
+//! server is left, when the wait ends within 100 ms: the cluster chose it
+//! as the server most likely back (a restarted one, say).
+//!
+//! A connection that carried an answer, or stayed up a second, proves the
+//! endpoint works: its loss (a server's idle timeout, a restart)
+//! reconnects at once and starts the count again.
 //!
 //! Owns: the backoff state of one endpoint and the process-wide counters
 //! of reconnects (see [`STATS`]). May not touch: sockets or calls.

@@ -207,6 +207,21 @@ impl<'a> MetaView<'a> {
     }
 }
 
+/// The `correlation_id` (field 4) of a meta [`MetaView::parse`] refused,
+/// read from the fields before the first malformed one: the last one
+/// sent there, if any. Lets a client fail the one call a malformed answer
+/// was for, rather than the connection (a frame's length is still right,
+/// so the next frame can be read).
+pub fn salvage_correlation_id(meta: &[u8]) -> Option<i64> {
+    let mut found = None;
+    for (number, value) in Fields::new(meta) {
+        if let (4, Value::Varint(v)) = (number, value) {
+            found = Some(v as i64);
+        }
+    }
+    found
+}
+
 /// Merges an `RpcRequestMeta` into `request`.
 fn parse_request<'a>(bytes: &'a [u8], request: &mut RequestView<'a>) -> Result<(), WireError> {
     walk(bytes, request_field, |Field { number, value, .. }| {
@@ -434,6 +449,16 @@ mod tests {
             view.response.unwrap().error_text,
             Cow::Borrowed("ok")
         ));
+    }
+
+    #[test]
+    fn a_correlation_id_is_salvaged_from_before_the_damage() {
+        // correlation_id 9, then a key with wire type 7.
+        let meta = [0x20, 0x09, 0x0f, 0x01];
+        assert!(MetaView::parse(&meta).is_err());
+        assert_eq!(salvage_correlation_id(&meta), Some(9));
+        // Damage first: nothing to salvage.
+        assert_eq!(salvage_correlation_id(&[0x0f, 0x20, 0x09]), None);
     }
 
     #[test]

@@ -66,4 +66,6 @@ pub use encode::{
     RequestHeader, ResponseHeader, encode_request, encode_response, encode_response_with,
 };
 pub use frame::{RawFrame, decode_raw_frame};
-pub use meta::{MetaView, RequestView, ResponseView, UserFields, UserFieldsIter};
+pub use meta::{
+    MetaView, RequestView, ResponseView, UserFields, UserFieldsIter, salvage_correlation_id,
+};
