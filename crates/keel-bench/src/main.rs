@@ -15,6 +15,7 @@
 //! cargo run --release -p keel-bench -- lb              # load balancer pick cost, ~5 s
 //! cargo run --release -p keel-bench -- cluster         # echo through cluster channels vs a plain one, ~45 s
 //! cargo run --release -p keel-bench -- http            # JSON over HTTP vs baidu_std and gRPC; console pages, ~45 s
+//! cargo run --release -p keel-bench -- rss             # RSS after bursts and QPS per allocator choice, ~2 min
 //! cargo run --release -p keel-bench -- --help          # list subcommands
 //! ```
 //!
@@ -30,12 +31,15 @@
 //! adds to every allocation, for every peer alike. Benchmarks that compare
 //! *allocators* must not pay for it: `pool` calls `System` and `MiMalloc`
 //! through their `GlobalAlloc` methods directly, so its "system allocator"
-//! is exactly glibc's malloc.
+//! is exactly glibc's malloc. Under the counting allocator is glibc's
+//! malloc, or mimalloc in the server processes `rss` starts to compare
+//! allocators ([`alloc`]).
 
 use std::process::ExitCode;
 
 use keel_alloc::CountingAlloc;
 
+mod alloc;
 mod args;
 mod cluster;
 mod echo;
@@ -45,11 +49,12 @@ mod interop;
 mod lb;
 mod pool;
 mod rpcz;
+mod rss;
 mod summary;
 mod table;
 
 #[global_allocator]
-static GLOBAL: CountingAlloc = CountingAlloc::system();
+static GLOBAL: CountingAlloc<alloc::Switch> = CountingAlloc::new(alloc::Switch);
 
 /// Keel's benchmark programs: each runs Keel and its peers side by side and
 /// prints a table with ratios.
@@ -84,6 +89,9 @@ enum Command {
     /// echo QPS through list:// cluster channels (1 and 3 endpoints) vs a plain host:port channel
     #[command(long_about = cluster::ABOUT)]
     Cluster(args::RunArgs),
+    /// RSS back to the OS after bursts, and echo QPS: glibc, glibc + quiet trim, mimalloc
+    #[command(long_about = rss::ABOUT)]
+    Rss(args::RunArgs),
     /// (internal) holds HTTP connections open for `http`
     #[command(name = http::HOLD_SUBCOMMAND, hide = true)]
     HoldConnections {
@@ -91,6 +99,13 @@ enum Command {
         addr: String,
         /// How many connections
         n: usize,
+    },
+    /// (internal) one Keel echo server process for `rss`
+    #[command(name = rss::SERVER_SUBCOMMAND, hide = true)]
+    RssServer {
+        /// `trim` (quiet trim on) or `no-trim`
+        #[arg(value_parser = ["trim", "no-trim"])]
+        trim: String,
     },
     /// (internal) one echo server process for `echo`, `grpc`, `rpcz`
     #[command(name = echo::SERVER_SUBCOMMAND, hide = true)]
@@ -113,6 +128,8 @@ fn main() -> ExitCode {
         Command::Rpcz(a) => rpcz::main(a),
         Command::Lb(a) => lb::main(a),
         Command::Cluster(a) => cluster::main(a),
+        Command::Rss(a) => rss::main(a),
+        Command::RssServer { trim } => rss::server_main(trim),
         Command::HoldConnections { addr, n } => http::hold_main(addr, *n),
         Command::EchoServer {
             framework,
