@@ -16,6 +16,7 @@
 //! cargo run --release -p keel-bench -- cluster         # echo through cluster channels vs a plain one, ~45 s
 //! cargo run --release -p keel-bench -- http            # JSON over HTTP vs baidu_std and gRPC; console pages, ~45 s
 //! cargo run --release -p keel-bench -- rss             # RSS after bursts and QPS per allocator choice, ~2 min
+//! cargo run --release -p keel-bench -- soak --minutes 30 # mixed traffic; fails if memory, fds or tasks trend up
 //! cargo run --release -p keel-bench -- --help          # list subcommands
 //! ```
 //!
@@ -50,6 +51,7 @@ mod lb;
 mod pool;
 mod rpcz;
 mod rss;
+mod soak;
 mod summary;
 mod table;
 
@@ -92,6 +94,9 @@ enum Command {
     /// RSS back to the OS after bursts, and echo QPS: glibc, glibc + quiet trim, mimalloc
     #[command(long_about = rss::ABOUT)]
     Rss(args::RunArgs),
+    /// mixed traffic for N minutes; fails if live heap, RSS, fds or tasks trend up
+    #[command(long_about = soak::ABOUT)]
+    Soak(soak::Args),
     /// (internal) holds HTTP connections open for `http`
     #[command(name = http::HOLD_SUBCOMMAND, hide = true)]
     HoldConnections {
@@ -129,6 +134,7 @@ fn main() -> ExitCode {
         Command::Lb(a) => lb::main(a),
         Command::Cluster(a) => cluster::main(a),
         Command::Rss(a) => rss::main(a),
+        Command::Soak(a) => soak::main(a),
         Command::RssServer { trim } => rss::server_main(trim),
         Command::HoldConnections { addr, n } => http::hold_main(addr, *n),
         Command::EchoServer {
