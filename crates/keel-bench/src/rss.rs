@@ -9,7 +9,7 @@
 //!
 //! - **glibc**: glibc's malloc as is, the server's quiet trim off;
 //! - **glibc + quiet trim**: Keel's default, `malloc_trim(0)` once the
-//!   server has been quiet for a second ([`keel::ServerBuilder::quiet_trim`]);
+//!   server has been quiet for a second ([`keel::server::ServerBuilder::quiet_trim`]);
 //! - **mimalloc**: mimalloc with its default purging (freed pages are
 //!   decommitted after a delay), quiet trim off;
 //! - **mimalloc, purge 0**: mimalloc purging at once (`MIMALLOC_PURGE_DELAY=0`).
