@@ -342,6 +342,36 @@ pub fn is_installed() -> bool {
     INSTALLED.load(Relaxed)
 }
 
+/// Hands the C allocator's free memory back to the operating system, and
+/// says whether any went back.
+///
+/// glibc's malloc keeps what a burst freed in its arenas (one per thread
+/// that allocated, up to eight per core) and returns only the top of the
+/// main heap by itself; RSS then stays at the burst's level although the
+/// live heap came back. `malloc_trim(0)` walks every arena and gives back
+/// each free page (`madvise(MADV_DONTNEED)`), and the top of each heap. It
+/// takes each arena's lock in turn, so allocating threads wait for it:
+/// call it when the process is quiet. Elsewhere than Linux with glibc
+/// (musl, other systems) this does nothing and returns `false`; so does a
+/// process whose Rust allocations go to another allocator (mimalloc,
+/// jemalloc), whose own decay returns its memory.
+pub fn release_free_memory() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        unsafe extern "C" {
+            fn malloc_trim(pad: usize) -> std::ffi::c_int;
+        }
+        // SAFETY: `malloc_trim` takes no pointer, only the bytes of slack to
+        // leave at the top of the heap, and glibc makes it safe to call from
+        // any thread at any time (it locks each arena while trimming it).
+        unsafe { malloc_trim(0) != 0 }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        false
+    }
+}
+
 /// Runs `f` `warmup` times, then `iters` times, and reports what the measured
 /// iterations did to the process-wide counters. For churn tests (rule R6):
 /// `assert!(churn(..).live_bytes <= SMALL_CONSTANT)`.

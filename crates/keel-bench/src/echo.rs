@@ -1026,7 +1026,7 @@ fn run_scenario(
 // ---------------------------------------------------------------------------
 
 /// One echo call over a plain socket, as a baidu_std client writes it.
-fn keel_raw_call(stream: &mut TcpStream, payload: &[u8], id: i64) -> Result<(), String> {
+pub(crate) fn keel_raw_call(stream: &mut TcpStream, payload: &[u8], id: i64) -> Result<(), String> {
     let mut frame = BytesMut::with_capacity(128);
     encode_request(
         &mut frame,
@@ -1068,7 +1068,7 @@ fn keel_raw_call(stream: &mut TcpStream, payload: &[u8], id: i64) -> Result<(), 
 
 /// A socket to `addr` whose reads and writes give up after
 /// [`IDLE_CALL_TIMEOUT`].
-fn idle_socket(addr: SocketAddr) -> Result<TcpStream, String> {
+pub(crate) fn idle_socket(addr: SocketAddr) -> Result<TcpStream, String> {
     let s = TcpStream::connect_timeout(&addr, IDLE_CALL_TIMEOUT)
         .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
     s.set_read_timeout(Some(IDLE_CALL_TIMEOUT))

@@ -16,6 +16,8 @@
 //! cargo run --release -p keel-bench -- cluster         # echo through cluster channels vs a plain one, ~45 s
 //! cargo run --release -p keel-bench -- http            # JSON over HTTP vs baidu_std and gRPC; console pages, ~45 s
 //! cargo run --release -p keel-bench -- overload        # no limit vs fixed vs adaptive under 10x load, ~20 s
+//! cargo run --release -p keel-bench -- rss             # RSS after bursts and QPS per allocator choice, ~2 min
+//! cargo run --release -p keel-bench -- soak --minutes 30 # mixed traffic; fails if memory, fds or tasks trend up
 //! cargo run --release -p keel-bench -- --help          # list subcommands
 //! ```
 //!
@@ -31,12 +33,15 @@
 //! adds to every allocation, for every peer alike. Benchmarks that compare
 //! *allocators* must not pay for it: `pool` calls `System` and `MiMalloc`
 //! through their `GlobalAlloc` methods directly, so its "system allocator"
-//! is exactly glibc's malloc.
+//! is exactly glibc's malloc. Under the counting allocator is glibc's
+//! malloc, or mimalloc in the server processes `rss` starts to compare
+//! allocators ([`alloc`]).
 
 use std::process::ExitCode;
 
 use keel_alloc::CountingAlloc;
 
+mod alloc;
 mod args;
 mod cluster;
 mod echo;
@@ -47,11 +52,13 @@ mod lb;
 mod overload;
 mod pool;
 mod rpcz;
+mod rss;
+mod soak;
 mod summary;
 mod table;
 
 #[global_allocator]
-static GLOBAL: CountingAlloc = CountingAlloc::system();
+static GLOBAL: CountingAlloc<alloc::Switch> = CountingAlloc::new(alloc::Switch);
 
 /// Keel's benchmark programs: each runs Keel and its peers side by side and
 /// prints a table with ratios.
@@ -89,6 +96,12 @@ enum Command {
     /// a server offered many times what it can do: no limit vs fixed max_concurrency vs adaptive
     #[command(long_about = overload::ABOUT)]
     Overload(overload::Args),
+    /// RSS back to the OS after bursts, and echo QPS: glibc, glibc + quiet trim, mimalloc
+    #[command(long_about = rss::ABOUT)]
+    Rss(args::RunArgs),
+    /// mixed traffic for N minutes; fails if live heap, RSS, fds or tasks trend up
+    #[command(long_about = soak::ABOUT)]
+    Soak(soak::Args),
     /// (internal) holds HTTP connections open for `http`
     #[command(name = http::HOLD_SUBCOMMAND, hide = true)]
     HoldConnections {
@@ -96,6 +109,13 @@ enum Command {
         addr: String,
         /// How many connections
         n: usize,
+    },
+    /// (internal) one Keel echo server process for `rss`
+    #[command(name = rss::SERVER_SUBCOMMAND, hide = true)]
+    RssServer {
+        /// `trim` (quiet trim on) or `no-trim`
+        #[arg(value_parser = ["trim", "no-trim"])]
+        trim: String,
     },
     /// (internal) one echo server process for `echo`, `grpc`, `rpcz`
     #[command(name = echo::SERVER_SUBCOMMAND, hide = true)]
@@ -119,6 +139,9 @@ fn main() -> ExitCode {
         Command::Lb(a) => lb::main(a),
         Command::Cluster(a) => cluster::main(a),
         Command::Overload(a) => overload::main(a),
+        Command::Rss(a) => rss::main(a),
+        Command::Soak(a) => soak::main(a),
+        Command::RssServer { trim } => rss::server_main(trim),
         Command::HoldConnections { addr, n } => http::hold_main(addr, *n),
         Command::EchoServer {
             framework,

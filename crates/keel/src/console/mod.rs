@@ -32,7 +32,7 @@ mod pages;
 mod prometheus;
 mod render;
 mod state;
-mod vars;
+pub(crate) mod vars;
 
 use bytes::Bytes;
 use http::header::{ACCEPT, HeaderValue};

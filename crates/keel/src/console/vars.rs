@@ -64,7 +64,7 @@ pub(crate) fn resident_bytes() -> u64 {
 }
 
 /// The most variables [`each`] reports (with the counting allocator).
-pub(crate) const MAX: usize = 34;
+pub(crate) const MAX: usize = 36;
 
 /// Every variable, now.
 pub(crate) fn all(core: &ServerCore) -> Vec<Var> {
@@ -190,6 +190,18 @@ pub(crate) fn each(core: &ServerCore, mut f: impl FnMut(Var)) {
             "Resident set size of the process.",
             Gauge,
             u(resident_bytes()),
+        ),
+        var(
+            "keel_allocator_trims_total",
+            "Times a quiet server gave the allocator's free memory back to the OS (malloc_trim).",
+            Counter,
+            u(crate::server::memory::trims()),
+        ),
+        var(
+            "keel_allocator_released_bytes_total",
+            "Resident bytes those trims gave back to the OS.",
+            Counter,
+            u(crate::server::memory::released_bytes()),
         ),
         var(
             "keel_pool_bytes",

@@ -34,6 +34,7 @@ use crate::server::dispatch::Dispatcher;
 use crate::server::health::{HealthReporter, HealthService, ServingStatus};
 use crate::server::interceptor::{Authenticator, Interceptor, Interceptors};
 use crate::server::limit::{Limiter, Limits};
+use crate::server::memory::QuietTrim;
 use crate::server::method_table::{MethodTable, MethodTableError};
 use crate::server::reflection::Reflection;
 use crate::server::service::Service;
@@ -64,6 +65,7 @@ pub struct ServerBuilder {
     grpc_max_message_size: Option<usize>,
     grpc_keepalive: Option<Option<Keepalive>>,
     idle_trim: Option<Duration>,
+    quiet_trim: bool,
     builtin_services: bool,
     console: Console,
     registrations: Vec<EtcdRegistration>,
@@ -102,6 +104,7 @@ impl Default for ServerBuilder {
             grpc_max_message_size: None,
             grpc_keepalive: None,
             idle_trim: Some(DEFAULT_IDLE_TRIM),
+            quiet_trim: true,
             builtin_services: true,
             console: Console::default(),
             registrations: Vec::new(),
@@ -179,9 +182,26 @@ impl ServerBuilder {
     /// alone. A pool notices idleness by itself only while it is used, so
     /// without this timer a burst's leftovers would stay in a process that
     /// has gone quiet. The timer runs in the server's accept loop and ends
-    /// with the server.
+    /// with the server. With [`quiet_trim`](Self::quiet_trim) on, pools
+    /// idle for a second are also trimmed as soon as the server has been
+    /// quiet for a second (`None` here turns that off too).
     pub fn idle_trim(mut self, period: Option<Duration>) -> Self {
         self.idle_trim = period.filter(|p| !p.is_zero());
+        self
+    }
+
+    /// Whether the server gives the allocator's free memory back to the
+    /// operating system once it goes quiet (default: yes). Each second the
+    /// server looks at its activity (connections, calls, bytes); after a
+    /// quiet second following activity it calls glibc's `malloc_trim(0)`
+    /// ([`keel_alloc::release_free_memory`]), so the RSS a burst raised
+    /// comes back down, instead of staying in malloc's arenas. Counted on
+    /// `/vars` as `keel_allocator_trims_total` and
+    /// `keel_allocator_released_bytes_total`. Does nothing where the
+    /// allocator is not glibc's. `keel-bench rss` compares it with other
+    /// allocators.
+    pub fn quiet_trim(mut self, on: bool) -> Self {
+        self.quiet_trim = on;
         self
     }
 
@@ -339,8 +359,11 @@ impl ServerBuilder {
     }
 
     /// [`build_core`](Self::build_core), and the idle-trim period.
-    fn build_core_and_trim(mut self) -> io::Result<(Arc<ServerCore>, Option<Duration>)> {
-        let idle_trim = self.idle_trim;
+    fn build_core_and_trim(mut self) -> io::Result<(Arc<ServerCore>, Trims)> {
+        let idle_trim = Trims {
+            pools: self.idle_trim,
+            quiet: self.quiet_trim,
+        };
         if let Some(e) = self.error {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, e));
         }
@@ -400,6 +423,9 @@ impl ServerBuilder {
         };
         let internal_addr = internal.as_ref().map(TcpListener::local_addr).transpose()?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let quiet = idle_trim
+            .quiet
+            .then(|| QuietTimer::new(&shared.dispatcher.stats, idle_trim.pools.is_some()));
         let accept = tokio::spawn(accept_loop(
             listener,
             shared.clone(),
@@ -407,7 +433,8 @@ impl ServerBuilder {
             Port::Service {
                 console: console == Console::ServicePort,
             },
-            IdleTrim::new(idle_trim),
+            IdleTrim::new(idle_trim.pools),
+            quiet,
         ));
         let internal = internal.map(|listener| {
             tokio::spawn(accept_loop(
@@ -415,6 +442,7 @@ impl ServerBuilder {
                 shared.clone(),
                 shutdown_rx.clone(),
                 Port::Internal,
+                None,
                 None,
             ))
         });
@@ -705,8 +733,47 @@ impl IdleTrim {
         }
     }
 
-    fn run(&self) {
-        keel_pool::trim_idle_all(self.period);
+    /// Returns the blocks the pools gave back.
+    fn run(&self) -> usize {
+        keel_pool::trim_idle_all(self.period)
+    }
+}
+
+/// The housekeeping a builder asked for: pool trimming (its period) and
+/// the quiet trim of the allocator.
+#[derive(Debug, Clone, Copy)]
+struct Trims {
+    pools: Option<Duration>,
+    quiet: bool,
+}
+
+/// The allocator's quiet trim ([`super::memory`]) and its one-second timer.
+struct QuietTimer {
+    ticks: tokio::time::Interval,
+    trim: QuietTrim,
+}
+
+impl QuietTimer {
+    fn new(counters: &super::dispatch::Counters, pools: bool) -> QuietTimer {
+        let mut ticks = tokio::time::interval_at(
+            tokio::time::Instant::now() + super::memory::QUIET_TICK,
+            super::memory::QUIET_TICK,
+        );
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        QuietTimer {
+            ticks,
+            trim: QuietTrim::new(counters, pools),
+        }
+    }
+
+    /// Waits for the next tick (forever without a timer).
+    async fn tick(timer: &mut Option<QuietTimer>) {
+        match timer {
+            Some(t) => {
+                t.ticks.tick().await;
+            }
+            None => std::future::pending().await,
+        }
     }
 }
 
@@ -720,13 +787,22 @@ async fn accept_loop(
     mut shutdown: watch::Receiver<bool>,
     port: Port,
     mut idle_trim: Option<IdleTrim>,
+    mut quiet: Option<QuietTimer>,
 ) -> JoinSet<()> {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             () = IdleTrim::tick(&mut idle_trim) => {
-                if let Some(t) = &idle_trim {
-                    t.run();
+                if let Some(t) = &idle_trim
+                    && t.run() > 0
+                    && let Some(q) = &mut quiet
+                {
+                    q.trim.freed();
+                }
+            }
+            () = QuietTimer::tick(&mut quiet) => {
+                if let Some(q) = &mut quiet {
+                    q.trim.tick(&shared.dispatcher.stats);
                 }
             }
             accepted = listener.accept() => match accepted {

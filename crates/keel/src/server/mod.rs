@@ -10,6 +10,7 @@
 //!   reflection.rs   builtin grpc.reflection.v1(alpha).ServerReflection
 //!   sniff.rs        a new connection's first bytes pick its protocol
 //!   watchdog.rs     connection limits: how many, first-request and idle timeouts
+//!   memory.rs       memory back to the OS once the server goes quiet
 //!   baidu_std.rs    one connection speaking baidu_std
 //!   grpc.rs         one connection speaking gRPC over HTTP/2 (h2)
 //!   http.rs         one connection speaking HTTP/1.1: JSON calls, the console
@@ -43,6 +44,7 @@ mod health;
 pub(crate) mod http;
 mod interceptor;
 pub(crate) mod limit;
+pub(crate) mod memory;
 mod method_table;
 mod reflection;
 mod service;
