@@ -219,13 +219,15 @@ struct Shared {
 
 impl Shared {
     fn info(&self) -> RegistrationInfo {
+        // The count before the lease: a count seen brings its lease along.
+        let grants = self.grants.load(Ordering::Acquire);
         RegistrationInfo {
             url: self.url.clone(),
             key: self.key.clone(),
             value: self.value.clone(),
             lease: self.lease.load(Ordering::Relaxed),
             state: RegistrationState::from_u8(self.state.load(Ordering::Relaxed)),
-            grants: self.grants.load(Ordering::Relaxed),
+            grants,
         }
     }
 
@@ -425,7 +427,10 @@ async fn try_keep_registered(
             if !granted.error.is_empty() {
                 return Err(Status::new(Code::Unavailable, granted.error));
             }
-            shared.grants.fetch_add(1, Ordering::Relaxed);
+            // The lease first, then the count: whoever sees the new count
+            // sees the new lease.
+            shared.lease.store(granted.id, Ordering::Relaxed);
+            shared.grants.fetch_add(1, Ordering::Release);
             *lease = Some(granted.id);
             granted.id
         }
