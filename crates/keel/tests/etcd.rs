@@ -431,9 +431,14 @@ async fn lost_lease_is_granted_again(etcd: &mut Etcd) {
         servers(&channel) == [fixture.addr()]
     })
     .await;
+    // The watch may show the new key to the channel before the put's
+    // reply reaches the registration.
+    eventually("the registration to see its put answered", || {
+        registration.info().state == RegistrationState::Registered
+    })
+    .await;
     let again = registration.info();
     assert_ne!(again.lease, first.lease);
-    assert_eq!(again.state, RegistrationState::Registered);
     assert!(registration.deregister().await);
     eventually("the channel to drop it for good", || {
         servers(&channel).is_empty()

@@ -339,6 +339,7 @@ impl Cluster {
         let primary = self.attempt_on(first, call);
         tokio::pin!(primary);
         tokio::select! {
+            biased;
             result = &mut primary => return result,
             _ = tokio::time::sleep(after) => {}
         }
@@ -356,14 +357,17 @@ impl Cluster {
         self.backup_requests.fetch_add(1, Ordering::Relaxed);
         let backup = self.attempt_on(&second, call);
         tokio::pin!(backup);
+        // The backup first: once counted it is sent, even when the primary
+        // answers in the same poll (it is then dropped like any loser).
         tokio::select! {
-            result = &mut primary => match result {
-                Ok(reply) => Ok(reply),
-                Err(_) => self.count_backup(backup.await),
-            },
+            biased;
             result = &mut backup => match result {
                 Ok(reply) => self.count_backup(Ok(reply)),
                 Err(_) => primary.await,
+            },
+            result = &mut primary => match result {
+                Ok(reply) => Ok(reply),
+                Err(_) => self.count_backup(backup.await),
             },
         }
     }
