@@ -59,6 +59,8 @@ pub(crate) struct Incoming {
     canceller: Option<SharedSend>,
     /// A caller's statistics and span, finished when the stream ends.
     record: Option<StreamRecord>,
+    /// The deadline's timer, once a read had to wait (dropped at the end).
+    timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
 }
 
 /// A caller's stream as its channel records a call: counted in its
@@ -157,6 +159,7 @@ impl Incoming {
             trailers: Metadata::new(),
             canceller: None,
             record: None,
+            timer: None,
         }
     }
 
@@ -172,9 +175,24 @@ impl Incoming {
         let Some(deadline) = self.deadline else {
             return self.next_inner().await;
         };
-        match tokio::time::timeout_at(deadline, self.next_inner()).await {
-            Ok(next) => next,
-            Err(_) => {
+        // One timer for the whole stream, polled only while waiting.
+        let mut timer = self
+            .timer
+            .take()
+            .unwrap_or_else(|| Box::pin(tokio::time::sleep_until(deadline)));
+        let next = tokio::select! {
+            biased;
+            next = self.next_inner() => Some(next),
+            () = timer.as_mut() => None,
+        };
+        match next {
+            Some(next) => {
+                if !matches!(self.state, IncomingState::Done(_)) {
+                    self.timer = Some(timer);
+                }
+                next
+            }
+            None => {
                 let status = Status::new(Code::ERPCTIMEDOUT, "the stream passed its deadline");
                 if let Some(send) = &self.canceller {
                     reset(send);
@@ -193,6 +211,7 @@ impl Incoming {
         }
         self.state = IncomingState::Done(result);
         self.buf = BytesMut::new();
+        self.timer = None;
     }
 
     async fn next_inner(&mut self) -> Result<Option<Bytes>, Status> {
@@ -374,9 +393,38 @@ fn reset(send: &SharedSend) {
     st.stream.send_reset(h2::Reason::CANCEL);
 }
 
-/// Queues one sealed message; a flusher task writes it (with those queued
+/// A message to queue: sealed already (compressed), or encoded straight
+/// into the queue with its prefix.
+enum Queued<'a> {
+    Sealed(&'a [u8]),
+    Plain(&'a (dyn Encode + Sync)),
+}
+
+impl Queued<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Queued::Sealed(data) => data.len(),
+            Queued::Plain(message) => keel_wire::grpc::PREFIX_LEN + message.encoded_len(),
+        }
+    }
+
+    fn append_to(&self, pending: &mut BytesMut, len: usize) {
+        match self {
+            Queued::Sealed(data) => pending.extend_from_slice(data),
+            Queued::Plain(message) => {
+                pending.reserve(len);
+                let body = len - keel_wire::grpc::PREFIX_LEN;
+                pending.extend_from_slice(&keel_wire::grpc::prefix(false, body));
+                message.encode_to(pending);
+            }
+        }
+    }
+}
+
+/// Queues one message; a flusher task writes it (with those queued
 /// meanwhile) once this task yields. Waits while too much is pending.
-async fn enqueue(send: &SharedSend, data: &[u8]) -> Result<(), Status> {
+async fn enqueue(send: &SharedSend, data: Queued<'_>) -> Result<(), Status> {
+    let len = data.len();
     loop {
         let drained = send.drained.notified();
         tokio::pin!(drained);
@@ -385,8 +433,8 @@ async fn enqueue(send: &SharedSend, data: &[u8]) -> Result<(), Status> {
             if let Some(failed) = &st.failed {
                 return Err(failed.clone());
             }
-            if st.pending.is_empty() || st.pending.len() + data.len() <= MAX_PENDING {
-                st.pending.extend_from_slice(data);
+            if st.pending.is_empty() || st.pending.len() + len <= MAX_PENDING {
+                data.append_to(&mut st.pending, len);
                 if !st.flushing {
                     st.flushing = true;
                     tokio::spawn(flush(send.clone()));
@@ -537,9 +585,16 @@ impl Outgoing {
     /// Sends one message: queued for the stream's flusher, waiting while
     /// the peer's flow-control window and the queue are full.
     pub(crate) async fn send(&mut self, message: &(dyn Encode + Sync)) -> Result<(), Status> {
-        let data = wire::seal_message(message, self.compress)?;
+        // Uncompressed, the message is encoded into the queue itself.
+        let sealed = match self.compress {
+            None => None,
+            compress => Some(wire::seal_message(message, compress)?),
+        };
+        let data = sealed
+            .as_deref()
+            .map_or(Queued::Plain(message), Queued::Sealed);
         let stream = self.stream()?;
-        if let Err(failed) = enqueue(&stream, &data).await {
+        if let Err(failed) = enqueue(&stream, data).await {
             self.ended = true;
             return Err(failed);
         }
