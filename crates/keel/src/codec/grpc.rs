@@ -21,17 +21,20 @@ use crate::status::{Code, Status};
 pub(crate) const CONTENT_TYPE: HeaderValue = HeaderValue::from_static("application/grpc");
 /// The encodings Keel reads and writes, for `grpc-accept-encoding`.
 pub(crate) const ACCEPT_ENCODING: HeaderValue = HeaderValue::from_static("gzip,deflate,identity");
-pub(crate) const GRPC_STATUS: &str = "grpc-status";
-pub(crate) const GRPC_MESSAGE: &str = "grpc-message";
-pub(crate) const GRPC_ENCODING: &str = "grpc-encoding";
-pub(crate) const GRPC_ACCEPT_ENCODING: &str = "grpc-accept-encoding";
-pub(crate) const GRPC_TIMEOUT: &str = "grpc-timeout";
+// Names as constants: inserting a name given as `&str` copies it into a
+// new allocation each time.
+pub(crate) const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+pub(crate) const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+pub(crate) const GRPC_ENCODING: HeaderName = HeaderName::from_static("grpc-encoding");
+pub(crate) const GRPC_ACCEPT_ENCODING: HeaderName = HeaderName::from_static("grpc-accept-encoding");
+pub(crate) const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 /// The exact Keel code of a status whose gRPC code loses it (see
 /// [`Code::needs_keel_code`]).
-pub(crate) const KEEL_CODE: &str = "keel-code";
-pub(crate) const TRACEPARENT: &str = "traceparent";
+pub(crate) const KEEL_CODE: HeaderName = HeaderName::from_static("keel-code");
+pub(crate) const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 /// A status's structured details, base64 (an encoded `google.rpc.Status`).
-pub(crate) const GRPC_STATUS_DETAILS: &str = "grpc-status-details-bin";
+pub(crate) const GRPC_STATUS_DETAILS: HeaderName =
+    HeaderName::from_static("grpc-status-details-bin");
 
 /// Headers that are gRPC's or HTTP's own, never a call's metadata.
 fn reserved(name: &str) -> bool {
@@ -45,8 +48,8 @@ fn reserved(name: &str) -> bool {
                 | "accept-encoding"
                 | "host"
                 | "connection"
-                | KEEL_CODE
-                | TRACEPARENT
+                | "keel-code"
+                | "traceparent"
                 | "tracestate"
         )
 }
@@ -276,17 +279,48 @@ pub(crate) fn message_buffer(capacity: usize) -> BytesMut {
     out
 }
 
+/// A [`message_buffer`] for a server's answer, whose size is not known
+/// yet: this thread's spare buffer when it has one (see [`seal`]).
+pub(crate) fn answer_buffer() -> BytesMut {
+    let mut scratch = Scratch::take();
+    let mut out = std::mem::take(&mut scratch.plain);
+    scratch.give_back();
+    out.reserve(keel_wire::grpc::PREFIX_LEN + 64);
+    out.extend_from_slice(&[0; keel_wire::grpc::PREFIX_LEN]);
+    out
+}
+
+/// Messages up to this size leave a buffer with room to spare as a copy
+/// of their exact size, and the buffer stays with the thread.
+const COPIED_OUT: usize = 4 * 1024;
+
 /// Fills in the prefix of a [`message_buffer`] holding one message,
 /// compressing the message first when asked (see [`seal_compressed`]).
+///
+/// A small message in a buffer with room to spare (an answer's) is copied
+/// out at its exact size, which takes one allocation where sending the
+/// buffer itself takes two (a buffer with spare room becomes shared
+/// `Bytes` through a second allocation), and the buffer is this thread's
+/// spare for the next answer.
 pub(crate) fn seal(mut body: BytesMut, compress: Option<Compression>) -> Result<Bytes, Status> {
     const P: usize = keel_wire::grpc::PREFIX_LEN;
-    let Some(kind) = compress else {
-        let prefix = keel_wire::grpc::prefix(false, body.len() - P);
-        body[..P].copy_from_slice(&prefix);
-        return Ok(body.freeze());
-    };
     let mut scratch = Scratch::take();
-    let sealed = seal_compressed(&body[P..], kind, &mut scratch.packed);
+    let sealed = match compress {
+        None => {
+            let prefix = keel_wire::grpc::prefix(false, body.len() - P);
+            body[..P].copy_from_slice(&prefix);
+            if body.len() == body.capacity() || body.len() > COPIED_OUT {
+                // Its own, exact or large: sent as it is.
+                scratch.give_back();
+                return Ok(body.freeze());
+            }
+            Ok(Bytes::copy_from_slice(&body))
+        }
+        Some(kind) => seal_compressed(&body[P..], kind, &mut scratch.packed),
+    };
+    if scratch.plain.capacity() == 0 {
+        scratch.plain = body;
+    }
     scratch.give_back();
     sealed
 }

@@ -302,7 +302,7 @@ async fn stream(
             request.payload = message;
             shared
                 .dispatcher
-                .start(request, wire::message_buffer(64))
+                .start(request, wire::answer_buffer())
                 .map_err(Status::from)
         }
         Err(status) => {
