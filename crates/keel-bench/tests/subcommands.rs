@@ -1,5 +1,6 @@
 //! keel-bench's subcommands run through the real binary with the smallest
-//! settings: `scaling` finishes, prints its table and writes its plot.
+//! settings: `scaling` and `pingpong` finish and print their tables, and
+//! `scaling` writes its plot.
 //! What they measure is not checked (benchmarks print figures; they never
 //! assert them).
 
@@ -91,4 +92,25 @@ fn scaling_prints_its_table_and_writes_a_plot() {
     assert_eq!(text.matches("<g ").count(), text.matches("</g>").count());
     // A line per framework and connection count, in each of two panels.
     assert_eq!(text.matches("<polyline").count(), 2 * 2 * 2, "{text}");
+}
+
+#[test]
+fn pingpong_prints_raw_keel_tonic_and_the_target() {
+    let out = keel_bench(&["pingpong", "--seconds", "0.05", "--rounds", "1"]);
+    for heading in [
+        "per second",
+        "of raw",
+        "server CPU us/call",
+        "keel/raw",
+        "tonic/raw",
+        "1x1: keel >= 95% of raw ping-pong",
+    ] {
+        assert!(out.contains(heading), "no {heading:?} in\n{out}");
+    }
+    for row in ["raw ", "keel ", "tonic "] {
+        assert!(
+            out.lines().any(|l| l.starts_with(row)),
+            "no {row:?} row in\n{out}"
+        );
+    }
 }
