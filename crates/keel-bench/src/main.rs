@@ -9,8 +9,8 @@
 //! cargo run --release -p keel-bench -- pool --quick    # smoke run, a few s
 //! cargo run --release -p keel-bench -- echo            # Keel vs tonic, ~80 s
 //! cargo run --release -p keel-bench -- echo --quick    # smoke run, ~15 s
-//! cargo run --release -p keel-bench -- scaling         # echo QPS, p99 on 1-8 conns x 1-1,024 in flight; SVG, ~4 min
-//! cargo run --release -p keel-bench -- scaling --quick # smoke run, ~30 s
+//! cargo run --release -p keel-bench -- scaling         # echo QPS, p99 on 1-8 conns x 1-1,024 in flight; SVG, ~3.5 min
+//! cargo run --release -p keel-bench -- scaling --quick # smoke run, ~25 s
 //! cargo run --release -p keel-bench -- pingpong        # 1x1 echo vs a raw TCP ping-pong, ~30 s
 //! cargo run --release -p keel-bench -- grpc            # Keel vs tonic over gRPC, ~2 min
 //! cargo run --release -p keel-bench -- grpc --quick    # smoke run, ~25 s

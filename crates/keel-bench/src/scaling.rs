@@ -66,7 +66,7 @@ keel/tonic and p99 per cell, and writes a plot of QPS and p99 against calls in
 flight to target/keel-bench/scaling.svg (under $CARGO_TARGET_DIR when set).
 
 Defaults: --seconds 1.5, --rounds 3 (runs of each framework per cell,
-alternating; a full run takes ~4 min); --quick: 0.4 s runs, one round, ~30 s.";
+alternating; a full run takes ~3.5 min); --quick: 0.4 s runs, one round, ~25 s.";
 
 /// The flags of `keel-bench scaling`.
 #[derive(Debug, Clone, PartialEq, Default, clap::Args)]
