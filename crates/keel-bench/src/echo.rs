@@ -76,17 +76,16 @@
 //! [`MAX_CALLS_PER_TASK`] calls), a run that does not finish within
 //! [`RUN_GRACE`] after its deadline is aborted, and the server processes end
 //! when their stdin closes, or are killed by PID if they have not exited
-//! [`CHILD_EXIT_WAIT`] later.
+//! [`CHILD_EXIT_WAIT`](crate::child::CHILD_EXIT_WAIT) later.
 
 use crate::args;
 use std::fmt::Write as _;
 use std::future::Future;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, ChildStdin, Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode};
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
 
 use keel::bytes::BytesMut;
@@ -97,6 +96,7 @@ use prost::Message as _;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::child::{ChildServer, parse_cpu_ticks};
 use crate::interop::{TonicTestServer, TonicTestService};
 use crate::summary::{load_average, median};
 use crate::table::{Align, Table};
@@ -128,10 +128,6 @@ const IDLE_CONNECTIONS: usize = 1_000;
 pub const MAX_CALLS_PER_TASK: u64 = 100_000_000;
 /// How long after its deadline a run may take before it is aborted.
 pub const RUN_GRACE: Duration = Duration::from_secs(10);
-/// How long a server process gets to exit after its stdin closes.
-pub const CHILD_EXIT_WAIT: Duration = Duration::from_secs(3);
-/// How long to wait for a line from a server process.
-const REPLY_WAIT: Duration = Duration::from_secs(10);
 /// Bound on one idle-connection call (connect, write, read).
 const IDLE_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Clock ticks per second if `getconf CLK_TCK` cannot say (Linux's value).
@@ -431,14 +427,11 @@ pub(crate) struct ServerCounters {
     pub(crate) live_bytes: u64,
 }
 
-/// A running server process, ended when dropped.
+/// A running echo server process (see [`ChildServer`]), ended when
+/// dropped.
 pub(crate) struct ServerProcess {
-    framework: Framework,
-    child: Child,
-    /// Closing it tells the server to exit.
-    stdin: Option<ChildStdin>,
-    /// Lines the server printed, read by a thread so waits are bounded.
-    lines: Receiver<String>,
+    pub(crate) framework: Framework,
+    process: ChildServer,
     pub(crate) addr: SocketAddr,
 }
 
@@ -450,78 +443,19 @@ impl ServerProcess {
         framework: Framework,
         rpcz_target: Option<u64>,
     ) -> Result<ServerProcess, String> {
-        let exe = std::env::current_exe()
-            .map_err(|e| format!("cannot find this program to start a server: {e}"))?;
-        let mut command = Command::new(exe);
-        command.args([SERVER_SUBCOMMAND, framework.name()]);
-        if let Some(n) = rpcz_target {
-            command.arg(n.to_string());
-        }
-        let mut child = command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|e| format!("cannot start the {} server: {e}", framework.name()))?;
-        let stdin = child.stdin.take();
-        let stdout = child.stdout.take();
-        let (tx, lines) = channel();
-        if let Some(stdout) = stdout {
-            std::thread::spawn(move || {
-                for line in BufReader::new(stdout).lines() {
-                    let Ok(line) = line else { break };
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        let mut server = ServerProcess {
+        let mut args = vec![SERVER_SUBCOMMAND.to_string(), framework.name().to_string()];
+        args.extend(rpcz_target.map(|n| n.to_string()));
+        let process = ChildServer::start(framework.name(), &args)?;
+        Ok(ServerProcess {
             framework,
-            child,
-            stdin,
-            lines,
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        };
-        let line = server.next_line()?;
-        let port = line
-            .strip_prefix("port ")
-            .and_then(|p| p.parse::<u16>().ok())
-            .ok_or_else(|| format!("the {} server said {line:?}", framework.name()))?;
-        server.addr.set_port(port);
-        Ok(server)
-    }
-
-    fn next_line(&self) -> Result<String, String> {
-        self.lines.recv_timeout(REPLY_WAIT).map_err(|e| match e {
-            RecvTimeoutError::Timeout => {
-                format!(
-                    "the {} server did not answer in {REPLY_WAIT:?}",
-                    self.framework.name()
-                )
-            }
-            RecvTimeoutError::Disconnected => {
-                format!("the {} server exited", self.framework.name())
-            }
+            addr: process.addr,
+            process,
         })
-    }
-
-    /// Sends one command line and returns the server's answer.
-    fn ask(&mut self, command: &str) -> Result<String, String> {
-        let name = self.framework.name();
-        let stdin = self
-            .stdin
-            .as_mut()
-            .ok_or_else(|| format!("the {name} server was told to exit"))?;
-        writeln!(stdin, "{command}")
-            .and_then(|()| stdin.flush())
-            .map_err(|e| format!("the {name} server is gone: {e}"))?;
-        self.next_line()
     }
 
     /// The server's allocation count and live heap now.
     pub(crate) fn counters(&mut self) -> Result<ServerCounters, String> {
-        let line = self.ask("stats")?;
+        let line = self.process.ask("stats")?;
         parse_counters(&line)
             .ok_or_else(|| format!("the {} server said {line:?}", self.framework.name()))
     }
@@ -529,7 +463,7 @@ impl ServerProcess {
     /// The highest live heap (approximate) since the last call, or since
     /// the server started; peak tracking restarts from the live heap now.
     pub(crate) fn take_peak_bytes(&mut self) -> Result<u64, String> {
-        let line = self.ask("peak")?;
+        let line = self.process.ask("peak")?;
         line.strip_prefix("peak ")
             .and_then(|p| p.parse().ok())
             .ok_or_else(|| format!("the {} server said {line:?}", self.framework.name()))
@@ -537,7 +471,7 @@ impl ServerProcess {
 
     /// Aims a Keel server's rpcz sampler at `target` spans/s from now on.
     pub(crate) fn set_rpcz_target(&mut self, target: u64) -> Result<(), String> {
-        let line = self.ask(&format!("rpcz {target}"))?;
+        let line = self.process.ask(&format!("rpcz {target}"))?;
         if line == format!("rpcz {target}") {
             Ok(())
         } else {
@@ -566,32 +500,7 @@ impl ServerProcess {
 
     /// The server's CPU time so far, in clock ticks.
     pub(crate) fn cpu_ticks(&self) -> Result<u64, String> {
-        let pid = self.child.id();
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map_err(|e| format!("cannot read /proc/{pid}/stat: {e}"))?;
-        parse_cpu_ticks(&stat).ok_or_else(|| format!("cannot parse /proc/{pid}/stat"))
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        drop(self.stdin.take()); // the server exits on end of input
-        let deadline = Instant::now() + CHILD_EXIT_WAIT;
-        while Instant::now() < deadline {
-            match self.child.try_wait() {
-                Ok(Some(_)) => return,
-                Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-                Err(_) => break,
-            }
-        }
-        // Still there: kill this one process, by its PID.
-        eprintln!(
-            "keel-bench echo: the {} server (pid {}) did not exit; killing it",
-            self.framework.name(),
-            self.child.id()
-        );
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.cpu_ticks()
     }
 }
 
@@ -601,17 +510,6 @@ fn parse_counters(line: &str) -> Option<ServerCounters> {
     let allocs = f.next()?.parse().ok()?;
     let live_bytes = f.next()?.parse().ok()?;
     Some(ServerCounters { allocs, live_bytes })
-}
-
-/// utime + stime (fields 14 and 15 of `/proc/<pid>/stat`), in clock ticks.
-/// The command name (field 2) is in parentheses and may hold spaces or
-/// parentheses itself, so fields are counted after the last `)`.
-fn parse_cpu_ticks(stat: &str) -> Option<u64> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let mut fields = rest.split_whitespace(); // field 3 (state) first
-    let utime: u64 = fields.nth(11)?.parse().ok()?;
-    let stime: u64 = fields.next()?.parse().ok()?;
-    Some(utime + stime)
 }
 
 /// This process's CPU time so far, in clock ticks.
@@ -942,8 +840,8 @@ pub(crate) fn run_once(
 }
 
 /// A scenario's samples, per framework.
-struct ScenarioResult {
-    scenario: Scenario,
+pub(crate) struct ScenarioResult {
+    pub(crate) scenario: Scenario,
     keel: Vec<Sample>,
     tonic: Vec<Sample>,
 }
@@ -957,23 +855,25 @@ impl ScenarioResult {
     }
 
     /// The median over rounds of one figure.
-    fn median(&self, f: Framework, field: fn(&Sample) -> f64) -> f64 {
+    pub(crate) fn median(&self, f: Framework, field: fn(&Sample) -> f64) -> f64 {
         let xs: Vec<f64> = self.samples(f).iter().map(field).collect();
         median(&xs).unwrap_or(f64::NAN)
     }
 
     /// (max - min) / median of the QPS over rounds.
-    fn qps_spread(&self, f: Framework) -> f64 {
+    pub(crate) fn qps_spread(&self, f: Framework) -> f64 {
         let xs: Vec<f64> = self.samples(f).iter().map(|s| s.qps).collect();
         crate::summary::spread(&xs)
     }
 }
 
-fn run_scenario(
+/// One scenario on both servers: connect, warm up, then `runs.rounds`
+/// runs of each framework, alternating.
+pub(crate) fn run_scenario(
     rt: &tokio::runtime::Runtime,
     servers: &mut [ServerProcess; 2],
     scenario: Scenario,
-    opts: &Options,
+    runs: &args::Runs,
     ticks_per_us: f64,
 ) -> Result<ScenarioResult, String> {
     let mut clients = Vec::with_capacity(2);
@@ -985,31 +885,24 @@ fn run_scenario(
         ))?;
         // Warm-up: connections, buffers, pools, the allocator's caches.
         c.arm(rt, scenario.per_connection)
-            .fire(rt, opts.runs.warm_up())?;
+            .fire(rt, runs.warm_up())?;
         clients.push(c);
     }
     let mut result = ScenarioResult {
         scenario,
-        keel: Vec::with_capacity(opts.runs.rounds),
-        tonic: Vec::with_capacity(opts.runs.rounds),
+        keel: Vec::with_capacity(runs.rounds),
+        tonic: Vec::with_capacity(runs.rounds),
     };
-    for round in 0..opts.runs.rounds {
+    for round in 0..runs.rounds {
         for (server, c) in servers.iter_mut().zip(&clients) {
             eprint!(
                 "\r  {:<6} round {}/{}  {:<5}",
                 scenario.name(),
                 round + 1,
-                opts.runs.rounds,
+                runs.rounds,
                 server.framework.name()
             );
-            let sample = run_once(
-                rt,
-                server,
-                c,
-                scenario,
-                opts.runs.run_length(),
-                ticks_per_us,
-            )?;
+            let sample = run_once(rt, server, c, scenario, runs.run_length(), ticks_per_us)?;
             match server.framework {
                 Framework::Keel => result.keel.push(sample),
                 Framework::Tonic => result.tonic.push(sample),
@@ -1202,7 +1095,7 @@ fn run(opts: &Options) -> Result<String, String> {
             &rt,
             &mut servers,
             scenario,
-            opts,
+            &opts.runs,
             ticks_per_us,
         )?);
     }

@@ -9,6 +9,9 @@
 //! cargo run --release -p keel-bench -- pool --quick    # smoke run, a few s
 //! cargo run --release -p keel-bench -- echo            # Keel vs tonic, ~80 s
 //! cargo run --release -p keel-bench -- echo --quick    # smoke run, ~15 s
+//! cargo run --release -p keel-bench -- scaling         # echo QPS, p99 on 1-8 conns x 1-1,024 in flight; SVG, ~3.5 min
+//! cargo run --release -p keel-bench -- scaling --quick # smoke run, ~25 s
+//! cargo run --release -p keel-bench -- pingpong        # 1x1 echo vs a raw TCP ping-pong, ~30 s
 //! cargo run --release -p keel-bench -- grpc            # Keel vs tonic over gRPC, ~2 min
 //! cargo run --release -p keel-bench -- grpc --quick    # smoke run, ~25 s
 //! cargo run --release -p keel-bench -- rpcz            # span cost + echo QPS vs sampling, ~35 s
@@ -43,6 +46,7 @@ use keel_alloc::CountingAlloc;
 
 mod alloc;
 mod args;
+mod child;
 mod cluster;
 mod echo;
 mod grpc;
@@ -50,9 +54,12 @@ mod http;
 mod interop;
 mod lb;
 mod overload;
+mod pingpong;
+mod plot;
 mod pool;
 mod rpcz;
 mod rss;
+mod scaling;
 mod soak;
 mod summary;
 mod table;
@@ -78,6 +85,12 @@ enum Command {
     /// echo RPC over loopback: Keel (baidu_std) vs tonic (gRPC), QPS, latency, CPU, allocations
     #[command(long_about = echo::ABOUT)]
     Echo(echo::Args),
+    /// echo QPS and p99, Keel vs tonic, on a grid of 1-8 connections x 1-1,024 calls in flight; table and SVG plot
+    #[command(long_about = scaling::ABOUT)]
+    Scaling(scaling::Args),
+    /// 1x1 echo QPS of Keel and tonic as a share of a raw TCP ping-pong's round trips/s
+    #[command(long_about = pingpong::ABOUT)]
+    Pingpong(args::RunArgs),
     /// gRPC: Keel vs tonic servers and clients, echo QPS, allocations, idle heap, streaming msgs/s
     #[command(long_about = grpc::ABOUT)]
     Grpc(args::RunArgs),
@@ -117,6 +130,9 @@ enum Command {
         #[arg(value_parser = ["trim", "no-trim"])]
         trim: String,
     },
+    /// (internal) the raw TCP ping-pong server process for `pingpong`
+    #[command(name = pingpong::SERVER_SUBCOMMAND, hide = true)]
+    PingpongServer,
     /// (internal) one echo server process for `echo`, `grpc`, `rpcz`
     #[command(name = echo::SERVER_SUBCOMMAND, hide = true)]
     EchoServer {
@@ -133,6 +149,8 @@ fn main() -> ExitCode {
     match &cli.command {
         Command::Pool(a) => pool::main(a),
         Command::Echo(a) => echo::main(a),
+        Command::Scaling(a) => scaling::main(a),
+        Command::Pingpong(a) => pingpong::main(a),
         Command::Grpc(a) => grpc::main(a),
         Command::Http(a) => http::main(a),
         Command::Rpcz(a) => rpcz::main(a),
@@ -141,6 +159,7 @@ fn main() -> ExitCode {
         Command::Overload(a) => overload::main(a),
         Command::Rss(a) => rss::main(a),
         Command::Soak(a) => soak::main(a),
+        Command::PingpongServer => pingpong::server_main(),
         Command::RssServer { trim } => rss::server_main(trim),
         Command::HoldConnections { addr, n } => http::hold_main(addr, *n),
         Command::EchoServer {

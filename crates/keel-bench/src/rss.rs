@@ -47,7 +47,8 @@ use keel_wire::baidu_std::{Limits, RequestHeader, decode_frame, encode_request};
 use prost::Message as _;
 
 use crate::args;
-use crate::echo::{CHILD_EXIT_WAIT, Clients, MESSAGE, WORKERS, idle_socket, keel_raw_call};
+use crate::child::CHILD_EXIT_WAIT;
+use crate::echo::{Clients, MESSAGE, WORKERS, idle_socket, keel_raw_call};
 use crate::summary::{load_average, median};
 use crate::table::{Align, Table};
 
