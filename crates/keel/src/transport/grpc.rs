@@ -276,18 +276,62 @@ impl Grpc {
         &self,
         call: &Call<'_>,
     ) -> Result<(h2::client::ResponseFuture, h2::SendStream<Bytes>), Status> {
-        let (mut sender, peer) = self.ready().await?;
-        if call.span.is_sampled() {
-            if let Some(peer) = peer {
-                call.span.set_peer(peer);
-            }
-            call.span.set_protocol("grpc");
+        if let Some(opened) = self.open_now(call)? {
+            return Ok(opened);
         }
+        let (mut sender, peer) = self.ready().await?;
+        mark_span(call, peer);
         let request = self.request(call)?;
         sender.send_request(request, false).map_err(|e| {
             self.forget();
             unwritten(format!("{}: {e}", self.addr))
         })
+    }
+
+    /// Opens `call`'s stream on the connection that is up, when it can
+    /// take one at once: the common case, with no handle cloned and no
+    /// readiness awaited (each of those takes h2's connection lock once
+    /// more). `None` when there is no connection, or it cannot open a
+    /// stream now (one is still waiting to open, or the connection
+    /// failed): [`start`](Self::start) then waits, or reconnects.
+    fn open_now(
+        &self,
+        call: &Call<'_>,
+    ) -> Result<Option<(h2::client::ResponseFuture, h2::SendStream<Bytes>)>, Status> {
+        if self
+            .sender
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_none()
+        {
+            return Ok(None);
+        }
+        let request = self.request(call)?;
+        let mut up = self.sender.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some((sender, peer)) = up.as_mut() else {
+            return Ok(None);
+        };
+        let peer = *peer;
+        let opened = match sender.send_request(request, false) {
+            Ok(opened) => opened,
+            Err(_) => {
+                // A stream of this handle that waits to open (the server's
+                // limit on streams was reached) refuses the next until the
+                // handle is polled ready; a failed connection refuses them
+                // all (`start` reconnects).
+                let noop = &mut std::task::Context::from_waker(std::task::Waker::noop());
+                if !matches!(sender.poll_ready(noop), std::task::Poll::Ready(Ok(()))) {
+                    return Ok(None);
+                }
+                match sender.send_request(self.request(call)?, false) {
+                    Ok(opened) => opened,
+                    Err(_) => return Ok(None),
+                }
+            }
+        };
+        drop(up);
+        mark_span(call, peer);
+        Ok(Some(opened))
     }
 
     /// Opens a streaming call: the requests' sink and the responses'
@@ -436,6 +480,16 @@ impl Grpc {
         self.credential.insert(call, headers)?;
         wire::metadata_into(&call.options.metadata, headers, Code::EREQUEST)?;
         Ok(request)
+    }
+}
+
+/// Records where a sampled call went.
+fn mark_span(call: &Call<'_>, peer: Option<std::net::SocketAddr>) {
+    if call.span.is_sampled() {
+        if let Some(peer) = peer {
+            call.span.set_peer(peer);
+        }
+        call.span.set_protocol("grpc");
     }
 }
 
