@@ -470,12 +470,31 @@ fn apply_end(stream: &mut SendStream<Bytes>, end: End) {
     }
 }
 
+/// DATA frames smaller than this count against h2 peers' budget of small
+/// frames (h2 allows about a hundred unread): a batch this small waits a
+/// few more turns of the scheduler for the sender to add to it.
+const SMALL_FRAME: usize = 256;
+/// Turns a small batch waits at most before it goes as it is (a sender
+/// that sends one message and then waits must not be held up).
+const SMALL_WAITS: usize = 4;
+
 /// The flusher: after the sender yields, writes everything pending, as
 /// few DATA frames as the peer's window allows, then the end if one is
-/// due.
+/// due. Each batch waits for the sender to yield first: on a runtime with
+/// several workers a sender adding messages on one while the flusher takes
+/// them on another would otherwise make a frame of each message.
 async fn flush(send: SharedSend) {
-    tokio::task::yield_now().await;
     loop {
+        for _ in 0..SMALL_WAITS {
+            tokio::task::yield_now().await;
+            let st = lock(&send);
+            if st.pending.len() >= SMALL_FRAME
+                || !matches!(st.end, End::Open)
+                || st.failed.is_some()
+            {
+                break;
+            }
+        }
         let mut data = {
             let mut st = lock(&send);
             if st.pending.is_empty() || st.failed.is_some() {
