@@ -480,20 +480,23 @@ const SMALL_WAITS: usize = 4;
 
 /// The flusher: after the sender yields, writes everything pending, as
 /// few DATA frames as the peer's window allows, then the end if one is
-/// due. Each batch waits for the sender to yield first: on a runtime with
-/// several workers a sender adding messages on one while the flusher takes
-/// them on another would otherwise make a frame of each message.
+/// due. A small batch waits for the sender to add to it: on a runtime
+/// with several workers a sender adding messages on one while the flusher
+/// takes them on another would otherwise make a frame of each message.
 async fn flush(send: SharedSend) {
+    tokio::task::yield_now().await;
     loop {
         for _ in 0..SMALL_WAITS {
-            tokio::task::yield_now().await;
-            let st = lock(&send);
-            if st.pending.len() >= SMALL_FRAME
-                || !matches!(st.end, End::Open)
-                || st.failed.is_some()
-            {
+            let ready = {
+                let st = lock(&send);
+                st.pending.len() >= SMALL_FRAME
+                    || !matches!(st.end, End::Open)
+                    || st.failed.is_some()
+            };
+            if ready {
                 break;
             }
+            tokio::task::yield_now().await;
         }
         let mut data = {
             let mut st = lock(&send);
