@@ -19,7 +19,8 @@ use crate::sync::Arc;
 use std::ptr::NonNull;
 use std::sync::atomic::Ordering::Relaxed;
 
-pub(crate) struct LocalCache<T: Reset + Send> {
+#[doc(hidden)]
+pub struct LocalCache<T: Reset + Send> {
     free: Vec<SlotPtr<T>>,
     /// Copy of `shared.local_capacity`, next to `free`.
     capacity: usize,
@@ -40,19 +41,19 @@ pub(crate) struct LocalCache<T: Reset + Send> {
 
 impl<T: Reset + Send> LocalCache<T> {
     /// A new cache, listed in the shared state until it drops.
-    pub(crate) fn new(shared: Arc<Shared<T>>) -> Box<Self> {
+    pub(crate) fn new(shared: Arc<Shared<T>>) -> Self {
         let stats = NonNull::from(Box::leak(Box::new(LocalStats::default())));
         // SAFETY: `stats` lives until `Drop`, which unlists it first
         // (`flush_local`) and then frees it.
         unsafe { shared.register_local(stats) };
-        Box::new(LocalCache {
+        LocalCache {
             free: Vec::with_capacity(shared.local_capacity),
             capacity: shared.local_capacity,
             check_mask: shared.idle_check_puts.next_power_of_two() as u64 - 1,
             low: 0,
             stats,
             shared,
-        })
+        }
     }
 
     #[inline]
