@@ -122,7 +122,15 @@ impl<T: Reset + Send> LocalCache<T> {
     /// `puts`.
     #[inline]
     fn push(&mut self, p: SlotPtr<T>, heap: usize, puts: u64) {
-        self.free.push(p);
+        let len = self.free.len();
+        debug_assert!(len < self.capacity && len < self.free.capacity());
+        // SAFETY: callers push only while the cache holds fewer than
+        // `capacity` objects, and `free` was made with room for `capacity`
+        // and never shrinks, so the slot at `len` is allocated and unused.
+        unsafe {
+            self.free.as_mut_ptr().add(len).write(p);
+            self.free.set_len(len + 1);
+        }
         let s = self.stats();
         s.puts.store(puts, Relaxed);
         // Types that keep no heap (the default `heap_bytes`) skip this at

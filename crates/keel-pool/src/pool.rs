@@ -393,7 +393,7 @@ impl<T: Reset + Send + 'static, C: ThreadCache<T>> DerefMut for Pooled<'_, T, C>
 }
 
 impl<T: Reset + Send + 'static, C: ThreadCache<T>> Drop for Pooled<'_, T, C> {
-    #[inline]
+    #[inline(always)]
     fn drop(&mut self) {
         // Reset first, holding no pool state: it is user code and may return
         // other pooled objects, even to this same pool.
