@@ -30,7 +30,8 @@
 //!
 //! | column    | get / put                                                       |
 //! |-----------|-----------------------------------------------------------------|
-//! | keel      | `keel_pool::Pool::get` (a `static` pool) / drop the `Pooled`     |
+//! | keel      | `keel_pool::Pool::get` (a `static` from `keel_pool::pool!`, its   |
+//! |           | own thread cache) / drop the `Pooled`                           |
 //! | box       | `System.alloc(layout)` / `System.dealloc` (glibc malloc/free)   |
 //! | mimalloc  | `MiMalloc.alloc(layout)` / `MiMalloc.dealloc` (`GlobalAlloc`)    |
 //! | slab      | `sharded_slab::Pool::create_with` / `Pool::clear(key)`           |
@@ -86,7 +87,7 @@ use std::sync::mpsc::sync_channel;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use keel_pool::{Pool, Pooled, Reset};
+use keel_pool::{Pool, Pooled, Reset, ThreadCache};
 use lockfree_object_pool::{
     LinearObjectPool, LinearReusable, SpinLockObjectPool, SpinLockReusable,
 };
@@ -195,12 +196,16 @@ pub trait Peer: Sync {
     fn addr(obj: &Self::Obj<'_>) -> usize;
 }
 
-/// keel-pool, from a `static` pool (as Keel uses it).
-pub struct Keel<const N: usize>(pub &'static Pool<Obj<N>>);
+/// keel-pool, from a `static` pool declared with `keel_pool::pool!` (its
+/// own thread-local cache, as Keel's span pools use it).
+pub struct Keel<const N: usize, C: ThreadCache<Obj<N>>>(pub &'static Pool<Obj<N>, C>);
 
-impl<const N: usize> Peer for Keel<N> {
-    const NAME: &'static str = "keel";
-    type Obj<'a> = Pooled<'a, Obj<N>>;
+/// The keel column's title.
+const KEEL: &str = "keel";
+
+impl<const N: usize, C: ThreadCache<Obj<N>>> Peer for Keel<N, C> {
+    const NAME: &'static str = KEEL;
+    type Obj<'a> = Pooled<'a, Obj<N>, C>;
 
     #[inline]
     fn get(&self, byte: u8) -> Self::Obj<'_> {
@@ -434,8 +439,8 @@ impl<const N: usize> Peer for Opool<N> {
 }
 
 /// Every peer for one object size.
-struct Peers<const N: usize> {
-    keel: Keel<N>,
+struct Peers<const N: usize, C: ThreadCache<Obj<N>>> {
+    keel: Keel<N, C>,
     system: SystemBox<N>,
     mimalloc: Mimalloc<N>,
     slab: Slab<N>,
@@ -444,8 +449,8 @@ struct Peers<const N: usize> {
     opool: Opool<N>,
 }
 
-impl<const N: usize> Peers<N> {
-    fn new(keel: &'static Pool<Obj<N>>) -> Self {
+impl<const N: usize, C: ThreadCache<Obj<N>>> Peers<N, C> {
+    fn new(keel: &'static Pool<Obj<N>, C>) -> Self {
         Peers {
             keel: Keel(keel),
             system: SystemBox::new(),
@@ -458,14 +463,16 @@ impl<const N: usize> Peers<N> {
     }
 }
 
-static KEEL_64: Pool<Obj<64>> = Pool::new("keel-bench 64 B", Obj::new);
-static KEEL_256: Pool<Obj<256>> = Pool::new("keel-bench 256 B", Obj::new);
-static KEEL_4K: Pool<Obj<4096>> = Pool::new("keel-bench 4 KiB", Obj::new);
+keel_pool::pool! {
+    static KEEL_64: Pool<Obj<64>, Keel64> = Pool::new("keel-bench 64 B", Obj::new);
+    static KEEL_256: Pool<Obj<256>, Keel256> = Pool::new("keel-bench 256 B", Obj::new);
+    static KEEL_4K: Pool<Obj<4096>, Keel4K> = Pool::new("keel-bench 4 KiB", Obj::new);
+}
 
 /// Table columns, in order: the handoff baseline, then the peers.
 const HANDOFF: &str = "handoff";
 const PEER_NAMES: [&str; 7] = [
-    Keel::<1>::NAME,
+    KEEL,
     SystemBox::<1>::NAME,
     Mimalloc::<1>::NAME,
     Slab::<1>::NAME,
@@ -597,7 +604,7 @@ fn add<'a, P: Peer>(single: &mut Row<'a>, cross: &mut Row<'a>, peer: &'a P) {
 }
 
 /// The single-thread and cross-thread rows for one size.
-fn rows<const N: usize>(p: &Peers<N>) -> [Row<'_>; 2] {
+fn rows<const N: usize, C: ThreadCache<Obj<N>>>(p: &Peers<N, C>) -> [Row<'_>; 2] {
     let mut single = Row {
         size: N,
         mode: Mode::Single,
@@ -806,7 +813,7 @@ fn report(
             row.mode.name().to_string(),
             ns(row.median(HANDOFF)),
         ];
-        let keel = row.median(Keel::<1>::NAME);
+        let keel = row.median(KEEL);
         for name in PEER_NAMES {
             cells.push(ns(row.median(name)));
         }
@@ -835,7 +842,7 @@ fn report(
     let verdict = |met: bool| if met { "met    " } else { "NOT met" };
     let box_name = SystemBox::<1>::NAME;
     let mi_name = Mimalloc::<1>::NAME;
-    let keel_name = Keel::<1>::NAME;
+    let keel_name = KEEL;
     for (mode, peer, need, what) in [
         (
             Mode::Single,
@@ -949,7 +956,9 @@ mod tests {
 
     #[test]
     fn every_pool_takes_its_object_back() {
-        static POOL: Pool<Obj<64>> = Pool::new("test: take back", Obj::new);
+        keel_pool::pool! {
+            static POOL: Pool<Obj<64>, Cache> = Pool::new("test: take back", Obj::new);
+        }
         let keel = Keel(&POOL);
         same_object_comes_back(&keel);
         let s = POOL.stats();
@@ -972,7 +981,9 @@ mod tests {
 
     #[test]
     fn cross_thread_returns_every_keel_object() {
-        static POOL: Pool<Obj<256>> = Pool::new("test: cross", Obj::new);
+        keel_pool::pool! {
+            static POOL: Pool<Obj<256>, Cache> = Pool::new("test: cross", Obj::new);
+        }
         let n = (3 * BATCH + 17) as u64;
         cross_thread(&Keel(&POOL), n);
         let s = POOL.stats();

@@ -27,6 +27,11 @@
 //! - **Fast path.** Each thread keeps, per pool, a small stack of free
 //!   objects. `get` pops, dropping a [`Pooled`] pushes (after
 //!   [`Reset::reset`], which clears the object but keeps its capacity).
+//! - **A thread-local of its own.** A plain [`Pool<T>`] finds the thread's
+//!   cache in a table every pool shares ([`TableCache`]). A `static` pool
+//!   declared with [`pool!`] has a `thread_local!` of its own that holds its
+//!   cache inline, so get and put are one thread-local access and a pop or
+//!   push, without looking at the pool; everything below holds for both.
 //! - **Across threads.** An object may be dropped on any thread; it joins
 //!   that thread's cache. Caches exchange objects with the global list in
 //!   batches of half a cache, so the mutex is taken once per many operations.
@@ -131,6 +136,7 @@ mod reset;
 mod shared;
 mod stats;
 mod sync;
+mod thread_cache;
 mod tls;
 
 pub use future_box::{FutureBox, FutureBoxStats, future_box_stats, trim_future_boxes};
@@ -138,6 +144,17 @@ pub use pool::{Pool, PoolConfig, Pooled};
 pub use registry::{all_stats, for_each_stats, pool_count, trim_all, trim_idle_all};
 pub use reset::Reset;
 pub use stats::PoolStats;
+pub use thread_cache::{TableCache, ThreadCache};
+
+/// What the [`pool!`] macro expands to; not an API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::local::LocalCache;
+    pub use crate::sync::LocalKey;
+    pub use crate::thread_cache::LocalSlot;
+    #[cfg(loom)]
+    pub use loom;
+}
 
 #[cfg(all(test, loom))]
 mod loom_tests;

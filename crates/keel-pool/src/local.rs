@@ -19,7 +19,12 @@ use crate::sync::Arc;
 use std::ptr::NonNull;
 use std::sync::atomic::Ordering::Relaxed;
 
-pub(crate) struct LocalCache<T: Reset + Send> {
+#[doc(hidden)]
+pub struct LocalCache<T: Reset + Send> {
+    /// The free objects' buffer. Its first `stats.len` entries are the
+    /// cache's objects; the `Vec`'s own length is brought up to date
+    /// (`sync`) only on the cold paths, so the fast path keeps one length,
+    /// the published one.
     free: Vec<SlotPtr<T>>,
     /// Copy of `shared.local_capacity`, next to `free`.
     capacity: usize,
@@ -40,19 +45,19 @@ pub(crate) struct LocalCache<T: Reset + Send> {
 
 impl<T: Reset + Send> LocalCache<T> {
     /// A new cache, listed in the shared state until it drops.
-    pub(crate) fn new(shared: Arc<Shared<T>>) -> Box<Self> {
+    pub(crate) fn new(shared: Arc<Shared<T>>) -> Self {
         let stats = NonNull::from(Box::leak(Box::new(LocalStats::default())));
         // SAFETY: `stats` lives until `Drop`, which unlists it first
         // (`flush_local`) and then frees it.
         unsafe { shared.register_local(stats) };
-        Box::new(LocalCache {
+        LocalCache {
             free: Vec::with_capacity(shared.local_capacity),
             capacity: shared.local_capacity,
             check_mask: shared.idle_check_puts.next_power_of_two() as u64 - 1,
             low: 0,
             stats,
             shared,
-        })
+        }
     }
 
     #[inline]
@@ -62,44 +67,75 @@ impl<T: Reset + Send> LocalCache<T> {
         unsafe { self.stats.as_ref() }
     }
 
+    /// Objects in the cache now (the published length).
+    #[inline]
+    fn len(&self) -> usize {
+        self.stats().len.load(Relaxed) as usize
+    }
+
+    /// Brings the `Vec`'s length up to the published one, before a cold
+    /// path works on the `Vec`.
+    fn sync(&mut self) {
+        let len = self.len();
+        // SAFETY: entries below the published length are initialised (each
+        // was pushed or moved in and not popped since), and the length never
+        // exceeds the capacity the buffer was made with (see `push`).
+        unsafe { self.free.set_len(len) };
+    }
+
+    /// Publishes the `Vec`'s length after a cold path changed it.
+    fn publish(&self) {
+        self.stats().len.store(self.free.len() as u64, Relaxed);
+    }
+
     /// Takes a free object: from this cache, else a batch from the global
     /// list. `None` means the pool has no free object at all; the caller
     /// builds a block (user code) outside any borrow and calls [`adopt`].
     #[inline]
     pub(crate) fn get(&mut self) -> Option<SlotPtr<T>> {
-        let p = match self.free.pop() {
-            Some(p) => p,
-            None => self.refill()?,
+        let n = self.len();
+        let p = if n > 0 {
+            // SAFETY: entries below the published length are initialised
+            // (see `sync`).
+            let p = unsafe { *self.free.as_ptr().add(n - 1) };
+            self.stats().len.store(n as u64 - 1, Relaxed);
+            if n - 1 < self.low {
+                self.low = n - 1;
+            }
+            p
+        } else {
+            self.refill()?
         };
-        if self.free.len() < self.low {
-            self.low = self.free.len();
-        }
-        let s = self.stats();
-        LocalStats::bump(&s.gets);
         // SAFETY: `p` was in this cache, so this thread holds it, and a cache
         // is only used while its pool lives.
         let heap = unsafe { p.heap() };
         if heap != 0 {
-            LocalStats::add(&s.heap, -(heap as i64));
+            LocalStats::add(&self.stats().heap, -(heap as i64));
         }
         Some(p)
     }
 
     #[cold]
     fn refill(&mut self) -> Option<SlotPtr<T>> {
+        self.sync();
         let (moved, heap) = self.shared.refill(&mut self.free, self.capacity / 2);
         self.note_moved_in(moved as i64, heap as i64);
-        self.free.pop()
+        let p = self.free.pop();
+        self.publish();
+        self.low = self.low.min(self.free.len());
+        p
     }
 
     /// Takes one object of a freshly built block; the rest of half a cache
     /// stays here, the remainder goes to the global list.
     pub(crate) fn adopt(&mut self, block: NonNull<Block<T>>) -> SlotPtr<T> {
+        self.sync();
         let before = self.free.len();
         let heap = self
             .shared
             .adopt(block, &mut self.free, (self.capacity / 2).max(1));
         self.note_moved_in((self.free.len() - before) as i64, heap as i64);
+        self.publish();
         self.get().expect("adopt moved at least one slot here")
     }
 
@@ -110,7 +146,7 @@ impl<T: Reset + Send> LocalCache<T> {
     #[inline]
     pub(crate) fn try_put(&mut self, p: SlotPtr<T>, heap: usize) -> Result<(), SlotPtr<T>> {
         let puts = self.stats().puts.load(Relaxed) + 1;
-        if self.free.len() >= self.capacity || puts & self.check_mask == 0 {
+        if self.len() >= self.capacity || puts & self.check_mask == 0 {
             return Err(p);
         }
         self.push(p, heap, puts);
@@ -121,8 +157,14 @@ impl<T: Reset + Send> LocalCache<T> {
     /// `puts`.
     #[inline]
     fn push(&mut self, p: SlotPtr<T>, heap: usize, puts: u64) {
-        self.free.push(p);
+        let len = self.len();
+        debug_assert!(len < self.capacity && len < self.free.capacity());
+        // SAFETY: callers push only while the cache holds fewer than
+        // `capacity` objects, and `free` was made with room for `capacity`
+        // and never shrinks, so the entry at `len` is allocated.
+        unsafe { self.free.as_mut_ptr().add(len).write(p) };
         let s = self.stats();
+        s.len.store(len as u64 + 1, Relaxed);
         s.puts.store(puts, Relaxed);
         // Types that keep no heap (the default `heap_bytes`) skip this at
         // compile time.
@@ -141,7 +183,7 @@ impl<T: Reset + Send> LocalCache<T> {
         if puts & self.check_mask == 0 {
             doomed = self.idle_check();
         }
-        if self.free.len() >= self.capacity {
+        if self.len() >= self.capacity {
             doomed.join(self.give_back(self.capacity / 2));
         }
         self.push(p, heap, puts);
@@ -151,9 +193,11 @@ impl<T: Reset + Send> LocalCache<T> {
     /// Gives back the objects unused since the last check and ticks the
     /// global list's idle clock.
     fn idle_check(&mut self) -> Doomed<T> {
+        self.sync();
         let unused = self.low.min(self.free.len());
         let (heap, doomed) = self.shared.idle_tick(&mut self.free, unused);
         self.note_moved_in(-(unused as i64), -(heap as i64));
+        self.publish();
         self.low = self.free.len();
         doomed
     }
@@ -165,15 +209,18 @@ impl<T: Reset + Send> LocalCache<T> {
 
     /// Moves `free[keep..]` to the global list.
     fn give_back(&mut self, keep: usize) -> Doomed<T> {
+        self.sync();
         let out = self.free.len().saturating_sub(keep);
         let (heap, doomed) = self.shared.spill(&mut self.free, keep);
         self.note_moved_in(-(out as i64), -(heap as i64));
+        self.publish();
         self.low = self.low.min(self.free.len());
         doomed
     }
 
-    /// Objects cached = moved in - moved out + puts - gets; the first two
-    /// change only on these cold paths, so the fast path stores one counter.
+    /// Gets = moved in - moved out + puts - objects cached (the published
+    /// length); the first two change only on these cold paths, so a get
+    /// stores only the length and a put the length and its counter.
     /// The heap bytes of moved objects go with them.
     fn note_moved_in(&self, n: i64, heap: i64) {
         let s = self.stats();
@@ -184,6 +231,7 @@ impl<T: Reset + Send> LocalCache<T> {
 
 impl<T: Reset + Send> Drop for LocalCache<T> {
     fn drop(&mut self) {
+        self.sync();
         let stats = self.stats;
         // SAFETY: as in `stats()`; unlisted under the lock before the free
         // below, so no reader can still reach it.

@@ -3,15 +3,23 @@
 //! interleaving loom explores.
 //!
 //! Run: `RUSTFLAGS="--cfg loom" cargo test -p keel-pool --release --lib loom`.
-//! Thread caches are driven directly (loom threads are not OS threads), with
+//! Table caches are driven directly (loom threads are not OS threads), with
 //! tiny caches and blocks so that every batch move and trim path is reached.
+//! Pools with a thread cache of their own (`pool!`) are driven through the
+//! public API: under loom their thread-locals are loom's, made per thread of
+//! a model run and dropped when that thread ends. Loom drops them after
+//! `join` returns, so a model waits for the hand-back (`until_caches`),
+//! and the hand-back races with whatever the joining thread does meanwhile.
+
+use std::ptr::NonNull;
 
 use loom::thread;
 
 use crate::local::LocalCache;
 use crate::shared::{Shared, SlotPtr};
-use crate::sync::Arc;
-use crate::{PoolConfig, Reset};
+use crate::sync::{Arc, LocalKey};
+use crate::thread_cache::LocalSlot;
+use crate::{Pool, PoolConfig, Pooled, Reset, ThreadCache};
 
 /// A value and a buffer whose capacity the pool accounts for.
 struct Obj(u32, Vec<u8>);
@@ -34,18 +42,19 @@ fn shared() -> Arc<Shared<Obj>> {
     Arc::new(new_shared())
 }
 
+/// Tiny caches and blocks: every batch move and trim path is reached.
+const TINY: PoolConfig = PoolConfig {
+    high_water: 2,
+    local_capacity: Some(2),
+    block_objects: Some(2),
+};
+
+fn obj() -> Obj {
+    Obj(0, Vec::with_capacity(OBJ_HEAP as usize))
+}
+
 fn new_shared() -> Shared<Obj> {
-    Shared::new(
-        1,
-        0,
-        "loom",
-        || Obj(0, Vec::with_capacity(OBJ_HEAP as usize)),
-        PoolConfig {
-            high_water: 2,
-            local_capacity: Some(2),
-            block_objects: Some(2),
-        },
-    )
+    Shared::new(1, 0, "loom", obj, TINY)
 }
 
 /// A pool whose caches make an idle check on every put and whose global
@@ -57,7 +66,7 @@ fn eager_idle_shared() -> Arc<Shared<Obj>> {
     Arc::new(s)
 }
 
-fn get(c: &mut Box<LocalCache<Obj>>) -> SlotPtr<Obj> {
+fn get(c: &mut LocalCache<Obj>) -> SlotPtr<Obj> {
     match c.get() {
         Some(p) => p,
         None => {
@@ -77,7 +86,7 @@ fn read(p: SlotPtr<Obj>) -> u32 {
     unsafe { (*(*p.0.as_ptr()).value.get()).0 }
 }
 
-fn put(c: &mut Box<LocalCache<Obj>>, p: SlotPtr<Obj>) {
+fn put(c: &mut LocalCache<Obj>, p: SlotPtr<Obj>) {
     // SAFETY: as for `write`; reset and record the kept heap before return,
     // like `Pooled::drop`.
     let heap = unsafe {
@@ -257,5 +266,130 @@ fn loom_timed_idle_trim_races_with_use_on_another_thread() {
         assert_eq!(s.live, 0, "{s:?}");
         assert_eq!(s.heap_bytes, s.cached * OBJ_HEAP, "{s:?}");
         assert_eq!(s.blocks * 2, s.cached, "{s:?}");
+    });
+}
+
+/// A thread cache of the pool's own, as `pool!` declares one.
+enum OwnCache {}
+
+// SAFETY: the thread-local is declared here for `own_pool`'s pool alone.
+// Each model run makes one such pool and loom's thread-locals live for one
+// run, so a cache in it never serves two pools.
+unsafe impl ThreadCache<Obj> for OwnCache {
+    fn key() -> Option<&'static LocalKey<LocalSlot<Obj>>> {
+        crate::__pool_thread_local!(SLOT, Obj);
+        Some(&SLOT)
+    }
+}
+
+type OwnPool = std::sync::Arc<Pool<Obj, OwnCache>>;
+
+fn own_pool() -> OwnPool {
+    // SAFETY: see `OwnCache`. The pool drops at the end of the run, after
+    // every thread that used it has been joined; the main thread's cache,
+    // dropped after it with the run's thread-locals, sees the pool dead and
+    // follows none of its pointers.
+    std::sync::Arc::new(unsafe { Pool::with_thread_cache("loom own", obj, TINY) })
+}
+
+/// A `Pooled` detached from its pool, to move to a loom thread (which needs
+/// `'static` values).
+struct Loose(NonNull<Obj>);
+
+// SAFETY: it stands for a `Pooled<Obj>`, which is `Send`.
+unsafe impl Send for Loose {}
+
+fn loosen(p: Pooled<'_, Obj, OwnCache>) -> Loose {
+    Loose(Pooled::into_raw(p))
+}
+
+fn tighten(pool: &Pool<Obj, OwnCache>, l: Loose) -> Pooled<'_, Obj, OwnCache> {
+    // SAFETY: `l` came from `loosen` on a `Pooled` of this pool, once.
+    unsafe { pool.from_raw(l.0) }
+}
+
+/// Lets other threads run until `n` thread caches are left: joined threads
+/// hand theirs back when loom drops their thread-locals.
+fn until_caches(pool: &Pool<Obj, OwnCache>, n: u64) {
+    while pool.stats().thread_caches > n {
+        thread::yield_now();
+    }
+}
+
+#[test]
+fn loom_own_cache_object_returned_on_another_thread() {
+    loom::model(|| {
+        let pool = own_pool();
+        let mut p = pool.get();
+        p.0 = 7;
+        p.1.push(1);
+        let loose = loosen(p);
+        let pool2 = pool.clone();
+        let t = thread::spawn(move || {
+            let p = tighten(&pool2, loose);
+            assert_eq!(p.0, 7);
+            // The put makes this thread's cache; the thread's end hands it
+            // back.
+            drop(p);
+        });
+        // Meanwhile this thread keeps using the pool through its own cache.
+        let mut q = pool.get();
+        let mut r = pool.get();
+        q.0 = 9;
+        r.0 = 10;
+        assert_ne!(
+            &*q as *const Obj, &*r as *const Obj,
+            "one object handed out twice"
+        );
+        assert_eq!(q.0, 9);
+        drop(q);
+        drop(r);
+        t.join().expect("thread");
+        let s = pool.stats();
+        assert_eq!(s.live, 0, "{s:?}");
+        assert_eq!((s.gets, s.puts), (3, 3), "{s:?}");
+        until_caches(&pool, 1);
+        let s = pool.stats();
+        assert_eq!((s.live, s.gets, s.puts), (0, 3, 3), "{s:?}");
+        assert_eq!(s.heap_bytes, s.cached * OBJ_HEAP, "{s:?}");
+        // The trim takes this thread's cache back first.
+        pool.trim();
+        let s = pool.stats();
+        assert_eq!((s.blocks, s.cached, s.live), (0, 0, 0), "{s:?}");
+        assert_eq!(s.blocks_allocated, s.blocks_freed, "{s:?}");
+    });
+}
+
+#[test]
+fn loom_own_cache_thread_exit_races_with_trim() {
+    loom::model(|| {
+        let pool = own_pool();
+        let pool2 = pool.clone();
+        let t = thread::spawn(move || {
+            let mut held: Vec<_> = (0..2).map(|_| pool2.get()).collect();
+            for (i, p) in held.iter_mut().enumerate() {
+                p.0 = i as u32 + 1;
+            }
+            for (i, p) in held.iter().enumerate() {
+                assert_eq!(p.0, i as u32 + 1, "a trim freed a live object");
+            }
+            // Returned in turn: the cache is full when the thread exits.
+            drop(held);
+        });
+        // Races with the thread's gets, puts and exit.
+        pool.trim();
+        t.join().expect("thread");
+        until_caches(&pool, 0);
+        let s = pool.stats();
+        assert_eq!((s.live, s.gets, s.puts), (0, 2, 2), "{s:?}");
+        assert_eq!(
+            s.cached_local, 0,
+            "the exiting thread's cache came back: {s:?}"
+        );
+        assert_eq!(s.heap_bytes, s.cached * OBJ_HEAP, "{s:?}");
+        pool.trim();
+        let s = pool.stats();
+        assert_eq!((s.blocks, s.cached, s.heap_bytes), (0, 0, 0), "{s:?}");
+        assert_eq!(s.blocks_allocated, s.blocks_freed, "{s:?}");
     });
 }

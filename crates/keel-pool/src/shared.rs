@@ -109,7 +109,8 @@ unsafe fn heap_of<T>(slots: &[SlotPtr<T>]) -> usize {
 /// plain load + store, no read-modify-write), read by anyone for statistics.
 #[derive(Default)]
 pub(crate) struct LocalStats {
-    pub(crate) gets: AtomicU64,
+    /// Objects in the cache.
+    pub(crate) len: AtomicU64,
     pub(crate) puts: AtomicU64,
     /// Objects moved into the cache from the global list or new blocks,
     /// minus those moved out (wrapping); see `LocalCache::note_moved_in`.
@@ -122,19 +123,20 @@ pub(crate) struct LocalStats {
 impl LocalStats {
     /// Objects in the cache now.
     pub(crate) fn cached(&self) -> u64 {
+        self.len.load(Relaxed)
+    }
+
+    /// Objects the cache handed out, ever: every object that entered it
+    /// (moved in or put) and is not in it any more.
+    pub(crate) fn gets(&self) -> u64 {
         self.moved_in
             .load(Relaxed)
             .wrapping_add(self.puts.load(Relaxed))
-            .wrapping_sub(self.gets.load(Relaxed))
+            .wrapping_sub(self.len.load(Relaxed))
     }
 }
 
 impl LocalStats {
-    #[inline]
-    pub(crate) fn bump(counter: &AtomicU64) {
-        counter.store(counter.load(Relaxed) + 1, Relaxed);
-    }
-
     /// Adds `n` (negative: subtracts) to a counter only this thread writes:
     /// a load and a store, no read-modify-write.
     #[inline]
@@ -477,7 +479,7 @@ impl<T: Reset + Send> Shared<T> {
     /// state.
     pub(crate) fn flush_local(&self, free: &mut Vec<SlotPtr<T>>, stats: &LocalStats) -> Doomed<T> {
         let mut g = lock(&self.global);
-        g.retired_gets += stats.gets.load(Relaxed);
+        g.retired_gets += stats.gets();
         g.retired_puts += stats.puts.load(Relaxed);
         g.locals.retain(|s| !std::ptr::eq(s.0.as_ptr(), stats));
         if self.is_dead() {
@@ -635,7 +637,7 @@ impl<T: Reset + Send> Shared<T> {
             let l = unsafe { l.0.as_ref() };
             cached_local = cached_local.wrapping_add(l.cached());
             heap = heap.wrapping_add(l.heap.load(Relaxed));
-            gets += l.gets.load(Relaxed);
+            gets += l.gets();
             puts += l.puts.load(Relaxed);
         }
         let blocks = g.blocks.len() as u64;

@@ -2,6 +2,11 @@
 //! so the model checker sees every lock and atomic of the shared state.
 
 #[cfg(loom)]
+pub use loom::thread::LocalKey;
+#[cfg(not(loom))]
+pub use std::thread::LocalKey;
+
+#[cfg(loom)]
 pub(crate) use loom::sync::{
     Arc, Mutex, MutexGuard,
     atomic::{AtomicBool, AtomicU64},

@@ -123,7 +123,7 @@ fn lookup(uid: u64, index: usize) -> Option<NonNull<()>> {
 
 #[cold]
 fn install<T: Reset + Send + 'static>(shared: &Arc<Shared<T>>) -> Option<NonNull<()>> {
-    let ptr = NonNull::from(Box::leak(LocalCache::new(shared.clone()))).cast::<()>();
+    let ptr = NonNull::from(Box::leak(Box::new(LocalCache::new(shared.clone())))).cast::<()>();
     let entry = Entry {
         uid: shared.uid,
         cache: ptr,

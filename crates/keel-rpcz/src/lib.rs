@@ -119,4 +119,6 @@ pub use span::{
 };
 pub use store::{Query, Store, StoreConfig, StoreStats, TreeSummary};
 pub use tracer::Tracer;
-pub use tree::{SPANS, SpanHandle, TREES, TraceContext, TreeCell, TreeView};
+pub use tree::{
+    PooledSpan, SPANS, SpanCache, SpanHandle, TREES, TraceContext, TreeCache, TreeCell, TreeView,
+};

@@ -7,7 +7,7 @@ use std::time::Duration;
 use keel_pool::Pooled;
 
 use crate::span::{ANNOTATION_BYTES_KEPT, Kind, MAX_ANNOTATION_BYTES, Span};
-use crate::tree::{TreeCell, TreeView};
+use crate::tree::{TreeCache, TreeCell, TreeView};
 
 /// Bounds of a [`Store`] and of the trees that go to it.
 ///
@@ -60,7 +60,7 @@ impl StoreConfig {
             .next_power_of_two()
             .max(crate::tree::CHILD_CAPACITY_KEPT);
         spans.saturating_mul(span)
-            + children * std::mem::size_of::<keel_pool::Pooled<'static, Span>>()
+            + children * std::mem::size_of::<crate::tree::PooledSpan>()
             + TreeCell::FIXED_BYTES
     }
 }
@@ -139,7 +139,7 @@ pub struct StoreStats {
 }
 
 struct Entry {
-    tree: Pooled<'static, TreeCell>,
+    tree: Pooled<'static, TreeCell, TreeCache>,
     summary: TreeSummary,
 }
 
@@ -189,7 +189,7 @@ impl Store {
         self.config
     }
 
-    pub(crate) fn submit(&self, tree: Pooled<'static, TreeCell>) {
+    pub(crate) fn submit(&self, tree: Pooled<'static, TreeCell, TreeCache>) {
         let summary = {
             let d = tree.shared.data.lock().unwrap_or_else(|e| e.into_inner());
             let view = TreeView { data: &d };

@@ -13,26 +13,33 @@ use crate::id::new_id;
 use crate::span::{Kind, Mark, Span};
 use crate::store::Store;
 
-/// Every span comes from here and returns here when its tree leaves the
-/// store (or is dropped unstored).
-pub static SPANS: Pool<Span> = Pool::with_config("rpcz.spans", Span::fresh, PoolConfig::DEFAULT);
+keel_pool::pool! {
+    /// Every span comes from here and returns here when its tree leaves the
+    /// store (or is dropped unstored). Its thread caches are a thread-local
+    /// of its own ([`SpanCache`]), the pool's fast path.
+    pub static SPANS: Pool<Span, SpanCache> =
+        Pool::with_config("rpcz.spans", Span::fresh, PoolConfig::DEFAULT);
 
-/// Every tree (the shared owner of one root and its children) comes from
-/// here.
-///
-/// A tree cell is a pointer in the pool's slot and about 400 bytes of heap
-/// (its shared state and children vector), so its blocks and thread caches
-/// are sized by that: 16 cells a block, so that a few live trees pin little
-/// free memory, and 64 a thread.
-pub static TREES: Pool<TreeCell> = Pool::with_config(
-    "rpcz.trees",
-    TreeCell::fresh,
-    PoolConfig {
-        block_objects: Some(16),
-        local_capacity: Some(64),
-        ..PoolConfig::DEFAULT
-    },
-);
+    /// Every tree (the shared owner of one root and its children) comes from
+    /// here.
+    ///
+    /// A tree cell is a pointer in the pool's slot and about 400 bytes of heap
+    /// (its shared state and children vector), so its blocks and thread caches
+    /// are sized by that: 16 cells a block, so that a few live trees pin little
+    /// free memory, and 64 a thread.
+    pub static TREES: Pool<TreeCell, TreeCache> = Pool::with_config(
+        "rpcz.trees",
+        TreeCell::fresh,
+        PoolConfig {
+            block_objects: Some(16),
+            local_capacity: Some(64),
+            ..PoolConfig::DEFAULT
+        },
+    );
+}
+
+/// A span on loan from [`SPANS`].
+pub type PooledSpan = Pooled<'static, Span, SpanCache>;
 
 /// Children a fresh tree has room for without growing (kept across reuse).
 const CHILD_CAPACITY: usize = 16;
@@ -73,10 +80,10 @@ pub(crate) struct TreeShared {
 pub(crate) struct TreeData {
     /// The tree owns itself while any span is unfinished; the last span to
     /// finish takes it and hands it to the store.
-    cell: Option<Pooled<'static, TreeCell>>,
+    cell: Option<Pooled<'static, TreeCell, TreeCache>>,
     store: Option<Arc<Store>>,
-    pub(crate) root: Option<Pooled<'static, Span>>,
-    pub(crate) children: Vec<Pooled<'static, Span>>,
+    pub(crate) root: Option<PooledSpan>,
+    pub(crate) children: Vec<PooledSpan>,
     /// Most spans kept, root included (from the store's config).
     max_spans: usize,
     /// Finished children counted but not kept (beyond `max_spans`).
@@ -112,7 +119,7 @@ impl TreeCell {
     /// Heap bytes the finished tree holds (spans, buffers, the cell itself).
     pub(crate) fn footprint(data: &TreeData) -> usize {
         Self::FIXED_BYTES
-            + data.children.capacity() * std::mem::size_of::<Pooled<'static, Span>>()
+            + data.children.capacity() * std::mem::size_of::<PooledSpan>()
             + data.root.as_ref().map_or(0, |s| s.footprint())
             + data.children.iter().map(|s| s.footprint()).sum::<usize>()
     }
@@ -142,7 +149,7 @@ impl Reset for TreeCell {
         let d = lock(&self.shared.data);
         2 * std::mem::size_of::<usize>() // Arc counts
             + std::mem::size_of::<TreeShared>()
-            + d.children.capacity() * std::mem::size_of::<Pooled<'static, Span>>()
+            + d.children.capacity() * std::mem::size_of::<PooledSpan>()
     }
 }
 
@@ -164,7 +171,7 @@ struct Live {
     /// Keeps the tree's memory alive; the tree's `outstanding` counter, not
     /// this `Arc`, decides when it is complete.
     tree: Arc<TreeShared>,
-    span: Mutex<Pooled<'static, Span>>,
+    span: Mutex<PooledSpan>,
     ctx: TraceContext,
     is_root: bool,
     /// The store's `max_annotation_bytes`, handed down to children.
@@ -450,7 +457,7 @@ fn new_span(
     ctx: TraceContext,
     start: Instant,
     annotation_limit: usize,
-) -> Pooled<'static, Span> {
+) -> PooledSpan {
     let mut s = SPANS.get();
     s.set_annotation_limit(annotation_limit);
     s.trace_id = ctx.trace_id;
@@ -499,7 +506,7 @@ impl<'a> TreeView<'a> {
     }
 
     /// Every span kept but the root, in the order they finished.
-    pub fn children(&self) -> &'a [Pooled<'static, Span>] {
+    pub fn children(&self) -> &'a [PooledSpan] {
         &self.data.children
     }
 
