@@ -371,10 +371,13 @@ async fn hasty_calls(channel: &Channel) -> (u32, u32) {
     (ok, timeouts)
 }
 
+/// A least-active cluster channel whose calls send a backup request at
+/// the timer's next tick (tokio's timers tick every millisecond): every
+/// call still unanswered then, which on a fast machine is one in a few.
 fn least_active_with_backups(addrs: &[&str], breaker: BreakerConfig) -> Channel {
     Channel::builder(&list(addrs))
         .load_balancer(LoadBalancer::LeastActive)
-        .backup_request(Some(Duration::from_micros(300)))
+        .backup_request(Some(Duration::from_micros(1)))
         .breaker(breaker)
         .build()
         .expect("valid")
