@@ -113,24 +113,29 @@ impl ChildServer {
 
 impl Drop for ChildServer {
     fn drop(&mut self) {
-        drop(self.stdin.take()); // the server exits on end of input
-        let deadline = Instant::now() + CHILD_EXIT_WAIT;
-        while Instant::now() < deadline {
-            match self.child.try_wait() {
-                Ok(Some(_)) => return,
-                Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-                Err(_) => break,
-            }
-        }
-        // Still there: kill this one process, by its PID.
-        eprintln!(
-            "keel-bench: the {} server (pid {}) did not exit; killing it",
-            self.name,
-            self.child.id()
-        );
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop(&mut self.child, self.stdin.take(), self.name);
     }
+}
+
+/// Ends a server child: closing its standard input tells it to exit; one
+/// still there after [`CHILD_EXIT_WAIT`] is killed (this one process, by
+/// its PID). `name` says which server, for the message.
+pub fn stop(child: &mut std::process::Child, stdin: Option<ChildStdin>, name: &str) {
+    drop(stdin); // the server exits on end of input
+    let deadline = Instant::now() + CHILD_EXIT_WAIT;
+    while Instant::now() < deadline {
+        match child.try_wait() {
+            Ok(Some(_)) => return,
+            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+            Err(_) => break,
+        }
+    }
+    eprintln!(
+        "keel-bench: the {name} server (pid {}) did not exit; killing it",
+        child.id()
+    );
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// utime + stime (fields 14 and 15 of `/proc/<pid>/stat`), in clock ticks.

@@ -218,11 +218,7 @@ fn run(opts: &Options) -> Result<String, String> {
     let started = Instant::now();
     let ticks_per_us = echo::clock_ticks_per_second() / 1e6;
     keel::rpcz::tracer().sampler().set_target(0);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(echo::WORKERS)
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the client runtime: {e}"))?;
+    let rt = echo::runtime("client")?;
     let servers = (0..3)
         .map(|_| ServerProcess::start(Framework::Keel, Some(0)))
         .collect::<Result<Vec<_>, _>>()?;
@@ -252,10 +248,11 @@ fn run(opts: &Options) -> Result<String, String> {
         "keel-bench cluster: keel {} cluster channels vs a plain channel",
         env!("CARGO_PKG_VERSION")
     );
-    let _ = writeln!(
-        out,
-        "  machine: {cores} cores, load average {load_start} at start, {load_end} at end; run took {:.0} s",
-        started.elapsed().as_secs_f64()
+    crate::summary::machine_line(
+        &mut out,
+        cores,
+        (&load_start, &load_end),
+        started.elapsed().as_secs_f64(),
     );
     let _ = writeln!(
         out,

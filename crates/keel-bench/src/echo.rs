@@ -117,6 +117,16 @@ pub const SERVER_SUBCOMMAND: &str = "echo-server";
 pub(crate) const MESSAGE: &str = "0123456789abcdef";
 /// Worker threads of the client runtime and of each server's runtime.
 pub(crate) const WORKERS: usize = 2;
+
+/// A tokio runtime of [`WORKERS`] workers, as every client (and in-process
+/// server) of the benchmarks runs on; `what` names it in the error.
+pub(crate) fn runtime(what: &str) -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(WORKERS)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the {what} runtime: {e}"))
+}
 /// Seconds per run in a full run and with `--quick`.
 const DEFAULT_SECONDS: f64 = 3.0;
 const QUICK_SECONDS: f64 = 0.5;
@@ -1066,11 +1076,7 @@ fn run(opts: &Options) -> Result<String, String> {
     let started = Instant::now();
     let clk_tck = clock_ticks_per_second();
     let ticks_per_us = clk_tck / 1e6;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(WORKERS)
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the client runtime: {e}"))?;
+    let rt = runtime("client")?;
     let mut servers = [
         ServerProcess::start(Framework::Keel, None)?,
         ServerProcess::start(Framework::Tonic, None)?,
@@ -1134,12 +1140,11 @@ fn report(opts: &Options, cores: usize, r: &Results) -> String {
         out,
         "  allocations counted by keel_alloc::CountingAlloc, the global allocator of the client and of both servers"
     );
-    let _ = writeln!(
-        out,
-        "  machine: {cores} cores, load average {} at start, {} at end; run took {:.0} s",
-        r.load_start,
-        r.load_end,
-        r.elapsed.as_secs_f64()
+    crate::summary::machine_line(
+        &mut out,
+        cores,
+        (&r.load_start, &r.load_end),
+        r.elapsed.as_secs_f64(),
     );
     out.push('\n');
 
@@ -1248,15 +1253,8 @@ fn report(opts: &Options, cores: usize, r: &Results) -> String {
             }
         }
     }
-    let _ = writeln!(
-        out,
-        "\nQPS spread across rounds, (max-min)/median: {} of {} cells above {:.0}%{}{}",
-        noisy.len(),
-        r.scenarios.len() * 2,
-        NOISY_SPREAD * 100.0,
-        if noisy.is_empty() { "" } else { ": " },
-        noisy.join(", ")
-    );
+    out.push('\n');
+    crate::summary::spread_line(&mut out, "QPS", &noisy, r.scenarios.len() * 2, NOISY_SPREAD);
 
     // Targets, stated as facts.
     let verdict = |met: bool| if met { "met    " } else { "NOT met" };

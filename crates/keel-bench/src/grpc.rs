@@ -226,11 +226,7 @@ fn run(opts: &Options) -> Result<String, String> {
     let load_start = load_average();
     let started = Instant::now();
     let ticks_per_us = echo::clock_ticks_per_second() / 1e6;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(echo::WORKERS)
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the client runtime: {e}"))?;
+    let rt = echo::runtime("client")?;
     let mut servers = [
         ServerProcess::start(Framework::Keel, None)?,
         ServerProcess::start(Framework::Tonic, None)?,
@@ -309,22 +305,15 @@ fn report(opts: &Options, cores: usize, r: &Results) -> String {
         "  medians of {} rounds of {:.1} s per pair, pairs alternating; allocations from keel_alloc::CountingAlloc",
         opts.rounds, opts.seconds
     );
-    let _ = writeln!(
-        out,
-        "  machine: {cores} cores, load average {} at start, {} at end; run took {:.0} s",
-        r.load_start,
-        r.load_end,
-        r.elapsed.as_secs_f64()
+    crate::summary::machine_line(
+        &mut out,
+        cores,
+        (&r.load_start, &r.load_end),
+        r.elapsed.as_secs_f64(),
     );
     out.push('\n');
 
-    let int = |x: f64| {
-        if x.is_finite() {
-            echo::group_thousands(x.round() as u64)
-        } else {
-            "-".to_string()
-        }
-    };
+    let int = crate::summary::count_cell;
     let one = |x: f64| format!("{x:.1}");
     let ratio = |x: f64| format!("{x:.2}x");
 
@@ -439,14 +428,13 @@ fn report(opts: &Options, cores: usize, r: &Results) -> String {
             }
         }
     }
-    let _ = writeln!(
-        out,
-        "\nQPS spread across rounds, (max-min)/median: {} of {} cells above {:.0}%{}{}",
-        noisy.len(),
+    out.push('\n');
+    crate::summary::spread_line(
+        &mut out,
+        "QPS",
+        &noisy,
         r.scenarios.len() * Pair::ALL.len(),
-        NOISY_SPREAD * 100.0,
-        if noisy.is_empty() { "" } else { ": " },
-        noisy.join(", ")
+        NOISY_SPREAD,
     );
 
     out.push('\n');

@@ -103,11 +103,7 @@ fn run(opts: &args::Runs) -> Result<String, String> {
     let started = Instant::now();
     let ticks_per_us = echo::clock_ticks_per_second() / 1e6;
     keel::rpcz::tracer().sampler().set_target(0);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(echo::WORKERS)
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the client runtime: {e}"))?;
+    let rt = echo::runtime("client")?;
     let server = ServerProcess::start(Framework::Keel, Some(0))?;
     let addr = server.addr;
     let protocols = [
@@ -148,10 +144,11 @@ fn run(opts: &args::Runs) -> Result<String, String> {
         "keel-bench http: keel {} JSON over HTTP/1.1 vs protobuf over baidu_std and gRPC; console pages",
         env!("CARGO_PKG_VERSION")
     );
-    let _ = writeln!(
-        out,
-        "  machine: {cores} cores, load average {load_start} at start, {load_end} at end; run took {:.0} s",
-        started.elapsed().as_secs_f64()
+    crate::summary::machine_line(
+        &mut out,
+        cores,
+        (&load_start, &load_end),
+        started.elapsed().as_secs_f64(),
     );
     let _ = writeln!(
         out,
@@ -220,11 +217,7 @@ fn read_response(reader: &mut BufReader<TcpStream>) -> Result<usize, String> {
 /// Page load times on an in-process server with `held` connections from a
 /// child process and [`INVOKERS`] invokers in this process.
 fn pages(held: usize) -> Result<Vec<(&'static str, f64, f64, usize)>, String> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(echo::WORKERS)
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the server runtime: {e}"))?;
+    let rt = echo::runtime("server")?;
     let (server, channel, list) = rt.block_on(async {
         let server = keel::Server::builder()
             .add_service(keel_examples::example::EchoServiceServer::new(

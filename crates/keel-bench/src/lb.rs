@@ -261,10 +261,11 @@ fn run(opts: &Options) -> Result<String, String> {
         "keel-bench lb: keel-cluster {} load balancers, Picker::pick",
         env!("CARGO_PKG_VERSION")
     );
-    let _ = writeln!(
-        out,
-        "  machine: {cores} cores, load average {load_start} at start, {load_end} at end; run took {:.0} s",
-        started.elapsed().as_secs_f64()
+    crate::summary::machine_line(
+        &mut out,
+        cores,
+        (&load_start, &load_end),
+        started.elapsed().as_secs_f64(),
     );
     let _ = writeln!(
         out,

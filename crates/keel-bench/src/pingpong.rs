@@ -234,11 +234,7 @@ fn run(runs: &args::Runs) -> Result<String, String> {
     let started = Instant::now();
     let clk_tck = echo::clock_ticks_per_second();
     let ticks_per_us = clk_tck / 1e6;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(echo::WORKERS)
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the client runtime: {e}"))?;
+    let rt = echo::runtime("client")?;
     let raw_server = ChildServer::start("raw ping-pong", &[SERVER_SUBCOMMAND.to_string()])?;
     let mut servers = [
         ServerProcess::start(Framework::Keel, None)?,
@@ -296,13 +292,7 @@ fn report(runs: &args::Runs, cores: usize, r: &Results) -> String {
         let xs: Vec<f64> = r.samples[row].iter().map(field).collect();
         median(&xs).unwrap_or(f64::NAN)
     };
-    let int = |x: f64| {
-        if x.is_finite() {
-            echo::group_thousands(x.round() as u64)
-        } else {
-            "-".to_string()
-        }
-    };
+    let int = crate::summary::count_cell;
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -318,12 +308,11 @@ fn report(runs: &args::Runs, cores: usize, r: &Results) -> String {
         "  medians of {} rounds of {:.1} s, raw, keel, tonic alternating; CPU from /proc/<pid>/stat at {} ticks/s",
         runs.rounds, runs.seconds, r.clk_tck
     );
-    let _ = writeln!(
-        out,
-        "  machine: {cores} cores, load average {} at start, {} at end; run took {:.0} s",
-        r.load_start,
-        r.load_end,
-        r.elapsed.as_secs_f64()
+    crate::summary::machine_line(
+        &mut out,
+        cores,
+        (&r.load_start, &r.load_end),
+        r.elapsed.as_secs_f64(),
     );
     out.push('\n');
     let raw_qps = med(0, |x| x.qps);

@@ -775,10 +775,11 @@ fn report(
         out,
         "  box and mimalloc call System / MiMalloc directly, not the counting global allocator; objects: [u8; N], reset = clear one byte"
     );
-    let _ = writeln!(
-        out,
-        "  machine: {cores} cores, load average {load_start} at start, {load_end} at end; run took {:.1} s",
-        elapsed.as_secs_f64()
+    crate::summary::machine_line(
+        &mut out,
+        cores,
+        (load_start, load_end),
+        elapsed.as_secs_f64(),
     );
     out.push('\n');
 

@@ -386,11 +386,7 @@ fn span_cost(opts: &Options) -> Result<[(f64, f64); 3], String> {
 
 /// Samples per setting, in [`SETTINGS`] order.
 fn echo_qps(opts: &Options, ticks_per_us: f64) -> Result<[Vec<Sample>; 3], String> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(echo::WORKERS)
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the client runtime: {e}"))?;
+    let rt = echo::runtime("client")?;
     // One server process and one channel for every setting, the target
     // switched on both sides between runs: separate processes per setting
     // differed by more (CPU placement) than what is measured here.
@@ -463,10 +459,11 @@ fn run(opts: &Options) -> Result<String, String> {
         "keel-bench rpcz: keel {} rpcz vs tracing 0.1 + tracing-subscriber 0.3 Registry",
         env!("CARGO_PKG_VERSION")
     );
-    let _ = writeln!(
-        out,
-        "  machine: {cores} cores, load average {load_start} at start, {load_end} at end; run took {:.0} s",
-        started.elapsed().as_secs_f64()
+    crate::summary::machine_line(
+        &mut out,
+        cores,
+        (&load_start, &load_end),
+        started.elapsed().as_secs_f64(),
     );
     out.push('\n');
     out.push_str(&span_report(opts, &spans));

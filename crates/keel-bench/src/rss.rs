@@ -39,7 +39,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::process::{Child, ChildStdin, Command, ExitCode, Stdio};
 use std::sync::mpsc::{Receiver, channel};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use keel::bytes::BytesMut;
 use keel_examples::example::{EchoRequest, EchoServiceClient};
@@ -47,7 +47,6 @@ use keel_wire::baidu_std::{Limits, RequestHeader, decode_frame, encode_request};
 use prost::Message as _;
 
 use crate::args;
-use crate::child::CHILD_EXIT_WAIT;
 use crate::echo::{Clients, MESSAGE, WORKERS, idle_socket, keel_raw_call};
 use crate::summary::{load_average, median};
 use crate::table::{Align, Table};
@@ -253,21 +252,7 @@ impl ServerProcess {
 
 impl Drop for ServerProcess {
     fn drop(&mut self) {
-        drop(self.stdin.take()); // the server exits on end of input
-        let deadline = Instant::now() + CHILD_EXIT_WAIT;
-        while Instant::now() < deadline {
-            match self.child.try_wait() {
-                Ok(Some(_)) => return,
-                Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-                Err(_) => break,
-            }
-        }
-        eprintln!(
-            "keel-bench rss: the server (pid {}) did not exit; killing it",
-            self.child.id()
-        );
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        crate::child::stop(&mut self.child, self.stdin.take(), "rss");
     }
 }
 
@@ -428,11 +413,7 @@ struct Options {
 
 fn run(opts: &Options) -> Result<String, String> {
     let load_before = load_average();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(WORKERS)
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start a runtime: {e}"))?;
+    let rt = crate::echo::runtime("client")?;
     let mut servers = Vec::with_capacity(CANDIDATES.len());
     let mut memory = Vec::with_capacity(CANDIDATES.len());
     for c in &CANDIDATES {

@@ -187,11 +187,7 @@ fn run(opts: &Options) -> Result<String, String> {
     let load_start = load_average();
     let started = Instant::now();
     let ticks_per_us = echo::clock_ticks_per_second() / 1e6;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(echo::WORKERS)
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the client runtime: {e}"))?;
+    let rt = echo::runtime("client")?;
     let mut servers = [
         ServerProcess::start(Framework::Keel, None)?,
         ServerProcess::start(Framework::Tonic, None)?,
@@ -253,21 +249,14 @@ fn report(opts: &Options, cores: usize, r: &Results) -> String {
         "  calls in flight in all, spread evenly over the connections; medians of {} rounds of {:.1} s per framework, alternating",
         opts.runs.rounds, opts.runs.seconds
     );
-    let _ = writeln!(
-        out,
-        "  machine: {cores} cores, load average {} at start, {} at end; run took {:.0} s",
-        r.load_start,
-        r.load_end,
-        r.elapsed.as_secs_f64()
+    crate::summary::machine_line(
+        &mut out,
+        cores,
+        (&r.load_start, &r.load_end),
+        r.elapsed.as_secs_f64(),
     );
     out.push('\n');
-    let int = |x: f64| {
-        if x.is_finite() {
-            echo::group_thousands(x.round() as u64)
-        } else {
-            "-".to_string()
-        }
-    };
+    let int = crate::summary::count_cell;
     let mut t = Table::new()
         .column("conns", Align::Right)
         .column("in flight", Align::Right)
@@ -310,15 +299,8 @@ fn report(opts: &Options, cores: usize, r: &Results) -> String {
             }
         }
     }
-    let _ = writeln!(
-        out,
-        "\nQPS spread across rounds, (max-min)/median: {} of {} cells above {:.0}%{}{}",
-        noisy.len(),
-        r.cells.len() * 2,
-        NOISY_SPREAD * 100.0,
-        if noisy.is_empty() { "" } else { ": " },
-        noisy.join(", ")
-    );
+    out.push('\n');
+    crate::summary::spread_line(&mut out, "QPS", &noisy, r.cells.len() * 2, NOISY_SPREAD);
     let _ = writeln!(out, "plot: {}", opts.svg.display());
     out
 }

@@ -31,6 +31,37 @@ pub fn load_average() -> String {
         .unwrap_or_else(|| "n/a".to_string())
 }
 
+/// Appends the line on the machine a report ran on: its cores, the load
+/// average at the start and the end, and how long the run took.
+pub fn machine_line(out: &mut String, cores: usize, load: (&str, &str), seconds: f64) {
+    let (start, end) = load;
+    out.push_str(&format!(
+        "  machine: {cores} cores, load average {start} at start, {end} at end; run took {seconds:.0} s\n"
+    ));
+}
+
+/// Appends the line listing the cells whose rounds disagreed by more than
+/// `threshold` (`noisy`, each named with its spread) of `cells` in all;
+/// `what` is the figure ("QPS", "messages/s").
+pub fn spread_line(out: &mut String, what: &str, noisy: &[String], cells: usize, threshold: f64) {
+    out.push_str(&format!(
+        "{what} spread across rounds, (max-min)/median: {} of {cells} cells above {:.0}%{}{}\n",
+        noisy.len(),
+        threshold * 100.0,
+        if noisy.is_empty() { "" } else { ": " },
+        noisy.join(", ")
+    ));
+}
+
+/// A count for a table cell, its thousands grouped (`-` when not finite).
+pub fn count_cell(x: f64) -> String {
+    if x.is_finite() {
+        crate::echo::group_thousands(x.round() as u64)
+    } else {
+        "-".to_string()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

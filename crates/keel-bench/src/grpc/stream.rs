@@ -384,13 +384,7 @@ pub(super) fn report(out: &mut String, results: &[CaseResult], rounds: usize) {
          medians of {rounds} rounds, pairs alternating"
     );
     out.push('\n');
-    let int = |x: f64| {
-        if x.is_finite() {
-            echo::group_thousands(x.round() as u64)
-        } else {
-            "-".to_string()
-        }
-    };
+    let int = crate::summary::count_cell;
     let two = |x: f64| format!("{x:.2}");
     let kib = |x: f64| format!("{:.0}", x / 1024.0);
     let ratio = |x: f64| format!("{x:.2}x");
@@ -511,14 +505,12 @@ pub(super) fn report(out: &mut String, results: &[CaseResult], rounds: usize) {
             }
         }
     }
-    let _ = writeln!(
+    crate::summary::spread_line(
         out,
-        "messages/s spread across rounds, (max-min)/median: {} of {} cells above {:.0}%{}{}",
-        noisy.len(),
+        "messages/s",
+        &noisy,
         results.len() * Pair::ALL.len(),
-        super::NOISY_SPREAD * 100.0,
-        if noisy.is_empty() { "" } else { ": " },
-        noisy.join(", ")
+        super::NOISY_SPREAD,
     );
 }
 
