@@ -138,6 +138,13 @@ pub fn stop(child: &mut std::process::Child, stdin: Option<ChildStdin>, name: &s
     let _ = child.wait();
 }
 
+/// Says `port N` on `out`: the first line a server child prints, which
+/// [`ChildServer::start`] waits for.
+pub fn announce_port(out: &mut impl Write, port: u16) -> std::io::Result<()> {
+    writeln!(out, "port {port}")?;
+    out.flush()
+}
+
 /// utime + stime (fields 14 and 15 of `/proc/<pid>/stat`), in clock ticks.
 /// The command name (field 2) is in parentheses and may hold spaces or
 /// parentheses itself, so fields are counted after the last `)`.

@@ -280,14 +280,10 @@ pub fn server_main(framework: &str, rpcz_target: Option<u64>) -> ExitCode {
     if let Some(n) = rpcz_target {
         keel::rpcz::tracer().sampler().set_target(n);
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(WORKERS)
-        .enable_all()
-        .build()
-    {
+    let rt = match runtime("server") {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("{SERVER_SUBCOMMAND}: cannot start a runtime: {e}");
+            eprintln!("{SERVER_SUBCOMMAND}: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -336,10 +332,7 @@ pub fn server_main(framework: &str, rpcz_target: Option<u64>) -> ExitCode {
         }
     };
     let mut out = std::io::stdout().lock();
-    if writeln!(out, "port {port}")
-        .and_then(|()| out.flush())
-        .is_err()
-    {
+    if crate::child::announce_port(&mut out, port).is_err() {
         return ExitCode::FAILURE;
     }
     // The runtime's workers serve; this thread answers the parent until it

@@ -102,10 +102,7 @@ pub fn server_main() -> ExitCode {
         }
     };
     let mut out = std::io::stdout().lock();
-    if writeln!(out, "port {port}")
-        .and_then(|()| out.flush())
-        .is_err()
-    {
+    if crate::child::announce_port(&mut out, port).is_err() {
         return ExitCode::FAILURE;
     }
     std::thread::spawn(move || {

@@ -47,7 +47,7 @@ use keel_wire::baidu_std::{Limits, RequestHeader, decode_frame, encode_request};
 use prost::Message as _;
 
 use crate::args;
-use crate::echo::{Clients, MESSAGE, WORKERS, idle_socket, keel_raw_call};
+use crate::echo::{Clients, MESSAGE, idle_socket, keel_raw_call};
 use crate::summary::{load_average, median};
 use crate::table::{Align, Table};
 
@@ -135,14 +135,10 @@ pub fn server_main(trim: &str) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(WORKERS)
-        .enable_all()
-        .build()
-    {
+    let rt = match crate::echo::runtime("server") {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("{SERVER_SUBCOMMAND}: cannot start a runtime: {e}");
+            eprintln!("{SERVER_SUBCOMMAND}: {e}");
             return ExitCode::FAILURE;
         }
     };

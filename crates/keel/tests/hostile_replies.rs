@@ -43,6 +43,20 @@ const PEAK_BOUND: i64 = 8 << 20;
 
 /// Runs `good` and `bad` calls interleaved on one connection, all at once;
 /// returns the outcomes of the bad ones.
+/// A channel to `addr` with a 10 s timeout (and what `configure` adds), and
+/// its client after one warm-up call.
+async fn warm_client(
+    addr: &str,
+    configure: impl FnOnce(keel::ChannelBuilder) -> keel::ChannelBuilder,
+) -> (Channel, EchoServiceClient) {
+    let channel = configure(Channel::builder(addr).timeout(Some(Duration::from_secs(10))))
+        .build()
+        .expect("addr");
+    let client = EchoServiceClient::new(&channel);
+    client.echo(&request("warm")).await.expect("warm-up");
+    (channel, client)
+}
+
 async fn interleaved(client: &EchoServiceClient, bad: &str, pairs: usize) -> Vec<keel::Status> {
     let calls: Vec<_> = (0..pairs * 2)
         .map(|i| {
@@ -85,12 +99,7 @@ async fn snappy_claims_of_64_mib_fail_their_own_calls_only_and_allocate_nothing_
         }
     })
     .await;
-    let channel = Channel::builder(&server.addr)
-        .timeout(Some(Duration::from_secs(10)))
-        .build()
-        .expect("addr");
-    let client = EchoServiceClient::new(&channel);
-    client.echo(&request("warm")).await.expect("warm-up");
+    let (channel, client) = warm_client(&server.addr, |b| b).await;
     keel_alloc::reset_peak();
     let peak_before = keel_alloc::peak_bytes() as i64;
 
@@ -133,13 +142,7 @@ async fn a_gzip_bomb_costs_no_more_than_the_channels_limit() {
         }
     })
     .await;
-    let channel = Channel::builder(&server.addr)
-        .timeout(Some(Duration::from_secs(10)))
-        .max_body_size(LIMIT)
-        .build()
-        .expect("addr");
-    let client = EchoServiceClient::new(&channel);
-    client.echo(&request("warm")).await.expect("warm-up");
+    let (channel, client) = warm_client(&server.addr, |b| b.max_body_size(LIMIT)).await;
     keel_alloc::reset_peak();
     let peak_before = keel_alloc::peak_bytes() as i64;
 
@@ -281,12 +284,7 @@ async fn an_error_text_that_is_not_utf8_reaches_the_caller_lossily_and_fails_not
         }
     })
     .await;
-    let channel = Channel::builder(&server.addr)
-        .timeout(Some(Duration::from_secs(10)))
-        .build()
-        .expect("addr");
-    let client = EchoServiceClient::new(&channel);
-    client.echo(&request("warm")).await.expect("warm-up");
+    let (_channel, client) = warm_client(&server.addr, |b| b).await;
 
     let failures = interleaved(&client, "latin-1", 16).await;
 
@@ -401,12 +399,7 @@ async fn a_reply_whose_meta_does_not_parse_fails_its_own_call_only() {
         }
     })
     .await;
-    let channel = Channel::builder(&server.addr)
-        .timeout(Some(Duration::from_secs(10)))
-        .build()
-        .expect("addr");
-    let client = EchoServiceClient::new(&channel);
-    client.echo(&request("warm")).await.expect("warm-up");
+    let (channel, client) = warm_client(&server.addr, |b| b).await;
 
     let failures = interleaved(&client, "bad meta", 16).await;
 

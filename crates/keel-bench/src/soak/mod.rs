@@ -206,11 +206,7 @@ struct Outcome {
 
 fn run(length: Duration, leak: u64) -> Result<Outcome, String> {
     keel::rpcz::tracer().sampler().set_target(SAMPLE_ALL);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(crate::echo::WORKERS)
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start a runtime: {e}"))?;
+    let rt = crate::echo::runtime("soak")?;
     let warmup = MIN_WARMUP.max(length.mul_f64(WARMUP_SHARE));
     let counts = Arc::new(Counts::default());
     let stop = Arc::new(AtomicBool::new(false));
