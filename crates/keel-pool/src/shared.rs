@@ -128,11 +128,18 @@ impl LocalStats {
 
     /// Objects the cache handed out, ever: every object that entered it
     /// (moved in or put) and is not in it any more.
+    ///
+    /// Read from another thread while the cache works, the length may be
+    /// newer than the counts it came from (a refill's objects counted in
+    /// the length, not yet in `moved_in`): such a snapshot, below zero, is
+    /// none, never a wrapped count near 2^64.
     pub(crate) fn gets(&self) -> u64 {
-        self.moved_in
+        let gets = self
+            .moved_in
             .load(Relaxed)
             .wrapping_add(self.puts.load(Relaxed))
-            .wrapping_sub(self.len.load(Relaxed))
+            .wrapping_sub(self.len.load(Relaxed));
+        if gets > i64::MAX as u64 { 0 } else { gets }
     }
 }
 
@@ -637,8 +644,8 @@ impl<T: Reset + Send> Shared<T> {
             let l = unsafe { l.0.as_ref() };
             cached_local = cached_local.wrapping_add(l.cached());
             heap = heap.wrapping_add(l.heap.load(Relaxed));
-            gets += l.gets();
-            puts += l.puts.load(Relaxed);
+            gets = gets.saturating_add(l.gets());
+            puts = puts.saturating_add(l.puts.load(Relaxed));
         }
         let blocks = g.blocks.len() as u64;
         let total = blocks * self.per_block as u64;

@@ -244,3 +244,50 @@ fn trim_idle_leaves_a_pool_in_use_alone_and_empties_an_idle_one() {
     drop(refill);
     assert_eq!(pool.trim_idle(std::time::Duration::from_secs(3600)), 0);
 }
+
+#[test]
+fn statistics_read_while_a_thread_works_stay_within_its_operations() {
+    // A small cache refills from the global list and spills back often, so
+    // a reader on another thread sees the cache's length change between
+    // its reads of the counts.
+    static SNAPSHOT: Pool<Buf> = Pool::with_config(
+        "snapshot",
+        Buf::default,
+        PoolConfig {
+            local_capacity: Some(4),
+            ..PoolConfig::DEFAULT
+        },
+    );
+    const ROUNDS: u64 = 20_000;
+    const HELD: usize = 9;
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let worker = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            for _ in 0..ROUNDS {
+                let held: Vec<_> = (0..HELD).map(|_| SNAPSHOT.get()).collect();
+                drop(held);
+            }
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+        })
+    };
+    let bound = ROUNDS * HELD as u64;
+    let mut reads = 0u64;
+    while !done.load(std::sync::atomic::Ordering::Relaxed) || reads == 0 {
+        let stats = SNAPSHOT.stats();
+        assert!(
+            stats.gets <= bound,
+            "{} gets of at most {bound}",
+            stats.gets
+        );
+        assert!(
+            stats.puts <= bound,
+            "{} puts of at most {bound}",
+            stats.puts
+        );
+        reads += 1;
+    }
+    worker.join().expect("worker");
+    let stats = SNAPSHOT.stats();
+    assert_eq!((stats.gets, stats.puts), (bound, bound));
+}
