@@ -474,8 +474,9 @@ fn apply_end(stream: &mut SendStream<Bytes>, end: End) {
 /// frames (h2 allows about a hundred unread): a batch this small waits a
 /// few more turns of the scheduler for the sender to add to it.
 const SMALL_FRAME: usize = 256;
-/// Turns a small batch waits at most before it goes as it is (a sender
-/// that sends one message and then waits must not be held up).
+/// Turns a small batch waits without the sender adding to it before it
+/// goes as it is (a sender that sends one message and then waits must not
+/// be held up; one still adding keeps the batch open until it is large).
 const SMALL_WAITS: usize = 4;
 
 /// The flusher: after the sender yields, writes everything pending, as
@@ -486,16 +487,21 @@ const SMALL_WAITS: usize = 4;
 async fn flush(send: SharedSend) {
     tokio::task::yield_now().await;
     loop {
-        for _ in 0..SMALL_WAITS {
-            let ready = {
+        let mut idle = 0;
+        let mut seen = 0;
+        while idle < SMALL_WAITS {
+            let (ready, len) = {
                 let st = lock(&send);
-                st.pending.len() >= SMALL_FRAME
+                let ready = st.pending.len() >= SMALL_FRAME
                     || !matches!(st.end, End::Open)
-                    || st.failed.is_some()
+                    || st.failed.is_some();
+                (ready, st.pending.len())
             };
             if ready {
                 break;
             }
+            idle = if len > seen { 0 } else { idle + 1 };
+            seen = len;
             tokio::task::yield_now().await;
         }
         let mut data = {
