@@ -47,7 +47,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context as TaskContext, Poll};
+use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -184,46 +184,74 @@ impl BaiduStd {
     /// any broken connection, and carries an internal mark saying so: the
     /// retry loop retries such a call without spending the retry budget.
     pub async fn try_call(&self, call: &Call<'_>) -> Result<Reply, Status> {
-        let epoch = match self.conn.up_epoch() {
-            Some(epoch) => epoch,
-            // Connecting is rare and its future large: in a pooled block,
-            // so the call's own future stays small.
-            None => FutureBox::new(self.connect()).await?,
-        };
         // Compression is slow work: do it before taking the lock.
         let scratch = compress_request(call)?;
-        let queued = self.enqueue(call, epoch, scratch.as_ref().map(|s| &s.packed[..]));
+        let packed = scratch.as_ref().map(|s| &s.packed[..]);
+        // The common case takes the lock once: the connection is up, the
+        // call is queued on it and registered with this task's waker (the
+        // one its `PendingCall` is polled with next, in the same poll).
+        let mut queued =
+            std::future::poll_fn(|cx| Poll::Ready(self.enqueue(call, None, packed, cx.waker())))
+                .await;
+        if matches!(queued, Ok(None)) {
+            // Connecting is rare and its future large: in a pooled block,
+            // so the call's own future stays small.
+            queued = match FutureBox::new(self.connect()).await {
+                Ok(epoch) => {
+                    std::future::poll_fn(|cx| {
+                        Poll::Ready(self.enqueue(call, Some(epoch), packed, cx.waker()))
+                    })
+                    .await
+                }
+                Err(status) => Err(status),
+            };
+        }
         if let Some(scratch) = scratch {
             scratch.give_back();
         }
-        let key = queued?;
+        let key = match queued {
+            Ok(Some(key)) => key,
+            Ok(None) => return Err(self.closed()),
+            Err(status) => return Err(status),
+        };
         call.span.mark(crate::rpcz::Mark::Sent);
         self.conn.wake_writer.notify_one();
         PendingCall {
             conn: &self.conn,
             key,
+            registered: true,
             finished: false,
         }
         .await
     }
 
+    fn closed(&self) -> Status {
+        Status::new(
+            Code::EFAILEDSOCKET,
+            format!("connection to {} closed", self.conn.addr),
+        )
+        .with_request_unwritten()
+    }
+
     /// Encodes `call` (its payload already compressed into `packed`, if
     /// it asked for compression) into the write queue of connection
-    /// `epoch`, and registers it as pending.
+    /// `epoch` (or of the one up now), and registers it as pending, to wake
+    /// `waker` when answered. `None` when no connection is up (and `epoch`
+    /// was not named): connect first.
     fn enqueue(
         &self,
         call: &Call<'_>,
-        epoch: u64,
+        epoch: Option<u64>,
         packed: Option<&[u8]>,
-    ) -> Result<CallId, Status> {
+        waker: &Waker,
+    ) -> Result<Option<CallId>, Status> {
         let mut st = self.conn.lock();
-        if !st.up || st.epoch != epoch {
-            return Err(Status::new(
-                Code::EFAILEDSOCKET,
-                format!("connection to {} closed", self.conn.addr),
-            )
-            .with_request_unwritten());
+        match epoch {
+            None if !st.up => return Ok(None),
+            Some(epoch) if !st.up || st.epoch != epoch => return Err(self.closed()),
+            _ => {}
         }
+        let epoch = st.epoch;
         // The bound counts the request being added (R8): the queue
         // never holds more than MAX_UNWRITTEN, or one larger request.
         let adding = packed.map_or_else(|| call.request.encoded_len(), <[u8]>::len)
@@ -246,7 +274,7 @@ impl BaiduStd {
             call.span.set_protocol("baidu_std");
         }
         let start = st.queued;
-        let key = st.pending.insert(epoch, start);
+        let key = st.pending.insert(epoch, start, waker);
         let credential: &[u8] = if st.credential_sent {
             &[]
         } else {
@@ -260,7 +288,7 @@ impl BaiduStd {
         }
         st.queued += (st.out.len() - before) as u64;
         st.credential_sent = true;
-        Ok(key)
+        Ok(Some(key))
     }
 
     /// Connects (one caller at a time), unless another caller just did.
@@ -394,16 +422,22 @@ impl Link {
         st.up.then_some(st.epoch)
     }
 
-    /// Delivers one response frame to its waiting call, if it still waits.
-    fn complete(&self, correlation_id: i64, result: Result<Arrived, Status>) {
-        let waker = {
+    /// Delivers the answers cut from one read to the calls that still wait
+    /// for them, under one lock; wakes them once it is released. Returns
+    /// the calls still waiting.
+    fn complete(&self, answers: &mut Answers) -> usize {
+        let waiting = {
             let mut st = self.lock();
-            st.pending
-                .complete(CallId::from_correlation_id(correlation_id), result)
+            for (cid, result) in answers.ready.drain(..) {
+                let id = CallId::from_correlation_id(cid);
+                answers.wakers.extend(st.pending.complete(id, result));
+            }
+            st.pending.len()
         };
-        if let Some(w) = waker {
+        for w in answers.wakers.drain(..) {
             w.wake();
         }
+        waiting
     }
 
     /// The connection of `epoch`, which wrote its first `written` bytes,
@@ -498,6 +532,7 @@ async fn run_connection<S: crate::tls::Duplex>(
         crate::connections::Registered::new(crate::connections::Side::Client, peer, "baidu_std");
     let (mut rd, mut wr) = stream.halves();
     let mut reads = ReadBuffers::default();
+    let mut answers = Answers::default();
     // Requests taken from the queue and being written, from `written` on.
     let mut outbuf = BytesMut::new();
     let mut written = 0;
@@ -516,7 +551,8 @@ async fn run_connection<S: crate::tls::Duplex>(
             break "the server is stopping and answered every call sent".into();
         }
         reads.prepare();
-        if !shrink_armed && (outbuf.capacity() > 0 || reads.above_idle()) {
+        let holding = answers.ready.capacity() + answers.wakers.capacity() > 0;
+        if !shrink_armed && (outbuf.capacity() > 0 || reads.above_idle() || holding) {
             shrink
                 .as_mut()
                 .reset(tokio::time::Instant::now() + IDLE_SHRINK);
@@ -545,6 +581,7 @@ async fn run_connection<S: crate::tls::Duplex>(
                 }
                 drop(st);
                 reads.shrink();
+                answers = Answers::default();
             } }
             _ = conn.wake_writer.notified(), if !retired && written == outbuf.len() => {
                 outbuf.clear();
@@ -596,13 +633,13 @@ async fn run_connection<S: crate::tls::Duplex>(
                     // Taken for writing so far: written, or in `outbuf`
                     // still to be written.
                     let sent = exit.written + (outbuf.len() - written) as u64;
-                    match deliver(&conn, inbuf, &limits, (epoch, sent)) {
+                    let cut = deliver(&conn, inbuf, &limits, (epoch, sent), &mut answers);
+                    // Calls still waiting, for the console.
+                    listed.set_in_flight(conn.complete(&mut answers));
+                    match cut {
                         Err(e) => break e,
                         Ok(stopping) => retired |= stopping,
                     }
-                    // Calls still waiting, for the console (one lock per
-                    // read, not per response).
-                    listed.set_in_flight(conn.lock().pending.len());
                     reads.settle();
                 }
                 Err(e) => break e.to_string(),
@@ -684,7 +721,17 @@ impl ReadBuffers {
     }
 }
 
-/// Hands every complete response in `inbuf` to its call; true when one of
+/// The answers of one read on their way to their calls, and the wakers
+/// of those calls; kept between reads (given back when the connection
+/// goes quiet, rule R7), so answering costs no allocation.
+#[derive(Default)]
+struct Answers {
+    ready: Vec<(i64, Result<Arrived, Status>)>,
+    wakers: Vec<Waker>,
+}
+
+/// Cuts every complete response out of `inbuf` into `answers` (for
+/// [`Link::complete`], even when a later frame is bad); true when one of
 /// them said the server is stopping (`ELOGOFF`). Then the connection
 /// (`epoch`, which took its first `sent` bytes for writing) is retired
 /// before that call learns of it, so that its retry connects again.
@@ -693,6 +740,7 @@ fn deliver(
     inbuf: &mut BytesMut,
     limits: &Limits,
     (epoch, sent): (u64, u64),
+    answers: &mut Answers,
 ) -> Result<bool, String> {
     let mut stopping = false;
     loop {
@@ -711,7 +759,9 @@ fn deliver(
                 super::BAD_RESPONSES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if let Some(cid) = salvage_correlation_id(frame.meta_bytes()) {
                     let text = format!("bad response meta from {}: {e}", conn.addr);
-                    conn.complete(cid, Err(Status::new(Code::ERESPONSE, text)));
+                    answers
+                        .ready
+                        .push((cid, Err(Status::new(Code::ERESPONSE, text))));
                 }
                 continue;
             }
@@ -749,7 +799,7 @@ fn deliver(
                 Err(e) => Err(Status::new(Code::ERESPONSE, e.to_string())),
             },
         };
-        conn.complete(cid, result);
+        answers.ready.push((cid, result));
     }
 }
 
@@ -757,6 +807,10 @@ fn deliver(
 struct PendingCall<'a> {
     conn: &'a Link,
     key: CallId,
+    /// Its entry already holds the waker of the poll that comes first
+    /// (registered when queued, in the same poll): that poll can only
+    /// find it waiting, and takes no lock.
+    registered: bool,
     finished: bool,
 }
 
@@ -764,6 +818,11 @@ impl Future for PendingCall<'_> {
     type Output = Result<Reply, Status>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        if std::mem::take(&mut self.registered) {
+            // An answer that came meanwhile woke this task: it is polled
+            // again.
+            return Poll::Pending;
+        }
         let mut st = self.conn.lock();
         match st.pending.poll(self.key, cx.waker()) {
             Poll::Ready(result) => {

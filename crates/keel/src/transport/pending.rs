@@ -112,8 +112,9 @@ impl PendingCalls {
     }
 
     /// Registers a call sent on connection `epoch`, its request queued
-    /// after the connection's first `start` bytes.
-    pub(crate) fn insert(&mut self, epoch: u64, start: u64) -> CallId {
+    /// after the connection's first `start` bytes, to wake `waker` when it
+    /// is answered.
+    pub(crate) fn insert(&mut self, epoch: u64, start: u64, waker: &Waker) -> CallId {
         // Positive as an i64 for 2^63 calls: never wraps in practice.
         self.last_id += 1;
         let id = CallId(self.last_id);
@@ -122,7 +123,7 @@ impl PendingCalls {
             Entry {
                 epoch,
                 start,
-                state: State::Waiting(None),
+                state: State::Waiting(Some(waker.clone())),
             },
         );
         id
@@ -244,11 +245,11 @@ mod tests {
     #[test]
     fn correlation_ids_round_trip_and_stale_answers_are_dropped() {
         let mut table = PendingCalls::default();
-        let keep = table.insert(1, 0);
-        let a = table.insert(1, 0);
+        let keep = table.insert(1, 0, Waker::noop());
+        let a = table.insert(1, 0, Waker::noop());
         assert_eq!(CallId::from_correlation_id(a.correlation_id()), a);
         table.remove(a);
-        let b = table.insert(1, 0);
+        let b = table.insert(1, 0, Waker::noop());
         assert_ne!(a.correlation_id(), b.correlation_id(), "ids are not reused");
         // The abandoned call's late answer finds nothing.
         assert!(table.complete(a, Ok(Arrived::default())).is_none());
@@ -262,7 +263,9 @@ mod tests {
     #[test]
     fn correlation_ids_are_not_reused_after_the_table_shrinks() {
         let mut table = PendingCalls::default();
-        let ids: Vec<_> = (0..KEEP * 4).map(|_| table.insert(1, 0)).collect();
+        let ids: Vec<_> = (0..KEEP * 4)
+            .map(|_| table.insert(1, 0, Waker::noop()))
+            .collect();
         let first = ids[0];
         for id in ids {
             table.remove(id);
@@ -272,7 +275,7 @@ mod tests {
             "an idle, oversized table is given back: {}",
             table.capacity()
         );
-        let again = table.insert(1, 0);
+        let again = table.insert(1, 0, Waker::noop());
         assert_ne!(again.correlation_id(), first.correlation_id());
         assert!(table.complete(first, Ok(Arrived::default())).is_none());
     }
@@ -280,11 +283,13 @@ mod tests {
     #[test]
     fn answered_calls_shrink_the_table_too() {
         let mut table = PendingCalls::default();
-        let long = table.insert(1, 0);
-        let burst: Vec<_> = (0..10_000).map(|_| table.insert(1, 0)).collect();
+        let long = table.insert(1, 0, Waker::noop());
+        let burst: Vec<_> = (0..10_000)
+            .map(|_| table.insert(1, 0, Waker::noop()))
+            .collect();
         // Answered in reverse: the tail empties first.
         for id in burst.into_iter().rev() {
-            assert!(table.complete(id, Ok(Arrived::default())).is_none());
+            assert!(table.complete(id, Ok(Arrived::default())).is_some());
             assert!(table.poll(id, Waker::noop()).is_ready());
         }
         assert_eq!(table.len(), 1);
@@ -300,12 +305,14 @@ mod tests {
     #[test]
     fn one_long_call_does_not_keep_a_bursts_table() {
         let mut table = PendingCalls::default();
-        let burst: Vec<_> = (0..10_000).map(|_| table.insert(1, 0)).collect();
+        let burst: Vec<_> = (0..10_000)
+            .map(|_| table.insert(1, 0, Waker::noop()))
+            .collect();
         // The last call of the burst (the highest id) waits on; the others
         // are answered in the order they were sent.
         let long = *burst.last().expect("a burst");
         for &id in &burst[..burst.len() - 1] {
-            assert!(table.complete(id, Ok(Arrived::default())).is_none());
+            assert!(table.complete(id, Ok(Arrived::default())).is_some());
             assert!(table.poll(id, Waker::noop()).is_ready());
         }
         assert_eq!(table.len(), 1);
@@ -325,9 +332,9 @@ mod tests {
     #[test]
     fn failing_an_epoch_fails_only_its_calls() {
         let mut table = PendingCalls::default();
-        let old = table.insert(1, 0);
-        let new = table.insert(2, 0);
-        assert!(table.fail_epoch(1, "gone", 0).is_empty()); // no wakers registered
+        let old = table.insert(1, 0, Waker::noop());
+        let new = table.insert(2, 0, Waker::noop());
+        assert_eq!(table.fail_epoch(1, "gone", 0).len(), 1); // the old call's waker
         match table.poll(old, Waker::noop()) {
             Poll::Ready(Err(s)) => assert_eq!(s.code(), Code::EFAILEDSOCKET),
             _ => panic!("old call must fail"),
@@ -341,8 +348,10 @@ mod tests {
         let mut table = PendingCalls::default();
         // Requests of 100 bytes; the connection took the first two for
         // writing when its server said it was stopping.
-        let calls: Vec<_> = (0..4).map(|i| table.insert(7, i * 100)).collect();
-        let other = table.insert(8, 0);
+        let calls: Vec<_> = (0..4)
+            .map(|i| table.insert(7, i * 100, Waker::noop()))
+            .collect();
+        let other = table.insert(8, 0, Waker::noop());
         table.fail_unsent(7, 200, "stopping");
         let failed: Vec<Option<bool>> = calls
             .iter()
@@ -367,7 +376,9 @@ mod tests {
         let mut table = PendingCalls::default();
         // Three requests of 100 bytes each; the connection wrote 150 bytes
         // (the first request and half the second) before it failed.
-        let calls: Vec<_> = (0..3).map(|i| table.insert(7, i * 100)).collect();
+        let calls: Vec<_> = (0..3)
+            .map(|i| table.insert(7, i * 100, Waker::noop()))
+            .collect();
         table.fail_epoch(7, "reset", 150);
         let unwritten: Vec<bool> = calls
             .iter()
