@@ -175,6 +175,13 @@ impl Incoming {
         let Some(deadline) = self.deadline else {
             return self.next_inner().await;
         };
+        // A message already buffered (a DATA frame carries many small
+        // ones) is taken without the timer: only a read that waits needs
+        // it.
+        if let Some(buffered) = self.buffered() {
+            tokio::task::consume_budget().await;
+            return buffered;
+        }
         // One timer for the whole stream, polled only while waiting.
         let mut timer = self
             .timer
@@ -214,18 +221,26 @@ impl Incoming {
         self.timer = None;
     }
 
+    /// The next message if it is whole in the buffer (or the error that
+    /// cutting it found); `None` when more must be read.
+    fn buffered(&mut self) -> Option<Result<Option<Bytes>, Status>> {
+        match keel_wire::grpc::split_message(&mut self.buf, self.max) {
+            Ok(Some(message)) => Some(self.decompress(message)),
+            Ok(None) => None,
+            Err(e) => {
+                let status = wire::message_error(e, self.blame);
+                self.end(Err(status.clone()));
+                Some(Err(status))
+            }
+        }
+    }
+
     async fn next_inner(&mut self) -> Result<Option<Bytes>, Status> {
         // Messages already buffered come without a wakeup: stay fair.
         tokio::task::consume_budget().await;
         loop {
-            match keel_wire::grpc::split_message(&mut self.buf, self.max) {
-                Ok(Some(message)) => return self.decompress(message),
-                Ok(None) => {}
-                Err(e) => {
-                    let status = wire::message_error(e, self.blame);
-                    self.end(Err(status.clone()));
-                    return Err(status);
-                }
+            if let Some(buffered) = self.buffered() {
+                return buffered;
             }
             match &mut self.state {
                 IncomingState::Response(response) => match response.await {
