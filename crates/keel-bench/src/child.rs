@@ -43,6 +43,32 @@ impl ChildServer {
     pub fn start(name: &'static str, args: &[String]) -> Result<ChildServer, String> {
         let exe = std::env::current_exe()
             .map_err(|e| format!("cannot find this program to start a server: {e}"))?;
+        ChildServer::start_program(name, &exe, args)
+    }
+
+    /// Starts `exe <args>` and waits for its `port N` line.
+    pub fn start_program(
+        name: &'static str,
+        exe: &std::path::Path,
+        args: &[String],
+    ) -> Result<ChildServer, String> {
+        let mut server = ChildServer::spawn(name, exe, args)?;
+        let line = server.next_line(REPLY_WAIT)?;
+        let port = line
+            .strip_prefix("port ")
+            .and_then(|p| p.parse::<u16>().ok())
+            .ok_or_else(|| format!("the {name} server said {line:?}"))?;
+        server.addr.set_port(port);
+        Ok(server)
+    }
+
+    /// Starts `exe <args>` (a server or a load client) with piped standard
+    /// input and output, not waiting for anything it says.
+    pub fn spawn(
+        name: &'static str,
+        exe: &std::path::Path,
+        args: &[String],
+    ) -> Result<ChildServer, String> {
         let mut child = Command::new(exe)
             .args(args)
             .stdin(Stdio::piped())
@@ -63,27 +89,21 @@ impl ChildServer {
                 }
             });
         }
-        let mut server = ChildServer {
+        Ok(ChildServer {
             name,
             child,
             stdin,
             lines,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        };
-        let line = server.next_line()?;
-        let port = line
-            .strip_prefix("port ")
-            .and_then(|p| p.parse::<u16>().ok())
-            .ok_or_else(|| format!("the {name} server said {line:?}"))?;
-        server.addr.set_port(port);
-        Ok(server)
+        })
     }
 
     /// The next line the server prints, within [`REPLY_WAIT`].
-    fn next_line(&self) -> Result<String, String> {
-        self.lines.recv_timeout(REPLY_WAIT).map_err(|e| match e {
+    /// The next line it prints, waiting at most `wait`.
+    pub fn next_line(&self, wait: Duration) -> Result<String, String> {
+        self.lines.recv_timeout(wait).map_err(|e| match e {
             RecvTimeoutError::Timeout => {
-                format!("the {} server did not answer in {REPLY_WAIT:?}", self.name)
+                format!("the {} server did not answer in {wait:?}", self.name)
             }
             RecvTimeoutError::Disconnected => format!("the {} server exited", self.name),
         })
@@ -91,6 +111,12 @@ impl ChildServer {
 
     /// Sends one command line and returns the server's answer.
     pub fn ask(&mut self, command: &str) -> Result<String, String> {
+        self.ask_within(command, REPLY_WAIT)
+    }
+
+    /// Sends one command line and returns the answer, waiting at most
+    /// `wait` for it.
+    pub fn ask_within(&mut self, command: &str, wait: Duration) -> Result<String, String> {
         let name = self.name;
         let stdin = self
             .stdin
@@ -99,7 +125,7 @@ impl ChildServer {
         writeln!(stdin, "{command}")
             .and_then(|()| stdin.flush())
             .map_err(|e| format!("the {name} server is gone: {e}"))?;
-        self.next_line()
+        self.next_line(wait)
     }
 
     /// The server's CPU time so far, in clock ticks.

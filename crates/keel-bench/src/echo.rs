@@ -508,7 +508,7 @@ impl ServerProcess {
 }
 
 /// `stats <allocs> <live>` as the server prints it.
-fn parse_counters(line: &str) -> Option<ServerCounters> {
+pub(crate) fn parse_counters(line: &str) -> Option<ServerCounters> {
     let mut f = line.strip_prefix("stats ")?.split_whitespace();
     let allocs = f.next()?.parse().ok()?;
     let live_bytes = f.next()?.parse().ok()?;

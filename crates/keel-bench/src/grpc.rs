@@ -39,18 +39,12 @@
 //! Runs alternate keel, tonic, keel srv, ... for `--rounds` rounds and every
 //! figure is the median of its rounds.
 //!
-//! # Not here: volo-grpc
+//! # volo-grpc: `keel-bench volo`
 //!
-//! The issue names volo-grpc (CloudWeGo) as a third peer. It needs no
-//! system `protoc` (volo-build's pilota-build parses `.proto` files with
-//! protobuf-parse's pure Rust parser), but adding volo-grpc 0.12.2, volo
-//! 0.12.4, pilota 0.13.1 and volo-build 0.12.3 to this crate compiled 269
-//! crates (volo-build's code generator, salsa among them, and tokio, h2,
-//! hyper and Keel itself again under the features volo turns on) in
-//! 6 min 21 s of release build on the 2-core reference machine (load
-//! average ~3.4), against a budget of ~3 minutes for the whole benchmark
-//! binary's extra peers. So the volo-grpc target is reported as not
-//! measured.
+//! volo-grpc (CloudWeGo), the third peer, is measured by `keel-bench volo`
+//! (`scripts/bench-volo.sh`), against a program of its own (`peers/volo`):
+//! its crates (about 270, 3 to 6 minutes of release build on 2 cores) stay out
+//! of this binary and of the workspace's tests.
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
@@ -471,7 +465,7 @@ fn report(opts: &Options, cores: usize, r: &Results) -> String {
         }
         let _ = writeln!(
             out,
-            "  -        1x128: keel QPS >= 1.5x volo-grpc's: not measured (volo-grpc is not a peer here)"
+            "  -        1x128: keel QPS >= 1.5x volo-grpc's: see `keel-bench volo` (scripts/bench-volo.sh)"
         );
     }
     let _ = writeln!(

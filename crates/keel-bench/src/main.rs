@@ -63,6 +63,7 @@ mod scaling;
 mod soak;
 mod summary;
 mod table;
+mod volo;
 
 #[global_allocator]
 static GLOBAL: CountingAlloc<alloc::Switch> = CountingAlloc::new(alloc::Switch);
@@ -94,6 +95,9 @@ enum Command {
     /// gRPC: Keel vs tonic servers and clients, echo QPS, allocations, idle heap, streaming msgs/s
     #[command(long_about = grpc::ABOUT)]
     Grpc(args::RunArgs),
+    /// gRPC echo: Keel's server and client vs volo-grpc's (a peer program built by scripts/bench-volo.sh)
+    #[command(long_about = volo::ABOUT)]
+    Volo(volo::Args),
     /// JSON over HTTP/1.1 vs baidu_std and gRPC echo QPS; console page loads with 10,000 connections, 1,000 invokers
     #[command(long_about = http::ABOUT)]
     Http(args::RunArgs),
@@ -152,6 +156,7 @@ fn main() -> ExitCode {
         Command::Scaling(a) => scaling::main(a),
         Command::Pingpong(a) => pingpong::main(a),
         Command::Grpc(a) => grpc::main(a),
+        Command::Volo(a) => volo::main(a),
         Command::Http(a) => http::main(a),
         Command::Rpcz(a) => rpcz::main(a),
         Command::Lb(a) => lb::main(a),
