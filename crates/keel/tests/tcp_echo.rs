@@ -314,3 +314,68 @@ async fn large_calls_in_both_directions_at_once_do_not_deadlock() {
     }
     assert_eq!(channel.pending_calls(), 0);
 }
+
+/// A call registers the task that first polls it when its request is
+/// queued; polled afterwards from another task (a future handed over, as
+/// join sets and spawned wrappers do), it is that task that its answer
+/// wakes, whether the answer came before the hand-over or after.
+#[tokio::test]
+async fn a_call_handed_to_another_task_after_its_first_poll_is_answered() {
+    use std::future::Future;
+    use std::sync::Arc;
+    use std::task::{Context, Wake, Waker};
+
+    /// A waker that says when it is woken.
+    struct Signal(tokio::sync::Notify);
+    impl Wake for Signal {
+        fn wake(self: Arc<Self>) {
+            self.0.notify_one();
+        }
+    }
+
+    let f = start(|b| b).await;
+    let channel = Channel::new(&f.addr()).expect("valid address");
+    let client = EchoServiceClient::new(&channel);
+    // Connected: the next call's first poll queues its request.
+    client.echo(&request("warm")).await.expect("warm-up call");
+    for answered_before in [false, true] {
+        let mut call = Box::pin({
+            let client = client.clone();
+            async move { client.echo(&request("gate")).await }
+        });
+        let signal = Arc::new(Signal(tokio::sync::Notify::new()));
+        let waker = Waker::from(signal.clone());
+        let first = call.as_mut().poll(&mut Context::from_waker(&waker));
+        assert!(first.is_pending(), "the answer cannot be there yet");
+        f.gated.notified().await; // in the handler
+        if answered_before {
+            f.gate.add_permits(1);
+            // The answer reached the call: it woke the first poller.
+            tokio::time::timeout(Duration::from_secs(5), signal.0.notified())
+                .await
+                .expect("the first poller is woken by the answer");
+        }
+        // The new task says when it has polled the call once.
+        let (polled, polled_rx) = tokio::sync::oneshot::channel();
+        let handed_over = tokio::spawn(async move {
+            let mut polled = Some(polled);
+            std::future::poll_fn(|cx| {
+                let poll = call.as_mut().poll(cx);
+                if let Some(polled) = polled.take() {
+                    let _ = polled.send(());
+                }
+                poll
+            })
+            .await
+        });
+        polled_rx.await.expect("the new task polled the call");
+        if !answered_before {
+            f.gate.add_permits(1);
+        }
+        let reply = tokio::time::timeout(Duration::from_secs(5), handed_over)
+            .await
+            .expect("the call completes in its new task")
+            .expect("task");
+        assert_eq!(reply.expect("answered").message, "gate");
+    }
+}
