@@ -1117,13 +1117,11 @@ fn report(opts: &Options, cores: usize, r: &Results) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "keel-bench echo: brpc's echo (16-byte message) on 127.0.0.1, keel {} (baidu_std) vs tonic 0.14.9 (gRPC)",
-        env!("CARGO_PKG_VERSION")
+        "keel-bench echo: brpc's echo (16-byte message) on 127.0.0.1, keel {} (baidu_std) vs {} (gRPC)",
+        env!("CARGO_PKG_VERSION"),
+        crate::summary::TONIC
     );
-    let _ = writeln!(
-        out,
-        "  each server in its own process, tokio multi-thread x{WORKERS}; clients in this process, tokio multi-thread x{WORKERS}"
-    );
+    crate::summary::runtimes_line(&mut out);
     let _ = writeln!(
         out,
         "  medians of {} rounds of {:.1} s per framework, frameworks alternating; CPU from /proc/<pid>/stat at {} ticks/s",

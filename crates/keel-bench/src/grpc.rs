@@ -281,19 +281,16 @@ fn report(opts: &Options, cores: usize, r: &Results) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "keel-bench grpc: brpc's echo (16-byte message) over gRPC on 127.0.0.1, keel {} vs tonic 0.14.9",
-        env!("CARGO_PKG_VERSION")
+        "keel-bench grpc: brpc's echo (16-byte message) over gRPC on 127.0.0.1, keel {} vs {}",
+        env!("CARGO_PKG_VERSION"),
+        crate::summary::TONIC
     );
     let _ = writeln!(
         out,
         "  keel = Keel server + Keel client (grpc://); tonic = tonic server + tonic client;\n  \
          keel srv = Keel server + tonic client (only the server differs from tonic)"
     );
-    let _ = writeln!(
-        out,
-        "  each server in its own process, tokio multi-thread x{w}; clients in this process, tokio multi-thread x{w}",
-        w = echo::WORKERS
-    );
+    crate::summary::runtimes_line(&mut out);
     let _ = writeln!(
         out,
         "  medians of {} rounds of {:.1} s per pair, pairs alternating; allocations from keel_alloc::CountingAlloc",

@@ -309,8 +309,9 @@ fn report(runs: &args::Runs, cores: usize, r: &Results) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "keel-bench pingpong: 1 connection, 1 call in flight, 16-byte messages on 127.0.0.1: raw TCP vs keel {} (baidu_std) vs tonic 0.14.9 (gRPC)",
-        env!("CARGO_PKG_VERSION")
+        "keel-bench pingpong: 1 connection, 1 call in flight, 16-byte messages on 127.0.0.1: raw TCP vs keel {} (baidu_std) vs {} (gRPC)",
+        env!("CARGO_PKG_VERSION"),
+        crate::summary::TONIC
     );
     let _ = writeln!(
         out,

@@ -236,14 +236,11 @@ fn report(opts: &Options, cores: usize, r: &Results) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "keel-bench scaling: brpc's echo (16-byte message) on 127.0.0.1, keel {} (baidu_std) vs tonic 0.14.9 (gRPC)",
-        env!("CARGO_PKG_VERSION")
+        "keel-bench scaling: brpc's echo (16-byte message) on 127.0.0.1, keel {} (baidu_std) vs {} (gRPC)",
+        env!("CARGO_PKG_VERSION"),
+        crate::summary::TONIC
     );
-    let _ = writeln!(
-        out,
-        "  each server in its own process, tokio multi-thread x{w}; clients in this process, tokio multi-thread x{w}",
-        w = echo::WORKERS
-    );
+    crate::summary::runtimes_line(&mut out);
     let _ = writeln!(
         out,
         "  calls in flight in all, spread evenly over the connections; medians of {} rounds of {:.1} s per framework, alternating",
@@ -353,8 +350,9 @@ fn chart(opts: &Options, r: &Results) -> String {
         },
     ];
     let title = format!(
-        "keel-bench scaling: echo on 127.0.0.1, keel {} (baidu_std, solid) vs tonic 0.14.9 (gRPC, dashed); medians of {} x {:.1} s; load {} / {}",
+        "keel-bench scaling: echo on 127.0.0.1, keel {} (baidu_std, solid) vs {} (gRPC, dashed); medians of {} x {:.1} s; load {} / {}",
         env!("CARGO_PKG_VERSION"),
+        crate::summary::TONIC,
         opts.runs.rounds,
         opts.runs.seconds,
         r.load_start,

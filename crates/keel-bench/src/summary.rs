@@ -31,6 +31,19 @@ pub fn load_average() -> String {
         .unwrap_or_else(|| "n/a".to_string())
 }
 
+/// The tonic release the benchmarks compare with, as reports name it.
+pub const TONIC: &str = "tonic 0.14.9";
+
+/// Appends the line saying where servers and clients run: each server in
+/// its own process and the clients in this one, all on tokio multi-thread
+/// runtimes of [`echo::WORKERS`](crate::echo::WORKERS) workers.
+pub fn runtimes_line(out: &mut String) {
+    let w = crate::echo::WORKERS;
+    out.push_str(&format!(
+        "  each server in its own process, tokio multi-thread x{w}; clients in this process, tokio multi-thread x{w}\n"
+    ));
+}
+
 /// Appends the line on the machine a report ran on: its cores, the load
 /// average at the start and the end, and how long the run took.
 pub fn machine_line(out: &mut String, cores: usize, load: (&str, &str), seconds: f64) {
