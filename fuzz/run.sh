@@ -17,6 +17,12 @@
 #                     the console); answered or closed within a bound
 #   sniff             a connection's first bytes: baidu_std, HTTP/2, HTTP/1,
 #                     TLS ClientHello; prefixes agree with the whole
+#   http2_connection  bytes after the preface on an HTTP/2 connection to a
+#                     server (Keel's own HTTP/2 and gRPC); answered or
+#                     closed within a bound
+#   hpack_decode      HTTP/2 header blocks (keel_wire::hpack) on one
+#                     connection: a list limit never desyncs the table, and
+#                     what decodes re-encodes and decodes to the same fields
 #
 #   fuzz/run.sh                      every target, FUZZ_SECONDS split between them
 #   fuzz/run.sh protowire            one target, for all of FUZZ_SECONDS
@@ -33,7 +39,7 @@ total="${FUZZ_SECONDS:-60}"
 if [ "$#" -gt 0 ]; then
   targets=("$@")
 else
-  targets=(baidu_std_decode protowire grpc_framing grpc_headers json_transcode http1_request sniff)
+  targets=(baidu_std_decode protowire grpc_framing grpc_headers json_transcode http1_request http2_connection sniff hpack_decode)
 fi
 each=$((total / ${#targets[@]}))
 if [ "$each" -lt 1 ]; then
@@ -114,6 +120,16 @@ seed_http1_request() {
   echo "seeded 4 requests"
 }
 
+seed_http2_connection() {
+  # SETTINGS, then a health Check (HEADERS with literal fields, an empty
+  # message with END_STREAM); and a health Watch with a 50 ms deadline,
+  # a 10-byte window, a WINDOW_UPDATE and a RST_STREAM.
+  local corpus=$1
+  write_hex "$corpus/check" 00000004000000000000007a01040000000100073a6d6574686f6404504f535400073a736368656d65046874747000053a706174681c2f677270632e6865616c74682e76312e4865616c74682f436865636b000a3a617574686f726974790178000c636f6e74656e742d74797065106170706c69636174696f6e2f677270630002746508747261696c6572730000050001000000010000000000
+  write_hex "$corpus/watch" 00000604000000000000040000000a00007f01040000000300073a6d6574686f6404504f535400073a736368656d65046874747000053a706174681c2f677270632e6865616c74682e76312e4865616c74682f5761746368000a3a617574686f726974790178000c636f6e74656e742d74797065106170706c69636174696f6e2f67727063000c677270632d74696d656f75740335306d00000500010000000300000000000000040800000000030000006400000403000000000300000008
+  echo "seeded 2 connections"
+}
+
 seed_sniff() {
   local corpus=$1
   printf 'PRPC\x00\x00\x00\x10\x00\x00\x00\x08' >"$corpus/baidu_std"
@@ -123,9 +139,23 @@ seed_sniff() {
   echo "seeded 4 openings"
 }
 
+seed_hpack_decode() {
+  # RFC 7541's example connections (Appendix C.3, C.4 and C.6), after the
+  # two control bytes the target reads first: 00, the byte between blocks
+  # (no block here contains one), then ff (no header list limit) or 02 (a
+  # 32-byte limit, which the first request already passes). The responses
+  # assume a 256-byte table, so they start with a size update to 256.
+  local corpus=$1
+  write_hex "$corpus/requests" 00ff828684410f7777772e6578616d706c652e636f6d00828684be58086e6f2d636163686500828785bf400a637573746f6d2d6b65790c637573746f6d2d76616c7565
+  write_hex "$corpus/requests-huffman" 00ff828684418cf1e3c2e5f23a6ba0ab90f4ff00828684be5886a8eb10649cbf00828785bf408825a849e95ba97d7f8925a849e95bb8e8b4bf
+  write_hex "$corpus/requests-limited" 0002828684410f7777772e6578616d706c652e636f6d00828684be58086e6f2d636163686500828785bf400a637573746f6d2d6b65790c637573746f6d2d76616c7565
+  write_hex "$corpus/responses-huffman" 00ff3fe101488264025885aec3771a4b6196d07abe941054d444a8200595040b8166e082a62d1bff6e919d29ad171863c78f0b97c8e9ae82ae43d3004883640effc1c0bf0088c16196d07abe941054d444a8200595040b8166e084a62d1bffc05a839bd9ab77ad94e7821dd7f2e6c7b335dfdfcd5b3960d5af27087f3672c1ab270fb5291f9587316065c003ed4ee5b1063d5007
+  echo "seeded 4 connections"
+}
+
 for target in "${targets[@]}"; do
   if ! declare -F "seed_$target" >/dev/null; then
-    echo "unknown fuzz target $target; the targets are baidu_std_decode, protowire, grpc_framing, grpc_headers, json_transcode, http1_request and sniff" >&2
+    echo "unknown fuzz target $target; the targets are baidu_std_decode, protowire, grpc_framing, grpc_headers, json_transcode, http1_request, http2_connection, sniff and hpack_decode" >&2
     exit 2
   fi
 done

@@ -29,6 +29,13 @@
 //! - [`compress`](mod@compress): the payload compressions brpc names in
 //!   `RpcMeta.compress_type` (snappy, gzip, zlib), with decompression bounded
 //!   by a limit so a decompression bomb is an error, not an allocation.
+//! - [`http2`]: HTTP/2 frames (headers, payloads of every frame type gRPC
+//!   needs, writers), for Keel's own HTTP/2 server connection.
+//! - [`hpack`]: HTTP/2 header compression (RFC 7541): a [`hpack::Decoder`]
+//!   that hands out each field of a header block as borrowed slices without
+//!   allocating, and keeps decoding past a too-large header list so the
+//!   connection stays in sync; an [`hpack::Encoder`] that sends repeated
+//!   fields as one-byte indexes and Huffman-codes strings when shorter.
 //! - [`sniff`](sniff()): which protocol a new connection speaks, from its first
 //!   bytes, so one port can serve baidu_std, HTTP/2 and HTTP/1.
 //!
@@ -69,6 +76,8 @@ pub mod baidu_std;
 pub mod compress;
 mod error;
 pub mod grpc;
+pub mod hpack;
+pub mod http2;
 pub mod protowire;
 mod sniff;
 

@@ -121,6 +121,37 @@ fn core() -> &'static Arc<ServerCore> {
 /// the builtin services, the console), read to the end; the server answers
 /// or closes within a bound.
 pub fn http1_request(data: &[u8]) {
+    drive(data, |server, peer, shared, shutdown| async move {
+        let open = Arc::new(crate::server::sniff::OpenGuard::new(shared.clone(), peer));
+        let port = Port::Service { console: true };
+        crate::server::http::serve(server, peer, shared, shutdown, open, port).await;
+    });
+}
+
+/// The bytes as what follows the preface on an HTTP/2 connection to a
+/// server's port (gRPC calls of the builtin services: health, reflection,
+/// streaming ones included), read to the end; the server answers or closes
+/// within a bound.
+pub fn http2_connection(data: &[u8]) {
+    let preface = &crate::server::http2::PREFACE[..];
+    drive(data, |server, peer, shared, shutdown| async move {
+        let open = crate::server::sniff::OpenGuard::new(shared.clone(), peer);
+        let head = bytes::BytesMut::from(preface);
+        crate::server::http2::serve(server, head, peer, shared, shutdown, open).await;
+    });
+}
+
+/// Writes `data` to a connection `serve` serves, closes the writing side,
+/// and reads to the end: the server must answer or close within a bound.
+fn drive<F: std::future::Future<Output = ()> + Send + 'static>(
+    data: &[u8],
+    serve: impl FnOnce(
+        tokio::io::DuplexStream,
+        SocketAddr,
+        Arc<ServerCore>,
+        tokio::sync::watch::Receiver<bool>,
+    ) -> F,
+) {
     thread_local! {
         static RUNTIME: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -131,17 +162,8 @@ pub fn http1_request(data: &[u8]) {
         runtime.block_on(async {
             let (mut client, server) = tokio::io::duplex(64 * 1024);
             let peer = SocketAddr::from(([127, 0, 0, 1], 1));
-            let shared = core().clone();
-            let open = Arc::new(crate::server::sniff::OpenGuard::new(shared.clone(), peer));
             let (_shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-            let serving = tokio::spawn(crate::server::http::serve(
-                server,
-                peer,
-                shared,
-                shutdown_rx,
-                open,
-                Port::Service { console: true },
-            ));
+            let serving = tokio::spawn(serve(server, peer, core().clone(), shutdown_rx));
             let _ = client.write_all(data).await;
             let _ = client.shutdown().await;
             let mut answer = Vec::new();

@@ -20,7 +20,11 @@
 //! [`ResponseSink`] before the handler returned resets the stream
 //! (RST_STREAM CANCEL), which cancels the other side.
 //!
-//! Owns: messages on h2 streams (framing, compression, flow control) and the
+//! On a server, a stream's messages go through its cell on Keel's own
+//! HTTP/2 connection ([`crate::server::http2_stream`]); on a client, through
+//! the `h2` crate's streams.
+//!
+//! Owns: messages on HTTP/2 streams (framing, compression, flow control) and the
 //! typed wrappers generated code hands to handlers and callers. May not
 //! touch: admission, routing, retries — the dispatcher and the channel do
 //! those.
@@ -41,6 +45,7 @@ use crate::compression::Compression;
 use crate::metadata::Metadata;
 use crate::method::MethodDescriptor;
 use crate::response::Response;
+use crate::server::http2_stream::Cell;
 use crate::status::{Code, Status};
 
 /// Messages arriving on one stream, still encoded.
@@ -101,21 +106,23 @@ enum IncomingState {
     /// A client waiting for the response's headers.
     Response(h2::client::ResponseFuture),
     Body(RecvStream),
+    /// A server stream on Keel's own HTTP/2 connection.
+    Cell(Arc<Cell>),
     /// The stream ended: `Ok` after a clean end (with grpc-status 0 on a
     /// client), else why not.
     Done(Result<(), Status>),
 }
 
 impl Incoming {
-    /// The requests of a server stream whose headers were read.
-    pub(crate) fn server(
-        body: RecvStream,
+    /// The requests of a server stream on Keel's own HTTP/2 connection.
+    pub(crate) fn server_cell(
+        cell: Arc<Cell>,
         max: usize,
         encoding: Option<Compression>,
         deadline: Option<Instant>,
     ) -> Incoming {
         Incoming::new(
-            IncomingState::Body(body),
+            IncomingState::Cell(cell),
             max,
             encoding,
             Code::Internal,
@@ -279,6 +286,18 @@ impl Incoming {
                     }
                     None => self.end(Ok(())),
                 },
+                IncomingState::Cell(cell) => {
+                    match std::future::poll_fn(|cx| cell.poll_data(cx)).await {
+                        Some(Ok(chunk)) => self.buf.extend_from_slice(&chunk),
+                        Some(Err(status)) => self.end(Err(status)),
+                        None if !self.buf.is_empty() => {
+                            let status =
+                                Status::new(self.blame, "the stream ended inside a message");
+                            self.end(Err(status));
+                        }
+                        None => self.end(Ok(())),
+                    }
+                }
                 IncomingState::Done(result) => return result.clone().map(|()| None),
             }
         }
@@ -557,40 +576,52 @@ async fn flush(send: SharedSend) {
 
 /// Messages leaving on one stream.
 pub(crate) struct Outgoing {
-    /// A server's response, until its headers are sent.
-    respond: Option<h2::server::SendResponse<Bytes>>,
     /// Headers the server sends with its first message (initial metadata).
     headers: HeaderMap,
+    /// A server sent its response headers.
+    headers_sent: bool,
     send: Option<SharedSend>,
+    /// A server stream on Keel's own HTTP/2 connection.
+    cell: Option<Arc<Cell>>,
     compress: Option<Compression>,
     /// END_STREAM sent, or the stream reset: nothing more goes out.
     ended: bool,
 }
 
 impl Outgoing {
-    /// The responses of a server stream.
-    pub(crate) fn server(
-        respond: h2::server::SendResponse<Bytes>,
-        compress: Option<Compression>,
-    ) -> Outgoing {
+    /// The requests of a client stream whose headers were sent.
+    pub(crate) fn client(send: SharedSend, compress: Option<Compression>) -> Outgoing {
         Outgoing {
-            respond: Some(respond),
             headers: HeaderMap::new(),
-            send: None,
+            headers_sent: false,
+            send: Some(send),
+            cell: None,
             compress,
             ended: false,
         }
     }
 
-    /// The requests of a client stream whose headers were sent.
-    pub(crate) fn client(send: SharedSend, compress: Option<Compression>) -> Outgoing {
+    /// The responses of a server stream on Keel's own HTTP/2 connection.
+    pub(crate) fn server_cell(cell: Arc<Cell>, compress: Option<Compression>) -> Outgoing {
         Outgoing {
-            respond: None,
             headers: HeaderMap::new(),
-            send: Some(send),
+            headers_sent: false,
+            send: None,
+            cell: Some(cell),
             compress,
             ended: false,
         }
+    }
+
+    /// The response's headers: the handler's metadata and gRPC's own.
+    fn response_headers(&mut self) -> HeaderMap {
+        let mut headers = std::mem::take(&mut self.headers);
+        headers.insert(CONTENT_TYPE, wire::CONTENT_TYPE);
+        headers.insert(wire::GRPC_ACCEPT_ENCODING, wire::ACCEPT_ENCODING);
+        if let Some(name) = self.compress.and_then(wire::encoding_name) {
+            headers.insert(wire::GRPC_ENCODING, name);
+        }
+        headers
     }
 
     fn closed() -> Status {
@@ -600,27 +631,10 @@ impl Outgoing {
         )
     }
 
-    /// The stream to send on; a server sends its response headers first.
+    /// The stream a client sends on.
     fn stream(&mut self) -> Result<SharedSend, Status> {
         if self.ended {
             return Err(Outgoing::closed());
-        }
-        if let Some(mut respond) = self.respond.take() {
-            let mut response = http::Response::new(());
-            let headers = response.headers_mut();
-            *headers = std::mem::take(&mut self.headers);
-            headers.insert(CONTENT_TYPE, wire::CONTENT_TYPE);
-            headers.insert(wire::GRPC_ACCEPT_ENCODING, wire::ACCEPT_ENCODING);
-            if let Some(name) = self.compress.and_then(wire::encoding_name) {
-                headers.insert(wire::GRPC_ENCODING, name);
-            }
-            match respond.send_response(response, false) {
-                Ok(send) => self.send = Some(SendHalf::new(send)),
-                Err(e) => {
-                    self.ended = true;
-                    return Err(wire::stream_failed(&e));
-                }
-            }
         }
         self.send.clone().ok_or_else(Outgoing::closed)
     }
@@ -636,6 +650,22 @@ impl Outgoing {
         let data = sealed
             .as_deref()
             .map_or(Queued::Plain(message), Queued::Sealed);
+        if let Some(cell) = self.cell.clone() {
+            if self.ended {
+                return Err(Outgoing::closed());
+            }
+            if !self.headers_sent {
+                self.headers_sent = true;
+                cell.send_headers(self.response_headers());
+            }
+            let len = data.len();
+            if let Err(failed) = cell.send(len, |queue| data.append_to(queue, len)).await {
+                self.ended = true;
+                return Err(failed);
+            }
+            tokio::task::consume_budget().await;
+            return Ok(());
+        }
         let stream = self.stream()?;
         if let Err(failed) = enqueue(&stream, data).await {
             self.ended = true;
@@ -678,13 +708,15 @@ impl Outgoing {
             Err(status) => wire::status_into(status, &mut trailers),
         }
         self.ended = true;
-        if let Some(mut respond) = self.respond.take() {
-            let mut response = http::Response::new(());
-            let headers = response.headers_mut();
-            *headers = std::mem::take(&mut self.headers);
-            headers.insert(CONTENT_TYPE, wire::CONTENT_TYPE);
-            headers.extend(trailers);
-            let _ = respond.send_response(response, true);
+        if let Some(cell) = &self.cell {
+            if self.headers_sent {
+                cell.finish(trailers);
+            } else {
+                let mut headers = std::mem::take(&mut self.headers);
+                headers.insert(CONTENT_TYPE, wire::CONTENT_TYPE);
+                headers.extend(trailers);
+                cell.finish(headers);
+            }
         } else if let Some(send) = &self.send {
             end_with(send, End::Trailers(trailers));
         }
@@ -697,8 +729,8 @@ impl Drop for Outgoing {
             return;
         }
         // Dropped mid-stream: tell the peer at once.
-        if let Some(respond) = self.respond.as_mut() {
-            respond.send_reset(h2::Reason::CANCEL);
+        if let Some(cell) = &self.cell {
+            cell.reset();
         } else if let Some(send) = &self.send {
             reset(send);
         }
@@ -891,7 +923,11 @@ impl<T: Message> ResponseSink<T> {
     /// [`Context`](crate::Context) goes in the trailers. Ignored once a
     /// response was sent.
     pub fn header(&mut self, key: &str, value: &str) -> Result<(), Status> {
-        let Some(raw) = self.raw.as_mut().filter(|raw| raw.respond.is_some()) else {
+        let Some(raw) = self
+            .raw
+            .as_mut()
+            .filter(|raw| raw.cell.is_some() && !raw.headers_sent)
+        else {
             return Ok(());
         };
         let entry = Metadata::new().with(key, value);

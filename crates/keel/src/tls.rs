@@ -455,6 +455,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Duplex
     }
 }
 
+/// In-memory connections, for the fuzz targets.
+#[cfg(fuzzing)]
+impl Duplex for tokio::io::DuplexStream {
+    type Reader<'a> = tokio::io::ReadHalf<&'a mut Self>;
+    type Writer<'a> = tokio::io::WriteHalf<&'a mut Self>;
+
+    fn halves(&mut self) -> (Self::Reader<'_>, Self::Writer<'_>) {
+        tokio::io::split(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,9 +18,11 @@ use crate::rpcz::TraceContext;
 use crate::status::{Code, Status};
 
 /// `content-type` of gRPC requests and responses.
-pub(crate) const CONTENT_TYPE: HeaderValue = HeaderValue::from_static("application/grpc");
+pub(crate) const CONTENT_TYPE: HeaderValue = HeaderValue::from_static(CONTENT_TYPE_TEXT);
+pub(crate) const CONTENT_TYPE_TEXT: &str = "application/grpc";
 /// The encodings Keel reads and writes, for `grpc-accept-encoding`.
-pub(crate) const ACCEPT_ENCODING: HeaderValue = HeaderValue::from_static("gzip,deflate,identity");
+pub(crate) const ACCEPT_ENCODING: HeaderValue = HeaderValue::from_static(ACCEPT_ENCODING_TEXT);
+pub(crate) const ACCEPT_ENCODING_TEXT: &str = "gzip,deflate,identity";
 // Names as constants: inserting a name given as `&str` copies it into a
 // new allocation each time.
 pub(crate) const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
@@ -37,7 +39,7 @@ pub(crate) const GRPC_STATUS_DETAILS: HeaderName =
     HeaderName::from_static("grpc-status-details-bin");
 
 /// Headers that are gRPC's or HTTP's own, never a call's metadata.
-fn reserved(name: &str) -> bool {
+pub(crate) fn is_reserved(name: &str) -> bool {
     name.starts_with("grpc-")
         || matches!(
             name,
@@ -61,7 +63,7 @@ pub(crate) fn metadata_from(headers: &HeaderMap) -> Metadata {
     let mut metadata = Metadata::new();
     for (name, value) in headers {
         let name = name.as_str();
-        if reserved(name) {
+        if is_reserved(name) {
             continue;
         }
         if let Ok(value) = value.to_str() {
@@ -82,7 +84,7 @@ pub(crate) fn metadata_into(
     for (key, value) in metadata.iter() {
         let name = HeaderName::from_bytes(key.to_ascii_lowercase().as_bytes())
             .ok()
-            .filter(|n| !reserved(n.as_str()))
+            .filter(|n| !is_reserved(n.as_str()))
             .ok_or_else(|| {
                 Status::new(
                     code,
@@ -157,7 +159,12 @@ pub(crate) fn status_from(headers: &HeaderMap) -> Option<Result<(), Status>> {
 /// The compression a `grpc-encoding` value names: `Ok(None)` for none, or
 /// `Err` with the unsupported name.
 pub(crate) fn encoding_from(headers: &HeaderMap) -> Result<Option<Compression>, String> {
-    match headers.get(GRPC_ENCODING).map(HeaderValue::as_bytes) {
+    encoding_named(headers.get(GRPC_ENCODING).map(HeaderValue::as_bytes))
+}
+
+/// The compression a `grpc-encoding` value (`None`: absent) names.
+pub(crate) fn encoding_named(value: Option<&[u8]>) -> Result<Option<Compression>, String> {
+    match value {
         None | Some(b"identity") => Ok(None),
         Some(b"gzip") => Ok(Some(Compression::Gzip)),
         Some(b"deflate") => Ok(Some(Compression::Zlib)),
@@ -174,23 +181,15 @@ pub(crate) fn encoding_name(compression: Compression) -> Option<HeaderValue> {
     }
 }
 
-/// Whether the peer's `grpc-accept-encoding` lists `compression`.
-pub(crate) fn accepts(headers: &HeaderMap, compression: Compression) -> bool {
-    let Some(name) = encoding_name(compression) else {
-        return false;
-    };
-    headers
-        .get_all(GRPC_ACCEPT_ENCODING)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-        .any(|e| e.trim_ascii() == name.as_bytes())
-}
-
 /// The caller's trace ids from W3C `traceparent`
 /// (`00-{trace id: 32 hex}-{parent span id: 16 hex}-{flags}`): Keel's
 /// 64-bit trace id is the low half of the W3C one.
 pub(crate) fn trace_from(headers: &HeaderMap) -> Option<TraceContext> {
-    let value = headers.get(TRACEPARENT)?.to_str().ok()?;
+    parse_traceparent(headers.get(TRACEPARENT)?.to_str().ok()?)
+}
+
+/// The caller's trace ids from a `traceparent` value (see [`trace_from`]).
+pub(crate) fn parse_traceparent(value: &str) -> Option<TraceContext> {
     let mut parts = value.split('-');
     let (version, trace, parent) = (parts.next()?, parts.next()?, parts.next()?);
     if version.len() != 2 || trace.len() != 32 || parent.len() != 16 {
@@ -244,15 +243,7 @@ pub(crate) async fn read_one(
             }
         }
     }
-    let mut whole = first.unwrap_or_else(|| rest.freeze());
-    let Some(len) = announced(&whole, max, blame)? else {
-        return Err(one_message(blame, "no message"));
-    };
-    if whole.len() != P + len {
-        return Err(one_message(blame, "a truncated message"));
-    }
-    let compressed = whole[0] == 1;
-    let message = whole.split_off(P);
+    let (compressed, message) = unary_message(first.unwrap_or_else(|| rest.freeze()), max, blame)?;
     if !compressed {
         return Ok(message);
     }
@@ -269,6 +260,28 @@ pub(crate) async fn read_one(
         tokio::task::yield_now().await;
     }
     crate::compression::decompress(kind.as_i32(), message, max, blame)
+}
+
+/// The one message of a unary call's side, `whole` being every byte of
+/// its data: `(compressed, message)`, or why it is not exactly one message
+/// (`blame`'s code; one over `max` is `RESOURCE_EXHAUSTED`).
+pub(crate) fn unary_message(
+    mut whole: Bytes,
+    max: usize,
+    blame: Code,
+) -> Result<(bool, Bytes), Status> {
+    const P: usize = keel_wire::grpc::PREFIX_LEN;
+    let Some(len) = announced(&whole, max, blame)? else {
+        return Err(one_message(blame, "no message"));
+    };
+    if whole.len() > P + len {
+        return Err(one_message(blame, "more than one message"));
+    }
+    if whole.len() != P + len {
+        return Err(one_message(blame, "a truncated message"));
+    }
+    let compressed = whole[0] == 1;
+    Ok((compressed, whole.split_off(P)))
 }
 
 /// An empty message buffer with room for the prefix: append the encoded
@@ -472,11 +485,5 @@ mod tests {
         assert_eq!(encoding_from(&headers), Ok(Some(Compression::Gzip)));
         headers.insert(GRPC_ENCODING, HeaderValue::from_static("br"));
         assert_eq!(encoding_from(&headers), Err("br".to_owned()));
-        headers.insert(
-            GRPC_ACCEPT_ENCODING,
-            HeaderValue::from_static("identity, gzip"),
-        );
-        assert!(accepts(&headers, Compression::Gzip));
-        assert!(!accepts(&headers, Compression::Zlib));
     }
 }

@@ -12,7 +12,8 @@
 //!   watchdog.rs     connection limits: how many, first-request and idle timeouts
 //!   memory.rs       memory back to the OS once the server goes quiet
 //!   baidu_std.rs    one connection speaking baidu_std
-//!   grpc.rs         one connection speaking gRPC over HTTP/2 (h2)
+//!   http2.rs        one connection speaking gRPC over HTTP/2 (Keel's own)
+//!   http2_stream.rs a streaming call's stream, shared by its handler and the connection
 //!   http.rs         one connection speaking HTTP/1.1: JSON calls, the console
 //!   dispatch.rs     the one dispatch path: admission, handler run, stats
 //!   interceptor.rs  Interceptor, Authenticator
@@ -39,9 +40,10 @@ mod baidu_std;
 pub(crate) mod builder;
 pub(crate) mod dispatch;
 mod done_queue;
-mod grpc;
 mod health;
 pub(crate) mod http;
+pub(crate) mod http2;
+pub(crate) mod http2_stream;
 mod interceptor;
 pub(crate) mod limit;
 pub(crate) mod memory;

@@ -245,11 +245,12 @@ async fn serve_sniffed<S: Duplex>(
         }
         Protocol::Wire(Sniff::Http2) => {
             open.info().set_protocol("grpc");
-            let open = Arc::new(open);
-            let io = counted(head, stream, &open);
             // Boxed: the HTTP/2 connection's future is large, and inline it
             // would make every connection's task that large, baidu_std's too.
-            Box::pin(super::grpc::serve(io, peer, shared, shutdown, open)).await;
+            Box::pin(super::http2::serve(
+                stream, head, peer, shared, shutdown, open,
+            ))
+            .await;
         }
         Protocol::Wire(Sniff::Http1) => {
             open.info().set_protocol("http");
