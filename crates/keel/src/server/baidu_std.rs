@@ -53,17 +53,12 @@ use crate::server::done_queue::{DoneReceiver, DoneSender, done_queue};
 use crate::compression::{self, Compression};
 use crate::metadata::{Metadata, REQUEST_ID};
 use crate::server::builder::ServerCore;
+use crate::server::conn_buffers::{ReadBuffer, WriteBuffer};
 use crate::server::dispatch::{Answer, Request};
 use crate::server::interceptor::authenticate;
 use crate::server::sniff::OpenGuard;
 use crate::status::{Code, Status};
 
-/// Room offered to each read: small for a quiet connection (an idle
-/// connection should cost little), doubled while reads fill it.
-const READ_MIN: usize = 1024;
-const READ_MAX: usize = 64 * 1024;
-/// Buffers larger than this are given back once empty.
-const KEEP_CAPACITY: usize = 64 * 1024;
 /// Response buffers kept for reuse per connection, and the largest kept.
 const SCRATCH_KEPT: usize = 4;
 const SCRATCH_MAX: usize = 4 * 1024;
@@ -152,17 +147,9 @@ impl<S: Duplex> Connection<S> {
             spawned: 0,
             broken: false,
         };
-        let mut inbuf = head;
-        // Whether `inbuf`'s allocation grew past KEEP_CAPACITY (a large
-        // request): its capacity() only counts the room after the frames
-        // already cut, so it cannot tell.
-        let mut grown = false;
-        let mut read_size = READ_MIN;
-        // Responses being written (from `written` on) while `st.out`
-        // collects the next ones: reading goes on during a write, so a
-        // client that sends while it receives cannot deadlock us.
-        let mut writing = BytesMut::new();
-        let mut written = 0;
+        let mut inbuf = ReadBuffer::new(head);
+        // Responses being written while `st.out` collects the next ones.
+        let mut writing = WriteBuffer::default();
         let mut eof = false;
         // Gives back what activity grew once the connection has been quiet
         // a moment (see `quiet`); armed while anything is above its idle
@@ -175,7 +162,7 @@ impl<S: Duplex> Connection<S> {
         loop {
             // Every complete frame in the buffer.
             while !st.broken {
-                match decode_raw_frame(&mut inbuf, &st.shared.wire_limits) {
+                match decode_raw_frame(&mut inbuf.buf, &st.shared.wire_limits) {
                     Ok(Some(frame)) => {
                         open.info().request();
                         st.on_frame(frame);
@@ -192,15 +179,8 @@ impl<S: Duplex> Connection<S> {
                 st.spawned -= 1;
                 st.write_done(done);
             }
-            if written == writing.len() && !st.out.is_empty() {
-                writing.clear();
-                written = 0;
-                std::mem::swap(&mut st.out, &mut writing);
-                if st.out.capacity() > KEEP_CAPACITY {
-                    st.out = BytesMut::new();
-                }
-            }
-            let flushed = written == writing.len();
+            writing.take(&mut st.out);
+            let flushed = writing.flushed();
             open.info().set_in_flight(st.spawned);
             // Framing lost or the peer closed: answer what is ready, then
             // close; calls still running are cancelled with the connection
@@ -211,34 +191,16 @@ impl<S: Duplex> Connection<S> {
                 return;
             }
             // A connection that went quiet after a burst gives the big
-            // buffers back; a small leftover of a large request is copied
-            // out rather than keeping the large allocation alive (R7).
-            if inbuf.is_empty() && (grown || inbuf.capacity() > 4 * read_size) {
-                inbuf = BytesMut::new();
+            // buffers back (R7).
+            if inbuf.prepare() {
                 st.scratch.clear();
-                grown = false;
-            } else if grown && inbuf.len() <= READ_MAX {
-                let mut small = BytesMut::with_capacity(inbuf.len() + read_size);
-                small.extend_from_slice(&inbuf);
-                inbuf = small;
-                grown = false;
             }
-            if flushed {
-                writing.clear();
-                written = 0;
-                if writing.capacity() > 4 * read_size {
-                    writing = BytesMut::new();
-                }
-            }
-            inbuf.reserve(read_size);
-            grown |= inbuf.capacity() > KEEP_CAPACITY;
-            let room = inbuf.capacity() - inbuf.len();
+            writing.settle(inbuf.size());
             // Stop reading while answers pile up unread (backpressure).
             let may_read = !closing && st.out.len() < MAX_QUEUED_OUT;
             if !shrink_armed
-                && (read_size > READ_MIN
-                    || inbuf.capacity() > 2 * READ_MIN
-                    || writing.capacity() > 0
+                && (inbuf.above_idle()
+                    || writing.holds()
                     || st.out.capacity() > 0
                     || st.packed.capacity() > 0
                     || !st.scratch.is_empty()
@@ -255,25 +217,22 @@ impl<S: Duplex> Connection<S> {
                     st.spawned -= 1;
                     st.write_done(done);
                 }
-                n = wr.write(&writing[written..]), if !flushed => match n {
+                n = wr.write(writing.pending()), if !flushed => match n {
                     Ok(n) if n > 0 => {
                         open.wrote(n);
-                        written += n;
+                        writing.wrote(n);
                         busy = true;
                     }
                     _ => return,
                 },
-                read = rd.read_buf(&mut inbuf), if may_read => {
+                read = rd.read_buf(&mut inbuf.buf), if may_read => {
                     busy = true;
-                    if let Ok(n) = read {
-                        open.read(n);
-                    }
                     match read {
                         Ok(0) => eof = true,
-                        // A read that filled the room asks for more next time.
-                        Ok(n) if n >= room => read_size = (read_size * 2).min(READ_MAX),
-                        Ok(n) if n < room / 4 => read_size = (read_size / 2).max(READ_MIN),
-                        Ok(_) => {}
+                        Ok(n) => {
+                            open.read(n);
+                            inbuf.filled(n);
+                        }
                         Err(_) => return,
                     }
                 }
@@ -291,15 +250,8 @@ impl<S: Duplex> Connection<S> {
                     // Quiet for a moment: back to the idle footprint (R7).
                     // Whatever is in use (a partial frame, an unflushed
                     // answer, calls still running) is kept.
-                    if inbuf.is_empty() {
-                        inbuf = BytesMut::new();
-                        grown = false;
-                    }
-                    read_size = READ_MIN;
-                    if written == writing.len() {
-                        writing = BytesMut::new();
-                        written = 0;
-                    }
+                    inbuf.quiet();
+                    writing.quiet();
                     if st.out.is_empty() {
                         st.out = BytesMut::new();
                     }

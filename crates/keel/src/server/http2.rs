@@ -56,6 +56,7 @@ use crate::metadata::Metadata;
 use crate::method::MethodKind;
 use crate::rpcz::TraceContext;
 use crate::server::builder::ServerCore;
+use crate::server::conn_buffers::{KEEP_CAPACITY, ReadBuffer, WriteBuffer};
 use crate::server::dispatch::{Answer, Request};
 use crate::server::http2_stream::{Cell, Signal};
 use crate::server::interceptor::authenticate;
@@ -76,12 +77,6 @@ const MAX_CONCURRENT_STREAMS: u32 = 1024;
 /// How long a connection whose credential failed stays open to read its
 /// refusals before it is cut.
 const REFUSED_LINGER: Duration = Duration::from_secs(1);
-/// Room offered to each read: small for a quiet connection, doubled while
-/// reads fill it.
-const READ_MIN: usize = 1024;
-const READ_MAX: usize = 64 * 1024;
-/// Buffers larger than this are given back once empty.
-const KEEP_CAPACITY: usize = 64 * 1024;
 /// How long a connection stays above its idle footprint after activity.
 const IDLE_SHRINK: Duration = Duration::from_millis(250);
 /// Bytes queued for writing beyond which reading pauses (backpressure on a
@@ -112,11 +107,14 @@ pub(crate) async fn serve<S: Duplex>(
 ) {
     let open = Arc::new(open);
     let (mut rd, mut wr) = stream.halves();
-    let mut inbuf = head;
-    if inbuf.len() < frame::PREFACE.len() || &inbuf[..frame::PREFACE.len()] != frame::PREFACE {
+    let mut head = head;
+    if head.len() < frame::PREFACE.len() || &head[..frame::PREFACE.len()] != frame::PREFACE {
         return;
     }
-    inbuf.advance(frame::PREFACE.len());
+    head.advance(frame::PREFACE.len());
+    let mut input = ReadBuffer::new(head);
+    // Answers being written while `conn.out` collects the next ones.
+    let mut writing = WriteBuffer::default();
     let mut conn = Conn::new(peer, shared, open.clone());
     conn.greet();
     if conn.shared.dispatcher.is_draining() {
@@ -133,14 +131,11 @@ pub(crate) async fn serve<S: Duplex>(
     tokio::pin!(shrink);
     let mut shrink_armed = false;
     let mut busy = false;
-    let mut read_size = READ_MIN;
-    let mut grown = false;
-    let mut writing = BytesMut::new();
-    let mut written = 0;
     let mut eof = false;
     let signal = conn.signal.clone();
     loop {
         // Every whole frame read so far.
+        let inbuf = &mut input.buf;
         let mut at = 0;
         while conn.error.is_none() {
             let Some(h) = frame::parse_head(&inbuf[at..]) else {
@@ -178,15 +173,8 @@ pub(crate) async fn serve<S: Duplex>(
         }
         conn.serve_dirty();
         conn.window_updates();
-        if written == writing.len() && !conn.out.is_empty() {
-            writing.clear();
-            written = 0;
-            std::mem::swap(&mut conn.out, &mut writing);
-            if conn.out.capacity() > KEEP_CAPACITY {
-                conn.out = BytesMut::new();
-            }
-        }
-        let flushed = written == writing.len();
+        writing.take(&mut conn.out);
+        let flushed = writing.flushed();
         open.info().set_in_flight(conn.streams.len());
         let closing = conn.error.is_some()
             || eof
@@ -196,28 +184,11 @@ pub(crate) async fn serve<S: Duplex>(
             return;
         }
         // A connection that went quiet after a burst gives the big buffers
-        // back; a small leftover of a large frame is copied out (R7).
-        if inbuf.is_empty() && (grown || inbuf.capacity() > 4 * read_size) {
-            inbuf = BytesMut::new();
-            grown = false;
-        } else if grown && inbuf.len() <= READ_MAX {
-            let mut small = BytesMut::with_capacity(inbuf.len() + read_size);
-            small.extend_from_slice(&inbuf);
-            inbuf = small;
-            grown = false;
-        }
-        if flushed {
-            writing.clear();
-            written = 0;
-            if writing.capacity() > 4 * read_size {
-                writing = BytesMut::new();
-            }
-        }
-        inbuf.reserve(read_size);
-        grown |= inbuf.capacity() > KEEP_CAPACITY;
-        let room = inbuf.capacity() - inbuf.len();
+        // back (R7).
+        input.prepare();
+        writing.settle(input.size());
         let may_read = !eof && conn.error.is_none() && conn.out.len() < MAX_QUEUED_OUT;
-        if !shrink_armed && conn.holds_more_than_idle(read_size, inbuf.capacity(), &writing) {
+        if !shrink_armed && (input.above_idle() || writing.holds() || conn.holds_more_than_idle()) {
             shrink.as_mut().reset(Instant::now() + IDLE_SHRINK);
             shrink_armed = true;
         }
@@ -234,25 +205,21 @@ pub(crate) async fn serve<S: Duplex>(
                 conn.dirty.append(&mut deferred);
                 conn.deferred = deferred;
             }
-            n = wr.write(&writing[written..]), if !flushed => match n {
+            n = wr.write(writing.pending()), if !flushed => match n {
                 Ok(n) if n > 0 => {
                     open.wrote(n);
-                    written += n;
+                    writing.wrote(n);
                     busy = true;
                 }
                 _ => return,
             },
-            read = rd.read_buf(&mut inbuf), if may_read => {
+            read = rd.read_buf(&mut input.buf), if may_read => {
                 busy = true;
                 match read {
                     Ok(0) => eof = true,
                     Ok(n) => {
                         open.read(n);
-                        if n >= room {
-                            read_size = (read_size * 2).min(READ_MAX);
-                        } else if n < room / 4 {
-                            read_size = (read_size / 2).max(READ_MIN);
-                        }
+                        input.filled(n);
                     }
                     Err(_) => return,
                 }
@@ -280,15 +247,8 @@ pub(crate) async fn serve<S: Duplex>(
                 shrink.as_mut().reset(Instant::now() + IDLE_SHRINK);
             } else {
                 shrink_armed = false;
-                if inbuf.is_empty() {
-                    inbuf = BytesMut::new();
-                    grown = false;
-                }
-                read_size = READ_MIN;
-                if written == writing.len() {
-                    writing = BytesMut::new();
-                    written = 0;
-                }
+                input.quiet();
+                writing.quiet();
                 conn.shrink();
             },
         }
@@ -1228,11 +1188,8 @@ impl Conn {
 
     /// Whether anything is above the idle footprint (the shrink timer
     /// should run).
-    fn holds_more_than_idle(&self, read_size: usize, inbuf: usize, writing: &BytesMut) -> bool {
-        read_size > READ_MIN
-            || inbuf > 2 * READ_MIN
-            || writing.capacity() > 0
-            || self.out.capacity() > 0
+    fn holds_more_than_idle(&self) -> bool {
+        self.out.capacity() > 0
             || self.block.capacity() > 0
             || self.fragments.capacity() > 0
             || self.streams.capacity() > 0
@@ -1297,6 +1254,31 @@ fn check(head: &mut CallHead) -> Result<Checked, Status> {
     })
 }
 
+/// The call a stream's head asks for, for the dispatcher.
+fn request<'a>(
+    head: &'a mut CallHead,
+    checked: Checked,
+    peer: SocketAddr,
+    payload: Bytes,
+    stream: Option<Box<ServerStream>>,
+) -> Request<'a> {
+    let (service, method) = route(&head.path).unwrap_or_default();
+    Request {
+        service,
+        method,
+        payload,
+        stream,
+        attachment: Bytes::new(),
+        metadata: std::mem::take(&mut head.metadata),
+        compression: checked.encoding.unwrap_or(Compression::None),
+        peer: Some(peer),
+        log_id: 0,
+        deadline: checked.deadline,
+        trace: head.trace,
+        protocol: "grpc",
+    }
+}
+
 /// Runs a unary call whose request arrived whole: the answer, and how to
 /// compress it.
 async fn run_unary(
@@ -1332,21 +1314,7 @@ async fn run_unary(
             return (Answer::failed(status), None);
         }
     };
-    let (service, method) = route(&head.path).unwrap_or_default();
-    let request = Request {
-        service,
-        method,
-        payload,
-        stream: None,
-        attachment: Bytes::new(),
-        metadata: std::mem::take(&mut head.metadata),
-        compression: checked.encoding.unwrap_or(Compression::None),
-        peer: Some(peer),
-        log_id: 0,
-        deadline: checked.deadline,
-        trace: head.trace,
-        protocol: "grpc",
-    };
+    let request = request(&mut head, checked, peer, payload, None);
     match shared.dispatcher.start(request, wire::answer_buffer()) {
         Ok(running) => {
             let answer = running.await;
@@ -1366,21 +1334,7 @@ async fn run_streaming(
     shared: &Arc<ServerCore>,
     peer: SocketAddr,
 ) {
-    let (service, method) = route(&head.path).unwrap_or_default();
-    let request = Request {
-        service,
-        method,
-        payload: Bytes::new(),
-        stream: Some(stream),
-        attachment: Bytes::new(),
-        metadata: std::mem::take(&mut head.metadata),
-        compression: checked.encoding.unwrap_or(Compression::None),
-        peer: Some(peer),
-        log_id: 0,
-        deadline: checked.deadline,
-        trace: head.trace,
-        protocol: "grpc",
-    };
+    let request = request(&mut head, checked, peer, Bytes::new(), Some(stream));
     let answer = match shared.dispatcher.start(request, BytesMut::new()) {
         Ok(running) => running.await,
         Err(refused) => {
