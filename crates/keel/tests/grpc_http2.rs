@@ -15,6 +15,7 @@ use keel::bytes::BytesMut;
 use keel_alloc::CountingAlloc;
 use keel_wire::hpack::{Decoder, Encoder, Indexing};
 use keel_wire::http2::{self as frame, Head, Reason, flag, kind, setting};
+use prost::Message;
 use support::{eventually, start};
 
 #[global_allocator]
@@ -206,14 +207,7 @@ impl Raw {
 
 /// `EchoRequest { message }` as a gRPC message (prefix included).
 fn grpc_echo(message: &[u8]) -> Vec<u8> {
-    let mut body = vec![0x0a];
-    let mut len = message.len();
-    while len >= 0x80 {
-        body.push((len as u8 & 0x7f) | 0x80);
-        len >>= 7;
-    }
-    body.push(len as u8);
-    body.extend_from_slice(message);
+    let body = support::request(&String::from_utf8_lossy(message)).encode_to_vec();
     let mut out = vec![0];
     out.extend_from_slice(&(body.len() as u32).to_be_bytes());
     out.extend_from_slice(&body);

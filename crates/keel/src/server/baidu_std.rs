@@ -217,23 +217,17 @@ impl<S: Duplex> Connection<S> {
                     st.spawned -= 1;
                     st.write_done(done);
                 }
-                n = wr.write(writing.pending()), if !flushed => match n {
-                    Ok(n) if n > 0 => {
-                        open.wrote(n);
-                        writing.wrote(n);
-                        busy = true;
+                written = wr.write(writing.pending()), if !flushed => {
+                    if !writing.wrote(written, &open) {
+                        return;
                     }
-                    _ => return,
-                },
+                    busy = true;
+                }
                 read = rd.read_buf(&mut inbuf.buf), if may_read => {
                     busy = true;
-                    match read {
-                        Ok(0) => eof = true,
-                        Ok(n) => {
-                            open.read(n);
-                            inbuf.filled(n);
-                        }
-                        Err(_) => return,
+                    match inbuf.filled(read, &open) {
+                        Some(end) => eof |= end,
+                        None => return,
                     }
                 }
                 changed = shutdown.changed(), if !st.draining => {

@@ -11,6 +11,8 @@
 
 use bytes::BytesMut;
 
+use crate::server::sniff::OpenGuard;
+
 /// Room offered to each read: small for a quiet connection (an idle
 /// connection should cost little), doubled while reads fill it.
 const READ_MIN: usize = 1024;
@@ -65,14 +67,26 @@ impl ReadBuffer {
         gave_back
     }
 
-    /// A read of `n` bytes (0: the end) came: one that filled the room asks
-    /// for more next time, one that used little of it for less.
-    pub(crate) fn filled(&mut self, n: usize) {
+    /// A read into `buf` ended: `Some(true)` at the end of the stream,
+    /// `None` when the connection is lost. The bytes are counted on `open`;
+    /// a read that filled the room asks for more next time, one that used
+    /// little of it for less.
+    pub(crate) fn filled(
+        &mut self,
+        read: std::io::Result<usize>,
+        open: &OpenGuard,
+    ) -> Option<bool> {
+        let n = read.ok()?;
+        if n == 0 {
+            return Some(true);
+        }
+        open.read(n);
         if n >= self.room {
             self.size = (self.size * 2).min(READ_MAX);
         } else if n < self.room / 4 {
             self.size = (self.size / 2).max(READ_MIN);
         }
+        Some(false)
     }
 
     /// Whether it holds more than a quiet connection's footprint.
@@ -129,9 +143,17 @@ impl WriteBuffer {
         &self.writing[self.written..]
     }
 
-    /// `n` more bytes were written.
-    pub(crate) fn wrote(&mut self, n: usize) {
-        self.written += n;
+    /// A write of [`pending`](Self::pending) ended: `false` when the
+    /// connection is lost. The bytes are counted on `open`.
+    pub(crate) fn wrote(&mut self, write: std::io::Result<usize>, open: &OpenGuard) -> bool {
+        match write {
+            Ok(n) if n > 0 => {
+                open.wrote(n);
+                self.written += n;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Once written, a buffer larger than a few reads is given back.

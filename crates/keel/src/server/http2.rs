@@ -205,23 +205,17 @@ pub(crate) async fn serve<S: Duplex>(
                 conn.dirty.append(&mut deferred);
                 conn.deferred = deferred;
             }
-            n = wr.write(writing.pending()), if !flushed => match n {
-                Ok(n) if n > 0 => {
-                    open.wrote(n);
-                    writing.wrote(n);
-                    busy = true;
+            written = wr.write(writing.pending()), if !flushed => {
+                if !writing.wrote(written, &open) {
+                    return;
                 }
-                _ => return,
-            },
+                busy = true;
+            }
             read = rd.read_buf(&mut input.buf), if may_read => {
                 busy = true;
-                match read {
-                    Ok(0) => eof = true,
-                    Ok(n) => {
-                        open.read(n);
-                        input.filled(n);
-                    }
-                    Err(_) => return,
+                match input.filled(read, &open) {
+                    Some(end) => eof |= end,
+                    None => return,
                 }
             }
             changed = shutdown.changed(), if !conn.going_away => {
@@ -698,6 +692,9 @@ impl Conn {
             }
             StreamState::Running(_) => stream.recv_unacked += len,
         }
+        if let Some(stream) = self.streams.get_mut(&h.stream) {
+            give_back_window(&mut self.out, h.stream, stream);
+        }
     }
 
     fn on_headers(&mut self, id: u32, end_stream: bool) {
@@ -1121,6 +1118,7 @@ impl Conn {
             let taken = u32::try_from(work.unacked).unwrap_or(u32::MAX);
             stream.recv_unacked += taken;
             stream.held -= taken.min(stream.held);
+            give_back_window(&mut self.out, id, stream);
             self.recv_unacked += taken;
             if work.reset {
                 frame::put_rst(&mut self.out, id, Reason::Cancel);
@@ -1170,16 +1168,10 @@ impl Conn {
         frame::put_headers(&mut self.out, id, &self.block, self.peer_max_frame, false);
     }
 
-    /// WINDOW_UPDATEs for what was consumed: a stream's once half its
-    /// window is, the connection's once half of it is.
+    /// The connection's WINDOW_UPDATE for what was consumed, once half its
+    /// window is (a stream's goes where it consumes, see
+    /// [`give_back_window`]).
     fn window_updates(&mut self) {
-        for (&id, stream) in &mut self.streams {
-            if stream.recv_unacked >= STREAM_WINDOW / 2 && !stream.remote_closed {
-                frame::put_window_update(&mut self.out, id, stream.recv_unacked);
-                stream.recv_window += i64::from(stream.recv_unacked);
-                stream.recv_unacked = 0;
-            }
-        }
         if self.recv_unacked >= CONNECTION_WINDOW / 2 {
             frame::put_window_update(&mut self.out, 0, self.recv_unacked);
             self.recv_unacked = 0;
@@ -1215,6 +1207,16 @@ impl Conn {
         }
         self.blocked.shrink_to_fit();
         self.decoder.shrink();
+    }
+}
+
+/// A stream's WINDOW_UPDATE once half its window was consumed (and the
+/// client may still send).
+fn give_back_window(out: &mut BytesMut, id: u32, stream: &mut Stream) {
+    if stream.recv_unacked >= STREAM_WINDOW / 2 && !stream.remote_closed {
+        frame::put_window_update(out, id, stream.recv_unacked);
+        stream.recv_window += i64::from(stream.recv_unacked);
+        stream.recv_unacked = 0;
     }
 }
 
