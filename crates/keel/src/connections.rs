@@ -225,6 +225,16 @@ pub(crate) trait Count {
     fn wrote(&self, n: usize);
 }
 
+impl<C: Count + ?Sized> Count for Arc<C> {
+    fn read(&self, n: usize) {
+        (**self).read(n);
+    }
+
+    fn wrote(&self, n: usize) {
+        (**self).wrote(n);
+    }
+}
+
 impl Count for Registered {
     fn read(&self, n: usize) {
         self.0.read(n);

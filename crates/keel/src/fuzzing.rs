@@ -34,14 +34,17 @@ pub fn grpc_headers(data: &[u8]) {
         headers.append(name, value);
     }
     let metadata = crate::codec::grpc::metadata_from(&headers);
-    let _ = crate::codec::grpc::encoding_from(&headers);
+    let head = crate::codec::grpc::ResponseHead::from_map(&headers);
+    assert_eq!(head.metadata, metadata, "the client reads other metadata");
+    let _ = head.encoding();
     let _ = crate::codec::grpc::trace_from(&headers);
     // A status read from the trailers, written as trailers and read again,
     // is the same.
-    if let Some(Err(status)) = crate::codec::grpc::status_from(&headers) {
+    if let Some(Err(status)) = head.status() {
         let mut written = HeaderMap::new();
         crate::codec::grpc::status_into(&status, &mut written);
-        let again = crate::codec::grpc::status_from(&written)
+        let again = crate::codec::grpc::ResponseHead::from_map(&written)
+            .status()
             .expect("a status was written")
             .expect_err("a failure");
         assert_eq!(again.code(), status.code(), "{status} became {again}");

@@ -94,6 +94,7 @@ pub mod client;
 pub mod cluster;
 pub mod codec;
 pub mod compression;
+mod conn_buffers;
 pub mod connections;
 pub mod console;
 pub mod context;

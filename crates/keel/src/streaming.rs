@@ -22,7 +22,8 @@
 //!
 //! On a server, a stream's messages go through its cell on Keel's own
 //! HTTP/2 connection ([`crate::server::http2_stream`]); on a client, through
-//! the `h2` crate's streams.
+//! its stream on Keel's HTTP/2 client connection
+//! ([`crate::transport::http2`]).
 //!
 //! Owns: messages on HTTP/2 streams (framing, compression, flow control) and the
 //! typed wrappers generated code hands to handlers and callers. May not
@@ -31,15 +32,14 @@
 
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use h2::{RecvStream, SendStream};
 use http::header::{CONTENT_TYPE, HeaderMap};
 use prost::Message;
 use tokio::time::Instant;
 
-use crate::codec::grpc as wire;
+use crate::codec::grpc::{self as wire, ResponseHead};
 use crate::codec::{Encode, RequiredSchema, decode_request, decode_response};
 use crate::compression::Compression;
 use crate::metadata::Metadata;
@@ -47,6 +47,7 @@ use crate::method::MethodDescriptor;
 use crate::response::Response;
 use crate::server::http2_stream::Cell;
 use crate::status::{Code, Status};
+use crate::transport::http2::{Received, StreamRef};
 
 /// Messages arriving on one stream, still encoded.
 pub(crate) struct Incoming {
@@ -61,7 +62,7 @@ pub(crate) struct Incoming {
     trailers: Metadata,
     /// A client's handle on the stream's sending half: reading that stops
     /// early (dropped, past the deadline) resets the stream with it.
-    canceller: Option<SharedSend>,
+    canceller: Option<Arc<StreamRef>>,
     /// A caller's statistics and span, finished when the stream ends.
     record: Option<StreamRecord>,
     /// The deadline's timer, once a read had to wait (dropped at the end).
@@ -104,8 +105,9 @@ impl StreamRecord {
 
 enum IncomingState {
     /// A client waiting for the response's headers.
-    Response(h2::client::ResponseFuture),
-    Body(RecvStream),
+    Response(Arc<StreamRef>),
+    /// A client reading the response's messages.
+    Body(Arc<StreamRef>),
     /// A server stream on Keel's own HTTP/2 connection.
     Cell(Arc<Cell>),
     /// The stream ended: `Ok` after a clean end (with grpc-status 0 on a
@@ -132,13 +134,13 @@ impl Incoming {
 
     /// The responses of a client stream, before its headers.
     pub(crate) fn client(
-        response: h2::client::ResponseFuture,
+        stream: Arc<StreamRef>,
         max: usize,
         deadline: Option<Instant>,
-        canceller: SharedSend,
     ) -> Incoming {
+        let canceller = stream.clone();
         let mut incoming = Incoming::new(
-            IncomingState::Response(response),
+            IncomingState::Response(stream),
             max,
             None,
             Code::ERESPONSE,
@@ -208,8 +210,8 @@ impl Incoming {
             }
             None => {
                 let status = Status::new(Code::ERPCTIMEDOUT, "the stream passed its deadline");
-                if let Some(send) = &self.canceller {
-                    reset(send);
+                if let Some(stream) = &self.canceller {
+                    stream.reset();
                 }
                 self.end(Err(status.clone()));
                 Err(status)
@@ -250,42 +252,47 @@ impl Incoming {
                 return buffered;
             }
             match &mut self.state {
-                IncomingState::Response(response) => match response.await {
-                    Ok(response) => self.on_headers(response),
-                    Err(e) => self.end(Err(wire::stream_failed(&e))),
-                },
-                IncomingState::Body(body) => match body.data().await {
-                    Some(Ok(chunk)) => {
-                        let _ = body.flow_control().release_capacity(chunk.len());
-                        self.buf.extend_from_slice(&chunk);
+                IncomingState::Response(stream) => {
+                    let stream = stream.clone();
+                    match std::future::poll_fn(|cx| stream.poll_head(cx)).await {
+                        Ok(Some(head)) => self.on_headers(&stream, &head),
+                        Ok(None) => self.end(Err(Status::new(
+                            Code::Internal,
+                            "the server ended the stream with no headers",
+                        ))),
+                        Err(status) => self.end(Err(status)),
                     }
-                    Some(Err(e)) => self.end(Err(wire::stream_failed(&e))),
-                    None if !self.buf.is_empty() => {
-                        let status = Status::new(self.blame, "the stream ended inside a message");
-                        self.end(Err(status));
+                }
+                IncomingState::Body(stream) => {
+                    match std::future::poll_fn(|cx| stream.poll_data(cx)).await {
+                        Ok(Received::Data(chunk)) => self.buf.extend_from_slice(&chunk),
+                        Err(status) => self.end(Err(status)),
+                        Ok(Received::End(_)) if !self.buf.is_empty() => {
+                            let status =
+                                Status::new(self.blame, "the stream ended inside a message");
+                            self.end(Err(status));
+                        }
+                        Ok(Received::End(trailers)) => {
+                            // A client reads the server's status in the trailers.
+                            let outcome = match trailers {
+                                Some(trailers) => {
+                                    self.trailers = trailers.metadata.clone();
+                                    trailers.status().unwrap_or_else(|| {
+                                        Err(Status::new(
+                                            Code::Internal,
+                                            "the server ended the stream without grpc-status",
+                                        ))
+                                    })
+                                }
+                                None => Err(Status::new(
+                                    Code::Internal,
+                                    "the server ended the stream without trailers",
+                                )),
+                            };
+                            self.end(outcome);
+                        }
                     }
-                    None if self.blame == Code::ERESPONSE => {
-                        // A client reads the server's status in the trailers.
-                        let outcome = match body.trailers().await {
-                            Ok(Some(trailers)) => {
-                                self.trailers = wire::metadata_from(&trailers);
-                                wire::status_from(&trailers).unwrap_or_else(|| {
-                                    Err(Status::new(
-                                        Code::Internal,
-                                        "the server ended the stream without grpc-status",
-                                    ))
-                                })
-                            }
-                            Ok(None) => Err(Status::new(
-                                Code::Internal,
-                                "the server ended the stream without trailers",
-                            )),
-                            Err(e) => Err(wire::stream_failed(&e)),
-                        };
-                        self.end(outcome);
-                    }
-                    None => self.end(Ok(())),
-                },
+                }
                 IncomingState::Cell(cell) => {
                     match std::future::poll_fn(|cx| cell.poll_data(cx)).await {
                         Some(Ok(chunk)) => self.buf.extend_from_slice(&chunk),
@@ -303,25 +310,24 @@ impl Incoming {
         }
     }
 
-    fn on_headers(&mut self, response: http::Response<RecvStream>) {
-        let (parts, body) = response.into_parts();
-        if parts.status != http::StatusCode::OK {
+    fn on_headers(&mut self, stream: &Arc<StreamRef>, head: &ResponseHead) {
+        if head.http_status != 200 {
             self.end(Err(Status::new(
-                Code::from_http_status(parts.status.as_u16()),
-                format!("the server answered HTTP status {}", parts.status),
+                Code::from_http_status(head.http_status),
+                format!("the server answered HTTP status {}", head.http_status),
             )));
             return;
         }
-        self.headers = wire::metadata_from(&parts.headers);
+        self.headers = head.metadata.clone();
         // Trailers-only: the status is in the headers, there is no body.
-        if let Some(outcome) = wire::status_from(&parts.headers) {
+        if let Some(outcome) = head.status() {
             self.end(outcome);
             return;
         }
-        match wire::encoding_from(&parts.headers) {
+        match head.encoding() {
             Ok(encoding) => {
                 self.encoding = encoding;
-                self.state = IncomingState::Body(body);
+                self.state = IncomingState::Body(stream.clone());
             }
             Err(name) => self.end(Err(Status::new(
                 Code::Internal,
@@ -349,82 +355,13 @@ impl Incoming {
 impl Drop for Incoming {
     fn drop(&mut self) {
         // A caller that stops reading before the end cancels the call.
-        if let (Some(send), false) = (
+        if let (Some(stream), false) = (
             &self.canceller,
             matches!(self.state, IncomingState::Done(_)),
         ) {
-            reset(send);
+            stream.reset();
         }
     }
-}
-
-/// A stream's sending half: the h2 stream and the messages waiting to go
-/// out on it. Shared with the stream's flusher task, and on a client with
-/// the responses' stream, so that either side, dropped early, can reset it.
-///
-/// Messages are not each a DATA frame: a handler that sends a burst (the
-/// usual way to stream) has its messages joined into frames of up to the
-/// window's size by a flusher task that runs once the sender yields. One
-/// DATA frame per small message would cost a frame header each, and h2
-/// peers (hyper, tonic) close a connection that receives many small DATA
-/// frames it has not read yet (`ENHANCE_YOUR_CALM`, "too_many_data_frames").
-pub(crate) struct SendHalf {
-    state: Mutex<SendState>,
-    /// Woken when the flusher took what was pending (room for more).
-    drained: tokio::sync::Notify,
-}
-
-struct SendState {
-    stream: SendStream<Bytes>,
-    /// Sealed messages not handed to h2 yet.
-    pending: BytesMut,
-    /// A flusher task runs (or is about to).
-    flushing: bool,
-    /// Why sending failed, once it did.
-    failed: Option<Status>,
-    /// What ends the stream once `pending` is out.
-    end: End,
-}
-
-/// How a stream's sending ends, after its pending messages.
-enum End {
-    Open,
-    /// END_STREAM on an empty DATA frame (a client's last request).
-    Data,
-    /// Trailers (a server's status and trailing metadata).
-    Trailers(HeaderMap),
-}
-
-/// Messages pending beyond this wait for the flusher (backpressure, with
-/// h2's window behind it).
-const MAX_PENDING: usize = 64 * 1024;
-
-pub(crate) type SharedSend = Arc<SendHalf>;
-
-impl SendHalf {
-    pub(crate) fn new(stream: SendStream<Bytes>) -> SharedSend {
-        Arc::new(SendHalf {
-            state: Mutex::new(SendState {
-                stream,
-                pending: BytesMut::new(),
-                flushing: false,
-                failed: None,
-                end: End::Open,
-            }),
-            drained: tokio::sync::Notify::new(),
-        })
-    }
-}
-
-fn lock(send: &SharedSend) -> std::sync::MutexGuard<'_, SendState> {
-    send.state.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Resets `send` (CANCEL): the peer stops at once.
-fn reset(send: &SharedSend) {
-    let mut st = lock(send);
-    st.pending = BytesMut::new();
-    st.stream.send_reset(h2::Reason::CANCEL);
 }
 
 /// A message to queue: sealed already (compressed), or encoded straight
@@ -455,132 +392,14 @@ impl Queued<'_> {
     }
 }
 
-/// Queues one message; a flusher task writes it (with those queued
-/// meanwhile) once this task yields. Waits while too much is pending.
-async fn enqueue(send: &SharedSend, data: Queued<'_>) -> Result<(), Status> {
-    let len = data.len();
-    loop {
-        let drained = send.drained.notified();
-        tokio::pin!(drained);
-        {
-            let mut st = lock(send);
-            if let Some(failed) = &st.failed {
-                return Err(failed.clone());
-            }
-            if st.pending.is_empty() || st.pending.len() + len <= MAX_PENDING {
-                data.append_to(&mut st.pending, len);
-                if !st.flushing {
-                    st.flushing = true;
-                    tokio::spawn(flush(send.clone()));
-                }
-                return Ok(());
-            }
-            drained.as_mut().enable();
-        }
-        drained.await;
-    }
-}
-
-/// Ends the sending half as `end` says: now, or after the flusher wrote
-/// what is pending.
-fn end_with(send: &SharedSend, end: End) {
-    let mut st = lock(send);
-    if st.flushing {
-        st.end = end;
-    } else {
-        apply_end(&mut st.stream, end);
-    }
-}
-
-fn apply_end(stream: &mut SendStream<Bytes>, end: End) {
-    match end {
-        End::Open => {}
-        End::Data => {
-            let _ = stream.send_data(Bytes::new(), true);
-        }
-        End::Trailers(trailers) => {
-            let _ = stream.send_trailers(trailers);
-        }
-    }
-}
-
-/// DATA frames smaller than this count against h2 peers' budget of small
-/// frames (h2 allows about a hundred unread): a batch this small waits a
-/// few more turns of the scheduler for the sender to add to it.
-const SMALL_FRAME: usize = 256;
-/// Turns a small batch waits without the sender adding to it before it
-/// goes as it is (a sender that sends one message and then waits must not
-/// be held up; one still adding keeps the batch open until it is large).
-const SMALL_WAITS: usize = 4;
-
-/// The flusher: after the sender yields, writes everything pending, as
-/// few DATA frames as the peer's window allows, then the end if one is
-/// due. A small batch waits for the sender to add to it: on a runtime
-/// with several workers a sender adding messages on one while the flusher
-/// takes them on another would otherwise make a frame of each message.
-async fn flush(send: SharedSend) {
-    tokio::task::yield_now().await;
-    loop {
-        let mut idle = 0;
-        let mut seen = 0;
-        while idle < SMALL_WAITS {
-            let (ready, len) = {
-                let st = lock(&send);
-                let ready = st.pending.len() >= SMALL_FRAME
-                    || !matches!(st.end, End::Open)
-                    || st.failed.is_some();
-                (ready, st.pending.len())
-            };
-            if ready {
-                break;
-            }
-            idle = if len > seen { 0 } else { idle + 1 };
-            seen = len;
-            tokio::task::yield_now().await;
-        }
-        let mut data = {
-            let mut st = lock(&send);
-            if st.pending.is_empty() || st.failed.is_some() {
-                st.flushing = false;
-                let end = std::mem::replace(&mut st.end, End::Open);
-                if st.failed.is_none() {
-                    apply_end(&mut st.stream, end);
-                }
-                drop(st);
-                send.drained.notify_waiters();
-                return;
-            }
-            st.pending.split().freeze()
-        };
-        send.drained.notify_waiters();
-        while !data.is_empty() {
-            lock(&send).stream.reserve_capacity(data.len());
-            let granted = std::future::poll_fn(|cx| lock(&send).stream.poll_capacity(cx)).await;
-            let failure = match granted {
-                Some(Ok(0)) => None,
-                Some(Ok(n)) => {
-                    let chunk = data.split_to(n.min(data.len()));
-                    let sent = lock(&send).stream.send_data(chunk, false);
-                    sent.err().map(|e| wire::stream_failed(&e))
-                }
-                Some(Err(e)) => Some(wire::stream_failed(&e)),
-                None => Some(Outgoing::closed()),
-            };
-            if let Some(failure) = failure {
-                lock(&send).failed = Some(failure);
-                break;
-            }
-        }
-    }
-}
-
 /// Messages leaving on one stream.
 pub(crate) struct Outgoing {
     /// Headers the server sends with its first message (initial metadata).
     headers: HeaderMap,
     /// A server sent its response headers.
     headers_sent: bool,
-    send: Option<SharedSend>,
+    /// A client's stream.
+    client: Option<Arc<StreamRef>>,
     /// A server stream on Keel's own HTTP/2 connection.
     cell: Option<Arc<Cell>>,
     compress: Option<Compression>,
@@ -590,11 +409,11 @@ pub(crate) struct Outgoing {
 
 impl Outgoing {
     /// The requests of a client stream whose headers were sent.
-    pub(crate) fn client(send: SharedSend, compress: Option<Compression>) -> Outgoing {
+    pub(crate) fn client(stream: Arc<StreamRef>, compress: Option<Compression>) -> Outgoing {
         Outgoing {
             headers: HeaderMap::new(),
             headers_sent: false,
-            send: Some(send),
+            client: Some(stream),
             cell: None,
             compress,
             ended: false,
@@ -606,7 +425,7 @@ impl Outgoing {
         Outgoing {
             headers: HeaderMap::new(),
             headers_sent: false,
-            send: None,
+            client: None,
             cell: Some(cell),
             compress,
             ended: false,
@@ -631,16 +450,8 @@ impl Outgoing {
         )
     }
 
-    /// The stream a client sends on.
-    fn stream(&mut self) -> Result<SharedSend, Status> {
-        if self.ended {
-            return Err(Outgoing::closed());
-        }
-        self.send.clone().ok_or_else(Outgoing::closed)
-    }
-
-    /// Sends one message: queued for the stream's flusher, waiting while
-    /// the peer's flow-control window and the queue are full.
+    /// Sends one message: queued for the connection, waiting while the
+    /// peer's flow-control window and the queue are full.
     pub(crate) async fn send(&mut self, message: &(dyn Encode + Sync)) -> Result<(), Status> {
         // Uncompressed, the message is encoded into the queue itself.
         let sealed = match self.compress {
@@ -666,14 +477,17 @@ impl Outgoing {
             tokio::task::consume_budget().await;
             return Ok(());
         }
-        let stream = self.stream()?;
-        if let Err(failed) = enqueue(&stream, data).await {
+        let Some(stream) = self.client.clone().filter(|_| !self.ended) else {
+            return Err(Outgoing::closed());
+        };
+        let len = data.len();
+        if let Err(failed) = stream.send(len, |queue| data.append_to(queue, len)).await {
             self.ended = true;
             return Err(failed);
         }
-        // Queueing never waits while there is room, so a handler sending
+        // Queueing never waits while there is room, so a caller sending
         // in a loop would never yield: take part in tokio's cooperative
-        // budget, letting the flusher, the connection and other tasks run.
+        // budget, letting the connection and other tasks run.
         tokio::task::consume_budget().await;
         Ok(())
     }
@@ -682,8 +496,8 @@ impl Outgoing {
     pub(crate) fn close(&mut self) {
         if !self.ended {
             self.ended = true;
-            if let Some(send) = &self.send {
-                end_with(send, End::Data);
+            if let Some(stream) = &self.client {
+                stream.close_send();
             }
         }
     }
@@ -717,8 +531,6 @@ impl Outgoing {
                 headers.extend(trailers);
                 cell.finish(headers);
             }
-        } else if let Some(send) = &self.send {
-            end_with(send, End::Trailers(trailers));
         }
     }
 }
@@ -731,8 +543,8 @@ impl Drop for Outgoing {
         // Dropped mid-stream: tell the peer at once.
         if let Some(cell) = &self.cell {
             cell.reset();
-        } else if let Some(send) = &self.send {
-            reset(send);
+        } else if let Some(stream) = &self.client {
+            stream.reset();
         }
     }
 }

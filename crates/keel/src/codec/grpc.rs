@@ -4,11 +4,9 @@
 //! Owns: which headers are gRPC's own (never metadata), how a [`Status`]
 //! reads as `grpc-status`/`grpc-message`/`keel-code` and back (the codes
 //! through [`crate::status::mapping`]), the `grpc-encoding` names, and
-//! W3C `traceparent`, and reading a unary call's one message off an h2
-//! stream. May not touch: connections or calls.
+//! W3C `traceparent`, and a unary call's one message. May not touch: connections or calls.
 
 use bytes::{Bytes, BytesMut};
-use h2::RecvStream;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::codec::Encode;
@@ -29,7 +27,6 @@ pub(crate) const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status"
 pub(crate) const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
 pub(crate) const GRPC_ENCODING: HeaderName = HeaderName::from_static("grpc-encoding");
 pub(crate) const GRPC_ACCEPT_ENCODING: HeaderName = HeaderName::from_static("grpc-accept-encoding");
-pub(crate) const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 /// The exact Keel code of a status whose gRPC code loses it (see
 /// [`Code::needs_keel_code`]).
 pub(crate) const KEEL_CODE: HeaderName = HeaderName::from_static("keel-code");
@@ -73,33 +70,57 @@ pub(crate) fn metadata_from(headers: &HeaderMap) -> Metadata {
     metadata
 }
 
-/// Adds `metadata` to `headers`. Keys are lowercased (HTTP/2 header names
-/// are); a key or value HTTP/2 cannot carry, or a reserved key, fails with
-/// `code` (the caller's fault on a client, the handler's on a server).
+/// Adds `metadata` to `headers` (checked as [`checked_metadata`] says).
 pub(crate) fn metadata_into(
     metadata: &Metadata,
     headers: &mut HeaderMap,
     code: Code,
 ) -> Result<(), Status> {
-    for (key, value) in metadata.iter() {
-        let name = HeaderName::from_bytes(key.to_ascii_lowercase().as_bytes())
-            .ok()
-            .filter(|n| !is_reserved(n.as_str()))
-            .ok_or_else(|| {
-                Status::new(
-                    code,
-                    format!("metadata key {key:?} cannot be sent as a gRPC header"),
-                )
-            })?;
-        let value = HeaderValue::from_str(value).map_err(|_| {
-            Status::new(
-                code,
-                format!("metadata value of {key:?} is not visible ASCII text"),
-            )
-        })?;
-        headers.append(name, value);
+    for (key, value) in checked_metadata(metadata, code)? {
+        let name = HeaderName::from_bytes(key.as_bytes());
+        let value = HeaderValue::from_str(value);
+        if let (Ok(name), Ok(value)) = (name, value) {
+            headers.append(name, value);
+        }
     }
     Ok(())
+}
+
+/// `metadata` as HTTP/2 header fields: keys lowercased (HTTP/2 header
+/// names are). A key or value HTTP/2 cannot carry, or a reserved key,
+/// fails with `code` (the caller's fault on a client, the handler's on a
+/// server). Allocates nothing when there is no metadata.
+pub(crate) fn checked_metadata(
+    metadata: &Metadata,
+    code: Code,
+) -> Result<Vec<(std::borrow::Cow<'_, str>, &str)>, Status> {
+    let mut fields = Vec::new();
+    for (key, value) in metadata.iter() {
+        let name = if key.bytes().any(|b| b.is_ascii_uppercase()) {
+            std::borrow::Cow::Owned(key.to_ascii_lowercase())
+        } else {
+            std::borrow::Cow::Borrowed(key)
+        };
+        let token =
+            |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b"!#$%&'*+-.^_`|~".contains(&b);
+        if name.is_empty() || !name.bytes().all(token) || is_reserved(&name) {
+            return Err(Status::new(
+                code,
+                format!("metadata key {key:?} cannot be sent as a gRPC header"),
+            ));
+        }
+        if !value
+            .bytes()
+            .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+        {
+            return Err(Status::new(
+                code,
+                format!("metadata value of {key:?} is not visible ASCII text"),
+            ));
+        }
+        fields.push((name, value));
+    }
+    Ok(fields)
 }
 
 /// Writes `status` (a failure) as `grpc-status`, `grpc-message` and, when
@@ -124,42 +145,105 @@ pub(crate) fn status_into(status: &Status, headers: &mut HeaderMap) {
     }
 }
 
-/// The outcome `headers` (trailers, or the headers of a trailers-only
-/// response) carry, or `None` when they carry no `grpc-status`.
-pub(crate) fn status_from(headers: &HeaderMap) -> Option<Result<(), Status>> {
-    let raw = headers.get(GRPC_STATUS)?;
-    let Some(grpc) = raw.to_str().ok().and_then(|s| s.parse::<u32>().ok()) else {
-        return Some(Err(Status::new(
-            Code::Unknown,
-            format!("the server sent grpc-status {raw:?}, not a number"),
-        )));
-    };
-    if grpc == 0 {
-        return Some(Ok(()));
-    }
-    let keel_code = headers
-        .get(KEEL_CODE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|s| s.parse::<i32>().ok());
-    let message = headers
-        .get(GRPC_MESSAGE)
-        .map(|v| keel_wire::grpc::decode_message(&String::from_utf8_lossy(v.as_bytes())))
-        .unwrap_or_default();
-    let status = Status::new(Code::from_grpc(grpc, keel_code), message);
-    let details = headers
-        .get(GRPC_STATUS_DETAILS)
-        .and_then(|v| v.to_str().ok())
-        .and_then(keel_wire::grpc::base64_decode);
-    Some(Err(match details {
-        Some(details) => status.with_details(details),
-        None => status,
-    }))
+/// A response's headers or trailers as a client reads them off the wire:
+/// what gRPC needs of them, and the rest as metadata.
+#[derive(Debug, Default)]
+pub(crate) struct ResponseHead {
+    /// `:status` (0 when absent).
+    pub(crate) http_status: u16,
+    /// `grpc-status`: the number, or the text that is not one.
+    grpc_status: Option<Result<u32, Vec<u8>>>,
+    keel_code: Option<i32>,
+    message: Option<Vec<u8>>,
+    details: Option<Vec<u8>>,
+    encoding: Option<Result<Option<Compression>, String>>,
+    pub(crate) metadata: Metadata,
 }
 
-/// The compression a `grpc-encoding` value names: `Ok(None)` for none, or
-/// `Err` with the unsupported name.
-pub(crate) fn encoding_from(headers: &HeaderMap) -> Result<Option<Compression>, String> {
-    encoding_named(headers.get(GRPC_ENCODING).map(HeaderValue::as_bytes))
+impl ResponseHead {
+    /// The fields of `headers`.
+    #[cfg(any(test, fuzzing))]
+    pub(crate) fn from_map(headers: &HeaderMap) -> ResponseHead {
+        let mut head = ResponseHead::default();
+        for (name, value) in headers {
+            head.field(name.as_str().as_bytes(), value.as_bytes());
+        }
+        head
+    }
+
+    /// One field, as decoded.
+    pub(crate) fn field(&mut self, name: &[u8], value: &[u8]) {
+        match name {
+            b":status" => {
+                self.http_status = std::str::from_utf8(value)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
+            }
+            b"grpc-status" => {
+                let number = std::str::from_utf8(value).ok().and_then(|s| s.parse().ok());
+                self.grpc_status = Some(number.ok_or_else(|| value.to_vec()));
+            }
+            b"grpc-message" => self.message = Some(value.to_vec()),
+            b"grpc-status-details-bin" => self.details = Some(value.to_vec()),
+            b"grpc-encoding" => self.encoding = Some(encoding_named(Some(value))),
+            b"keel-code" => {
+                self.keel_code = std::str::from_utf8(value).ok().and_then(|s| s.parse().ok());
+            }
+            _ if name.first() == Some(&b':') => {}
+            _ => {
+                if let (Ok(name), Ok(value)) =
+                    (std::str::from_utf8(name), std::str::from_utf8(value))
+                    && !is_reserved(name)
+                    && value
+                        .bytes()
+                        .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+                {
+                    self.metadata.insert(name, value);
+                }
+            }
+        }
+    }
+
+    /// The outcome these fields carry, or `None` when they carry no
+    /// `grpc-status`.
+    pub(crate) fn status(&self) -> Option<Result<(), Status>> {
+        let grpc = match self.grpc_status.as_ref()? {
+            Ok(grpc) => *grpc,
+            Err(raw) => {
+                return Some(Err(Status::new(
+                    Code::Unknown,
+                    format!(
+                        "the server sent grpc-status {:?}, not a number",
+                        String::from_utf8_lossy(raw)
+                    ),
+                )));
+            }
+        };
+        if grpc == 0 {
+            return Some(Ok(()));
+        }
+        let message = self
+            .message
+            .as_deref()
+            .map(|v| keel_wire::grpc::decode_message(&String::from_utf8_lossy(v)))
+            .unwrap_or_default();
+        let status = Status::new(Code::from_grpc(grpc, self.keel_code), message);
+        let details = self
+            .details
+            .as_deref()
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(keel_wire::grpc::base64_decode);
+        Some(Err(match details {
+            Some(details) => status.with_details(details),
+            None => status,
+        }))
+    }
+
+    /// The compression of the messages that follow (see [`encoding_named`]).
+    pub(crate) fn encoding(&self) -> Result<Option<Compression>, String> {
+        self.encoding.clone().unwrap_or(Ok(None))
+    }
 }
 
 /// The compression a `grpc-encoding` value (`None`: absent) names.
@@ -208,58 +292,6 @@ pub(crate) fn parse_traceparent(value: &str) -> Option<TraceContext> {
 pub(crate) fn traceparent(trace: TraceContext) -> HeaderValue {
     let text = format!("00-{:032x}-{:016x}-01", trace.trace_id, trace.span_id);
     HeaderValue::from_str(&text).expect("hex digits and dashes are a valid header value")
-}
-
-/// Reads the one message of a unary call's side of `body` (up to its end of
-/// data; trailers, if any, are still to be read), releasing flow control as
-/// data arrives. A message over `max` is refused from its prefix, before
-/// its bytes are buffered; a malformed one is `blame`'s code.
-pub(crate) async fn read_one(
-    body: &mut RecvStream,
-    max: usize,
-    encoding: Option<Compression>,
-    blame: Code,
-) -> Result<Bytes, Status> {
-    const P: usize = keel_wire::grpc::PREFIX_LEN;
-    let mut first: Option<Bytes> = None;
-    let mut rest = BytesMut::new();
-    while let Some(chunk) = body.data().await {
-        let chunk = chunk.map_err(|e| stream_failed(&e))?;
-        let _ = body.flow_control().release_capacity(chunk.len());
-        // Most messages arrive in one DATA frame: keep it without a copy.
-        match first.take() {
-            None if rest.is_empty() => first = Some(chunk),
-            held => {
-                if let Some(held) = held {
-                    rest.extend_from_slice(&held);
-                }
-                rest.extend_from_slice(&chunk);
-            }
-        }
-        let head = first.as_deref().unwrap_or(&rest);
-        if let Some(len) = announced(head, max, blame)? {
-            if head.len() > P + len {
-                return Err(one_message(blame, "more than one message"));
-            }
-        }
-    }
-    let (compressed, message) = unary_message(first.unwrap_or_else(|| rest.freeze()), max, blame)?;
-    if !compressed {
-        return Ok(message);
-    }
-    let Some(kind) = encoding else {
-        return Err(Status::new(
-            blame,
-            "a compressed message on a stream with no grpc-encoding",
-        ));
-    };
-    // A server polls a call's first steps on its connection's task: one
-    // that may inflate a lot yields first, and goes on in a task of its
-    // own, so the connection's other streams are not held up.
-    if crate::compression::inflates_large(kind.as_i32(), message.len(), max) {
-        tokio::task::yield_now().await;
-    }
-    crate::compression::decompress(kind.as_i32(), message, max, blame)
 }
 
 /// The one message of a unary call's side, `whole` being every byte of
@@ -376,16 +408,6 @@ fn seal_compressed(
     Ok(sealed.freeze())
 }
 
-/// The status of a stream h2 failed (reset by the peer, connection lost).
-pub(crate) fn stream_failed(e: &h2::Error) -> Status {
-    let code = if e.is_io() || e.is_go_away() {
-        Code::EFAILEDSOCKET
-    } else {
-        Code::Cancelled
-    };
-    Status::new(code, format!("the HTTP/2 stream failed: {e}"))
-}
-
 /// The length a message prefix at the start of `head` announces, once the
 /// prefix is in, checked against `max`.
 fn announced(head: &[u8], max: usize, blame: Code) -> Result<Option<usize>, Status> {
@@ -448,16 +470,23 @@ mod tests {
         ] {
             let mut headers = HeaderMap::new();
             status_into(&status, &mut headers);
-            assert_eq!(status_from(&headers), Some(Err(status.clone())));
+            assert_eq!(
+                ResponseHead::from_map(&headers).status(),
+                Some(Err(status.clone()))
+            );
         }
         let mut ok = HeaderMap::new();
         ok.insert(GRPC_STATUS, HeaderValue::from_static("0"));
-        assert_eq!(status_from(&ok), Some(Ok(())));
-        assert_eq!(status_from(&HeaderMap::new()), None);
+        assert_eq!(ResponseHead::from_map(&ok).status(), Some(Ok(())));
+        assert_eq!(ResponseHead::from_map(&HeaderMap::new()).status(), None);
         let mut bad = HeaderMap::new();
         bad.insert(GRPC_STATUS, HeaderValue::from_static("x"));
         assert_eq!(
-            status_from(&bad).unwrap().unwrap_err().code(),
+            ResponseHead::from_map(&bad)
+                .status()
+                .unwrap()
+                .unwrap_err()
+                .code(),
             Code::Unknown
         );
     }
@@ -480,10 +509,16 @@ mod tests {
     #[test]
     fn encodings() {
         let mut headers = HeaderMap::new();
-        assert_eq!(encoding_from(&headers), Ok(None));
+        assert_eq!(ResponseHead::from_map(&headers).encoding(), Ok(None));
         headers.insert(GRPC_ENCODING, HeaderValue::from_static("gzip"));
-        assert_eq!(encoding_from(&headers), Ok(Some(Compression::Gzip)));
+        assert_eq!(
+            ResponseHead::from_map(&headers).encoding(),
+            Ok(Some(Compression::Gzip))
+        );
         headers.insert(GRPC_ENCODING, HeaderValue::from_static("br"));
-        assert_eq!(encoding_from(&headers), Err("br".to_owned()));
+        assert_eq!(
+            ResponseHead::from_map(&headers).encoding(),
+            Err("br".to_owned())
+        );
     }
 }

@@ -51,9 +51,9 @@ use tokio::sync::watch;
 use crate::server::done_queue::{DoneReceiver, DoneSender, done_queue};
 
 use crate::compression::{self, Compression};
+use crate::conn_buffers::{ReadBuffer, WriteBuffer};
 use crate::metadata::{Metadata, REQUEST_ID};
 use crate::server::builder::ServerCore;
-use crate::server::conn_buffers::{ReadBuffer, WriteBuffer};
 use crate::server::dispatch::{Answer, Request};
 use crate::server::interceptor::authenticate;
 use crate::server::sniff::OpenGuard;

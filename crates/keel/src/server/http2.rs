@@ -52,11 +52,11 @@ use tokio::time::Instant;
 
 use crate::codec::grpc as wire;
 use crate::compression::Compression;
+use crate::conn_buffers::{KEEP_CAPACITY, ReadBuffer, WriteBuffer};
 use crate::metadata::Metadata;
 use crate::method::MethodKind;
 use crate::rpcz::TraceContext;
 use crate::server::builder::ServerCore;
-use crate::server::conn_buffers::{KEEP_CAPACITY, ReadBuffer, WriteBuffer};
 use crate::server::dispatch::{Answer, Request};
 use crate::server::http2_stream::{Cell, Signal};
 use crate::server::interceptor::authenticate;

@@ -12,7 +12,6 @@
 //!   watchdog.rs     connection limits: how many, first-request and idle timeouts
 //!   memory.rs       memory back to the OS once the server goes quiet
 //!   baidu_std.rs    one connection speaking baidu_std
-//!   conn_buffers.rs a connection's read and write buffers, grown and given back
 //!   http2.rs        one connection speaking gRPC over HTTP/2 (Keel's own)
 //!   http2_stream.rs a streaming call's stream, shared by its handler and the connection
 //!   http.rs         one connection speaking HTTP/1.1: JSON calls, the console
@@ -39,7 +38,6 @@
 
 mod baidu_std;
 pub(crate) mod builder;
-mod conn_buffers;
 pub(crate) mod dispatch;
 mod done_queue;
 mod health;

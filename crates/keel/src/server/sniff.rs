@@ -71,7 +71,7 @@ impl OpenGuard {
     }
 }
 
-impl Count for Arc<OpenGuard> {
+impl Count for OpenGuard {
     fn read(&self, n: usize) {
         OpenGuard::read(self, n);
     }

@@ -1,58 +1,42 @@
 //! The gRPC transport: calls to one endpoint as streams of one HTTP/2
-//! connection (the `h2` crate), reconnected after failures.
+//! connection (Keel's own, [`super::http2`]), reconnected after failures.
 //!
 //! ```text
-//!   try_call ─► sender (connect + handshake once; the connection runs as its own task)
-//!     └─ ready ─► HEADERS (path, grpc-timeout, authorization, metadata, traceparent) + DATA (one message, END_STREAM)
+//!   try_call ─► connection (connect + preface once; the connection runs as its own task)
+//!     └─ open ─► HEADERS (path, grpc-timeout, authorization, metadata, traceparent) + DATA (one message, END_STREAM)
 //!          ◄─ HEADERS (or trailers-only: the status) ◄─ DATA (one message) ◄─ trailers (grpc-status)
 //! ```
 //!
-//! A call whose future is dropped (timeout, cancellation) drops its stream
-//! handles, and h2 resets the stream (RST_STREAM CANCEL): the server's
-//! handler is cancelled and nothing stays behind (rule R1). The connection
-//! task ends when the transport is dropped and its last stream ends
-//! (rule R5).
+//! A call whose future is dropped (timeout, cancellation) drops its stream,
+//! which is reset (RST_STREAM CANCEL): the server's handler is cancelled
+//! and nothing stays behind (rule R1). The connection task ends when the
+//! transport is dropped and its last stream ends (rule R5).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
-use bytes::Bytes;
-use h2::client::SendRequest;
-use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, TE, USER_AGENT};
-use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Method, Request, Uri};
+use bytes::{Bytes, BytesMut};
+use http::header::{AUTHORIZATION, HeaderMap, HeaderValue};
+use keel_wire::hpack::{Encoder, Indexing};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::EndpointConfig;
+use super::http2::{Connection, StreamRef};
 use super::reconnect::Reconnect;
 use crate::codec::grpc as wire;
 use crate::compression::Compression;
 use crate::status::{Code, Status};
 use crate::transport::{Call, Reply};
 
-/// Per-stream and per-connection receive windows of the client.
-const STREAM_WINDOW: u32 = 1024 * 1024;
-const CONNECTION_WINDOW: u32 = 2 * 1024 * 1024;
-/// Largest DATA frame the peer may send (HTTP/2's default is 16 KiB). h2
-/// queues each received frame in a per-connection slab until the call
-/// reads it, and that slab never shrinks: with 16 KiB frames a 1 MiB window
-/// queues 64 frames and a connection kept about 30 KB per side after one
-/// large message; 64 KiB frames queue a quarter as many.
-const MAX_FRAME_SIZE: u32 = 64 * 1024;
-
 /// Calls one `host:port` over gRPC.
 pub struct Grpc {
     addr: String,
-    authority: Option<Authority>,
     config: EndpointConfig,
-    /// The connection's request handle and the address it reached, while
-    /// it is up.
-    sender: Mutex<Option<(SendRequest<Bytes>, Option<std::net::SocketAddr>)>>,
+    /// The connection, while one is up.
+    conn: Mutex<Option<Arc<Connection>>>,
     connect_lock: tokio::sync::Mutex<()>,
     pending: AtomicUsize,
-    /// The last `grpc-timeout` sent: calls with the same timeout reuse it
-    /// rather than allocate a header value each.
-    last_timeout: Mutex<Option<HeaderValue>>,
     /// The channel's credential as the `authorization` header each stream
     /// carries (made once).
     credential: Credential,
@@ -60,6 +44,10 @@ pub struct Grpc {
     tls: Option<Result<crate::tls::Connector, String>>,
     /// When to connect again after failures.
     reconnect: Reconnect,
+    /// Dropping the transport drops this sender, which ends the
+    /// connection's task once its streams are done.
+    _alive: watch::Sender<()>,
+    alive_rx: watch::Receiver<()>,
 }
 
 /// A channel's credential on gRPC: the value of every stream's
@@ -80,6 +68,15 @@ impl Credential {
     /// call carries its own (a client interceptor's token takes the place
     /// of the channel's credential).
     pub(super) fn insert(&self, call: &Call<'_>, headers: &mut HeaderMap) -> Result<(), Status> {
+        if let Some(value) = self.for_call(call)? {
+            headers.insert(AUTHORIZATION, value.clone());
+        }
+        Ok(())
+    }
+
+    /// The `authorization` value `call` carries from the channel: none
+    /// when the call carries its own.
+    fn for_call(&self, call: &Call<'_>) -> Result<Option<&HeaderValue>, Status> {
         let own_authorization = || {
             call.options
                 .metadata
@@ -87,20 +84,13 @@ impl Credential {
                 .any(|(key, _)| key.eq_ignore_ascii_case(AUTHORIZATION.as_str()))
         };
         match self {
-            Credential::None => {}
-            Credential::Header(value) => {
-                if !own_authorization() {
-                    headers.insert(AUTHORIZATION, value.clone());
-                }
-            }
-            Credential::Unsendable => {
-                return Err(Status::new(
-                    Code::EREQUEST,
-                    "the channel's credential cannot be sent in an HTTP header: an authorization header cannot hold control characters",
-                ));
-            }
+            Credential::None => Ok(None),
+            Credential::Header(value) => Ok((!own_authorization()).then_some(value)),
+            Credential::Unsendable => Err(Status::new(
+                Code::EREQUEST,
+                "the channel's credential cannot be sent in an HTTP header: an authorization header cannot hold control characters",
+            )),
         }
-        Ok(())
     }
 
     pub(super) fn new(credential: &Bytes) -> Credential {
@@ -128,17 +118,18 @@ impl std::fmt::Debug for Grpc {
 
 impl Grpc {
     pub(crate) fn new(addr: String, config: EndpointConfig) -> Grpc {
+        let (alive, alive_rx) = watch::channel(());
         Grpc {
             tls: super::tls_for(&config, &addr),
             credential: Credential::new(&config.credential),
-            authority: addr.parse().ok(),
             addr,
             config,
-            sender: Mutex::new(None),
+            conn: Mutex::new(None),
             connect_lock: tokio::sync::Mutex::new(()),
             pending: AtomicUsize::new(0),
-            last_timeout: Mutex::new(None),
             reconnect: Reconnect::default(),
+            _alive: alive,
+            alive_rx,
         }
     }
 
@@ -154,36 +145,37 @@ impl Grpc {
 
     /// Whether a connection is up now.
     pub fn is_connected(&self) -> bool {
-        self.current().is_some()
+        self.current().is_some_and(|conn| conn.is_open())
     }
 
     pub(crate) fn reconnect(&self) -> &Reconnect {
         &self.reconnect
     }
 
-    fn current(&self) -> Option<(SendRequest<Bytes>, Option<std::net::SocketAddr>)> {
-        self.sender
+    fn current(&self) -> Option<Arc<Connection>> {
+        self.conn
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
     }
 
-    /// Forgets the connection after a failure: the next call reconnects
-    /// (after a wait, unless an answer came since the last failure).
-    fn forget(&self) {
-        let lost = self
-            .sender
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if lost.is_some() {
-            self.reconnect.failed();
+    /// Forgets `conn` after it failed or closed: the next call connects
+    /// again (after a failure, after a wait, unless an answer came since
+    /// the last failure; at once after a graceful GOAWAY).
+    fn forget(&self, conn: &Arc<Connection>) {
+        let mut up = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        if up.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
+            *up = None;
+            drop(up);
+            if !conn.closed_gracefully() {
+                self.reconnect.failed();
+            }
         }
     }
 
-    async fn connect(&self) -> Result<(SendRequest<Bytes>, Option<std::net::SocketAddr>), Status> {
+    async fn connect(&self) -> Result<Arc<Connection>, Status> {
         let _one_at_a_time = self.connect_lock.lock().await;
-        if let Some(up) = self.current() {
+        if let Some(up) = self.current().filter(|c| c.is_open()) {
             return Ok(up);
         }
         self.reconnect.admit(&self.addr)?;
@@ -192,146 +184,65 @@ impl Grpc {
             .inspect_err(|_| self.reconnect.failed())?;
         let connected = self.set_up(stream).await;
         match &connected {
-            Ok(_) => self.reconnect.connected(),
+            Ok(conn) => {
+                self.reconnect.connected();
+                *self.conn.lock().unwrap_or_else(PoisonError::into_inner) = Some(conn.clone());
+            }
             Err(_) => self.reconnect.failed(),
         }
         connected
     }
 
-    /// TLS when the channel has it, then the HTTP/2 handshake, over a new
-    /// connection, whose task then runs.
-    async fn set_up(
-        &self,
-        stream: tokio::net::TcpStream,
-    ) -> Result<(SendRequest<Bytes>, Option<std::net::SocketAddr>), Status> {
+    /// TLS when the channel has it, then the connection's task, over a new
+    /// connection.
+    async fn set_up(&self, stream: tokio::net::TcpStream) -> Result<Arc<Connection>, Status> {
         let peer = stream.peer_addr().ok();
-        let stream = super::counted(stream, "grpc");
-        let sender = match &self.tls {
-            None => self.handshake(stream).await?,
+        let alive = self.alive_rx.clone();
+        match &self.tls {
+            None => Ok(Connection::start(stream, peer, alive)),
             Some(tls) => {
                 let handshake = super::handshake_tls(tls, stream, &self.addr);
-                let stream =
-                    match tokio::time::timeout(self.config.connect_timeout, handshake).await {
-                        Ok(stream) => stream?,
-                        Err(_) => {
-                            return Err(unwritten("no TLS handshake within the connect timeout"));
-                        }
-                    };
-                self.handshake(stream).await?
+                match tokio::time::timeout(self.config.connect_timeout, handshake).await {
+                    Ok(stream) => Ok(Connection::start(stream?, peer, alive)),
+                    Err(_) => Err(unwritten("no TLS handshake within the connect timeout")),
+                }
             }
-        };
-        *self.sender.lock().unwrap_or_else(PoisonError::into_inner) = Some((sender.clone(), peer));
-        Ok((sender, peer))
+        }
     }
 
-    /// The HTTP/2 handshake over `io`; the connection then runs as its own
-    /// task until the transport's sender and every stream are dropped, or
-    /// it fails.
-    async fn handshake<IO>(&self, io: IO) -> Result<SendRequest<Bytes>, Status>
-    where
-        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    {
-        let handshake = h2::client::Builder::new()
-            .initial_window_size(STREAM_WINDOW)
-            .initial_connection_window_size(CONNECTION_WINDOW)
-            .max_frame_size(MAX_FRAME_SIZE)
-            .handshake::<_, Bytes>(io);
-        let (sender, connection) =
-            match tokio::time::timeout(self.config.connect_timeout, handshake).await {
-                Ok(Ok(pair)) => pair,
-                Ok(Err(e)) => return Err(unwritten(format!("HTTP/2 handshake failed: {e}"))),
-                Err(_) => return Err(unwritten("no HTTP/2 handshake within the connect timeout")),
+    /// Opens a stream for `call` and queues its headers and `body`: the
+    /// connection is made first if none is up. A connection that closed
+    /// since its last use (GOAWAY: the server is stopping, or refused the
+    /// connection's credential) is replaced once by a new one: nothing was
+    /// written on it, so this is still the same attempt. Failures here
+    /// wrote nothing.
+    async fn start(&self, call: &Call<'_>, body: &[u8], end: bool) -> Result<StreamRef, Status> {
+        let fields = Fields::new(self, call)?;
+        let mut encode =
+            |encoder: &mut Encoder, block: &mut BytesMut| fields.encode(encoder, block);
+        let mut retried = false;
+        loop {
+            let conn = match self.current() {
+                Some(conn) => conn,
+                None => keel_pool::FutureBox::new(self.connect()).await?,
             };
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        Ok(sender)
-    }
-
-    /// A connection ready for a new stream: the one up, else a new one.
-    /// One the server has closed since its last use (GOAWAY: the server is
-    /// stopping, or refused the connection's credential) is replaced once
-    /// by a new one: nothing was written on it, so this is still the same
-    /// attempt.
-    async fn ready(&self) -> Result<(SendRequest<Bytes>, Option<std::net::SocketAddr>), Status> {
-        if let Some((sender, peer)) = self.current() {
-            match sender.ready().await {
-                Ok(sender) => return Ok((sender, peer)),
-                Err(_) => self.forget(),
-            }
-        }
-        let (sender, peer) = keel_pool::FutureBox::new(self.connect()).await?;
-        match sender.ready().await {
-            Ok(sender) => Ok((sender, peer)),
-            Err(e) => {
-                self.forget();
-                Err(unwritten(format!("{}: {e}", self.addr)))
-            }
-        }
-    }
-
-    /// Opens a stream for `call` and sends its headers: the connection is
-    /// made first if none is up. Failures here wrote nothing.
-    async fn start(
-        &self,
-        call: &Call<'_>,
-    ) -> Result<(h2::client::ResponseFuture, h2::SendStream<Bytes>), Status> {
-        if let Some(opened) = self.open_now(call)? {
-            return Ok(opened);
-        }
-        let (mut sender, peer) = self.ready().await?;
-        mark_span(call, peer);
-        let request = self.request(call)?;
-        sender.send_request(request, false).map_err(|e| {
-            self.forget();
-            unwritten(format!("{}: {e}", self.addr))
-        })
-    }
-
-    /// Opens `call`'s stream on the connection that is up, when it can
-    /// take one at once: the common case, with no handle cloned and no
-    /// readiness awaited (each of those takes h2's connection lock once
-    /// more). `None` when there is no connection, or it cannot open a
-    /// stream now (one is still waiting to open, or the connection
-    /// failed): [`start`](Self::start) then waits, or reconnects.
-    fn open_now(
-        &self,
-        call: &Call<'_>,
-    ) -> Result<Option<(h2::client::ResponseFuture, h2::SendStream<Bytes>)>, Status> {
-        if self
-            .sender
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_none()
-        {
-            return Ok(None);
-        }
-        let request = self.request(call)?;
-        let mut up = self.sender.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some((sender, peer)) = up.as_mut() else {
-            return Ok(None);
-        };
-        let peer = *peer;
-        let opened = match sender.send_request(request, false) {
-            Ok(opened) => opened,
-            Err(_) => {
-                // A stream of this handle that waits to open (the server's
-                // limit on streams was reached) refuses the next until the
-                // handle is polled ready; a failed connection refuses them
-                // all (`start` reconnects).
-                let noop = &mut std::task::Context::from_waker(std::task::Waker::noop());
-                if !matches!(sender.poll_ready(noop), std::task::Poll::Ready(Ok(()))) {
-                    return Ok(None);
+            match conn
+                .open(&mut encode, body, end, self.config.max_body_size)
+                .await
+            {
+                Ok(stream) => {
+                    mark_span(call, stream.peer());
+                    return Ok(stream);
                 }
-                match sender.send_request(self.request(call)?, false) {
-                    Ok(opened) => opened,
-                    Err(_) => return Ok(None),
+                Err(closed) => {
+                    self.forget(&conn);
+                    if retried {
+                        return Err(closed);
+                    }
+                    retried = true;
                 }
             }
-        };
-        drop(up);
-        mark_span(call, peer);
-        Ok(Some(opened))
+        }
     }
 
     /// Opens a streaming call: the requests' sink and the responses'
@@ -341,17 +252,11 @@ impl Grpc {
         call: &Call<'_>,
     ) -> Result<(crate::streaming::Outgoing, crate::streaming::Incoming), Status> {
         let compress = request_encoding(call)?;
-        let (response, send) = self.start(call).await?;
+        let stream = Arc::new(self.start(call, &[], false).await?);
         call.span.mark(crate::rpcz::Mark::Sent);
-        let send = crate::streaming::SendHalf::new(send);
         Ok((
-            crate::streaming::Outgoing::client(send.clone(), compress),
-            crate::streaming::Incoming::client(
-                response,
-                self.config.max_body_size,
-                call.deadline,
-                send,
-            ),
+            crate::streaming::Outgoing::client(stream.clone(), compress),
+            crate::streaming::Incoming::client(stream, self.config.max_body_size, call.deadline),
         ))
     }
 
@@ -359,62 +264,41 @@ impl Grpc {
     pub async fn try_call(&self, call: &Call<'_>) -> Result<Reply, Status> {
         let body = encode(call)?;
         let _pending = super::PendingGuard::new(&self.pending);
-        let (response, mut send) = self.start(call).await?;
+        let mut stream = self.start(call, &body, true).await?;
         call.span.mark(crate::rpcz::Mark::Sent);
-        // A server may answer before it read the request (an unknown
-        // method: a trailers-only response, then RST_STREAM NO_ERROR), so a
-        // failed send is not the call's outcome: the response says what
-        // happened, and fails too if the stream or connection did.
-        let _ = send.send_data(body, true);
-        let response = response.await.map_err(|e| {
-            if e.is_io() || e.is_go_away() {
-                self.forget();
-            }
-            wire::stream_failed(&e)
-        })?;
+        let finished = std::future::poll_fn(|cx| stream.poll_finished(cx)).await;
+        // A connection that failed is replaced by the next call.
+        let finished = finished?;
         self.reconnect.answered();
-        let (parts, mut body) = response.into_parts();
-        if parts.status != http::StatusCode::OK {
+        let head = finished.head;
+        if head.http_status != 200 {
             return Err(Status::new(
-                Code::from_http_status(parts.status.as_u16()),
-                format!("the server answered HTTP status {}", parts.status),
+                Code::from_http_status(head.http_status),
+                format!("the server answered HTTP status {}", head.http_status),
             ));
         }
         // Trailers-only: a failure (or an empty success) with no body.
-        if let Some(outcome) = wire::status_from(&parts.headers) {
+        if let Some(outcome) = head.status() {
             outcome?;
             return Err(Status::new(
                 Code::Internal,
                 "the server ended the call with no response message",
             ));
         }
-        let encoding = wire::encoding_from(&parts.headers).map_err(|name| {
+        let encoding = head.encoding().map_err(|name| {
             Status::new(
                 Code::Internal,
                 format!("the server answered in grpc-encoding {name}, which Keel cannot read"),
             )
         })?;
-        let message = wire::read_one(
-            &mut body,
-            self.config.max_body_size,
-            encoding,
-            Code::ERESPONSE,
-        )
-        .await;
-        let message = match message {
-            // Refused before the end of the body (a message over the limit,
-            // announced by its prefix): the rest will never be read, so its
-            // flow-control window never reopens and the trailers would never
-            // come. Dropping the stream resets it.
-            Err(refused) if !body.is_end_stream() => return Err(refused),
-            message => message,
+        let message = message(finished.data.freeze(), self.config.max_body_size, encoding);
+        let Some(trailers) = finished.trailers else {
+            return Err(Status::new(
+                Code::Internal,
+                "the server ended the call without trailers",
+            ));
         };
-        let trailers = body
-            .trailers()
-            .await
-            .map_err(|e| wire::stream_failed(&e))?
-            .unwrap_or_default();
-        match wire::status_from(&trailers) {
+        match trailers.status() {
             Some(Ok(())) => {}
             Some(Err(status)) => return Err(status),
             None => {
@@ -424,62 +308,113 @@ impl Grpc {
                 ));
             }
         }
-        let mut metadata = wire::metadata_from(&parts.headers);
-        metadata.extend_from(&wire::metadata_from(&trailers));
+        let mut metadata = head.metadata;
+        metadata.extend_from(&trailers.metadata);
         Ok(Reply {
             payload: message?,
             attachment: Bytes::new(),
             metadata,
         })
     }
+}
 
-    /// The request's headers.
-    fn request(&self, call: &Call<'_>) -> Result<Request<()>, Status> {
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(if self.tls.is_some() {
-            Scheme::HTTPS
-        } else {
-            Scheme::HTTP
-        });
-        parts.authority = self.authority.clone();
-        parts.path_and_query = Some(PathAndQuery::from_static(call.method.path));
-        let uri = Uri::from_parts(parts)
-            .map_err(|e| Status::new(Code::EREQUEST, format!("bad request path: {e}")))?;
-        let mut request = Request::new(());
-        *request.method_mut() = Method::POST;
-        *request.uri_mut() = uri;
-        let headers = request.headers_mut();
-        headers.insert(CONTENT_TYPE, wire::CONTENT_TYPE);
-        headers.insert(TE, HeaderValue::from_static("trailers"));
-        headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
-        headers.insert(wire::GRPC_ACCEPT_ENCODING, wire::ACCEPT_ENCODING);
+/// A unary response's one message, decompressed.
+fn message(whole: Bytes, max: usize, encoding: Option<Compression>) -> Result<Bytes, Status> {
+    let (compressed, message) = wire::unary_message(whole, max, Code::ERESPONSE)?;
+    if !compressed {
+        return Ok(message);
+    }
+    let Some(kind) = encoding else {
+        return Err(Status::new(
+            Code::ERESPONSE,
+            "a compressed message on a stream with no grpc-encoding",
+        ));
+    };
+    crate::compression::decompress(kind.as_i32(), message, max, Code::ERESPONSE)
+}
+
+/// A request's header fields, checked before the connection's lock is
+/// taken (encoding them cannot fail).
+struct Fields<'a> {
+    call: &'a Call<'a>,
+    scheme: &'static [u8],
+    authority: &'a [u8],
+    timeout: ([u8; keel_wire::grpc::TIMEOUT_MAX_LEN], usize),
+    encoding: Option<HeaderValue>,
+    traceparent: Option<HeaderValue>,
+    authorization: Option<&'a [u8]>,
+    /// Metadata keys, lowercased.
+    metadata: Vec<(std::borrow::Cow<'a, str>, &'a str)>,
+}
+
+impl<'a> Fields<'a> {
+    fn new(grpc: &'a Grpc, call: &'a Call<'a>) -> Result<Fields<'a>, Status> {
+        let mut timeout = ([0; keel_wire::grpc::TIMEOUT_MAX_LEN], 0);
         if let Some(deadline) = call.deadline {
             let left = deadline.saturating_duration_since(Instant::now());
-            let mut text = [0; keel_wire::grpc::TIMEOUT_MAX_LEN];
-            let len = keel_wire::grpc::write_timeout(left, &mut text);
-            let mut last = self
-                .last_timeout
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            let value = match &*last {
-                Some(value) if value.as_bytes() == &text[..len] => Some(value.clone()),
-                _ => HeaderValue::from_bytes(&text[..len]).ok(),
-            };
-            if let Some(value) = value {
-                *last = Some(value.clone());
-                drop(last);
-                headers.insert(wire::GRPC_TIMEOUT, value);
-            }
+            timeout.1 = keel_wire::grpc::write_timeout(left, &mut timeout.0);
         }
-        if let Some(name) = request_encoding(call)?.and_then(wire::encoding_name) {
-            headers.insert(wire::GRPC_ENCODING, name);
-        }
-        if let Some(trace) = call.span.context() {
-            headers.insert(wire::TRACEPARENT, wire::traceparent(trace));
-        }
-        self.credential.insert(call, headers)?;
-        wire::metadata_into(&call.options.metadata, headers, Code::EREQUEST)?;
-        Ok(request)
+        let authorization = grpc.credential.for_call(call)?.map(HeaderValue::as_bytes);
+        let metadata = wire::checked_metadata(&call.options.metadata, Code::EREQUEST)?;
+        Ok(Fields {
+            call,
+            scheme: if grpc.tls.is_some() {
+                b"https"
+            } else {
+                b"http"
+            },
+            authority: grpc.addr.as_bytes(),
+            timeout,
+            encoding: request_encoding(call)?.and_then(wire::encoding_name),
+            traceparent: call.span.context().map(wire::traceparent),
+            authorization,
+            metadata,
+        })
+    }
+
+    fn encode(&self, encoder: &mut Encoder, block: &mut BytesMut) {
+        use Indexing::{Never, No, Yes};
+        let fixed = [
+            (&b":method"[..], &b"POST"[..], Yes),
+            (b":scheme", self.scheme, Yes),
+            (b":path", self.call.method.path.as_bytes(), Yes),
+            (b":authority", self.authority, Yes),
+            (b"content-type", wire::CONTENT_TYPE_TEXT.as_bytes(), Yes),
+            (b"te", b"trailers", Yes),
+            (b"user-agent", USER_AGENT_VALUE.as_bytes(), Yes),
+            (
+                b"grpc-accept-encoding",
+                wire::ACCEPT_ENCODING_TEXT.as_bytes(),
+                Yes,
+            ),
+        ];
+        let timeout = (self.timeout.1 > 0)
+            .then(|| (&b"grpc-timeout"[..], &self.timeout.0[..self.timeout.1], No));
+        let encoding = self
+            .encoding
+            .as_ref()
+            .map(|v| (&b"grpc-encoding"[..], v.as_bytes(), Yes));
+        let trace = self
+            .traceparent
+            .as_ref()
+            .map(|v| (&b"traceparent"[..], v.as_bytes(), No));
+        let authorization = self
+            .authorization
+            .map(|v| (&b"authorization"[..], v, Never));
+        let metadata = self
+            .metadata
+            .iter()
+            .map(|(k, v)| (k.as_bytes(), v.as_bytes(), No));
+        encoder.encode(
+            fixed
+                .into_iter()
+                .chain(timeout)
+                .chain(encoding)
+                .chain(trace)
+                .chain(authorization)
+                .chain(metadata),
+            block,
+        );
     }
 }
 

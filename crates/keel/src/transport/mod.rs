@@ -7,7 +7,8 @@
 //!          └─ transport: one attempt, no retry    <- this module
 //!               ├─ baidu_std: a multiplexed TCP connection (BaiduStd)
 //!               │    └─ pending: the table of calls awaiting an answer
-//!               ├─ grpc: streams of one HTTP/2 connection (Grpc, on h2)
+//!               ├─ grpc: streams of one HTTP/2 connection (Grpc)
+//!               │    └─ http2: Keel's HTTP/2 client connection
 //!               ├─ http: JSON over HTTP/1.1 keep-alive connections (Http)
 //!               └─ in_process: the server's dispatch path, no socket
 //! ```
@@ -21,6 +22,7 @@
 mod baidu_std;
 mod grpc;
 pub mod http;
+pub(crate) mod http2;
 mod in_process;
 mod pending;
 pub(crate) mod reconnect;

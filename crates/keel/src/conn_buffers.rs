@@ -1,5 +1,5 @@
-//! A server connection's two byte buffers, as every protocol that owns its
-//! socket (baidu_std, HTTP/2) keeps them: what was read and not yet cut
+//! A connection's two byte buffers, as every protocol that owns its
+//! socket (baidu_std and HTTP/2 servers, the HTTP/2 client) keeps them: what was read and not yet cut
 //! into frames, and the answers being written while the next ones collect.
 //!
 //! Both start empty and grow with the traffic, and both go back to their
@@ -11,7 +11,7 @@
 
 use bytes::BytesMut;
 
-use crate::server::sniff::OpenGuard;
+use crate::connections::Count;
 
 /// Room offered to each read: small for a quiet connection (an idle
 /// connection should cost little), doubled while reads fill it.
@@ -74,7 +74,7 @@ impl ReadBuffer {
     pub(crate) fn filled(
         &mut self,
         read: std::io::Result<usize>,
-        open: &OpenGuard,
+        open: &impl Count,
     ) -> Option<bool> {
         let n = read.ok()?;
         if n == 0 {
@@ -145,7 +145,7 @@ impl WriteBuffer {
 
     /// A write of [`pending`](Self::pending) ended: `false` when the
     /// connection is lost. The bytes are counted on `open`.
-    pub(crate) fn wrote(&mut self, write: std::io::Result<usize>, open: &OpenGuard) -> bool {
+    pub(crate) fn wrote(&mut self, write: std::io::Result<usize>, open: &impl Count) -> bool {
         match write {
             Ok(n) if n > 0 => {
                 open.wrote(n);
