@@ -1138,7 +1138,12 @@ async fn run<S: crate::tls::Duplex>(
         let may_read = !eof && reader.error.is_none();
         tokio::select! {
             biased;
-            () = conn.wake.notified(), if flushed => {}
+            () = conn.wake.notified(), if flushed => {
+                // Callers woken by the last read run first (they would
+                // otherwise wake this task one by one, and be written one
+                // request per write): what they queue leaves in one write.
+                tokio::task::yield_now().await;
+            }
             written = wr.write(writing.pending()), if !flushed => {
                 if !writing.wrote(written, &listed) {
                     let mut st = conn.lock();
