@@ -1084,9 +1084,7 @@ impl Conn {
     /// What streaming handlers left in their cells.
     fn serve_dirty(&mut self) {
         let mut dirty = std::mem::take(&mut self.dirty);
-        let mut marked = Vec::new();
-        self.signal.take(&mut marked);
-        dirty.append(&mut marked);
+        self.signal.take(&mut dirty);
         for &id in &dirty {
             let Some(stream) = self.streams.get_mut(&id) else {
                 continue;

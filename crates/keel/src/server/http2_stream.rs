@@ -39,10 +39,14 @@ pub(crate) struct Signal {
 }
 
 impl Signal {
-    /// The streams marked since the last call (swapped with `into`).
+    /// Moves the streams marked since the last call to the end of `into`
+    /// (both lists keep their capacity: no allocation per turn).
     pub(crate) fn take(&self, into: &mut Vec<u32>) {
         let mut dirty = self.dirty.lock().unwrap_or_else(PoisonError::into_inner);
-        std::mem::swap(&mut *dirty, into);
+        into.append(&mut dirty);
+        if dirty.capacity() > 64 {
+            *dirty = Vec::new();
+        }
     }
 }
 

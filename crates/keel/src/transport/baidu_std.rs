@@ -584,6 +584,10 @@ async fn run_connection<S: crate::tls::Duplex>(
                 answers = Answers::default();
             } }
             _ = conn.wake_writer.notified(), if !retired && written == outbuf.len() => {
+                // Callers woken by the last read run first (each would
+                // otherwise wake this task on its own, to be written one
+                // request per write): what they queue leaves in one write.
+                tokio::task::yield_now().await;
                 outbuf.clear();
                 written = 0;
                 if outbuf.capacity() > KEEP_CAPACITY {

@@ -36,6 +36,7 @@
 //! the header fields mean (the gRPC transport says) or retries.
 
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
@@ -49,6 +50,7 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use crate::codec::grpc::ResponseHead;
+use super::pending::IdHasher;
 use crate::conn_buffers::{KEEP_CAPACITY, ReadBuffer, WriteBuffer};
 use crate::status::{Code, Status};
 
@@ -87,7 +89,7 @@ struct State {
     /// A header block being encoded (reused).
     block: BytesMut,
     next_id: u32,
-    streams: HashMap<u32, Stream>,
+    streams: HashMap<u32, Stream, BuildHasherDefault<IdHasher>>,
     /// The server's SETTINGS.
     max_streams: usize,
     peer_window: u32,
@@ -215,7 +217,7 @@ impl Connection {
                 encoder: Encoder::new(),
                 block: BytesMut::new(),
                 next_id: 1,
-                streams: HashMap::new(),
+                streams: HashMap::default(),
                 max_streams: usize::MAX,
                 peer_window: frame::DEFAULT_WINDOW,
                 peer_max_frame: frame::DEFAULT_MAX_FRAME as usize,

@@ -49,11 +49,11 @@ impl CallId {
     }
 }
 
-/// Hashes a call id, a counter, by one multiplication (Fibonacci hashing):
+/// Hashes a call id (or an HTTP/2 stream id), a counter, by one multiplication (Fibonacci hashing):
 /// consecutive ids spread over the whole table, and the hot path pays no
 /// general-purpose hasher.
 #[derive(Default)]
-struct IdHasher(u64);
+pub(crate) struct IdHasher(u64);
 
 impl Hasher for IdHasher {
     fn finish(&self) -> u64 {
@@ -68,6 +68,10 @@ impl Hasher for IdHasher {
 
     fn write_u64(&mut self, id: u64) {
         self.0 = id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    fn write_u32(&mut self, id: u32) {
+        self.write_u64(u64::from(id));
     }
 }
 
