@@ -104,6 +104,8 @@ struct Link {
     config: EndpointConfig,
     state: Mutex<LinkState>,
     wake_writer: Notify,
+    /// Callers the last read woke (see [`super::WokenCallers`]).
+    woken: super::WokenCallers,
     connect_lock: tokio::sync::Mutex<()>,
     /// When to connect again after failures.
     reconnect: Reconnect,
@@ -149,6 +151,7 @@ impl BaiduStd {
                     taken: 0,
                 }),
                 wake_writer: Notify::new(),
+                woken: super::WokenCallers::default(),
                 connect_lock: tokio::sync::Mutex::new(()),
                 reconnect: Reconnect::default(),
             }),
@@ -245,6 +248,7 @@ impl BaiduStd {
         packed: Option<&[u8]>,
         waker: &Waker,
     ) -> Result<Option<CallId>, Status> {
+        self.conn.woken.queued();
         let mut st = self.conn.lock();
         match epoch {
             None if !st.up => return Ok(None),
@@ -434,6 +438,7 @@ impl Link {
             }
             st.pending.len()
         };
+        self.woken.woke(answers.wakers.len());
         for w in answers.wakers.drain(..) {
             w.wake();
         }
@@ -584,10 +589,7 @@ async fn run_connection<S: crate::tls::Duplex>(
                 answers = Answers::default();
             } }
             _ = conn.wake_writer.notified(), if !retired && written == outbuf.len() => {
-                // Callers woken by the last read run first (each would
-                // otherwise wake this task on its own, to be written one
-                // request per write): what they queue leaves in one write.
-                tokio::task::yield_now().await;
+                conn.woken.let_them_queue().await;
                 outbuf.clear();
                 written = 0;
                 if outbuf.capacity() > KEEP_CAPACITY {

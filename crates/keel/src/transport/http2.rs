@@ -79,6 +79,8 @@ pub(crate) struct Connection {
     wake: Notify,
     /// Callers waiting for a stream slot (the server's limit).
     slots: Notify,
+    /// Callers the last read woke (see [`super::WokenCallers`]).
+    woken: super::WokenCallers,
     /// The address it reached (for client spans).
     pub(crate) peer: Option<SocketAddr>,
 }
@@ -231,6 +233,7 @@ impl Connection {
             }),
             wake: Notify::new(),
             slots: Notify::new(),
+            woken: super::WokenCallers::default(),
             peer,
         });
         conn.wake.notify_one();
@@ -268,6 +271,7 @@ impl Connection {
         limit: usize,
     ) -> Result<StreamRef, Status> {
         let streaming = !end;
+        self.woken.queued();
         loop {
             let slot = self.slots.notified();
             tokio::pin!(slot);
@@ -1125,11 +1129,8 @@ async fn run<S: crate::tls::Duplex>(
                 busy = true;
             }
         }
+        conn.woken.woke(reader.wakers.len());
         reader.wakers.drain(..).for_each(Waker::wake);
-        if eof || reader.error.is_some() {
-            // Nothing more will be read: the streams left failed; wait for
-            // their callers to let go while writing what is queued.
-        }
         input.prepare();
         writing.settle(input.size());
         let flushed = writing.flushed();
@@ -1140,12 +1141,7 @@ async fn run<S: crate::tls::Duplex>(
         let may_read = !eof && reader.error.is_none();
         tokio::select! {
             biased;
-            () = conn.wake.notified(), if flushed => {
-                // Callers woken by the last read run first (they would
-                // otherwise wake this task one by one, and be written one
-                // request per write): what they queue leaves in one write.
-                tokio::task::yield_now().await;
-            }
+            () = conn.wake.notified(), if flushed => conn.woken.let_them_queue().await,
             written = wr.write(writing.pending()), if !flushed => {
                 if !writing.wrote(written, &listed) {
                     let mut st = conn.lock();

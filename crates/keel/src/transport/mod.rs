@@ -288,6 +288,41 @@ pub(crate) fn counted(
     crate::connections::Counted::new(stream, listed)
 }
 
+/// The callers a connection's last read woke and that have not queued a
+/// request since: while some have, the connection's task, woken by the
+/// first of them, yields once before it takes what is queued, so the rest
+/// join the same write (each would otherwise wake it on its own, to be
+/// written one request per write). A lone caller (one call in flight)
+/// finds none and is written at once.
+#[derive(Debug, Default)]
+pub(crate) struct WokenCallers(std::sync::atomic::AtomicUsize);
+
+impl WokenCallers {
+    /// A read woke `n` callers (none: nothing changes).
+    pub(crate) fn woke(&self, n: usize) {
+        if n > 0 {
+            self.0.store(n, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// A caller queued a request.
+    pub(crate) fn queued(&self) {
+        let _ = self.0.fetch_update(
+            std::sync::atomic::Ordering::Relaxed,
+            std::sync::atomic::Ordering::Relaxed,
+            |n| n.checked_sub(1),
+        );
+    }
+
+    /// Yields once if callers woken by the last read have yet to queue
+    /// their requests.
+    pub(crate) async fn let_them_queue(&self) {
+        if self.0.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
 /// Counts a call as pending while it lives (the gRPC and HTTP transports'
 /// `pending_calls`).
 pub(crate) struct PendingGuard<'a>(&'a std::sync::atomic::AtomicUsize);
