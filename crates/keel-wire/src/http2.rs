@@ -364,6 +364,169 @@ pub fn for_each_setting(
     Ok(())
 }
 
+/// What a SETTINGS frame changes of what a connection's side keeps of its
+/// peer (the rest of the settings: skipped).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PeerSettings {
+    /// SETTINGS_INITIAL_WINDOW_SIZE.
+    pub window: Option<u32>,
+    /// SETTINGS_HEADER_TABLE_SIZE.
+    pub table: Option<u32>,
+    /// SETTINGS_MAX_FRAME_SIZE.
+    pub max_frame: Option<u32>,
+    /// SETTINGS_MAX_CONCURRENT_STREAMS.
+    pub max_streams: Option<u32>,
+}
+
+/// The settings of a (non-ACK) SETTINGS frame a connection acts on, read
+/// as [`for_each_setting`] checks them.
+///
+/// # Errors
+/// As [`settings`].
+pub fn peer_settings(head: &Head, payload: &[u8]) -> Result<PeerSettings, FrameError> {
+    let mut peer = PeerSettings::default();
+    for_each_setting(head, payload, |id, value| match id {
+        setting::INITIAL_WINDOW_SIZE => peer.window = Some(value),
+        setting::HEADER_TABLE_SIZE => peer.table = Some(value),
+        setting::MAX_FRAME_SIZE => peer.max_frame = Some(value),
+        setting::MAX_CONCURRENT_STREAMS => peer.max_streams = Some(value),
+        _ => {}
+    })?;
+    Ok(peer)
+}
+
+/// The first frame of a buffer, as far as it was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cut {
+    /// A whole frame: its payload is `buf[HEAD_LEN..HEAD_LEN + head.len]`.
+    Whole(Head),
+    /// Not all of it was read yet.
+    Partial,
+    /// Its head announces more than the connection allows (FRAME_SIZE_ERROR).
+    TooLarge(usize),
+}
+
+/// Cuts the first frame off `buf`, allowing payloads up to `max_frame`.
+#[must_use]
+pub fn cut(buf: &[u8], max_frame: usize) -> Cut {
+    match parse_head(buf) {
+        None => Cut::Partial,
+        Some(h) if h.len > max_frame => Cut::TooLarge(h.len),
+        Some(h) if buf.len() < HEAD_LEN + h.len => Cut::Partial,
+        Some(h) => Cut::Whole(h),
+    }
+}
+
+/// What [`HeaderBlocks::take`] made of a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Assembly {
+    /// Not part of a header block: the connection handles it.
+    Other,
+    /// A header block goes on in CONTINUATION frames.
+    Pending,
+    /// A whole header block, in [`HeaderBlocks::block`].
+    Complete {
+        /// The block's stream.
+        stream: u32,
+        /// Its HEADERS frame ended the stream.
+        end_stream: bool,
+    },
+}
+
+/// Header blocks as they arrive in a HEADERS frame and the CONTINUATION
+/// frames after it (RFC 9113 section 6.10): no other frame may come in
+/// between, and the block is bounded.
+#[derive(Debug, Default)]
+pub struct HeaderBlocks {
+    /// The stream of a block still open, and its END_STREAM.
+    partial: Option<(u32, bool)>,
+    fragments: BytesMut,
+}
+
+impl HeaderBlocks {
+    /// Takes every frame a connection reads, first: assembles HEADERS and
+    /// CONTINUATION frames (at most `max` bytes a block), and checks that
+    /// nothing interrupts a block.
+    ///
+    /// # Errors
+    /// A connection error: its code and why.
+    pub fn take(
+        &mut self,
+        head: &Head,
+        payload: &[u8],
+        max: usize,
+    ) -> Result<Assembly, (Reason, String)> {
+        if let Some((id, _)) = self.partial
+            && (head.kind != kind::CONTINUATION || head.stream != id)
+        {
+            return Err((
+                Reason::Protocol,
+                "a header block was interrupted by another frame".to_owned(),
+            ));
+        }
+        if !matches!(head.kind, kind::HEADERS | kind::CONTINUATION) {
+            return Ok(Assembly::Other);
+        }
+        check_fixed(head).map_err(|e| (e.reason(), e.to_string()))?;
+        let (stream, end_stream) = if head.kind == kind::HEADERS {
+            let range = headers_payload(head, payload).map_err(|e| (e.reason(), e.to_string()))?;
+            self.fragments.clear();
+            self.fragments.extend_from_slice(&payload[range]);
+            (head.stream, head.has(flag::END_STREAM))
+        } else {
+            let Some(open) = self.partial else {
+                return Err((
+                    Reason::Protocol,
+                    "CONTINUATION without a header block before it".to_owned(),
+                ));
+            };
+            if self.fragments.len() + payload.len() > max {
+                return Err((
+                    Reason::EnhanceYourCalm,
+                    format!("a header block over {max} bytes"),
+                ));
+            }
+            self.fragments.extend_from_slice(payload);
+            open
+        };
+        if head.has(flag::END_HEADERS) {
+            self.partial = None;
+            Ok(Assembly::Complete { stream, end_stream })
+        } else {
+            self.partial = Some((stream, end_stream));
+            Ok(Assembly::Pending)
+        }
+    }
+
+    /// The block [`take`](Self::take) completed.
+    #[must_use]
+    pub fn block(&self) -> &[u8] {
+        &self.fragments
+    }
+
+    /// The block was decoded: its buffer is cleared, and given back when a
+    /// large block grew it past `keep` bytes.
+    pub fn done(&mut self, keep: usize) {
+        self.fragments.clear();
+        if self.fragments.capacity() > keep {
+            self.fragments = BytesMut::new();
+        }
+    }
+
+    /// Gives the buffer back (a quiet connection).
+    pub fn shrink(&mut self) {
+        if self.partial.is_none() {
+            self.fragments = BytesMut::new();
+        }
+    }
+
+    /// Bytes held.
+    #[must_use]
+    pub fn capacity(&self) -> usize {
+        self.fragments.capacity()
+    }
+}
+
 /// Checks a frame whose payload length its type fixes, and whether it is
 /// on a stream, before the connection acts on it.
 ///

@@ -9,8 +9,7 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,23 +18,17 @@ use keel::bytes::BytesMut;
 use keel::{Channel, Code};
 use keel_alloc::CountingAlloc;
 use keel_wire::hpack::{Decoder, Encoder, Indexing};
-use keel_wire::http2::{self as frame, Head, Reason, flag, kind, setting};
+use keel_wire::http2::{self as frame, Reason, flag, kind, setting};
 use prost::Message;
+use support::frames::{Frame, Frames};
 use support::{EchoRequest, EchoResponse, EchoServiceClient};
 
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc::system();
 
-/// A frame as read.
-struct Frame {
-    head: Head,
-    payload: Vec<u8>,
-}
-
 /// One server connection on a blocking socket.
 struct Peer {
-    stream: TcpStream,
-    buf: Vec<u8>,
+    io: Frames,
     encoder: Encoder,
     decoder: Decoder,
     /// What the client may still send on the connection.
@@ -47,66 +40,55 @@ impl Peer {
     /// `settings`.
     fn accept(listener: &TcpListener, settings: &[(u16, u32)]) -> Peer {
         let (stream, _) = listener.accept().expect("accept");
-        stream.set_nodelay(true).expect("nodelay");
         stream
             .set_read_timeout(Some(Duration::from_secs(20)))
             .expect("timeout");
         let mut peer = Peer {
-            stream,
-            buf: Vec::new(),
+            io: Frames::new(stream),
             encoder: Encoder::new(),
             decoder: Decoder::new(4096),
             conn_room: i64::from(frame::DEFAULT_WINDOW),
         };
-        while peer.buf.len() < frame::PREFACE.len() {
-            peer.fill().expect("the client's preface");
-        }
-        assert_eq!(&peer.buf[..frame::PREFACE.len()], frame::PREFACE);
-        peer.buf.drain(..frame::PREFACE.len());
+        let preface = peer.io.take(frame::PREFACE.len());
+        assert_eq!(
+            preface.as_deref(),
+            Some(&frame::PREFACE[..]),
+            "the client's preface"
+        );
         let mut out = BytesMut::new();
         frame::put_settings(&mut out, settings);
         peer.send(&out);
         peer
     }
 
-    fn fill(&mut self) -> Option<()> {
-        let mut chunk = [0u8; 16 * 1024];
-        match self.stream.read(&mut chunk) {
-            Ok(0) | Err(_) => None,
-            Ok(n) => {
-                self.buf.extend_from_slice(&chunk[..n]);
-                Some(())
-            }
-        }
-    }
-
     fn send(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).expect("write");
+        self.io.send(bytes);
     }
 
     /// The next frame (SETTINGS acknowledged, SETTINGS acks and
     /// WINDOW_UPDATEs of the connection skipped), or `None` at the end.
     fn next(&mut self) -> Option<Frame> {
         loop {
-            if let Some(head) = frame::parse_head(&self.buf)
-                && self.buf.len() >= frame::HEAD_LEN + head.len
-            {
-                let payload = self.buf[frame::HEAD_LEN..frame::HEAD_LEN + head.len].to_vec();
-                self.buf.drain(..frame::HEAD_LEN + head.len);
-                match head.kind {
-                    kind::SETTINGS if !head.has(flag::ACK) => {
-                        let mut ack = BytesMut::new();
-                        frame::put_settings_ack(&mut ack);
-                        self.send(&ack);
-                    }
-                    kind::SETTINGS => {}
-                    kind::WINDOW_UPDATE if head.stream == 0 => {}
-                    _ => return Some(Frame { head, payload }),
+            let f = self.io.next()?;
+            match f.head.kind {
+                kind::SETTINGS if !f.head.has(flag::ACK) => {
+                    let mut ack = BytesMut::new();
+                    frame::put_settings_ack(&mut ack);
+                    self.send(&ack);
                 }
-                continue;
+                kind::SETTINGS => {}
+                kind::WINDOW_UPDATE if f.head.stream == 0 => {}
+                _ => return Some(f),
             }
-            self.fill()?;
         }
+    }
+
+    /// The first call, alone: a client may send before it has the
+    /// server's SETTINGS (within the default window and no limit on
+    /// streams), so what a test checks comes after it.
+    fn warm_up(&mut self) {
+        let (id, _, _) = self.request(frame::DEFAULT_WINDOW, 0);
+        self.answer(id, b"first");
     }
 
     /// The header fields of a block.
@@ -201,6 +183,15 @@ fn request_message(body: &[u8]) -> String {
         .message
 }
 
+/// The client's side of [`Peer::warm_up`].
+async fn warm_up(client: &EchoServiceClient) {
+    let first = client
+        .echo(&support::request("one"))
+        .timeout(Duration::from_secs(20))
+        .await;
+    assert_eq!(first.expect("first").message, "first");
+}
+
 fn listener() -> (TcpListener, String) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
     let addr = format!("grpc://{}", listener.local_addr().expect("addr"));
@@ -214,10 +205,7 @@ async fn a_request_never_exceeds_the_servers_windows() {
     // 100 KB request must go in pieces, each within the window.
     let server = std::thread::spawn(move || {
         let mut peer = Peer::accept(&listener, &[(setting::INITIAL_WINDOW_SIZE, 1000)]);
-        // The first call alone: a client may send before it has the
-        // server's SETTINGS, within the default window.
-        let (id, _, _) = peer.request(frame::DEFAULT_WINDOW, 0);
-        peer.answer(id, b"first");
+        peer.warm_up();
         let mut seen = Vec::new();
         for _ in 0..2 {
             let (id, _, body) = peer.request(1000, 1000);
@@ -229,11 +217,7 @@ async fn a_request_never_exceeds_the_servers_windows() {
     });
     let channel = Channel::new(&addr).expect("addr");
     let client = EchoServiceClient::new(&channel);
-    let first = client
-        .echo(&support::request("one"))
-        .timeout(Duration::from_secs(20))
-        .await;
-    assert_eq!(first.expect("first").message, "first");
+    warm_up(&client).await;
     for _ in 0..2 {
         let reply = client
             .echo(&support::request(&"w".repeat(100_000)))
@@ -250,9 +234,7 @@ async fn streams_keep_to_the_servers_limit_and_pings_are_answered() {
     let (listener, addr) = listener();
     let server = std::thread::spawn(move || {
         let mut peer = Peer::accept(&listener, &[(setting::MAX_CONCURRENT_STREAMS, 1)]);
-        // The first call alone: the client has the SETTINGS after it.
-        let (id, _, _) = peer.request(frame::DEFAULT_WINDOW, 0);
-        peer.answer(id, b"first");
+        peer.warm_up();
         let mut ping = BytesMut::new();
         frame::put_ping(&mut ping, false, *b"pingpong");
         peer.send(&ping);
@@ -294,11 +276,7 @@ async fn streams_keep_to_the_servers_limit_and_pings_are_answered() {
     });
     let channel = Channel::new(&addr).expect("addr");
     let client = EchoServiceClient::new(&channel);
-    let first = client
-        .echo(&support::request("one"))
-        .timeout(Duration::from_secs(20))
-        .await;
-    assert_eq!(first.expect("first").message, "first");
+    warm_up(&client).await;
     let calls = ["a", "b", "c"].map(|m| {
         let client = client.clone();
         tokio::spawn(async move {

@@ -8,14 +8,14 @@
 
 mod support;
 
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 
 use keel::bytes::BytesMut;
 use keel_alloc::CountingAlloc;
 use keel_wire::hpack::{Decoder, Encoder, Indexing};
-use keel_wire::http2::{self as frame, Head, Reason, flag, kind, setting};
+use keel_wire::http2::{self as frame, Reason, flag, kind, setting};
 use prost::Message;
+use support::frames::{Frame, Frames};
 use support::{eventually, start};
 
 #[global_allocator]
@@ -27,16 +27,9 @@ async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
     SERIAL.lock().await
 }
 
-/// A frame as read.
-struct Frame {
-    head: Head,
-    payload: Vec<u8>,
-}
-
 /// A plain HTTP/2 client on a blocking socket.
 struct Raw {
-    stream: TcpStream,
-    buf: Vec<u8>,
+    io: Frames,
     encoder: Encoder,
     decoder: Decoder,
 }
@@ -64,10 +57,8 @@ impl Raw {
     /// Connects and sends the preface and `settings`.
     fn connect(addr: SocketAddr, settings: &[(u16, u32)]) -> Raw {
         let stream = TcpStream::connect(addr).expect("connect");
-        stream.set_nodelay(true).expect("nodelay");
         let mut raw = Raw {
-            stream,
-            buf: Vec::new(),
+            io: Frames::new(stream),
             encoder: Encoder::new(),
             decoder: Decoder::new(4096),
         };
@@ -79,25 +70,12 @@ impl Raw {
     }
 
     fn send(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).expect("write");
+        self.io.send(bytes);
     }
 
     /// The next frame, or `None` at the end of the connection.
     fn next(&mut self) -> Option<Frame> {
-        loop {
-            if let Some(head) = frame::parse_head(&self.buf)
-                && self.buf.len() >= frame::HEAD_LEN + head.len
-            {
-                let payload = self.buf[frame::HEAD_LEN..frame::HEAD_LEN + head.len].to_vec();
-                self.buf.drain(..frame::HEAD_LEN + head.len);
-                return Some(Frame { head, payload });
-            }
-            let mut chunk = [0u8; 16 * 1024];
-            match self.stream.read(&mut chunk) {
-                Ok(0) | Err(_) => return None,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-            }
-        }
+        self.io.next()
     }
 
     /// The HEADERS of an echo call on stream `id` with `message`, and its
@@ -361,7 +339,7 @@ async fn idle_grpc_connections_cost_at_most_8kb_each_on_the_server() {
                 let mut raw = Raw::connect(addr, &[]);
                 let reply = raw.call(1, b"rrrrrrrrrrrrrrrr", None);
                 assert_eq!(reply.trailer("grpc-status"), Some("0"));
-                raw.stream
+                raw.io.stream
             })
             .collect::<Vec<_>>()
     });

@@ -44,7 +44,9 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::HeaderMap;
 use keel_pool::FutureBox;
 use keel_wire::hpack::{Decoder, Encoder, HpackError, Indexing};
-use keel_wire::http2::{self as frame, Head, Reason, flag, kind, setting};
+use keel_wire::http2::{
+    self as frame, Assembly, Cut, Head, HeaderBlocks, Reason, flag, kind, setting,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinSet};
@@ -138,25 +140,18 @@ pub(crate) async fn serve<S: Duplex>(
         let inbuf = &mut input.buf;
         let mut at = 0;
         while conn.error.is_none() {
-            let Some(h) = frame::parse_head(&inbuf[at..]) else {
-                break;
-            };
-            if h.len > MAX_FRAME_SIZE as usize {
-                conn.fail(
-                    Reason::FrameSize,
-                    format!(
-                        "a frame of {} bytes, over the {MAX_FRAME_SIZE} allowed",
-                        h.len
-                    ),
-                );
-                break;
+            match frame::cut(&inbuf[at..], MAX_FRAME_SIZE as usize) {
+                Cut::Whole(h) => {
+                    let end = at + frame::HEAD_LEN + h.len;
+                    conn.on_frame(h, &inbuf[at + frame::HEAD_LEN..end]);
+                    at = end;
+                }
+                Cut::Partial => break,
+                Cut::TooLarge(len) => {
+                    conn.fail(Reason::FrameSize, too_large(len, MAX_FRAME_SIZE));
+                    break;
+                }
             }
-            let end = at + frame::HEAD_LEN + h.len;
-            if inbuf.len() < end {
-                break;
-            }
-            conn.on_frame(h, &inbuf[at + frame::HEAD_LEN..end]);
-            at = end;
         }
         inbuf.advance(at);
         if conn.ping_acked {
@@ -363,10 +358,8 @@ struct Conn {
     encoder: Encoder,
     /// A header block being encoded (reused).
     block: BytesMut,
-    /// A header block arriving in HEADERS + CONTINUATION frames: its
-    /// stream and END_STREAM.
-    partial: Option<(u32, bool)>,
-    fragments: BytesMut,
+    /// Header blocks arriving in HEADERS + CONTINUATION frames.
+    blocks: HeaderBlocks,
     streams: HashMap<u32, Stream>,
     /// Running handlers (unary calls that waited, streaming calls).
     calls: JoinSet<Finished>,
@@ -413,8 +406,7 @@ impl Conn {
             decoder: Decoder::new(4096),
             encoder: Encoder::new(),
             block: BytesMut::new(),
-            partial: None,
-            fragments: BytesMut::new(),
+            blocks: HeaderBlocks::default(),
             streams: HashMap::new(),
             calls: JoinSet::new(),
             signal: Arc::new(Signal::default()),
@@ -472,51 +464,19 @@ impl Conn {
     }
 
     fn on_frame(&mut self, h: Head, payload: &[u8]) {
-        if let Some((id, _)) = self.partial
-            && (h.kind != kind::CONTINUATION || h.stream != id)
-        {
-            return self.fail(
-                Reason::Protocol,
-                "a header block was interrupted by another frame".to_owned(),
-            );
+        match self.blocks.take(&h, payload, MAX_HEADER_BLOCK) {
+            Err((reason, why)) => return self.fail(reason, why),
+            Ok(Assembly::Complete { stream, end_stream }) => {
+                return self.on_headers(stream, end_stream);
+            }
+            Ok(Assembly::Pending) => return,
+            Ok(Assembly::Other) => {}
         }
         if let Err(e) = frame::check_fixed(&h) {
             return self.fail(e.reason(), e.to_string());
         }
         match h.kind {
             kind::DATA => self.on_data(h, payload),
-            kind::HEADERS => match frame::headers_payload(&h, payload) {
-                Ok(range) => {
-                    self.fragments.clear();
-                    self.fragments.extend_from_slice(&payload[range]);
-                    let end_stream = h.has(flag::END_STREAM);
-                    if h.has(flag::END_HEADERS) {
-                        self.on_headers(h.stream, end_stream);
-                    } else {
-                        self.partial = Some((h.stream, end_stream));
-                    }
-                }
-                Err(e) => self.fail(e.reason(), e.to_string()),
-            },
-            kind::CONTINUATION => {
-                let Some((id, end_stream)) = self.partial else {
-                    return self.fail(
-                        Reason::Protocol,
-                        "CONTINUATION without a header block before it".to_owned(),
-                    );
-                };
-                if self.fragments.len() + payload.len() > MAX_HEADER_BLOCK {
-                    return self.fail(
-                        Reason::EnhanceYourCalm,
-                        format!("a header block over {MAX_HEADER_BLOCK} bytes"),
-                    );
-                }
-                self.fragments.extend_from_slice(payload);
-                if h.has(flag::END_HEADERS) {
-                    self.partial = None;
-                    self.on_headers(id, end_stream);
-                }
-            }
             kind::SETTINGS => self.on_settings(h, payload),
             kind::PING => {
                 if h.has(flag::ACK) {
@@ -552,24 +512,17 @@ impl Conn {
         if h.has(flag::ACK) {
             return;
         }
-        let mut window = None;
-        let mut table = None;
-        let mut max_frame = None;
-        let checked = frame::for_each_setting(&h, payload, |id, value| match id {
-            setting::INITIAL_WINDOW_SIZE => window = Some(value),
-            setting::HEADER_TABLE_SIZE => table = Some(value),
-            setting::MAX_FRAME_SIZE => max_frame = Some(value),
-            _ => {}
-        });
-        if let Err(e) = checked {
-            return self.fail(e.reason(), e.to_string());
-        }
-        if let Some(size) = table {
+        let peer = match frame::peer_settings(&h, payload) {
+            Ok(peer) => peer,
+            Err(e) => return self.fail(e.reason(), e.to_string()),
+        };
+        if let Some(size) = peer.table {
             self.encoder.set_max_table_size(size as usize);
         }
-        if let Some(size) = max_frame {
+        if let Some(size) = peer.max_frame {
             self.peer_max_frame = size as usize;
         }
+        let window = peer.window;
         frame::put_settings_ack(&mut self.out);
         if let Some(window) = window {
             let delta = i64::from(window) - i64::from(self.peer_window);
@@ -701,14 +654,11 @@ impl Conn {
         let mut head = Box::<CallHead>::default();
         let want_credential = self.admission.is_none();
         let decoded = self.decoder.decode(
-            &self.fragments,
+            self.blocks.block(),
             self.shared.conn_limits.max_header_size,
             |name, value| head.field(name, value, want_credential),
         );
-        self.fragments.clear();
-        if self.fragments.capacity() > KEEP_CAPACITY {
-            self.fragments = BytesMut::new();
-        }
+        self.blocks.done(KEEP_CAPACITY);
         let too_large = match decoded {
             Ok(()) => false,
             Err(HpackError::TooLarge { .. }) => true,
@@ -1181,7 +1131,7 @@ impl Conn {
     fn holds_more_than_idle(&self) -> bool {
         self.out.capacity() > 0
             || self.block.capacity() > 0
-            || self.fragments.capacity() > 0
+            || self.blocks.capacity() > 0
             || self.streams.capacity() > 0
             || self.dirty.capacity() > 0
             || self.deferred.capacity() > 0
@@ -1195,9 +1145,7 @@ impl Conn {
             self.out = BytesMut::new();
         }
         self.block = BytesMut::new();
-        if self.partial.is_none() {
-            self.fragments = BytesMut::new();
-        }
+        self.blocks.shrink();
         self.streams.shrink_to_fit();
         self.dirty = Vec::new();
         if self.deferred.is_empty() {
@@ -1380,6 +1328,11 @@ fn map_fields(map: &HeaderMap) -> impl Iterator<Item = (&[u8], &[u8], Indexing)>
         };
         (name.as_str().as_bytes(), value.as_bytes(), indexing)
     })
+}
+
+/// Why a frame over `max` bytes ends a connection.
+pub(crate) fn too_large(len: usize, max: u32) -> String {
+    format!("a frame of {len} bytes, over the {max} allowed")
 }
 
 /// `(service, method)` of a gRPC path `/package.Service/Method`.

@@ -44,13 +44,15 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use keel_wire::hpack::{Decoder, Encoder, HpackError};
-use keel_wire::http2::{self as frame, Head, Reason, flag, kind, setting};
+use keel_wire::http2::{
+    self as frame, Assembly, Cut, Head, HeaderBlocks, Reason, flag, kind, setting,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
-use crate::codec::grpc::ResponseHead;
 use super::pending::IdHasher;
+use crate::codec::grpc::ResponseHead;
 use crate::conn_buffers::{KEEP_CAPACITY, ReadBuffer, WriteBuffer};
 use crate::status::{Code, Status};
 
@@ -434,6 +436,18 @@ impl State {
         }
     }
 
+    /// Fails stream `id` for its caller with `status` and resets it with
+    /// `reason`: the server broke a rule of the stream (or its answer is
+    /// refused).
+    fn reset(&mut self, id: u32, status: &Status, reason: Reason, wakers: &mut Vec<Waker>) {
+        if let Some(stream) = self.streams.get_mut(&id) {
+            stream.fail(status, wakers);
+            stream.local_closed = true;
+        }
+        frame::put_rst(&mut self.out, id, reason);
+        self.last_data = None;
+    }
+
     /// Removes stream `id` (its caller is done with it): reset first when
     /// the server may still send on it or wait for it.
     fn release(&mut self, id: u32) -> bool {
@@ -707,10 +721,8 @@ fn gone() -> Status {
 /// The task's own reading state.
 struct Reader {
     decoder: Decoder,
-    /// A header block arriving in HEADERS + CONTINUATION frames: its
-    /// stream and END_STREAM.
-    partial: Option<(u32, bool)>,
-    fragments: BytesMut,
+    /// Header blocks arriving in HEADERS + CONTINUATION frames.
+    blocks: HeaderBlocks,
     /// The connection failed (our GOAWAY is queued): why.
     error: Option<String>,
     wakers: Vec<Waker>,
@@ -726,54 +738,19 @@ impl Reader {
     }
 
     fn on_frame(&mut self, st: &mut State, h: Head, payload: &[u8]) {
-        if let Some((id, _)) = self.partial
-            && (h.kind != kind::CONTINUATION || h.stream != id)
-        {
-            return self.fail(
-                st,
-                Reason::Protocol,
-                "a header block was interrupted by another frame".into(),
-            );
+        match self.blocks.take(&h, payload, MAX_HEADER_BLOCK) {
+            Err((reason, why)) => return self.fail(st, reason, why),
+            Ok(Assembly::Complete { stream, end_stream }) => {
+                return self.on_headers(st, stream, end_stream);
+            }
+            Ok(Assembly::Pending) => return,
+            Ok(Assembly::Other) => {}
         }
         if let Err(e) = frame::check_fixed(&h) {
             return self.fail(st, e.reason(), e.to_string());
         }
         match h.kind {
             kind::DATA => self.on_data(st, h, payload),
-            kind::HEADERS => match frame::headers_payload(&h, payload) {
-                Ok(range) => {
-                    self.fragments.clear();
-                    self.fragments.extend_from_slice(&payload[range]);
-                    let end_stream = h.has(flag::END_STREAM);
-                    if h.has(flag::END_HEADERS) {
-                        self.on_headers(st, h.stream, end_stream);
-                    } else {
-                        self.partial = Some((h.stream, end_stream));
-                    }
-                }
-                Err(e) => self.fail(st, e.reason(), e.to_string()),
-            },
-            kind::CONTINUATION => {
-                let Some((id, end_stream)) = self.partial else {
-                    return self.fail(
-                        st,
-                        Reason::Protocol,
-                        "CONTINUATION without a header block before it".into(),
-                    );
-                };
-                if self.fragments.len() + payload.len() > MAX_HEADER_BLOCK {
-                    return self.fail(
-                        st,
-                        Reason::EnhanceYourCalm,
-                        format!("a header block over {MAX_HEADER_BLOCK} bytes"),
-                    );
-                }
-                self.fragments.extend_from_slice(payload);
-                if h.has(flag::END_HEADERS) {
-                    self.partial = None;
-                    self.on_headers(st, id, end_stream);
-                }
-            }
             kind::SETTINGS => self.on_settings(st, h, payload),
             kind::PING if !h.has(flag::ACK) => {
                 let mut data = [0; 8];
@@ -840,29 +817,20 @@ impl Reader {
         if h.has(flag::ACK) {
             return;
         }
-        let mut window = None;
-        let mut table = None;
-        let mut max_frame = None;
-        let mut max_streams = None;
-        let checked = frame::for_each_setting(&h, payload, |id, value| match id {
-            setting::INITIAL_WINDOW_SIZE => window = Some(value),
-            setting::HEADER_TABLE_SIZE => table = Some(value),
-            setting::MAX_FRAME_SIZE => max_frame = Some(value),
-            setting::MAX_CONCURRENT_STREAMS => max_streams = Some(value),
-            _ => {}
-        });
-        if let Err(e) = checked {
-            return self.fail(st, e.reason(), e.to_string());
-        }
-        if let Some(size) = table {
+        let peer = match frame::peer_settings(&h, payload) {
+            Ok(peer) => peer,
+            Err(e) => return self.fail(st, e.reason(), e.to_string()),
+        };
+        if let Some(size) = peer.table {
             st.encoder.set_max_table_size(size as usize);
         }
-        if let Some(size) = max_frame {
+        if let Some(size) = peer.max_frame {
             st.peer_max_frame = size as usize;
         }
-        if let Some(max) = max_streams {
+        if let Some(max) = peer.max_streams {
             st.max_streams = max as usize;
         }
+        let window = peer.window;
         frame::put_settings_ack(&mut st.out);
         st.last_data = None;
         if let Some(window) = window {
@@ -892,11 +860,7 @@ impl Reader {
             stream.send_window += i64::from(increment);
             if stream.send_window > i64::from(frame::MAX_WINDOW) {
                 let status = Status::new(Code::Internal, "the server overflowed a stream's window");
-                stream.fail(&status, &mut self.wakers);
-                stream.local_closed = true;
-                frame::put_rst(&mut st.out, id, Reason::FlowControl);
-                st.last_data = None;
-                return;
+                return st.reset(id, &status, Reason::FlowControl, &mut self.wakers);
             }
         }
         st.unblock(&mut self.wakers);
@@ -930,20 +894,12 @@ impl Reader {
         }
         if !stream.head_seen {
             let status = Status::new(Code::Internal, "the server sent DATA before its headers");
-            stream.fail(&status, &mut self.wakers);
-            stream.local_closed = true;
-            frame::put_rst(&mut st.out, h.stream, Reason::Protocol);
-            st.last_data = None;
-            return;
+            return st.reset(h.stream, &status, Reason::Protocol, &mut self.wakers);
         }
         stream.recv_window -= i64::from(len);
         if stream.recv_window < 0 {
             let status = Status::new(Code::Internal, "the server overran a stream's window");
-            stream.fail(&status, &mut self.wakers);
-            stream.local_closed = true;
-            frame::put_rst(&mut st.out, h.stream, Reason::FlowControl);
-            st.last_data = None;
-            return;
+            return st.reset(h.stream, &status, Reason::FlowControl, &mut self.wakers);
         }
         let data = &payload[range];
         stream.data.extend_from_slice(data);
@@ -952,12 +908,8 @@ impl Reader {
         {
             // Refused from its prefix, before its bytes are buffered.
             let status = crate::codec::grpc::message_error(e, Code::ERESPONSE);
-            stream.fail(&status, &mut self.wakers);
             stream.data = BytesMut::new();
-            stream.local_closed = true;
-            frame::put_rst(&mut st.out, h.stream, Reason::Cancel);
-            st.last_data = None;
-            return;
+            return st.reset(h.stream, &status, Reason::Cancel, &mut self.wakers);
         }
         // Padding is consumed at once; a unary call's data too (its size
         // is bounded by the maximum message size).
@@ -986,13 +938,10 @@ impl Reader {
         let mut head = Box::<ResponseHead>::default();
         let decoded = self
             .decoder
-            .decode(&self.fragments, MAX_HEADER_LIST, |name, value| {
+            .decode(self.blocks.block(), MAX_HEADER_LIST, |name, value| {
                 head.field(name, value)
             });
-        self.fragments.clear();
-        if self.fragments.capacity() > KEEP_CAPACITY {
-            self.fragments = BytesMut::new();
-        }
+        self.blocks.done(KEEP_CAPACITY);
         let too_large = match decoded {
             Ok(()) => false,
             Err(HpackError::TooLarge { .. }) => true,
@@ -1016,11 +965,7 @@ impl Reader {
                 Code::Internal,
                 format!("the server's headers are over {MAX_HEADER_LIST} bytes"),
             );
-            stream.fail(&status, &mut self.wakers);
-            stream.local_closed = true;
-            frame::put_rst(&mut st.out, id, Reason::Cancel);
-            st.last_data = None;
-            return;
+            return st.reset(id, &status, Reason::Cancel, &mut self.wakers);
         }
         let informational = (100..200).contains(&head.http_status);
         if informational && !end_stream {
@@ -1056,8 +1001,7 @@ async fn run<S: crate::tls::Duplex>(
     let mut writing = WriteBuffer::default();
     let mut reader = Reader {
         decoder: Decoder::new(keel_wire::hpack::DEFAULT_TABLE_SIZE),
-        partial: None,
-        fragments: BytesMut::new(),
+        blocks: HeaderBlocks::default(),
         error: None,
         wakers: Vec::new(),
     };
@@ -1075,26 +1019,19 @@ async fn run<S: crate::tls::Duplex>(
             let inbuf = &mut input.buf;
             let mut at = 0;
             while reader.error.is_none() {
-                let Some(h) = frame::parse_head(&inbuf[at..]) else {
-                    break;
-                };
-                if h.len > MAX_FRAME_SIZE as usize {
-                    reader.fail(
-                        st,
-                        Reason::FrameSize,
-                        format!(
-                            "a frame of {} bytes, over the {MAX_FRAME_SIZE} allowed",
-                            h.len
-                        ),
-                    );
-                    break;
+                match frame::cut(&inbuf[at..], MAX_FRAME_SIZE as usize) {
+                    Cut::Whole(h) => {
+                        let end = at + frame::HEAD_LEN + h.len;
+                        reader.on_frame(st, h, &inbuf[at + frame::HEAD_LEN..end]);
+                        at = end;
+                    }
+                    Cut::Partial => break,
+                    Cut::TooLarge(len) => {
+                        let why = crate::server::http2::too_large(len, MAX_FRAME_SIZE);
+                        reader.fail(st, Reason::FrameSize, why);
+                        break;
+                    }
                 }
-                let end = at + frame::HEAD_LEN + h.len;
-                if inbuf.len() < end {
-                    break;
-                }
-                reader.on_frame(st, h, &inbuf[at + frame::HEAD_LEN..end]);
-                at = end;
             }
             inbuf.advance(at);
             if let Some(error) = &reader.error {
@@ -1182,7 +1119,7 @@ async fn run<S: crate::tls::Duplex>(
                 }
                 drop(st);
                 reader.decoder.shrink();
-                reader.fragments = BytesMut::new();
+                reader.blocks.shrink();
                 reader.wakers = Vec::new();
             },
         }

@@ -151,3 +151,4 @@ pub fn alone(test: impl std::future::Future<Output = ()>) {
 }
 pub mod etcd;
 pub mod fake_baidu;
+pub mod frames;
