@@ -461,33 +461,32 @@ impl Outgoing {
         let data = sealed
             .as_deref()
             .map_or(Queued::Plain(message), Queued::Sealed);
-        if let Some(cell) = self.cell.clone() {
-            if self.ended {
-                return Err(Outgoing::closed());
-            }
-            if !self.headers_sent {
-                self.headers_sent = true;
-                cell.send_headers(self.response_headers());
-            }
-            let len = data.len();
-            if let Err(failed) = cell.send(len, |queue| data.append_to(queue, len)).await {
-                self.ended = true;
-                return Err(failed);
-            }
-            tokio::task::consume_budget().await;
-            return Ok(());
-        }
-        let Some(stream) = self.client.clone().filter(|_| !self.ended) else {
+        if self.ended {
             return Err(Outgoing::closed());
-        };
+        }
+        if self.cell.is_some() && !self.headers_sent {
+            self.headers_sent = true;
+            let headers = self.response_headers();
+            if let Some(cell) = &self.cell {
+                cell.send_headers(headers);
+            }
+        }
+        // Borrowed, not cloned: a clone per message would bounce the
+        // reference count between the handler's core and the connection's.
         let len = data.len();
-        if let Err(failed) = stream.send(len, |queue| data.append_to(queue, len)).await {
+        let append = |queue: &mut BytesMut| data.append_to(queue, len);
+        let sent = match (&self.cell, &self.client) {
+            (Some(cell), _) => cell.send(len, append).await,
+            (None, Some(stream)) => stream.send(len, append).await,
+            (None, None) => Err(Outgoing::closed()),
+        };
+        if let Err(failed) = sent {
             self.ended = true;
             return Err(failed);
         }
-        // Queueing never waits while there is room, so a caller sending
-        // in a loop would never yield: take part in tokio's cooperative
-        // budget, letting the connection and other tasks run.
+        // Queueing never waits while there is room, so a sender looping
+        // would never yield: take part in tokio's cooperative budget,
+        // letting the connection and other tasks run.
         tokio::task::consume_budget().await;
         Ok(())
     }
