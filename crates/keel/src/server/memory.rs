@@ -10,7 +10,10 @@
 //! object pools that stayed idle through that second (unless pool trimming
 //! is off), since a pool block the burst allocated would pin its pages,
 //! then asks the allocator to give its free pages back
-//! ([`keel_alloc::release_free_memory`], glibc's `malloc_trim(0)`).
+//! ([`keel_alloc::release_free_memory`], glibc's `malloc_trim(0)`); and
+//! again a few times while the quiet lasts (at 3, 7, 15 and 31 s), for
+//! memory freed after the first trim: a tokio blocking thread exiting
+//! after its keep-alive, with its thread-local caches.
 //!
 //! ```text
 //!   every QUIET_TICK:  activity changed? ── yes ──► busy: remember it, dirty
@@ -73,6 +76,14 @@ impl Activity {
     }
 }
 
+/// Trims after the first one of a quiet period: memory freed after it
+/// (a blocking thread that exits after its keep-alive, thread-local caches
+/// dropped with it, deferred drops) would otherwise stay in malloc's
+/// arenas until the next burst. They come 2, 4, 8 and 16 ticks apart (at
+/// 1, 3, 7, 15 and 31 s of quiet), then the server trims no more until
+/// something happens.
+const LATER_TRIMS: u8 = 4;
+
 /// The quiet check of one server (its accept loop runs it).
 #[derive(Debug, Default)]
 pub(crate) struct QuietTrim {
@@ -81,6 +92,11 @@ pub(crate) struct QuietTrim {
     dirty: bool,
     /// Whether to trim the pools idle for a tick first.
     pools: bool,
+    /// Later trims of this quiet period still to come, the ticks until the
+    /// next one, and the gap after it.
+    later: u8,
+    wait: u32,
+    gap: u32,
 }
 
 impl QuietTrim {
@@ -91,6 +107,9 @@ impl QuietTrim {
             last: Activity::of(counters),
             dirty: false,
             pools,
+            later: 0,
+            wait: 0,
+            gap: 0,
         }
     }
 
@@ -101,18 +120,32 @@ impl QuietTrim {
     }
 
     /// One tick: trims if the server was quiet since the last tick and
-    /// was not before. Returns whether it trimmed.
+    /// was not before, and a few times more while it stays quiet (see
+    /// [`LATER_TRIMS`]). Returns whether it trimmed.
     pub(crate) fn tick(&mut self, counters: &Counters) -> bool {
         let now = Activity::of(counters);
         if now != self.last {
             self.last = now;
             self.dirty = true;
+            self.later = 0;
             return false;
         }
-        if !self.dirty {
+        if self.dirty {
+            self.dirty = false;
+            self.later = LATER_TRIMS;
+            self.gap = 2;
+            self.wait = self.gap;
+        } else if self.later > 0 {
+            self.wait -= 1;
+            if self.wait > 0 {
+                return false;
+            }
+            self.later -= 1;
+            self.gap *= 2;
+            self.wait = self.gap;
+        } else {
             return false;
         }
-        self.dirty = false;
         if self.pools {
             keel_pool::trim_idle_all(QUIET_TICK);
         }
@@ -130,7 +163,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn trims_once_after_activity_then_a_quiet_tick() {
+    fn trims_after_activity_then_a_few_times_more_while_quiet() {
         let c = Counters::default();
         let mut q = QuietTrim::new(&c, true);
         assert!(!q.tick(&c), "nothing happened yet");
@@ -139,12 +172,16 @@ mod tests {
         let before = trims();
         assert!(q.tick(&c), "quiet after activity");
         assert!(trims() > before);
-        assert!(!q.tick(&c), "already trimmed");
+        // Later trims at 2, 4, 8 and 16 ticks apart, then none.
+        let trimmed: Vec<usize> = (1..=40).filter(|_| q.tick(&c)).collect();
+        assert_eq!(trimmed, [2, 6, 14, 30]);
         c.connections.fetch_add(1, Ordering::Relaxed);
         assert!(!q.tick(&c), "a connection opened");
         assert!(q.tick(&c));
+        c.calls.fetch_add(1, Ordering::Relaxed);
+        assert!(!q.tick(&c), "activity stops the later trims");
+        assert!(q.tick(&c));
         q.freed();
         assert!(q.tick(&c), "pools gave back blocks");
-        assert!(!q.tick(&c));
     }
 }
