@@ -20,6 +20,9 @@
 #   http2_connection  bytes after the preface on an HTTP/2 connection to a
 #                     server (Keel's own HTTP/2 and gRPC); answered or
 #                     closed within a bound
+#   http2_client      a server's bytes on an HTTP/2 connection Keel's gRPC
+#                     client opened, with a unary and a streaming call on
+#                     it; both end within a bound
 #   hpack_decode      HTTP/2 header blocks (keel_wire::hpack) on one
 #                     connection: a list limit never desyncs the table, and
 #                     what decodes re-encodes and decodes to the same fields
@@ -39,7 +42,7 @@ total="${FUZZ_SECONDS:-60}"
 if [ "$#" -gt 0 ]; then
   targets=("$@")
 else
-  targets=(baidu_std_decode protowire grpc_framing grpc_headers json_transcode http1_request http2_connection sniff hpack_decode)
+  targets=(baidu_std_decode protowire grpc_framing grpc_headers json_transcode http1_request http2_connection http2_client sniff hpack_decode)
 fi
 each=$((total / ${#targets[@]}))
 if [ "$each" -lt 1 ]; then
@@ -130,6 +133,17 @@ seed_http2_connection() {
   echo "seeded 2 connections"
 }
 
+seed_http2_client() {
+  # A server's answer to the unary call on stream 1: SETTINGS, HEADERS
+  # (:status 200, indexed), an empty message, trailers (grpc-status: 0, a
+  # literal); and the streaming call's on stream 3, with a WINDOW_UPDATE,
+  # a PING and a GOAWAY after it.
+  local corpus=$1
+  write_hex "$corpus/unary" 00000004000000000000000101040000000188000005000000000001000000000000000f010500000001000b677270632d7374617475730130
+  write_hex "$corpus/streaming" 00000004000000000000000101040000000388000005000000000003000000000000000f010500000003000b677270632d73746174757301300000040800000000000000010000000806000000000070696e67706f6e670000080700000000000000000300000000
+  echo "seeded 2 answers"
+}
+
 seed_sniff() {
   local corpus=$1
   printf 'PRPC\x00\x00\x00\x10\x00\x00\x00\x08' >"$corpus/baidu_std"
@@ -155,7 +169,7 @@ seed_hpack_decode() {
 
 for target in "${targets[@]}"; do
   if ! declare -F "seed_$target" >/dev/null; then
-    echo "unknown fuzz target $target; the targets are baidu_std_decode, protowire, grpc_framing, grpc_headers, json_transcode, http1_request, http2_connection, sniff and hpack_decode" >&2
+    echo "unknown fuzz target $target; the targets are baidu_std_decode, protowire, grpc_framing, grpc_headers, json_transcode, http1_request, http2_connection, http2_client, sniff and hpack_decode" >&2
     exit 2
   fi
 done

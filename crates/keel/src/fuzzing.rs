@@ -144,6 +144,92 @@ pub fn http2_connection(data: &[u8]) {
     });
 }
 
+/// The bytes as what a server sends on an HTTP/2 connection Keel's gRPC
+/// client opened (the client's preface and SETTINGS are read and dropped):
+/// a unary call on stream 1 and a streaming call on stream 3 each end,
+/// answered or failed, within a bound; nothing panics; and the
+/// connection's task ends once its transport is gone.
+pub fn http2_client(data: &[u8]) {
+    use keel_wire::hpack::Indexing;
+    thread_local! {
+        static RUNTIME: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+    }
+    RUNTIME.with(|runtime| {
+        runtime.block_on(async {
+            let (client, mut server) = tokio::io::duplex(64 * 1024);
+            let (alive, alive_rx) = tokio::sync::watch::channel(());
+            let conn = crate::transport::http2::Connection::start(client, None, alive_rx);
+            let fields = [
+                (&b":method"[..], &b"POST"[..], Indexing::Yes),
+                (b":path", b"/grpc.health.v1.Health/Check", Indexing::Yes),
+            ];
+            let mut encode = |e: &mut keel_wire::hpack::Encoder, b: &mut bytes::BytesMut| {
+                e.encode(fields, b);
+            };
+            let unary = async {
+                let mut stream = conn.open(&mut encode, &[0; 5], true, 1 << 20).await?;
+                std::future::poll_fn(|cx| stream.poll_finished(cx))
+                    .await
+                    .map(|_| ())
+            };
+            let mut encode = |e: &mut keel_wire::hpack::Encoder, b: &mut bytes::BytesMut| {
+                e.encode(fields, b);
+            };
+            let streaming = async {
+                let stream = conn.open(&mut encode, &[], false, 0).await?;
+                stream.send(5, |q| q.extend_from_slice(&[0; 5])).await?;
+                stream.close_send();
+                if std::future::poll_fn(|cx| stream.poll_head(cx))
+                    .await?
+                    .is_none()
+                {
+                    return Ok(());
+                }
+                loop {
+                    let next = std::future::poll_fn(|cx| stream.poll_data(cx)).await?;
+                    if let crate::transport::http2::Received::End(_) = next {
+                        return Ok::<(), crate::Status>(());
+                    }
+                }
+            };
+            // What the client sends is read (and dropped) all along, so
+            // neither side blocks the other; the server's bytes go out,
+            // then its side closes.
+            let (mut rd, mut wr) = tokio::io::split(&mut server);
+            let drain = async {
+                let mut sink = [0u8; 4096];
+                while matches!(rd.read(&mut sink).await, Ok(n) if n > 0) {}
+                std::future::pending::<()>().await;
+            };
+            let write = async {
+                let _ = wr.write_all(data).await;
+                let _ = wr.shutdown().await;
+            };
+            let work = async { tokio::join!(unary, streaming, write) };
+            let within = tokio::time::timeout(Duration::from_secs(5), async {
+                tokio::select! {
+                    _ = work => {}
+                    () = drain => {}
+                }
+            });
+            assert!(within.await.is_ok(), "a call neither ended nor failed");
+            // The transport and the server's end gone, the connection's
+            // task ends (rule R5): it held the last reference.
+            let task = Arc::downgrade(&conn);
+            drop((conn, alive, server));
+            let ended = tokio::time::timeout(Duration::from_secs(5), async {
+                while task.strong_count() > 0 {
+                    tokio::task::yield_now().await;
+                }
+            });
+            assert!(ended.await.is_ok(), "the connection's task did not end");
+        });
+    });
+}
+
 /// Writes `data` to a connection `serve` serves, closes the writing side,
 /// and reads to the end: the server must answer or close within a bound.
 fn drive<F: std::future::Future<Output = ()> + Send + 'static>(
