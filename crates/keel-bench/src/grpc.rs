@@ -87,7 +87,18 @@ server heap peak.
 
 Defaults: --seconds 2 (each unary run; a full run takes ~2 min), --rounds 3
 (runs of each pair per scenario, alternating); --quick: 0.3 s runs, 100 idle
-connections, streams of a tenth, a smoke run of ~25 s.";
+connections, streams of a tenth, a smoke run of ~25 s; --streaming: the
+streaming runs alone (no unary scenarios, no idle connections).";
+
+/// The flags of `keel-bench grpc`.
+#[derive(Debug, Clone, Copy, PartialEq, Default, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    runs: args::RunArgs,
+    /// Only the streaming runs (no unary scenarios, no idle connections)
+    #[arg(long)]
+    streaming: bool,
+}
 
 type Options = args::Runs;
 
@@ -199,23 +210,31 @@ fn run_scenario(
 }
 
 /// Entry point of `keel-bench grpc`.
-pub fn main(a: &args::RunArgs) -> ExitCode {
-    args::main("grpc", &a.runs(DEFAULTS), run)
+pub fn main(a: &Args) -> ExitCode {
+    args::main("grpc", &a.runs.runs(DEFAULTS), |opts| {
+        run(opts, a.streaming)
+    })
 }
 
-/// Everything `run` found, for the report.
-struct Results {
+/// What the unary part of a run found.
+struct Unary {
     scenarios: Vec<ScenarioResult>,
     idle_connections: usize,
     keel_idle: f64,
     tonic_idle: f64,
+}
+
+/// Everything `run` found, for the report.
+struct Results {
+    /// `None` with `--streaming`.
+    unary: Option<Unary>,
     streams: Vec<stream::CaseResult>,
     load_start: String,
     load_end: String,
     elapsed: std::time::Duration,
 }
 
-fn run(opts: &Options) -> Result<String, String> {
+fn run(opts: &Options, streaming_only: bool) -> Result<String, String> {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let load_start = load_average();
     let started = Instant::now();
@@ -225,35 +244,11 @@ fn run(opts: &Options) -> Result<String, String> {
         ServerProcess::start(Framework::Keel, None)?,
         ServerProcess::start(Framework::Tonic, None)?,
     ];
-    let idle_connections = if opts.quick {
-        QUICK_IDLE_CONNECTIONS
+    let unary = if streaming_only {
+        None
     } else {
-        IDLE_CONNECTIONS
+        Some(run_unary(&rt, &mut servers, opts, ticks_per_us)?)
     };
-    eprintln!(
-        "keel-bench grpc: {idle_connections} idle gRPC connections to each server (keel on {}, tonic on {})",
-        servers[0].addr, servers[1].addr
-    );
-    let keel_idle = echo::grpc_idle_bytes(&rt, &mut servers[0], idle_connections)?;
-    let tonic_idle = echo::grpc_idle_bytes(&rt, &mut servers[1], idle_connections)?;
-    eprintln!(
-        "keel-bench grpc: {} scenarios x {} rounds x {} pairs x {:.1} s",
-        SCENARIOS.len(),
-        opts.rounds,
-        Pair::ALL.len(),
-        opts.seconds
-    );
-    let mut scenarios = Vec::with_capacity(SCENARIOS.len());
-    for scenario in SCENARIOS {
-        scenarios.push(run_scenario(
-            &rt,
-            &mut servers,
-            scenario,
-            opts,
-            ticks_per_us,
-        )?);
-    }
-    eprintln!();
     eprintln!(
         "keel-bench grpc: streaming, {} payload sizes x {} rounds x {} pairs, one call each",
         stream::CASES.len(),
@@ -264,10 +259,7 @@ fn run(opts: &Options) -> Result<String, String> {
     eprintln!();
     drop(servers);
     let results = Results {
-        scenarios,
-        idle_connections,
-        keel_idle,
-        tonic_idle,
+        unary,
         streams,
         load_start,
         load_end: load_average(),
@@ -276,8 +268,45 @@ fn run(opts: &Options) -> Result<String, String> {
     Ok(report(opts, cores, &results))
 }
 
+/// The idle connections' heap, then every unary scenario.
+fn run_unary(
+    rt: &tokio::runtime::Runtime,
+    servers: &mut [ServerProcess; 2],
+    opts: &Options,
+    ticks_per_us: f64,
+) -> Result<Unary, String> {
+    let idle_connections = if opts.quick {
+        QUICK_IDLE_CONNECTIONS
+    } else {
+        IDLE_CONNECTIONS
+    };
+    eprintln!(
+        "keel-bench grpc: {idle_connections} idle gRPC connections to each server (keel on {}, tonic on {})",
+        servers[0].addr, servers[1].addr
+    );
+    let keel_idle = echo::grpc_idle_bytes(rt, &mut servers[0], idle_connections)?;
+    let tonic_idle = echo::grpc_idle_bytes(rt, &mut servers[1], idle_connections)?;
+    eprintln!(
+        "keel-bench grpc: {} scenarios x {} rounds x {} pairs x {:.1} s",
+        SCENARIOS.len(),
+        opts.rounds,
+        Pair::ALL.len(),
+        opts.seconds
+    );
+    let mut scenarios = Vec::with_capacity(SCENARIOS.len());
+    for scenario in SCENARIOS {
+        scenarios.push(run_scenario(rt, servers, scenario, opts, ticks_per_us)?);
+    }
+    eprintln!();
+    Ok(Unary {
+        scenarios,
+        idle_connections,
+        keel_idle,
+        tonic_idle,
+    })
+}
+
 fn report(opts: &Options, cores: usize, r: &Results) -> String {
-    use Pair::{Keel, KeelServer, Tonic};
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -303,7 +332,24 @@ fn report(opts: &Options, cores: usize, r: &Results) -> String {
         r.elapsed.as_secs_f64(),
     );
     out.push('\n');
+    if let Some(u) = &r.unary {
+        report_unary(&mut out, u);
+    }
+    stream::report(&mut out, &r.streams, opts.rounds);
 
+    // The issue's targets, stated as facts.
+    let verdict = |met: bool| if met { "met    " } else { "NOT met" };
+    out.push_str("\ntargets (issue 10):\n");
+    if let Some(u) = &r.unary {
+        unary_targets(&mut out, u, verdict);
+    }
+    stream::targets(&mut out, &r.streams, verdict);
+    out
+}
+
+/// The unary scenarios' tables and the idle connections' heap.
+fn report_unary(out: &mut String, r: &Unary) {
+    use Pair::{Keel, KeelServer, Tonic};
     let int = crate::summary::count_cell;
     let one = |x: f64| format!("{x:.1}");
     let ratio = |x: f64| format!("{x:.2}x");
@@ -421,19 +467,19 @@ fn report(opts: &Options, cores: usize, r: &Results) -> String {
     }
     out.push('\n');
     crate::summary::spread_line(
-        &mut out,
+        out,
         "QPS",
         &noisy,
         r.scenarios.len() * Pair::ALL.len(),
         NOISY_SPREAD,
     );
-
     out.push('\n');
-    stream::report(&mut out, &r.streams, opts.rounds);
+}
 
-    // The issue's targets, stated as facts.
-    let verdict = |met: bool| if met { "met    " } else { "NOT met" };
-    out.push_str("\ntargets (issue 10):\n");
+/// The unary targets of issue 10, as facts.
+fn unary_targets(out: &mut String, r: &Unary, verdict: impl Fn(bool) -> &'static str) {
+    use Pair::{Keel, KeelServer, Tonic};
+    let int = crate::summary::count_cell;
     if let Some(s) = r.scenarios.iter().find(|s| s.scenario.name() == "1x128") {
         let q = |p| s.median(p, |x| x.qps);
         let _ = writeln!(
@@ -472,8 +518,6 @@ fn report(opts: &Options, cores: usize, r: &Results) -> String {
         int(r.keel_idle),
         int(r.tonic_idle)
     );
-    stream::targets(&mut out, &r.streams, verdict);
-    out
 }
 
 #[cfg(test)]
@@ -493,6 +537,9 @@ mod tests {
             .expect("parses")
             .runs(DEFAULTS);
         assert!(quick.quick && quick.seconds == QUICK_SECONDS);
+        let streaming = args::parse::<Args>("--streaming --rounds 5").expect("parses");
+        assert!(streaming.streaming && streaming.runs.runs(DEFAULTS).rounds == 5);
+        assert!(!args::parse::<Args>("").expect("parses").streaming);
         // Samples are stored by the pair's position in `ALL`.
         for (i, p) in Pair::ALL.into_iter().enumerate() {
             assert_eq!(p as usize, i);

@@ -94,7 +94,7 @@ enum Command {
     Pingpong(args::RunArgs),
     /// gRPC: Keel vs tonic servers and clients, echo QPS, allocations, idle heap, streaming msgs/s
     #[command(long_about = grpc::ABOUT)]
-    Grpc(args::RunArgs),
+    Grpc(grpc::Args),
     /// gRPC echo: Keel's server and client vs volo-grpc's (a peer program built by scripts/bench-volo.sh)
     #[command(long_about = volo::ABOUT)]
     Volo(volo::Args),

@@ -265,7 +265,7 @@ impl Incoming {
                 }
                 IncomingState::Body(stream) => {
                     match std::future::poll_fn(|cx| stream.poll_data(cx)).await {
-                        Ok(Received::Data(chunk)) => self.buf.extend_from_slice(&chunk),
+                        Ok(Received::Data(chunk)) => append_chunk(&mut self.buf, chunk),
                         Err(status) => self.end(Err(status)),
                         Ok(Received::End(_)) if !self.buf.is_empty() => {
                             let status =
@@ -295,7 +295,7 @@ impl Incoming {
                 }
                 IncomingState::Cell(cell) => {
                     match std::future::poll_fn(|cx| cell.poll_data(cx)).await {
-                        Some(Ok(chunk)) => self.buf.extend_from_slice(&chunk),
+                        Some(Ok(chunk)) => append_chunk(&mut self.buf, chunk),
                         Some(Err(status)) => self.end(Err(status)),
                         None if !self.buf.is_empty() => {
                             let status =
@@ -349,6 +349,18 @@ impl Incoming {
             return Err(status);
         };
         crate::compression::decompress(kind.as_i32(), message.data, self.max, self.blame).map(Some)
+    }
+}
+
+/// Appends bytes split off a stream's buffer to what is left of the last
+/// message: taken as they are when nothing is left, joined without a copy
+/// when they follow it in the same block (`unsplit`), else copied. A
+/// stream of large messages was copied twice before being decoded.
+fn append_chunk(buf: &mut BytesMut, chunk: BytesMut) {
+    if buf.is_empty() {
+        *buf = chunk;
+    } else {
+        buf.unsplit(chunk);
     }
 }
 

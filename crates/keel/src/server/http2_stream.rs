@@ -146,10 +146,10 @@ impl Cell {
     // The handler's side.
 
     /// The next bytes of the request side: `None` once it ended cleanly.
-    pub(crate) fn poll_data(&self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Status>>> {
+    pub(crate) fn poll_data(&self, cx: &mut Context<'_>) -> Poll<Option<Result<BytesMut, Status>>> {
         let mut st = self.lock();
         if !st.recv.is_empty() {
-            let data = st.recv.split().freeze();
+            let data = st.recv.split();
             st.unacked += data.len();
             self.mark(&mut st);
             return Poll::Ready(Some(Ok(data)));

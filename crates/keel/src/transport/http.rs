@@ -205,7 +205,11 @@ impl Http {
         let (mut sender, response) = loop {
             let (mut sender, reused) = match self.take_idle() {
                 Some(sender) => (sender, true),
-                None => (self.connect().await?, false),
+                // In a pooled block: hyper's handshake (TLS too) is a
+                // future of several KB, which inline would make every
+                // call's future as large, over every protocol (a call
+                // future is moved into place when it starts).
+                None => (keel_pool::FutureBox::new(self.connect()).await?, false),
             };
             if std::future::poll_fn(|cx| sender.poll_ready(cx))
                 .await

@@ -42,7 +42,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BytesMut};
 use keel_wire::hpack::{Decoder, Encoder, HpackError};
 use keel_wire::http2::{
     self as frame, Assembly, Cut, Head, HeaderBlocks, Reason, flag, kind, setting,
@@ -181,7 +181,8 @@ pub(crate) struct Finished {
 
 /// What a streaming call reads next.
 pub(crate) enum Received {
-    Data(Bytes),
+    /// Bytes off the stream's buffer, not copied (see [`append_chunk`](crate::streaming)).
+    Data(BytesMut),
     /// The server ended its side: the trailers, if any.
     End(Option<Box<ResponseHead>>),
 }
@@ -582,7 +583,7 @@ impl StreamRef {
             return Poll::Ready(Err(gone()));
         };
         if !stream.data.is_empty() {
-            let data = stream.data.split().freeze();
+            let data = stream.data.split();
             stream.unacked += data.len() as u32;
             if stream.end.is_none() && stream.unacked >= STREAM_WINDOW / 2 {
                 let was_empty = st.out.is_empty();
