@@ -170,7 +170,14 @@ pub fn http2_client(data: &[u8]) {
                 e.encode(fields, b);
             };
             let unary = async {
-                let mut stream = conn.open(&mut encode, &[0; 5], true, 1 << 20).await?;
+                let mut stream = conn
+                    .open(
+                        &mut encode,
+                        &crate::streaming::Queued::Sealed(Bytes::from_static(&[0; 5])),
+                        true,
+                        1 << 20,
+                    )
+                    .await?;
                 std::future::poll_fn(|cx| stream.poll_finished(cx))
                     .await
                     .map(|_| ())
@@ -179,7 +186,14 @@ pub fn http2_client(data: &[u8]) {
                 e.encode(fields, b);
             };
             let streaming = async {
-                let stream = conn.open(&mut encode, &[], false, 0).await?;
+                let stream = conn
+                    .open(
+                        &mut encode,
+                        &crate::streaming::Queued::Sealed(Bytes::new()),
+                        false,
+                        0,
+                    )
+                    .await?;
                 stream.send(5, |q| q.extend_from_slice(&[0; 5])).await?;
                 stream.close_send();
                 if std::future::poll_fn(|cx| stream.poll_head(cx))

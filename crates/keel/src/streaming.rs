@@ -377,21 +377,36 @@ impl Drop for Incoming {
 }
 
 /// A message to queue: sealed already (compressed), or encoded straight
-/// into the queue with its prefix.
-enum Queued<'a> {
-    Sealed(&'a [u8]),
+/// into the queue with its prefix (a streamed message, and a unary gRPC
+/// request, which goes straight into the connection's output).
+pub(crate) enum Queued<'a> {
+    Sealed(Bytes),
     Plain(&'a (dyn Encode + Sync)),
 }
 
-impl Queued<'_> {
-    fn len(&self) -> usize {
+impl<'a> Queued<'a> {
+    /// `message`, sealed at once when compressed (else encoded where it is
+    /// queued).
+    pub(crate) fn new(
+        message: &'a (dyn Encode + Sync),
+        compress: Option<Compression>,
+    ) -> Result<Queued<'a>, Status> {
+        Ok(match compress {
+            None => Queued::Plain(message),
+            compress => Queued::Sealed(wire::seal_message(message, compress)?),
+        })
+    }
+
+    /// Its bytes on the wire, prefix included.
+    pub(crate) fn len(&self) -> usize {
         match self {
             Queued::Sealed(data) => data.len(),
             Queued::Plain(message) => keel_wire::grpc::PREFIX_LEN + message.encoded_len(),
         }
     }
 
-    fn append_to(&self, pending: &mut BytesMut, len: usize) {
+    /// Appends its `len` bytes (its [`len`](Self::len)) to `pending`.
+    pub(crate) fn append_to(&self, pending: &mut BytesMut, len: usize) {
         match self {
             Queued::Sealed(data) => pending.extend_from_slice(data),
             Queued::Plain(message) => {
@@ -466,13 +481,7 @@ impl Outgoing {
     /// peer's flow-control window and the queue are full.
     pub(crate) async fn send(&mut self, message: &(dyn Encode + Sync)) -> Result<(), Status> {
         // Uncompressed, the message is encoded into the queue itself.
-        let sealed = match self.compress {
-            None => None,
-            compress => Some(wire::seal_message(message, compress)?),
-        };
-        let data = sealed
-            .as_deref()
-            .map_or(Queued::Plain(message), Queued::Sealed);
+        let data = Queued::new(message, self.compress)?;
         if self.ended {
             return Err(Outgoing::closed());
         }

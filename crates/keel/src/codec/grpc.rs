@@ -6,7 +6,7 @@
 //! through [`crate::status::mapping`]), the `grpc-encoding` names, and
 //! W3C `traceparent`, and a unary call's one message. May not touch: connections or calls.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::codec::Encode;
@@ -158,6 +158,14 @@ pub(crate) struct ResponseHead {
     details: Option<Vec<u8>>,
     encoding: Option<Result<Option<Compression>, String>>,
     pub(crate) metadata: Metadata,
+}
+
+impl keel_pool::Reset for ResponseHead {
+    /// Back to empty: what a head holds on the heap (a message, metadata)
+    /// is rare enough not to be kept.
+    fn reset(&mut self) {
+        *self = ResponseHead::default();
+    }
 }
 
 impl ResponseHead {
@@ -313,7 +321,10 @@ pub(crate) fn unary_message(
         return Err(one_message(blame, "a truncated message"));
     }
     let compressed = whole[0] == 1;
-    Ok((compressed, whole.split_off(P)))
+    // `advance`, not `split_off`: a buffer that is still a plain vector
+    // stays one (splitting it would allocate its shared header).
+    whole.advance(P);
+    Ok((compressed, whole))
 }
 
 /// An empty message buffer with room for the prefix: append the encoded

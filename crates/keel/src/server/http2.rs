@@ -42,7 +42,7 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::HeaderMap;
-use keel_pool::FutureBox;
+use keel_pool::{FutureBox, Pool, Pooled, Reset};
 use keel_wire::hpack::{Decoder, Encoder, HpackError, Indexing};
 use keel_wire::http2::{
     self as frame, Assembly, Cut, Head, HeaderBlocks, Reason, flag, kind, setting,
@@ -267,7 +267,7 @@ struct Stream {
 
 enum StreamState {
     /// A unary call reading its request.
-    Reading(Box<CallHead>, Checked, BytesMut),
+    Reading(PooledHead, Checked, BytesMut),
     /// A unary call running as a task, or its answer being written.
     Running(Option<AbortHandle>),
     /// A streaming call: its handler runs as a task.
@@ -304,6 +304,38 @@ struct CallHead {
     /// credential is undecided.
     authorization: Option<Vec<u8>>,
 }
+
+/// A path longer than this is not kept for the next call (R7).
+const KEPT_PATH: usize = 256;
+
+impl Reset for CallHead {
+    /// Back to empty, keeping the path's capacity (every call has one);
+    /// metadata and the rest are rare enough not to be kept.
+    fn reset(&mut self) {
+        let mut path = std::mem::take(&mut self.path);
+        path.clear();
+        if path.capacity() > KEPT_PATH {
+            path = String::new();
+        }
+        *self = CallHead {
+            path,
+            ..CallHead::default()
+        };
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.path.capacity()
+    }
+}
+
+keel_pool::pool! {
+    /// The heads of calls as their HEADERS decode: pooled, path included,
+    /// so that a call allocates none.
+    static HEADS: Pool<CallHead, CallHeadCache> = Pool::new("grpc.call_heads", CallHead::default);
+}
+
+/// A call's head, from [`HEADS`].
+type PooledHead = Pooled<'static, CallHead, CallHeadCache>;
 
 /// The encodings a client's `grpc-accept-encoding` lists.
 #[derive(Default, Clone, Copy)]
@@ -651,7 +683,7 @@ impl Conn {
     }
 
     fn on_headers(&mut self, id: u32, end_stream: bool) {
-        let mut head = Box::<CallHead>::default();
+        let mut head = HEADS.get();
         let want_credential = self.admission.is_none();
         let decoded = self.decoder.decode(
             self.blocks.block(),
@@ -813,7 +845,7 @@ impl Conn {
         }
     }
 
-    fn start_streaming(&mut self, id: u32, head: Box<CallHead>, checked: Checked, end: bool) {
+    fn start_streaming(&mut self, id: u32, head: PooledHead, checked: Checked, end: bool) {
         let cell = Cell::new(id, self.signal.clone());
         if end {
             cell.end_recv(Ok(()));
@@ -1230,7 +1262,7 @@ fn request<'a>(
 /// Runs a unary call whose request arrived whole: the answer, and how to
 /// compress it.
 async fn run_unary(
-    mut head: Box<CallHead>,
+    mut head: PooledHead,
     checked: Checked,
     message: Result<Bytes, Status>,
     shared: Arc<ServerCore>,
@@ -1276,7 +1308,7 @@ async fn run_unary(
 /// Runs a streaming call: its handler reads and sends through `stream`,
 /// which ends with its status.
 async fn run_streaming(
-    mut head: Box<CallHead>,
+    mut head: PooledHead,
     checked: Checked,
     stream: Box<ServerStream>,
     shared: &Arc<ServerCore>,

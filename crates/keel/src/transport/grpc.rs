@@ -27,6 +27,7 @@ use super::reconnect::Reconnect;
 use crate::codec::grpc as wire;
 use crate::compression::Compression;
 use crate::status::{Code, Status};
+use crate::streaming::Queued;
 use crate::transport::{Call, Reply};
 
 /// Calls one `host:port` over gRPC.
@@ -216,7 +217,12 @@ impl Grpc {
     /// connection's credential) is replaced once by a new one: nothing was
     /// written on it, so this is still the same attempt. Failures here
     /// wrote nothing.
-    async fn start(&self, call: &Call<'_>, body: &[u8], end: bool) -> Result<StreamRef, Status> {
+    async fn start(
+        &self,
+        call: &Call<'_>,
+        body: &Queued<'_>,
+        end: bool,
+    ) -> Result<StreamRef, Status> {
         let fields = Fields::new(self, call)?;
         let mut encode =
             |encoder: &mut Encoder, block: &mut BytesMut| fields.encode(encoder, block);
@@ -252,7 +258,8 @@ impl Grpc {
         call: &Call<'_>,
     ) -> Result<(crate::streaming::Outgoing, crate::streaming::Incoming), Status> {
         let compress = request_encoding(call)?;
-        let stream = Arc::new(self.start(call, &[], false).await?);
+        let no_body = Queued::Sealed(Bytes::new());
+        let stream = Arc::new(self.start(call, &no_body, false).await?);
         call.span.mark(crate::rpcz::Mark::Sent);
         Ok((
             crate::streaming::Outgoing::client(stream.clone(), compress),
@@ -262,7 +269,9 @@ impl Grpc {
 
     /// Sends `call` once: no retry (the channel retries).
     pub async fn try_call(&self, call: &Call<'_>) -> Result<Reply, Status> {
-        let body = encode(call)?;
+        // Uncompressed, the request is encoded straight into the
+        // connection's output (no buffer of its own).
+        let body = Queued::new(call.request, request_encoding(call)?)?;
         let _pending = super::PendingGuard::new(&self.pending);
         let mut stream = self.start(call, &body, true).await?;
         call.span.mark(crate::rpcz::Mark::Sent);
@@ -270,7 +279,7 @@ impl Grpc {
         // A connection that failed is replaced by the next call.
         let finished = finished?;
         self.reconnect.answered();
-        let head = finished.head;
+        let mut head = finished.head;
         if head.http_status != 200 {
             return Err(Status::new(
                 Code::from_http_status(head.http_status),
@@ -308,7 +317,7 @@ impl Grpc {
                 ));
             }
         }
-        let mut metadata = head.metadata;
+        let mut metadata = std::mem::take(&mut head.metadata);
         metadata.extend_from(&trailers.metadata);
         Ok(Reply {
             payload: message?,
@@ -445,9 +454,4 @@ fn request_encoding(call: &Call<'_>) -> Result<Option<Compression>, Status> {
             format!("{kind} compression has no gRPC encoding (gzip and deflate do)"),
         )),
     }
-}
-
-/// The request message with its prefix, compressed when the call asks.
-fn encode(call: &Call<'_>) -> Result<Bytes, Status> {
-    wire::seal_message(call.request, request_encoding(call)?)
 }

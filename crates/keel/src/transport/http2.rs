@@ -43,6 +43,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
+use keel_pool::{Pool, Pooled};
 use keel_wire::hpack::{Decoder, Encoder, HpackError};
 use keel_wire::http2::{
     self as frame, Assembly, Cut, Head, HeaderBlocks, Reason, flag, kind, setting,
@@ -55,6 +56,7 @@ use super::pending::IdHasher;
 use crate::codec::grpc::ResponseHead;
 use crate::conn_buffers::{KEEP_CAPACITY, ReadBuffer, WriteBuffer};
 use crate::status::{Code, Status};
+use crate::streaming::Queued;
 
 /// What a stream may receive before the caller takes it.
 const STREAM_WINDOW: u32 = 1024 * 1024;
@@ -136,11 +138,11 @@ struct Stream {
     streaming: bool,
     /// A unary call's largest response message.
     limit: usize,
-    head: Option<Box<ResponseHead>>,
+    head: Option<PooledHead>,
     /// The response headers came (the caller may have taken them).
     head_seen: bool,
     data: BytesMut,
-    trailers: Option<Box<ResponseHead>>,
+    trailers: Option<PooledHead>,
     /// The server's side ended: `Ok` with END_STREAM, or why not.
     end: Option<Result<(), Status>>,
     reader: Option<Waker>,
@@ -174,17 +176,27 @@ impl Stream {
 
 /// A unary call's response, whole.
 pub(crate) struct Finished {
-    pub(crate) head: Box<ResponseHead>,
+    pub(crate) head: PooledHead,
     pub(crate) data: BytesMut,
-    pub(crate) trailers: Option<Box<ResponseHead>>,
+    pub(crate) trailers: Option<PooledHead>,
 }
+
+keel_pool::pool! {
+    /// The headers and trailers of responses, as the connection read them
+    /// (a unary call takes two): pooled, so that a call allocates none.
+    pub(crate) static HEADS: Pool<ResponseHead, HeadCache> =
+        Pool::new("grpc.response_heads", ResponseHead::default);
+}
+
+/// A response's headers or trailers, from [`HEADS`].
+pub(crate) type PooledHead = Pooled<'static, ResponseHead, HeadCache>;
 
 /// What a streaming call reads next.
 pub(crate) enum Received {
     /// Bytes off the stream's buffer, not copied (see [`append_chunk`](crate::streaming)).
     Data(BytesMut),
     /// The server ended its side: the trailers, if any.
-    End(Option<Box<ResponseHead>>),
+    End(Option<PooledHead>),
 }
 
 fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -269,7 +281,7 @@ impl Connection {
     pub(crate) async fn open(
         self: &Arc<Self>,
         encode: &mut (dyn FnMut(&mut Encoder, &mut BytesMut) + Send),
-        body: &[u8],
+        body: &Queued<'_>,
         end: bool,
         limit: usize,
     ) -> Result<StreamRef, Status> {
@@ -295,7 +307,7 @@ impl Connection {
                     let st = &mut *st;
                     st.block.clear();
                     encode(&mut st.encoder, &mut st.block);
-                    let headers_end = end && body.is_empty();
+                    let headers_end = end && body.len() == 0;
                     frame::put_headers(&mut st.out, id, &st.block, st.peer_max_frame, headers_end);
                     st.last_data = None;
                     if st.block.capacity() > KEEP_CAPACITY {
@@ -313,7 +325,7 @@ impl Connection {
                         },
                     );
                     if !headers_end {
-                        st.send(id, body, end);
+                        st.send_body(id, body, end);
                     }
                     if was_empty {
                         self.wake.notify_one();
@@ -332,6 +344,38 @@ impl Connection {
 }
 
 impl State {
+    /// Queues a new stream's `body` (and END_STREAM when `end`). A message
+    /// the windows and one frame take whole is encoded straight into
+    /// `out`; anything else goes through [`send`](Self::send).
+    fn send_body(&mut self, id: u32, body: &Queued<'_>, end: bool) {
+        let len = body.len();
+        let Queued::Plain(_) = body else {
+            if let Queued::Sealed(data) = body {
+                self.send(id, data, end);
+            }
+            return;
+        };
+        let room = self.streams.get(&id).map_or(0, |stream| {
+            stream.send_window.min(self.send_window).max(0) as usize
+        });
+        let Some(stream) = self.streams.get_mut(&id) else {
+            return;
+        };
+        if stream.pending.is_empty() && len <= room && len <= self.peer_max_frame {
+            stream.send_window -= len as i64;
+            self.send_window -= len as i64;
+            stream.local_closed |= end;
+            let flags = if end { flag::END_STREAM } else { 0 };
+            frame::put_head(&mut self.out, len, kind::DATA, flags, id);
+            body.append_to(&mut self.out, len);
+            self.last_data = None;
+            return;
+        }
+        let mut sealed = BytesMut::with_capacity(len);
+        body.append_to(&mut sealed, len);
+        self.send(id, &sealed, end);
+    }
+
     /// Queues a unary call's `data` (and END_STREAM when `end`) on stream
     /// `id`, straight from the slice: what the windows allow goes into
     /// `out` now, the rest waits for window.
@@ -556,7 +600,7 @@ impl StreamRef {
     pub(crate) fn poll_head(
         &self,
         cx: &mut Context<'_>,
-    ) -> Poll<Result<Option<Box<ResponseHead>>, Status>> {
+    ) -> Poll<Result<Option<PooledHead>, Status>> {
         let mut st = self.conn.lock();
         let Some(stream) = st.streams.get_mut(&self.id) else {
             return Poll::Ready(Err(gone()));
@@ -936,7 +980,7 @@ impl Reader {
     }
 
     fn on_headers(&mut self, st: &mut State, id: u32, end_stream: bool) {
-        let mut head = Box::<ResponseHead>::default();
+        let mut head = HEADS.get();
         let decoded = self
             .decoder
             .decode(self.blocks.block(), MAX_HEADER_LIST, |name, value| {

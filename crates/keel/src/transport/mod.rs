@@ -228,7 +228,10 @@ impl Remote {
         match self {
             Remote::BaiduStd(t) => t.try_call(call).await,
             Remote::Grpc(t) => t.try_call(call).await,
-            Remote::Http(t) => t.try_call(call).await,
+            // In a pooled block: a JSON call over hyper is a future of
+            // ~800 bytes, which inline would make every channel's call
+            // future as large (baidu_std's attempt is 240).
+            Remote::Http(t) => keel_pool::FutureBox::new(t.try_call(call)).await,
         }
     }
 }
