@@ -27,11 +27,11 @@ const GZIP_CLIENT: u64 = 10;
 
 /// Allocations per unary gRPC call. The client: the response's string and
 /// the buffer its bytes arrive in. The server: the buffer the request's
-/// bytes arrive in, and the answer copied out of the thread's reused
-/// buffer at its size. Call heads, response heads and call futures come
-/// from pools; requests are encoded straight into the connection's output.
+/// bytes arrive in. Call heads, response heads and call futures come from
+/// pools; requests are encoded straight into the connection's output, and
+/// answers from the thread's reused buffer.
 const GRPC_CLIENT: u64 = 2;
-const GRPC_SERVER: u64 = 2;
+const GRPC_SERVER: u64 = 1;
 
 /// Asks the server thread for its allocation counters.
 type Probe = mpsc::Sender<oneshot::Sender<keel_alloc::Stats>>;

@@ -327,6 +327,24 @@ pub(crate) fn unary_message(
     Ok((compressed, whole))
 }
 
+/// Writes the (uncompressed) prefix of the message `body` holds after the
+/// room [`answer_buffer`] or [`message_buffer`] left for it.
+pub(crate) fn seal_in_place(body: &mut BytesMut) {
+    const P: usize = keel_wire::grpc::PREFIX_LEN;
+    let prefix = keel_wire::grpc::prefix(false, body.len() - P);
+    body[..P].copy_from_slice(&prefix);
+}
+
+/// Gives an answer's buffer (from [`answer_buffer`]) back to the thread
+/// once its bytes were copied out, for the next answer.
+pub(crate) fn give_back_answer_buffer(body: BytesMut) {
+    let mut scratch = Scratch::take();
+    if scratch.plain.capacity() == 0 {
+        scratch.plain = body;
+    }
+    scratch.give_back();
+}
+
 /// An empty message buffer with room for the prefix: append the encoded
 /// message, then [`seal`] it.
 pub(crate) fn message_buffer(capacity: usize) -> BytesMut {
@@ -363,8 +381,7 @@ pub(crate) fn seal(mut body: BytesMut, compress: Option<Compression>) -> Result<
     let mut scratch = Scratch::take();
     let sealed = match compress {
         None => {
-            let prefix = keel_wire::grpc::prefix(false, body.len() - P);
-            body[..P].copy_from_slice(&prefix);
+            seal_in_place(&mut body);
             if body.len() == body.capacity() || body.len() > COPIED_OUT {
                 // Its own, exact or large: sent as it is.
                 scratch.give_back();

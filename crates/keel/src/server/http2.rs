@@ -887,19 +887,50 @@ impl Conn {
                 wire::metadata_into(&answer.trailers, &mut map, Code::EINTERNAL)?;
                 trailers = Trailers::Map(map);
             }
-            wire::seal(std::mem::take(&mut answer.body), compress)
+            // Uncompressed, it is copied from the answer's buffer (the
+            // thread's, reused) straight into `out` when the windows take
+            // it whole (see `send_answer`).
+            if compress.is_none() {
+                return Ok(None);
+            }
+            wire::seal(std::mem::take(&mut answer.body), compress).map(Some)
         });
         match sealed {
             Err(status) => {
                 let metadata = [&answer.metadata, &answer.trailers];
                 self.trailers_only(id, &status, &metadata);
             }
-            Ok(message) => {
+            Ok(sealed) => {
                 self.response_headers(id, headers.as_ref(), compress);
-                self.send_data(id, message, Some(trailers), false);
+                match sealed {
+                    Some(message) => self.send_data(id, message, Some(trailers), false),
+                    None => self.send_answer(id, std::mem::take(&mut answer.body), trailers),
+                }
             }
         }
         answer.finish_span();
+    }
+
+    /// Sends an uncompressed answer and its trailers: from its buffer
+    /// straight into `out` when the windows take it whole (the buffer then
+    /// goes back to the thread), else as [`send_data`](Self::send_data)
+    /// does.
+    fn send_answer(&mut self, id: u32, mut body: BytesMut, trailers: Trailers) {
+        wire::seal_in_place(&mut body);
+        let Some(stream) = self.streams.get_mut(&id) else {
+            return;
+        };
+        let room = usize::try_from(stream.send_window.min(self.send_window)).unwrap_or(0);
+        if body.len() > room {
+            return self.send_data(id, body.freeze(), Some(trailers), false);
+        }
+        frame::put_data(&mut self.out, id, &body, self.peer_max_frame, false);
+        let sent = i64::try_from(body.len()).unwrap_or(i64::MAX);
+        stream.send_window -= sent;
+        self.send_window -= sent;
+        stream.blocked = None;
+        wire::give_back_answer_buffer(body);
+        self.end_with_trailers(id, trailers);
     }
 
     /// HEADERS opening a unary call's response.
