@@ -151,96 +151,88 @@ pub fn http2_connection(data: &[u8]) {
 /// connection's task ends once its transport is gone.
 pub fn http2_client(data: &[u8]) {
     use keel_wire::hpack::Indexing;
-    thread_local! {
-        static RUNTIME: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a runtime");
-    }
-    RUNTIME.with(|runtime| {
-        runtime.block_on(async {
-            let (client, mut server) = tokio::io::duplex(64 * 1024);
-            let (alive, alive_rx) = tokio::sync::watch::channel(());
-            let conn = crate::transport::http2::Connection::start(client, None, alive_rx);
-            let fields = [
-                (&b":method"[..], &b"POST"[..], Indexing::Yes),
-                (b":path", b"/grpc.health.v1.Health/Check", Indexing::Yes),
-            ];
-            let mut encode = |e: &mut keel_wire::hpack::Encoder, b: &mut bytes::BytesMut| {
-                e.encode(fields, b);
-            };
-            let unary = async {
-                let mut stream = conn
-                    .open(
-                        &mut encode,
-                        &crate::streaming::Queued::Sealed(Bytes::from_static(&[0; 5])),
-                        true,
-                        1 << 20,
-                    )
-                    .await?;
-                std::future::poll_fn(|cx| stream.poll_finished(cx))
-                    .await
-                    .map(|_| ())
-            };
-            let mut encode = |e: &mut keel_wire::hpack::Encoder, b: &mut bytes::BytesMut| {
-                e.encode(fields, b);
-            };
-            let streaming = async {
-                let stream = conn
-                    .open(
-                        &mut encode,
-                        &crate::streaming::Queued::Sealed(Bytes::new()),
-                        false,
-                        0,
-                    )
-                    .await?;
-                stream.send(5, |q| q.extend_from_slice(&[0; 5])).await?;
-                stream.close_send();
-                if std::future::poll_fn(|cx| stream.poll_head(cx))
-                    .await?
-                    .is_none()
-                {
-                    return Ok(());
+    block_on(async {
+        let (client, mut server) = tokio::io::duplex(64 * 1024);
+        let (alive, alive_rx) = tokio::sync::watch::channel(());
+        let conn = crate::transport::http2::Connection::start(client, None, alive_rx);
+        let fields = [
+            (&b":method"[..], &b"POST"[..], Indexing::Yes),
+            (b":path", b"/grpc.health.v1.Health/Check", Indexing::Yes),
+        ];
+        let mut encode = |e: &mut keel_wire::hpack::Encoder, b: &mut bytes::BytesMut| {
+            e.encode(fields, b);
+        };
+        let unary = async {
+            let mut stream = conn
+                .open(
+                    &mut encode,
+                    &crate::streaming::Queued::Sealed(Bytes::from_static(&[0; 5])),
+                    true,
+                    1 << 20,
+                )
+                .await?;
+            std::future::poll_fn(|cx| stream.poll_finished(cx))
+                .await
+                .map(|_| ())
+        };
+        let mut encode = |e: &mut keel_wire::hpack::Encoder, b: &mut bytes::BytesMut| {
+            e.encode(fields, b);
+        };
+        let streaming = async {
+            let stream = conn
+                .open(
+                    &mut encode,
+                    &crate::streaming::Queued::Sealed(Bytes::new()),
+                    false,
+                    0,
+                )
+                .await?;
+            stream.send(5, |q| q.extend_from_slice(&[0; 5])).await?;
+            stream.close_send();
+            if std::future::poll_fn(|cx| stream.poll_head(cx))
+                .await?
+                .is_none()
+            {
+                return Ok(());
+            }
+            loop {
+                let next = std::future::poll_fn(|cx| stream.poll_data(cx)).await?;
+                if let crate::transport::http2::Received::End(_) = next {
+                    return Ok::<(), crate::Status>(());
                 }
-                loop {
-                    let next = std::future::poll_fn(|cx| stream.poll_data(cx)).await?;
-                    if let crate::transport::http2::Received::End(_) = next {
-                        return Ok::<(), crate::Status>(());
-                    }
-                }
-            };
-            // What the client sends is read (and dropped) all along, so
-            // neither side blocks the other; the server's bytes go out,
-            // then its side closes.
-            let (mut rd, mut wr) = tokio::io::split(&mut server);
-            let drain = async {
-                let mut sink = [0u8; 4096];
-                while matches!(rd.read(&mut sink).await, Ok(n) if n > 0) {}
-                std::future::pending::<()>().await;
-            };
-            let write = async {
-                let _ = wr.write_all(data).await;
-                let _ = wr.shutdown().await;
-            };
-            let work = async { tokio::join!(unary, streaming, write) };
-            let within = tokio::time::timeout(Duration::from_secs(5), async {
-                tokio::select! {
-                    _ = work => {}
-                    () = drain => {}
-                }
-            });
-            assert!(within.await.is_ok(), "a call neither ended nor failed");
-            // The transport and the server's end gone, the connection's
-            // task ends (rule R5): it held the last reference.
-            let task = Arc::downgrade(&conn);
-            drop((conn, alive, server));
-            let ended = tokio::time::timeout(Duration::from_secs(5), async {
-                while task.strong_count() > 0 {
-                    tokio::task::yield_now().await;
-                }
-            });
-            assert!(ended.await.is_ok(), "the connection's task did not end");
+            }
+        };
+        // What the client sends is read (and dropped) all along, so
+        // neither side blocks the other; the server's bytes go out,
+        // then its side closes.
+        let (mut rd, mut wr) = tokio::io::split(&mut server);
+        let drain = async {
+            let mut sink = [0u8; 4096];
+            while matches!(rd.read(&mut sink).await, Ok(n) if n > 0) {}
+            std::future::pending::<()>().await;
+        };
+        let write = async {
+            let _ = wr.write_all(data).await;
+            let _ = wr.shutdown().await;
+        };
+        let work = async { tokio::join!(unary, streaming, write) };
+        let within = tokio::time::timeout(Duration::from_secs(5), async {
+            tokio::select! {
+                _ = work => {}
+                () = drain => {}
+            }
         });
+        assert!(within.await.is_ok(), "a call neither ended nor failed");
+        // The transport and the server's end gone, the connection's
+        // task ends (rule R5): it held the last reference.
+        let task = Arc::downgrade(&conn);
+        drop((conn, alive, server));
+        let ended = tokio::time::timeout(Duration::from_secs(5), async {
+            while task.strong_count() > 0 {
+                tokio::task::yield_now().await;
+            }
+        });
+        assert!(ended.await.is_ok(), "the connection's task did not end");
     });
 }
 
@@ -255,25 +247,28 @@ fn drive<F: std::future::Future<Output = ()> + Send + 'static>(
         tokio::sync::watch::Receiver<bool>,
     ) -> F,
 ) {
+    block_on(async {
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let peer = SocketAddr::from(([127, 0, 0, 1], 1));
+        let (_shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+        let serving = tokio::spawn(serve(server, peer, core().clone(), shutdown_rx));
+        let _ = client.write_all(data).await;
+        let _ = client.shutdown().await;
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut answer));
+        assert!(read.await.is_ok(), "the server neither answered nor closed");
+        serving.abort();
+    });
+}
+
+/// Runs `work` to its end on this thread's runtime (one per fuzzing
+/// thread, kept between inputs).
+fn block_on<F: std::future::Future>(work: F) -> F::Output {
     thread_local! {
         static RUNTIME: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("a runtime");
     }
-    RUNTIME.with(|runtime| {
-        runtime.block_on(async {
-            let (mut client, server) = tokio::io::duplex(64 * 1024);
-            let peer = SocketAddr::from(([127, 0, 0, 1], 1));
-            let (_shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-            let serving = tokio::spawn(serve(server, peer, core().clone(), shutdown_rx));
-            let _ = client.write_all(data).await;
-            let _ = client.shutdown().await;
-            let mut answer = Vec::new();
-            let read =
-                tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut answer));
-            assert!(read.await.is_ok(), "the server neither answered nor closed");
-            serving.abort();
-        });
-    });
+    RUNTIME.with(|runtime| runtime.block_on(work))
 }

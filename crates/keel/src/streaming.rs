@@ -376,6 +376,17 @@ impl Drop for Incoming {
     }
 }
 
+/// Bytes a stream's sender (a handler's response sink, a caller's request
+/// sink) may have queued ahead of the peer's window before `send` waits.
+pub(crate) const MAX_PENDING: usize = 64 * 1024;
+
+/// Whether `len` more bytes may join the `queued` ones now: always into an
+/// empty queue (a message larger than [`MAX_PENDING`] goes alone), else
+/// within [`MAX_PENDING`]. Both HTTP/2 sides' `send` ask it.
+pub(crate) fn may_queue(queued: usize, len: usize) -> bool {
+    queued == 0 || queued + len <= MAX_PENDING
+}
+
 /// A message to queue: sealed already (compressed), or encoded straight
 /// into the queue with its prefix (a streamed message, and a unary gRPC
 /// request, which goes straight into the connection's output).

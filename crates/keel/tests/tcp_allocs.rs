@@ -71,8 +71,9 @@ async fn probe(probe: &Probe) -> keel_alloc::Stats {
 }
 
 /// The server's and the client's allocations over `calls` calls of
-/// `echo`, after a warm-up of a fifth as many.
+/// `echo`, after a warm-up of a fifth as many; printed as `name`'s.
 async fn count(
+    name: &str,
     echo: &EchoServiceClient,
     probe_tx: &Probe,
     calls: u64,
@@ -91,7 +92,23 @@ async fn count(
     }
     let client = client_before.delta(&keel_alloc::thread_stats());
     let server = server_before.delta(&probe(probe_tx).await);
+    println!(
+        "{name}, per call over {calls} calls: server {:.3} allocations, client {:.3}",
+        server.allocs as f64 / calls as f64,
+        client.allocs as f64 / calls as f64
+    );
     (server, client)
+}
+
+/// At most `per_call` allocations per call over `calls` calls, and a
+/// constant: the probe's own message and the odd timer-wheel level the
+/// runtime grows.
+fn at_most(who: &str, delta: &keel_alloc::Delta, calls: u64, per_call: u64) {
+    assert!(
+        delta.allocs <= calls * per_call + 8,
+        "{who} allocated {} times in {calls} calls (at most {per_call} a call): {delta:?}",
+        delta.allocs
+    );
 }
 
 #[test]
@@ -107,25 +124,10 @@ fn a_tcp_call_allocates_nothing_on_the_server_and_one_string_on_the_client() {
         let channel = Channel::new(&addr).expect("addr");
         let echo = EchoServiceClient::new(&channel);
         const CALLS: u64 = 10_000;
-        let (server, client) = count(&echo, &probe_tx, CALLS).await;
-        println!(
-            "per call over {CALLS} calls: server {:.3} allocations, client {:.3}",
-            server.allocs as f64 / CALLS as f64,
-            client.allocs as f64 / CALLS as f64
-        );
-        // A constant, not per call: the probe's own message and the odd
-        // timer-wheel level the runtime grows.
-        assert!(
-            server.allocs <= 8,
-            "the server allocated {} times in {CALLS} calls: {server:?}",
-            server.allocs
-        );
+        let (server, client) = count("baidu_std", &echo, &probe_tx, CALLS).await;
+        at_most("the server", &server, CALLS, 0);
         // The response's string, once per call; nothing else.
-        assert!(
-            client.allocs <= CALLS + 8,
-            "the client allocated {} times in {CALLS} calls: {client:?}",
-            client.allocs
-        );
+        at_most("the client", &client, CALLS, 1);
 
         // Compressed both ways (gzip): the compression buffers are reused
         // on both sides; what remains per call is the decompressed payload
@@ -135,34 +137,16 @@ fn a_tcp_call_allocates_nothing_on_the_server_and_one_string_on_the_client() {
             ..keel::CallOptions::default()
         });
         const ZIPPED: u64 = 2_000;
-        let (server, client) = count(&gzip, &probe_tx, ZIPPED).await;
-        println!(
-            "gzip, per call: server {:.3} allocations, client {:.3}",
-            server.allocs as f64 / ZIPPED as f64,
-            client.allocs as f64 / ZIPPED as f64
-        );
-        assert!(server.allocs <= ZIPPED * GZIP_SERVER + 8, "{server:?}");
-        assert!(client.allocs <= ZIPPED * GZIP_CLIENT + 8, "{client:?}");
+        let (server, client) = count("gzip", &gzip, &probe_tx, ZIPPED).await;
+        at_most("the gzip server", &server, ZIPPED, GZIP_SERVER);
+        at_most("the gzip client", &client, ZIPPED, GZIP_CLIENT);
 
         // gRPC on the same port (see GRPC_CLIENT, GRPC_SERVER).
         let grpc = Channel::new(&format!("grpc://{addr}")).expect("grpc url");
         let echo = EchoServiceClient::new(&grpc);
-        let (server, client) = count(&echo, &probe_tx, CALLS).await;
-        println!(
-            "gRPC, per call: server {:.3} allocations, client {:.3}",
-            server.allocs as f64 / CALLS as f64,
-            client.allocs as f64 / CALLS as f64
-        );
-        assert!(
-            client.allocs <= CALLS * GRPC_CLIENT + 8,
-            "the gRPC client allocated {} times in {CALLS} calls: {client:?}",
-            client.allocs
-        );
-        assert!(
-            server.allocs <= CALLS * GRPC_SERVER + 8,
-            "the gRPC server allocated {} times in {CALLS} calls: {server:?}",
-            server.allocs
-        );
+        let (server, client) = count("gRPC", &echo, &probe_tx, CALLS).await;
+        at_most("the gRPC server", &server, CALLS, GRPC_SERVER);
+        at_most("the gRPC client", &client, CALLS, GRPC_CLIENT);
     });
     drop(probe_tx);
     thread.join().expect("server thread");

@@ -26,9 +26,7 @@ use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
 
 use crate::status::Status;
-
-/// Bytes queued for sending beyond which `send` waits.
-pub(crate) const MAX_PENDING: usize = 64 * 1024;
+use crate::streaming::{MAX_PENDING, may_queue};
 
 /// The streams of one connection that have work for it, and its wakeup.
 #[derive(Default)]
@@ -184,7 +182,7 @@ impl Cell {
             if let Some(failed) = &st.failed {
                 return Poll::Ready(Err(failed.clone()));
             }
-            if st.send.is_empty() || st.send.len() + len <= MAX_PENDING {
+            if may_queue(st.send.len(), len) {
                 append(&mut st.send);
                 self.mark(&mut st);
                 return Poll::Ready(Ok(()));

@@ -56,7 +56,7 @@ use super::pending::IdHasher;
 use crate::codec::grpc::ResponseHead;
 use crate::conn_buffers::{KEEP_CAPACITY, ReadBuffer, WriteBuffer};
 use crate::status::{Code, Status};
-use crate::streaming::Queued;
+use crate::streaming::{MAX_PENDING, Queued, may_queue};
 
 /// What a stream may receive before the caller takes it.
 const STREAM_WINDOW: u32 = 1024 * 1024;
@@ -68,8 +68,6 @@ const MAX_FRAME_SIZE: u32 = 64 * 1024;
 const MAX_HEADER_BLOCK: usize = 256 * 1024;
 /// Decoded response headers or trailers accepted at most.
 const MAX_HEADER_LIST: usize = 1024 * 1024;
-/// Bytes a streaming caller may queue ahead of the server's window.
-pub(crate) const MAX_PENDING: usize = 64 * 1024;
 /// How long a connection stays above its idle footprint after activity.
 const IDLE_SHRINK: Duration = Duration::from_millis(250);
 /// The largest stream id (2^31 - 1): a connection that used them all takes
@@ -672,7 +670,7 @@ impl StreamRef {
                     "the stream is closed: nothing more can be sent",
                 )));
             }
-            if !stream.pending.is_empty() && stream.pending.len() + len > MAX_PENDING {
+            if !may_queue(stream.pending.len(), len) {
                 stream.sender = Some(cx.waker().clone());
                 return Poll::Pending;
             }
