@@ -331,7 +331,11 @@ impl Reset for CallHead {
 keel_pool::pool! {
     /// The heads of calls as their HEADERS decode: pooled, path included,
     /// so that a call allocates none.
-    static HEADS: Pool<CallHead, CallHeadCache> = Pool::new("grpc.call_heads", CallHead::default);
+    static HEADS: Pool<CallHead, CallHeadCache> = Pool::with_config(
+        "grpc.call_heads",
+        CallHead::default,
+        crate::transport::http2::HEAD_POOL,
+    );
 }
 
 /// A call's head, from [`HEADS`].
