@@ -921,20 +921,34 @@ impl Conn {
     /// does.
     fn send_answer(&mut self, id: u32, mut body: BytesMut, trailers: Trailers) {
         wire::seal_in_place(&mut body);
+        let sent = self.put_within_window(id, &body);
+        let rest = if sent == body.len() {
+            wire::give_back_answer_buffer(body);
+            Bytes::new()
+        } else {
+            // Advanced past, not split: no shared header to allocate.
+            let mut rest = body.freeze();
+            rest.advance(sent);
+            rest
+        };
+        self.send_data(id, rest, Some(trailers), false);
+    }
+
+    /// Writes as much of `data` on stream `id` as its and the connection's
+    /// windows allow into `out`; how much that was.
+    fn put_within_window(&mut self, id: u32, data: &[u8]) -> usize {
         let Some(stream) = self.streams.get_mut(&id) else {
-            return;
+            return 0;
         };
         let room = usize::try_from(stream.send_window.min(self.send_window)).unwrap_or(0);
-        if body.len() > room {
-            return self.send_data(id, body.freeze(), Some(trailers), false);
+        let n = data.len().min(room);
+        if n > 0 {
+            frame::put_data(&mut self.out, id, &data[..n], self.peer_max_frame, false);
+            let sent = i64::try_from(n).unwrap_or(i64::MAX);
+            stream.send_window -= sent;
+            self.send_window -= sent;
         }
-        frame::put_data(&mut self.out, id, &body, self.peer_max_frame, false);
-        let sent = i64::try_from(body.len()).unwrap_or(i64::MAX);
-        stream.send_window -= sent;
-        self.send_window -= sent;
-        stream.blocked = None;
-        wire::give_back_answer_buffer(body);
-        self.end_with_trailers(id, trailers);
+        n
     }
 
     /// HEADERS opening a unary call's response.
@@ -1036,18 +1050,11 @@ impl Conn {
     /// Sends `data` on stream `id` as the windows allow, then `trailers`;
     /// what does not fit waits for WINDOW_UPDATE.
     fn send_data(&mut self, id: u32, mut data: Bytes, trailers: Option<Trailers>, from_cell: bool) {
+        let n = self.put_within_window(id, &data);
+        data.advance(n);
         let Some(stream) = self.streams.get_mut(&id) else {
             return;
         };
-        let room = usize::try_from(stream.send_window.min(self.send_window)).unwrap_or(0);
-        let n = data.len().min(room);
-        if n > 0 {
-            frame::put_data(&mut self.out, id, &data[..n], self.peer_max_frame, false);
-            let sent = i64::try_from(n).unwrap_or(i64::MAX);
-            stream.send_window -= sent;
-            self.send_window -= sent;
-            data.advance(n);
-        }
         if !data.is_empty() {
             stream.blocked = Some(Box::new(Blocked {
                 data,

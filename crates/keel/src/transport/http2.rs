@@ -359,20 +359,15 @@ impl State {
     /// the windows and one frame take whole is encoded straight into
     /// `out`; anything else goes through [`send`](Self::send).
     fn send_body(&mut self, id: u32, body: &Queued<'_>, end: bool) {
+        if let Queued::Sealed(data) = body {
+            return self.send(id, data, end);
+        }
         let len = body.len();
-        let Queued::Plain(_) = body else {
-            if let Queued::Sealed(data) = body {
-                self.send(id, data, end);
-            }
-            return;
-        };
-        let room = self.streams.get(&id).map_or(0, |stream| {
-            stream.send_window.min(self.send_window).max(0) as usize
-        });
         let Some(stream) = self.streams.get_mut(&id) else {
             return;
         };
-        if stream.pending.is_empty() && len <= room && len <= self.peer_max_frame {
+        let room = stream.send_window.min(self.send_window).max(0) as usize;
+        if stream.pending.is_empty() && len <= room.min(self.peer_max_frame) {
             stream.send_window -= len as i64;
             self.send_window -= len as i64;
             stream.local_closed |= end;
