@@ -52,7 +52,7 @@ use crate::transport::http2::{Received, StreamRef};
 /// Messages arriving on one stream, still encoded.
 pub(crate) struct Incoming {
     state: IncomingState,
-    buf: BytesMut,
+    buf: Chunks,
     max: usize,
     encoding: Option<Compression>,
     /// The code of malformed data: the peer's fault.
@@ -159,7 +159,7 @@ impl Incoming {
     ) -> Incoming {
         Incoming {
             state,
-            buf: BytesMut::new(),
+            buf: Chunks::default(),
             max,
             encoding,
             blame,
@@ -226,14 +226,14 @@ impl Incoming {
             record.finish(result.as_ref().err().map(Status::code));
         }
         self.state = IncomingState::Done(result);
-        self.buf = BytesMut::new();
+        self.buf = Chunks::default();
         self.timer = None;
     }
 
     /// The next message if it is whole in the buffer (or the error that
     /// cutting it found); `None` when more must be read.
     fn buffered(&mut self) -> Option<Result<Option<Bytes>, Status>> {
-        match keel_wire::grpc::split_message(&mut self.buf, self.max) {
+        match self.buf.split_message(self.max) {
             Ok(Some(message)) => Some(self.decompress(message)),
             Ok(None) => None,
             Err(e) => {
@@ -265,7 +265,7 @@ impl Incoming {
                 }
                 IncomingState::Body(stream) => {
                     match std::future::poll_fn(|cx| stream.poll_data(cx)).await {
-                        Ok(Received::Data(chunk)) => append_chunk(&mut self.buf, chunk),
+                        Ok(Received::Data(chunk)) => self.buf.append(chunk),
                         Err(status) => self.end(Err(status)),
                         Ok(Received::End(_)) if !self.buf.is_empty() => {
                             let status =
@@ -295,7 +295,7 @@ impl Incoming {
                 }
                 IncomingState::Cell(cell) => {
                     match std::future::poll_fn(|cx| cell.poll_data(cx)).await {
-                        Some(Ok(chunk)) => append_chunk(&mut self.buf, chunk),
+                        Some(Ok(chunk)) => self.buf.append(chunk),
                         Some(Err(status)) => self.end(Err(status)),
                         None if !self.buf.is_empty() => {
                             let status =
@@ -352,15 +352,67 @@ impl Incoming {
     }
 }
 
-/// Appends bytes split off a stream's buffer to what is left of the last
-/// message: taken as they are when nothing is left, joined without a copy
-/// when they follow it in the same block (`unsplit`), else copied. A
-/// stream of large messages was copied twice before being decoded.
-fn append_chunk(buf: &mut BytesMut, chunk: BytesMut) {
-    if buf.is_empty() {
-        *buf = chunk;
-    } else {
-        buf.unsplit(chunk);
+/// A stream's bytes not yet cut into messages, as the chunks the stream
+/// handed over: the message being cut (`head`), and the chunk that
+/// follows it (`rest`). A chunk is taken as it is when nothing is left of
+/// the last message, joined without a copy when it follows it in the same
+/// block (`unsplit`); otherwise only the bytes that complete the message
+/// are copied, and the rest of the chunk waits, uncopied, for its turn. A
+/// stream of 1 KiB messages in 16 KiB frames, whose messages straddle
+/// every frame, copies about a message per frame rather than every frame.
+#[derive(Default)]
+struct Chunks {
+    head: BytesMut,
+    /// Non-empty only while `head` holds a whole message.
+    rest: BytesMut,
+}
+
+impl Chunks {
+    fn is_empty(&self) -> bool {
+        self.head.is_empty() && self.rest.is_empty()
+    }
+
+    /// Takes `chunk`, the stream's next bytes (only asked for while no
+    /// whole message is buffered, so `rest` is empty).
+    fn append(&mut self, mut chunk: BytesMut) {
+        debug_assert!(self.rest.is_empty());
+        if self.head.is_empty() {
+            self.head = chunk;
+            return;
+        }
+        if self.head.as_ptr().wrapping_add(self.head.len()) == chunk.as_ptr() {
+            // Most likely the same block: joined in place (`unsplit`
+            // copies if it is not).
+            self.head.unsplit(chunk);
+            return;
+        }
+        let prefix = keel_wire::grpc::PREFIX_LEN;
+        if self.head.len() < prefix {
+            let n = (prefix - self.head.len()).min(chunk.len());
+            self.head.extend_from_slice(&chunk.split_to(n));
+        }
+        if let Some(p) = self.head.get(..prefix) {
+            let len = u32::from_be_bytes([p[1], p[2], p[3], p[4]]) as usize;
+            let missing = (prefix + len).saturating_sub(self.head.len());
+            let n = missing.min(chunk.len());
+            self.head.extend_from_slice(&chunk.split_to(n));
+        }
+        self.rest = chunk;
+    }
+
+    /// The next whole message, `None` when more must be read, or the
+    /// error its prefix shows.
+    fn split_message(
+        &mut self,
+        max: usize,
+    ) -> Result<Option<keel_wire::grpc::Message>, keel_wire::grpc::MessageError> {
+        loop {
+            let message = keel_wire::grpc::split_message(&mut self.head, max)?;
+            if message.is_some() || !self.head.is_empty() || self.rest.is_empty() {
+                return Ok(message);
+            }
+            self.head = std::mem::take(&mut self.rest);
+        }
     }
 }
 
@@ -865,5 +917,100 @@ impl<Req: Message + Sync, Resp: Message + Default> ClientStreamingCall<Req, Resp
             attachment: Bytes::new(),
             metadata,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Chunks;
+    use bytes::BytesMut;
+
+    /// `n` messages of `len` bytes each (message `i` filled with `i`),
+    /// prefixed as on the wire.
+    fn wire(n: usize, len: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        for i in 0..n {
+            out.push(0);
+            out.extend_from_slice(&(len as u32).to_be_bytes());
+            out.extend(std::iter::repeat_n(i as u8, len));
+        }
+        out
+    }
+
+    /// Feeds `bytes` to a [`Chunks`] in chunks of `step` bytes, each a
+    /// block of its own (never adjacent to the last), cutting messages as
+    /// the stream reader does; returns them.
+    fn cut(bytes: &[u8], step: usize) -> Vec<Vec<u8>> {
+        let mut chunks = Chunks::default();
+        let mut messages = Vec::new();
+        for piece in bytes.chunks(step) {
+            while let Some(m) = chunks.split_message(1 << 20).expect("well formed") {
+                messages.push(m.data.to_vec());
+            }
+            chunks.append(BytesMut::from(piece));
+        }
+        while let Some(m) = chunks.split_message(1 << 20).expect("well formed") {
+            messages.push(m.data.to_vec());
+        }
+        assert!(chunks.is_empty(), "bytes left after the last message");
+        messages
+    }
+
+    #[test]
+    fn messages_straddling_chunks_come_out_whole_and_in_order() {
+        for (n, len) in [(40, 1024), (300, 16), (3, 20_000), (5, 0)] {
+            let bytes = wire(n, len);
+            // Steps that cut prefixes, bodies and both, and that hold many
+            // messages per chunk.
+            for step in [1, 3, 5, 7, 1000, 16_384, 65_536] {
+                let messages = cut(&bytes, step);
+                assert_eq!(messages.len(), n, "{n} x {len} B in steps of {step}");
+                for (i, m) in messages.iter().enumerate() {
+                    assert_eq!(m.len(), len);
+                    assert!(m.iter().all(|&b| b == i as u8), "message {i} corrupted");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn only_the_bytes_completing_a_message_are_copied() {
+        // 1 KiB messages in 16 KiB chunks: what follows the straddling
+        // message stays in the chunk it came in.
+        let bytes = wire(40, 1024);
+        let mut chunks = Chunks::default();
+        chunks.append(BytesMut::from(&bytes[..16_384]));
+        let mut cut = 0;
+        while chunks
+            .split_message(1 << 20)
+            .expect("well formed")
+            .is_some()
+        {
+            cut += 1;
+        }
+        assert_eq!(cut, 16_384 / 1029);
+        let second = BytesMut::from(&bytes[16_384..32_768]);
+        let second_at = second.as_ptr();
+        chunks.append(second);
+        assert!(!chunks.rest.is_empty());
+        assert_eq!(
+            chunks.rest.as_ptr(),
+            second_at.wrapping_add(1029 - 16_384 % 1029),
+            "the rest of the chunk was not copied"
+        );
+        assert_eq!(chunks.head.len(), 1029);
+    }
+
+    #[test]
+    fn a_bad_prefix_in_a_later_chunk_is_reported() {
+        let mut bytes = wire(2, 10);
+        bytes[15] = 7; // the second message's flag
+        let mut chunks = Chunks::default();
+        chunks.append(BytesMut::from(&bytes[..12]));
+        assert!(chunks.split_message(1 << 20).expect("partial").is_none());
+        // Completes the first message; the second, bad, waits in `rest`.
+        chunks.append(BytesMut::from(&bytes[12..]));
+        assert!(chunks.split_message(1 << 20).expect("first").is_some());
+        assert!(chunks.split_message(1 << 20).is_err());
     }
 }

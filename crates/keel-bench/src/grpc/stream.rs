@@ -37,6 +37,16 @@
 //! default bounds the whole stream); tonic's is its generated client with
 //! its defaults. Every client checks each payload's size. Runs alternate
 //! keel, tonic, keel srv for `--rounds` rounds; figures are medians.
+//!
+//! # The floor
+//!
+//! Each round also times, on one thread, from memory and with no I/O, the
+//! per-message work no framework can skip with these messages ([`floor`]):
+//! the server's (building a response with its payload and encoding it,
+//! prefix included) and the client's (decoding a response and checking its
+//! payload). One stream is read by one task, so no client receives faster
+//! than it decodes: the decoding rate over tonic's is the highest ratio
+//! any client could reach on this machine, printed next to the target.
 
 use std::fmt::Write as _;
 use std::future::Future;
@@ -144,6 +154,82 @@ pub(super) struct CaseResult {
     messages: usize,
     samples: [Vec<Sample>; 3],
     failures: [Vec<String>; 3],
+    /// One [`floor`] per round.
+    floors: Vec<Floor>,
+}
+
+/// The per-message work of a stream's two ends alone, in messages/s on
+/// one thread (see [`floor`]).
+#[derive(Debug, Clone, Copy, Default)]
+struct Floor {
+    /// Building and encoding responses (the server's share).
+    produce_per_s: f64,
+    /// Decoding and checking them (the client's share).
+    decode_per_s: f64,
+}
+
+/// Bytes of encoded responses kept for the decoding half of [`floor`].
+const FLOOR_KEEP: usize = 4 << 20;
+/// The batch the producing half encodes into before starting over, as a
+/// server's send buffer.
+const FLOOR_BATCH: usize = 16 * 1024;
+
+/// Times `n` messages of `case` through the work both ends must do,
+/// alike for every framework: the interop handler's response (payload
+/// allocated and zeroed), encoded with its 5-byte gRPC prefix into a
+/// [`FLOOR_BATCH`] buffer; then the same responses decoded from memory
+/// (a [`FLOOR_KEEP`] sample, read again as often as needed) and checked
+/// as the benchmark's clients check them.
+fn floor(case: Case, n: usize) -> Result<Floor, String> {
+    use prost::Message as _;
+    let size = case.size;
+    let response = || StreamingOutputCallResponse {
+        payload: Some(keel_examples::grpc_testing::Payload {
+            r#type: PayloadType::Compressable as i32,
+            body: vec![0; size],
+        }),
+    };
+    let encode = |buf: &mut keel::bytes::BytesMut, m: &StreamingOutputCallResponse| {
+        let len = m.encoded_len();
+        let prefix = u32::try_from(len).map_err(|_| "a response over 4 GiB".to_string())?;
+        buf.extend_from_slice(&[0]);
+        buf.extend_from_slice(&prefix.to_be_bytes());
+        m.encode(buf).map_err(|e| format!("encode: {e}"))
+    };
+    let mut batch = keel::bytes::BytesMut::with_capacity(2 * FLOOR_BATCH);
+    let started = Instant::now();
+    for _ in 0..n {
+        encode(&mut batch, &response())?;
+        if batch.len() >= FLOOR_BATCH {
+            std::hint::black_box(&batch);
+            batch.clear();
+        }
+    }
+    let produce = started.elapsed();
+
+    let mut kept = keel::bytes::BytesMut::new();
+    while kept.len() < FLOOR_KEEP.min(n.saturating_mul(size + 8)) {
+        encode(&mut kept, &response())?;
+    }
+    let started = Instant::now();
+    let mut decoded = 0;
+    while decoded < n {
+        let mut rest = &kept[..];
+        while rest.len() > 5 && decoded < n {
+            let len = u32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
+            let (message, next) = rest[5..].split_at(len);
+            let m =
+                StreamingOutputCallResponse::decode(message).map_err(|e| format!("decode: {e}"))?;
+            check(&m, size, decoded)?;
+            decoded += 1;
+            rest = next;
+        }
+    }
+    let decode = started.elapsed();
+    Ok(Floor {
+        produce_per_s: n as f64 / produce.as_secs_f64(),
+        decode_per_s: n as f64 / decode.as_secs_f64(),
+    })
 }
 
 impl CaseResult {
@@ -171,6 +257,11 @@ impl CaseResult {
 
     fn ratio(&self, p: Pair) -> f64 {
         self.median(p, |s| s.messages_per_s) / self.median(Pair::Tonic, |s| s.messages_per_s)
+    }
+
+    fn floor(&self, field: fn(&Floor) -> f64) -> f64 {
+        let xs: Vec<f64> = self.floors.iter().map(field).collect();
+        median(&xs).unwrap_or(f64::NAN)
     }
 }
 
@@ -340,6 +431,7 @@ pub(super) fn run(
         let warm_up = case.request((messages / WARM_UP_FRACTION).max(1));
         let mut samples: [Vec<Sample>; 3] = Default::default();
         let mut failures: [Vec<String>; 3] = Default::default();
+        let mut floors = Vec::with_capacity(rounds);
         for (pair, c) in Pair::ALL.into_iter().zip(&clients) {
             let n = warm_up.response_parameters.len();
             if let Err(e) = receive(rt, c.call(&warm_up, case.size), n) {
@@ -361,12 +453,14 @@ pub(super) fn run(
                     Err(e) => failures[pair as usize].push(format!("round {}: {e}", round + 1)),
                 }
             }
+            floors.push(floor(case, messages)?);
         }
         results.push(CaseResult {
             case,
             messages,
             samples,
             failures,
+            floors,
         });
     }
     // Close the connections inside the runtime their tasks live on.
@@ -512,6 +606,34 @@ pub(super) fn report(out: &mut String, results: &[CaseResult], rounds: usize) {
         results.len() * Pair::ALL.len(),
         super::NOISY_SPREAD,
     );
+
+    out.push('\n');
+    let mut t = Table::new()
+        .column("payload", Align::Left)
+        .column("produce msgs/s", Align::Right)
+        .column("decode msgs/s", Align::Right)
+        .column("decode / tonic's stream", Align::Right);
+    for r in results {
+        let tonic = if r.samples[Tonic as usize].is_empty() {
+            f64::NAN
+        } else {
+            r.median(Tonic, |s| s.messages_per_s)
+        };
+        let decode = r.floor(|f| f.decode_per_s);
+        t.row(vec![
+            r.case.name(),
+            int(r.floor(|f| f.produce_per_s)),
+            int(decode),
+            ratio(decode / tonic),
+        ]);
+    }
+    let _ = writeln!(
+        out,
+        "floor: the per-message work alone (the handler's response built and encoded; decoded and\n  \
+         checked), one thread, from memory, no I/O; medians of {rounds} rounds. One task reads a stream,\n  \
+         so no client receives faster than it decodes.\n"
+    );
+    let _ = write!(out, "{t}");
 }
 
 /// The streaming target's lines for the "targets" list, one per case.
@@ -534,13 +656,14 @@ pub(super) fn targets(
         let g = r.median(Pair::Tonic, |s| s.messages_per_s);
         let _ = writeln!(
             out,
-            "  {}  streaming {}: keel messages/s on one call >= {TARGET_RATIO}x tonic: {} / {} = {:.2}x (keel srv under tonic's client: {:.2}x)",
+            "  {}  streaming {}: keel messages/s on one call >= {TARGET_RATIO}x tonic: {} / {} = {:.2}x (keel srv under tonic's client: {:.2}x; decoding alone: {:.2}x)",
             verdict(k / g >= TARGET_RATIO),
             r.case.name(),
             echo::group_thousands(k.round() as u64),
             echo::group_thousands(g.round() as u64),
             k / g,
             r.ratio(Pair::KeelServer),
+            r.floor(|f| f.decode_per_s) / g,
         );
     }
 }
@@ -577,5 +700,11 @@ mod tests {
                 .unwrap_err()
                 .contains("response 5")
         );
+        // The floor decodes what it encoded, whatever the size.
+        for case in CASES {
+            let f = floor(case, 3_000).expect("the floor runs");
+            assert!(f.produce_per_s.is_finite() && f.produce_per_s > 0.0);
+            assert!(f.decode_per_s.is_finite() && f.decode_per_s > 0.0);
+        }
     }
 }

@@ -202,9 +202,31 @@ pub(crate) const HEAD_POOL: keel_pool::PoolConfig = keel_pool::PoolConfig {
 /// A response's headers or trailers, from [`HEADS`].
 pub(crate) type PooledHead = Pooled<'static, ResponseHead, HeadCache>;
 
+/// DATA frames at least this large are cut out of the read buffer and
+/// handed to their stream as they are, not copied. Smaller ones are copied:
+/// a cut frame keeps its whole read block (at most 64 KiB) alive until its
+/// reader takes it, so only frames of at least an eighth of a block are.
+const CUT_DATA: usize = 8 * 1024;
+
+/// A frame's payload: read in place, or cut out of the read buffer (a
+/// large DATA frame, see [`CUT_DATA`]).
+enum Payload<'a> {
+    Read(&'a [u8]),
+    Cut(BytesMut),
+}
+
+impl Payload<'_> {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Payload::Read(bytes) => bytes,
+            Payload::Cut(bytes) => bytes,
+        }
+    }
+}
+
 /// What a streaming call reads next.
 pub(crate) enum Received {
-    /// Bytes off the stream's buffer, not copied (see [`append_chunk`](crate::streaming)).
+    /// Bytes off the stream's buffer, not copied (see `Chunks` in [`crate::streaming`]).
     Data(BytesMut),
     /// The server ended its side: the trailers, if any.
     End(Option<PooledHead>),
@@ -788,7 +810,8 @@ impl Reader {
         }
     }
 
-    fn on_frame(&mut self, st: &mut State, h: Head, payload: &[u8]) {
+    fn on_frame(&mut self, st: &mut State, h: Head, frame: Payload<'_>) {
+        let payload = frame.bytes();
         match self.blocks.take(&h, payload, MAX_HEADER_BLOCK) {
             Err((reason, why)) => return self.fail(st, reason, why),
             Ok(Assembly::Complete { stream, end_stream }) => {
@@ -801,7 +824,7 @@ impl Reader {
             return self.fail(st, e.reason(), e.to_string());
         }
         match h.kind {
-            kind::DATA => self.on_data(st, h, payload),
+            kind::DATA => self.on_data(st, h, frame),
             kind::SETTINGS => self.on_settings(st, h, payload),
             kind::PING if !h.has(flag::ACK) => {
                 let mut data = [0; 8];
@@ -917,7 +940,8 @@ impl Reader {
         st.unblock(&mut self.wakers);
     }
 
-    fn on_data(&mut self, st: &mut State, h: Head, payload: &[u8]) {
+    fn on_data(&mut self, st: &mut State, h: Head, frame: Payload<'_>) {
+        let payload = frame.bytes();
         let len = payload.len() as u32;
         st.recv_unacked += len;
         if st.recv_unacked >= CONNECTION_WINDOW / 2 {
@@ -952,8 +976,16 @@ impl Reader {
             let status = Status::new(Code::Internal, "the server overran a stream's window");
             return st.reset(h.stream, &status, Reason::FlowControl, &mut self.wakers);
         }
-        let data = &payload[range];
-        stream.data.extend_from_slice(data);
+        let data_len = range.len();
+        match frame {
+            // Taken as it is when nothing waits before it.
+            Payload::Cut(mut cut) if stream.data.is_empty() => {
+                cut.truncate(range.end);
+                cut.advance(range.start);
+                stream.data = cut;
+            }
+            frame => stream.data.extend_from_slice(&frame.bytes()[range]),
+        }
         if !stream.streaming
             && let Err(e) = keel_wire::grpc::parse_prefix(&stream.data, stream.limit)
         {
@@ -965,7 +997,7 @@ impl Reader {
         // Padding is consumed at once; a unary call's data too (its size
         // is bounded by the maximum message size).
         stream.unacked += if stream.streaming {
-            len - data.len() as u32
+            len - data_len as u32
         } else {
             len
         };
@@ -1071,9 +1103,15 @@ async fn run<S: crate::tls::Duplex>(
             let mut at = 0;
             while reader.error.is_none() {
                 match frame::cut(&inbuf[at..], MAX_FRAME_SIZE as usize) {
+                    Cut::Whole(h) if h.kind == kind::DATA && h.len >= CUT_DATA => {
+                        inbuf.advance(at + frame::HEAD_LEN);
+                        at = 0;
+                        let payload = inbuf.split_to(h.len);
+                        reader.on_frame(st, h, Payload::Cut(payload));
+                    }
                     Cut::Whole(h) => {
                         let end = at + frame::HEAD_LEN + h.len;
-                        reader.on_frame(st, h, &inbuf[at + frame::HEAD_LEN..end]);
+                        reader.on_frame(st, h, Payload::Read(&inbuf[at + frame::HEAD_LEN..end]));
                         at = end;
                     }
                     Cut::Partial => break,
