@@ -258,12 +258,21 @@ fn a_reader_that_stops_holds_the_server_to_its_window() {
         })
         .await;
         settle();
+        let at_reset = before.delta(&keel_alloc::stats());
+        // The connection stays open, and `warm`, a finished stream, is
+        // still held: the buffers the transfer grew (a 64 KiB read buffer)
+        // go back to their idle footprint once the connection has been
+        // quiet a moment (rule R7), open streams or not.
+        eventually("the connection's buffers back to idle", || {
+            before.delta(&keel_alloc::stats()).live_bytes.abs() < 16 * 1024
+        })
+        .await;
         let after = before.delta(&keel_alloc::stats());
         println!(
-            "a stalled 64 MiB stream: peak live heap {:+} B (both sides), after the reset {:+} B",
-            peak, after.live_bytes
+            "a stalled 64 MiB stream: peak live heap {:+} B (both sides), at the reset {:+} B, once quiet {:+} B",
+            peak, at_reset.live_bytes, after.live_bytes
         );
         assert!(peak < 4 * 1024 * 1024, "peak {peak} B");
-        assert!(after.live_bytes.abs() < 64 * 1024, "{after:?}");
+        drop(warm);
     });
 }

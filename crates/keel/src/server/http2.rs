@@ -44,9 +44,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::HeaderMap;
 use keel_pool::{FutureBox, Pool, Pooled, Reset};
 use keel_wire::hpack::{Decoder, Encoder, HpackError, Indexing};
-use keel_wire::http2::{
-    self as frame, Assembly, Cut, Head, HeaderBlocks, Reason, flag, kind, setting,
-};
+use keel_wire::http2::{self as frame, Assembly, Head, HeaderBlocks, Reason, flag, kind, setting};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinSet};
@@ -66,6 +64,7 @@ use crate::server::sniff::OpenGuard;
 use crate::status::{Code, Status};
 use crate::streaming::{Incoming, Outgoing, ServerStream};
 use crate::tls::Duplex;
+use crate::transport::http2::{Payload, each_frame};
 
 /// Per-stream receive window: how much a client may send ahead of the
 /// handler (bounds what a stream buffers).
@@ -133,27 +132,24 @@ pub(crate) async fn serve<S: Duplex>(
     tokio::pin!(shrink);
     let mut shrink_armed = false;
     let mut busy = false;
+    // Shrunk, and nothing read or written since: what is still held is
+    // in use (an open stream's entry, a blocked stream), so the timer is
+    // not armed again until there is activity (an idle connection with a
+    // quiet stream would otherwise shrink, and reallocate, every tick).
+    let mut shrunk = false;
     let mut eof = false;
     let signal = conn.signal.clone();
     loop {
         // Every whole frame read so far.
-        let inbuf = &mut input.buf;
-        let mut at = 0;
-        while conn.error.is_none() {
-            match frame::cut(&inbuf[at..], MAX_FRAME_SIZE as usize) {
-                Cut::Whole(h) => {
-                    let end = at + frame::HEAD_LEN + h.len;
-                    conn.on_frame(h, &inbuf[at + frame::HEAD_LEN..end]);
-                    at = end;
-                }
-                Cut::Partial => break,
-                Cut::TooLarge(len) => {
-                    conn.fail(Reason::FrameSize, too_large(len, MAX_FRAME_SIZE));
-                    break;
-                }
+        if conn.error.is_none() {
+            let cut = each_frame(&mut input.buf, MAX_FRAME_SIZE as usize, |h, payload| {
+                conn.on_frame(h, payload);
+                conn.error.is_none()
+            });
+            if let Err(len) = cut {
+                conn.fail(Reason::FrameSize, too_large(len, MAX_FRAME_SIZE));
             }
         }
-        inbuf.advance(at);
         if conn.ping_acked {
             conn.ping_acked = false;
             if awaiting_pong {
@@ -183,7 +179,10 @@ pub(crate) async fn serve<S: Duplex>(
         input.prepare();
         writing.settle(input.size());
         let may_read = !eof && conn.error.is_none() && conn.out.len() < MAX_QUEUED_OUT;
-        if !shrink_armed && (input.above_idle() || writing.holds() || conn.holds_more_than_idle()) {
+        if !shrink_armed
+            && !shrunk
+            && (input.above_idle() || writing.holds() || conn.holds_more_than_idle())
+        {
             shrink.as_mut().reset(Instant::now() + IDLE_SHRINK);
             shrink_armed = true;
         }
@@ -205,9 +204,11 @@ pub(crate) async fn serve<S: Duplex>(
                     return;
                 }
                 busy = true;
+                shrunk = false;
             }
             read = rd.read_buf(&mut input.buf), if may_read => {
                 busy = true;
+                shrunk = false;
                 match input.filled(read, &open) {
                     Some(end) => eof |= end,
                     None => return,
@@ -236,6 +237,7 @@ pub(crate) async fn serve<S: Duplex>(
                 shrink.as_mut().reset(Instant::now() + IDLE_SHRINK);
             } else {
                 shrink_armed = false;
+                shrunk = true;
                 input.quiet();
                 writing.quiet();
                 conn.shrink();
@@ -499,7 +501,8 @@ impl Conn {
         }
     }
 
-    fn on_frame(&mut self, h: Head, payload: &[u8]) {
+    fn on_frame(&mut self, h: Head, frame: Payload<'_>) {
+        let payload = frame.bytes();
         match self.blocks.take(&h, payload, MAX_HEADER_BLOCK) {
             Err((reason, why)) => return self.fail(reason, why),
             Ok(Assembly::Complete { stream, end_stream }) => {
@@ -512,7 +515,7 @@ impl Conn {
             return self.fail(e.reason(), e.to_string());
         }
         match h.kind {
-            kind::DATA => self.on_data(h, payload),
+            kind::DATA => self.on_data(h, frame),
             kind::SETTINGS => self.on_settings(h, payload),
             kind::PING => {
                 if h.has(flag::ACK) {
@@ -626,7 +629,8 @@ impl Conn {
         }
     }
 
-    fn on_data(&mut self, h: Head, payload: &[u8]) {
+    fn on_data(&mut self, h: Head, frame: Payload<'_>) {
+        let payload = frame.bytes();
         // Every byte counts against the connection's window, whatever
         // becomes of it; a handler's data comes back as it takes it.
         let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
@@ -654,17 +658,24 @@ impl Conn {
             return self.reset_stream(h.stream, Reason::FlowControl);
         }
         stream.remote_closed = end_stream;
-        let data = &payload[range];
-        let data_len = u32::try_from(data.len()).unwrap_or(u32::MAX);
+        let data_len = u32::try_from(range.len()).unwrap_or(u32::MAX);
         match &mut stream.state {
             StreamState::Reading(_, _, buf) => {
                 // The message is buffered here (the maximum message size
                 // bounds it): its window comes back at once.
                 stream.recv_unacked += len;
                 let max = self.shared.grpc_max_message_size;
-                let over = buf.len() + data.len() > keel_wire::grpc::PREFIX_LEN + max;
-                if !over {
-                    buf.extend_from_slice(data);
+                let over = buf.len() + range.len() > keel_wire::grpc::PREFIX_LEN + max;
+                if !over && buf.is_empty() && end_stream {
+                    // A whole request in one frame (the usual unary call):
+                    // cut out of the read buffer, not copied; its handler
+                    // is done with it as soon as it is decoded.
+                    let mut cut = frame.cut();
+                    cut.truncate(range.end);
+                    cut.advance(range.start);
+                    *buf = cut;
+                } else if !over {
+                    buf.extend_from_slice(&payload[range]);
                 }
                 if over || end_stream {
                     self.request_read(h.stream, over);
@@ -674,7 +685,7 @@ impl Conn {
                 stream.recv_unacked += len - data_len;
                 stream.held += data_len;
                 self.recv_unacked -= data_len;
-                cell.push(data);
+                cell.push(&payload[range]);
                 if end_stream {
                     cell.end_recv(Ok(()));
                 }
@@ -1225,6 +1236,10 @@ impl Conn {
         if self.deferred.is_empty() {
             self.deferred = Vec::new();
         }
+        // Only streams still waiting for window stay listed.
+        let streams = &self.streams;
+        self.blocked
+            .retain(|id| streams.get(id).is_some_and(|s| s.blocked.is_some()));
         self.blocked.shrink_to_fit();
         self.decoder.shrink();
     }

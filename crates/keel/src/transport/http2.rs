@@ -202,26 +202,73 @@ pub(crate) const HEAD_POOL: keel_pool::PoolConfig = keel_pool::PoolConfig {
 /// A response's headers or trailers, from [`HEADS`].
 pub(crate) type PooledHead = Pooled<'static, ResponseHead, HeadCache>;
 
-/// DATA frames at least this large are cut out of the read buffer and
-/// handed to their stream as they are, not copied. Smaller ones are copied:
-/// a cut frame keeps its whole read block (at most 64 KiB) alive until its
-/// reader takes it, so only frames of at least an eighth of a block are.
+/// A streaming call's DATA frames at least this large are cut out of the
+/// read buffer and handed to their stream as they are, not copied. Smaller
+/// ones are copied: a cut frame keeps its whole read block (at most
+/// 64 KiB) alive until its reader takes it, and a streaming reader may be
+/// slow, so only frames of at least an eighth of a block are. A unary
+/// call's response is copied: its caller takes it after the connection
+/// has prepared its next read, which a cut would make allocate a new
+/// block (two allocations a call where the copy costs one).
 const CUT_DATA: usize = 8 * 1024;
 
-/// A frame's payload: read in place, or cut out of the read buffer (a
-/// large DATA frame, see [`CUT_DATA`]).
-enum Payload<'a> {
-    Read(&'a [u8]),
-    Cut(BytesMut),
+/// A whole frame's payload in the read buffer, read in place or cut out
+/// of the buffer without a copy ([`cut`](Self::cut)). Both HTTP/2 sides
+/// get their frames through [`each_frame`].
+pub(crate) struct Payload<'a> {
+    buf: &'a mut BytesMut,
+    start: usize,
+    len: usize,
+    cut: &'a mut bool,
 }
 
 impl Payload<'_> {
-    fn bytes(&self) -> &[u8] {
-        match self {
-            Payload::Read(bytes) => bytes,
-            Payload::Cut(bytes) => bytes,
-        }
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.buf[self.start..self.start + self.len]
     }
+
+    /// The payload as its own buffer, split off the read buffer (which
+    /// becomes shared: its block lives until the payload is dropped).
+    pub(crate) fn cut(self) -> BytesMut {
+        self.buf.advance(self.start);
+        *self.cut = true;
+        self.buf.split_to(self.len)
+    }
+}
+
+/// Hands every whole frame read into `buf` to `on_frame`, in order, while
+/// it returns `true`, then drops the bytes of the frames handled. `Err`
+/// with the announced length when a frame is larger than `max_frame`.
+pub(crate) fn each_frame(
+    buf: &mut BytesMut,
+    max_frame: usize,
+    mut on_frame: impl FnMut(Head, Payload<'_>) -> bool,
+) -> Result<(), usize> {
+    let mut at = 0;
+    let result = loop {
+        match frame::cut(&buf[at..], max_frame) {
+            Cut::Whole(h) => {
+                let len = h.len;
+                let mut cut = false;
+                let payload = Payload {
+                    buf: &mut *buf,
+                    start: at + frame::HEAD_LEN,
+                    len,
+                    cut: &mut cut,
+                };
+                let go_on = on_frame(h, payload);
+                // A cut payload took the bytes before it along.
+                at = if cut { 0 } else { at + frame::HEAD_LEN + len };
+                if !go_on {
+                    break Ok(());
+                }
+            }
+            Cut::Partial => break Ok(()),
+            Cut::TooLarge(len) => break Err(len),
+        }
+    };
+    buf.advance(at);
+    result
 }
 
 /// What a streaming call reads next.
@@ -977,14 +1024,14 @@ impl Reader {
             return st.reset(h.stream, &status, Reason::FlowControl, &mut self.wakers);
         }
         let data_len = range.len();
-        match frame {
-            // Taken as it is when nothing waits before it.
-            Payload::Cut(mut cut) if stream.data.is_empty() => {
-                cut.truncate(range.end);
-                cut.advance(range.start);
-                stream.data = cut;
-            }
-            frame => stream.data.extend_from_slice(&frame.bytes()[range]),
+        if stream.data.is_empty() && stream.streaming && len as usize >= CUT_DATA {
+            // Taken as it is when nothing waits before it (see CUT_DATA).
+            let mut cut = frame.cut();
+            cut.truncate(range.end);
+            cut.advance(range.start);
+            stream.data = cut;
+        } else {
+            stream.data.extend_from_slice(&frame.bytes()[range]);
         }
         if !stream.streaming
             && let Err(e) = keel_wire::grpc::parse_prefix(&stream.data, stream.limit)
@@ -1099,30 +1146,16 @@ async fn run<S: crate::tls::Duplex>(
             let mut st = conn.lock();
             let st = &mut *st;
             // Every whole frame read so far, in one lock.
-            let inbuf = &mut input.buf;
-            let mut at = 0;
-            while reader.error.is_none() {
-                match frame::cut(&inbuf[at..], MAX_FRAME_SIZE as usize) {
-                    Cut::Whole(h) if h.kind == kind::DATA && h.len >= CUT_DATA => {
-                        inbuf.advance(at + frame::HEAD_LEN);
-                        at = 0;
-                        let payload = inbuf.split_to(h.len);
-                        reader.on_frame(st, h, Payload::Cut(payload));
-                    }
-                    Cut::Whole(h) => {
-                        let end = at + frame::HEAD_LEN + h.len;
-                        reader.on_frame(st, h, Payload::Read(&inbuf[at + frame::HEAD_LEN..end]));
-                        at = end;
-                    }
-                    Cut::Partial => break,
-                    Cut::TooLarge(len) => {
-                        let why = crate::server::http2::too_large(len, MAX_FRAME_SIZE);
-                        reader.fail(st, Reason::FrameSize, why);
-                        break;
-                    }
+            if reader.error.is_none() {
+                let cut = each_frame(&mut input.buf, MAX_FRAME_SIZE as usize, |h, payload| {
+                    reader.on_frame(st, h, payload);
+                    reader.error.is_none()
+                });
+                if let Err(len) = cut {
+                    let why = crate::server::http2::too_large(len, MAX_FRAME_SIZE);
+                    reader.fail(st, Reason::FrameSize, why);
                 }
             }
-            inbuf.advance(at);
             if let Some(error) = &reader.error {
                 let status = Status::new(Code::EFAILEDSOCKET, error.clone());
                 st.fail_all(&status, &mut reader.wakers);
@@ -1151,7 +1184,10 @@ async fn run<S: crate::tls::Duplex>(
                     .as_ref()
                     .map_or_else(|| "closed".to_owned(), |s| s.message().to_owned());
             }
-            if !st.streams.is_empty() || !st.out.is_empty() {
+            // Output waiting is activity; a stream that is merely open is
+            // not: a quiet watch, or an ended stream whose handle its
+            // caller keeps, must not hold the buffers a burst grew.
+            if !st.out.is_empty() {
                 busy = true;
             }
         }
