@@ -666,10 +666,16 @@ impl Conn {
                 stream.recv_unacked += len;
                 let max = self.shared.grpc_max_message_size;
                 let over = buf.len() + range.len() > keel_wire::grpc::PREFIX_LEN + max;
-                if !over && buf.is_empty() && end_stream {
-                    // A whole request in one frame (the usual unary call):
-                    // cut out of the read buffer, not copied; its handler
-                    // is done with it as soon as it is decoded.
+                let whole = end_stream
+                    || keel_wire::grpc::parse_prefix(&payload[range.clone()], usize::MAX)
+                        .ok()
+                        .flatten()
+                        .is_some_and(|(_, n)| keel_wire::grpc::PREFIX_LEN + n == range.len());
+                if !over && buf.is_empty() && whole {
+                    // A whole request in one frame (the usual unary call;
+                    // some clients end the stream with an empty frame
+                    // after it): cut out of the read buffer, not copied;
+                    // its handler is done with it as soon as it is decoded.
                     let mut cut = frame.cut();
                     cut.truncate(range.end);
                     cut.advance(range.start);
