@@ -5,7 +5,8 @@
 //! each power of two is split into 4 buckets, so a quantile is reported
 //! within a quarter of itself. 144 counters (1,152 bytes) cover up to 2^36
 //! µs (19 hours); longer latencies count in the last bucket. Recording is
-//! two relaxed atomic adds and a `fetch_max`; nothing allocates.
+//! two relaxed atomic adds (and a `fetch_max` for a new maximum); nothing
+//! allocates.
 //!
 //! Bucket bounds that are powers of four are Prometheus's `le` buckets
 //! ([`PROMETHEUS_BOUNDS`]), so the exposition is exact, not interpolated.
@@ -72,7 +73,12 @@ impl AtomicBuckets {
         let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
         self.counts[bucket_of(micros)].fetch_add(1, Relaxed);
         self.sum_micros.fetch_add(micros, Relaxed);
-        self.max_micros.fetch_max(micros, Relaxed);
+        // A new maximum is rare: a load first keeps the line shared
+        // between the threads recording, where `fetch_max` alone would
+        // write it (a locked compare-exchange) every time.
+        if micros > self.max_micros.load(Relaxed) {
+            self.max_micros.fetch_max(micros, Relaxed);
+        }
     }
 
     /// Copies the counts into `into` (no allocation when `into` is reused).
