@@ -391,8 +391,8 @@ impl Chunks {
             let n = (prefix - self.head.len()).min(chunk.len());
             self.head.extend_from_slice(&chunk.split_to(n));
         }
-        if let Some(p) = self.head.get(..prefix) {
-            let len = u32::from_be_bytes([p[1], p[2], p[3], p[4]]) as usize;
+        // A bad prefix is left for `split_message` to report.
+        if let Ok(Some((_, len))) = keel_wire::grpc::parse_prefix(&self.head, usize::MAX) {
             let missing = (prefix + len).saturating_sub(self.head.len());
             let n = missing.min(chunk.len());
             self.head.extend_from_slice(&chunk.split_to(n));

@@ -246,6 +246,14 @@ pub(crate) async fn serve<S: Duplex>(
     }
 }
 
+/// Whether `data` is exactly one gRPC message, prefix included.
+fn whole_message(data: &[u8]) -> bool {
+    keel_wire::grpc::parse_prefix(data, usize::MAX)
+        .ok()
+        .flatten()
+        .is_some_and(|(_, len)| keel_wire::grpc::PREFIX_LEN + len == data.len())
+}
+
 /// One stream the connection knows.
 struct Stream {
     /// What the peer lets us send on it.
@@ -666,20 +674,13 @@ impl Conn {
                 stream.recv_unacked += len;
                 let max = self.shared.grpc_max_message_size;
                 let over = buf.len() + range.len() > keel_wire::grpc::PREFIX_LEN + max;
-                let whole = end_stream
-                    || keel_wire::grpc::parse_prefix(&payload[range.clone()], usize::MAX)
-                        .ok()
-                        .flatten()
-                        .is_some_and(|(_, n)| keel_wire::grpc::PREFIX_LEN + n == range.len());
-                if !over && buf.is_empty() && whole {
+                if !over && buf.is_empty() && (end_stream || whole_message(&payload[range.clone()]))
+                {
                     // A whole request in one frame (the usual unary call;
                     // some clients end the stream with an empty frame
                     // after it): cut out of the read buffer, not copied;
                     // its handler is done with it as soon as it is decoded.
-                    let mut cut = frame.cut();
-                    cut.truncate(range.end);
-                    cut.advance(range.start);
-                    *buf = cut;
+                    *buf = frame.cut(range);
                 } else if !over {
                     buf.extend_from_slice(&payload[range]);
                 }

@@ -227,12 +227,16 @@ impl Payload<'_> {
         &self.buf[self.start..self.start + self.len]
     }
 
-    /// The payload as its own buffer, split off the read buffer (which
-    /// becomes shared: its block lives until the payload is dropped).
-    pub(crate) fn cut(self) -> BytesMut {
-        self.buf.advance(self.start);
+    /// The payload's bytes in `range` (of [`bytes`](Self::bytes)) as
+    /// their own buffer, split off the read buffer (which becomes shared:
+    /// its block lives until they are dropped).
+    pub(crate) fn cut(self, range: std::ops::Range<usize>) -> BytesMut {
+        debug_assert!(range.end <= self.len);
+        self.buf.advance(self.start + range.start);
         *self.cut = true;
-        self.buf.split_to(self.len)
+        let mut cut = self.buf.split_to(self.len - range.start);
+        cut.truncate(range.len());
+        cut
     }
 }
 
@@ -1026,10 +1030,7 @@ impl Reader {
         let data_len = range.len();
         if stream.data.is_empty() && stream.streaming && len as usize >= CUT_DATA {
             // Taken as it is when nothing waits before it (see CUT_DATA).
-            let mut cut = frame.cut();
-            cut.truncate(range.end);
-            cut.advance(range.start);
-            stream.data = cut;
+            stream.data = frame.cut(range);
         } else {
             stream.data.extend_from_slice(&frame.bytes()[range]);
         }
