@@ -267,7 +267,8 @@ impl TonicService for TonicEcho {
 /// (Keel's interop server, tonic's [`TonicTestService`]) for the streaming
 /// runs of `keel-bench grpc`. With `RPCZ_TARGET` (Keel only; `keel-bench rpcz` passes it)
 /// the process's rpcz sampler aims at that many spans per second (0 = off).
-pub fn server_main(framework: &str, rpcz_target: Option<u64>) -> ExitCode {
+/// `busy_poll` false turns Keel's busy-polling off (`--no-busy-poll`).
+pub fn server_main(framework: &str, rpcz_target: Option<u64>, busy_poll: bool) -> ExitCode {
     let framework = match (Framework::parse(framework), rpcz_target) {
         (Some(Framework::Tonic), Some(_)) | (None, _) => {
             eprintln!(
@@ -291,13 +292,17 @@ pub fn server_main(framework: &str, rpcz_target: Option<u64>) -> ExitCode {
     let started: Result<(u16, Option<keel::Server>), String> = rt.block_on(async {
         match framework {
             Framework::Keel => {
-                let server = keel::Server::builder()
+                let mut builder = keel::Server::builder()
                     .add_service(keel_examples::example::EchoServiceServer::new(
                         keel_examples::Echo,
                     ))
                     .add_service(keel_examples::grpc_testing::TestServiceServer::new(
                         keel_examples::interop::server::TestServer,
-                    ))
+                    ));
+                if !busy_poll {
+                    builder = builder.busy_poll(None);
+                }
+                let server = builder
                     .bind(loopback)
                     .await
                     .map_err(|e| format!("keel cannot listen on {loopback}: {e}"))?;
@@ -446,8 +451,19 @@ impl ServerProcess {
         framework: Framework,
         rpcz_target: Option<u64>,
     ) -> Result<ServerProcess, String> {
+        ServerProcess::start_with(framework, rpcz_target, &[])
+    }
+
+    /// [`start`](Self::start) with more arguments for the server
+    /// (`--no-busy-poll`).
+    pub(crate) fn start_with(
+        framework: Framework,
+        rpcz_target: Option<u64>,
+        more: &[&str],
+    ) -> Result<ServerProcess, String> {
         let mut args = vec![SERVER_SUBCOMMAND.to_string(), framework.name().to_string()];
         args.extend(rpcz_target.map(|n| n.to_string()));
+        args.extend(more.iter().map(|a| a.to_string()));
         let process = ChildServer::start(framework.name(), &args)?;
         Ok(ServerProcess {
             framework,

@@ -145,6 +145,9 @@ enum Command {
         framework: String,
         /// Keel only: the rpcz sampler's target, spans per second (0 = off)
         rpcz_target: Option<u64>,
+        /// Keel only: turn busy-polling off (`ServerBuilder::busy_poll(None)`)
+        #[arg(long)]
+        no_busy_poll: bool,
     },
 }
 
@@ -170,7 +173,8 @@ fn main() -> ExitCode {
         Command::EchoServer {
             framework,
             rpcz_target,
-        } => echo::server_main(framework, *rpcz_target),
+            no_busy_poll,
+        } => echo::server_main(framework, *rpcz_target, !no_busy_poll),
     }
 }
 

@@ -22,33 +22,40 @@
 //!
 //! # Why it is fair
 //!
-//! - **Same path.** All three servers are separate processes on 127.0.0.1
+//! - **Same path.** All the servers are separate processes on 127.0.0.1
 //!   with `TCP_NODELAY`, called over one connection from this process; all
-//!   three send the same 16 bytes of payload (the frameworks add their
+//!   send the same 16 bytes of payload (the frameworks add their
 //!   headers, which is what they cost).
-//! - **Same moment.** Runs alternate raw, keel, tonic, raw, ... for
-//!   `--rounds` rounds after a warm-up of each, every figure is the median of
+//! - **Same moment.** Runs alternate raw, keel, keel without polling,
+//!   tonic, raw, ... for `--rounds` rounds after a warm-up of each, every figure is the median of
 //!   its rounds, and the ratios are of medians; each round's keel/raw is
 //!   listed too, with the load average before and after, so noise shows.
 //! - **A floor, not a peer.** The raw client and server block in `read`,
 //!   which is the cheapest way to wait for one reply; a framework on an async
 //!   runtime also pays for waking a task. That is the gap the target bounds.
+//!   A server that busy-polls (Keel's, by default) skips the wakeup the
+//!   raw server pays, so it can beat this floor, at the CPU cost printed.
 //!
 //! # What the gap is made of, and busy-polling
 //!
 //! On a 2-core virtual machine, most of a 1x1 round trip is waking an idle
 //! CPU (a halt and an interrupt), on both sides: the same Keel 1x1 echo ran
 //! at 64,630 calls/s (p50 9 us) while other work kept both CPUs busy, and
-//! at 16-18k when they were idle. Neither runtime flavour changes it (Keel's
-//! client or server on a current-thread runtime: 16.3k-16.5k, as on the
-//! 2-worker one). Busy-polling was tried in both of Keel's connection loops:
-//! while a read was not ready, yield (which makes the worker poll the I/O
-//! driver without sleeping) for at most 20, 50 or 100 us before waiting the
-//! ordinary way. It made 1x1 slower (17.9k -> 15.6k, 9.6k and 6.2k calls/s)
-//! and the server's CPU per call higher (22 -> 38, 68 and 115 us): on a
-//! multi-thread runtime the I/O driver belongs to whichever worker sleeps in
-//! it, so the spinning worker finds no new readiness and only takes CPU from
-//! the peer. Not kept.
+//! at 16-18k when they were idle. Keel's server therefore busy-polls a lone
+//! caller's connection (`ServerBuilder::busy_poll`, see `busy_poll.rs` in
+//! keel): it reads its socket with non-blocking `recv`s for up to 50 us
+//! before sleeping, so the next request finds it awake. The row "keel, no
+//! polling" is the same server with that off (`--no-busy-poll`), so what
+//! polling gains and what CPU it costs show side by side.
+//!
+//! Polling that goes through the runtime does not work: an earlier attempt
+//! yielded to tokio while a read was not ready, and was slower (17.9k ->
+//! 15.6k, 9.6k, 6.2k calls/s at 20, 50, 100 us): on a multi-thread runtime
+//! the I/O driver belongs to whichever worker sleeps in it, so the spinning
+//! worker found no new readiness. Polling in the client as well (both
+//! processes spinning) was also slower here (63-84% of raw): two spinning
+//! processes take both cores, and any other thread that must run waits for
+//! one.
 //!
 //! Every load loop stops at its deadline and after
 //! [`echo::MAX_CALLS_PER_TASK`] calls, every raw read and write gives up
@@ -229,12 +236,15 @@ pub fn main(a: &args::RunArgs) -> ExitCode {
 }
 
 /// The rows of the report, in their order.
-const ROWS: [&str; 3] = ["raw", "keel", "tonic"];
+const ROWS: [&str; 4] = ["raw", "keel", "keel, no polling", "tonic"];
+/// The row of Keel as configured by default, and of tonic.
+const KEEL: usize = 1;
+const TONIC: usize = 3;
 
 /// Everything `run` found, for the report.
 struct Results {
     /// Samples per row of [`ROWS`], a sample per round.
-    samples: [Vec<Sample>; 3],
+    samples: [Vec<Sample>; ROWS.len()],
     clk_tck: f64,
     load_start: String,
     load_end: String,
@@ -251,21 +261,22 @@ fn run(runs: &args::Runs) -> Result<String, String> {
     let raw_server = ChildServer::start("raw ping-pong", &[SERVER_SUBCOMMAND.to_string()])?;
     let mut servers = [
         ServerProcess::start(Framework::Keel, None)?,
+        ServerProcess::start_with(Framework::Keel, None, &["--no-busy-poll"])?,
         ServerProcess::start(Framework::Tonic, None)?,
     ];
     let mut raw = RawClient::connect(raw_server.addr)?;
     raw.run(runs.warm_up())?;
-    let mut clients = Vec::with_capacity(2);
+    let mut clients = Vec::with_capacity(servers.len());
     for server in &servers {
         let c = rt.block_on(Clients::connect(server.framework, server.addr, 1))?;
         c.arm(&rt, 1).fire(&rt, runs.warm_up())?;
         clients.push(c);
     }
     eprintln!(
-        "keel-bench pingpong: {} rounds x (raw, keel, tonic) x {:.1} s",
+        "keel-bench pingpong: {} rounds x (raw, keel, keel without polling, tonic) x {:.1} s",
         runs.rounds, runs.seconds
     );
-    let mut samples: [Vec<Sample>; 3] = Default::default();
+    let mut samples: [Vec<Sample>; ROWS.len()] = Default::default();
     for round in 0..runs.rounds {
         eprint!("\r  round {}/{}", round + 1, runs.rounds);
         samples[0].push(raw_once(
@@ -315,11 +326,11 @@ fn report(runs: &args::Runs, cores: usize, r: &Results) -> String {
     );
     let _ = writeln!(
         out,
-        "  raw: blocking std::net sockets, TCP_NODELAY, server thread in its own process; keel, tonic: `echo`'s 1x1, each server in its own process"
+        "  raw: blocking std::net sockets, TCP_NODELAY, server thread in its own process; keel (with and without busy-polling), tonic: `echo`'s 1x1, each server in its own process"
     );
     let _ = writeln!(
         out,
-        "  medians of {} rounds of {:.1} s, raw, keel, tonic alternating; CPU from /proc/<pid>/stat at {} ticks/s",
+        "  medians of {} rounds of {:.1} s, the rows alternating; CPU from /proc/<pid>/stat at {} ticks/s",
         runs.rounds, runs.seconds, r.clk_tck
     );
     crate::summary::machine_line(
@@ -354,11 +365,11 @@ fn report(runs: &args::Runs, cores: usize, r: &Results) -> String {
     );
     let per_round: Vec<String> = r.samples[0]
         .iter()
-        .zip(&r.samples[1])
+        .zip(&r.samples[KEEL])
         .map(|(raw, keel)| format!("{:.1}%", keel.qps / raw.qps * 100.0))
         .collect();
     let _ = writeln!(out, "\nkeel/raw per round: {}", per_round.join(", "));
-    let (keel_qps, tonic_qps) = (med(1, |x| x.qps), med(2, |x| x.qps));
+    let (keel_qps, tonic_qps) = (med(KEEL, |x| x.qps), med(TONIC, |x| x.qps));
     let _ = writeln!(
         out,
         "ratios of medians: keel/raw {:.1}%, tonic/raw {:.1}%, keel/tonic {:.2}x",
@@ -375,6 +386,20 @@ fn report(runs: &args::Runs, cores: usize, r: &Results) -> String {
         int(raw_qps),
         share * 100.0,
         if share >= TARGET_SHARE_OF_RAW {
+            "met"
+        } else {
+            "NOT met"
+        }
+    );
+    let (cpu, cpu_unpolled) = (
+        med(KEEL, |x| x.server_cpu_us),
+        med(KEEL + 1, |x| x.server_cpu_us),
+    );
+    let _ = writeln!(
+        out,
+        "  1x1: keel's server CPU per call <= half of keel's without polling: {cpu:.1} / {cpu_unpolled:.1} us = {:.0}%  {}",
+        cpu / cpu_unpolled * 100.0,
+        if cpu <= cpu_unpolled / 2.0 {
             "met"
         } else {
             "NOT met"

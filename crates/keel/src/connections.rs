@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
 
 use std::time::{Duration, Instant};
@@ -46,6 +46,8 @@ fn protocol_index(protocol: &str) -> u8 {
 }
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 static REGISTRY: Mutex<BTreeMap<u64, Weak<ConnectionInfo>>> = Mutex::new(BTreeMap::new());
+/// Registered connections, readable without the registry's lock.
+static OPEN: AtomicUsize = AtomicUsize::new(0);
 
 /// The counters of one connection.
 #[derive(Debug)]
@@ -199,6 +201,7 @@ impl Registered {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(id, Arc::downgrade(&info));
+        OPEN.fetch_add(1, Relaxed);
         Registered(info)
     }
 }
@@ -212,6 +215,7 @@ impl std::ops::Deref for Registered {
 
 impl Drop for Registered {
     fn drop(&mut self) {
+        OPEN.fetch_sub(1, Relaxed);
         REGISTRY
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -331,6 +335,13 @@ pub fn connections() -> Vec<ConnectionSnapshot> {
         }
     }
     all
+}
+
+/// How many connections are open in the process, without taking the
+/// registry's lock (a relaxed load: may lag a connection opening or
+/// closing on another thread).
+pub(crate) fn open_count() -> usize {
+    OPEN.load(Relaxed)
 }
 
 /// How many connections are open in the process.

@@ -89,6 +89,7 @@
 #![forbid(unsafe_code)]
 
 pub mod builtin;
+mod busy_poll;
 pub mod channel;
 pub mod client;
 pub mod cluster;

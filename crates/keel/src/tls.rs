@@ -422,6 +422,13 @@ pub(crate) trait Duplex: AsyncRead + AsyncWrite + Unpin + Send + 'static {
         Self: 'a;
     /// Both halves, borrowed.
     fn halves(&mut self) -> (Self::Reader<'_>, Self::Writer<'_>);
+
+    /// Reads what has arrived into `buf` without waiting and without the
+    /// runtime (a plain non-blocking `recv`): `None` where the stream
+    /// cannot (TLS).
+    fn recv_now(_reader: &Self::Reader<'_>, _buf: &mut [u8]) -> Option<std::io::Result<usize>> {
+        None
+    }
 }
 
 impl Duplex for tokio::net::TcpStream {
@@ -430,6 +437,13 @@ impl Duplex for tokio::net::TcpStream {
 
     fn halves(&mut self) -> (Self::Reader<'_>, Self::Writer<'_>) {
         self.split()
+    }
+
+    fn recv_now(reader: &Self::Reader<'_>, buf: &mut [u8]) -> Option<std::io::Result<usize>> {
+        use std::io::Read as _;
+        // The socket is non-blocking (tokio made it so).
+        let socket = socket2::SockRef::from(reader.as_ref());
+        Some((&*socket).read(buf))
     }
 }
 

@@ -6,10 +6,7 @@
 
 mod support;
 
-use keel::bytes::BytesMut;
 use keel_alloc::CountingAlloc;
-use keel_wire::baidu_std::{Limits, RequestHeader, decode_frame, encode_request};
-use std::io::{Read, Write};
 use support::{eventually, start};
 
 #[global_allocator]
@@ -26,44 +23,7 @@ async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
 /// One echo call over a plain blocking socket (no client-side framework
 /// memory), leaving the connection open.
 fn call(stream: &mut std::net::TcpStream, id: i64) {
-    call_with(stream, id, b"rrrrrrrrrrrrrrrr");
-}
-
-/// An echo call of `message`.
-fn call_with(stream: &mut std::net::TcpStream, id: i64, message: &[u8]) {
-    let mut out = BytesMut::new();
-    // EchoRequest { message = 1 }: tag, varint length, bytes.
-    let mut payload = vec![0x0a];
-    let mut len = message.len();
-    while len >= 0x80 {
-        payload.push((len as u8 & 0x7f) | 0x80);
-        len >>= 7;
-    }
-    payload.push(len as u8);
-    payload.extend_from_slice(message);
-    let payload = &payload[..];
-    encode_request(
-        &mut out,
-        &RequestHeader::new("example.EchoService", "Echo", id),
-        payload.len(),
-        |dst| dst.extend_from_slice(payload),
-        &[],
-    )
-    .expect("frame");
-    stream.write_all(&out).expect("write");
-    drop(out);
-    let mut buf = BytesMut::new();
-    let mut chunk = vec![0u8; if message.len() > 4096 { 64 << 10 } else { 256 }];
-    loop {
-        if let Some(frame) = decode_frame(&mut buf, &Limits::default()).expect("response") {
-            assert_eq!(frame.meta.correlation_id, id);
-            assert_eq!(frame.meta.error_code(), 0);
-            return;
-        }
-        let n = stream.read(&mut chunk).expect("read");
-        assert!(n > 0, "server closed");
-        buf.extend_from_slice(&chunk[..n]);
-    }
+    support::raw_echo(stream, id, b"rrrrrrrrrrrrrrrr");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
@@ -129,7 +89,7 @@ async fn connections_that_carried_large_requests_go_back_to_the_idle_footprint()
         let mut s = std::net::TcpStream::connect(addr).expect("connect");
         tokio::task::block_in_place(|| {
             call(&mut s, 1);
-            call_with(&mut s, 2, &large);
+            support::raw_echo(&mut s, 2, &large);
             call(&mut s, 3);
         });
         drop(large);

@@ -64,7 +64,7 @@ pub(crate) fn resident_bytes() -> u64 {
 }
 
 /// The most variables [`each`] reports (with the counting allocator).
-pub(crate) const MAX: usize = 36;
+pub(crate) const MAX: usize = 39;
 
 /// Every variable, now.
 pub(crate) fn all(core: &ServerCore) -> Vec<Var> {
@@ -94,6 +94,7 @@ pub(crate) fn each(core: &ServerCore, mut f: impl FnMut(Var)) {
     let etcd = &crate::etcd::STATS;
     let limited = &core.limit_counters;
     let reconnect = &crate::transport::reconnect::STATS;
+    let busy = &crate::busy_poll::STATS;
     let fixed: [Var; MAX - 3] = [
         var(
             "keel_server_connections",
@@ -184,6 +185,24 @@ pub(crate) fn each(core: &ServerCore, mut f: impl FnMut(Var)) {
             "TLS handshakes that failed, or came to a server without TLS.",
             Counter,
             u(limited.tls_failures.load(Ordering::Relaxed)),
+        ),
+        var(
+            "keel_busy_poll_hits_total",
+            "Times a connection with a lone caller polled its socket and found the next request (ServerBuilder::busy_poll).",
+            Counter,
+            u(busy.hits.load(Ordering::Relaxed)),
+        ),
+        var(
+            "keel_busy_poll_misses_total",
+            "Times such polling ran out its window with nothing read.",
+            Counter,
+            u(busy.misses.load(Ordering::Relaxed)),
+        ),
+        var(
+            "keel_busy_poll_microseconds_total",
+            "Time spent polling sockets instead of sleeping (CPU time).",
+            Counter,
+            u(busy.micros.load(Ordering::Relaxed)),
         ),
         var(
             "keel_process_resident_memory_bytes",

@@ -50,6 +50,7 @@ use tokio::sync::watch;
 
 use crate::server::done_queue::{DoneReceiver, DoneSender, done_queue};
 
+use crate::busy_poll::BusyPoll;
 use crate::compression::{self, Compression};
 use crate::conn_buffers::{ReadBuffer, WriteBuffer};
 use crate::metadata::{Metadata, REQUEST_ID};
@@ -159,12 +160,14 @@ impl<S: Duplex> Connection<S> {
         let mut shrink_armed = false;
         // Whether anything was read or written since the timer was armed.
         let mut busy = false;
+        let mut spin = BusyPoll::new(st.shared.busy_poll);
         loop {
             // Every complete frame in the buffer.
             while !st.broken {
                 match decode_raw_frame(&mut inbuf.buf, &st.shared.wire_limits) {
                     Ok(Some(frame)) => {
                         open.info().request();
+                        spin.request();
                         st.on_frame(frame);
                     }
                     Ok(None) => break,
@@ -211,6 +214,19 @@ impl<S: Duplex> Connection<S> {
                     .reset(tokio::time::Instant::now() + IDLE_SHRINK);
                 shrink_armed = true;
             }
+            // A lone caller's next request: poll for it a moment before
+            // sleeping (see `busy_poll`).
+            if may_read && flushed && st.spawned == 0 && inbuf.buf.is_empty() {
+                if let Some(read) = spin.spin::<S>(&rd, &mut inbuf.buf) {
+                    spin.read();
+                    busy = true;
+                    match inbuf.filled(read, &open) {
+                        Some(end) => eof |= end,
+                        None => return,
+                    }
+                    continue;
+                }
+            }
             tokio::select! {
                 biased;
                 done = recv_done(&mut done_rx), if st.spawned > 0 && !closing => {
@@ -224,6 +240,7 @@ impl<S: Duplex> Connection<S> {
                     busy = true;
                 }
                 read = rd.read_buf(&mut inbuf.buf), if may_read => {
+                    spin.read();
                     busy = true;
                     match inbuf.filled(read, &open) {
                         Some(end) => eof |= end,

@@ -71,6 +71,7 @@ pub struct ServerBuilder {
     registrations: Vec<EtcdRegistration>,
     conn_limits: ConnectionLimits,
     tls: Option<crate::tls::ServerTls>,
+    busy_poll: Option<Duration>,
 }
 
 /// Where a server serves its builtin console (HTTP pages such as
@@ -110,6 +111,7 @@ impl Default for ServerBuilder {
             registrations: Vec::new(),
             conn_limits: ConnectionLimits::default(),
             tls: None,
+            busy_poll: Some(crate::busy_poll::DEFAULT_WINDOW),
         }
     }
 }
@@ -202,6 +204,21 @@ impl ServerBuilder {
     /// allocators.
     pub fn quiet_trim(mut self, on: bool) -> Self {
         self.quiet_trim = on;
+        self
+    }
+
+    /// How long a baidu_std connection with a lone caller (one call at a
+    /// time) polls its socket for the next request before sleeping in the
+    /// runtime (default 50 us; `None` never). Waking a sleeping worker is
+    /// most of such a round trip. Polling is kept to where it cannot hold
+    /// up other work: a plain TCP connection that is the only open
+    /// connection of the process, on a multi-thread runtime, whose last
+    /// reads each brought one request; and it backs off where the caller
+    /// pauses between calls. It costs CPU while a lone caller keeps
+    /// calling; `/vars` counts it (`keel_busy_poll_*`), and `keel-bench
+    /// pingpong` measures both.
+    pub fn busy_poll(mut self, window: Option<Duration>) -> Self {
+        self.busy_poll = window.filter(|w| !w.is_zero());
         self
     }
 
@@ -405,6 +422,7 @@ impl ServerBuilder {
             conn_limits: self.conn_limits,
             limit_counters: LimitCounters::default(),
             tls: self.tls,
+            busy_poll: self.busy_poll,
         });
         Ok((core, idle_trim))
     }
@@ -497,6 +515,8 @@ pub(crate) struct ServerCore {
     pub(crate) limit_counters: LimitCounters,
     /// TLS beside the plain protocols, when configured.
     pub(crate) tls: Option<crate::tls::ServerTls>,
+    /// How long a lone caller's connection polls for its next request.
+    pub(crate) busy_poll: Option<Duration>,
 }
 
 /// Which of a server's ports a connection came to.

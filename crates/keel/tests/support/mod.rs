@@ -152,3 +152,46 @@ pub fn alone(test: impl std::future::Future<Output = ()>) {
 pub mod etcd;
 pub mod fake_baidu;
 pub mod frames;
+
+/// One echo call of `message` over a plain blocking socket (no client-side
+/// framework: the server's connection is the process's only Keel one),
+/// leaving the connection open; panics unless the answer is a success for
+/// call `id`.
+pub fn raw_echo(stream: &mut std::net::TcpStream, id: i64, message: &[u8]) {
+    use keel::bytes::BytesMut;
+    use keel_wire::baidu_std::{Limits, RequestHeader, decode_frame, encode_request};
+    use std::io::{Read, Write};
+    let mut out = BytesMut::new();
+    // EchoRequest { message = 1 }: tag, varint length, bytes.
+    let mut payload = vec![0x0a];
+    let mut len = message.len();
+    while len >= 0x80 {
+        payload.push((len as u8 & 0x7f) | 0x80);
+        len >>= 7;
+    }
+    payload.push(len as u8);
+    payload.extend_from_slice(message);
+    let payload = &payload[..];
+    encode_request(
+        &mut out,
+        &RequestHeader::new("example.EchoService", "Echo", id),
+        payload.len(),
+        |dst| dst.extend_from_slice(payload),
+        &[],
+    )
+    .expect("frame");
+    stream.write_all(&out).expect("write");
+    drop(out);
+    let mut buf = BytesMut::new();
+    let mut chunk = vec![0u8; if message.len() > 4096 { 64 << 10 } else { 256 }];
+    loop {
+        if let Some(frame) = decode_frame(&mut buf, &Limits::default()).expect("response") {
+            assert_eq!(frame.meta.correlation_id, id);
+            assert_eq!(frame.meta.error_code(), 0);
+            return;
+        }
+        let n = stream.read(&mut chunk).expect("read");
+        assert!(n > 0, "server closed");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}

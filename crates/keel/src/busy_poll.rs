@@ -1,0 +1,389 @@
+//! Busy-polling: waiting for a lone caller's next request without
+//! sleeping.
+//!
+//! A connection that has answered everything normally waits for its next
+//! bytes in the runtime: the worker parks in `epoll_wait`, and the bytes'
+//! arrival wakes it. When one caller sends one call at a time (1x1), that
+//! wakeup is most of a round trip: on an idle CPU it is a halt and an
+//! interrupt, tens of microseconds on a virtual machine. So such a
+//! connection first polls its socket itself, with plain non-blocking
+//! `recv`s, for at most a short window (50 us by default), and waits the
+//! ordinary way only if nothing came.
+//!
+//! Spinning costs CPU and holds a worker, so it is reserved for where it
+//! pays:
+//!
+//! - **A lone caller.** The last [`LONE_READS`] reads each carried exactly
+//!   one request, and nothing is in flight or unwritten: a connection
+//!   carrying many calls at once finds its next bytes ready anyway.
+//! - **It works.** A window that ends with nothing read makes the
+//!   connection skip the next 1, 2, 4, ... up to [`MAX_SKIP`] chances, so a
+//!   caller that pauses between calls costs one window per thousand calls
+//!   at most; a window that ends with bytes resets that.
+//! - **The process's only connection.** While a worker spins, no other
+//!   worker may be polling the runtime's I/O driver (tokio lets one parked
+//!   worker do that, and the others sleep until woken), so every other
+//!   socket of the process waits: a connection spins only when it is the
+//!   one open Keel connection of the process, server or client side. A
+//!   server with several callers, or one that also calls out, never spins;
+//!   nor, therefore, do two connections at once.
+//! - **Plain TCP only.** A TLS stream has bytes buffered the socket cannot
+//!   see; it never spins.
+//!
+//! The window is a server option ([`ServerBuilder::busy_poll`](
+//! crate::server::ServerBuilder::busy_poll)); `None` turns spinning off.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+
+use crate::tls::Duplex;
+
+/// How long a lone connection polls its socket before waiting (default).
+pub(crate) const DEFAULT_WINDOW: Duration = Duration::from_micros(50);
+/// Reads in a row that must each have carried one request.
+pub(crate) const LONE_READS: u8 = 8;
+/// The most chances skipped after windows that found nothing.
+pub(crate) const MAX_SKIP: u16 = 1024;
+/// The most bytes one spinning `recv` takes (the normal read takes the
+/// rest); no more than the read buffer has room for.
+const SPIN_READ: usize = 2048;
+
+/// One connection's busy-polling state.
+#[derive(Debug)]
+pub(crate) struct BusyPoll {
+    /// The window; zero: never spin.
+    window: Duration,
+    /// Requests cut since the last read.
+    requests: u32,
+    /// Reads in a row that carried one request each before the last one
+    /// (up to `LONE_READS`).
+    lone: u8,
+    /// Chances left to skip, and how many the next empty window skips.
+    skip: u16,
+    backoff: u16,
+}
+
+impl BusyPoll {
+    /// A connection's state; `window` `None` or zero never spins, nor
+    /// does a connection served on a current-thread runtime (spinning
+    /// would hold the only worker, the one its caller may need).
+    pub(crate) fn new(window: Option<Duration>) -> BusyPoll {
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() != tokio::runtime::RuntimeFlavor::CurrentThread);
+        BusyPoll {
+            window: window.filter(|_| multi_thread).unwrap_or(Duration::ZERO),
+            requests: 0,
+            lone: 0,
+            skip: 0,
+            backoff: 0,
+        }
+    }
+
+    /// One request was cut from the input.
+    pub(crate) fn request(&mut self) {
+        self.requests = self.requests.saturating_add(1);
+    }
+
+    /// A read brought bytes: the requests the previous one carried are
+    /// judged, and counting starts again.
+    pub(crate) fn read(&mut self) {
+        self.lone = if self.requests == 1 {
+            (self.lone + 1).min(LONE_READS)
+        } else {
+            0
+        };
+        self.requests = 0;
+    }
+
+    /// Whether the connection spins before its next wait, given that it
+    /// has answered everything and holds no partial request. Uses up a
+    /// skipped chance.
+    fn due(&mut self) -> bool {
+        // The streak counts the reads before this one, which must also
+        // have carried one request.
+        if self.window.is_zero() || self.lone + 1 < LONE_READS || self.requests != 1 {
+            return false;
+        }
+        if self.skip > 0 {
+            self.skip -= 1;
+            return false;
+        }
+        true
+    }
+
+    /// Polls `rd` for up to the window when the connection is due (see
+    /// the module's rules), appending what arrives to `buf`: `Some` with
+    /// the read's result (`Ok(0)`: the peer closed), `None` when it did
+    /// not spin or nothing came (then wait the ordinary way). The caller
+    /// must call [`read`](Self::read) for a `Some(Ok(n))` as for any read.
+    pub(crate) fn spin<S: Duplex>(
+        &mut self,
+        rd: &S::Reader<'_>,
+        buf: &mut BytesMut,
+    ) -> Option<std::io::Result<usize>> {
+        if !self.due() || crate::connections::open_count() != 1 {
+            return None;
+        }
+        self.poll(buf, &STATS, |room| S::recv_now(rd, room))
+    }
+
+    /// Polls with `recv` (a non-blocking read) for up to the window,
+    /// appending what it reads to `buf`, and learns from the outcome.
+    fn poll(
+        &mut self,
+        buf: &mut BytesMut,
+        stats: &Stats,
+        recv: impl FnMut(&mut [u8]) -> Option<std::io::Result<usize>>,
+    ) -> Option<std::io::Result<usize>> {
+        // Never more than `buf` has room for: polling allocates nothing.
+        let spare = SPIN_READ.min(buf.capacity() - buf.len());
+        if spare == 0 {
+            return None;
+        }
+        let mut room = [0u8; SPIN_READ];
+        let start = Instant::now();
+        let got = poll_for(start, self.window, &mut room[..spare], recv);
+        let spent = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
+        stats.micros.fetch_add(spent, Ordering::Relaxed);
+        match got {
+            Polled::Read(n) => {
+                stats.hits.fetch_add(1, Ordering::Relaxed);
+                buf.extend_from_slice(&room[..n]);
+                self.backoff = 0;
+                Some(Ok(n))
+            }
+            Polled::Failed(e) => Some(Err(e)),
+            Polled::Nothing => {
+                stats.misses.fetch_add(1, Ordering::Relaxed);
+                self.backoff = (self.backoff * 2).clamp(1, MAX_SKIP);
+                self.skip = self.backoff;
+                None
+            }
+            Polled::Unsupported => {
+                self.window = Duration::ZERO;
+                None
+            }
+        }
+    }
+}
+
+/// What busy-polling did in the process, for `/vars`.
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    /// Windows that found the next request.
+    pub(crate) hits: AtomicU64,
+    /// Windows that ended with nothing.
+    pub(crate) misses: AtomicU64,
+    /// Time spent polling, in microseconds.
+    pub(crate) micros: AtomicU64,
+}
+
+/// The process's busy-polling, every server's connections together.
+pub(crate) static STATS: Stats = Stats {
+    hits: AtomicU64::new(0),
+    misses: AtomicU64::new(0),
+    micros: AtomicU64::new(0),
+};
+
+/// What a window of polling found.
+enum Polled {
+    /// Bytes (at the start of the room given), or the peer's close (`0`).
+    Read(usize),
+    Failed(std::io::Error),
+    Nothing,
+    /// The stream cannot be read without the runtime.
+    Unsupported,
+}
+
+/// Calls `recv` (a non-blocking read into `room`) until it reads, fails,
+/// or `window` has passed.
+fn poll_for(
+    start: Instant,
+    window: Duration,
+    room: &mut [u8],
+    mut recv: impl FnMut(&mut [u8]) -> Option<std::io::Result<usize>>,
+) -> Polled {
+    loop {
+        match recv(room) {
+            None => return Polled::Unsupported,
+            Some(Ok(n)) => return Polled::Read(n),
+            Some(Err(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Some(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Some(Err(e)) => return Polled::Failed(e),
+        }
+        if start.elapsed() >= window {
+            return Polled::Nothing;
+        }
+        std::hint::spin_loop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Error, ErrorKind};
+
+    const WINDOW: Duration = Duration::from_millis(1);
+
+    /// A multi-thread runtime's connection state (spinning needs one).
+    fn state(window: Option<Duration>) -> BusyPoll {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap();
+        rt.block_on(async { BusyPoll::new(window) })
+    }
+
+    /// `n` reads of one request each.
+    fn lone_reads(bp: &mut BusyPoll, n: u8) {
+        for _ in 0..n {
+            bp.read();
+            bp.request();
+        }
+    }
+
+    fn would_block() -> Option<std::io::Result<usize>> {
+        Some(Err(Error::from(ErrorKind::WouldBlock)))
+    }
+
+    /// Spins (when due) with a read that finds nothing `empty` times,
+    /// then `then`; how many times it was called, and what the spin
+    /// returned.
+    fn spin_once(
+        bp: &mut BusyPoll,
+        buf: &mut BytesMut,
+        empty: usize,
+        then: Option<std::io::Result<&[u8]>>,
+    ) -> (usize, Option<std::io::Result<usize>>) {
+        if !bp.due() {
+            return (0, None);
+        }
+        let mut calls = 0;
+        let mut then = Some(then);
+        let got = bp.poll(buf, &Stats::default(), |room| {
+            calls += 1;
+            if calls <= empty {
+                return would_block();
+            }
+            match then.take().flatten() {
+                None => would_block(),
+                Some(Ok(bytes)) => {
+                    room[..bytes.len()].copy_from_slice(bytes);
+                    Some(Ok(bytes.len()))
+                }
+                Some(Err(e)) => Some(Err(e)),
+            }
+        });
+        (calls, got)
+    }
+
+    #[test]
+    fn only_a_lone_caller_spins() {
+        let mut bp = state(Some(WINDOW));
+        let mut buf = BytesMut::with_capacity(64);
+        lone_reads(&mut bp, LONE_READS - 1);
+        assert_eq!(spin_once(&mut bp, &mut buf, 0, Some(Ok(b"x"))).0, 0);
+        lone_reads(&mut bp, 1);
+        let (calls, got) = spin_once(&mut bp, &mut buf, 3, Some(Ok(b"next")));
+        assert_eq!((calls, got.unwrap().unwrap()), (4, 4));
+        assert_eq!(&buf[..], b"next");
+        // A read that carried two requests ends the streak.
+        bp.read();
+        bp.request();
+        bp.request();
+        bp.read();
+        bp.request();
+        assert_eq!(spin_once(&mut bp, &mut buf, 0, Some(Ok(b"x"))).0, 0);
+        lone_reads(&mut bp, LONE_READS);
+        assert_eq!(spin_once(&mut bp, &mut buf, 0, Some(Ok(b"x"))).0, 1);
+        // Two requests since the last read: not lone now.
+        lone_reads(&mut bp, LONE_READS);
+        bp.request();
+        assert_eq!(spin_once(&mut bp, &mut buf, 0, Some(Ok(b"x"))).0, 0);
+    }
+
+    #[test]
+    fn empty_windows_back_off_and_a_hit_resets() {
+        let mut bp = state(Some(WINDOW));
+        let mut buf = BytesMut::with_capacity(64);
+        lone_reads(&mut bp, LONE_READS);
+        let mut backoffs = Vec::new();
+        for _ in 0..12 {
+            let (calls, got) = spin_once(&mut bp, &mut buf, usize::MAX, None);
+            assert!(calls >= 1 && got.is_none(), "the window ran out: {calls}");
+            backoffs.push(bp.backoff);
+            for _ in 0..bp.backoff {
+                assert_eq!(
+                    spin_once(&mut bp, &mut buf, 0, None).0,
+                    0,
+                    "a chance skipped"
+                );
+            }
+        }
+        assert_eq!(
+            backoffs,
+            [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 1024]
+        );
+        // A window that finds bytes resets the back-off.
+        assert!(spin_once(&mut bp, &mut buf, 0, Some(Ok(b"y"))).1.is_some());
+        assert_eq!((bp.skip, bp.backoff), (0, 0));
+    }
+
+    #[test]
+    fn a_close_or_an_error_ends_the_spin_with_it() {
+        let mut bp = state(Some(WINDOW));
+        let mut buf = BytesMut::with_capacity(64);
+        lone_reads(&mut bp, LONE_READS);
+        assert_eq!(
+            spin_once(&mut bp, &mut buf, 2, Some(Ok(b"")))
+                .1
+                .unwrap()
+                .unwrap(),
+            0
+        );
+        let reset = Error::from(ErrorKind::ConnectionReset);
+        let got = spin_once(&mut bp, &mut buf, 0, Some(Err(reset))).1.unwrap();
+        assert_eq!(got.unwrap_err().kind(), ErrorKind::ConnectionReset);
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn never_spins_when_off_unsupported_full_or_single_threaded() {
+        let mut buf = BytesMut::with_capacity(64);
+        let mut off = state(None);
+        lone_reads(&mut off, LONE_READS);
+        assert_eq!(spin_once(&mut off, &mut buf, 0, Some(Ok(b"x"))).0, 0);
+
+        let mut full = state(Some(WINDOW));
+        lone_reads(&mut full, LONE_READS);
+        let mut no_room = BytesMut::new();
+        assert_eq!(
+            spin_once(&mut full, &mut no_room, 0, Some(Ok(b"x"))).0,
+            0,
+            "no room"
+        );
+
+        let mut tls = state(Some(WINDOW));
+        lone_reads(&mut tls, LONE_READS);
+        assert!(tls.due());
+        assert!(tls.poll(&mut buf, &Stats::default(), |_| None).is_none());
+        assert!(
+            tls.window.is_zero(),
+            "a stream that cannot be polled is never tried again"
+        );
+
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let mut single = rt.block_on(async { BusyPoll::new(Some(WINDOW)) });
+        lone_reads(&mut single, LONE_READS);
+        assert_eq!(spin_once(&mut single, &mut buf, 0, Some(Ok(b"x"))).0, 0);
+        assert_eq!(
+            BusyPoll::new(Some(WINDOW)).window,
+            Duration::ZERO,
+            "outside a runtime"
+        );
+    }
+}
