@@ -379,3 +379,58 @@ async fn a_call_handed_to_another_task_after_its_first_poll_is_answered() {
         assert_eq!(reply.expect("answered").message, "gate");
     }
 }
+
+/// Calls waiting on a connection have their deadline kept by the
+/// connection itself (one timer for its pending calls, not one per call):
+/// against a server that reads requests and never answers, calls with
+/// deadlines later and earlier than the ones already waiting each fail
+/// with ERPCTIMEDOUT, none before its deadline, none left waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadlines_of_waiting_calls_are_kept_by_their_connection() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let addr = listener.local_addr().expect("address");
+    let read = Arc::new(AtomicUsize::new(0));
+    let counted = read.clone();
+    let silent = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.expect("accept");
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = stream.read(&mut buf).await {
+            counted.fetch_add(n, Ordering::SeqCst);
+        }
+    });
+    let channel = Channel::new(&addr.to_string()).expect("valid address");
+    let within = |ms: u64| {
+        let client = EchoServiceClient::new(&channel).with_options(CallOptions {
+            timeout: Some(Duration::from_millis(ms)),
+            ..CallOptions::default()
+        });
+        let started = tokio::time::Instant::now();
+        tokio::spawn(async move {
+            let err = client.echo(&request("x")).await.expect_err("no answer");
+            (ms, err, started.elapsed())
+        })
+    };
+    // The first call's request written: its connection keeps deadlines
+    // from then on.
+    let first = within(100);
+    eventually("the first request read", || read.load(Ordering::SeqCst) > 0).await;
+    let calls = [first, within(400), within(50), within(700), within(400)];
+    for call in calls {
+        let (ms, err, elapsed) = tokio::time::timeout(Duration::from_secs(20), call)
+            .await
+            .expect("every call ended")
+            .expect("the call's task");
+        assert_eq!(err.code(), Code::ERPCTIMEDOUT, "{ms} ms: {err}");
+        assert!(
+            elapsed >= Duration::from_millis(ms),
+            "{ms} ms call failed early, at {elapsed:?}"
+        );
+    }
+    drop(channel);
+    silent.abort();
+}

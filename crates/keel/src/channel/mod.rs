@@ -439,12 +439,14 @@ impl Channel {
         // A child of the server call being handled, if it is traced; else
         // a root of its own when the sampler says so.
         let span = crate::rpcz::client_span(method.path);
+        let kept_deadline = std::sync::atomic::AtomicBool::new(false);
         let attempt = Call {
             method,
             options,
             request,
             deadline,
             span: &span,
+            kept_deadline: Some(&kept_deadline),
         };
         let max_retry = options.max_retry.unwrap_or(core.max_retry);
         let mut last_failure = None;
@@ -453,7 +455,7 @@ impl Channel {
             .call(&attempt, max_retry, &mut last_failure);
         let result = match deadline {
             None => call.await,
-            Some(deadline) => match tokio::time::timeout_at(deadline, call).await {
+            Some(deadline) => match until(deadline, &kept_deadline, call).await {
                 // A failure at or past the deadline (the server stopping at
                 // the same deadline, or an attempt's own failure coming in
                 // late) is the caller's timeout; what failed goes in the
@@ -507,6 +509,7 @@ impl Channel {
             request: &no_request,
             deadline,
             span: &span,
+            kept_deadline: None,
         };
         let max_retry = options.max_retry.unwrap_or(core.max_retry);
         let mut last_failure = None;
@@ -589,6 +592,36 @@ impl crate::server::Server {
 
 /// The status of a call whose deadline passed; `last_failure`: the
 /// failure of its last attempt that failed, if one did.
+/// `call`, or `Err(())` once `deadline` passes: [`tokio::time::timeout_at`],
+/// with the timer made only while the call waits somewhere that does not
+/// end at the deadline by itself (`kept`: see [`Call::kept_deadline`]).
+/// Calls answered while waiting on a baidu_std connection, most of them,
+/// never touch the runtime's timer.
+async fn until<T>(
+    deadline: Instant,
+    kept: &std::sync::atomic::AtomicBool,
+    call: impl std::future::Future<Output = T>,
+) -> Result<T, ()> {
+    use std::sync::atomic::Ordering::Relaxed;
+    use std::task::Poll;
+    let mut call = std::pin::pin!(call);
+    let mut timer = std::pin::pin!(None::<tokio::time::Sleep>);
+    std::future::poll_fn(|cx| {
+        kept.store(false, Relaxed);
+        if let Poll::Ready(result) = call.as_mut().poll(cx) {
+            return Poll::Ready(Ok(result));
+        }
+        if timer.is_none() && !kept.load(Relaxed) {
+            timer.set(Some(tokio::time::sleep_until(deadline)));
+        }
+        match timer.as_mut().as_pin_mut().map(|t| t.poll(cx)) {
+            Some(Poll::Ready(())) => Poll::Ready(Err(())),
+            _ => Poll::Pending,
+        }
+    })
+    .await
+}
+
 fn timed_out(
     method: &MethodDescriptor,
     timeout: Option<Duration>,

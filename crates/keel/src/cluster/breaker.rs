@@ -473,6 +473,7 @@ async fn probe(invoker: &Invoker, timeout: Duration) -> bool {
         request: &request,
         deadline: Instant::now().checked_add(timeout),
         span: &span,
+        kept_deadline: None,
     };
     match tokio::time::timeout(timeout, invoker.call_unrecorded(&call)).await {
         Err(_elapsed) => false,

@@ -664,6 +664,7 @@ mod tests {
             request: &request,
             deadline: None,
             span: &span,
+            kept_deadline: None,
         };
         let mut tried = Tried::default();
         let mut seen = std::collections::HashSet::new();
@@ -704,6 +705,7 @@ mod tests {
             request: &request,
             deadline: None,
             span: &span,
+            kept_deadline: None,
         };
         let mut tried = Tried::default();
         let first = cluster.pick(&call, &tried).expect("a first pick");

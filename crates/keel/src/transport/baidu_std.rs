@@ -130,6 +130,10 @@ struct LinkState {
     /// Bytes the writer took from `out` and has not finished writing: they
     /// count against the unwritten-bytes bound like the queue does.
     taken: usize,
+    /// When the connection of epoch `.0` will next fail calls whose
+    /// deadline passed (no waiting call's deadline is earlier): a call
+    /// whose deadline is no earlier needs no timer of its own.
+    sweep_at: Option<(u64, Instant)>,
 }
 
 impl BaiduStd {
@@ -149,6 +153,7 @@ impl BaiduStd {
                     pending: PendingCalls::default(),
                     credential_sent: false,
                     taken: 0,
+                    sweep_at: None,
                 }),
                 wake_writer: Notify::new(),
                 woken: super::WokenCallers::default(),
@@ -212,8 +217,8 @@ impl BaiduStd {
         if let Some(scratch) = scratch {
             scratch.give_back();
         }
-        let key = match queued {
-            Ok(Some(key)) => key,
+        let (key, kept) = match queued {
+            Ok(Some(queued)) => queued,
             Ok(None) => return Err(self.closed()),
             Err(status) => return Err(status),
         };
@@ -224,6 +229,8 @@ impl BaiduStd {
             key,
             registered: true,
             finished: false,
+            // The connection fails the entry by the call's deadline.
+            kept_deadline: call.kept_deadline.filter(|_| kept),
         }
         .await
     }
@@ -247,7 +254,7 @@ impl BaiduStd {
         epoch: Option<u64>,
         packed: Option<&[u8]>,
         waker: &Waker,
-    ) -> Result<Option<CallId>, Status> {
+    ) -> Result<Option<(CallId, bool)>, Status> {
         self.conn.woken.queued();
         let mut st = self.conn.lock();
         match epoch {
@@ -278,7 +285,12 @@ impl BaiduStd {
             call.span.set_protocol("baidu_std");
         }
         let start = st.queued;
-        let key = st.pending.insert(epoch, start, waker);
+        let key = st.pending.insert(epoch, start, call.deadline, waker);
+        // The connection already sweeps by this call's deadline.
+        let kept = call.deadline.is_some_and(|deadline| {
+            st.sweep_at
+                .is_some_and(|(swept, at)| swept == epoch && at <= deadline)
+        });
         let credential: &[u8] = if st.credential_sent {
             &[]
         } else {
@@ -292,7 +304,7 @@ impl BaiduStd {
         }
         st.queued += (st.out.len() - before) as u64;
         st.credential_sent = true;
-        Ok(Some(key))
+        Ok(Some((key, kept)))
     }
 
     /// Connects (one caller at a time), unless another caller just did.
@@ -548,6 +560,12 @@ async fn run_connection<S: crate::tls::Duplex>(
     let mut shrink_armed = false;
     // Whether anything was read or written since the timer was armed.
     let mut busy = false;
+    // Fails the calls whose deadline passed (their callers keep no timer
+    // while they wait here): armed at the pending table's earliest
+    // deadline, learnt as each batch of requests is taken.
+    let sweep = tokio::time::sleep(IDLE_SHRINK);
+    tokio::pin!(sweep);
+    let mut sweep_at: Option<tokio::time::Instant> = None;
     // The server said it is stopping: this connection takes no more
     // requests and ends once the calls it sent are answered.
     let mut retired = false;
@@ -568,6 +586,19 @@ async fn run_connection<S: crate::tls::Duplex>(
             closed = alive.changed() => {
                 let _ = closed;
                 break "channel dropped".into();
+            }
+            () = &mut sweep, if sweep_at.is_some() => {
+                let mut st = conn.lock();
+                let expired = st.pending.expire(tokio::time::Instant::now());
+                sweep_at = st.pending.earliest();
+                if st.epoch == epoch {
+                    st.sweep_at = sweep_at.map(|at| (epoch, at));
+                }
+                drop(st);
+                if let Some(at) = sweep_at {
+                    sweep.as_mut().reset(at);
+                }
+                expired.into_iter().for_each(Waker::wake);
             }
             () = &mut shrink, if shrink_armed => { if busy {
                 // Still busy: look again later (no allocation churn).
@@ -605,6 +636,13 @@ async fn run_connection<S: crate::tls::Duplex>(
                 }
                 std::mem::swap(&mut st.out, &mut outbuf);
                 listed.set_in_flight(st.pending.len());
+                if let Some(at) = st.pending.earliest()
+                    && sweep_at.is_none_or(|armed| at < armed)
+                {
+                    sweep.as_mut().reset(at);
+                    sweep_at = Some(at);
+                    st.sweep_at = Some((epoch, at));
+                }
                 // Still unwritten, for the queue's bound, until written;
                 // only large batches are counted (a small one cannot move
                 // a 64 MiB bound), so small calls take no extra lock.
@@ -818,6 +856,8 @@ struct PendingCall<'a> {
     /// find it waiting, and takes no lock.
     registered: bool,
     finished: bool,
+    /// Told, each time this waits, that the wait ends by the deadline.
+    kept_deadline: Option<&'a std::sync::atomic::AtomicBool>,
 }
 
 impl Future for PendingCall<'_> {
@@ -827,6 +867,7 @@ impl Future for PendingCall<'_> {
         if std::mem::take(&mut self.registered) {
             // An answer that came meanwhile woke this task: it is polled
             // again.
+            self.keeps_deadline();
             return Poll::Pending;
         }
         let mut st = self.conn.lock();
@@ -851,7 +892,19 @@ impl Future for PendingCall<'_> {
                     Ok(reply)
                 }))
             }
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => {
+                drop(st);
+                self.keeps_deadline();
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl PendingCall<'_> {
+    fn keeps_deadline(&self) {
+        if let Some(kept) = self.kept_deadline {
+            kept.store(true, std::sync::atomic::Ordering::Relaxed);
         }
     }
 }

@@ -89,6 +89,12 @@ pub struct Call<'a> {
     /// `RpcRequestMeta` fields 4-6) and marks it [`Sent`](crate::rpcz::Mark::Sent)
     /// once the request is queued for writing.
     pub span: &'a crate::rpcz::SpanHandle,
+    /// Set by a transport whose wait for the answer will itself end at
+    /// `deadline` (baidu_std's pending table: its connection fails calls
+    /// whose deadline passed), each time that wait is left pending: the
+    /// channel then needs no timer of its own for the call. The channel
+    /// clears it before each poll; `None`: nobody asks.
+    pub(crate) kept_deadline: Option<&'a std::sync::atomic::AtomicBool>,
 }
 
 impl fmt::Debug for Call<'_> {

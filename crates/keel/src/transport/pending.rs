@@ -28,6 +28,8 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::task::{Poll, Waker};
 
+use tokio::time::Instant;
+
 use crate::status::{Code, Status};
 use crate::transport::Reply;
 
@@ -99,6 +101,8 @@ struct Entry {
     /// when the connection fails having written no more than this, no byte
     /// of the request left, and no handler can have run it.
     start: u64,
+    /// When the caller gives up: the connection fails the call then.
+    deadline: Option<Instant>,
     state: State,
 }
 
@@ -107,6 +111,9 @@ struct Entry {
 pub(crate) struct PendingCalls {
     entries: HashMap<CallId, Entry, BuildHasherDefault<IdHasher>>,
     last_id: u64,
+    /// No waiting call's deadline is earlier (one may be later: it is
+    /// recomputed only by [`expire`](Self::expire)).
+    earliest: Option<Instant>,
 }
 
 impl PendingCalls {
@@ -117,8 +124,18 @@ impl PendingCalls {
 
     /// Registers a call sent on connection `epoch`, its request queued
     /// after the connection's first `start` bytes, to wake `waker` when it
-    /// is answered.
-    pub(crate) fn insert(&mut self, epoch: u64, start: u64, waker: &Waker) -> CallId {
+    /// is answered, or failed when `deadline` passes (see
+    /// [`expire`](Self::expire)).
+    pub(crate) fn insert(
+        &mut self,
+        epoch: u64,
+        start: u64,
+        deadline: Option<Instant>,
+        waker: &Waker,
+    ) -> CallId {
+        if let Some(d) = deadline {
+            self.earliest = Some(self.earliest.map_or(d, |e| e.min(d)));
+        }
         // Positive as an i64 for 2^63 calls: never wraps in practice.
         self.last_id += 1;
         let id = CallId(self.last_id);
@@ -127,6 +144,7 @@ impl PendingCalls {
             Entry {
                 epoch,
                 start,
+                deadline,
                 state: State::Waiting(Some(waker.clone())),
             },
         );
@@ -191,6 +209,38 @@ impl PendingCalls {
         self.fail_from(epoch, from, text, from)
     }
 
+    /// When [`expire`](Self::expire) may next find a call whose deadline
+    /// passed (no waiting call's deadline is earlier).
+    pub(crate) fn earliest(&self) -> Option<Instant> {
+        self.earliest
+    }
+
+    /// Fails with `ERPCTIMEDOUT` every waiting call whose deadline is `now`
+    /// or earlier (its caller gave up: the answer would find nobody),
+    /// returns their wakers, and finds the next earliest deadline. The
+    /// connection calls it when [`earliest`](Self::earliest) comes: one
+    /// timer per connection, not one per call.
+    pub(crate) fn expire(&mut self, now: Instant) -> Vec<Waker> {
+        let mut wakers = Vec::new();
+        let mut earliest = None::<Instant>;
+        for entry in self.entries.values_mut() {
+            let (Some(deadline), State::Waiting(_)) = (entry.deadline, &entry.state) else {
+                continue;
+            };
+            if deadline > now {
+                earliest = Some(earliest.map_or(deadline, |e| e.min(deadline)));
+                continue;
+            }
+            let status = Status::new(Code::ERPCTIMEDOUT, "no answer before the call's deadline");
+            if let State::Waiting(w) = std::mem::replace(&mut entry.state, State::Done(Err(status)))
+            {
+                wakers.extend(w);
+            }
+        }
+        self.earliest = earliest;
+        wakers
+    }
+
     /// Whether any call still waits on connection `epoch`.
     pub(crate) fn waits_on(&self, epoch: u64) -> bool {
         self.entries
@@ -249,11 +299,11 @@ mod tests {
     #[test]
     fn correlation_ids_round_trip_and_stale_answers_are_dropped() {
         let mut table = PendingCalls::default();
-        let keep = table.insert(1, 0, Waker::noop());
-        let a = table.insert(1, 0, Waker::noop());
+        let keep = table.insert(1, 0, None, Waker::noop());
+        let a = table.insert(1, 0, None, Waker::noop());
         assert_eq!(CallId::from_correlation_id(a.correlation_id()), a);
         table.remove(a);
-        let b = table.insert(1, 0, Waker::noop());
+        let b = table.insert(1, 0, None, Waker::noop());
         assert_ne!(a.correlation_id(), b.correlation_id(), "ids are not reused");
         // The abandoned call's late answer finds nothing.
         assert!(table.complete(a, Ok(Arrived::default())).is_none());
@@ -268,7 +318,7 @@ mod tests {
     fn correlation_ids_are_not_reused_after_the_table_shrinks() {
         let mut table = PendingCalls::default();
         let ids: Vec<_> = (0..KEEP * 4)
-            .map(|_| table.insert(1, 0, Waker::noop()))
+            .map(|_| table.insert(1, 0, None, Waker::noop()))
             .collect();
         let first = ids[0];
         for id in ids {
@@ -279,7 +329,7 @@ mod tests {
             "an idle, oversized table is given back: {}",
             table.capacity()
         );
-        let again = table.insert(1, 0, Waker::noop());
+        let again = table.insert(1, 0, None, Waker::noop());
         assert_ne!(again.correlation_id(), first.correlation_id());
         assert!(table.complete(first, Ok(Arrived::default())).is_none());
     }
@@ -287,9 +337,9 @@ mod tests {
     #[test]
     fn answered_calls_shrink_the_table_too() {
         let mut table = PendingCalls::default();
-        let long = table.insert(1, 0, Waker::noop());
+        let long = table.insert(1, 0, None, Waker::noop());
         let burst: Vec<_> = (0..10_000)
-            .map(|_| table.insert(1, 0, Waker::noop()))
+            .map(|_| table.insert(1, 0, None, Waker::noop()))
             .collect();
         // Answered in reverse: the tail empties first.
         for id in burst.into_iter().rev() {
@@ -310,7 +360,7 @@ mod tests {
     fn one_long_call_does_not_keep_a_bursts_table() {
         let mut table = PendingCalls::default();
         let burst: Vec<_> = (0..10_000)
-            .map(|_| table.insert(1, 0, Waker::noop()))
+            .map(|_| table.insert(1, 0, None, Waker::noop()))
             .collect();
         // The last call of the burst (the highest id) waits on; the others
         // are answered in the order they were sent.
@@ -336,8 +386,8 @@ mod tests {
     #[test]
     fn failing_an_epoch_fails_only_its_calls() {
         let mut table = PendingCalls::default();
-        let old = table.insert(1, 0, Waker::noop());
-        let new = table.insert(2, 0, Waker::noop());
+        let old = table.insert(1, 0, None, Waker::noop());
+        let new = table.insert(2, 0, None, Waker::noop());
         assert_eq!(table.fail_epoch(1, "gone", 0).len(), 1); // the old call's waker
         match table.poll(old, Waker::noop()) {
             Poll::Ready(Err(s)) => assert_eq!(s.code(), Code::EFAILEDSOCKET),
@@ -353,9 +403,9 @@ mod tests {
         // Requests of 100 bytes; the connection took the first two for
         // writing when its server said it was stopping.
         let calls: Vec<_> = (0..4)
-            .map(|i| table.insert(7, i * 100, Waker::noop()))
+            .map(|i| table.insert(7, i * 100, None, Waker::noop()))
             .collect();
-        let other = table.insert(8, 0, Waker::noop());
+        let other = table.insert(8, 0, None, Waker::noop());
         table.fail_unsent(7, 200, "stopping");
         let failed: Vec<Option<bool>> = calls
             .iter()
@@ -381,7 +431,7 @@ mod tests {
         // Three requests of 100 bytes each; the connection wrote 150 bytes
         // (the first request and half the second) before it failed.
         let calls: Vec<_> = (0..3)
-            .map(|i| table.insert(7, i * 100, Waker::noop()))
+            .map(|i| table.insert(7, i * 100, None, Waker::noop()))
             .collect();
         table.fail_epoch(7, "reset", 150);
         let unwritten: Vec<bool> = calls
@@ -397,5 +447,37 @@ mod tests {
         // A partly written request may not have reached a handler either,
         // but the table cannot tell: it says "unwritten" only when sure.
         assert_eq!(unwritten, [false, false, true]);
+    }
+
+    #[test]
+    fn calls_past_their_deadline_are_failed_and_the_next_deadline_found() {
+        let mut table = PendingCalls::default();
+        let now = Instant::now();
+        let at = |ms| Some(now + std::time::Duration::from_millis(ms));
+        let none = table.insert(1, 0, None, Waker::noop());
+        let late = table.insert(1, 0, at(300), Waker::noop());
+        let soon = table.insert(1, 0, at(100), Waker::noop());
+        let answered = table.insert(1, 0, at(50), Waker::noop());
+        assert_eq!(table.earliest(), at(50));
+        table.complete(answered, Ok(Arrived::default()));
+        // Nothing due yet: the answered call's deadline is dropped.
+        assert!(table.expire(now).is_empty());
+        assert_eq!(table.earliest(), at(100));
+        assert_eq!(table.expire(at(100).unwrap()).len(), 1, "one woken");
+        assert_eq!(table.earliest(), at(300));
+        let Poll::Ready(Err(status)) = table.poll(soon, Waker::noop()) else {
+            panic!("the call past its deadline failed");
+        };
+        assert_eq!(status.code(), Code::ERPCTIMEDOUT);
+        assert!(table.poll(late, Waker::noop()).is_pending());
+        assert!(table.poll(none, Waker::noop()).is_pending());
+        assert!(table.poll(answered, Waker::noop()).is_ready());
+        assert_eq!(table.expire(at(10_000).unwrap()).len(), 1);
+        assert_eq!(
+            table.earliest(),
+            None,
+            "only a call without a deadline waits"
+        );
+        assert!(table.poll(none, Waker::noop()).is_pending());
     }
 }
