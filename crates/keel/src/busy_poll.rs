@@ -20,15 +20,22 @@
 //!   connection skip the next 1, 2, 4, ... up to [`MAX_SKIP`] chances, so a
 //!   caller that pauses between calls costs one window per thousand calls
 //!   at most; a window that ends with bytes resets that.
-//! - **The process's only connection.** While a worker spins, no other
-//!   worker may be polling the runtime's I/O driver (tokio lets one parked
-//!   worker do that, and the others sleep until woken), so every other
-//!   socket of the process waits: a connection spins only when it is the
-//!   one open Keel connection of the process, server or client side. A
-//!   server with several callers, or one that also calls out, never spins;
-//!   nor, therefore, do two connections at once.
-//! - **Plain TCP only.** A TLS stream has bytes buffered the socket cannot
-//!   see; it never spins.
+//! - **The process's only connection.** A spinning worker runs nothing
+//!   else, and the other workers may all be asleep (tokio wakes one for
+//!   new work, not for a busy one), so other sockets of the process could
+//!   wait for the window: a connection spins only when it is the one open
+//!   Keel connection of the process, server or client side. A server with
+//!   several callers, or one that also calls out, never spins; nor,
+//!   therefore, do two connections at once.
+//! - **Others get their turn.** The task yields before every
+//!   [`YIELD_EVERY`]th window (a yield per window cost a third of the
+//!   gain), so what calls woke, timers and other I/O get the worker (tokio
+//!   polls its driver when a task yields) at least that often, not only
+//!   when the runtime's cooperative budget runs out; and a shutdown notice
+//!   is never spun past.
+//! - **Plain TCP only, two workers or more.** A TLS stream has bytes
+//!   buffered the socket cannot see; a runtime with one worker (or a
+//!   current-thread one) would have nothing left to run the rest.
 //!
 //! The window is a server option ([`ServerBuilder::busy_poll`](
 //! crate::server::ServerBuilder::busy_poll)); `None` turns spinning off.
@@ -44,6 +51,8 @@ use crate::tls::Duplex;
 pub(crate) const DEFAULT_WINDOW: Duration = Duration::from_micros(50);
 /// Reads in a row that must each have carried one request.
 pub(crate) const LONE_READS: u8 = 8;
+/// Windows in a row without yielding to the runtime.
+pub(crate) const YIELD_EVERY: u8 = 8;
 /// The most chances skipped after windows that found nothing.
 pub(crate) const MAX_SKIP: u16 = 1024;
 /// The most bytes one spinning `recv` takes (the normal read takes the
@@ -63,6 +72,8 @@ pub(crate) struct BusyPoll {
     /// Chances left to skip, and how many the next empty window skips.
     skip: u16,
     backoff: u16,
+    /// Windows since the task last yielded.
+    unyielded: u8,
 }
 
 impl BusyPoll {
@@ -70,15 +81,29 @@ impl BusyPoll {
     /// does a connection served on a current-thread runtime (spinning
     /// would hold the only worker, the one its caller may need).
     pub(crate) fn new(window: Option<Duration>) -> BusyPoll {
-        let multi_thread = tokio::runtime::Handle::try_current()
-            .is_ok_and(|h| h.runtime_flavor() != tokio::runtime::RuntimeFlavor::CurrentThread);
+        let multi_thread = tokio::runtime::Handle::try_current().is_ok_and(|h| {
+            h.runtime_flavor() != tokio::runtime::RuntimeFlavor::CurrentThread
+                && h.metrics().num_workers() >= 2
+        });
         BusyPoll {
             window: window.filter(|_| multi_thread).unwrap_or(Duration::ZERO),
             requests: 0,
             lone: 0,
             skip: 0,
             backoff: 0,
+            unyielded: 0,
         }
+    }
+
+    /// Whether the task should yield before the window [`due`](Self::due)
+    /// allowed (see the module's rules).
+    pub(crate) fn yield_first(&mut self) -> bool {
+        self.unyielded += 1;
+        if self.unyielded < YIELD_EVERY {
+            return false;
+        }
+        self.unyielded = 0;
+        true
     }
 
     /// One request was cut from the input.
@@ -100,7 +125,12 @@ impl BusyPoll {
     /// Whether the connection spins before its next wait, given that it
     /// has answered everything and holds no partial request. Uses up a
     /// skipped chance.
-    fn due(&mut self) -> bool {
+    pub(crate) fn due(&mut self) -> bool {
+        self.due_among(crate::connections::open_count())
+    }
+
+    /// [`due`](Self::due), `open` connections being open in the process.
+    fn due_among(&mut self, open: usize) -> bool {
         // The streak counts the reads before this one, which must also
         // have carried one request.
         if self.window.is_zero() || self.lone + 1 < LONE_READS || self.requests != 1 {
@@ -110,11 +140,11 @@ impl BusyPoll {
             self.skip -= 1;
             return false;
         }
-        true
+        open == 1
     }
 
-    /// Polls `rd` for up to the window when the connection is due (see
-    /// the module's rules), appending what arrives to `buf`: `Some` with
+    /// Polls `rd` for up to the window (call it when [`due`](Self::due)
+    /// said so, after yielding: see the module's rules), appending what arrives to `buf`: `Some` with
     /// the read's result (`Ok(0)`: the peer closed), `None` when it did
     /// not spin or nothing came (then wait the ordinary way). The caller
     /// must call [`read`](Self::read) for a `Some(Ok(n))` as for any read.
@@ -123,9 +153,6 @@ impl BusyPoll {
         rd: &S::Reader<'_>,
         buf: &mut BytesMut,
     ) -> Option<std::io::Result<usize>> {
-        if !self.due() || crate::connections::open_count() != 1 {
-            return None;
-        }
         self.poll(buf, &STATS, |room| S::recv_now(rd, room))
     }
 
@@ -145,11 +172,13 @@ impl BusyPoll {
         let mut room = [0u8; SPIN_READ];
         let start = Instant::now();
         let got = poll_for(start, self.window, &mut room[..spare], recv);
-        let spent = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
-        stats.micros.fetch_add(spent, Ordering::Relaxed);
+        let spent = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        stats.nanos.fetch_add(spent, Ordering::Relaxed);
         match got {
             Polled::Read(n) => {
-                stats.hits.fetch_add(1, Ordering::Relaxed);
+                if n > 0 {
+                    stats.hits.fetch_add(1, Ordering::Relaxed);
+                }
                 buf.extend_from_slice(&room[..n]);
                 self.backoff = 0;
                 Some(Ok(n))
@@ -176,15 +205,15 @@ pub(crate) struct Stats {
     pub(crate) hits: AtomicU64,
     /// Windows that ended with nothing.
     pub(crate) misses: AtomicU64,
-    /// Time spent polling, in microseconds.
-    pub(crate) micros: AtomicU64,
+    /// Time spent polling, in nanoseconds.
+    pub(crate) nanos: AtomicU64,
 }
 
 /// The process's busy-polling, every server's connections together.
 pub(crate) static STATS: Stats = Stats {
     hits: AtomicU64::new(0),
     misses: AtomicU64::new(0),
-    micros: AtomicU64::new(0),
+    nanos: AtomicU64::new(0),
 };
 
 /// What a window of polling found.
@@ -230,7 +259,7 @@ mod tests {
     /// A multi-thread runtime's connection state (spinning needs one).
     fn state(window: Option<Duration>) -> BusyPoll {
         let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
+            .worker_threads(2)
             .build()
             .unwrap();
         rt.block_on(async { BusyPoll::new(window) })
@@ -257,7 +286,7 @@ mod tests {
         empty: usize,
         then: Option<std::io::Result<&[u8]>>,
     ) -> (usize, Option<std::io::Result<usize>>) {
-        if !bp.due() {
+        if !bp.due_among(1) {
             return (0, None);
         }
         let mut calls = 0;
@@ -367,7 +396,7 @@ mod tests {
 
         let mut tls = state(Some(WINDOW));
         lone_reads(&mut tls, LONE_READS);
-        assert!(tls.due());
+        assert!(tls.due_among(1));
         assert!(tls.poll(&mut buf, &Stats::default(), |_| None).is_none());
         assert!(
             tls.window.is_zero(),
@@ -385,5 +414,19 @@ mod tests {
             Duration::ZERO,
             "outside a runtime"
         );
+        let one = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap();
+        let lone_worker = one.block_on(async { BusyPoll::new(Some(WINDOW)) });
+        assert_eq!(lone_worker.window, Duration::ZERO, "one worker");
+    }
+
+    #[test]
+    fn the_task_yields_every_few_windows() {
+        let mut bp = state(Some(WINDOW));
+        let yields: Vec<bool> = (0..3 * YIELD_EVERY).map(|_| bp.yield_first()).collect();
+        assert_eq!(yields.iter().filter(|y| **y).count(), 3);
+        assert!(yields[usize::from(YIELD_EVERY) - 1]);
     }
 }

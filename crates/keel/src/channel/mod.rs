@@ -461,7 +461,15 @@ impl Channel {
                 // late) is the caller's timeout; what failed goes in the
                 // message.
                 Ok(Err(status)) if Instant::now() >= deadline => {
-                    Err(timed_out(method, timeout, Some(&status)))
+                    // Its connection's own timeout (see `until`) says no
+                    // more than the channel's would: what failed before
+                    // is told instead.
+                    let failure = if status.code() == Code::ERPCTIMEDOUT {
+                        last_failure.as_ref()
+                    } else {
+                        Some(&status)
+                    };
+                    Err(timed_out(method, timeout, failure))
                 }
                 Ok(result) => result,
                 Err(_elapsed) => Err(timed_out(method, timeout, last_failure.as_ref())),
@@ -590,8 +598,6 @@ impl crate::server::Server {
     }
 }
 
-/// The status of a call whose deadline passed; `last_failure`: the
-/// failure of its last attempt that failed, if one did.
 /// `call`, or `Err(())` once `deadline` passes: [`tokio::time::timeout_at`],
 /// with the timer made only while the call waits somewhere that does not
 /// end at the deadline by itself (`kept`: see [`Call::kept_deadline`]).
@@ -622,6 +628,8 @@ async fn until<T>(
     .await
 }
 
+/// The status of a call whose deadline passed; `last_failure`: the
+/// failure of its last attempt that failed, if one did.
 fn timed_out(
     method: &MethodDescriptor,
     timeout: Option<Duration>,

@@ -202,7 +202,7 @@ pub(crate) fn each(core: &ServerCore, mut f: impl FnMut(Var)) {
             "keel_busy_poll_microseconds_total",
             "Time spent polling sockets instead of sleeping (CPU time).",
             Counter,
-            u(busy.micros.load(Ordering::Relaxed)),
+            u(busy.nanos.load(Ordering::Relaxed) / 1_000),
         ),
         var(
             "keel_process_resident_memory_bytes",

@@ -216,8 +216,21 @@ impl<S: Duplex> Connection<S> {
             }
             // A lone caller's next request: poll for it a moment before
             // sleeping (see `busy_poll`).
-            if may_read && flushed && st.spawned == 0 && inbuf.buf.is_empty() {
-                if let Some(read) = spin.spin::<S>(&rd, &mut inbuf.buf) {
+            if may_read
+                && flushed
+                && st.spawned == 0
+                && inbuf.buf.is_empty()
+                && !st.draining
+                && spin.due()
+            {
+                // Others get their turn (see `busy_poll`); a shutdown
+                // notice is taken below, not spun past.
+                if spin.yield_first() {
+                    tokio::task::yield_now().await;
+                }
+                if !shutdown.has_changed().unwrap_or(true)
+                    && let Some(read) = spin.spin::<S>(&rd, &mut inbuf.buf)
+                {
                     spin.read();
                     busy = true;
                     match inbuf.filled(read, &open) {

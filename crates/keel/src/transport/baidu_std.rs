@@ -286,10 +286,12 @@ impl BaiduStd {
         }
         let start = st.queued;
         let key = st.pending.insert(epoch, start, call.deadline, waker);
-        // The connection already sweeps by this call's deadline.
-        let kept = call.deadline.is_some_and(|deadline| {
+        let now = call.deadline.map(|_| Instant::now());
+        // The connection already sweeps by this call's deadline, and its
+        // sweep is not overdue (its task runs).
+        let kept = call.deadline.zip(now).is_some_and(|(deadline, now)| {
             st.sweep_at
-                .is_some_and(|(swept, at)| swept == epoch && at <= deadline)
+                .is_some_and(|(swept, at)| swept == epoch && now <= at && at <= deadline)
         });
         let credential: &[u8] = if st.credential_sent {
             &[]
@@ -298,7 +300,7 @@ impl BaiduStd {
         };
         let LinkState { out, .. } = &mut *st;
         let before = out.len();
-        if let Err(status) = encode_call(out, call, key.correlation_id(), packed, credential) {
+        if let Err(status) = encode_call(out, call, now, key.correlation_id(), packed, credential) {
             st.pending.remove(key);
             return Err(status);
         }
@@ -379,16 +381,19 @@ fn compress_request(call: &Call<'_>) -> Result<Option<Scratch>, Status> {
     Ok(Some(scratch))
 }
 
+/// Encodes `call`'s request frame; `now` (read when the call has a
+/// deadline) tells the time it has left.
 fn encode_call(
     out: &mut BytesMut,
     call: &Call<'_>,
+    now: Option<Instant>,
     correlation_id: i64,
     packed: Option<&[u8]>,
     credential: &[u8],
 ) -> Result<(), Status> {
     let options = call.options;
-    let timeout_ms = call.deadline.map(|d| {
-        let left = d.saturating_duration_since(Instant::now()).as_millis();
+    let timeout_ms = call.deadline.zip(now).map(|(d, now)| {
+        let left = d.saturating_duration_since(now).as_millis();
         left.clamp(1, i32::MAX as u128) as i32
     });
     let trace = call.span.context();
