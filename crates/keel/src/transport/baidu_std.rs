@@ -595,14 +595,9 @@ async fn run_connection<S: crate::tls::Duplex>(
             () = &mut sweep, if sweep_at.is_some() => {
                 let mut st = conn.lock();
                 let expired = st.pending.expire(tokio::time::Instant::now());
-                sweep_at = st.pending.earliest();
-                if st.epoch == epoch {
-                    st.sweep_at = sweep_at.map(|at| (epoch, at));
-                }
+                let next = st.pending.earliest();
+                arm_sweep(sweep.as_mut(), &mut sweep_at, &mut st, epoch, next);
                 drop(st);
-                if let Some(at) = sweep_at {
-                    sweep.as_mut().reset(at);
-                }
                 expired.into_iter().for_each(Waker::wake);
             }
             () = &mut shrink, if shrink_armed => { if busy {
@@ -644,9 +639,7 @@ async fn run_connection<S: crate::tls::Duplex>(
                 if let Some(at) = st.pending.earliest()
                     && sweep_at.is_none_or(|armed| at < armed)
                 {
-                    sweep.as_mut().reset(at);
-                    sweep_at = Some(at);
-                    st.sweep_at = Some((epoch, at));
+                    arm_sweep(sweep.as_mut(), &mut sweep_at, &mut st, epoch, Some(at));
                 }
                 // Still unwritten, for the queue's bound, until written;
                 // only large batches are counted (a small one cannot move
@@ -695,6 +688,24 @@ async fn run_connection<S: crate::tls::Duplex>(
             },
         }
     };
+}
+
+/// Arms connection `epoch`'s deadline sweep at `at` (`None`: no deadline
+/// waits), and tells the callers queueing on it (`LinkState::sweep_at`).
+fn arm_sweep(
+    sweep: Pin<&mut tokio::time::Sleep>,
+    armed: &mut Option<Instant>,
+    st: &mut LinkState,
+    epoch: u64,
+    at: Option<Instant>,
+) {
+    *armed = at;
+    if let Some(at) = at {
+        sweep.reset(at);
+    }
+    if st.epoch == epoch {
+        st.sweep_at = at.map(|at| (epoch, at));
+    }
 }
 
 /// The connection's read buffers.
