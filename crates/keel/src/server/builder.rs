@@ -197,7 +197,12 @@ impl ServerBuilder {
     /// server looks at its activity (connections, calls, bytes); after a
     /// quiet second following activity it calls glibc's `malloc_trim(0)`
     /// ([`keel_alloc::release_free_memory`]), so the RSS a burst raised
-    /// comes back down, instead of staying in malloc's arenas. Counted on
+    /// comes back down, instead of staying in malloc's arenas. For the
+    /// same reason a server with it on turns glibc's fastbins off for the
+    /// process when it starts
+    /// ([`keel_alloc::keep_free_memory_releasable`]): without that, a
+    /// burst's freed space could end as the top of a thread's arena,
+    /// which `malloc_trim` does not trim. Counted on
     /// `/vars` as `keel_allocator_trims_total` and
     /// `keel_allocator_released_bytes_total`. Does nothing where the
     /// allocator is not glibc's. `keel-bench rss` compares it with other
@@ -775,6 +780,7 @@ struct QuietTimer {
 
 impl QuietTimer {
     fn new(counters: &super::dispatch::Counters, pools: bool) -> QuietTimer {
+        keel_alloc::keep_free_memory_releasable();
         let mut ticks = tokio::time::interval_at(
             tokio::time::Instant::now() + super::memory::QUIET_TICK,
             super::memory::QUIET_TICK,
