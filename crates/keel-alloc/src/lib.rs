@@ -46,6 +46,9 @@
 //! ```
 #![deny(missing_docs)]
 
+mod release;
+pub use release::{keep_free_memory_releasable, note_thread, release_free_memory};
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
@@ -340,80 +343,6 @@ pub fn reset_peak() {
 /// served at least one allocation). When false, every figure here is zero.
 pub fn is_installed() -> bool {
     INSTALLED.load(Relaxed)
-}
-
-/// Hands the C allocator's free memory back to the operating system, and
-/// says whether any went back.
-///
-/// glibc's malloc keeps what a burst freed in its arenas (one per thread
-/// that allocated, up to eight per core) and returns only the top of the
-/// main heap by itself; RSS then stays at the burst's level although the
-/// live heap came back. `malloc_trim(0)` walks every arena and gives back
-/// each free page in its bins (`madvise(MADV_DONTNEED)`), and the top of
-/// the main heap; not the top of the other arenas' heaps, which only a
-/// later `free` in that arena trims (see [`keep_free_memory_releasable`]).
-/// It takes each arena's lock in turn, so allocating threads wait for it:
-/// call it when the process is quiet. Elsewhere than Linux with glibc
-/// (musl, other systems) this does nothing and returns `false`; so does a
-/// process whose Rust allocations go to another allocator (mimalloc,
-/// jemalloc), whose own decay returns its memory.
-pub fn release_free_memory() -> bool {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        unsafe extern "C" {
-            fn malloc_trim(pad: usize) -> std::ffi::c_int;
-        }
-        // SAFETY: `malloc_trim` takes no pointer, only the bytes of slack to
-        // leave at the top of the heap, and glibc makes it safe to call from
-        // any thread at any time (it locks each arena while trimming it).
-        unsafe { malloc_trim(0) != 0 }
-    }
-    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-    {
-        false
-    }
-}
-
-/// Turns glibc's fastbins off for the rest of the process (once; later
-/// calls do nothing), so that [`release_free_memory`] can give back what a
-/// burst freed in every arena, and says whether it did.
-///
-/// Why: a small block freed when its thread's cache (tcache, seven per
-/// size) is full goes to a fastbin, where it stays marked in use and keeps
-/// its free neighbours from merging. `malloc_trim` first merges the
-/// fastbins, and in a thread's arena (not the main one) the merged space
-/// can become the heap's top, which `malloc_trim` never trims there: only
-/// a `free` that merges 64 KiB or more does, and in a quiet process none
-/// comes. A burst of 3,000 connections then left 1.4 to 2.6 MiB resident
-/// in one such top after the quiet trim, in about one run in six (see
-/// `crates/keel/tests/memory_to_os.rs`). Without fastbins, a free block
-/// merges with its neighbours as it is freed, and a free that reaches the
-/// top trims it. Thread caches stay on; they serve the small frees that
-/// fastbins would have (a fastbin took only what overflowed them).
-///
-/// Elsewhere than Linux with glibc this does nothing and returns `false`.
-pub fn keep_free_memory_releasable() -> bool {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        unsafe extern "C" {
-            fn mallopt(param: std::ffi::c_int, value: std::ffi::c_int) -> std::ffi::c_int;
-        }
-        /// glibc's `M_MXFAST`: the largest request fastbins serve; 0 turns
-        /// them off.
-        const M_MXFAST: std::ffi::c_int = 1;
-        static ONCE: std::sync::Once = std::sync::Once::new();
-        // SAFETY: `mallopt` takes no pointer; glibc allows `M_MXFAST` to be
-        // changed at any time, from any thread (blocks already in fastbins
-        // stay valid and are merged by the next consolidation).
-        ONCE.call_once(|| unsafe {
-            mallopt(M_MXFAST, 0);
-        });
-        true
-    }
-    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-    {
-        false
-    }
 }
 
 /// Runs `f` `warmup` times, then `iters` times, and reports what the measured

@@ -19,11 +19,14 @@
 //! settle, **RSS at start** (`/proc/<pid>/statm`); a burst of 3,000 connections (plain
 //! sockets, each makes one baidu_std echo call and stays open until all
 //! 3,000 have answered, then all close); a burst of 50,000 concurrent calls
-//! (one Keel client task per call over 16 connections); then 5 s of quiet
+//! (one Keel client task per call over 16 connections); four echo calls of
+//! 8 MiB, one after the other; then 5 s of quiet
 //! (the issue's definition) and **RSS after**. **Peak** is the kernel's
-//! high-water mark (`VmHWM`). Then the QPS side: echo at 1 connection ×
-//! 128 calls in flight, runs alternating between the candidates for
-//! `--rounds` rounds, the median reported.
+//! high-water mark (`VmHWM`). Then the speed side: echo at 1 connection ×
+//! 128 calls in flight (QPS), and 64 echo calls of 1 MiB one after the
+//! other (MiB/s each way: large messages are where the allocator's
+//! thresholds show), runs alternating between the candidates for
+//! `--rounds` rounds, the medians reported.
 //!
 //! The bound the issue sets: RSS after the quiet within 2 MB of the start.
 //!
@@ -60,9 +63,10 @@ RSS given back to the OS after a burst, and echo QPS, for each way of giving
 it back: glibc malloc as is, glibc with Keel's quiet trim (malloc_trim once
 the server is quiet; the default), mimalloc, and mimalloc purging at once.
 Each is a Keel echo server in its own process. Per candidate: RSS at start, a
-burst of 3,000 connections (one call each) and one of 50,000 concurrent calls,
-5 s of quiet, RSS after (bound: within 2 MB of the start), peak RSS; then echo
-QPS at 1 connection x 128, alternating between candidates.
+burst of 3,000 connections (one call each), one of 50,000 concurrent calls and
+four 8 MiB calls, 5 s of quiet, RSS after (bound: within 2 MB of the start),
+peak RSS; then echo QPS at 1 connection x 128, and MiB/s of 1 MiB echo calls
+one at a time, alternating between candidates.
 
 Defaults: --seconds 3 per QPS run, --rounds 3 (a full run takes ~2 min);
 --quick: 0.5 s runs.";
@@ -84,6 +88,12 @@ const BURST_TIMEOUT: Duration = Duration::from_secs(30);
 const START_WAIT: Duration = Duration::from_secs(10);
 /// Calls in flight on the one connection of the QPS runs.
 const QPS_IN_FLIGHT: usize = 128;
+/// The large calls of the bursts: their message, and how many.
+const LARGE_MESSAGE: usize = 8 << 20;
+const LARGE_CALLS: usize = 4;
+/// The large-message speed runs: their message, and the calls of a run.
+const SPEED_MESSAGE: usize = 1 << 20;
+const SPEED_CALLS: usize = 64;
 
 /// One way of giving memory back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -336,6 +346,46 @@ fn call_burst(rt: &tokio::runtime::Runtime, addr: SocketAddr) -> Result<(), Stri
     })
 }
 
+/// `calls` echo calls of `size` bytes, one after the other, on one
+/// channel; each answer must be the whole message. Returns the time they
+/// took.
+fn large_calls(
+    rt: &tokio::runtime::Runtime,
+    client: &EchoServiceClient,
+    size: usize,
+    calls: usize,
+) -> Result<Duration, String> {
+    let request = EchoRequest {
+        message: "x".repeat(size),
+    };
+    rt.block_on(async {
+        let started = std::time::Instant::now();
+        for i in 0..calls {
+            let reply = client
+                .echo(&request)
+                .timeout(BURST_TIMEOUT)
+                .await
+                .map_err(|e| format!("large call {i} of {size} bytes: {e}"))?;
+            if reply.message.len() != size {
+                return Err(format!(
+                    "large call {i}: {} bytes came back, not {size}",
+                    reply.message.len()
+                ));
+            }
+        }
+        Ok(started.elapsed())
+    })
+}
+
+/// A channel to `addr` for the large calls.
+fn large_client(addr: SocketAddr) -> Result<EchoServiceClient, String> {
+    let ch = keel::Channel::builder(&addr.to_string())
+        .timeout(Some(BURST_TIMEOUT))
+        .build()
+        .map_err(|e| format!("{addr}: {e}"))?;
+    Ok(EchoServiceClient::new(&ch))
+}
+
 /// Traced calls of the warm-up: more than rpcz's store keeps (1,024 trees).
 const WARM_TRACES: i64 = 1_200;
 
@@ -393,6 +443,12 @@ fn measure_memory(rt: &tokio::runtime::Runtime, server: &ServerProcess) -> Resul
     let start = server.resident_bytes()?;
     connection_burst(server.addr)?;
     call_burst(rt, server.addr)?;
+    {
+        let client = large_client(server.addr)?;
+        large_calls(rt, &client, LARGE_MESSAGE, LARGE_CALLS)?;
+        // The channel, its connection and its buffers go before the quiet.
+        rt.block_on(async move { drop(client) });
+    }
     std::thread::sleep(QUIET);
     let after = server.resident_bytes()?;
     Ok(Memory {
@@ -421,13 +477,19 @@ fn run(opts: &Options) -> Result<String, String> {
     // QPS: every candidate's server is up; runs alternate between them.
     let length = Duration::from_secs_f64(opts.runs.seconds);
     let mut qps: Vec<Vec<f64>> = vec![Vec::new(); CANDIDATES.len()];
+    let mut speed: Vec<Vec<f64>> = vec![Vec::new(); CANDIDATES.len()];
     let clients: Vec<Clients> = servers
         .iter()
         .map(|s| Clients::keel(&s.addr.to_string(), 1))
         .collect::<Result<_, _>>()?;
-    for c in &clients {
+    let large: Vec<EchoServiceClient> = servers
+        .iter()
+        .map(|s| large_client(s.addr))
+        .collect::<Result<_, _>>()?;
+    for (c, l) in clients.iter().zip(&large) {
         // Warm-up: connections open, pools filled.
         c.arm(&rt, QPS_IN_FLIGHT).fire(&rt, length / 4)?;
+        large_calls(&rt, l, SPEED_MESSAGE, SPEED_CALLS / 4)?;
     }
     for round in 0..opts.runs.rounds {
         for k in 0..CANDIDATES.len() {
@@ -440,12 +502,24 @@ fn run(opts: &Options) -> Result<String, String> {
             );
             let (hist, elapsed) = clients[i].arm(&rt, QPS_IN_FLIGHT).fire(&rt, length)?;
             qps[i].push(hist.count() as f64 / elapsed.as_secs_f64());
+            let elapsed = large_calls(&rt, &large[i], SPEED_MESSAGE, SPEED_CALLS)?;
+            let mib = (SPEED_MESSAGE * SPEED_CALLS) as f64 / (1024.0 * 1024.0);
+            speed[i].push(mib / elapsed.as_secs_f64());
         }
     }
+    rt.block_on(async move { drop(large) });
     let qps: Vec<f64> = qps.iter().map(|q| median(q).unwrap_or(0.0)).collect();
+    let speed: Vec<f64> = speed.iter().map(|q| median(q).unwrap_or(0.0)).collect();
     let allocators: Vec<String> = servers.iter().map(|s| s.allocator.clone()).collect();
     drop(servers);
-    Ok(report(opts, &allocators, &memory, &qps, &load_before))
+    Ok(report(
+        opts,
+        &allocators,
+        &memory,
+        &qps,
+        &speed,
+        &load_before,
+    ))
 }
 
 fn mib(b: u64) -> String {
@@ -457,19 +531,24 @@ fn report(
     allocators: &[String],
     memory: &[Memory],
     qps: &[f64],
+    speed: &[f64],
     load_before: &str,
 ) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "keel-bench rss: Keel echo server per candidate; bursts of {} connections and {} \
-         concurrent calls, then {} s quiet; QPS at 1 connection x {QPS_IN_FLIGHT}, median of {} \
-         runs of {} s\n",
+        "keel-bench rss: Keel echo server per candidate; bursts of {} connections, {} \
+         concurrent calls and {LARGE_CALLS} calls of {} MiB, then {} s quiet; QPS at 1 \
+         connection x {QPS_IN_FLIGHT}, median of {} runs of {} s; MiB/s: {SPEED_CALLS} echo \
+         calls of {} MiB one at a time, MiB each way per second, median of {} runs\n",
         crate::echo::group_thousands(BURST_CONNECTIONS as u64),
         crate::echo::group_thousands(BURST_CALLS as u64),
+        LARGE_MESSAGE >> 20,
         QUIET.as_secs(),
         opts.runs.rounds,
-        opts.runs.seconds
+        opts.runs.seconds,
+        SPEED_MESSAGE >> 20,
+        opts.runs.rounds,
     );
     let mut t = Table::new()
         .column("candidate", Align::Left)
@@ -481,8 +560,11 @@ fn report(
         .column("<= 2 MB", Align::Left)
         .column_after_rule("QPS", Align::Right)
         .column("QPS / glibc", Align::Right)
+        .column("1 MiB MiB/s", Align::Right)
+        .column("MiB/s / glibc", Align::Right)
         .column("after-start / glibc", Align::Right);
     let base_qps = qps.first().copied().unwrap_or(0.0);
+    let base_speed = speed.first().copied().unwrap_or(0.0);
     let base_kept = memory
         .first()
         .map_or(0, |m| m.after.saturating_sub(m.start));
@@ -499,6 +581,8 @@ fn report(
             if kept <= BOUND as i64 { "yes" } else { "no" }.to_string(),
             format!("{:.0}", qps[i]),
             format!("{:.2}x", qps[i] / base_qps.max(1.0)),
+            format!("{:.0}", speed[i]),
+            format!("{:.2}x", speed[i] / base_speed.max(1.0)),
             format!("{:.2}x", kept.max(0) as f64 / (base_kept.max(1)) as f64),
         ]);
     }

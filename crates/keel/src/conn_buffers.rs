@@ -50,6 +50,9 @@ impl ReadBuffer {
     /// than keeping the large allocation alive. Then room is made for the
     /// next read. Whether the buffer was given back after a burst.
     pub(crate) fn prepare(&mut self) -> bool {
+        // The quiet trim reaches this thread's arena (a thread-local read
+        // after the first time).
+        keel_alloc::note_thread();
         let mut gave_back = false;
         if self.buf.is_empty() && (self.grown || self.buf.capacity() > 4 * self.size) {
             self.buf = BytesMut::new();

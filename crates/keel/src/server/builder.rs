@@ -197,12 +197,14 @@ impl ServerBuilder {
     /// server looks at its activity (connections, calls, bytes); after a
     /// quiet second following activity it calls glibc's `malloc_trim(0)`
     /// ([`keel_alloc::release_free_memory`]), so the RSS a burst raised
-    /// comes back down, instead of staying in malloc's arenas. For the
-    /// same reason a server with it on turns glibc's fastbins off for the
-    /// process when it starts
-    /// ([`keel_alloc::keep_free_memory_releasable`]): without that, a
-    /// burst's freed space could end as the top of a thread's arena,
-    /// which `malloc_trim` does not trim. Counted on
+    /// comes back down, instead of staying in malloc's arenas. A server
+    /// with it on also fixes glibc's mmap and trim thresholds for the
+    /// process when it starts, and trims the arena of each thread its
+    /// connections read on
+    /// ([`keel_alloc::keep_free_memory_releasable`]): `malloc_trim`
+    /// alone leaves the top of every arena but the main one, where a large
+    /// message's or a burst's freed space ends. Off, glibc is left as it
+    /// is. Counted on
     /// `/vars` as `keel_allocator_trims_total` and
     /// `keel_allocator_released_bytes_total`. Does nothing where the
     /// allocator is not glibc's. `keel-bench rss` compares it with other

@@ -13,11 +13,13 @@
 //! ([`keel_alloc::release_free_memory`], glibc's `malloc_trim(0)`); and
 //! again a few times while the quiet lasts (at 3, 7, 15 and 31 s), for
 //! memory freed after the first trim: a tokio blocking thread exiting
-//! after its keep-alive, with its thread-local caches. A server that
-//! trims also turns glibc's fastbins off when it starts
-//! ([`keel_alloc::keep_free_memory_releasable`]), or a burst's freed space
-//! could end, merged by the trim itself, as the top of a thread's arena,
-//! which `malloc_trim` leaves resident.
+//! after its keep-alive, with its thread-local caches. `malloc_trim`
+//! alone never trims the top of an arena other than the main one, where a
+//! large message's or a burst's freed space ends: so a server that trims
+//! also sets glibc up when it starts, and each thread its connections read
+//! on keeps a marker in its arena, through which the trim reaches that
+//! arena's top ([`keel_alloc::keep_free_memory_releasable`],
+//! [`keel_alloc::note_thread`]).
 //!
 //! ```text
 //!   every QUIET_TICK:  activity changed? ── yes ──► busy: remember it, dirty

@@ -75,6 +75,27 @@ const IDLE_SHRINK: Duration = Duration::from_millis(250);
 /// it calls fail with EOVERCROWDED (brpc's `socket_max_unwritten_bytes`)
 /// instead of growing the queue without bound when the peer stops reading.
 const MAX_UNWRITTEN: usize = 64 * 1024 * 1024;
+/// A write queue larger than this grows by a quarter, not by doubling.
+const GROW_SLOWLY_FROM: usize = 8 * 1024 * 1024;
+
+/// Makes room in the write queue `out` for `adding` more bytes (its frame
+/// adds a little more, which the room left covers). A small queue grows
+/// as a `BytesMut` does, doubling; past [`GROW_SLOWLY_FROM`], by a quarter
+/// more than needed. So a queue held at [`MAX_UNWRITTEN`] by a peer that
+/// does not read holds not much more in capacity than in bytes (R8): with
+/// doubling, the buffer being written and the queue behind it together
+/// held up to 1.5 times the bound.
+fn make_room(out: &mut BytesMut, adding: usize) {
+    let need = out.len() + adding;
+    if need <= out.capacity() || need <= GROW_SLOWLY_FROM {
+        return;
+    }
+    // Through a `Vec`, whose exact reserve reallocates in place where the
+    // allocator can: a copy would hold the old and the new buffer at once.
+    let mut bytes: Vec<u8> = std::mem::take(out).into();
+    bytes.reserve_exact(need + need / 4 - bytes.len());
+    *out = BytesMut::from(bytes::Bytes::from(bytes));
+}
 
 /// Calls one `host:port` over baidu_std.
 pub struct BaiduStd {
@@ -299,6 +320,7 @@ impl BaiduStd {
             &self.conn.config.credential
         };
         let LinkState { out, .. } = &mut *st;
+        make_room(out, adding);
         let before = out.len();
         if let Err(status) = encode_call(out, call, now, key.correlation_id(), packed, credential) {
             st.pending.remove(key);
@@ -730,6 +752,8 @@ struct ReadBuffers {
 impl ReadBuffers {
     /// Room for the next read.
     fn prepare(&mut self) {
+        // The quiet trim reaches this thread's arena (see `ReadBuffer`).
+        keel_alloc::note_thread();
         if self.current.is_empty() && self.current.capacity() > KEEP_CAPACITY {
             self.current = BytesMut::new();
             self.current_grown = false;
@@ -930,5 +954,37 @@ impl Drop for PendingCall<'_> {
         if !self.finished {
             self.conn.lock().pending.remove(self.key);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_large_queue_grows_by_a_quarter_not_by_doubling() {
+        let mut out = BytesMut::new();
+        let request = vec![7u8; 4 << 20];
+        for _ in 0..16 {
+            let slow = out.len() + request.len() > GROW_SLOWLY_FROM;
+            make_room(&mut out, request.len());
+            let before = out.capacity();
+            out.extend_from_slice(&request);
+            if slow {
+                assert_eq!(
+                    out.capacity(),
+                    before,
+                    "room was made before the bytes came"
+                );
+            }
+            let len = out.len();
+            assert!(
+                out.capacity() <= (2 * GROW_SLOWLY_FROM).max(len + len / 4 + request.len()),
+                "{} bytes of capacity for {len}",
+                out.capacity()
+            );
+        }
+        assert_eq!(&out[..4], &[7, 7, 7, 7]);
+        assert_eq!(out.len(), 64 << 20);
     }
 }

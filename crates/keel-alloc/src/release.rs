@@ -1,0 +1,259 @@
+//! Memory back to the operating system from glibc's malloc, once a process
+//! has gone quiet.
+//!
+//! glibc keeps what a burst freed in its arenas: the main one (the `brk`
+//! heap) and one per thread that allocated (up to eight per core), each a
+//! chain of heaps whose free space at the end (the "top") grows and
+//! shrinks. `malloc_trim(0)` gives back every free page in every arena's
+//! bins and the main heap's top, but never the top of another arena's
+//! heap: only a `free` in that arena that merges 64 KiB or more trims it,
+//! and then only when the top exceeds the trim threshold. A quiet process
+//! makes no such `free`, so what a burst left there stays resident.
+//!
+//! ```text
+//!   keep_free_memory_releasable()         once, when a server with quiet trim starts
+//!     mmap threshold 32 MiB, trim threshold 64 MiB while busy
+//!
+//!   note_thread()                         on every thread doing Keel's I/O
+//!     first time: a 2 KiB marker block, allocated in the thread's arena, registered
+//!
+//!   release_free_memory()                 when quiet
+//!     malloc_trim(0)                      bins of every arena, the main heap's top
+//!     trim threshold 128 KiB
+//!     each marker: realloc to 128 KiB,    in its own arena (realloc never moves arenas),
+//!       then back to 2 KiB                the freed 126 KiB makes glibc trim that arena's top
+//!     trim threshold 64 MiB
+//!
+//!   a noted thread exits                  its marker grown in its arena, then freed:
+//!                                         the arena is trimmed one last time
+//! ```
+//!
+//! Why fixed thresholds: glibc raises both by itself after freeing a large
+//! block (the mmap threshold to its size, up to 32 MiB; the trim threshold to
+//! twice that), and lowering the trim threshold for a trim, by hand, stops
+//! that adaptation for good. So both are fixed from the start where glibc's
+//! own adaptation ends: glibc then behaves as it would once it has seen a
+//! large block, keeping the heap a large message grew while busy. `keel-bench
+//! rss` measured the same echo QPS as glibc's defaults and 0.90-0.96x their
+//! MiB/s on 1 MiB echo calls, with 0.6-0.8 MiB left after the bursts
+//! (glibc's defaults: 9.6-10.1 MiB).
+//!
+//! A thread that never does Keel's I/O has no marker: its arena's top goes
+//! back only as glibc's `free` gives it (past the 64 MiB threshold), as it
+//! would with glibc's own thresholds after one large allocation.
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+mod glibc {
+    use std::ffi::{c_int, c_void};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Mutex, Once, PoisonError};
+
+    unsafe extern "C" {
+        fn malloc(size: usize) -> *mut c_void;
+        fn realloc(ptr: *mut c_void, size: usize) -> *mut c_void;
+        fn free(ptr: *mut c_void);
+        fn malloc_trim(pad: usize) -> c_int;
+        fn mallopt(param: c_int, value: c_int) -> c_int;
+    }
+
+    /// glibc's `mallopt` parameters.
+    const M_TRIM_THRESHOLD: c_int = -1;
+    const M_MMAP_THRESHOLD: c_int = -3;
+    /// Blocks this large or larger get an `mmap` of their own: glibc's
+    /// largest dynamic threshold on 64-bit.
+    const MMAP_THRESHOLD: c_int = 32 << 20;
+    /// The top a heap keeps while busy: glibc's largest dynamic one.
+    const TRIM_WHILE_BUSY: c_int = 64 << 20;
+    /// The top a heap keeps once quiet: glibc's default.
+    const TRIM_WHEN_QUIET: c_int = 128 << 10;
+    /// A marker between trims: past the sizes a thread's cache (tcache,
+    /// up to 1,032 bytes) serves, so it comes from the thread's own arena.
+    const MARKER_SMALL: usize = 2048;
+    /// A marker grown for a trim: shrinking it back frees 126 KiB, past
+    /// the 64 KiB at which glibc's `free` trims the arena.
+    const MARKER_LARGE: usize = 128 << 10;
+
+    static ON: AtomicBool = AtomicBool::new(false);
+
+    /// The markers of the live threads that noted themselves: an id (the
+    /// thread's own) and the block's address.
+    static MARKERS: Mutex<Markers> = Mutex::new(Markers {
+        next: 1,
+        list: Vec::new(),
+    });
+
+    struct Markers {
+        next: u64,
+        list: Vec<(u64, usize)>,
+    }
+
+    fn markers() -> std::sync::MutexGuard<'static, Markers> {
+        MARKERS.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A thread's marker, freed when the thread exits.
+    struct Marker(u64);
+
+    impl Marker {
+        fn new() -> Marker {
+            // SAFETY: `malloc` takes a size; a null result is handled.
+            let block = unsafe { malloc(MARKER_SMALL) };
+            if block.is_null() {
+                return Marker(0);
+            }
+            let mut m = markers();
+            let id = m.next;
+            m.next += 1;
+            m.list.push((id, block as usize));
+            Marker(id)
+        }
+    }
+
+    /// The thread exits: its arena is trimmed one last time (nothing will
+    /// trim it later), and the marker freed. What the thread frees after
+    /// this (its thread cache) merges with pages already given back.
+    impl Drop for Marker {
+        fn drop(&mut self) {
+            let mut m = markers();
+            if let Some(i) = m.list.iter().position(|&(id, _)| id == self.0) {
+                let (_, block) = m.list.swap_remove(i);
+                // SAFETY: `malloc_trim` takes no pointer (see `release`).
+                unsafe { malloc_trim(0) };
+                while_quiet(|| {
+                    // SAFETY: the block came from `malloc`/`realloc`, is
+                    // owned by the list alone, and leaves it here: freed
+                    // once, grown first (in its arena) so that its free
+                    // trims the arena. A failed `realloc` leaves it as it was.
+                    unsafe {
+                        let grown = realloc(block as *mut c_void, MARKER_LARGE);
+                        free(if grown.is_null() {
+                            block as *mut c_void
+                        } else {
+                            grown
+                        });
+                    }
+                });
+            }
+        }
+    }
+
+    /// Runs `trim` with the trim threshold at its quiet value (the
+    /// markers' lock held by the caller, so trims do not interleave).
+    fn while_quiet(trim: impl FnOnce()) {
+        // SAFETY: `mallopt` takes no pointer; glibc allows the threshold
+        // to be set at any time, from any thread.
+        unsafe { mallopt(M_TRIM_THRESHOLD, TRIM_WHEN_QUIET) };
+        trim();
+        // SAFETY: as above.
+        unsafe { mallopt(M_TRIM_THRESHOLD, TRIM_WHILE_BUSY) };
+    }
+
+    thread_local! {
+        static MARKER: Marker = Marker::new();
+    }
+
+    pub(super) fn keep_releasable() {
+        static ONCE: Once = Once::new();
+        ONCE.call_once(|| {
+            // SAFETY: `mallopt` takes no pointer; glibc allows both
+            // thresholds to be set at any time, from any thread.
+            unsafe {
+                mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+                mallopt(M_TRIM_THRESHOLD, TRIM_WHILE_BUSY);
+            }
+            ON.store(true, Ordering::Release);
+        });
+        note();
+    }
+
+    pub(super) fn note() {
+        if ON.load(Ordering::Relaxed) {
+            // Touching the thread-local creates the marker the first time;
+            // a thread being torn down is skipped.
+            let _ = MARKER.try_with(|_| ());
+        }
+    }
+
+    pub(super) fn release() -> bool {
+        // SAFETY: `malloc_trim` takes no pointer, and glibc makes it safe
+        // to call from any thread at any time (it locks each arena in turn).
+        let mut released = unsafe { malloc_trim(0) != 0 };
+        if !ON.load(Ordering::Acquire) {
+            return released;
+        }
+        let mut m = markers();
+        if m.list.is_empty() {
+            return released;
+        }
+        while_quiet(|| {
+            for (_, block) in &mut m.list {
+                // SAFETY: each block came from `malloc`/`realloc` and is
+                // owned by the list, whose lock is held: no one else frees
+                // or moves it. A failed `realloc` leaves it as it was.
+                unsafe {
+                    let grown = realloc(*block as *mut c_void, MARKER_LARGE);
+                    if grown.is_null() {
+                        continue;
+                    }
+                    let shrunk = realloc(grown, MARKER_SMALL);
+                    *block = if shrunk.is_null() { grown } else { shrunk } as usize;
+                }
+                released = true;
+            }
+        });
+        released
+    }
+}
+
+/// Hands the C allocator's free memory back to the operating system, and
+/// says whether any went back: with glibc, `malloc_trim(0)` (every free
+/// page in every arena's bins, and the main heap's top), then, once
+/// [`keep_free_memory_releasable`] has run, the top of each arena a
+/// [noted](note_thread) thread allocates from (see the module's diagram).
+/// It takes each arena's lock in turn, so allocating threads wait for it:
+/// call it when the process is quiet. Elsewhere than Linux with glibc
+/// (musl, other systems) this does nothing and returns `false`; so does a
+/// process whose Rust allocations go to another allocator (mimalloc,
+/// jemalloc), whose own decay returns its memory.
+pub fn release_free_memory() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        glibc::release()
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        false
+    }
+}
+
+/// Sets glibc's malloc up, once per process, so that
+/// [`release_free_memory`] can give back what a burst left in every
+/// [noted](note_thread) thread's arena, and notes the calling thread;
+/// says whether the allocator is glibc's. It fixes the mmap threshold at
+/// 32 MiB and the trim threshold at 64 MiB, where glibc's own adaptation
+/// ends (see the module's notes for why, and the figures). A server
+/// with quiet trim on calls it when it starts. Elsewhere than Linux with
+/// glibc this does nothing and returns `false`.
+pub fn keep_free_memory_releasable() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        glibc::keep_releasable();
+        true
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        false
+    }
+}
+
+/// Once [`keep_free_memory_releasable`] has run: makes sure the calling
+/// thread has a marker in its arena, through which
+/// [`release_free_memory`] trims that arena (the first call on a thread
+/// allocates 2 KiB, outside any counting allocator; later calls cost a
+/// thread-local read; the marker is freed when the thread exits). Keel
+/// calls it where its connections read. Before that, and elsewhere than
+/// Linux with glibc, it does nothing.
+pub fn note_thread() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    glibc::note();
+}
