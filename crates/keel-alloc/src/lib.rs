@@ -47,7 +47,7 @@
 #![deny(missing_docs)]
 
 mod release;
-pub use release::{keep_free_memory_releasable, note_thread, release_free_memory};
+pub use release::{keep_free_memory_releasable, note_thread, release_free_memory, resident_bytes};
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;

@@ -17,15 +17,7 @@ const LARGE: usize = 2_000;
 const SMALL: usize = 48;
 const BOUND: u64 = 1 << 20;
 
-fn resident_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").expect("/proc/self/statm");
-    let pages: u64 = statm
-        .split_ascii_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .expect("resident pages");
-    pages * 4096
-}
+use keel_alloc::resident_bytes;
 
 /// Allocates the burst on the calling thread, touching every byte, then
 /// frees the large blocks and then the small ones, each in address order.

@@ -270,7 +270,7 @@ fn parse_first_line(line: &str) -> Option<(u16, &str)> {
 }
 
 /// The second field of a `statm` line (resident pages), in bytes.
-pub(crate) fn statm_resident(statm: &str) -> u64 {
+fn statm_resident(statm: &str) -> u64 {
     statm
         .split_ascii_whitespace()
         .nth(1)

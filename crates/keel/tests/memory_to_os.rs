@@ -37,16 +37,7 @@ const BOUND: u64 = 2 << 20;
 /// failing (polling, not asserting a time).
 const DEADLINE: Duration = Duration::from_secs(30);
 
-/// Resident set size of this process, in bytes.
-fn resident_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").expect("/proc/self/statm");
-    let pages: u64 = statm
-        .split_ascii_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .expect("resident pages");
-    pages * 4096
-}
+use keel_alloc::resident_bytes;
 
 /// Appends echo requests `ids` to `out`, as a baidu_std client writes them;
 /// `traced`: each with a trace id of its own, which rpcz always samples.

@@ -38,10 +38,7 @@ pub(super) fn read_metrics(tasks: &tokio::runtime::Handle) -> [f64; 4] {
     ]
 }
 
-/// Resident set size in bytes, from `/proc/self/statm` (0 where unknown).
-pub(super) fn resident_bytes() -> u64 {
-    crate::rss::statm_resident(&std::fs::read_to_string("/proc/self/statm").unwrap_or_default())
-}
+pub(super) use keel_alloc::resident_bytes;
 
 /// Open file descriptors (entries of `/proc/self/fd`, less the one the
 /// listing itself holds).

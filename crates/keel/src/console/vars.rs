@@ -48,20 +48,7 @@ fn u(v: u64) -> f64 {
     v as f64
 }
 
-/// The process's resident set size in bytes (Linux), 0 where unknown.
-/// Reads into a stack buffer: the sampler calls it every second.
-pub(crate) fn resident_bytes() -> u64 {
-    use std::io::Read as _;
-    let mut buf = [0u8; 128];
-    let Ok(mut file) = std::fs::File::open("/proc/self/statm") else {
-        return 0;
-    };
-    let n = file.read(&mut buf).unwrap_or(0);
-    std::str::from_utf8(&buf[..n])
-        .ok()
-        .and_then(|s| s.split_ascii_whitespace().nth(1)?.parse::<u64>().ok())
-        .map_or(0, |pages| pages * 4096)
-}
+pub(crate) use keel_alloc::resident_bytes;
 
 /// The most variables [`each`] reports (with the counting allocator).
 pub(crate) const MAX: usize = 39;
