@@ -12,7 +12,7 @@
 //!
 //! ```text
 //!   keep_free_memory_releasable()         once, when a server with quiet trim starts
-//!     mmap threshold 32 MiB, trim threshold 64 MiB while busy
+//!     mmap threshold 32 MiB, trim threshold 16 MiB while busy
 //!
 //!   note_thread()                         on every thread doing Keel's I/O
 //!     first time: a 2 KiB marker block, allocated in the thread's arena, registered
@@ -20,27 +20,32 @@
 //!   release_free_memory()                 when quiet
 //!     malloc_trim(0)                      bins of every arena, the main heap's top
 //!     trim threshold 128 KiB
-//!     each marker: realloc to 128 KiB,    in its own arena (realloc never moves arenas),
-//!       then back to 2 KiB                the freed 126 KiB makes glibc trim that arena's top
-//!     trim threshold 64 MiB
+//!     each marker: realloc to 128 KiB,    in its own arena (realloc stays there unless
+//!       then back to 2 KiB                the arena is out of memory); the freed 126 KiB
+//!                                         makes glibc trim that arena's top
+//!     trim threshold 16 MiB
 //!
-//!   a noted thread exits                  its marker grown in its arena, then freed:
-//!                                         the arena is trimmed one last time
+//!   a noted thread exits                  malloc_trim(0), then its marker grown in its
+//!                                         arena and freed: the arena's top is trimmed
 //! ```
 //!
 //! Why fixed thresholds: glibc raises both by itself after freeing a large
 //! block (the mmap threshold to its size, up to 32 MiB; the trim threshold to
 //! twice that), and lowering the trim threshold for a trim, by hand, stops
-//! that adaptation for good. So both are fixed from the start where glibc's
-//! own adaptation ends: glibc then behaves as it would once it has seen a
-//! large block, keeping the heap a large message grew while busy. `keel-bench
-//! rss` measured the same echo QPS as glibc's defaults and 0.90-0.96x their
-//! MiB/s on 1 MiB echo calls, with 0.6-0.8 MiB left after the bursts
-//! (glibc's defaults: 9.6-10.1 MiB).
+//! that adaptation for good. So both are fixed from the start: blocks under
+//! 32 MiB come from the heap, as they would once glibc had seen one that
+//! large, and while busy an arena keeps up to 16 MiB free at its top for
+//! the next large message, instead of trimming it at every `free` (glibc's
+//! own rule keeps twice the largest block it mapped). `keel-bench rss`
+//! measured, against glibc's defaults, 1.04x the echo QPS and 1.04x the
+//! MiB/s of 1 MiB echo calls, and 0.7 MiB left after the bursts against
+//! 10.3 MiB; with the busy threshold at 64 MiB, 1.03x and 0.8 MiB; at
+//! 4 MiB, 0.72x (the heap trimmed and grown again at every call).
 //!
-//! A thread that never does Keel's I/O has no marker: its arena's top goes
-//! back only as glibc's `free` gives it (past the 64 MiB threshold), as it
-//! would with glibc's own thresholds after one large allocation.
+//! The cost: while busy, what an arena's top keeps (up to 16 MiB each)
+//! stays resident until the process has been quiet for a second. A thread
+//! that never does Keel's I/O has no marker: its arena's top goes back
+//! only as glibc's `free` gives it, past 16 MiB.
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 mod glibc {
@@ -62,8 +67,8 @@ mod glibc {
     /// Blocks this large or larger get an `mmap` of their own: glibc's
     /// largest dynamic threshold on 64-bit.
     const MMAP_THRESHOLD: c_int = 32 << 20;
-    /// The top a heap keeps while busy: glibc's largest dynamic one.
-    const TRIM_WHILE_BUSY: c_int = 64 << 20;
+    /// The top a heap keeps while busy (see the module's notes).
+    const TRIM_WHILE_BUSY: c_int = 16 << 20;
     /// The top a heap keeps once quiet: glibc's default.
     const TRIM_WHEN_QUIET: c_int = 128 << 10;
     /// A marker between trims: past the sizes a thread's cache (tcache,
@@ -109,16 +114,25 @@ mod glibc {
         }
     }
 
-    /// The thread exits: its arena is trimmed one last time (nothing will
-    /// trim it later), and the marker freed. What the thread frees after
-    /// this (its thread cache) merges with pages already given back.
+    /// The thread exits: its arena is trimmed (nothing would trim it
+    /// later), and the marker freed. First `malloc_trim`, outside the lock
+    /// (it walks every arena): what the thread frees after this (its thread
+    /// cache, later thread-locals) then mostly merges with pages already
+    /// given back. If another thread holds the markers' lock, the marker is
+    /// left in the list (a valid block, trimmed with the others) rather than
+    /// waited for: a thread exiting never blocks on a trim, nor hangs in a
+    /// child forked while the lock was held.
     impl Drop for Marker {
         fn drop(&mut self) {
-            let mut m = markers();
+            // SAFETY: `malloc_trim` takes no pointer (see `release`).
+            unsafe { malloc_trim(0) };
+            let mut m = match MARKERS.try_lock() {
+                Ok(m) => m,
+                Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => return,
+            };
             if let Some(i) = m.list.iter().position(|&(id, _)| id == self.0) {
                 let (_, block) = m.list.swap_remove(i);
-                // SAFETY: `malloc_trim` takes no pointer (see `release`).
-                unsafe { malloc_trim(0) };
                 while_quiet(|| {
                     // SAFETY: the block came from `malloc`/`realloc`, is
                     // owned by the list alone, and leaves it here: freed
@@ -230,8 +244,8 @@ pub fn release_free_memory() -> bool {
 /// [`release_free_memory`] can give back what a burst left in every
 /// [noted](note_thread) thread's arena, and notes the calling thread;
 /// says whether the allocator is glibc's. It fixes the mmap threshold at
-/// 32 MiB and the trim threshold at 64 MiB, where glibc's own adaptation
-/// ends (see the module's notes for why, and the figures). A server
+/// 32 MiB and the trim threshold at 16 MiB (see the module's notes for
+/// why, what it costs, and the figures). A server
 /// with quiet trim on calls it when it starts. Elsewhere than Linux with
 /// glibc this does nothing and returns `false`.
 pub fn keep_free_memory_releasable() -> bool {
@@ -249,7 +263,8 @@ pub fn keep_free_memory_releasable() -> bool {
 /// Once [`keep_free_memory_releasable`] has run: makes sure the calling
 /// thread has a marker in its arena, through which
 /// [`release_free_memory`] trims that arena (the first call on a thread
-/// allocates 2 KiB, outside any counting allocator; later calls cost a
+/// allocates a 2 KiB marker from glibc directly, outside any counting
+/// allocator, and adds it to a list, which is counted; later calls cost a
 /// thread-local read; the marker is freed when the thread exits). Keel
 /// calls it where its connections read. Before that, and elsewhere than
 /// Linux with glibc, it does nothing.

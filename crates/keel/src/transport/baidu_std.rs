@@ -77,6 +77,8 @@ const IDLE_SHRINK: Duration = Duration::from_millis(250);
 const MAX_UNWRITTEN: usize = 64 * 1024 * 1024;
 /// A write queue larger than this grows by a quarter, not by doubling.
 const GROW_SLOWLY_FROM: usize = 8 * 1024 * 1024;
+/// Room [`make_room`] adds for a request's frame header and meta.
+const FRAME_SLACK: usize = 64 * 1024;
 
 /// Makes room in the write queue `out` for `adding` more bytes (its frame
 /// adds a little more, which the room left covers). A small queue grows
@@ -86,14 +88,21 @@ const GROW_SLOWLY_FROM: usize = 8 * 1024 * 1024;
 /// doubling, the buffer being written and the queue behind it together
 /// held up to 1.5 times the bound.
 fn make_room(out: &mut BytesMut, adding: usize) {
-    let need = out.len() + adding;
+    // The frame's header and meta come on top of the message.
+    let need = out.len() + adding + FRAME_SLACK;
     if need <= out.capacity() || need <= GROW_SLOWLY_FROM {
         return;
     }
+    // A lone request gets its size; a queue, a quarter more.
+    let want = if out.is_empty() {
+        need
+    } else {
+        need + need / 4
+    };
     // Through a `Vec`, whose exact reserve reallocates in place where the
     // allocator can: a copy would hold the old and the new buffer at once.
     let mut bytes: Vec<u8> = std::mem::take(out).into();
-    bytes.reserve_exact(need + need / 4 - bytes.len());
+    bytes.reserve_exact(want - bytes.len());
     *out = BytesMut::from(bytes::Bytes::from(bytes));
 }
 
@@ -979,12 +988,17 @@ mod tests {
             }
             let len = out.len();
             assert!(
-                out.capacity() <= (2 * GROW_SLOWLY_FROM).max(len + len / 4 + request.len()),
+                out.capacity()
+                    <= (2 * GROW_SLOWLY_FROM).max(len + (len + FRAME_SLACK) / 4 + request.len()),
                 "{} bytes of capacity for {len}",
                 out.capacity()
             );
         }
         assert_eq!(&out[..4], &[7, 7, 7, 7]);
         assert_eq!(out.len(), 64 << 20);
+        // A lone large request: its size and the frame's slack, no more.
+        let mut lone = BytesMut::new();
+        make_room(&mut lone, 32 << 20);
+        assert_eq!(lone.capacity(), (32 << 20) + FRAME_SLACK);
     }
 }
