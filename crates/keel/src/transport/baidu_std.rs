@@ -646,6 +646,7 @@ async fn run_connection<S: crate::tls::Duplex>(
                 if st.epoch == epoch && st.out.is_empty() {
                     st.out = BytesMut::new();
                 }
+                st.pending.quiet();
                 drop(st);
                 reads.shrink();
                 answers = Answers::default();

@@ -285,6 +285,16 @@ impl PendingCalls {
         Some(entry.state)
     }
 
+    /// The connection went quiet: the table keeps room for the calls still
+    /// pending and no more, nothing at all when none is (the [`KEEP`] floor
+    /// spares a busy table rehashing, not an idle one). A burst's table
+    /// would otherwise stay at that floor, 17 KB, while the connection idles.
+    pub(crate) fn quiet(&mut self) {
+        if self.entries.capacity() > self.entries.len() {
+            self.entries.shrink_to(self.entries.len());
+        }
+    }
+
     /// Entries allocated (for tests of the shrinking).
     #[cfg(test)]
     fn capacity(&self) -> usize {
@@ -332,6 +342,27 @@ mod tests {
         let again = table.insert(1, 0, None, Waker::noop());
         assert_ne!(again.correlation_id(), first.correlation_id());
         assert!(table.complete(first, Ok(Arrived::default())).is_none());
+    }
+
+    #[test]
+    fn a_quiet_table_keeps_room_for_its_pending_calls_only() {
+        let mut table = PendingCalls::default();
+        let ids: Vec<_> = (0..KEEP * 4)
+            .map(|_| table.insert(1, 0, None, Waker::noop()))
+            .collect();
+        for id in &ids[1..] {
+            table.remove(*id);
+        }
+        assert!(table.capacity() >= KEEP, "a busy table keeps its floor");
+        table.quiet();
+        assert!(
+            table.capacity() < 4,
+            "{} entries kept for one call",
+            table.capacity()
+        );
+        table.remove(ids[0]);
+        table.quiet();
+        assert_eq!(table.capacity(), 0, "an idle empty table holds nothing");
     }
 
     #[test]
