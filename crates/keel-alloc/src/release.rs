@@ -115,22 +115,16 @@ mod glibc {
     }
 
     /// The thread exits: its arena is trimmed (nothing would trim it
-    /// later), and the marker freed. First `malloc_trim`, outside the lock
-    /// (it walks every arena): what the thread frees after this (its thread
-    /// cache, later thread-locals) then mostly merges with pages already
-    /// given back. If another thread holds the markers' lock, the marker is
-    /// left in the list (a valid block, trimmed with the others) rather than
-    /// waited for: a thread exiting never blocks on a trim, nor hangs in a
-    /// child forked while the lock was held.
+    /// later), and its marker leaves the list and is freed. First
+    /// `malloc_trim`, outside the lock (it walks every arena): what the
+    /// thread frees after this (its thread cache, later thread-locals) then
+    /// mostly merges with pages already given back. The lock is held only
+    /// for the markers' own reallocs, here and in `release`.
     impl Drop for Marker {
         fn drop(&mut self) {
             // SAFETY: `malloc_trim` takes no pointer (see `release`).
             unsafe { malloc_trim(0) };
-            let mut m = match MARKERS.try_lock() {
-                Ok(m) => m,
-                Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-                Err(std::sync::TryLockError::WouldBlock) => return,
-            };
+            let mut m = markers();
             if let Some(i) = m.list.iter().position(|&(id, _)| id == self.0) {
                 let (_, block) = m.list.swap_remove(i);
                 while_quiet(|| {
