@@ -33,6 +33,14 @@
 //!   polls its driver when a task yields) at least that often, not only
 //!   when the runtime's cooperative budget runs out; and a shutdown notice
 //!   is never spun past.
+//! - **No other worker is woken.** While a window polls, the socket's read
+//!   low-water mark (`SO_RCVLOWAT`) is raised above any lone request, so
+//!   the request's arrival does not wake the worker sleeping in
+//!   `epoll_wait` on the connection's behalf: without it, that worker woke
+//!   for every call (one context switch and `epoll_wait` per call on the
+//!   other CPU) only to find the task already running. The mark is back at
+//!   1 when the window ends, before any wait in the runtime; lowering it
+//!   signals the socket if bytes are waiting, so nothing is missed.
 //! - **Plain TCP only, two workers or more.** A TLS stream has bytes
 //!   buffered the socket cannot see; a runtime with one worker (or a
 //!   current-thread one) would have nothing left to run the rest.
@@ -58,6 +66,10 @@ pub(crate) const MAX_SKIP: u16 = 1024;
 /// The most bytes one spinning `recv` takes (the normal read takes the
 /// rest); no more than the read buffer has room for.
 const SPIN_READ: usize = 2048;
+/// The socket's read low-water mark while a window polls it: more than a
+/// lone caller's request, and small enough (a quarter of Linux's default
+/// receive buffer) that setting it never grows the buffer.
+const SPIN_LOW_WATER: i32 = 32 * 1024;
 
 /// One connection's busy-polling state.
 #[derive(Debug)]
@@ -153,7 +165,13 @@ impl BusyPoll {
         rd: &S::Reader<'_>,
         buf: &mut BytesMut,
     ) -> Option<std::io::Result<usize>> {
-        self.poll(buf, &STATS, |room| S::recv_now(rd, room))
+        // No other worker is woken for what the window reads (see the
+        // module's rules); the mark is back at 1 before any wait in the
+        // runtime, so that wait sees every byte.
+        S::set_read_low_water(rd, SPIN_LOW_WATER);
+        let got = self.poll(buf, &STATS, |room| S::recv_now(rd, room));
+        S::set_read_low_water(rd, 1);
+        got
     }
 
     /// Polls with `recv` (a non-blocking read) for up to the window,
@@ -376,6 +394,53 @@ mod tests {
         let got = spin_once(&mut bp, &mut buf, 0, Some(Err(reset))).1.unwrap();
         assert_eq!(got.unwrap_err().kind(), ErrorKind::ConnectionReset);
         assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn a_window_raises_the_low_water_mark_and_always_restores_it() {
+        use std::os::fd::AsRawFd as _;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_io()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let mut peer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            let (conn, _) = listener.accept().unwrap();
+            conn.set_nonblocking(true).unwrap();
+            let mut conn = tokio::net::TcpStream::from_std(conn).unwrap();
+            let fd = conn.as_raw_fd();
+            let (rd, _wr) = conn.split();
+            let mut buf = BytesMut::with_capacity(64);
+
+            // A window that finds nothing leaves the mark at 1.
+            let mut short = BusyPoll::new(Some(WINDOW));
+            lone_reads(&mut short, LONE_READS);
+            assert!(short.due_among(1));
+            assert!(short.spin::<tokio::net::TcpStream>(&rd, &mut buf).is_none());
+            assert_eq!(crate::sys::read_low_water(&fd), 1);
+
+            // The peer sends once it sees the mark raised: the window
+            // finds the bytes, and the mark is back at 1 after it.
+            let sender = std::thread::spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while crate::sys::read_low_water(&fd) != SPIN_LOW_WATER {
+                    assert!(Instant::now() < deadline, "the mark was never raised");
+                    std::hint::spin_loop();
+                }
+                std::io::Write::write_all(&mut peer, b"request").unwrap();
+                peer
+            });
+            let mut long = BusyPoll::new(Some(Duration::from_secs(10)));
+            lone_reads(&mut long, LONE_READS);
+            assert!(long.due_among(1));
+            let got = long.spin::<tokio::net::TcpStream>(&rd, &mut buf);
+            assert_eq!(got.unwrap().unwrap(), 7);
+            assert_eq!(&buf[..], b"request");
+            assert_eq!(crate::sys::read_low_water(&fd), 1);
+            drop(sender.join().unwrap());
+        });
     }
 
     #[test]

@@ -429,6 +429,11 @@ pub(crate) trait Duplex: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     fn recv_now(_reader: &Self::Reader<'_>, _buf: &mut [u8]) -> Option<std::io::Result<usize>> {
         None
     }
+
+    /// Sets how many bytes must wait unread before the runtime sees the
+    /// stream as readable (see [`crate::sys::set_read_low_water`]); does
+    /// nothing where the stream is not a plain socket.
+    fn set_read_low_water(_reader: &Self::Reader<'_>, _bytes: i32) {}
 }
 
 impl Duplex for tokio::net::TcpStream {
@@ -444,6 +449,10 @@ impl Duplex for tokio::net::TcpStream {
         // The socket is non-blocking (tokio made it so).
         let socket = socket2::SockRef::from(reader.as_ref());
         Some((&*socket).read(buf))
+    }
+
+    fn set_read_low_water(reader: &Self::Reader<'_>, bytes: i32) {
+        crate::sys::set_read_low_water(reader.as_ref(), bytes);
     }
 }
 
