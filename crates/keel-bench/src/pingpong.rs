@@ -48,6 +48,21 @@
 //! polling" is the same server with that off (`--no-busy-poll`), so what
 //! polling gains and what CPU it costs show side by side.
 //!
+//! While a window polls, the socket's read low-water mark is raised, so
+//! the request's arrival does not also wake the server's other worker,
+//! asleep in `epoll_wait`: before that, it woke for every call (one
+//! context switch and one `epoll_wait` per call, a third of a core at
+//! 30k calls/s) only to find the connection's task already running.
+//!
+//! The CPU cell (polling's server CPU per call at most half of the server's
+//! without it) is bounded by the machine, and the last line of the report
+//! shows by how much: a polling server is busy between calls, so its CPU
+//! per call is about the call's period, and half the unpolled CPU needs a
+//! period of half that CPU: 1.7 times the rate polling reaches here, near
+//! the 64,630 calls/s above, which this machine reached only with no CPU
+//! ever idle. A server that sleeps instead pays at least what the raw
+//! server, which only blocks in `read`, pays for each wakeup.
+//!
 //! Polling that goes through the runtime does not work: an earlier attempt
 //! yielded to tokio while a read was not ready, and was slower (17.9k ->
 //! 15.6k, 9.6k, 6.2k calls/s at 20, 50, 100 us): on a multi-thread runtime
@@ -404,6 +419,21 @@ fn report(runs: &args::Runs, cores: usize, r: &Results) -> String {
         } else {
             "NOT met"
         }
+    );
+    // What bounds that cell: a polling server is busy between calls, so
+    // its CPU per call follows the call's period; a sleeping one pays the
+    // wakeup the raw server pays.
+    let period = 1e6 / keel_qps;
+    let busy = cpu / period;
+    let half = cpu_unpolled / 2.0;
+    let _ = writeln!(
+        out,
+        "    bound: keel's call period (1/QPS) is {period:.1} us and its polling server is busy {:.0}% of it; \
+         half the unpolled CPU ({half:.1} us) at that share needs {} calls/s; \
+         the raw server, which sleeps, spends {:.1} us per round trip",
+        busy * 100.0,
+        int(1e6 * busy / half),
+        med(0, |x| x.server_cpu_us),
     );
     out
 }
