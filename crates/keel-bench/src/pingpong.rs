@@ -50,18 +50,19 @@
 //!
 //! While a window polls, the socket's read low-water mark is raised, so
 //! the request's arrival does not also wake the server's other worker,
-//! asleep in `epoll_wait`: before that, it woke for every call (one
-//! context switch and one `epoll_wait` per call, a third of a core at
-//! 30k calls/s) only to find the connection's task already running.
+//! asleep in `epoll_wait`: before that, it woke for every call (measured
+//! at about 30k calls/s: one context switch and one `epoll_wait` per call,
+//! a third of a core) only to find the connection's task already running.
 //!
 //! The CPU cell (polling's server CPU per call at most half of the server's
 //! without it) is bounded by the machine, and the last line of the report
-//! shows by how much: a polling server is busy between calls, so its CPU
-//! per call is about the call's period, and half the unpolled CPU needs a
-//! period of half that CPU: 1.7 times the rate polling reaches here, near
-//! the 64,630 calls/s above, which this machine reached only with no CPU
-//! ever idle. A server that sleeps instead pays at least what the raw
-//! server, which only blocks in `read`, pays for each wakeup.
+//! computes by how much: a polling server is busy through most of each
+//! call's period (about 90% here), so its CPU per call is about that
+//! share of the period, and half the unpolled CPU needs a period short
+//! enough for it: in the runs measured, about 1.7 times the rate polling
+//! reached, near the 64,630 calls/s above that this machine reached only
+//! with no CPU ever idle. A server that sleeps instead pays at least what
+//! the raw server, which only blocks in `read`, pays for each wakeup.
 //!
 //! Polling that goes through the runtime does not work: an earlier attempt
 //! yielded to tokio while a read was not ready, and was slower (17.9k ->

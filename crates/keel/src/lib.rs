@@ -112,6 +112,7 @@ pub mod rpcz;
 pub mod server;
 pub mod status;
 pub mod streaming;
+#[cfg(target_os = "linux")]
 mod sys;
 pub mod tls;
 pub mod transport;

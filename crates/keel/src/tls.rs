@@ -431,9 +431,11 @@ pub(crate) trait Duplex: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     }
 
     /// Sets how many bytes must wait unread before the runtime sees the
-    /// stream as readable (see [`crate::sys::set_read_low_water`]); does
-    /// nothing where the stream is not a plain socket.
-    fn set_read_low_water(_reader: &Self::Reader<'_>, _bytes: i32) {}
+    /// stream as readable (`SO_RCVLOWAT`, see `sys`); does nothing where
+    /// the stream is not a plain socket, or not on Linux.
+    fn set_read_low_water(_reader: &Self::Reader<'_>, _bytes: i32) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 impl Duplex for tokio::net::TcpStream {
@@ -451,8 +453,9 @@ impl Duplex for tokio::net::TcpStream {
         Some((&*socket).read(buf))
     }
 
-    fn set_read_low_water(reader: &Self::Reader<'_>, bytes: i32) {
-        crate::sys::set_read_low_water(reader.as_ref(), bytes);
+    #[cfg(target_os = "linux")]
+    fn set_read_low_water(reader: &Self::Reader<'_>, bytes: i32) -> std::io::Result<()> {
+        crate::sys::set_read_low_water(reader.as_ref(), bytes)
     }
 }
 
