@@ -173,6 +173,29 @@ async fn resident_after_quiet(start: u64) -> u64 {
     }
 }
 
+/// The end of a burst: waits for its connections to close and the
+/// process to go quiet, prints the figures, and checks the resident size
+/// came back within the bound of `start`.
+async fn came_back(f: &support::Fixture, what: &str, start: u64, peak: u64) {
+    eventually(&format!("the connections of {what} to close"), || {
+        f.server.stats().connections == 0
+    })
+    .await;
+    let after = resident_after_quiet(start).await;
+    println!(
+        "{what}: RSS start {:.2} MiB, after the burst {:.2} MiB, after quiet {:.2} MiB",
+        mib(start),
+        mib(peak),
+        mib(after)
+    );
+    assert!(
+        after <= start + BOUND,
+        "RSS {:.2} MiB after {what} and quiet, started at {:.2} MiB",
+        mib(after),
+        mib(start)
+    );
+}
+
 fn mib(b: u64) -> f64 {
     b as f64 / (1024.0 * 1024.0)
 }
@@ -213,23 +236,7 @@ async fn rss_comes_back_within_2_mb_after_bursts_and_quiet() {
     })
     .await;
     let peak = resident_bytes();
-    eventually("burst connections to close", || {
-        f.server.stats().connections == 0
-    })
-    .await;
-    let after_connections = resident_after_quiet(start).await;
-    println!(
-        "3,000 connections: RSS start {:.2} MiB, after the burst {:.2} MiB, after quiet {:.2} MiB",
-        mib(start),
-        mib(peak),
-        mib(after_connections)
-    );
-    assert!(
-        after_connections <= start + BOUND,
-        "RSS {:.2} MiB after 3,000 connections and quiet, started at {:.2} MiB",
-        mib(after_connections),
-        mib(start)
-    );
+    came_back(&f, "3,000 connections", start, peak).await;
 
     // 50,000 calls sent at once: every connection's requests are written
     // before any answer is read.
@@ -253,22 +260,7 @@ async fn rss_comes_back_within_2_mb_after_bursts_and_quiet() {
         peak
     })
     .await;
-    eventually("burst connections to close", || {
-        f.server.stats().connections == 0
-    })
-    .await;
-    let after_calls = resident_after_quiet(start).await;
-    println!(
-        "50,000 calls: RSS after the burst {:.2} MiB, after quiet {:.2} MiB",
-        mib(peak),
-        mib(after_calls)
-    );
-    assert!(
-        after_calls <= start + BOUND,
-        "RSS {:.2} MiB after 50,000 concurrent calls and quiet, started at {:.2} MiB",
-        mib(after_calls),
-        mib(start)
-    );
+    came_back(&f, "50,000 concurrent calls", start, peak).await;
 
     // Large messages: four 8 MiB calls on one connection.
     let peak = off_runtime(move || {
@@ -279,20 +271,5 @@ async fn rss_comes_back_within_2_mb_after_bursts_and_quiet() {
         resident_bytes()
     })
     .await;
-    eventually("the large calls' connection to close", || {
-        f.server.stats().connections == 0
-    })
-    .await;
-    let after_large = resident_after_quiet(start).await;
-    println!(
-        "four 8 MiB calls: RSS after them {:.2} MiB, after quiet {:.2} MiB",
-        mib(peak),
-        mib(after_large)
-    );
-    assert!(
-        after_large <= start + BOUND,
-        "RSS {:.2} MiB after four 8 MiB calls and quiet, started at {:.2} MiB",
-        mib(after_large),
-        mib(start)
-    );
+    came_back(&f, "four 8 MiB calls", start, peak).await;
 }
