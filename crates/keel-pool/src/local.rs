@@ -106,11 +106,13 @@ impl<T: Reset + Send> LocalCache<T> {
         } else {
             self.refill()?
         };
+        let s = self.stats();
+        LocalStats::add(&s.gets, 1);
         // SAFETY: `p` was in this cache, so this thread holds it, and a cache
         // is only used while its pool lives.
         let heap = unsafe { p.heap() };
         if heap != 0 {
-            LocalStats::add(&self.stats().heap, -(heap as i64));
+            LocalStats::add(&s.heap, -(heap as i64));
         }
         Some(p)
     }
@@ -118,8 +120,8 @@ impl<T: Reset + Send> LocalCache<T> {
     #[cold]
     fn refill(&mut self) -> Option<SlotPtr<T>> {
         self.sync();
-        let (moved, heap) = self.shared.refill(&mut self.free, self.capacity / 2);
-        self.note_moved_in(moved as i64, heap as i64);
+        let heap = self.shared.refill(&mut self.free, self.capacity / 2);
+        self.note_heap_moved(heap as i64);
         let p = self.free.pop();
         self.publish();
         self.low = self.low.min(self.free.len());
@@ -130,11 +132,10 @@ impl<T: Reset + Send> LocalCache<T> {
     /// stays here, the remainder goes to the global list.
     pub(crate) fn adopt(&mut self, block: NonNull<Block<T>>) -> SlotPtr<T> {
         self.sync();
-        let before = self.free.len();
         let heap = self
             .shared
             .adopt(block, &mut self.free, (self.capacity / 2).max(1));
-        self.note_moved_in((self.free.len() - before) as i64, heap as i64);
+        self.note_heap_moved(heap as i64);
         self.publish();
         self.get().expect("adopt moved at least one slot here")
     }
@@ -196,7 +197,7 @@ impl<T: Reset + Send> LocalCache<T> {
         self.sync();
         let unused = self.low.min(self.free.len());
         let (heap, doomed) = self.shared.idle_tick(&mut self.free, unused);
-        self.note_moved_in(-(unused as i64), -(heap as i64));
+        self.note_heap_moved(-(heap as i64));
         self.publish();
         self.low = self.free.len();
         doomed
@@ -210,22 +211,16 @@ impl<T: Reset + Send> LocalCache<T> {
     /// Moves `free[keep..]` to the global list.
     fn give_back(&mut self, keep: usize) -> Doomed<T> {
         self.sync();
-        let out = self.free.len().saturating_sub(keep);
         let (heap, doomed) = self.shared.spill(&mut self.free, keep);
-        self.note_moved_in(-(out as i64), -(heap as i64));
+        self.note_heap_moved(-(heap as i64));
         self.publish();
         self.low = self.low.min(self.free.len());
         doomed
     }
 
-    /// Gets = moved in - moved out + puts - objects cached (the published
-    /// length); the first two change only on these cold paths, so a get
-    /// stores only the length and a put the length and its counter.
-    /// The heap bytes of moved objects go with them.
-    fn note_moved_in(&self, n: i64, heap: i64) {
-        let s = self.stats();
-        LocalStats::add(&s.moved_in, n);
-        LocalStats::add(&s.heap, heap);
+    /// The heap bytes of objects moved in (negative: out) go with them.
+    fn note_heap_moved(&self, heap: i64) {
+        LocalStats::add(&self.stats().heap, heap);
     }
 }
 

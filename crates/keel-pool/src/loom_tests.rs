@@ -164,6 +164,29 @@ fn loom_trim_races_with_spill_and_refill() {
 }
 
 #[test]
+fn loom_statistics_read_while_a_cache_spills_count_no_more_than_was_done() {
+    loom::model(|| {
+        let shared = shared();
+        let s2 = shared.clone();
+        let t = thread::spawn(move || {
+            let mut c = LocalCache::new(s2);
+            let ps: Vec<_> = (0..3).map(|_| get(&mut c)).collect();
+            // The third put finds the cache full and spills half of it.
+            for p in ps {
+                put(&mut c, p);
+            }
+        });
+        // A reader between the spill's move and the cache's new length
+        // must still see at most the 3 gets and 3 puts ever made.
+        let s = shared.stats();
+        assert!(s.gets <= 3 && s.puts <= 3, "{s:?}");
+        t.join().expect("thread");
+        let s = shared.stats();
+        assert_eq!((s.gets, s.puts), (3, 3), "{s:?}");
+    });
+}
+
+#[test]
 fn loom_two_threads_share_the_global_list() {
     loom::model(|| {
         let shared = shared();

@@ -107,14 +107,17 @@ unsafe fn heap_of<T>(slots: &[SlotPtr<T>]) -> usize {
 
 /// Counters a thread cache publishes. Written only by the owning thread (a
 /// plain load + store, no read-modify-write), read by anyone for statistics.
+///
+/// Each count is its own counter, so a reader on another thread sees each
+/// one at some moment of the owner's work: never more gets or puts than
+/// were made. (A count derived from several counters, read one after
+/// another while the owner changes them, could be.)
 #[derive(Default)]
 pub(crate) struct LocalStats {
     /// Objects in the cache.
     pub(crate) len: AtomicU64,
+    pub(crate) gets: AtomicU64,
     pub(crate) puts: AtomicU64,
-    /// Objects moved into the cache from the global list or new blocks,
-    /// minus those moved out (wrapping); see `LocalCache::note_moved_in`.
-    pub(crate) moved_in: AtomicU64,
     /// Heap bytes kept by the objects in the cache (sum of their slots'
     /// records).
     pub(crate) heap: AtomicU64,
@@ -126,20 +129,9 @@ impl LocalStats {
         self.len.load(Relaxed)
     }
 
-    /// Objects the cache handed out, ever: every object that entered it
-    /// (moved in or put) and is not in it any more.
-    ///
-    /// Read from another thread while the cache works, the length may be
-    /// newer than the counts it came from (a refill's objects counted in
-    /// the length, not yet in `moved_in`): such a snapshot, below zero, is
-    /// none, never a wrapped count near 2^64.
+    /// Objects the cache handed out, ever.
     pub(crate) fn gets(&self) -> u64 {
-        let gets = self
-            .moved_in
-            .load(Relaxed)
-            .wrapping_add(self.puts.load(Relaxed))
-            .wrapping_sub(self.len.load(Relaxed));
-        if gets > i64::MAX as u64 { 0 } else { gets }
+        self.gets.load(Relaxed)
     }
 }
 
@@ -365,8 +357,8 @@ impl<T: Reset + Send> Shared<T> {
     }
 
     /// Moves up to `n` free objects from the global list into `into`.
-    /// Returns how many moved and the heap bytes they keep.
-    pub(crate) fn refill(&self, into: &mut Vec<SlotPtr<T>>, n: usize) -> (usize, usize) {
+    /// Returns the heap bytes they keep.
+    pub(crate) fn refill(&self, into: &mut Vec<SlotPtr<T>>, n: usize) -> usize {
         let mut g = lock(&self.global);
         g.note_draw();
         let k = n.min(g.free.len());
@@ -379,7 +371,7 @@ impl<T: Reset + Send> Shared<T> {
         if g.free.len() < self.config.high_water {
             g.next_trim_at = self.config.high_water;
         }
-        (k, heap)
+        heap
     }
 
     /// Moves `from[at..]` to the global list; trims automatically when the
