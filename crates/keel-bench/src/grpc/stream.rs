@@ -47,6 +47,14 @@
 //! payload). One stream is read by one task, so no client receives faster
 //! than it decodes: the decoding rate over tonic's is the highest ratio
 //! any client could reach on this machine, printed next to the target.
+//!
+//! It also times a raw loopback TCP stream of the same bytes ([`raw_stream`]):
+//! the rate at which the kernel alone carries them from one thread's
+//! writes to another's reads, printed over tonic's rate next to the
+//! target. At 16 B it is far above any framework (the work is per
+//! message); at 1 KiB it is close: 2x tonic asks for a large share of what
+//! loopback TCP carries, with the framework's own work on the same two
+//! cores.
 
 use std::fmt::Write as _;
 use std::future::Future;
@@ -166,6 +174,8 @@ struct Floor {
     produce_per_s: f64,
     /// Decoding and checking them (the client's share).
     decode_per_s: f64,
+    /// The same bytes through a raw loopback TCP stream ([`raw_stream`]).
+    raw_per_s: f64,
 }
 
 /// Bytes of encoded responses kept for the decoding half of [`floor`].
@@ -226,10 +236,82 @@ fn floor(case: Case, n: usize) -> Result<Floor, String> {
         }
     }
     let decode = started.elapsed();
+    let wire_bytes = PREFIX + response().encoded_len();
+    let bytes = n.saturating_mul(wire_bytes).max(RAW_MIN_BYTES);
+    let raw = raw_stream(bytes)?;
     Ok(Floor {
         produce_per_s: n as f64 / produce.as_secs_f64(),
         decode_per_s: n as f64 / decode.as_secs_f64(),
+        raw_per_s: bytes as f64 / wire_bytes as f64 / raw.as_secs_f64(),
     })
+}
+
+/// gRPC's prefix before each message: a flag byte and a 4-byte length.
+const PREFIX: usize = 5;
+/// The raw stream carries at least this much, so that its time is not
+/// its connection's setup.
+const RAW_MIN_BYTES: usize = 64 << 20;
+/// The raw stream's writes and reads: the largest a loopback write takes
+/// at once, so that the fewest system calls carry the bytes.
+const RAW_CHUNK: usize = 64 * 1024;
+
+/// The time a raw TCP stream on loopback takes to carry `bytes`: one
+/// thread writes them in [`RAW_CHUNK`] blocking writes, another reads
+/// them in reads as large, both sockets `TCP_NODELAY`; from the connection
+/// until the reader sees the end. No framing, no messages, no copies but
+/// the kernel's: no server and client that send these bytes over TCP can
+/// do it faster on this machine. (The gRPC streams also carry an HTTP/2
+/// frame header per 16 KiB or so; the raw stream leaves it out, so it errs
+/// fast.)
+fn raw_stream(bytes: usize) -> Result<Duration, String> {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0))
+        .map_err(|e| format!("raw stream: bind: {e}"))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| format!("raw stream: {e}"))?;
+    let writer = std::thread::spawn(move || -> Result<(), String> {
+        let (mut stream, _) = listener
+            .accept()
+            .map_err(|e| format!("raw stream: accept: {e}"))?;
+        stream
+            .set_nodelay(true)
+            .map_err(|e| format!("raw stream: {e}"))?;
+        let chunk = vec![0u8; RAW_CHUNK];
+        let mut left = bytes;
+        while left > 0 {
+            let n = left.min(RAW_CHUNK);
+            stream
+                .write_all(&chunk[..n])
+                .map_err(|e| format!("raw stream: write: {e}"))?;
+            left -= n;
+        }
+        Ok(())
+    });
+    let started = Instant::now();
+    let mut stream =
+        std::net::TcpStream::connect(addr).map_err(|e| format!("raw stream: connect: {e}"))?;
+    stream
+        .set_nodelay(true)
+        .map_err(|e| format!("raw stream: {e}"))?;
+    let mut chunk = vec![0u8; RAW_CHUNK];
+    let mut read = 0;
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => read += n,
+            Err(e) => return Err(format!("raw stream: read: {e}")),
+        }
+    }
+    let elapsed = started.elapsed();
+    writer
+        .join()
+        .map_err(|_| "raw stream: the writer panicked".to_string())??;
+    if read == bytes {
+        Ok(elapsed)
+    } else {
+        Err(format!("raw stream: read {read} of {bytes} bytes"))
+    }
 }
 
 impl CaseResult {
@@ -612,7 +694,9 @@ pub(super) fn report(out: &mut String, results: &[CaseResult], rounds: usize) {
         .column("payload", Align::Left)
         .column("produce msgs/s", Align::Right)
         .column("decode msgs/s", Align::Right)
-        .column("decode / tonic's stream", Align::Right);
+        .column("decode / tonic's stream", Align::Right)
+        .column("raw TCP msgs/s", Align::Right)
+        .column("raw / tonic's stream", Align::Right);
     for r in results {
         let tonic = if r.samples[Tonic as usize].is_empty() {
             f64::NAN
@@ -620,18 +704,23 @@ pub(super) fn report(out: &mut String, results: &[CaseResult], rounds: usize) {
             r.median(Tonic, |s| s.messages_per_s)
         };
         let decode = r.floor(|f| f.decode_per_s);
+        let raw = r.floor(|f| f.raw_per_s);
         t.row(vec![
             r.case.name(),
             int(r.floor(|f| f.produce_per_s)),
             int(decode),
             ratio(decode / tonic),
+            int(raw),
+            ratio(raw / tonic),
         ]);
     }
     let _ = writeln!(
         out,
         "floor: the per-message work alone (the handler's response built and encoded; decoded and\n  \
          checked), one thread, from memory, no I/O; medians of {rounds} rounds. One task reads a stream,\n  \
-         so no client receives faster than it decodes.\n"
+         so no client receives faster than it decodes. raw TCP: the same bytes per message (prefix and\n  \
+         response) through a raw loopback TCP stream, 64 KiB blocking writes and reads on two threads:\n  \
+         no server and client carry them faster over TCP here, with or without a framework.\n"
     );
     let _ = write!(out, "{t}");
 }
@@ -656,7 +745,7 @@ pub(super) fn targets(
         let g = r.median(Pair::Tonic, |s| s.messages_per_s);
         let _ = writeln!(
             out,
-            "  {}  streaming {}: keel messages/s on one call >= {TARGET_RATIO}x tonic: {} / {} = {:.2}x (keel srv under tonic's client: {:.2}x; decoding alone: {:.2}x)",
+            "  {}  streaming {}: keel messages/s on one call >= {TARGET_RATIO}x tonic: {} / {} = {:.2}x (keel srv under tonic's client: {:.2}x; decoding alone: {:.2}x; raw TCP: {:.2}x)",
             verdict(k / g >= TARGET_RATIO),
             r.case.name(),
             echo::group_thousands(k.round() as u64),
@@ -664,6 +753,7 @@ pub(super) fn targets(
             k / g,
             r.ratio(Pair::KeelServer),
             r.floor(|f| f.decode_per_s) / g,
+            r.floor(|f| f.raw_per_s) / g,
         );
     }
 }
@@ -705,6 +795,7 @@ mod tests {
             let f = floor(case, 3_000).expect("the floor runs");
             assert!(f.produce_per_s.is_finite() && f.produce_per_s > 0.0);
             assert!(f.decode_per_s.is_finite() && f.decode_per_s > 0.0);
+            assert!(f.raw_per_s.is_finite() && f.raw_per_s > 0.0);
         }
     }
 }
