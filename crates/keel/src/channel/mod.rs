@@ -431,7 +431,7 @@ impl Channel {
         request: &(dyn Encode + Sync),
     ) -> Result<Reply, Status> {
         let core = &*self.core;
-        let stats = core.methods.entry(method);
+        let stats = core.methods.get(method);
         stats.start();
         let started = Instant::now();
         let timeout = options.timeout.or(core.default_timeout);

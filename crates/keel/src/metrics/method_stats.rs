@@ -5,12 +5,15 @@
 //! A channel's entries are created on a method's first call and live as long
 //! as the channel, so the table is bounded by the number of distinct methods
 //! called through it — clients, option sets and calls add nothing
-//! (`DESIGN.md` §1.3). The steady state is a read lock, a hash of one pointer
-//! and a few relaxed atomic increments; no allocation.
+//! (`DESIGN.md` §1.3). The steady state is one load of a slot the method's
+//! address picks and a few relaxed atomic increments: no lock, no reference
+//! count, no allocation (a method whose slot another took pays a read lock,
+//! a hash of one pointer and a reference count).
 
 use std::collections::HashMap;
+use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
 use crate::method::{MethodDescriptor, MethodKey};
@@ -111,13 +114,54 @@ pub struct MethodStatsSnapshot {
     pub total_latency: Duration,
 }
 
+/// Slots of a table's lock-free path: a channel calls few methods.
+const FAST_SLOTS: usize = 4;
+
 /// A channel's counters, one entry per method called through it.
 #[derive(Debug, Default)]
 pub(crate) struct MethodStatsTable {
     entries: RwLock<HashMap<MethodKey, Arc<MethodStats>>>,
+    /// The first method to call whose address picks a slot keeps its entry
+    /// there too, read with one load for as long as the table lives.
+    fast: [OnceLock<(MethodKey, Arc<MethodStats>)>; FAST_SLOTS],
+}
+
+/// A method's counters, borrowed from its table's slot or, for a method
+/// whose slot another method took, shared.
+pub(crate) enum StatsRef<'a> {
+    Slot(&'a MethodStats),
+    Shared(Arc<MethodStats>),
+}
+
+impl Deref for StatsRef<'_> {
+    type Target = MethodStats;
+
+    fn deref(&self) -> &MethodStats {
+        match self {
+            StatsRef::Slot(stats) => stats,
+            StatsRef::Shared(stats) => stats,
+        }
+    }
 }
 
 impl MethodStatsTable {
+    /// The counters of `method`, created on first use: a call's path.
+    pub(crate) fn get(&self, method: &'static MethodDescriptor) -> StatsRef<'_> {
+        let key = MethodKey(method);
+        // Descriptors are statics, mostly side by side: consecutive ones
+        // pick different slots.
+        let at = (std::ptr::from_ref(method) as usize / size_of::<MethodDescriptor>().max(1))
+            % FAST_SLOTS;
+        let slot = &self.fast[at];
+        if slot.get().is_none() {
+            let _ = slot.set((key, self.entry(method)));
+        }
+        match slot.get() {
+            Some((k, stats)) if *k == key => StatsRef::Slot(stats),
+            _ => StatsRef::Shared(self.entry(method)),
+        }
+    }
+
     /// The entry of `method`, created on first use.
     pub(crate) fn entry(&self, method: &'static MethodDescriptor) -> Arc<MethodStats> {
         let key = MethodKey(method);
@@ -200,5 +244,52 @@ mod tests {
         assert_eq!((n.calls, n.errors), (1, 1));
         assert_eq!(cache.entry(&N).errors_by_code(), vec![(Some(1008), 1)]);
         assert_eq!(n.total_latency, Duration::from_millis(2));
+    }
+
+    /// As many methods as the table has slots, and more: each must get its
+    /// own counters, through a slot or past a taken one.
+    static MANY: [MethodDescriptor; 2 * FAST_SLOTS + 1] = [const {
+        MethodDescriptor {
+            service: "s.S",
+            method: "M",
+            path: "/s.S/M",
+            index: 0,
+            request_type: "s.A",
+            response_type: "s.B",
+            kind: MethodKind::Unary,
+            files: &[],
+        }
+    }; 2 * FAST_SLOTS + 1];
+
+    #[test]
+    fn the_lock_free_path_counts_in_the_table_and_keeps_methods_apart() {
+        let table = MethodStatsTable::default();
+        for (i, method) in MANY.iter().enumerate() {
+            for _ in 0..=i {
+                table.get(method).start();
+            }
+            table.get(method).finish(Duration::from_millis(1), None);
+        }
+        assert_eq!(table.len(), MANY.len());
+        let snapshot = table.snapshot();
+        for (i, method) in MANY.iter().enumerate() {
+            let s = snapshot
+                .iter()
+                .find(|s| s.method.is(method))
+                .expect("every method listed");
+            assert_eq!((s.calls, s.errors), (i as u64 + 1, 0), "method {i}");
+            // Both paths reach the same counters.
+            assert_eq!(table.entry(method).snapshot_counts().0, i as u64 + 1);
+        }
+        // More methods than slots: some took a slot, the others share.
+        let slotted = MANY
+            .iter()
+            .filter(|m| matches!(table.get(m), StatsRef::Slot(_)))
+            .count();
+        assert!((1..=FAST_SLOTS).contains(&slotted), "{slotted} in slots");
+        assert!(
+            MANY.iter()
+                .any(|m| matches!(table.get(m), StatsRef::Shared(_)))
+        );
     }
 }

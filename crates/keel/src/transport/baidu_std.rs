@@ -286,6 +286,8 @@ impl BaiduStd {
         waker: &Waker,
     ) -> Result<Option<(CallId, bool)>, Status> {
         self.conn.woken.queued();
+        // Read before the lock: callers on other threads wait for it.
+        let now = call.deadline.map(|_| Instant::now());
         let mut st = self.conn.lock();
         match epoch {
             None if !st.up => return Ok(None),
@@ -316,7 +318,6 @@ impl BaiduStd {
         }
         let start = st.queued;
         let key = st.pending.insert(epoch, start, call.deadline, waker);
-        let now = call.deadline.map(|_| Instant::now());
         // The connection already sweeps by this call's deadline, and its
         // sweep is not overdue (its task runs).
         let kept = call.deadline.zip(now).is_some_and(|(deadline, now)| {
