@@ -149,6 +149,9 @@ const NOISY_SPREAD: f64 = 0.10;
 // Targets and reference figures (printed as facts, never asserted).
 const TARGET_QPS_RATIO_AT_128: f64 = 2.0;
 const TARGET_SERVER_CPU_US: f64 = 6.3;
+/// Issue 15: with both sides on two cores, the client bounds Keel-to-Keel
+/// throughput at 1x128.
+const TARGET_CLIENT_CPU_US: f64 = 2.0;
 /// The server's target: none per call; whole-process counts over a run
 /// include a little background work (timers, spans of the sampler).
 const TARGET_SERVER_ALLOCS_PER_CALL: f64 = 0.1;
@@ -1282,6 +1285,13 @@ fn report(opts: &Options, cores: usize, r: &Results) -> String {
             "  {}  1x128: keel server CPU <= {TARGET_SERVER_CPU_US} us/call: {cpu:.1} us (tonic {:.1} us)",
             verdict(cpu <= TARGET_SERVER_CPU_US),
             s.median(Tonic, |x| x.server_cpu_us)
+        );
+        let cpu = s.median(Keel, |x| x.client_cpu_us);
+        let _ = writeln!(
+            out,
+            "  {}  1x128: keel client CPU <= {TARGET_CLIENT_CPU_US:.1} us/call: {cpu:.2} us (tonic {:.1} us; the benchmark's own loop included, alike for both)",
+            verdict(cpu <= TARGET_CLIENT_CPU_US),
+            s.median(Tonic, |x| x.client_cpu_us)
         );
     }
     for (side, field, target) in [
