@@ -3,9 +3,13 @@
 /// A snapshot of one pool's counters. Cheap to read: one lock of the pool's
 /// global list and a sum over its thread caches.
 ///
-/// Counters of other threads' caches are read without stopping them, so a
-/// snapshot taken while the pool is busy may be off by the few operations in
-/// flight; at rest it is exact.
+/// Counters of other threads' caches are read without stopping them. While
+/// the pool is busy, `gets` and `puts` never count more than were made (at
+/// most the few in flight are missing), but the counts of objects (`live`,
+/// `cached`, `cached_local`) and `heap_bytes` may be off by up to half a
+/// thread cache per working thread: objects that cache is moving to or from
+/// the global list can be counted in both places or in neither. At rest a
+/// snapshot is exact.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PoolStats {
     /// The pool's name (for the console).
