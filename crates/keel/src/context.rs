@@ -288,18 +288,8 @@ impl Context {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::method::MethodKind;
 
-    static M: MethodDescriptor = MethodDescriptor {
-        service: "s.S",
-        method: "M",
-        path: "/s.S/M",
-        index: 0,
-        request_type: "s.A",
-        response_type: "s.B",
-        kind: MethodKind::Unary,
-        files: &[],
-    };
+    static M: MethodDescriptor = MethodDescriptor::for_tests();
 
     fn assert_send_sync<T: Send + Sync>() {}
 

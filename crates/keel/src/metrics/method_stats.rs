@@ -197,28 +197,9 @@ impl MethodStatsTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::method::MethodKind;
 
-    static M: MethodDescriptor = MethodDescriptor {
-        service: "s.S",
-        method: "M",
-        path: "/s.S/M",
-        index: 0,
-        request_type: "s.A",
-        response_type: "s.B",
-        kind: MethodKind::Unary,
-        files: &[],
-    };
-    static N: MethodDescriptor = MethodDescriptor {
-        service: "s.S",
-        method: "M",
-        path: "/s.S/M",
-        index: 0,
-        request_type: "s.A",
-        response_type: "s.B",
-        kind: MethodKind::Unary,
-        files: &[],
-    };
+    static M: MethodDescriptor = MethodDescriptor::for_tests();
+    static N: MethodDescriptor = MethodDescriptor::for_tests();
 
     #[test]
     fn one_entry_per_method_identity() {
@@ -248,18 +229,8 @@ mod tests {
 
     /// As many methods as the table has slots, and more: each must get its
     /// own counters, through a slot or past a taken one.
-    static MANY: [MethodDescriptor; 2 * FAST_SLOTS + 1] = [const {
-        MethodDescriptor {
-            service: "s.S",
-            method: "M",
-            path: "/s.S/M",
-            index: 0,
-            request_type: "s.A",
-            response_type: "s.B",
-            kind: MethodKind::Unary,
-            files: &[],
-        }
-    }; 2 * FAST_SLOTS + 1];
+    static MANY: [MethodDescriptor; 2 * FAST_SLOTS + 1] =
+        [const { MethodDescriptor::for_tests() }; 2 * FAST_SLOTS + 1];
 
     #[test]
     fn the_lock_free_path_counts_in_the_table_and_keeps_methods_apart() {
