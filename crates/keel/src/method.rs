@@ -61,7 +61,6 @@ impl MethodDescriptor {
     }
 }
 
-/// `service.method`, e.g. `example.EchoService.Echo`.
 #[cfg(test)]
 impl MethodDescriptor {
     /// A unary method `s.S/M` written by hand, for tests: each static made
@@ -80,6 +79,7 @@ impl MethodDescriptor {
     }
 }
 
+/// `service.method`, e.g. `example.EchoService.Echo`.
 impl fmt::Display for MethodDescriptor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}.{}", self.service, self.method)

@@ -6,9 +6,9 @@
 //! as the channel, so the table is bounded by the number of distinct methods
 //! called through it — clients, option sets and calls add nothing
 //! (`DESIGN.md` §1.3). The steady state is one load of a slot the method's
-//! address picks and a few relaxed atomic increments: no lock, no reference
-//! count, no allocation (a method whose slot another took pays a read lock,
-//! a hash of one pointer and a reference count).
+//! index in its service picks and a few relaxed atomic increments: no lock,
+//! no reference count, no allocation (a method whose slot another took pays
+//! a read lock, a hash of one pointer and a reference count).
 
 use std::collections::HashMap;
 use std::ops::Deref;
@@ -227,9 +227,8 @@ mod tests {
         assert_eq!(n.total_latency, Duration::from_millis(2));
     }
 
-    /// As many methods as the table has slots, and more: each must get its
-    /// own counters, through a slot or past a taken one.
-    /// One service's methods, more than the table has slots.
+    /// One service's methods, more than the table has slots: each must get
+    /// its own counters, through a slot or past a taken one.
     static MANY: [MethodDescriptor; 2 * FAST_SLOTS + 1] = {
         let mut all = [const { MethodDescriptor::for_tests() }; 2 * FAST_SLOTS + 1];
         let mut i = 0;
