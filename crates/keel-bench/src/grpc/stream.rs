@@ -187,7 +187,8 @@ const FLOOR_BATCH: usize = 16 * 1024;
 /// allocated and zeroed), encoded with its 5-byte gRPC prefix into a
 /// [`FLOOR_BATCH`] buffer; then the same responses decoded from memory
 /// (a [`FLOOR_KEEP`] sample, read again as often as needed) and checked
-/// as the benchmark's clients check them.
+/// as the benchmark's clients check them; then [`raw_stream`] with their
+/// bytes (at least `raw_min_bytes`).
 fn floor(case: Case, n: usize, raw_min_bytes: usize) -> Result<Floor, String> {
     use prost::Message as _;
     let size = case.size;
