@@ -152,13 +152,12 @@ impl MethodStatsTable {
         let key = MethodKey(method);
         // A channel mostly calls one service's methods: its first
         // FAST_SLOTS methods each have a slot of their own.
-        let slot = &self.fast[method.index % FAST_SLOTS];
-        if slot.get().is_none() {
-            let _ = slot.set((key, self.entry(method)));
-        }
-        match slot.get() {
-            Some((k, stats)) if *k == key => StatsRef::Slot(stats),
-            _ => StatsRef::Shared(self.entry(method)),
+        let (k, stats) =
+            self.fast[method.index % FAST_SLOTS].get_or_init(|| (key, self.entry(method)));
+        if *k == key {
+            StatsRef::Slot(stats)
+        } else {
+            StatsRef::Shared(self.entry(method))
         }
     }
 
