@@ -719,9 +719,23 @@ impl Clients {
     /// `grpc://host:port` for gRPC), each its own connection, opened on its
     /// first call.
     pub(crate) fn keel(url: &str, connections: usize) -> Result<Clients, String> {
+        Clients::keel_with(url, connections, true)
+    }
+
+    /// [`keel`](Self::keel), the channels' busy-polling on (Keel's
+    /// default) or off.
+    pub(crate) fn keel_with(
+        url: &str,
+        connections: usize,
+        busy_poll: bool,
+    ) -> Result<Clients, String> {
         let mut clients = Vec::with_capacity(connections);
         for _ in 0..connections {
-            let channel = keel::Channel::new(url).map_err(|e| format!("{url}: {e}"))?;
+            let mut builder = keel::Channel::builder(url);
+            if !busy_poll {
+                builder = builder.busy_poll(None);
+            }
+            let channel = builder.build().map_err(|e| format!("{url}: {e}"))?;
             clients.push(keel_examples::example::EchoServiceClient::new(&channel));
         }
         Ok(Clients::Keel(clients))

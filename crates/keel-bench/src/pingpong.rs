@@ -241,6 +241,45 @@ fn raw_once(
     })
 }
 
+/// How long closing a run's Keel connection may take.
+const CLOSE_BOUND: Duration = Duration::from_secs(5);
+
+/// One Keel run on a connection of its own, busy-polling on both sides or
+/// on neither (`server` was started to match): the channel is made, warmed
+/// up, measured, dropped, and its connection closed before the next run.
+/// A Keel connection polls only while it is the one open connection of its
+/// process (see keel's `busy_poll`), as a lone caller's is.
+fn keel_once(
+    rt: &tokio::runtime::Runtime,
+    server: &mut ServerProcess,
+    busy_poll: bool,
+    runs: &args::Runs,
+    ticks_per_us: f64,
+) -> Result<Sample, String> {
+    let clients = Clients::keel_with(&server.addr.to_string(), 1, busy_poll)?;
+    clients.arm(rt, 1).fire(rt, runs.warm_up())?;
+    let sample = echo::run_once(
+        rt,
+        server,
+        &clients,
+        ONE_BY_ONE,
+        runs.run_length(),
+        ticks_per_us,
+    );
+    rt.block_on(async move {
+        drop(clients);
+        let closing = async {
+            while keel::connections::connection_count() > 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        };
+        tokio::time::timeout(CLOSE_BOUND, closing)
+            .await
+            .map_err(|_| format!("keel's connection was not closed within {CLOSE_BOUND:?}"))
+    })?;
+    sample
+}
+
 /// Entry point of `keel-bench pingpong`.
 pub fn main(a: &args::RunArgs) -> ExitCode {
     let runs = a.runs(args::RunDefaults {
@@ -282,12 +321,8 @@ fn run(runs: &args::Runs) -> Result<String, String> {
     ];
     let mut raw = RawClient::connect(raw_server.addr)?;
     raw.run(runs.warm_up())?;
-    let mut clients = Vec::with_capacity(servers.len());
-    for server in &servers {
-        let c = rt.block_on(Clients::connect(server.framework, server.addr, 1))?;
-        c.arm(&rt, 1).fire(&rt, runs.warm_up())?;
-        clients.push(c);
-    }
+    let tonic = rt.block_on(Clients::connect(Framework::Tonic, servers[2].addr, 1))?;
+    tonic.arm(&rt, 1).fire(&rt, runs.warm_up())?;
     eprintln!(
         "keel-bench pingpong: {} rounds x (raw, keel, keel without polling, tonic) x {:.1} s",
         runs.rounds, runs.seconds
@@ -301,19 +336,20 @@ fn run(runs: &args::Runs) -> Result<String, String> {
             runs.run_length(),
             ticks_per_us,
         )?);
-        for (i, (server, c)) in servers.iter_mut().zip(&clients).enumerate() {
-            samples[i + 1].push(echo::run_once(
-                &rt,
-                server,
-                c,
-                ONE_BY_ONE,
-                runs.run_length(),
-                ticks_per_us,
-            )?);
-        }
+        let [keel, unpolled, tonic_server] = &mut servers;
+        samples[KEEL].push(keel_once(&rt, keel, true, runs, ticks_per_us)?);
+        samples[KEEL + 1].push(keel_once(&rt, unpolled, false, runs, ticks_per_us)?);
+        samples[TONIC].push(echo::run_once(
+            &rt,
+            tonic_server,
+            &tonic,
+            ONE_BY_ONE,
+            runs.run_length(),
+            ticks_per_us,
+        )?);
     }
     eprintln!();
-    rt.block_on(async move { drop(clients) });
+    rt.block_on(async move { drop(tonic) });
     drop(raw);
     drop(servers);
     drop(raw_server);

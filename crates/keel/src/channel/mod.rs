@@ -99,6 +99,7 @@ pub struct ChannelBuilder {
     protocol: Protocol,
     credential: bytes::Bytes,
     tls: Option<crate::tls::ClientTls>,
+    busy_poll: Option<Duration>,
     cluster: ClusterOptions,
     interceptors: ClientInterceptors,
 }
@@ -145,6 +146,18 @@ impl ChannelBuilder {
     /// See [`ClientInterceptor`].
     pub fn interceptor(mut self, interceptor: impl ClientInterceptor) -> Self {
         self.interceptors.push(Arc::new(interceptor));
+        self
+    }
+
+    /// How long a baidu_std connection with a lone caller (one call at a
+    /// time) polls its socket for the answer before sleeping in the
+    /// runtime (default 50 us; `None` never): the client's side of
+    /// [`ServerBuilder::busy_poll`](crate::server::ServerBuilder::busy_poll),
+    /// under the same rules (the process's only open connection, plain
+    /// TCP, a multi-thread runtime, the last reads each bringing one
+    /// answer, backing off when the answers come slower than the window).
+    pub fn busy_poll(mut self, window: Option<Duration>) -> Self {
+        self.busy_poll = window.filter(|w| !w.is_zero());
         self
     }
 
@@ -260,6 +273,7 @@ impl ChannelBuilder {
             }),
             credential: self.credential,
             tls: self.tls,
+            busy_poll: self.busy_poll,
         };
         let naming = match self.naming {
             Some(naming) => naming,
@@ -328,6 +342,7 @@ impl Channel {
             protocol: Protocol::BaiduStd,
             credential: bytes::Bytes::new(),
             tls: None,
+            busy_poll: Some(crate::busy_poll::DEFAULT_WINDOW),
             cluster: ClusterOptions::default(),
             interceptors: ClientInterceptors::default(),
         }

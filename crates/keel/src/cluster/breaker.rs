@@ -514,6 +514,7 @@ mod tests {
                 max_body_size: 1 << 20,
                 credential: Default::default(),
                 tls: None,
+                busy_poll: None,
             },
             breaker.clone(),
         )

@@ -632,6 +632,7 @@ mod tests {
                 max_body_size: 1 << 20,
                 credential: Default::default(),
                 tls: None,
+                busy_poll: None,
             },
         );
         cluster.wait_for_updates(1).await;

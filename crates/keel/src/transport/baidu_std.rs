@@ -61,6 +61,7 @@ use tokio::time::Instant;
 
 use super::pending::{Arrived, CallId, PendingCalls};
 use super::reconnect::Reconnect;
+use crate::busy_poll::BusyPoll;
 use crate::compression::{self, Compression, Scratch};
 use crate::metadata::{Metadata, REQUEST_ID};
 use crate::status::{Code, Status};
@@ -485,7 +486,7 @@ impl Link {
                 let id = CallId::from_correlation_id(cid);
                 answers.wakers.extend(st.pending.complete(id, result));
             }
-            st.pending.len()
+            st.pending.waiting()
         };
         self.woken.woke(answers.wakers.len());
         for w in answers.wakers.drain(..) {
@@ -606,6 +607,9 @@ async fn run_connection<S: crate::tls::Duplex>(
     // The server said it is stopping: this connection takes no more
     // requests and ends once the calls it sent are answered.
     let mut retired = false;
+    // Calls sent and not yet answered, as of the last take or read.
+    let mut in_flight = 0;
+    let mut spin = BusyPoll::new(conn.config.busy_poll);
     exit.why = loop {
         if retired && written == outbuf.len() && !conn.waits_on(epoch) {
             break "the server is stopping and answered every call sent".into();
@@ -619,106 +623,133 @@ async fn run_connection<S: crate::tls::Duplex>(
             shrink_armed = true;
         }
         let inbuf = &mut reads.current;
-        tokio::select! {
-            closed = alive.changed() => {
-                let _ = closed;
-                break "channel dropped".into();
+        // A lone caller's answer: poll for it a moment before sleeping
+        // (see `busy_poll`), once everything is written and nothing
+        // partial waits in the buffer.
+        let mut spun = None;
+        if in_flight > 0 && written == outbuf.len() && inbuf.is_empty() && !retired && spin.due() {
+            if spin.yield_first() {
+                tokio::task::yield_now().await;
             }
-            () = &mut sweep, if sweep_at.is_some() => {
-                let mut st = conn.lock();
-                let expired = st.pending.expire(tokio::time::Instant::now());
-                let next = st.pending.earliest();
-                arm_sweep(sweep.as_mut(), &mut sweep_at, &mut st, epoch, next);
-                drop(st);
-                expired.into_iter().for_each(Waker::wake);
+            // A dropped channel is taken below, not spun past.
+            if !alive.has_changed().unwrap_or(true) {
+                spun = spin.spin::<S>(&rd, inbuf);
             }
-            () = &mut shrink, if shrink_armed => { if busy {
-                // Still busy: look again later (no allocation churn).
-                busy = false;
-                shrink.as_mut().reset(tokio::time::Instant::now() + IDLE_SHRINK);
-            } else {
-                shrink_armed = false;
-                // Quiet for a moment: back to the idle footprint (R7).
-                if written == outbuf.len() {
-                    outbuf = BytesMut::new();
-                    written = 0;
+        }
+        let read = if let Some(read) = spun {
+            read
+        } else {
+            tokio::select! {
+                closed = alive.changed() => {
+                    let _ = closed;
+                    break "channel dropped".into();
                 }
-                let mut st = conn.lock();
-                if st.epoch == epoch && st.out.is_empty() {
-                    st.out = BytesMut::new();
-                }
-                st.pending.quiet();
-                drop(st);
-                reads.shrink();
-                answers = Answers::default();
-            } }
-            _ = conn.wake_writer.notified(), if !retired && written == outbuf.len() => {
-                conn.woken.let_them_queue().await;
-                outbuf.clear();
-                written = 0;
-                if outbuf.capacity() > KEEP_CAPACITY {
-                    outbuf = BytesMut::new();
-                }
-                let mut st = conn.lock();
-                if st.epoch != epoch {
-                    // A newer connection owns the queue; pass the wakeup
-                    // on and leave.
+                () = &mut sweep, if sweep_at.is_some() => {
+                    let mut st = conn.lock();
+                    let expired = st.pending.expire(tokio::time::Instant::now());
+                    let next = st.pending.earliest();
+                    arm_sweep(sweep.as_mut(), &mut sweep_at, &mut st, epoch, next);
                     drop(st);
-                    conn.wake_writer.notify_one();
-                    break "replaced by a newer connection".into();
+                    expired.into_iter().for_each(Waker::wake);
+                    continue;
                 }
-                std::mem::swap(&mut st.out, &mut outbuf);
-                listed.set_in_flight(st.pending.len());
-                if let Some(at) = st.pending.earliest()
-                    && sweep_at.is_none_or(|armed| at < armed)
-                {
-                    arm_sweep(sweep.as_mut(), &mut sweep_at, &mut st, epoch, Some(at));
+                () = &mut shrink, if shrink_armed => { if busy {
+                    // Still busy: look again later (no allocation churn).
+                    busy = false;
+                    shrink.as_mut().reset(tokio::time::Instant::now() + IDLE_SHRINK);
+                } else {
+                    shrink_armed = false;
+                    // Quiet for a moment: back to the idle footprint (R7).
+                    if written == outbuf.len() {
+                        outbuf = BytesMut::new();
+                        written = 0;
+                    }
+                    let mut st = conn.lock();
+                    if st.epoch == epoch && st.out.is_empty() {
+                        st.out = BytesMut::new();
+                    }
+                    st.pending.quiet();
+                    drop(st);
+                    reads.shrink();
+                    answers = Answers::default();
+                } continue; }
+                _ = conn.wake_writer.notified(), if !retired && written == outbuf.len() => {
+                    conn.woken.let_them_queue().await;
+                    outbuf.clear();
+                    written = 0;
+                    if outbuf.capacity() > KEEP_CAPACITY {
+                        outbuf = BytesMut::new();
+                    }
+                    let mut st = conn.lock();
+                    if st.epoch != epoch {
+                        // A newer connection owns the queue; pass the wakeup
+                        // on and leave.
+                        drop(st);
+                        conn.wake_writer.notify_one();
+                        break "replaced by a newer connection".into();
+                    }
+                    std::mem::swap(&mut st.out, &mut outbuf);
+                    in_flight = st.pending.waiting();
+                    listed.set_in_flight(in_flight);
+                    if let Some(at) = st.pending.earliest()
+                        && sweep_at.is_none_or(|armed| at < armed)
+                    {
+                        arm_sweep(sweep.as_mut(), &mut sweep_at, &mut st, epoch, Some(at));
+                    }
+                    // Still unwritten, for the queue's bound, until written;
+                    // only large batches are counted (a small one cannot move
+                    // a 64 MiB bound), so small calls take no extra lock.
+                    st.taken = if outbuf.len() >= KEEP_CAPACITY { outbuf.len() } else { 0 };
+                    continue;
                 }
-                // Still unwritten, for the queue's bound, until written;
-                // only large batches are counted (a small one cannot move
-                // a 64 MiB bound), so small calls take no extra lock.
-                st.taken = if outbuf.len() >= KEEP_CAPACITY { outbuf.len() } else { 0 };
+                n = wr.write(&outbuf[written..]), if written < outbuf.len() => match n {
+                    Ok(0) => break "the connection stopped accepting data".into(),
+                    Ok(n) => {
+                        written += n;
+                        busy = true;
+                        exit.written += n as u64;
+                        listed.wrote(n);
+                        if written == outbuf.len() && outbuf.len() >= KEEP_CAPACITY {
+                            if !retired {
+                                conn.lock().taken = 0;
+                            }
+                            if outbuf.capacity() > KEEP_CAPACITY {
+                                // A large request was written: give its buffer
+                                // back now, not when the next call comes (R7).
+                                outbuf = BytesMut::new();
+                                written = 0;
+                            }
+                        }
+                        continue;
+                    }
+                    Err(e) => break e.to_string(),
+                },
+                read = rd.read_buf(&mut *inbuf) => read,
             }
-            n = wr.write(&outbuf[written..]), if written < outbuf.len() => match n {
-                Ok(0) => break "the connection stopped accepting data".into(),
-                Ok(n) => {
-                    written += n;
-                    busy = true;
-                    exit.written += n as u64;
-                    listed.wrote(n);
-                    if written == outbuf.len() && outbuf.len() >= KEEP_CAPACITY {
-                        if !retired {
-                            conn.lock().taken = 0;
-                        }
-                        if outbuf.capacity() > KEEP_CAPACITY {
-                            // A large request was written: give its buffer
-                            // back now, not when the next call comes (R7).
-                            outbuf = BytesMut::new();
-                            written = 0;
-                        }
-                    }
+        };
+        spin.read();
+        match read {
+            Ok(0) => break "closed by the server".into(),
+            Ok(n) => {
+                listed.read(n);
+                busy = true;
+                // Taken for writing so far: written, or in `outbuf` still
+                // to be written.
+                let sent = exit.written + (outbuf.len() - written) as u64;
+                let cut = deliver(&conn, inbuf, &limits, (epoch, sent), &mut answers);
+                for _ in 0..answers.ready.len() {
+                    spin.request();
                 }
-                Err(e) => break e.to_string(),
-            },
-            read = rd.read_buf(inbuf) => match read {
-                Ok(0) => break "closed by the server".into(),
-                Ok(n) => {
-                    listed.read(n);
-                    busy = true;
-                    // Taken for writing so far: written, or in `outbuf`
-                    // still to be written.
-                    let sent = exit.written + (outbuf.len() - written) as u64;
-                    let cut = deliver(&conn, inbuf, &limits, (epoch, sent), &mut answers);
-                    // Calls still waiting, for the console.
-                    listed.set_in_flight(conn.complete(&mut answers));
-                    match cut {
-                        Err(e) => break e,
-                        Ok(stopping) => retired |= stopping,
-                    }
-                    reads.settle();
+                // Calls still waiting, for the console.
+                in_flight = conn.complete(&mut answers);
+                listed.set_in_flight(in_flight);
+                match cut {
+                    Err(e) => break e,
+                    Ok(stopping) => retired |= stopping,
                 }
-                Err(e) => break e.to_string(),
-            },
+                reads.settle();
+            }
+            Err(e) => break e.to_string(),
         }
     };
 }

@@ -136,6 +136,9 @@ pub(crate) struct EndpointConfig {
     pub(crate) credential: bytes::Bytes,
     /// TLS on every connection, when set.
     pub(crate) tls: Option<crate::tls::ClientTls>,
+    /// How long a baidu_std connection with a lone caller polls for its
+    /// answer before sleeping (see `busy_poll`); `None`: never.
+    pub(crate) busy_poll: Option<std::time::Duration>,
 }
 
 /// The TLS of an endpoint at `addr` speaking `protocol`, if its channel

@@ -114,12 +114,20 @@ pub(crate) struct PendingCalls {
     /// No waiting call's deadline is earlier (one may be later: it is
     /// recomputed only by [`expire`](Self::expire)).
     earliest: Option<Instant>,
+    /// Entries still waiting for their answer (the others hold one their
+    /// caller has not taken yet).
+    waiting: usize,
 }
 
 impl PendingCalls {
-    /// Calls waiting now.
+    /// Calls in the table: waiting, or answered and not yet taken.
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    /// Calls still waiting for their answer.
+    pub(crate) fn waiting(&self) -> usize {
+        self.waiting
     }
 
     /// Registers a call sent on connection `epoch`, its request queued
@@ -138,6 +146,7 @@ impl PendingCalls {
         }
         // Positive as an i64 for 2^63 calls: never wraps in practice.
         self.last_id += 1;
+        self.waiting += 1;
         let id = CallId(self.last_id);
         self.entries.insert(
             id,
@@ -165,7 +174,10 @@ impl PendingCalls {
     ) -> Option<Waker> {
         let entry = self.entries.get_mut(&id)?;
         match std::mem::replace(&mut entry.state, State::Done(result)) {
-            State::Waiting(waker) => waker,
+            State::Waiting(waker) => {
+                self.waiting -= 1;
+                waker
+            }
             other => {
                 entry.state = other;
                 None
@@ -234,6 +246,7 @@ impl PendingCalls {
             let status = Status::new(Code::ERPCTIMEDOUT, "no answer before the call's deadline");
             if let State::Waiting(w) = std::mem::replace(&mut entry.state, State::Done(Err(status)))
             {
+                self.waiting -= 1;
                 wakers.extend(w);
             }
         }
@@ -264,6 +277,7 @@ impl PendingCalls {
                 else {
                     unreachable!("matched Waiting just above")
                 };
+                self.waiting -= 1;
                 wakers.extend(w);
             }
         }
@@ -276,6 +290,9 @@ impl PendingCalls {
     /// that emptied it.
     fn release(&mut self, id: CallId) -> Option<State> {
         let entry = self.entries.remove(&id)?;
+        if matches!(entry.state, State::Waiting(_)) {
+            self.waiting -= 1;
+        }
         let (len, capacity) = (self.entries.len(), self.entries.capacity());
         // `shrink_to(KEEP)` leaves a little under 2 * KEEP (hash tables
         // round up), so a table at its floor is not rehashed again.
@@ -321,6 +338,41 @@ mod tests {
         assert_eq!(table.len(), 2);
         table.remove(b);
         table.remove(keep);
+        assert_eq!(table.len(), 0);
+    }
+
+    #[test]
+    fn waiting_counts_the_calls_without_an_answer_on_every_path() {
+        let mut table = PendingCalls::default();
+        let now = Instant::now();
+        let answered = table.insert(1, 0, None, Waker::noop());
+        let abandoned = table.insert(1, 0, None, Waker::noop());
+        let expired = table.insert(1, 0, Some(now), Waker::noop());
+        let failed = table.insert(1, 10, None, Waker::noop());
+        let other = table.insert(2, 0, None, Waker::noop());
+        assert_eq!(table.waiting(), 5);
+        assert!(table.complete(answered, Ok(Arrived::default())).is_some());
+        // A second answer changes nothing.
+        assert!(table.complete(answered, Ok(Arrived::default())).is_none());
+        assert_eq!(
+            (table.waiting(), table.len()),
+            (4, 5),
+            "answered, not yet taken"
+        );
+        table.remove(abandoned);
+        assert_eq!(table.waiting(), 3);
+        assert_eq!(table.expire(now).len(), 1);
+        assert_eq!(table.waiting(), 2);
+        assert_eq!(table.fail_unsent(1, 10, "gone").len(), 1);
+        assert_eq!(table.waiting(), 1);
+        // Taking or dropping an answered call leaves the count alone.
+        assert!(table.poll(answered, Waker::noop()).is_ready());
+        table.remove(expired);
+        table.remove(failed);
+        assert_eq!((table.waiting(), table.len()), (1, 1));
+        assert_eq!(table.fail_epoch(2, "gone", 0).len(), 1);
+        assert_eq!(table.waiting(), 0);
+        table.remove(other);
         assert_eq!(table.len(), 0);
     }
 
