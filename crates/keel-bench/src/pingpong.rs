@@ -33,20 +33,26 @@
 //! - **A floor, not a peer.** The raw client and server block in `read`,
 //!   which is the cheapest way to wait for one reply; a framework on an async
 //!   runtime also pays for waking a task. That is the gap the target bounds.
-//!   A server that busy-polls (Keel's, by default) skips the wakeup the
-//!   raw server pays, so it can beat this floor, at the CPU cost printed.
+//!   Keel's server and client busy-poll by default and skip the wakeups
+//!   the raw ones pay, so they can beat this floor, at the CPU cost printed.
+//! - **A lone caller.** Each Keel run has a channel of its own, made and
+//!   warmed up before it and closed after it: a Keel connection polls only
+//!   while it is the one open connection of its process, as a lone
+//!   caller's is.
 //!
 //! # What the gap is made of, and busy-polling
 //!
 //! On a 2-core virtual machine, most of a 1x1 round trip is waking an idle
 //! CPU (a halt and an interrupt), on both sides: the same Keel 1x1 echo ran
 //! at 64,630 calls/s (p50 9 us) while other work kept both CPUs busy, and
-//! at 16-18k when they were idle. Keel's server therefore busy-polls a lone
-//! caller's connection (`ServerBuilder::busy_poll`, see `busy_poll.rs` in
-//! keel): it reads its socket with non-blocking `recv`s for up to 50 us
-//! before sleeping, so the next request finds it awake. The row "keel, no
-//! polling" is the same server with that off (`--no-busy-poll`), so what
-//! polling gains and what CPU it costs show side by side.
+//! at 16-18k when they were idle. Keel therefore busy-polls a lone
+//! caller's connection (`ServerBuilder::busy_poll`,
+//! `ChannelBuilder::busy_poll`, see `busy_poll.rs` in keel): the server
+//! reads its socket with non-blocking `recv`s for up to 50 us for the next
+//! request, the client for the answer, before sleeping, so neither waits
+//! for a CPU to wake. The row "keel, no polling" is the same server with
+//! that off (`--no-busy-poll`) and a channel with it off, so what polling
+//! gains and what CPU it costs show side by side.
 //!
 //! While a window polls, the socket's read low-water mark is raised, so
 //! the request's arrival does not also wake the server's other worker,
@@ -55,23 +61,27 @@
 //! a third of a core) only to find the connection's task already running.
 //!
 //! The CPU cell (polling's server CPU per call at most half of the server's
-//! without it) is bounded by the machine, and the last line of the report
-//! computes by how much: a polling server is busy through most of each
-//! call's period (about 90% here), so its CPU per call is about that
-//! share of the period, and half the unpolled CPU needs a period short
-//! enough for it: in the runs measured, about 1.7 times the rate polling
-//! reached, near the 64,630 calls/s above that this machine reached only
-//! with no CPU ever idle. A server that sleeps instead pays at least what
-//! the raw server, which only blocks in `read`, pays for each wakeup.
+//! without it) depends on the client polling too, and the last line of the
+//! report says why: a polling server is busy through most of each call's
+//! period (80-90% here), so its CPU per call is about that share of the
+//! period, and half the unpolled CPU needs a period short enough for it.
+//! With only the server polling, the client's wakeup kept the period at
+//! 26-39 us (25-39k calls/s, the server at 85-95% of its unpolled CPU);
+//! with the client polling as well it is about 18 us (54-56k calls/s, the
+//! server at 43-51%). A server that sleeps instead pays at least what the
+//! raw server, which only blocks in `read`, pays for each wakeup.
 //!
 //! Polling that goes through the runtime does not work: an earlier attempt
 //! yielded to tokio while a read was not ready, and was slower (17.9k ->
 //! 15.6k, 9.6k, 6.2k calls/s at 20, 50, 100 us): on a multi-thread runtime
 //! the I/O driver belongs to whichever worker sleeps in it, so the spinning
-//! worker found no new readiness. Polling in the client as well (both
-//! processes spinning) was also slower here (63-84% of raw): two spinning
-//! processes take both cores, and any other thread that must run waits for
-//! one.
+//! worker found no new readiness. Client polling was slower in an earlier
+//! attempt (63-84% of raw), and in the first version of the current one
+//! (11.8-13.7k calls/s against 25-29k without it), which also polled after
+//! the answer came, while the answered call had not yet taken it (the
+//! pending table counted such calls as waiting): the spinning connection
+//! held the worker that call needed. A client polls only while a call
+//! waits for its answer.
 //!
 //! Every load loop stops at its deadline and after
 //! [`echo::MAX_CALLS_PER_TASK`] calls, every raw read and write gives up
@@ -378,7 +388,7 @@ fn report(runs: &args::Runs, cores: usize, r: &Results) -> String {
     );
     let _ = writeln!(
         out,
-        "  raw: blocking std::net sockets, TCP_NODELAY, server thread in its own process; keel (with and without busy-polling), tonic: `echo`'s 1x1, each server in its own process"
+        "  raw: blocking std::net sockets, TCP_NODELAY, server thread in its own process; keel (busy-polling on both sides, and on neither; a channel per run), tonic: `echo`'s 1x1, each server in its own process"
     );
     let _ = writeln!(
         out,

@@ -1,21 +1,31 @@
-//! Busy-polling: waiting for a lone caller's next request without
-//! sleeping.
+//! Busy-polling: waiting for a lone caller's next request, or for its
+//! answer, without sleeping.
 //!
-//! A connection that has answered everything normally waits for its next
-//! bytes in the runtime: the worker parks in `epoll_wait`, and the bytes'
+//! A connection that has nothing to do normally waits for its next bytes
+//! in the runtime: the worker parks in `epoll_wait`, and the bytes'
 //! arrival wakes it. When one caller sends one call at a time (1x1), that
-//! wakeup is most of a round trip: on an idle CPU it is a halt and an
-//! interrupt, tens of microseconds on a virtual machine. So such a
-//! connection first polls its socket itself, with plain non-blocking
-//! `recv`s, for at most a short window (50 us by default), and waits the
-//! ordinary way only if nothing came.
+//! wakeup is most of a round trip, on both sides: on an idle CPU it is a
+//! halt and an interrupt, tens of microseconds on a virtual machine. So
+//! such a connection first polls its socket itself, with plain
+//! non-blocking `recv`s, for at most a short window (50 us by default),
+//! and waits the ordinary way only if nothing came:
+//!
+//! - a server connection, once it has answered everything, for the next
+//!   request;
+//! - a client connection, once its one call is written, for the answer.
+//!
+//! With both sides polling, a 1x1 round trip never waits for a CPU to wake,
+//! and each side's CPU per call is about the call's period, shorter than
+//! one wakeup (`keel-bench pingpong`).
 //!
 //! Spinning costs CPU and holds a worker, so it is reserved for where it
 //! pays:
 //!
 //! - **A lone caller.** The last [`LONE_READS`] reads each carried exactly
-//!   one request, and nothing is in flight or unwritten: a connection
-//!   carrying many calls at once finds its next bytes ready anyway.
+//!   one request (one answer, on a client), and nothing is unwritten; a
+//!   server has no call in flight, a client has one or more waiting: a
+//!   connection carrying many calls at once finds its next bytes ready
+//!   anyway.
 //! - **It works.** A window that ends with nothing read makes the
 //!   connection skip the next 1, 2, 4, ... up to [`MAX_SKIP`] chances, so a
 //!   caller that pauses between calls costs one window per thousand calls
@@ -49,7 +59,9 @@
 //!   current-thread one) would have nothing left to run the rest.
 //!
 //! The window is a server option ([`ServerBuilder::busy_poll`](
-//! crate::server::ServerBuilder::busy_poll)); `None` turns spinning off.
+//! crate::server::ServerBuilder::busy_poll)) and a channel's
+//! ([`ChannelBuilder::busy_poll`](crate::ChannelBuilder::busy_poll));
+//! `None` turns spinning off.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -121,7 +133,7 @@ impl BusyPoll {
         true
     }
 
-    /// One request was cut from the input.
+    /// One request (on a client: one answer) was cut from the input.
     pub(crate) fn request(&mut self) {
         self.requests = self.requests.saturating_add(1);
     }
@@ -244,7 +256,7 @@ pub(crate) struct Stats {
     pub(crate) nanos: AtomicU64,
 }
 
-/// The process's busy-polling, every server's connections together.
+/// The process's busy-polling, every connection's (server and client) together.
 pub(crate) static STATS: Stats = Stats {
     hits: AtomicU64::new(0),
     misses: AtomicU64::new(0),

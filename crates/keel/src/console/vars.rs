@@ -175,7 +175,7 @@ pub(crate) fn each(core: &ServerCore, mut f: impl FnMut(Var)) {
         ),
         var(
             "keel_busy_poll_hits_total",
-            "Times a connection with a lone caller polled its socket and found the next request (ServerBuilder::busy_poll).",
+            "Times a connection with a lone caller polled its socket and found the next request, or on a client the answer (ServerBuilder::busy_poll, ChannelBuilder::busy_poll).",
             Counter,
             u(busy.hits.load(Ordering::Relaxed)),
         ),
