@@ -267,15 +267,18 @@ fn keel_once(
     ticks_per_us: f64,
 ) -> Result<Sample, String> {
     let clients = Clients::keel_with(&server.addr.to_string(), 1, busy_poll)?;
-    clients.arm(rt, 1).fire(rt, runs.warm_up())?;
-    let sample = echo::run_once(
-        rt,
-        server,
-        &clients,
-        ONE_BY_ONE,
-        runs.run_length(),
-        ticks_per_us,
-    );
+    let sample = clients.arm(rt, 1).fire(rt, runs.warm_up()).and_then(|_| {
+        echo::run_once(
+            rt,
+            server,
+            &clients,
+            ONE_BY_ONE,
+            runs.run_length(),
+            ticks_per_us,
+        )
+    });
+    // Dropped inside the runtime its connection's task lives on, whatever
+    // the run gave.
     rt.block_on(async move {
         drop(clients);
         let closing = async {
@@ -324,14 +327,13 @@ fn run(runs: &args::Runs) -> Result<String, String> {
     let ticks_per_us = clk_tck / 1e6;
     let rt = echo::runtime("client")?;
     let raw_server = ChildServer::start("raw ping-pong", &[SERVER_SUBCOMMAND.to_string()])?;
-    let mut servers = [
-        ServerProcess::start(Framework::Keel, None)?,
-        ServerProcess::start_with(Framework::Keel, None, &["--no-busy-poll"])?,
-        ServerProcess::start(Framework::Tonic, None)?,
-    ];
+    let mut keel_server = ServerProcess::start(Framework::Keel, None)?;
+    let mut unpolled_server =
+        ServerProcess::start_with(Framework::Keel, None, &["--no-busy-poll"])?;
+    let mut tonic_server = ServerProcess::start(Framework::Tonic, None)?;
     let mut raw = RawClient::connect(raw_server.addr)?;
     raw.run(runs.warm_up())?;
-    let tonic = rt.block_on(Clients::connect(Framework::Tonic, servers[2].addr, 1))?;
+    let tonic = rt.block_on(Clients::connect(Framework::Tonic, tonic_server.addr, 1))?;
     tonic.arm(&rt, 1).fire(&rt, runs.warm_up())?;
     eprintln!(
         "keel-bench pingpong: {} rounds x (raw, keel, keel without polling, tonic) x {:.1} s",
@@ -346,12 +348,17 @@ fn run(runs: &args::Runs) -> Result<String, String> {
             runs.run_length(),
             ticks_per_us,
         )?);
-        let [keel, unpolled, tonic_server] = &mut servers;
-        samples[KEEL].push(keel_once(&rt, keel, true, runs, ticks_per_us)?);
-        samples[KEEL + 1].push(keel_once(&rt, unpolled, false, runs, ticks_per_us)?);
+        samples[KEEL].push(keel_once(&rt, &mut keel_server, true, runs, ticks_per_us)?);
+        samples[KEEL + 1].push(keel_once(
+            &rt,
+            &mut unpolled_server,
+            false,
+            runs,
+            ticks_per_us,
+        )?);
         samples[TONIC].push(echo::run_once(
             &rt,
-            tonic_server,
+            &mut tonic_server,
             &tonic,
             ONE_BY_ONE,
             runs.run_length(),
@@ -361,7 +368,7 @@ fn run(runs: &args::Runs) -> Result<String, String> {
     eprintln!();
     rt.block_on(async move { drop(tonic) });
     drop(raw);
-    drop(servers);
+    drop((keel_server, unpolled_server, tonic_server));
     drop(raw_server);
     let results = Results {
         samples,

@@ -12,7 +12,10 @@
 //!
 //! - a server connection, once it has answered everything, for the next
 //!   request;
-//! - a client connection, once its one call is written, for the answer.
+//! - a client connection, once it has written a lone call's request, for
+//!   the answer; it stops for a call queued meanwhile (which it must
+//!   write) and for its deadline sweep, and never polls right after a
+//!   read, while a caller that read woke may be waiting for the worker.
 //!
 //! With both sides polling, a 1x1 round trip never waits for a CPU to wake,
 //! and each side's CPU per call is about the call's period, shorter than
@@ -23,7 +26,7 @@
 //!
 //! - **A lone caller.** The last [`LONE_READS`] reads each carried exactly
 //!   one request (one answer, on a client), and nothing is unwritten; a
-//!   server has no call in flight, a client has one or more waiting: a
+//!   server has no call in flight, a client exactly one, just sent: a
 //!   connection carrying many calls at once finds its next bytes ready
 //!   anyway.
 //! - **It works.** A window that ends with nothing read makes the
@@ -101,6 +104,8 @@ pub(crate) struct BusyPoll {
     backoff: u16,
     /// Windows since the task last yielded.
     unyielded: u8,
+    /// Whether the socket's read mark may be raised.
+    mark: Mark,
 }
 
 impl BusyPoll {
@@ -119,6 +124,7 @@ impl BusyPoll {
             skip: 0,
             backoff: 0,
             unyielded: 0,
+            mark: Mark::Unknown,
         }
     }
 
@@ -150,8 +156,9 @@ impl BusyPoll {
     }
 
     /// Whether the connection spins before its next wait, given that it
-    /// has answered everything and holds no partial request. Uses up a
-    /// skipped chance.
+    /// waits for a lone caller's next bytes (a server: it has answered
+    /// everything; a client: it has just written one call) and holds no
+    /// partial frame. Uses up a skipped chance.
     pub(crate) fn due(&mut self) -> bool {
         self.due_among(crate::connections::open_count())
     }
@@ -171,31 +178,41 @@ impl BusyPoll {
     }
 
     /// Polls `rd` for up to the window (call it when [`due`](Self::due)
-    /// said so, after yielding: see the module's rules), appending what arrives to `buf`: `Some` with
-    /// the read's result (`Ok(0)`: the peer closed), `None` when it did
-    /// not spin or nothing came (then wait the ordinary way). The caller
-    /// must call [`read`](Self::read) for a `Some(Ok(n))` as for any read.
+    /// said so, after yielding: see the module's rules), appending what
+    /// arrives to `buf`, for as long as `keep_on` says (asked between
+    /// reads: a client stops for a call queued meanwhile, or for its
+    /// deadline sweep): `Some` with the read's result (`Ok(0)`: the peer
+    /// closed), `None` when it did not spin, nothing came or it stopped
+    /// (then wait the ordinary way). The caller must call
+    /// [`read`](Self::read) for a `Some(Ok(n))` as for any read.
     pub(crate) fn spin<S: Duplex>(
         &mut self,
         rd: &S::Reader<'_>,
         buf: &mut BytesMut,
+        keep_on: impl FnMut() -> bool,
     ) -> Option<std::io::Result<usize>> {
         // No other worker is woken for what the window reads (see the
         // module's rules): the mark goes up once a read found nothing
         // (bytes already there were signalled anyway), and back to 1
         // before any wait in the runtime, so that wait sees every byte.
         let mut raised = false;
-        let got = self.poll(buf, &STATS, |room| {
-            let read = S::recv_now(rd, room);
-            if !raised
-                && let Some(Err(e)) = &read
-                && e.kind() == std::io::ErrorKind::WouldBlock
-            {
-                // Refused: the other worker may wake, nothing worse.
-                raised = S::set_read_low_water(rd, SPIN_LOW_WATER).is_ok();
-            }
-            read
-        });
+        let mut mark = self.mark;
+        let got = self.poll(
+            buf,
+            &STATS,
+            |room| {
+                let read = S::recv_now(rd, room);
+                if !raised
+                    && let Some(Err(e)) = &read
+                    && e.kind() == std::io::ErrorKind::WouldBlock
+                {
+                    raised = mark.raise::<S>(rd);
+                }
+                read
+            },
+            keep_on,
+        );
+        self.mark = mark;
         if raised {
             let lowered = S::set_read_low_water(rd, 1);
             debug_assert!(lowered.is_ok(), "lowering the read mark: {lowered:?}");
@@ -210,6 +227,7 @@ impl BusyPoll {
         buf: &mut BytesMut,
         stats: &Stats,
         recv: impl FnMut(&mut [u8]) -> Option<std::io::Result<usize>>,
+        keep_on: impl FnMut() -> bool,
     ) -> Option<std::io::Result<usize>> {
         // Never more than `buf` has room for: polling allocates nothing.
         let spare = SPIN_READ.min(buf.capacity() - buf.len());
@@ -218,7 +236,7 @@ impl BusyPoll {
         }
         let mut room = [0u8; SPIN_READ];
         let start = Instant::now();
-        let got = poll_for(start, self.window, &mut room[..spare], recv);
+        let got = poll_for(start, self.window, &mut room[..spare], recv, keep_on);
         let spent = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
         stats.nanos.fetch_add(spent, Ordering::Relaxed);
         match got {
@@ -237,11 +255,40 @@ impl BusyPoll {
                 self.skip = self.backoff;
                 None
             }
+            // Neither a hit nor a miss: the caller had other work.
+            Polled::Stopped => None,
             Polled::Unsupported => {
                 self.window = Duration::ZERO;
                 None
             }
         }
+    }
+}
+
+/// Whether a connection's socket may take the raised read mark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mark {
+    /// Not looked at yet.
+    Unknown,
+    Allowed,
+    Refused,
+}
+
+impl Mark {
+    /// Raises `rd`'s read mark for a window; false where it may not or
+    /// could not (then the other worker may wake, nothing worse). Linux
+    /// clamps a socket's receive window for good to a mark that half its
+    /// receive buffer cannot hold (`tcp_set_rcvlowat`), so the buffer is
+    /// looked at once, at the first raise, and must hold four marks (the
+    /// default buffer, 128 KiB, does).
+    fn raise<S: Duplex>(&mut self, rd: &S::Reader<'_>) -> bool {
+        if *self == Mark::Unknown {
+            *self = match S::read_buffer(rd) {
+                Some(bytes) if bytes >= 4 * SPIN_LOW_WATER as usize => Mark::Allowed,
+                _ => Mark::Refused,
+            };
+        }
+        *self == Mark::Allowed && S::set_read_low_water(rd, SPIN_LOW_WATER).is_ok()
     }
 }
 
@@ -269,17 +316,20 @@ enum Polled {
     Read(usize),
     Failed(std::io::Error),
     Nothing,
+    /// `keep_on` said to stop before anything came.
+    Stopped,
     /// The stream cannot be read without the runtime.
     Unsupported,
 }
 
 /// Calls `recv` (a non-blocking read into `room`) until it reads, fails,
-/// or `window` has passed.
+/// `window` has passed, or `keep_on` says to stop.
 fn poll_for(
     start: Instant,
     window: Duration,
     room: &mut [u8],
     mut recv: impl FnMut(&mut [u8]) -> Option<std::io::Result<usize>>,
+    mut keep_on: impl FnMut() -> bool,
 ) -> Polled {
     loop {
         match recv(room) {
@@ -291,6 +341,9 @@ fn poll_for(
         }
         if start.elapsed() >= window {
             return Polled::Nothing;
+        }
+        if !keep_on() {
+            return Polled::Stopped;
         }
         std::hint::spin_loop();
     }
@@ -338,21 +391,52 @@ mod tests {
         }
         let mut calls = 0;
         let mut then = Some(then);
-        let got = bp.poll(buf, &Stats::default(), |room| {
-            calls += 1;
-            if calls <= empty {
-                return would_block();
-            }
-            match then.take().flatten() {
-                None => would_block(),
-                Some(Ok(bytes)) => {
-                    room[..bytes.len()].copy_from_slice(bytes);
-                    Some(Ok(bytes.len()))
+        let got = bp.poll(
+            buf,
+            &Stats::default(),
+            |room| {
+                calls += 1;
+                if calls <= empty {
+                    return would_block();
                 }
-                Some(Err(e)) => Some(Err(e)),
-            }
-        });
+                match then.take().flatten() {
+                    None => would_block(),
+                    Some(Ok(bytes)) => {
+                        room[..bytes.len()].copy_from_slice(bytes);
+                        Some(Ok(bytes.len()))
+                    }
+                    Some(Err(e)) => Some(Err(e)),
+                }
+            },
+            || true,
+        );
         (calls, got)
+    }
+
+    #[test]
+    fn a_window_told_to_stop_is_neither_a_hit_nor_a_miss() {
+        let mut bp = state(Some(WINDOW));
+        lone_reads(&mut bp, LONE_READS);
+        assert!(bp.due_among(1));
+        let stats = Stats::default();
+        let mut asked = 0;
+        let got = bp.poll(
+            &mut BytesMut::with_capacity(64),
+            &stats,
+            |_| would_block(),
+            || {
+                asked += 1;
+                asked < 3
+            },
+        );
+        assert!(got.is_none());
+        assert_eq!(asked, 3, "asked between reads until told to stop");
+        assert_eq!(stats.hits.load(Ordering::Relaxed), 0);
+        assert_eq!(stats.misses.load(Ordering::Relaxed), 0);
+        assert!(
+            bp.due_among(1),
+            "no backoff: the next chance is not skipped"
+        );
     }
 
     #[test]
@@ -449,7 +533,11 @@ mod tests {
             let mut short = BusyPoll::new(Some(WINDOW));
             lone_reads(&mut short, LONE_READS);
             assert!(short.due_among(1));
-            assert!(short.spin::<tokio::net::TcpStream>(&rd, &mut buf).is_none());
+            assert!(
+                short
+                    .spin::<tokio::net::TcpStream>(&rd, &mut buf, || true)
+                    .is_none()
+            );
             assert_eq!(read_low_water(&watched), 1);
 
             // The peer sends once it sees the mark raised: the window
@@ -466,12 +554,46 @@ mod tests {
             let mut long = BusyPoll::new(Some(Duration::from_secs(10)));
             lone_reads(&mut long, LONE_READS);
             assert!(long.due_among(1));
-            let got = long.spin::<tokio::net::TcpStream>(&rd, &mut buf);
+            let got = long.spin::<tokio::net::TcpStream>(&rd, &mut buf, || true);
             assert_eq!(got.unwrap().unwrap(), 7);
             assert_eq!(&buf[..], b"request");
             let (peer, watched) = sender.join().unwrap();
             assert_eq!(read_low_water(&watched), 1);
             drop(peer);
+        });
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_mark_is_never_raised_on_a_socket_whose_buffer_cannot_hold_it() {
+        use crate::sys::read_low_water;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            for (buffer, allowed) in [(None, true), (Some(4096), false)] {
+                let _peer = std::net::TcpStream::connect(addr).unwrap();
+                let (conn, _) = listener.accept().unwrap();
+                if let Some(bytes) = buffer {
+                    socket2::SockRef::from(&conn)
+                        .set_recv_buffer_size(bytes)
+                        .unwrap();
+                }
+                conn.set_nonblocking(true).unwrap();
+                let watched = conn.try_clone().unwrap();
+                let mut conn = tokio::net::TcpStream::from_std(conn).unwrap();
+                let (rd, _wr) = conn.split();
+                let mut mark = Mark::Unknown;
+                assert_eq!(mark.raise::<tokio::net::TcpStream>(&rd), allowed);
+                let expected = if allowed { SPIN_LOW_WATER } else { 1 };
+                assert_eq!(read_low_water(&watched), expected);
+                // Decided once for the connection.
+                assert_eq!(mark == Mark::Allowed, allowed);
+                assert_eq!(mark.raise::<tokio::net::TcpStream>(&rd), allowed);
+            }
         });
     }
 
@@ -494,7 +616,10 @@ mod tests {
         let mut tls = state(Some(WINDOW));
         lone_reads(&mut tls, LONE_READS);
         assert!(tls.due_among(1));
-        assert!(tls.poll(&mut buf, &Stats::default(), |_| None).is_none());
+        assert!(
+            tls.poll(&mut buf, &Stats::default(), |_| None, || true)
+                .is_none()
+        );
         assert!(
             tls.window.is_zero(),
             "a stream that cannot be polled is never tried again"

@@ -436,6 +436,12 @@ pub(crate) trait Duplex: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     fn set_read_low_water(_reader: &Self::Reader<'_>, _bytes: i32) -> std::io::Result<()> {
         Ok(())
     }
+
+    /// The socket's receive buffer (`SO_RCVBUF`), where the stream is a
+    /// plain socket.
+    fn read_buffer(_reader: &Self::Reader<'_>) -> Option<usize> {
+        None
+    }
 }
 
 impl Duplex for tokio::net::TcpStream {
@@ -456,6 +462,12 @@ impl Duplex for tokio::net::TcpStream {
     #[cfg(target_os = "linux")]
     fn set_read_low_water(reader: &Self::Reader<'_>, bytes: i32) -> std::io::Result<()> {
         crate::sys::set_read_low_water(reader.as_ref(), bytes)
+    }
+
+    fn read_buffer(reader: &Self::Reader<'_>) -> Option<usize> {
+        socket2::SockRef::from(reader.as_ref())
+            .recv_buffer_size()
+            .ok()
     }
 }
 

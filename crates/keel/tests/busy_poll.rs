@@ -108,6 +108,50 @@ async fn two_connections_or_off_mean_no_polling() {
     }
 }
 
+/// A hand-written server on a runtime of its own: it answers whatever the
+/// test's runtime does (a polling connection holds one of that runtime's
+/// workers, and the other may sleep away from the I/O driver until the
+/// window ends).
+struct Outside {
+    server: fake_baidu::FakeServer,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Outside {
+    async fn start(
+        answer: impl Fn(i64, &support::EchoRequest) -> Vec<u8> + Send + Sync + 'static,
+    ) -> Outside {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let server = runtime
+            .spawn(fake_baidu::start(answer))
+            .await
+            .expect("the server started");
+        Outside {
+            server,
+            runtime: Some(runtime),
+        }
+    }
+}
+
+impl std::ops::Deref for Outside {
+    type Target = fake_baidu::FakeServer;
+    fn deref(&self) -> &fake_baidu::FakeServer {
+        &self.server
+    }
+}
+
+impl Drop for Outside {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
 /// A channel to `addr` polling for its answers for up to `window`.
 fn polling_client(addr: &str, window: Option<Duration>) -> EchoServiceClient {
     let channel = Channel::builder(addr)
@@ -133,7 +177,7 @@ async fn a_lone_channel_polls_for_its_answers() {
     // each read); the channel calls a server outside Keel.
     let fixture = start(|b| b.busy_poll(None)).await;
     let vars = fixture.server.local_addr();
-    let fake = fake_baidu::start(fake_baidu::echo).await;
+    let fake = Outside::start(fake_baidu::echo).await;
     let client = polling_client(&fake.addr, Some(Duration::from_secs(5)));
     let before = counters(vars).await;
     call_in_turn(&client, CALLS as usize).await;
@@ -159,8 +203,13 @@ async fn a_channel_with_another_connection_or_polling_off_never_polls() {
     let _one = one_at_a_time().await;
     let fixture = start(|b| b.busy_poll(None)).await;
     let vars = fixture.server.local_addr();
-    let fake = fake_baidu::start(fake_baidu::echo).await;
+    let fake = Outside::start(fake_baidu::echo).await;
     for (window, second) in [(Some(Duration::from_secs(5)), true), (None, false)] {
+        // The last round's connections are gone: this round's decide.
+        eventually("the last round's connections closed", || {
+            keel::connections::connection_count() == 0
+        })
+        .await;
         let client = polling_client(&fake.addr, window);
         // Another channel with a connection open: the caller's is not the
         // only one.
@@ -173,4 +222,60 @@ async fn a_channel_with_another_connection_or_polling_off_never_polls() {
         assert_eq!(counters(vars).await, before, "no polling");
         drop((client, other));
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_queued_while_the_channel_polls_is_sent_at_once() {
+    let _one = one_at_a_time().await;
+    let fixture = start(|b| b.busy_poll(None)).await;
+    let vars = fixture.server.local_addr();
+    // The answer to `hold` waits for the next request, and goes with its
+    // answer.
+    let held = std::sync::Mutex::new(Vec::new());
+    let fake = Outside::start(move |cid, req| {
+        let mut held = held.lock().expect("not poisoned");
+        if req.message == "hold" {
+            *held = fake_baidu::echo(cid, req);
+            return Vec::new();
+        }
+        let mut out = std::mem::take(&mut *held);
+        out.extend(fake_baidu::echo(cid, req));
+        out
+    })
+    .await;
+    // No deadline: nothing but the queued call may stop the polling.
+    let channel = Channel::builder(&fake.addr)
+        .busy_poll(Some(Duration::from_secs(5)))
+        .timeout(None)
+        .build()
+        .expect("a channel");
+    let client = EchoServiceClient::new(&channel);
+    call_in_turn(&client, 20).await;
+    let before = counters(vars).await;
+    eventually("the /vars connection closed", || {
+        keel::connections::connection_count() == 1
+    })
+    .await;
+    // A lone call: its connection polls for the answer, which waits for
+    // the next request...
+    let first = tokio::spawn({
+        let client = client.clone();
+        async move { client.echo(&request("hold")).await }
+    });
+    eventually("the held request arrived", || {
+        fake.requests.load(std::sync::atomic::Ordering::Relaxed) == 21
+    })
+    .await;
+    // ... which is queued meanwhile: the polling stops for it, rather
+    // than run out its window.
+    let second = client.echo(&request("next")).await.expect("answered");
+    assert_eq!(second.message, "next");
+    let first = first.await.expect("the task").expect("answered");
+    assert_eq!(first.message, "hold");
+    let after = counters(vars).await;
+    assert_eq!(after[1], before[1], "no window ran out");
+    assert!(
+        after[2] > before[2],
+        "the held call's answer was polled for"
+    );
 }

@@ -229,7 +229,9 @@ impl<S: Duplex> Connection<S> {
                     tokio::task::yield_now().await;
                 }
                 if !shutdown.has_changed().unwrap_or(true)
-                    && let Some(read) = spin.spin::<S>(&rd, &mut inbuf.buf)
+                    && let Some(read) = spin.spin::<S>(&rd, &mut inbuf.buf, || {
+                        !shutdown.has_changed().unwrap_or(true)
+                    })
                 {
                     spin.read();
                     busy = true;

@@ -46,6 +46,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::Duration;
@@ -135,6 +136,9 @@ struct Link {
     config: EndpointConfig,
     state: Mutex<LinkState>,
     wake_writer: Notify,
+    /// A request is queued and not yet taken for writing (a polling
+    /// connection stops for it).
+    unsent: AtomicBool,
     /// Callers the last read woke (see [`super::WokenCallers`]).
     woken: super::WokenCallers,
     connect_lock: tokio::sync::Mutex<()>,
@@ -187,6 +191,7 @@ impl BaiduStd {
                     sweep_at: None,
                 }),
                 wake_writer: Notify::new(),
+                unsent: AtomicBool::new(false),
                 woken: super::WokenCallers::default(),
                 connect_lock: tokio::sync::Mutex::new(()),
                 reconnect: Reconnect::default(),
@@ -339,6 +344,9 @@ impl BaiduStd {
         }
         st.queued += (st.out.len() - before) as u64;
         st.credential_sent = true;
+        if !self.conn.unsent.load(Ordering::Relaxed) {
+            self.conn.unsent.store(true, Ordering::Relaxed);
+        }
         Ok(Some((key, kept)))
     }
 
@@ -607,8 +615,11 @@ async fn run_connection<S: crate::tls::Duplex>(
     // The server said it is stopping: this connection takes no more
     // requests and ends once the calls it sent are answered.
     let mut retired = false;
-    // Calls sent and not yet answered, as of the last take or read.
-    let mut in_flight = 0;
+    // The last take left exactly one call waiting: a lone caller's request
+    // is on its way. Any read or sweep clears it, so the connection polls
+    // only for an answer it has just sent for, never while a caller that a
+    // read woke waits for this worker.
+    let mut lone_sent = false;
     let mut spin = BusyPoll::new(conn.config.busy_poll);
     exit.why = loop {
         if retired && written == outbuf.len() && !conn.waits_on(epoch) {
@@ -627,13 +638,17 @@ async fn run_connection<S: crate::tls::Duplex>(
         // (see `busy_poll`), once everything is written and nothing
         // partial waits in the buffer.
         let mut spun = None;
-        if in_flight > 0 && written == outbuf.len() && inbuf.is_empty() && !retired && spin.due() {
+        if lone_sent && written == outbuf.len() && inbuf.is_empty() && !retired && spin.due() {
             if spin.yield_first() {
                 tokio::task::yield_now().await;
             }
-            // A dropped channel is taken below, not spun past.
+            // A dropped channel is taken below, not spun past; nor is a
+            // call queued meanwhile, or the deadline sweep.
             if !alive.has_changed().unwrap_or(true) {
-                spun = spin.spin::<S>(&rd, inbuf);
+                spun = spin.spin::<S>(&rd, inbuf, || {
+                    !conn.unsent.load(Ordering::Relaxed)
+                        && sweep_at.is_none_or(|at| tokio::time::Instant::now() < at)
+                });
             }
         }
         let read = if let Some(read) = spun {
@@ -651,6 +666,7 @@ async fn run_connection<S: crate::tls::Duplex>(
                     arm_sweep(sweep.as_mut(), &mut sweep_at, &mut st, epoch, next);
                     drop(st);
                     expired.into_iter().for_each(Waker::wake);
+                    lone_sent = false;
                     continue;
                 }
                 () = &mut shrink, if shrink_armed => { if busy {
@@ -689,8 +705,10 @@ async fn run_connection<S: crate::tls::Duplex>(
                         break "replaced by a newer connection".into();
                     }
                     std::mem::swap(&mut st.out, &mut outbuf);
-                    in_flight = st.pending.waiting();
-                    listed.set_in_flight(in_flight);
+                    conn.unsent.store(false, Ordering::Relaxed);
+                    let waiting = st.pending.waiting();
+                    lone_sent = waiting == 1;
+                    listed.set_in_flight(waiting);
                     if let Some(at) = st.pending.earliest()
                         && sweep_at.is_none_or(|armed| at < armed)
                     {
@@ -728,6 +746,7 @@ async fn run_connection<S: crate::tls::Duplex>(
             }
         };
         spin.read();
+        lone_sent = false;
         match read {
             Ok(0) => break "closed by the server".into(),
             Ok(n) => {
@@ -741,8 +760,7 @@ async fn run_connection<S: crate::tls::Duplex>(
                     spin.request();
                 }
                 // Calls still waiting, for the console.
-                in_flight = conn.complete(&mut answers);
-                listed.set_in_flight(in_flight);
+                listed.set_in_flight(conn.complete(&mut answers));
                 match cut {
                     Err(e) => break e,
                     Ok(stopping) => retired |= stopping,
