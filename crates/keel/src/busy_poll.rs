@@ -106,6 +106,8 @@ pub(crate) struct BusyPoll {
     unyielded: u8,
     /// Whether the socket's read mark may be raised.
     mark: Mark,
+    /// Whether it is raised now.
+    raised: bool,
 }
 
 impl BusyPoll {
@@ -125,6 +127,7 @@ impl BusyPoll {
             backoff: 0,
             unyielded: 0,
             mark: Mark::Unknown,
+            raised: false,
         }
     }
 
@@ -184,7 +187,8 @@ impl BusyPoll {
     /// deadline sweep): `Some` with the read's result (`Ok(0)`: the peer
     /// closed), `None` when it did not spin, nothing came or it stopped
     /// (then wait the ordinary way). The caller must call
-    /// [`read`](Self::read) for a `Some(Ok(n))` as for any read.
+    /// [`read`](Self::read) for a `Some(Ok(n))` as for any read, and
+    /// [`settle`](Self::settle) before it waits for reading in the runtime.
     pub(crate) fn spin<S: Duplex>(
         &mut self,
         rd: &S::Reader<'_>,
@@ -193,9 +197,13 @@ impl BusyPoll {
     ) -> Option<std::io::Result<usize>> {
         // No other worker is woken for what the window reads (see the
         // module's rules): the mark goes up once a read found nothing
-        // (bytes already there were signalled anyway), and back to 1
-        // before any wait in the runtime, so that wait sees every byte.
-        let mut raised = false;
+        // (bytes already there were signalled anyway). A window that read
+        // leaves it up for the next one (a lone caller's next bytes come
+        // only after the answer: a setsockopt each way per call saved);
+        // any other end puts it back at 1, and so does `settle` before
+        // the connection waits for reading in the runtime, so that every
+        // such wait sees every byte.
+        let mut raised = self.raised;
         let mut mark = self.mark;
         let got = self.poll(
             buf,
@@ -213,11 +221,21 @@ impl BusyPoll {
             keep_on,
         );
         self.mark = mark;
-        if raised {
+        self.raised = raised;
+        if !matches!(got, Some(Ok(n)) if n > 0) {
+            self.settle::<S>(rd);
+        }
+        got
+    }
+
+    /// Puts the read mark back at 1 if a window left it raised: call it
+    /// before waiting in the runtime for what the socket may bring.
+    pub(crate) fn settle<S: Duplex>(&mut self, rd: &S::Reader<'_>) {
+        if self.raised {
+            self.raised = false;
             let lowered = S::set_read_low_water(rd, 1);
             debug_assert!(lowered.is_ok(), "lowering the read mark: {lowered:?}");
         }
-        got
     }
 
     /// Polls with `recv` (a non-blocking read) for up to the window,
@@ -511,7 +529,7 @@ mod tests {
 
     #[cfg(target_os = "linux")]
     #[test]
-    fn a_window_raises_the_low_water_mark_and_always_restores_it() {
+    fn a_window_raises_the_low_water_mark_and_settling_restores_it() {
         use crate::sys::read_low_water;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -541,7 +559,9 @@ mod tests {
             assert_eq!(read_low_water(&watched), 1);
 
             // The peer sends once it sees the mark raised: the window
-            // finds the bytes, and the mark is back at 1 after it.
+            // finds the bytes, and leaves the mark up for the next one
+            // (no setsockopt each way per call) until the connection
+            // settles before waiting in the runtime.
             let sender = std::thread::spawn(move || {
                 let deadline = Instant::now() + Duration::from_secs(10);
                 while read_low_water(&watched) != SPIN_LOW_WATER {
@@ -557,7 +577,32 @@ mod tests {
             let got = long.spin::<tokio::net::TcpStream>(&rd, &mut buf, || true);
             assert_eq!(got.unwrap().unwrap(), 7);
             assert_eq!(&buf[..], b"request");
-            let (peer, watched) = sender.join().unwrap();
+            let (mut peer, watched) = sender.join().unwrap();
+            assert_eq!(
+                read_low_water(&watched),
+                SPIN_LOW_WATER,
+                "left up after a hit"
+            );
+            // The next window reads without raising it again...
+            std::io::Write::write_all(&mut peer, b"next").unwrap();
+            let mut next = BytesMut::with_capacity(64);
+            lone_reads(&mut long, LONE_READS);
+            assert!(long.due_among(1));
+            let got = long.spin::<tokio::net::TcpStream>(&rd, &mut next, || true);
+            assert_eq!(got.unwrap().unwrap(), 4);
+            assert_eq!(read_low_water(&watched), SPIN_LOW_WATER);
+            // ... and settling puts it back at 1, once.
+            long.settle::<tokio::net::TcpStream>(&rd);
+            assert_eq!(read_low_water(&watched), 1);
+            assert!(!long.raised);
+            // A window that finds nothing ends with it at 1 too.
+            lone_reads(&mut long, LONE_READS);
+            long.window = WINDOW;
+            assert!(long.due_among(1));
+            assert!(
+                long.spin::<tokio::net::TcpStream>(&rd, &mut next, || true)
+                    .is_none()
+            );
             assert_eq!(read_low_water(&watched), 1);
             drop(peer);
         });

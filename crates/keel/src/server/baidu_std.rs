@@ -242,6 +242,11 @@ impl<S: Duplex> Connection<S> {
                     continue;
                 }
             }
+            // Nothing to write: the select may wait for the next bytes
+            // alone, which it must see (see `busy_poll`).
+            if flushed {
+                spin.settle::<S>(&rd);
+            }
             tokio::select! {
                 biased;
                 done = recv_done(&mut done_rx), if st.spawned > 0 && !closing => {

@@ -620,6 +620,9 @@ async fn run_connection<S: crate::tls::Duplex>(
     // only for an answer it has just sent for, never while a caller that a
     // read woke waits for this worker.
     let mut lone_sent = false;
+    // Calls waiting for their answer, as of the last take, read or sweep
+    // (never fewer than wait on written requests).
+    let mut waiting = 0;
     let mut spin = BusyPoll::new(conn.config.busy_poll);
     exit.why = loop {
         if retired && written == outbuf.len() && !conn.waits_on(epoch) {
@@ -654,6 +657,11 @@ async fn run_connection<S: crate::tls::Duplex>(
         let read = if let Some(read) = spun {
             read
         } else {
+            // An answer may come while the select waits: it must see it
+            // (see `busy_poll`); a write still to do ends the wait anyway.
+            if written == outbuf.len() && waiting > 0 {
+                spin.settle::<S>(&rd);
+            }
             tokio::select! {
                 closed = alive.changed() => {
                     let _ = closed;
@@ -664,6 +672,7 @@ async fn run_connection<S: crate::tls::Duplex>(
                     let expired = st.pending.expire(tokio::time::Instant::now());
                     let next = st.pending.earliest();
                     arm_sweep(sweep.as_mut(), &mut sweep_at, &mut st, epoch, next);
+                    waiting = st.pending.waiting();
                     drop(st);
                     expired.into_iter().for_each(Waker::wake);
                     lone_sent = false;
@@ -706,7 +715,7 @@ async fn run_connection<S: crate::tls::Duplex>(
                     }
                     std::mem::swap(&mut st.out, &mut outbuf);
                     conn.unsent.store(false, Ordering::Relaxed);
-                    let waiting = st.pending.waiting();
+                    waiting = st.pending.waiting();
                     lone_sent = waiting == 1;
                     listed.set_in_flight(waiting);
                     if let Some(at) = st.pending.earliest()
@@ -760,7 +769,8 @@ async fn run_connection<S: crate::tls::Duplex>(
                     spin.request();
                 }
                 // Calls still waiting, for the console.
-                listed.set_in_flight(conn.complete(&mut answers));
+                waiting = conn.complete(&mut answers);
+                listed.set_in_flight(waiting);
                 match cut {
                     Err(e) => break e,
                     Ok(stopping) => retired |= stopping,
