@@ -67,9 +67,11 @@
 //! period, and half the unpolled CPU needs a period short enough for it.
 //! With only the server polling, the client's wakeup kept the period at
 //! 26-39 us (25-39k calls/s, the server at 85-95% of its unpolled CPU);
-//! with the client polling as well it is about 18 us (54-56k calls/s, the
-//! server at 43-51%). A server that sleeps instead pays at least what the
-//! raw server, which only blocks in `read`, pays for each wakeup.
+//! with the client polling as well it is about 16-18 us (54-62k calls/s,
+//! the server at 43-51%), and about 15 us once the read mark stays up
+//! between windows that read (65-67k calls/s, the server at 38-40%). A
+//! server that sleeps instead pays at least what the raw server, which
+//! only blocks in `read`, pays for each wakeup.
 //!
 //! Polling that goes through the runtime does not work: an earlier attempt
 //! yielded to tokio while a read was not ready, and was slower (17.9k ->

@@ -53,10 +53,14 @@
 //!   without it, that worker woke for every call (measured at 30k calls/s:
 //!   one context switch and one `epoll_wait` per call, a third of a core)
 //!   only to find the task already running. An edge that comes while the
-//!   mark is up is lost to `epoll`, which is safe because the window is
-//!   reading: the mark is back at 1 when the window ends, before any wait
-//!   in the runtime, and lowering it signals the socket if bytes are
-//!   waiting. A larger request simply wakes that worker, as before.
+//!   mark is up is lost to `epoll`, which is safe because nothing waits
+//!   on it: a window that ends without reading puts the mark back at 1,
+//!   and one that read leaves it up only while the connection answers or
+//!   writes (a lone caller sends nothing more before its answer); the
+//!   connection puts it back at 1 before it waits in the runtime for what
+//!   the socket may bring ([`BusyPoll::settle`]), and lowering it signals
+//!   the socket if bytes are waiting. That saves a `setsockopt` each way
+//!   per call. A larger request simply wakes that worker, as before.
 //! - **Plain TCP only, two workers or more.** A TLS stream has bytes
 //!   buffered the socket cannot see; a runtime with one worker (or a
 //!   current-thread one) would have nothing left to run the rest.
