@@ -42,6 +42,19 @@ async fn counters(addr: SocketAddr) -> [f64; 3] {
     ]
 }
 
+/// Between counters `before` and `after`, all but the first few of
+/// [`CALLS`] `what` (requests or answers) were found by polling, and no
+/// window ran out.
+fn found_by_polling(before: [f64; 3], after: [f64; 3], what: &str) {
+    let hits = after[0] - before[0];
+    assert!(
+        hits >= (CALLS - 20) as f64,
+        "{hits} of {CALLS} {what} found by polling"
+    );
+    assert_eq!(after[1], before[1], "no window ran out");
+    assert!(after[2] > before[2], "time spent polling is counted");
+}
+
 /// `calls` echo calls one at a time on a new connection, on a thread of
 /// its own; the connection is returned open.
 async fn lone_caller(addr: SocketAddr, calls: i64) -> TcpStream {
@@ -67,14 +80,7 @@ async fn a_lone_caller_is_served_by_polling() {
     // The first few calls establish the pattern; after that every wait for
     // the next request is a poll, and each finds it. (Reading /vars opens a
     // second connection: the open one is no longer polled from then on.)
-    let after = counters(addr).await;
-    let hits = after[0] - before[0];
-    assert!(
-        hits >= (CALLS - 20) as f64,
-        "{hits} of {CALLS} calls found by polling"
-    );
-    assert_eq!(after[1], before[1], "no window ran out");
-    assert!(after[2] > before[2], "time spent polling is counted");
+    found_by_polling(before, counters(addr).await, "calls");
     drop(stream);
 }
 
@@ -152,6 +158,17 @@ impl Drop for Outside {
     }
 }
 
+/// A Keel server only to read `/vars` from (its connection closes after
+/// each read), its address, and a server outside Keel answering with
+/// `answer`, for channels to call.
+async fn calling_outside(
+    answer: impl Fn(i64, &support::EchoRequest) -> Vec<u8> + Send + Sync + 'static,
+) -> (support::Fixture, SocketAddr, Outside) {
+    let fixture = start(|b| b.busy_poll(None)).await;
+    let vars = fixture.server.local_addr();
+    (fixture, vars, Outside::start(answer).await)
+}
+
 /// A channel to `addr` polling for its answers for up to `window`.
 fn polling_client(addr: &str, window: Option<Duration>) -> EchoServiceClient {
     let channel = Channel::builder(addr)
@@ -173,25 +190,14 @@ async fn call_in_turn(client: &EchoServiceClient, calls: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lone_channel_polls_for_its_answers() {
     let _one = one_at_a_time().await;
-    // A Keel server only to read `/vars` (its connection closes after
-    // each read); the channel calls a server outside Keel.
-    let fixture = start(|b| b.busy_poll(None)).await;
-    let vars = fixture.server.local_addr();
-    let fake = Outside::start(fake_baidu::echo).await;
+    let (_fixture, vars, fake) = calling_outside(fake_baidu::echo).await;
     let client = polling_client(&fake.addr, Some(Duration::from_secs(5)));
     let before = counters(vars).await;
     call_in_turn(&client, CALLS as usize).await;
-    let after = counters(vars).await;
     // The first few calls establish the pattern (and the connection the
     // last `/vars` read used may still be closing); after that every
     // answer is found by polling.
-    let hits = after[0] - before[0];
-    assert!(
-        hits >= (CALLS - 20) as f64,
-        "{hits} of {CALLS} answers found by polling"
-    );
-    assert_eq!(after[1], before[1], "no window ran out");
-    assert!(after[2] > before[2], "time spent polling is counted");
+    found_by_polling(before, counters(vars).await, "answers");
     assert_eq!(
         fake.requests.load(std::sync::atomic::Ordering::Relaxed),
         CALLS as u64
@@ -201,9 +207,7 @@ async fn a_lone_channel_polls_for_its_answers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_channel_with_another_connection_or_polling_off_never_polls() {
     let _one = one_at_a_time().await;
-    let fixture = start(|b| b.busy_poll(None)).await;
-    let vars = fixture.server.local_addr();
-    let fake = Outside::start(fake_baidu::echo).await;
+    let (_fixture, vars, fake) = calling_outside(fake_baidu::echo).await;
     for (window, second) in [(Some(Duration::from_secs(5)), true), (None, false)] {
         // The last round's connections are gone: this round's decide.
         eventually("the last round's connections closed", || {
@@ -227,12 +231,10 @@ async fn a_channel_with_another_connection_or_polling_off_never_polls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_queued_while_the_channel_polls_is_sent_at_once() {
     let _one = one_at_a_time().await;
-    let fixture = start(|b| b.busy_poll(None)).await;
-    let vars = fixture.server.local_addr();
     // The answer to `hold` waits for the next request, and goes with its
     // answer.
     let held = std::sync::Mutex::new(Vec::new());
-    let fake = Outside::start(move |cid, req| {
+    let (_fixture, vars, fake) = calling_outside(move |cid, req| {
         let mut held = held.lock().expect("not poisoned");
         if req.message == "hold" {
             *held = fake_baidu::echo(cid, req);
