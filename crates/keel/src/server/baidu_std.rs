@@ -257,6 +257,11 @@ impl<S: Duplex> Connection<S> {
                     if !writing.wrote(written, &open) {
                         return;
                     }
+                    if !writing.flushed() {
+                        // The rest waits for room, and a caller that
+                        // pipelines may send meanwhile: the wait must see it.
+                        spin.settle::<S>(&rd);
+                    }
                     busy = true;
                 }
                 read = rd.read_buf(&mut inbuf.buf), if may_read => {

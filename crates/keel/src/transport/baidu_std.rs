@@ -716,7 +716,9 @@ async fn run_connection<S: crate::tls::Duplex>(
                     std::mem::swap(&mut st.out, &mut outbuf);
                     conn.unsent.store(false, Ordering::Relaxed);
                     waiting = st.pending.waiting();
-                    lone_sent = waiting == 1;
+                    // A take of nothing (a wakeup left over from a batch)
+                    // sends nothing to wait for.
+                    lone_sent = waiting == 1 && !outbuf.is_empty();
                     listed.set_in_flight(waiting);
                     if let Some(at) = st.pending.earliest()
                         && sweep_at.is_none_or(|armed| at < armed)
@@ -736,6 +738,11 @@ async fn run_connection<S: crate::tls::Duplex>(
                         busy = true;
                         exit.written += n as u64;
                         listed.wrote(n);
+                        if written < outbuf.len() {
+                            // The rest waits for room, and answers may
+                            // come meanwhile: the wait must see them.
+                            spin.settle::<S>(&rd);
+                        }
                         if written == outbuf.len() && outbuf.len() >= KEEP_CAPACITY {
                             if !retired {
                                 conn.lock().taken = 0;
