@@ -108,10 +108,8 @@ pub(crate) struct BusyPoll {
     backoff: u16,
     /// Windows since the task last yielded.
     unyielded: u8,
-    /// Whether the socket's read mark may be raised.
+    /// The socket's read mark: whether it may be raised, and whether it is.
     mark: Mark,
-    /// Whether it is raised now.
-    raised: bool,
 }
 
 impl BusyPoll {
@@ -131,7 +129,6 @@ impl BusyPoll {
             backoff: 0,
             unyielded: 0,
             mark: Mark::Unknown,
-            raised: false,
         }
     }
 
@@ -207,25 +204,22 @@ impl BusyPoll {
         // any other end puts it back at 1, and so does `settle` before
         // the connection waits for reading in the runtime, so that every
         // such wait sees every byte.
-        let mut raised = self.raised;
         let mut mark = self.mark;
         let got = self.poll(
             buf,
             &STATS,
             |room| {
                 let read = S::recv_now(rd, room);
-                if !raised
-                    && let Some(Err(e)) = &read
+                if let Some(Err(e)) = &read
                     && e.kind() == std::io::ErrorKind::WouldBlock
                 {
-                    raised = mark.raise::<S>(rd);
+                    mark.raise::<S>(rd);
                 }
                 read
             },
             keep_on,
         );
         self.mark = mark;
-        self.raised = raised;
         if !matches!(got, Some(Ok(n)) if n > 0) {
             self.settle::<S>(rd);
         }
@@ -235,8 +229,8 @@ impl BusyPoll {
     /// Puts the read mark back at 1 if a window left it raised: call it
     /// before waiting in the runtime for what the socket may bring.
     pub(crate) fn settle<S: Duplex>(&mut self, rd: &S::Reader<'_>) {
-        if self.raised {
-            self.raised = false;
+        if self.mark == Mark::Up {
+            self.mark = Mark::Down;
             let lowered = S::set_read_low_water(rd, 1);
             debug_assert!(lowered.is_ok(), "lowering the read mark: {lowered:?}");
         }
@@ -287,17 +281,22 @@ impl BusyPoll {
     }
 }
 
-/// Whether a connection's socket may take the raised read mark.
+/// A connection's socket read mark: whether it may be raised, and whether
+/// it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mark {
-    /// Not looked at yet.
+    /// Not looked at yet (at 1).
     Unknown,
-    Allowed,
+    /// At 1, and may be raised.
+    Down,
+    /// Raised.
+    Up,
+    /// At 1 for good: the buffer cannot hold it raised.
     Refused,
 }
 
 impl Mark {
-    /// Raises `rd`'s read mark for a window; false where it may not or
+    /// Raises `rd`'s read mark (once: it stays up until lowered); false where it may not or
     /// could not (then the other worker may wake, nothing worse). Linux
     /// clamps a socket's receive window for good to a mark that half its
     /// receive buffer cannot hold (`tcp_set_rcvlowat`), so the buffer is
@@ -306,11 +305,14 @@ impl Mark {
     fn raise<S: Duplex>(&mut self, rd: &S::Reader<'_>) -> bool {
         if *self == Mark::Unknown {
             *self = match S::read_buffer(rd) {
-                Some(bytes) if bytes >= 4 * SPIN_LOW_WATER as usize => Mark::Allowed,
+                Some(bytes) if bytes >= 4 * SPIN_LOW_WATER as usize => Mark::Down,
                 _ => Mark::Refused,
             };
         }
-        *self == Mark::Allowed && S::set_read_low_water(rd, SPIN_LOW_WATER).is_ok()
+        if *self == Mark::Down && S::set_read_low_water(rd, SPIN_LOW_WATER).is_ok() {
+            *self = Mark::Up;
+        }
+        *self == Mark::Up
     }
 }
 
@@ -598,7 +600,7 @@ mod tests {
             // ... and settling puts it back at 1, once.
             long.settle::<tokio::net::TcpStream>(&rd);
             assert_eq!(read_low_water(&watched), 1);
-            assert!(!long.raised);
+            assert_ne!(long.mark, Mark::Up);
             // A window that finds nothing ends with it at 1 too.
             lone_reads(&mut long, LONE_READS);
             long.window = WINDOW;
@@ -640,7 +642,7 @@ mod tests {
                 let expected = if allowed { SPIN_LOW_WATER } else { 1 };
                 assert_eq!(read_low_water(&watched), expected);
                 // Decided once for the connection.
-                assert_eq!(mark == Mark::Allowed, allowed);
+                assert_eq!(mark == Mark::Up, allowed);
                 assert_eq!(mark.raise::<tokio::net::TcpStream>(&rd), allowed);
             }
         });
