@@ -147,18 +147,20 @@ impl<T: Reset + Send> LocalCache<T> {
     #[inline]
     pub(crate) fn try_put(&mut self, p: SlotPtr<T>, heap: usize) -> Result<(), SlotPtr<T>> {
         let puts = self.stats().puts.load(Relaxed) + 1;
-        if self.len() >= self.capacity || puts & self.check_mask == 0 {
+        // One load of the length serves the check and the push.
+        let len = self.len();
+        if len >= self.capacity || puts & self.check_mask == 0 {
             return Err(p);
         }
-        self.push(p, heap, puts);
+        self.push(p, heap, puts, len);
         Ok(())
     }
 
     /// Pushes `p`, whose recorded heap is `heap`, as this cache's put number
-    /// `puts`.
+    /// `puts`, onto the `len` objects it holds.
     #[inline]
-    fn push(&mut self, p: SlotPtr<T>, heap: usize, puts: u64) {
-        let len = self.len();
+    fn push(&mut self, p: SlotPtr<T>, heap: usize, puts: u64, len: usize) {
+        debug_assert_eq!(len, self.len());
         debug_assert!(len < self.capacity && len < self.free.capacity());
         // SAFETY: callers push only while the cache holds fewer than
         // `capacity` objects, and `free` was made with room for `capacity`
@@ -187,7 +189,7 @@ impl<T: Reset + Send> LocalCache<T> {
         if self.len() >= self.capacity {
             doomed.join(self.give_back(self.capacity / 2));
         }
-        self.push(p, heap, puts);
+        self.push(p, heap, puts, self.len());
         doomed
     }
 
