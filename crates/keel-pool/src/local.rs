@@ -17,7 +17,7 @@ use crate::shared::{Block, Doomed, LocalStats, Shared, SlotPtr};
 use crate::sync::Arc;
 
 use std::ptr::NonNull;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::{Relaxed, Release};
 
 #[doc(hidden)]
 pub struct LocalCache<T: Reset + Send> {
@@ -83,9 +83,10 @@ impl<T: Reset + Send> LocalCache<T> {
         unsafe { self.free.set_len(len) };
     }
 
-    /// Publishes the `Vec`'s length after a cold path changed it.
+    /// Publishes the `Vec`'s length after a cold path changed it (`Release`:
+    /// see [`LocalStats`]).
     fn publish(&self) {
-        self.stats().len.store(self.free.len() as u64, Relaxed);
+        self.stats().len.store(self.free.len() as u64, Release);
     }
 
     /// Takes a free object: from this cache, else a batch from the global
@@ -98,7 +99,7 @@ impl<T: Reset + Send> LocalCache<T> {
             // SAFETY: entries below the published length are initialised
             // (see `sync`).
             let p = unsafe { *self.free.as_ptr().add(n - 1) };
-            self.stats().len.store(n as u64 - 1, Relaxed);
+            self.stats().len.store(n as u64 - 1, Release);
             if n - 1 < self.low {
                 self.low = n - 1;
             }
@@ -106,8 +107,8 @@ impl<T: Reset + Send> LocalCache<T> {
         } else {
             self.refill()?
         };
+        // The get is counted by the length alone (see `LocalStats`).
         let s = self.stats();
-        LocalStats::add(&s.gets, 1);
         // SAFETY: `p` was in this cache, so this thread holds it, and a cache
         // is only used while its pool lives.
         let heap = unsafe { p.heap() };
@@ -120,10 +121,13 @@ impl<T: Reset + Send> LocalCache<T> {
     #[cold]
     fn refill(&mut self) -> Option<SlotPtr<T>> {
         self.sync();
+        let before = self.free.len();
         let heap = self.shared.refill(&mut self.free, self.capacity / 2);
         self.note_heap_moved(heap as i64);
+        let moved = self.free.len() - before;
         let p = self.free.pop();
         self.publish();
+        LocalStats::add_release(&self.stats().moved_in, moved as u64);
         self.low = self.low.min(self.free.len());
         p
     }
@@ -132,11 +136,14 @@ impl<T: Reset + Send> LocalCache<T> {
     /// stays here, the remainder goes to the global list.
     pub(crate) fn adopt(&mut self, block: NonNull<Block<T>>) -> SlotPtr<T> {
         self.sync();
+        let before = self.free.len();
         let heap = self
             .shared
             .adopt(block, &mut self.free, (self.capacity / 2).max(1));
         self.note_heap_moved(heap as i64);
         self.publish();
+        let moved = self.free.len() - before;
+        LocalStats::add_release(&self.stats().moved_in, moved as u64);
         self.get().expect("adopt moved at least one slot here")
     }
 
@@ -167,8 +174,8 @@ impl<T: Reset + Send> LocalCache<T> {
         // and never shrinks, so the entry at `len` is allocated.
         unsafe { self.free.as_mut_ptr().add(len).write(p) };
         let s = self.stats();
-        s.len.store(len as u64 + 1, Relaxed);
-        s.puts.store(puts, Relaxed);
+        s.len.store(len as u64 + 1, Release);
+        s.puts.store(puts, Release);
         // Types that keep no heap (the default `heap_bytes`) skip this at
         // compile time.
         if heap != 0 {
@@ -198,8 +205,10 @@ impl<T: Reset + Send> LocalCache<T> {
     fn idle_check(&mut self) -> Doomed<T> {
         self.sync();
         let unused = self.low.min(self.free.len());
+        let before = self.free.len();
         let (heap, doomed) = self.shared.idle_tick(&mut self.free, unused);
         self.note_heap_moved(-(heap as i64));
+        self.note_moved_out(before);
         self.publish();
         self.low = self.free.len();
         doomed
@@ -213,11 +222,20 @@ impl<T: Reset + Send> LocalCache<T> {
     /// Moves `free[keep..]` to the global list.
     fn give_back(&mut self, keep: usize) -> Doomed<T> {
         self.sync();
+        let before = self.free.len();
         let (heap, doomed) = self.shared.spill(&mut self.free, keep);
         self.note_heap_moved(-(heap as i64));
+        self.note_moved_out(before);
         self.publish();
         self.low = self.low.min(self.free.len());
         doomed
+    }
+
+    /// Counts the objects a move out took from the `before` the cache
+    /// held, before the new length is published (see [`LocalStats`]).
+    fn note_moved_out(&self, before: usize) {
+        let moved = before - self.free.len();
+        LocalStats::add_release(&self.stats().moved_out, moved as u64);
     }
 
     /// The heap bytes of objects moved in (negative: out) go with them.

@@ -187,6 +187,41 @@ fn loom_statistics_read_while_a_cache_spills_count_no_more_than_was_done() {
 }
 
 #[test]
+fn loom_statistics_read_while_a_cache_refills_count_no_more_than_was_done() {
+    // Caches of 4, so that a refill moves 2 objects and keeps one of them.
+    const REFILLS_TWO: PoolConfig = PoolConfig {
+        high_water: 8,
+        local_capacity: Some(4),
+        block_objects: Some(2),
+    };
+    loom::model(|| {
+        let shared = Arc::new(Shared::new(1, 0, "loom", obj, REFILLS_TWO));
+        // Four objects in the global list, as a thread that exits leaves
+        // them.
+        let mut a = LocalCache::new(shared.clone());
+        let ps: Vec<_> = (0..4).map(|_| get(&mut a)).collect();
+        for p in ps {
+            put(&mut a, p);
+        }
+        drop(a);
+        let s2 = shared.clone();
+        let t = thread::spawn(move || {
+            let mut c = LocalCache::new(s2);
+            // The first get refills two objects and takes one.
+            let p = get(&mut c);
+            put(&mut c, p);
+        });
+        // A reader between the refill's move and the cache's new length
+        // must still see at most the 5 gets and 5 puts ever made.
+        let s = shared.stats();
+        assert!(s.gets <= 5 && s.puts <= 5, "{s:?}");
+        t.join().expect("thread");
+        let s = shared.stats();
+        assert_eq!((s.gets, s.puts), (5, 5), "{s:?}");
+    });
+}
+
+#[test]
 fn loom_two_threads_share_the_global_list() {
     loom::model(|| {
         let shared = shared();

@@ -29,7 +29,7 @@ use crate::stats::PoolStats;
 use crate::sync::{AtomicBool, AtomicU64, Mutex, lock};
 use crate::{PoolConfig, Reset};
 
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 
 /// Puts a thread cache makes between two idle checks (a power of two).
 pub(crate) const IDLE_CHECK_PUTS: u32 = 1024;
@@ -108,16 +108,30 @@ unsafe fn heap_of<T>(slots: &[SlotPtr<T>]) -> usize {
 /// Counters a thread cache publishes. Written only by the owning thread (a
 /// plain load + store, no read-modify-write), read by anyone for statistics.
 ///
-/// Each count is its own counter, so a reader on another thread sees each
-/// one at some moment of the owner's work: never more gets or puts than
-/// were made. (A count derived from several counters, read one after
-/// another while the owner changes them, could be.)
+/// A get only pops and stores the new length: the gets are derived,
+/// `puts + moved_in - moved_out - len` (every object that came into the
+/// cache left it by a get or a move, or is still there), so the fast path
+/// keeps one counter fewer. A reader on another thread must never see more
+/// gets than were made, so the owner stores with `Release` (a plain store on
+/// x86) in these orders, and [`gets`](Self::gets) loads with `Acquire` in
+/// the order `puts`, `moved_in`, `len`, `moved_out`:
+/// - a put stores `len`, then `puts`;
+/// - a move in (a refill, a new block) stores `len`, then `moved_in`;
+/// - a move out (a spill, an idle check, a drain) stores `moved_out`, then
+///   `len`.
+///
+/// Each load then sees the owner at the same point as the one before it or
+/// later, the counters that only grow (`puts`, `moved_in`) read no later
+/// than `len`, and `moved_out` no earlier: the sum can only undercount.
 #[derive(Default)]
 pub(crate) struct LocalStats {
     /// Objects in the cache.
     pub(crate) len: AtomicU64,
-    pub(crate) gets: AtomicU64,
     pub(crate) puts: AtomicU64,
+    /// Objects moved in from the global list or a new block, ever.
+    pub(crate) moved_in: AtomicU64,
+    /// Objects moved out to the global list, ever.
+    pub(crate) moved_out: AtomicU64,
     /// Heap bytes kept by the objects in the cache (sum of their slots'
     /// records).
     pub(crate) heap: AtomicU64,
@@ -129,18 +143,27 @@ impl LocalStats {
         self.len.load(Relaxed)
     }
 
-    /// Objects the cache handed out, ever.
+    /// Objects the cache handed out, ever (derived: see the type's doc).
     pub(crate) fn gets(&self) -> u64 {
-        self.gets.load(Relaxed)
+        let puts = self.puts.load(Acquire);
+        let moved_in = self.moved_in.load(Acquire);
+        let len = self.len.load(Acquire);
+        let moved_out = self.moved_out.load(Acquire);
+        puts.wrapping_add(moved_in)
+            .saturating_sub(len.wrapping_add(moved_out))
     }
-}
 
-impl LocalStats {
     /// Adds `n` (negative: subtracts) to a counter only this thread writes:
     /// a load and a store, no read-modify-write.
     #[inline]
     pub(crate) fn add(counter: &AtomicU64, n: i64) {
         counter.store(counter.load(Relaxed).wrapping_add(n as u64), Relaxed);
+    }
+
+    /// [`add`](Self::add), published with `Release` (see the type's doc).
+    #[inline]
+    pub(crate) fn add_release(counter: &AtomicU64, n: u64) {
+        counter.store(counter.load(Relaxed).wrapping_add(n), Release);
     }
 }
 
