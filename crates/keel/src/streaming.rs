@@ -67,6 +67,7 @@ pub(crate) struct Incoming {
     record: Option<StreamRecord>,
     /// The deadline's timer, once a read had to wait (dropped at the end).
     timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    budget: Budget,
 }
 
 /// A caller's stream as its channel records a call: counted in its
@@ -169,6 +170,7 @@ impl Incoming {
             canceller: None,
             record: None,
             timer: None,
+            budget: Budget::default(),
         }
     }
 
@@ -181,6 +183,15 @@ impl Incoming {
     /// it did not (on a client: the server's status). Past the deadline the
     /// stream is reset and this is `ERPCTIMEDOUT`.
     pub(crate) async fn next(&mut self) -> Result<Option<Bytes>, Status> {
+        let next = self.next_unbudgeted().await;
+        // Messages already buffered come without a wait: stay fair.
+        if let Ok(Some(message)) = &next {
+            self.budget.spend(message.len()).await;
+        }
+        next
+    }
+
+    async fn next_unbudgeted(&mut self) -> Result<Option<Bytes>, Status> {
         let Some(deadline) = self.deadline else {
             return self.next_inner().await;
         };
@@ -188,7 +199,6 @@ impl Incoming {
         // ones) is taken without the timer: only a read that waits needs
         // it.
         if let Some(buffered) = self.buffered() {
-            tokio::task::consume_budget().await;
             return buffered;
         }
         // One timer for the whole stream, polled only while waiting.
@@ -245,8 +255,6 @@ impl Incoming {
     }
 
     async fn next_inner(&mut self) -> Result<Option<Bytes>, Status> {
-        // Messages already buffered come without a wakeup: stay fair.
-        tokio::task::consume_budget().await;
         loop {
             if let Some(buffered) = self.buffered() {
                 return buffered;
@@ -428,6 +436,40 @@ impl Drop for Incoming {
     }
 }
 
+/// Message bytes a stream moves per unit of tokio's cooperative budget.
+///
+/// Messages already received, or queued while there is room, come without
+/// a wait, so a task looping over them yields only when its budget (128
+/// units a turn) runs out. At one unit per message, a task streaming
+/// 16-byte messages yielded every 128 of them (about 3.4 KiB), and each
+/// yield put it at the back of its worker's queue and woke the other
+/// worker. At one unit per 256 bytes (and per larger message) such a task
+/// yields about every 32 KiB of small messages (a few hundred
+/// microseconds of work at most), and as before every 128 messages of 256
+/// bytes or more. A server-streaming call of 16-byte messages went from
+/// 3.6-4.8 to 5.2-5.7 million messages/s (`keel-bench grpc --streaming
+/// --rounds 21`, Keel's client and server).
+const BUDGET_BYTES: usize = 256;
+
+/// A stream's side of tokio's cooperative budget (see [`BUDGET_BYTES`]).
+#[derive(Default)]
+struct Budget {
+    /// Bytes since the last unit spent.
+    bytes: usize,
+}
+
+impl Budget {
+    /// Counts a message of `len` bytes; spends a unit (and so may yield)
+    /// once [`BUDGET_BYTES`] have passed since the last.
+    async fn spend(&mut self, len: usize) {
+        self.bytes += len;
+        if self.bytes >= BUDGET_BYTES {
+            self.bytes = 0;
+            tokio::task::consume_budget().await;
+        }
+    }
+}
+
 /// Bytes a stream's sender (a handler's response sink, a caller's request
 /// sink) may have queued ahead of the peer's window before `send` waits.
 pub(crate) const MAX_PENDING: usize = 64 * 1024;
@@ -495,6 +537,7 @@ pub(crate) struct Outgoing {
     compress: Option<Compression>,
     /// END_STREAM sent, or the stream reset: nothing more goes out.
     ended: bool,
+    budget: Budget,
 }
 
 impl Outgoing {
@@ -507,6 +550,7 @@ impl Outgoing {
             cell: None,
             compress,
             ended: false,
+            budget: Budget::default(),
         }
     }
 
@@ -519,6 +563,7 @@ impl Outgoing {
             cell: Some(cell),
             compress,
             ended: false,
+            budget: Budget::default(),
         }
     }
 
@@ -571,7 +616,7 @@ impl Outgoing {
         // Queueing never waits while there is room, so a sender looping
         // would never yield: take part in tokio's cooperative budget,
         // letting the connection and other tasks run.
-        tokio::task::consume_budget().await;
+        self.budget.spend(len).await;
         Ok(())
     }
 
@@ -922,8 +967,9 @@ impl<Req: Message + Sync, Resp: Message + Default> ClientStreamingCall<Req, Resp
 
 #[cfg(test)]
 mod tests {
-    use super::Chunks;
+    use super::{BUDGET_BYTES, Budget, Chunks};
     use bytes::BytesMut;
+    use std::sync::Arc;
 
     /// `n` messages of `len` bytes each (message `i` filled with `i`),
     /// prefixed as on the wire.
@@ -1012,5 +1058,29 @@ mod tests {
         chunks.append(BytesMut::from(&bytes[12..]));
         assert!(chunks.split_message(1 << 20).expect("first").is_some());
         assert!(chunks.split_message(1 << 20).is_err());
+    }
+
+    /// A task looping over messages that never make it wait still lets
+    /// the other tasks of its thread run, after about a budget's worth of
+    /// bytes rather than after every few messages.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_stream_of_small_messages_yields_to_other_tasks_by_bytes() {
+        use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+        let other_ran = Arc::new(AtomicBool::new(false));
+        let flag = other_ran.clone();
+        tokio::spawn(async move { flag.store(true, Relaxed) });
+        let mut budget = Budget::default();
+        let mut messages = 0usize;
+        while !other_ran.load(Relaxed) {
+            budget.spend(16).await;
+            messages += 1;
+            assert!(messages < 10_000_000, "the loop never yielded");
+        }
+        // tokio's budget is 128 units a turn: at one unit per message this
+        // loop would have yielded after 128 of them.
+        assert!(
+            messages * 16 >= 64 * BUDGET_BYTES,
+            "yielded after {messages} messages of 16 bytes"
+        );
     }
 }
