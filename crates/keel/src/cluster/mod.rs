@@ -666,6 +666,7 @@ mod tests {
             deadline: None,
             span: &span,
             kept_deadline: None,
+            started: None,
         };
         let mut tried = Tried::default();
         let mut seen = std::collections::HashSet::new();
@@ -707,6 +708,7 @@ mod tests {
             deadline: None,
             span: &span,
             kept_deadline: None,
+            started: None,
         };
         let mut tried = Tried::default();
         let first = cluster.pick(&call, &tried).expect("a first pick");
