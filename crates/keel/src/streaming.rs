@@ -183,10 +183,17 @@ impl Incoming {
     /// it did not (on a client: the server's status). Past the deadline the
     /// stream is reset and this is `ERPCTIMEDOUT`.
     pub(crate) async fn next(&mut self) -> Result<Option<Bytes>, Status> {
-        let next = self.next_unbudgeted().await;
+        // A message already buffered (a DATA frame carries many small
+        // ones) is taken at once: no timer, no wait.
+        let next = match self.buffered() {
+            Some(next) => next,
+            None => self.next_unbudgeted().await,
+        };
         // Messages already buffered come without a wait: stay fair.
-        if let Ok(Some(message)) = &next {
-            self.budget.spend(message.len()).await;
+        if let Ok(Some(message)) = &next
+            && self.budget.count(message.len())
+        {
+            tokio::task::consume_budget().await;
         }
         next
     }
@@ -459,12 +466,21 @@ struct Budget {
 }
 
 impl Budget {
-    /// Counts a message of `len` bytes; spends a unit (and so may yield)
-    /// once [`BUDGET_BYTES`] have passed since the last.
-    async fn spend(&mut self, len: usize) {
+    /// Counts a message of `len` bytes: whether a unit is to be spent now
+    /// ([`BUDGET_BYTES`] passed since the last).
+    fn count(&mut self, len: usize) -> bool {
         self.bytes += len;
-        if self.bytes >= BUDGET_BYTES {
+        let due = self.bytes >= BUDGET_BYTES;
+        if due {
             self.bytes = 0;
+        }
+        due
+    }
+
+    /// Counts a message of `len` bytes, spending a unit (and so maybe
+    /// yielding) when one is due.
+    async fn spend(&mut self, len: usize) {
+        if self.count(len) {
             tokio::task::consume_budget().await;
         }
     }

@@ -177,20 +177,28 @@ impl Cell {
         len: usize,
         append: impl Fn(&mut BytesMut),
     ) -> Result<(), Status> {
-        std::future::poll_fn(|cx| {
+        // Queued or not, as a flag: the failure (a large value) is fetched
+        // only when there is one.
+        let queued = std::future::poll_fn(|cx| {
             let mut st = self.lock();
-            if let Some(failed) = &st.failed {
-                return Poll::Ready(Err(failed.clone()));
+            if st.failed.is_some() {
+                return Poll::Ready(false);
             }
             if may_queue(st.send.len(), len) {
                 append(&mut st.send);
                 self.mark(&mut st);
-                return Poll::Ready(Ok(()));
+                return Poll::Ready(true);
             }
             st.sender = Some(cx.waker().clone());
             Poll::Pending
         })
-        .await
+        .await;
+        if queued {
+            return Ok(());
+        }
+        let failed = self.lock().failed.clone();
+        Err(failed
+            .unwrap_or_else(|| Status::new(crate::status::Code::Internal, "the stream failed")))
     }
 
     /// Ends the response: `headers` first when none went yet (a
