@@ -462,7 +462,6 @@ impl Channel {
             deadline,
             span: &span,
             kept_deadline: Some(&kept_deadline),
-            started: Some(started),
         };
         let max_retry = options.max_retry.unwrap_or(core.max_retry);
         let mut last_failure = None;
@@ -534,7 +533,6 @@ impl Channel {
             deadline,
             span: &span,
             kept_deadline: None,
-            started: None,
         };
         let max_retry = options.max_retry.unwrap_or(core.max_retry);
         let mut last_failure = None;

@@ -78,30 +78,20 @@ impl Destination {
         max_retry: u32,
         last_failure: &mut Option<Status>,
     ) -> Result<Reply, Status> {
-        let mut retry = false;
-        let attempt = |mut tried: Tried| {
-            // Only the first attempt starts when the call did.
-            let call = Call {
-                started: call.started.filter(|_| !retry),
-                ..*call
+        let attempt = |mut tried: Tried| async move {
+            let result = match self {
+                Destination::Endpoint(endpoint) => endpoint.try_call(call).await,
+                // In a pooled block: the cluster's attempt (pick, backup,
+                // breaker) is a large future, and inline it would make
+                // every channel's call future as large, one-server
+                // channels too.
+                Destination::Cluster(cluster) => {
+                    FutureBox::new(cluster.attempt(call, &mut tried)).await
+                }
+                Destination::InProcess(in_process) => in_process.try_call(call).await,
+                Destination::Custom(transport) => transport.call(*call).await,
             };
-            retry = true;
-            async move {
-                let call = &call;
-                let result = match self {
-                    Destination::Endpoint(endpoint) => endpoint.try_call(call).await,
-                    // In a pooled block: the cluster's attempt (pick, backup,
-                    // breaker) is a large future, and inline it would make
-                    // every channel's call future as large, one-server
-                    // channels too.
-                    Destination::Cluster(cluster) => {
-                        FutureBox::new(cluster.attempt(call, &mut tried)).await
-                    }
-                    Destination::InProcess(in_process) => in_process.try_call(call).await,
-                    Destination::Custom(transport) => transport.call(*call).await,
-                };
-                (result, tried)
-            }
+            (result, tried)
         };
         self.with_retries(call, max_retry, last_failure, attempt)
             .await
@@ -236,65 +226,5 @@ mod tests {
         for code in [Code::ERPCTIMEDOUT, Code::ELIMIT, Code::EOVERCROWDED] {
             assert!(may_have_run(&Status::new(code, "")), "{code}");
         }
-    }
-
-    /// Refuses its first two attempts (nothing written, so each is
-    /// retried) and notes whether each came with the call's start.
-    #[derive(Default)]
-    struct RefusesTwice {
-        came_with_start: std::sync::Mutex<Vec<bool>>,
-    }
-
-    impl crate::transport::Transport for RefusesTwice {
-        fn call<'a>(&'a self, call: Call<'a>) -> crate::transport::TransportFuture<'a> {
-            let mut seen = self
-                .came_with_start
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            seen.push(call.started.is_some());
-            let refused = seen.len() <= 2;
-            Box::pin(async move {
-                if refused {
-                    Err(Status::new(Code::EFAILEDSOCKET, "refused").with_request_unwritten())
-                } else {
-                    Ok(crate::transport::Reply {
-                        payload: bytes::Bytes::new(),
-                        attachment: bytes::Bytes::new(),
-                        metadata: crate::metadata::Metadata::new(),
-                    })
-                }
-            })
-        }
-    }
-
-    /// A transport may take the call's start as the time of its first
-    /// attempt only: a retry starts later, and would otherwise send the
-    /// server a timeout longer than what is left.
-    #[tokio::test]
-    async fn only_the_first_attempt_carries_the_calls_start() {
-        static M: crate::method::MethodDescriptor = crate::method::MethodDescriptor::for_tests();
-        let transport = std::sync::Arc::new(RefusesTwice::default());
-        struct Shared(std::sync::Arc<RefusesTwice>);
-        impl crate::transport::Transport for Shared {
-            fn call<'a>(&'a self, call: Call<'a>) -> crate::transport::TransportFuture<'a> {
-                self.0.call(call)
-            }
-        }
-        let channel = crate::Channel::from_transport(Shared(transport.clone()));
-        let options = crate::CallOptions {
-            timeout: Some(std::time::Duration::from_secs(5)),
-            ..crate::CallOptions::default()
-        };
-        let request = crate::codec::RawPayload::default();
-        channel
-            .call(&M, &options, &request)
-            .await
-            .expect("the third attempt is answered");
-        let seen = transport
-            .came_with_start
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        assert_eq!(seen, [true, false, false]);
     }
 }

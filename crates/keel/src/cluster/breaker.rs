@@ -474,7 +474,6 @@ async fn probe(invoker: &Invoker, timeout: Duration) -> bool {
         deadline: Instant::now().checked_add(timeout),
         span: &span,
         kept_deadline: None,
-        started: None,
     };
     match tokio::time::timeout(timeout, invoker.call_unrecorded(&call)).await {
         Err(_elapsed) => false,

@@ -666,7 +666,6 @@ mod tests {
             deadline: None,
             span: &span,
             kept_deadline: None,
-            started: None,
         };
         let mut tried = Tried::default();
         let mut seen = std::collections::HashSet::new();
@@ -708,7 +707,6 @@ mod tests {
             deadline: None,
             span: &span,
             kept_deadline: None,
-            started: None,
         };
         let mut tried = Tried::default();
         let first = cluster.pick(&call, &tried).expect("a first pick");

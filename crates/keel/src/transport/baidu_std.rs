@@ -293,9 +293,7 @@ impl BaiduStd {
     ) -> Result<Option<(CallId, bool)>, Status> {
         self.conn.woken.queued();
         // Read before the lock: callers on other threads wait for it.
-        let now = call
-            .deadline
-            .map(|_| call.started.unwrap_or_else(Instant::now));
+        let now = call.deadline.map(|_| Instant::now());
         let mut st = self.conn.lock();
         match epoch {
             None if !st.up => return Ok(None),

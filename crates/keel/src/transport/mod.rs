@@ -95,12 +95,6 @@ pub struct Call<'a> {
     /// channel then needs no timer of its own for the call. The channel
     /// clears it before each poll; `None`: nobody asks.
     pub(crate) kept_deadline: Option<&'a std::sync::atomic::AtomicBool>,
-    /// When the channel started the call, for its first attempt: a
-    /// transport that needs the time (baidu_std, for the timeout it sends
-    /// and its deadline sweep) takes it instead of reading the clock
-    /// again, a few microseconds later. `None` on retries and backup
-    /// attempts, which start later: they read the clock.
-    pub(crate) started: Option<Instant>,
 }
 
 impl fmt::Debug for Call<'_> {
