@@ -4,8 +4,12 @@
 /// global list and a sum over its thread caches.
 ///
 /// Counters of other threads' caches are read without stopping them. While
-/// the pool is busy, `gets` and `puts` never count more than were made (at
-/// most the few in flight are missing), but the counts of objects (`live`,
+/// the pool is busy, `gets` and `puts` never count more than were made:
+/// `puts` misses at most the few in flight, and `gets` (derived from a
+/// cache's other counters) at most the objects a cache is moving to or
+/// from the global list at that moment, up to half a thread cache, so a
+/// later snapshot may show a few fewer gets than an earlier one. The
+/// counts of objects (`live`,
 /// `cached`, `cached_local`) and `heap_bytes` may be off by up to half a
 /// thread cache per working thread: objects that cache is moving to or from
 /// the global list can be counted in both places or in neither. At rest a
