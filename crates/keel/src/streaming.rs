@@ -465,8 +465,9 @@ const MIN_TURN: Duration = Duration::from_micros(100);
 /// every 20, and reads the clock once every 128 messages. Server-streaming
 /// 16-byte messages went from 3.6-4.8 to 5.2-5.7 million messages/s with
 /// a turn of 32 KiB of messages (`keel-bench grpc --streaming --rounds
-/// 21`, Keel's client and server), which this policy replaced for being
-/// blind to the work done per message.
+/// 21`, Keel's client and server), a turn blind to the work done per
+/// message; this policy keeps that rate (1.47-1.48x tonic's, against
+/// 1.47-1.52x for the byte turn, in alternating runs).
 #[derive(Default)]
 struct Budget {
     /// Messages in this turn.
