@@ -442,9 +442,10 @@ impl Drop for Incoming {
     }
 }
 
-/// Messages a task may take from a stream, or queue on it, without a wait
-/// before it looks at how long it has run: a turn ends after a multiple of
-/// this many messages once it has lasted [`MIN_TURN`].
+/// Messages a task takes from a stream, or queues on it, between two looks
+/// at how long its turn has run: a turn ends after a multiple of this many
+/// messages once it has lasted [`MIN_TURN`], counted from its first
+/// message (a wait inside the turn only brings the yield sooner).
 const MESSAGES_PER_LOOK: u32 = 128;
 /// The shortest turn that ends in a yield.
 const MIN_TURN: Duration = Duration::from_micros(100);
