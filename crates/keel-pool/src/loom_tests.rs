@@ -163,26 +163,36 @@ fn loom_trim_races_with_spill_and_refill() {
     });
 }
 
+/// Takes `n` objects from `c`, then puts them all back.
+fn get_then_put(c: &mut LocalCache<Obj>, n: usize) {
+    let ps: Vec<_> = (0..n).map(|_| get(c)).collect();
+    for p in ps {
+        put(c, p);
+    }
+}
+
+/// Reads `shared`'s statistics while `t` works: at most the `made` gets and
+/// puts ever made, and exactly those once `t` is done.
+fn read_while(shared: &Shared<Obj>, t: thread::JoinHandle<()>, made: u64) {
+    let s = shared.stats();
+    assert!(s.gets <= made && s.puts <= made, "{s:?}");
+    t.join().expect("thread");
+    let s = shared.stats();
+    assert_eq!((s.gets, s.puts), (made, made), "{s:?}");
+}
+
 #[test]
 fn loom_statistics_read_while_a_cache_spills_count_no_more_than_was_done() {
     loom::model(|| {
         let shared = shared();
         let s2 = shared.clone();
         let t = thread::spawn(move || {
-            let mut c = LocalCache::new(s2);
-            let ps: Vec<_> = (0..3).map(|_| get(&mut c)).collect();
             // The third put finds the cache full and spills half of it.
-            for p in ps {
-                put(&mut c, p);
-            }
+            get_then_put(&mut LocalCache::new(s2), 3);
         });
         // A reader between the spill's move and the cache's new length
         // must still see at most the 3 gets and 3 puts ever made.
-        let s = shared.stats();
-        assert!(s.gets <= 3 && s.puts <= 3, "{s:?}");
-        t.join().expect("thread");
-        let s = shared.stats();
-        assert_eq!((s.gets, s.puts), (3, 3), "{s:?}");
+        read_while(&shared, t, 3);
     });
 }
 
@@ -198,26 +208,15 @@ fn loom_statistics_read_while_a_cache_refills_count_no_more_than_was_done() {
         let shared = Arc::new(Shared::new(1, 0, "loom", obj, REFILLS_TWO));
         // Four objects in the global list, as a thread that exits leaves
         // them.
-        let mut a = LocalCache::new(shared.clone());
-        let ps: Vec<_> = (0..4).map(|_| get(&mut a)).collect();
-        for p in ps {
-            put(&mut a, p);
-        }
-        drop(a);
+        get_then_put(&mut LocalCache::new(shared.clone()), 4);
         let s2 = shared.clone();
         let t = thread::spawn(move || {
-            let mut c = LocalCache::new(s2);
             // The first get refills two objects and takes one.
-            let p = get(&mut c);
-            put(&mut c, p);
+            get_then_put(&mut LocalCache::new(s2), 1);
         });
         // A reader between the refill's move and the cache's new length
         // must still see at most the 5 gets and 5 puts ever made.
-        let s = shared.stats();
-        assert!(s.gets <= 5 && s.puts <= 5, "{s:?}");
-        t.join().expect("thread");
-        let s = shared.stats();
-        assert_eq!((s.gets, s.puts), (5, 5), "{s:?}");
+        read_while(&shared, t, 5);
     });
 }
 

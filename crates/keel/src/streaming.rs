@@ -482,8 +482,7 @@ struct Budget {
 impl Budget {
     /// Counts a message taken or queued without a wait.
     fn count(&mut self) {
-        let now = || std::time::Instant::now();
-        let since = *self.since.get_or_insert_with(now);
+        let since = *self.since.get_or_insert_with(std::time::Instant::now);
         self.messages += 1;
         if self.messages % MESSAGES_PER_LOOK == 0 && since.elapsed() >= MIN_TURN {
             self.due = true;
