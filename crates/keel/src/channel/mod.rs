@@ -465,30 +465,37 @@ impl Channel {
         };
         let max_retry = options.max_retry.unwrap_or(core.max_retry);
         let mut last_failure = None;
-        let call = core
-            .destination
-            .call(&attempt, max_retry, &mut last_failure);
-        let result = match deadline {
-            None => call.await,
-            Some(deadline) => match until(deadline, &kept_deadline, call).await {
-                // A failure at or past the deadline (the server stopping at
-                // the same deadline, or an attempt's own failure coming in
-                // late) is the caller's timeout; what failed goes in the
-                // message.
-                Ok(Err(status)) if Instant::now() >= deadline => {
-                    // Its connection's own timeout (see `until`) says no
-                    // more than the channel's would: what failed before
-                    // is told instead.
-                    let failure = if status.code() == Code::ERPCTIMEDOUT {
-                        last_failure.as_ref()
-                    } else {
-                        Some(&status)
-                    };
-                    Err(timed_out(method, timeout, failure))
-                }
-                Ok(result) => result,
-                Err(_elapsed) => Err(timed_out(method, timeout, last_failure.as_ref())),
-            },
+        let outcome = {
+            // Pinned here, once: `until` borrows it, so the call's future
+            // holds one copy of the attempt's state, not two. Dropped at
+            // the end of this block, which cancels an attempt cut short.
+            let mut call = std::pin::pin!(core.destination.call(
+                &attempt,
+                max_retry,
+                &mut last_failure
+            ));
+            match deadline {
+                None => Ok(call.await),
+                Some(deadline) => until(deadline, &kept_deadline, call.as_mut()).await,
+            }
+        };
+        let result = match outcome {
+            // A failure at or past the deadline (the server stopping at the
+            // same deadline, or an attempt's own failure coming in late) is
+            // the caller's timeout; what failed goes in the message.
+            Ok(Err(status)) if deadline.is_some_and(|d| Instant::now() >= d) => {
+                // Its connection's own timeout (see `until`) says no more
+                // than the channel's would: what failed before is told
+                // instead.
+                let failure = if status.code() == Code::ERPCTIMEDOUT {
+                    last_failure.as_ref()
+                } else {
+                    Some(&status)
+                };
+                Err(timed_out(method, timeout, failure))
+            }
+            Ok(result) => result,
+            Err(_elapsed) => Err(timed_out(method, timeout, last_failure.as_ref())),
         };
         stats.finish(
             started.elapsed(),
@@ -621,11 +628,10 @@ impl crate::server::Server {
 async fn until<T>(
     deadline: Instant,
     kept: &std::sync::atomic::AtomicBool,
-    call: impl std::future::Future<Output = T>,
+    mut call: std::pin::Pin<&mut impl std::future::Future<Output = T>>,
 ) -> Result<T, ()> {
     use std::sync::atomic::Ordering::Relaxed;
     use std::task::Poll;
-    let mut call = std::pin::pin!(call);
     let mut timer = std::pin::pin!(None::<tokio::time::Sleep>);
     std::future::poll_fn(|cx| {
         kept.store(false, Relaxed);
@@ -659,4 +665,41 @@ fn timed_out(
         _ => format!("reached timeout={millis}ms calling {method}"),
     };
     Status::new(Code::ERPCTIMEDOUT, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A call in flight keeps its future in a pooled block, whose size
+    /// class follows the future's size: the attempt's state (the retry
+    /// loop and the transport's call) is in it once, borrowed by the
+    /// deadline's wait rather than moved into it.
+    #[test]
+    fn a_call_future_holds_its_attempt_once() {
+        static METHOD: MethodDescriptor = MethodDescriptor::for_tests();
+        let channel = Channel::new("127.0.0.1:1").expect("a valid address");
+        let options = CallOptions::default();
+        let request = crate::codec::RawPayload::default();
+        let span = crate::rpcz::client_span(METHOD.path);
+        let attempt = Call {
+            method: &METHOD,
+            options: &options,
+            request: &request,
+            deadline: None,
+            span: &span,
+            kept_deadline: None,
+        };
+        let mut last_failure = None;
+        let attempt_size = std::mem::size_of_val(&channel.core.destination.call(
+            &attempt,
+            0,
+            &mut last_failure,
+        ));
+        let call_size = std::mem::size_of_val(&channel.call(&METHOD, &options, &request));
+        assert!(
+            call_size < 2 * attempt_size,
+            "a call's future is {call_size} bytes, its attempt's {attempt_size}"
+        );
+    }
 }
