@@ -202,6 +202,18 @@ impl<'a, T> FutureBox<'a, T> {
     }
 }
 
+impl<T> FutureBox<'_, T> {
+    /// Bytes of memory the box holds for its future: its block's size
+    /// class, or the exact allocation's size (0 for a zero-sized future).
+    pub fn block_size(&self) -> usize {
+        match self.vtable.home {
+            Home::Nowhere => 0,
+            Home::Class(class) => blocks::class_size(class),
+            Home::Exact(layout) => layout.size(),
+        }
+    }
+}
+
 impl<T> Future for FutureBox<'_, T> {
     type Output = T;
 

@@ -105,15 +105,15 @@ pub(crate) fn client_span(method: &'static str) -> SpanHandle {
         .unwrap_or_else(|_| tracer().client(None, method))
 }
 
-/// Runs `fut` with `span` as the current span and hands the span back with
-/// the output (no allocation: the span lives in the future meanwhile).
-pub(crate) async fn scope<F: std::future::Future>(
+/// `fut` with `span` as the current span; `take_value` on it, pinned, hands
+/// the span back once it is done (no allocation: the span lives in the
+/// future meanwhile). The caller pins it where it awaits it, so that its
+/// future holds `fut` once.
+pub(crate) fn scope<F: std::future::Future>(
     span: SpanHandle,
     fut: F,
-) -> (F::Output, Option<SpanHandle>) {
-    let mut scoped = std::pin::pin!(CURRENT.scope(span, fut));
-    let output = (&mut scoped).await;
-    (output, scoped.as_mut().take_value())
+) -> tokio::task::futures::TaskLocalFuture<SpanHandle, F> {
+    CURRENT.scope(span, fut)
 }
 
 /// The incoming trace context of a request, when it carries one.

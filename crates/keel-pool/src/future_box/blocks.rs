@@ -41,8 +41,13 @@ pub(super) const MAX_CACHED_BYTES: usize = 8 * 1024;
 /// Hot-path operations a thread counts before publishing its counters.
 const FOLD_EVERY: u32 = 64;
 
+/// The size of a block of `class`.
+pub(super) const fn class_size(class: usize) -> usize {
+    MIN_BLOCK << class
+}
+
 const fn layout(class: usize) -> Layout {
-    match Layout::from_size_align(MIN_BLOCK << class, BLOCK_ALIGN) {
+    match Layout::from_size_align(class_size(class), BLOCK_ALIGN) {
         Ok(l) => l,
         Err(_) => panic!("class sizes are powers of two up to 16 KiB"),
     }

@@ -333,3 +333,20 @@ fn box_is_send_and_unpin() {
     send_unpin(&f);
     assert!(format!("{f:?}").starts_with("FutureBox"));
 }
+
+#[test]
+fn a_box_tells_the_memory_it_holds() {
+    assert_eq!(FutureBox::new(std::future::pending::<()>()).block_size(), 0);
+    let forty = [3u8; 40];
+    assert_eq!(FutureBox::new(async move { forty.len() }).block_size(), 64);
+    let eight_hundred = [1u64; 100];
+    let f = FutureBox::new(async move { eight_hundred.len() });
+    assert_eq!(f.block_size(), 1024);
+    let big = [0u8; 20_000];
+    let f = FutureBox::new(async move { big.len() });
+    assert_eq!(
+        f.block_size(),
+        std::mem::size_of_val(&async move { big.len() })
+    );
+    assert!(f.block_size() > 20_000);
+}
