@@ -67,7 +67,7 @@ pub use blocks::{FutureBoxStats, future_box_stats, trim_future_boxes};
 
 /// An owned, pinned, `Send` future with its type erased, like
 /// `Pin<Box<dyn Future<Output = T> + Send + 'a>>`, whose memory comes from a
-/// thread-local cache of size-class blocks (64 B to 16 KiB, at most 64
+/// thread-local cache of size-class blocks (64 B to 16 KiB, at most 8
 /// blocks and 8 KiB per class and thread), so that boxing a future per
 /// call allocates nothing once the cache is warm. Larger or more aligned
 /// futures get an exact allocation; see [`future_box_stats`].

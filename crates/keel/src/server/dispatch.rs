@@ -391,10 +391,10 @@ impl Drop for Cancelled<'_> {
 
 /// Runs one admitted call to completion.
 ///
-/// A function returning an `async move` block, not an `async fn`: an
-/// `async fn` keeps each argument twice in its future (as passed, and as
-/// the local it is moved into), and this future is in a pooled block for
-/// every call in flight.
+/// A function returning an `async move` block, not an `async fn`: rustc
+/// lays out an `async fn`'s future with each argument twice (as passed,
+/// and as the local it is moved into), and this future is in a pooled
+/// block for every call in flight.
 #[allow(clippy::manual_async_fn)]
 fn run(
     dispatcher: Arc<Dispatcher>,
