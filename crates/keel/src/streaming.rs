@@ -203,6 +203,21 @@ impl Incoming {
         next
     }
 
+    /// The next message if it is whole in the buffer, uncompressed, and
+    /// the turn goes on: taken as [`next`](Self::next) would take it, with
+    /// no future and no status in the way. `None` for anything else
+    /// (more to read, a yield due, a compressed or bad message, the end):
+    /// [`next`](Self::next) deals with it.
+    #[inline]
+    pub(crate) fn next_plain(&mut self) -> Option<Bytes> {
+        if self.budget.due {
+            return None;
+        }
+        let bytes = self.buf.split_plain(self.max)?;
+        self.budget.count();
+        Some(bytes)
+    }
+
     async fn next_unbudgeted(&mut self) -> Result<Option<Bytes>, Status> {
         let Some(deadline) = self.deadline else {
             return self.next_inner().await;
@@ -412,6 +427,24 @@ impl Chunks {
             self.head.extend_from_slice(&chunk.split_to(n));
         }
         self.rest = chunk;
+    }
+
+    /// The next whole message if it is uncompressed and within `max`;
+    /// `None` for anything else, which [`split_message`](Self::split_message)
+    /// then deals with.
+    #[inline]
+    fn split_plain(&mut self, max: usize) -> Option<Bytes> {
+        let (compressed, len) = keel_wire::grpc::parse_prefix(&self.head, max).ok()??;
+        let end = keel_wire::grpc::PREFIX_LEN + len;
+        if compressed || self.head.len() < end {
+            return None;
+        }
+        let mut message = self.head.split_to(end);
+        bytes::Buf::advance(&mut message, keel_wire::grpc::PREFIX_LEN);
+        if self.head.is_empty() {
+            self.head = std::mem::take(&mut self.rest);
+        }
+        Some(message.freeze())
     }
 
     /// The next whole message, `None` when more must be read, or the
@@ -818,8 +851,12 @@ impl<T: Message + Default> Streaming<T> {
         let Some(raw) = self.raw.as_mut() else {
             return Ok(None);
         };
-        let Some(bytes) = raw.next().await? else {
-            return Ok(None);
+        let bytes = match raw.next_plain() {
+            Some(bytes) => bytes,
+            None => match raw.next().await? {
+                Some(bytes) => bytes,
+                None => return Ok(None),
+            },
         };
         if self.server {
             decode_request(self.method, bytes, self.required).map(Some)
@@ -999,9 +1036,13 @@ impl<Req: Message + Sync, Resp: Message + Default> ClientStreamingCall<Req, Resp
 
 #[cfg(test)]
 mod tests {
-    use super::{Budget, Chunks, Incoming, IncomingState, MESSAGES_PER_LOOK, MIN_TURN};
+    use super::{
+        Budget, Chunks, Compression, Incoming, IncomingState, MESSAGES_PER_LOOK, MIN_TURN,
+        MethodDescriptor, Streaming,
+    };
     use bytes::BytesMut;
     use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
     use std::time::Duration;
 
     /// `n` messages of `len` bytes each (message `i` filled with `i`),
@@ -1122,18 +1163,8 @@ mod tests {
     /// are all buffered already.
     #[tokio::test(flavor = "current_thread")]
     async fn a_stream_of_small_messages_yields_to_other_tasks() {
-        use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-        let other_ran = Arc::new(AtomicBool::new(false));
-        let flag = other_ran.clone();
-        tokio::spawn(async move { flag.store(true, Relaxed) });
-        let mut incoming = Incoming::new(
-            IncomingState::Done(Ok(())),
-            1 << 20,
-            None,
-            crate::status::Code::Internal,
-            None,
-        );
-        incoming.buf.append(BytesMut::from(&wire(1_000_000, 0)[..]));
+        let other_ran = another_task();
+        let mut incoming = buffered(&wire(1_000_000, 0), None);
         let mut read = 0usize;
         while !other_ran.load(Relaxed) {
             match incoming.next().await {
@@ -1144,6 +1175,127 @@ mod tests {
         assert!(
             read >= MESSAGES_PER_LOOK as usize,
             "yielded after {read} messages"
+        );
+    }
+
+    /// The same through a typed stream, whose reads take buffered messages
+    /// by their own short way ([`Incoming::next_plain`]).
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_typed_stream_of_small_messages_yields_to_other_tasks() {
+        static METHOD: MethodDescriptor = MethodDescriptor::for_tests();
+        let other_ran = another_task();
+        let raw = buffered(&wire(1_000_000, 0), None);
+        let mut stream = Streaming::<()>::client(raw, &METHOD, None);
+        let mut read = 0usize;
+        while !other_ran.load(Relaxed) {
+            match stream.message().await {
+                Ok(Some(())) => read += 1,
+                other => panic!("read {read} messages and then {other:?} before yielding"),
+            }
+        }
+        assert!(
+            read >= MESSAGES_PER_LOOK as usize,
+            "yielded after {read} messages"
+        );
+    }
+
+    /// An ended stream whose `bytes` are all buffered, in `encoding`.
+    fn buffered(bytes: &[u8], encoding: Option<Compression>) -> Incoming {
+        let mut incoming = Incoming::new(
+            IncomingState::Done(Ok(())),
+            1 << 20,
+            encoding,
+            crate::status::Code::Internal,
+            None,
+        );
+        incoming.buf.append(BytesMut::from(bytes));
+        incoming
+    }
+
+    /// A task spawned on this (current-thread) runtime, which says when
+    /// it ran.
+    fn another_task() -> Arc<AtomicBool> {
+        let ran = Arc::new(AtomicBool::new(false));
+        let flag = ran.clone();
+        tokio::spawn(async move { flag.store(true, Relaxed) });
+        ran
+    }
+
+    /// Cutting a buffered message the short way, when it can, gives the
+    /// same messages as cutting every one the usual way, wherever chunks
+    /// end.
+    #[test]
+    fn plain_messages_are_cut_alike_either_way() {
+        /// Cuts what `chunks` holds whole, the short way first.
+        fn drain(chunks: &mut Chunks, messages: &mut Vec<Vec<u8>>) -> usize {
+            let mut plain = 0;
+            loop {
+                if let Some(m) = chunks.split_plain(1 << 20) {
+                    messages.push(m.to_vec());
+                    plain += 1;
+                } else if let Some(m) = chunks.split_message(1 << 20).expect("well formed") {
+                    messages.push(m.data.to_vec());
+                } else {
+                    return plain;
+                }
+            }
+        }
+        for len in [0, 5, 300] {
+            let bytes = wire(40, len);
+            for step in [1, 3, 7, 16, 1000, bytes.len()] {
+                let mut chunks = Chunks::default();
+                let mut messages = Vec::new();
+                let mut plain = 0;
+                for piece in bytes.chunks(step) {
+                    plain += drain(&mut chunks, &mut messages);
+                    chunks.append(BytesMut::from(piece));
+                }
+                plain += drain(&mut chunks, &mut messages);
+                assert!(chunks.is_empty(), "bytes left after the last message");
+                assert_eq!(messages, cut(&bytes, step), "len {len}, step {step}");
+                if step == bytes.len() {
+                    assert_eq!(plain, 40, "len {len}: all buffered, all cut the short way");
+                }
+            }
+        }
+    }
+
+    /// Compressed messages, too large ones and a stream's end go the
+    /// usual way, between messages taken the short way.
+    #[tokio::test]
+    async fn a_typed_stream_reads_compressed_and_plain_messages_in_order() {
+        use prost::Message as _;
+        static METHOD: MethodDescriptor = MethodDescriptor::for_tests();
+        let mut bytes = Vec::new();
+        for (i, text) in ["plain", "squeezed", "plain again"].into_iter().enumerate() {
+            let body = text.to_string().encode_to_vec();
+            let (flag, body) = if i == 1 {
+                let mut out = BytesMut::new();
+                crate::compression::compress(Compression::Gzip, &body, &mut out).expect("gzip");
+                (1, out.to_vec())
+            } else {
+                (0, body)
+            };
+            bytes.push(flag);
+            bytes.extend_from_slice(&(body.len() as u32).to_be_bytes());
+            bytes.extend_from_slice(&body);
+        }
+        let raw = buffered(&bytes, Some(Compression::Gzip));
+        let mut stream = Streaming::<String>::client(raw, &METHOD, None);
+        let mut read = Vec::new();
+        while let Some(text) = stream.message().await.expect("a well-formed stream") {
+            read.push(text);
+        }
+        assert_eq!(read, ["plain", "squeezed", "plain again"]);
+
+        let mut too_large = buffered(&wire(1, 64), None);
+        too_large.max = 63;
+        let mut stream = Streaming::<()>::client(too_large, &METHOD, None);
+        let failure = stream.message().await.expect_err("over the maximum");
+        assert_eq!(
+            failure.code(),
+            crate::status::Code::ResourceExhausted,
+            "{failure}"
         );
     }
 }
