@@ -685,6 +685,28 @@ impl Outgoing {
         Ok(())
     }
 
+    /// Queues `message` at once when nothing stands in the way (a server
+    /// stream whose headers went, uncompressed, room in the queue, the
+    /// turn going on), with no future and no status in the way; `false`
+    /// for anything else, which [`send`](Self::send) deals with. A turn
+    /// that ends here yields at the next `send`.
+    #[inline]
+    pub(crate) fn try_queue(&mut self, message: &(dyn Encode + Sync)) -> bool {
+        if self.ended || self.compress.is_some() || !self.headers_sent || self.budget.due {
+            return false;
+        }
+        let Some(cell) = &self.cell else {
+            return false;
+        };
+        let data = Queued::Plain(message);
+        let len = data.len();
+        if !cell.try_send(len, |queue| data.append_to(queue, len)) {
+            return false;
+        }
+        self.budget.count();
+        true
+    }
+
     /// A client's end of its requests (END_STREAM).
     pub(crate) fn close(&mut self) {
         if !self.ended {
@@ -921,10 +943,13 @@ impl<T: Message> ResponseSink<T> {
     /// is full (a slow reader slows the handler instead of growing a
     /// buffer). Fails once the client went away.
     pub async fn send(&mut self, message: &T) -> Result<(), Status> {
-        match self.raw.as_mut() {
-            Some(raw) => raw.send(message).await,
-            None => Err(Outgoing::closed()),
+        let Some(raw) = self.raw.as_mut() else {
+            return Err(Outgoing::closed());
+        };
+        if raw.try_queue(message) {
+            return Ok(());
         }
+        raw.send(message).await
     }
 
     /// Adds `key: value` to the headers sent before the first response
@@ -1038,8 +1063,9 @@ impl<Req: Message + Sync, Resp: Message + Default> ClientStreamingCall<Req, Resp
 mod tests {
     use super::{
         Budget, Chunks, Compression, Incoming, IncomingState, MESSAGES_PER_LOOK, MIN_TURN,
-        MethodDescriptor, Streaming,
+        MethodDescriptor, Outgoing, ResponseSink, Streaming,
     };
+    use crate::server::http2_stream::{Cell, Signal};
     use bytes::BytesMut;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -1196,6 +1222,32 @@ mod tests {
         assert!(
             read >= MESSAGES_PER_LOOK as usize,
             "yielded after {read} messages"
+        );
+    }
+
+    /// A handler sending small responses into a queue that always has
+    /// room (the connection takes each as it comes) still lets the other
+    /// tasks of its worker run: responses queued at once
+    /// ([`Outgoing::try_queue`]) count toward its turn.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_sink_of_small_responses_yields_to_other_tasks() {
+        let other_ran = another_task();
+        let cell = Cell::new(1, Arc::new(Signal::default()));
+        let mut sink = ResponseSink::<()> {
+            raw: Some(Outgoing::server_cell(cell.clone(), None)),
+            _message: std::marker::PhantomData,
+        };
+        let mut sent = 0usize;
+        while !other_ran.load(Relaxed) {
+            sink.send(&()).await.expect("queued");
+            sent += 1;
+            // The connection's side takes what is queued.
+            let _ = cell.work(usize::MAX, true);
+            assert!(sent < 1_000_000, "sent {sent} responses without yielding");
+        }
+        assert!(
+            sent >= MESSAGES_PER_LOOK as usize,
+            "yielded after {sent} responses"
         );
     }
 

@@ -201,6 +201,19 @@ impl Cell {
             .unwrap_or_else(|| Status::new(crate::status::Code::Internal, "the stream failed")))
     }
 
+    /// Queues `len` bytes written by `append` if there is room now and the
+    /// stream has not failed; `false` otherwise (then [`send`](Self::send)
+    /// waits, or tells the failure).
+    pub(crate) fn try_send(&self, len: usize, append: impl FnOnce(&mut BytesMut)) -> bool {
+        let mut st = self.lock();
+        if st.failed.is_some() || !may_queue(st.send.len(), len) {
+            return false;
+        }
+        append(&mut st.send);
+        self.mark(&mut st);
+        true
+    }
+
     /// Ends the response: `headers` first when none went yet (a
     /// trailers-only response when `trailers_only`).
     pub(crate) fn finish(&self, trailers: HeaderMap) {
