@@ -1225,6 +1225,37 @@ mod tests {
         );
     }
 
+    /// A buffered message taken the short way is checked for its
+    /// required fields as any other.
+    #[tokio::test]
+    async fn a_typed_stream_checks_required_fields_of_messages_taken_the_short_way() {
+        use crate::codec::{RequiredField, RequiredSchema};
+        use prost::Message as _;
+        static METHOD: MethodDescriptor = MethodDescriptor::for_tests();
+        static NEEDS_FIELD_1: RequiredSchema = RequiredSchema {
+            message: "s.B",
+            required: &[RequiredField {
+                number: 1,
+                path: "s.B.value",
+            }],
+            nested: &[],
+            map_entry: false,
+        };
+        let mut bytes = Vec::new();
+        for body in ["present".to_string().encode_to_vec(), Vec::new()] {
+            bytes.push(0);
+            bytes.extend_from_slice(&(body.len() as u32).to_be_bytes());
+            bytes.extend_from_slice(&body);
+        }
+        let raw = buffered(&bytes, None);
+        let mut stream = Streaming::<String>::client(raw, &METHOD, Some(&NEEDS_FIELD_1));
+        let first = stream.message().await.expect("has its field");
+        assert_eq!(first.as_deref(), Some("present"));
+        let failure = stream.message().await.expect_err("misses its field");
+        assert_eq!(failure.code(), crate::status::Code::ERESPONSE, "{failure}");
+        assert!(failure.message().contains("s.B.value"), "{failure}");
+    }
+
     /// A handler sending small responses into a queue that always has
     /// room (the connection takes each as it comes) still lets the other
     /// tasks of its worker run: responses queued at once
