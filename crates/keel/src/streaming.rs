@@ -434,6 +434,9 @@ impl Chunks {
     /// then deals with.
     #[inline]
     fn split_plain(&mut self, max: usize) -> Option<Bytes> {
+        if self.head.is_empty() {
+            self.head = std::mem::take(&mut self.rest);
+        }
         let (compressed, len) = keel_wire::grpc::parse_prefix(&self.head, max).ok()??;
         let end = keel_wire::grpc::PREFIX_LEN + len;
         if compressed || self.head.len() < end {
@@ -1062,8 +1065,8 @@ impl<Req: Message + Sync, Resp: Message + Default> ClientStreamingCall<Req, Resp
 #[cfg(test)]
 mod tests {
     use super::{
-        Budget, Chunks, Compression, Incoming, IncomingState, MESSAGES_PER_LOOK, MIN_TURN,
-        MethodDescriptor, Outgoing, ResponseSink, Streaming,
+        Budget, Chunks, Compression, Incoming, IncomingState, MAX_PENDING, MESSAGES_PER_LOOK,
+        MIN_TURN, MethodDescriptor, Outgoing, ResponseSink, Streaming,
     };
     use crate::server::http2_stream::{Cell, Signal};
     use bytes::BytesMut;
@@ -1225,10 +1228,10 @@ mod tests {
         );
     }
 
-    /// A buffered message taken the short way is checked for its
-    /// required fields as any other.
+    /// Buffered messages (taken the short way when whole and plain) are
+    /// checked for their required fields.
     #[tokio::test]
-    async fn a_typed_stream_checks_required_fields_of_messages_taken_the_short_way() {
+    async fn a_typed_stream_checks_required_fields_of_buffered_messages() {
         use crate::codec::{RequiredField, RequiredSchema};
         use prost::Message as _;
         static METHOD: MethodDescriptor = MethodDescriptor::for_tests();
@@ -1280,6 +1283,83 @@ mod tests {
             sent >= MESSAGES_PER_LOOK as usize,
             "yielded after {sent} responses"
         );
+    }
+
+    /// A response is queued at once only when nothing stands in the way:
+    /// never past the queue's bound (backpressure), on a failed stream
+    /// (whose failure the next `send` reports) or a compressed one.
+    #[tokio::test]
+    async fn a_response_is_queued_at_once_only_when_nothing_stands_in_the_way() {
+        let cell = Cell::new(1, Arc::new(Signal::default()));
+        let mut sink = ResponseSink::<()> {
+            raw: Some(Outgoing::server_cell(cell.clone(), None)),
+            _message: std::marker::PhantomData,
+        };
+        assert!(!raw(&mut sink).try_queue(&()), "the headers go first");
+        sink.send(&()).await.expect("queued with the headers");
+        let mut queued = 1;
+        loop {
+            // Only the queue's bound may stop this loop (no turn ends).
+            raw(&mut sink).budget = Budget::default();
+            if !raw(&mut sink).try_queue(&()) {
+                break;
+            }
+            queued += 1;
+            assert!(queued <= MAX_PENDING, "queued {queued} responses");
+        }
+        let work = cell.work(usize::MAX, true);
+        assert_eq!(work.data.len(), queued * keel_wire::grpc::PREFIX_LEN);
+        assert!(
+            work.data.len() <= MAX_PENDING,
+            "{} bytes queued",
+            work.data.len()
+        );
+        assert!(
+            work.data.len() + keel_wire::grpc::PREFIX_LEN > MAX_PENDING,
+            "stopped with room left: {} bytes queued",
+            work.data.len()
+        );
+        raw(&mut sink).budget = Budget::default();
+        assert!(raw(&mut sink).try_queue(&()), "room again once taken");
+
+        cell.end_recv(Err(crate::status::Status::new(
+            crate::status::Code::Cancelled,
+            "the client went away",
+        )));
+        assert!(!raw(&mut sink).try_queue(&()));
+        let failure = sink.send(&()).await.expect_err("the stream failed");
+        assert_eq!(failure.code(), crate::status::Code::Cancelled, "{failure}");
+
+        let cell = Cell::new(3, Arc::new(Signal::default()));
+        let mut sink = ResponseSink::<()> {
+            raw: Some(Outgoing::server_cell(cell, Some(Compression::Gzip))),
+            _message: std::marker::PhantomData,
+        };
+        sink.send(&()).await.expect("queued with the headers");
+        assert!(!raw(&mut sink).try_queue(&()), "compressed: the usual way");
+        sink.send(&()).await.expect("queued the usual way");
+    }
+
+    /// A bad prefix ends a typed stream with the sender's blame, whether
+    /// messages before it were taken the short way or not.
+    #[tokio::test]
+    async fn a_typed_stream_reports_a_bad_prefix_after_good_messages() {
+        static METHOD: MethodDescriptor = MethodDescriptor::for_tests();
+        let mut bytes = wire(3, 0);
+        bytes.extend_from_slice(&[2, 0, 0, 0, 0]);
+        let mut stream = Streaming::<()>::client(buffered(&bytes, None), &METHOD, None);
+        for _ in 0..3 {
+            assert_eq!(stream.message().await.expect("a good message"), Some(()));
+        }
+        let failure = stream.message().await.expect_err("a bad flag");
+        assert_eq!(failure.code(), crate::status::Code::Internal, "{failure}");
+        let again = stream.message().await.expect_err("the stream ended");
+        assert_eq!(again.code(), failure.code());
+    }
+
+    /// A sink's stream.
+    fn raw(sink: &mut ResponseSink<()>) -> &mut Outgoing {
+        sink.raw.as_mut().expect("open")
     }
 
     /// An ended stream whose `bytes` are all buffered, in `encoding`.
