@@ -431,7 +431,10 @@ impl Chunks {
 
     /// The next whole message if it is uncompressed and within `max`;
     /// `None` for anything else, which [`split_message`](Self::split_message)
-    /// then deals with.
+    /// then deals with. It cuts the message itself rather than peek and
+    /// call `split_message`: that second parse and loop cost 16-byte
+    /// streams about a tenth of their rate (1.41-1.66x tonic against
+    /// 1.64-1.81x in alternating runs).
     #[inline]
     fn split_plain(&mut self, max: usize) -> Option<Bytes> {
         if self.head.is_empty() {

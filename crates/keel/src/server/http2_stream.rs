@@ -181,16 +181,13 @@ impl Cell {
         // only when there is one.
         let queued = std::future::poll_fn(|cx| {
             let mut st = self.lock();
-            if st.failed.is_some() {
-                return Poll::Ready(false);
+            match self.queue_now(&mut st, len, &append) {
+                Some(queued) => Poll::Ready(queued),
+                None => {
+                    st.sender = Some(cx.waker().clone());
+                    Poll::Pending
+                }
             }
-            if may_queue(st.send.len(), len) {
-                append(&mut st.send);
-                self.mark(&mut st);
-                return Poll::Ready(true);
-            }
-            st.sender = Some(cx.waker().clone());
-            Poll::Pending
         })
         .await;
         if queued {
@@ -204,14 +201,29 @@ impl Cell {
     /// Queues `len` bytes written by `append` if there is room now and the
     /// stream has not failed; `false` otherwise (then [`send`](Self::send)
     /// waits, or tells the failure).
+    #[inline]
     pub(crate) fn try_send(&self, len: usize, append: impl FnOnce(&mut BytesMut)) -> bool {
-        let mut st = self.lock();
-        if st.failed.is_some() || !may_queue(st.send.len(), len) {
-            return false;
+        self.queue_now(&mut self.lock(), len, append) == Some(true)
+    }
+
+    /// Queues `len` bytes written by `append` if there is room: `Some(true)`
+    /// queued, `Some(false)` the stream failed, `None` no room yet.
+    #[inline]
+    fn queue_now(
+        &self,
+        st: &mut State,
+        len: usize,
+        append: impl FnOnce(&mut BytesMut),
+    ) -> Option<bool> {
+        if st.failed.is_some() {
+            return Some(false);
+        }
+        if !may_queue(st.send.len(), len) {
+            return None;
         }
         append(&mut st.send);
-        self.mark(&mut st);
-        true
+        self.mark(st);
+        Some(true)
     }
 
     /// Ends the response: `headers` first when none went yet (a
