@@ -26,12 +26,6 @@ use support::{EchoServiceClient, eventually, raw_echo, request, start};
 
 const CALLS: i64 = 200;
 
-/// Polling depends on the process's connections: one test at a time.
-async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
-    static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-    SERIAL.lock().await
-}
-
 /// The process's busy-polling counters on `/vars`: hits, misses,
 /// microseconds.
 async fn counters(addr: SocketAddr) -> [f64; 3] {
@@ -70,48 +64,51 @@ async fn lone_caller(addr: SocketAddr, calls: i64) -> TcpStream {
     .expect("the caller's thread")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lone_caller_is_served_by_polling() {
-    let _one = one_at_a_time().await;
-    let fixture = start(|b| b.busy_poll(Some(Duration::from_secs(5)))).await;
-    let addr = fixture.server.local_addr();
-    let before = counters(addr).await;
-    let stream = lone_caller(addr, CALLS).await;
-    // The first few calls establish the pattern; after that every wait for
-    // the next request is a poll, and each finds it. (Reading /vars opens a
-    // second connection: the open one is no longer polled from then on.)
-    found_by_polling(before, counters(addr).await, "calls");
-    drop(stream);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_caller_that_leaves_while_polled_is_let_go() {
-    // A window far longer than `eventually` waits: the close must be seen
-    // by the polling itself.
-    let _one = one_at_a_time().await;
-    let fixture = start(|b| b.busy_poll(Some(Duration::from_secs(60)))).await;
-    let stream = lone_caller(fixture.server.local_addr(), 50).await;
-    assert_eq!(fixture.server.stats().connections, 1);
-    drop(stream);
-    eventually("the server let the connection go", || {
-        fixture.server.stats().connections == 0
-    })
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_connections_or_off_mean_no_polling() {
-    let _one = one_at_a_time().await;
-    for (window, second) in [(Some(Duration::from_secs(5)), true), (None, false)] {
-        let fixture = start(|b| b.busy_poll(window)).await;
+#[test]
+fn a_lone_caller_is_served_by_polling() {
+    support::alone_on(2, async {
+        let fixture = start(|b| b.busy_poll(Some(Duration::from_secs(5)))).await;
         let addr = fixture.server.local_addr();
-        // Another connection open: the lone caller's is not the only one.
-        let other = second.then(|| TcpStream::connect(addr).expect("connect"));
         let before = counters(addr).await;
-        let stream = lone_caller(addr, 50).await;
-        assert_eq!(counters(addr).await, before, "no polling");
-        drop((stream, other));
-    }
+        let stream = lone_caller(addr, CALLS).await;
+        // The first few calls establish the pattern; after that every wait for
+        // the next request is a poll, and each finds it. (Reading /vars opens a
+        // second connection: the open one is no longer polled from then on.)
+        found_by_polling(before, counters(addr).await, "calls");
+        drop(stream);
+    });
+}
+
+#[test]
+fn a_caller_that_leaves_while_polled_is_let_go() {
+    support::alone_on(2, async {
+        // A window far longer than `eventually` waits: the close must be seen
+        // by the polling itself.
+        let fixture = start(|b| b.busy_poll(Some(Duration::from_secs(60)))).await;
+        let stream = lone_caller(fixture.server.local_addr(), 50).await;
+        assert_eq!(fixture.server.stats().connections, 1);
+        drop(stream);
+        eventually("the server let the connection go", || {
+            fixture.server.stats().connections == 0
+        })
+        .await;
+    });
+}
+
+#[test]
+fn two_connections_or_off_mean_no_polling() {
+    support::alone_on(2, async {
+        for (window, second) in [(Some(Duration::from_secs(5)), true), (None, false)] {
+            let fixture = start(|b| b.busy_poll(window)).await;
+            let addr = fixture.server.local_addr();
+            // Another connection open: the lone caller's is not the only one.
+            let other = second.then(|| TcpStream::connect(addr).expect("connect"));
+            let before = counters(addr).await;
+            let stream = lone_caller(addr, 50).await;
+            assert_eq!(counters(addr).await, before, "no polling");
+            drop((stream, other));
+        }
+    });
 }
 
 /// A hand-written server on a runtime of its own: it answers whatever the
@@ -187,97 +184,100 @@ async fn call_in_turn(client: &EchoServiceClient, calls: usize) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lone_channel_polls_for_its_answers() {
-    let _one = one_at_a_time().await;
-    let (_fixture, vars, fake) = calling_outside(fake_baidu::echo).await;
-    let client = polling_client(&fake.addr, Some(Duration::from_secs(5)));
-    let before = counters(vars).await;
-    call_in_turn(&client, CALLS as usize).await;
-    // The first few calls establish the pattern (and the connection the
-    // last `/vars` read used may still be closing); after that every
-    // answer is found by polling.
-    found_by_polling(before, counters(vars).await, "answers");
-    assert_eq!(
-        fake.requests.load(std::sync::atomic::Ordering::Relaxed),
-        CALLS as u64
-    );
+#[test]
+fn a_lone_channel_polls_for_its_answers() {
+    support::alone_on(2, async {
+        let (_fixture, vars, fake) = calling_outside(fake_baidu::echo).await;
+        let client = polling_client(&fake.addr, Some(Duration::from_secs(5)));
+        let before = counters(vars).await;
+        call_in_turn(&client, CALLS as usize).await;
+        // The first few calls establish the pattern (and the connection the
+        // last `/vars` read used may still be closing); after that every
+        // answer is found by polling.
+        found_by_polling(before, counters(vars).await, "answers");
+        assert_eq!(
+            fake.requests.load(std::sync::atomic::Ordering::Relaxed),
+            CALLS as u64
+        );
+    });
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_channel_with_another_connection_or_polling_off_never_polls() {
-    let _one = one_at_a_time().await;
-    let (_fixture, vars, fake) = calling_outside(fake_baidu::echo).await;
-    for (window, second) in [(Some(Duration::from_secs(5)), true), (None, false)] {
-        // The last round's connections are gone: this round's decide.
-        eventually("the last round's connections closed", || {
-            keel::connections::connection_count() == 0
+#[test]
+fn a_channel_with_another_connection_or_polling_off_never_polls() {
+    support::alone_on(2, async {
+        let (_fixture, vars, fake) = calling_outside(fake_baidu::echo).await;
+        for (window, second) in [(Some(Duration::from_secs(5)), true), (None, false)] {
+            // The last round's connections are gone: this round's decide.
+            eventually("the last round's connections closed", || {
+                keel::connections::connection_count() == 0
+            })
+            .await;
+            let client = polling_client(&fake.addr, window);
+            // Another channel with a connection open: the caller's is not the
+            // only one.
+            let other = second.then(|| polling_client(&fake.addr, None));
+            if let Some(other) = &other {
+                call_in_turn(other, 1).await;
+            }
+            let before = counters(vars).await;
+            call_in_turn(&client, 50).await;
+            assert_eq!(counters(vars).await, before, "no polling");
+            drop((client, other));
+        }
+    });
+}
+
+#[test]
+fn a_call_queued_while_the_channel_polls_is_sent_at_once() {
+    support::alone_on(2, async {
+        // The answer to `hold` waits for the next request, and goes with its
+        // answer.
+        let held = std::sync::Mutex::new(Vec::new());
+        let (_fixture, vars, fake) = calling_outside(move |cid, req| {
+            let mut held = held.lock().expect("not poisoned");
+            if req.message == "hold" {
+                *held = fake_baidu::echo(cid, req);
+                return Vec::new();
+            }
+            let mut out = std::mem::take(&mut *held);
+            out.extend(fake_baidu::echo(cid, req));
+            out
         })
         .await;
-        let client = polling_client(&fake.addr, window);
-        // Another channel with a connection open: the caller's is not the
-        // only one.
-        let other = second.then(|| polling_client(&fake.addr, None));
-        if let Some(other) = &other {
-            call_in_turn(other, 1).await;
-        }
+        // No deadline: nothing but the queued call may stop the polling.
+        let channel = Channel::builder(&fake.addr)
+            .busy_poll(Some(Duration::from_secs(5)))
+            .timeout(None)
+            .build()
+            .expect("a channel");
+        let client = EchoServiceClient::new(&channel);
+        call_in_turn(&client, 20).await;
         let before = counters(vars).await;
-        call_in_turn(&client, 50).await;
-        assert_eq!(counters(vars).await, before, "no polling");
-        drop((client, other));
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_call_queued_while_the_channel_polls_is_sent_at_once() {
-    let _one = one_at_a_time().await;
-    // The answer to `hold` waits for the next request, and goes with its
-    // answer.
-    let held = std::sync::Mutex::new(Vec::new());
-    let (_fixture, vars, fake) = calling_outside(move |cid, req| {
-        let mut held = held.lock().expect("not poisoned");
-        if req.message == "hold" {
-            *held = fake_baidu::echo(cid, req);
-            return Vec::new();
-        }
-        let mut out = std::mem::take(&mut *held);
-        out.extend(fake_baidu::echo(cid, req));
-        out
-    })
-    .await;
-    // No deadline: nothing but the queued call may stop the polling.
-    let channel = Channel::builder(&fake.addr)
-        .busy_poll(Some(Duration::from_secs(5)))
-        .timeout(None)
-        .build()
-        .expect("a channel");
-    let client = EchoServiceClient::new(&channel);
-    call_in_turn(&client, 20).await;
-    let before = counters(vars).await;
-    eventually("the /vars connection closed", || {
-        keel::connections::connection_count() == 1
-    })
-    .await;
-    // A lone call: its connection polls for the answer, which waits for
-    // the next request...
-    let first = tokio::spawn({
-        let client = client.clone();
-        async move { client.echo(&request("hold")).await }
+        eventually("the /vars connection closed", || {
+            keel::connections::connection_count() == 1
+        })
+        .await;
+        // A lone call: its connection polls for the answer, which waits for
+        // the next request...
+        let first = tokio::spawn({
+            let client = client.clone();
+            async move { client.echo(&request("hold")).await }
+        });
+        eventually("the held request arrived", || {
+            fake.requests.load(std::sync::atomic::Ordering::Relaxed) == 21
+        })
+        .await;
+        // ... which is queued meanwhile: the polling stops for it, rather
+        // than run out its window.
+        let second = client.echo(&request("next")).await.expect("answered");
+        assert_eq!(second.message, "next");
+        let first = first.await.expect("the task").expect("answered");
+        assert_eq!(first.message, "hold");
+        let after = counters(vars).await;
+        assert_eq!(after[1], before[1], "no window ran out");
+        assert!(
+            after[2] > before[2],
+            "the held call's answer was polled for"
+        );
     });
-    eventually("the held request arrived", || {
-        fake.requests.load(std::sync::atomic::Ordering::Relaxed) == 21
-    })
-    .await;
-    // ... which is queued meanwhile: the polling stops for it, rather
-    // than run out its window.
-    let second = client.echo(&request("next")).await.expect("answered");
-    assert_eq!(second.message, "next");
-    let first = first.await.expect("the task").expect("answered");
-    assert_eq!(first.message, "hold");
-    let after = counters(vars).await;
-    assert_eq!(after[1], before[1], "no window ran out");
-    assert!(
-        after[2] > before[2],
-        "the held call's answer was polled for"
-    );
 }

@@ -21,12 +21,6 @@ use support::{eventually, start};
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc::system();
 
-/// The tests that measure the process's heap: one at a time.
-async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
-    static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-    SERIAL.lock().await
-}
-
 /// A plain HTTP/2 client on a blocking socket.
 struct Raw {
     io: Frames,
@@ -313,54 +307,55 @@ async fn a_client_breaking_http2_gets_goaway_and_other_connections_go_on() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-async fn idle_grpc_connections_cost_at_most_8kb_each_on_the_server() {
-    const N: usize = 500;
-    // The target is 16 KB (h2 kept about 40 KB); Keel measures about
-    // 6.3 KB, and the bound sits close enough to catch a regression.
-    const BOUND: f64 = 8_192.0;
-    let _serial = one_at_a_time().await;
-    keel::rpcz::tracer().sampler().set_target(0);
-    let f = start(|b| b).await;
-    let addr = f.server.local_addr();
-    // Warm-up: the runtime's and the server's one-time structures.
-    tokio::task::block_in_place(|| {
-        let mut raw = Raw::connect(addr, &[]);
-        raw.call(1, b"warm", None);
+#[test]
+fn idle_grpc_connections_cost_at_most_8kb_each_on_the_server() {
+    support::alone_on(1, async {
+        const N: usize = 500;
+        // The target is 16 KB (h2 kept about 40 KB); Keel measures about
+        // 6.3 KB, and the bound sits close enough to catch a regression.
+        const BOUND: f64 = 8_192.0;
+        keel::rpcz::tracer().sampler().set_target(0);
+        let f = start(|b| b).await;
+        let addr = f.server.local_addr();
+        // Warm-up: the runtime's and the server's one-time structures.
+        tokio::task::block_in_place(|| {
+            let mut raw = Raw::connect(addr, &[]);
+            raw.call(1, b"warm", None);
+        });
+        eventually("warm-up connection to close", || {
+            f.server.stats().connections == 0
+        })
+        .await;
+        let before = keel_alloc::stats();
+        let clients = tokio::task::block_in_place(|| {
+            (0..N)
+                .map(|_| {
+                    let mut raw = Raw::connect(addr, &[]);
+                    let reply = raw.call(1, b"rrrrrrrrrrrrrrrr", None);
+                    assert_eq!(reply.trailer("grpc-status"), Some("0"));
+                    raw.io.stream
+                })
+                .collect::<Vec<_>>()
+        });
+        eventually("all connections accepted", || {
+            f.server.stats().connections == N
+        })
+        .await;
+        let mine = N * std::mem::size_of::<TcpStream>();
+        let per_connection = || {
+            let d = before.delta(&keel_alloc::stats());
+            (d.live_bytes as f64 - mine as f64) / N as f64
+        };
+        // Bounded polling: a connection's buffers go back once it has been
+        // quiet for a moment.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while per_connection() > BOUND && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let per = per_connection();
+        println!("server live heap per idle gRPC connection: {per:.0} bytes");
+        assert!(per <= BOUND, "{per:.0} bytes per idle gRPC connection");
+        drop(clients);
+        eventually("connections to close", || f.server.stats().connections == 0).await;
     });
-    eventually("warm-up connection to close", || {
-        f.server.stats().connections == 0
-    })
-    .await;
-    let before = keel_alloc::stats();
-    let clients = tokio::task::block_in_place(|| {
-        (0..N)
-            .map(|_| {
-                let mut raw = Raw::connect(addr, &[]);
-                let reply = raw.call(1, b"rrrrrrrrrrrrrrrr", None);
-                assert_eq!(reply.trailer("grpc-status"), Some("0"));
-                raw.io.stream
-            })
-            .collect::<Vec<_>>()
-    });
-    eventually("all connections accepted", || {
-        f.server.stats().connections == N
-    })
-    .await;
-    let mine = N * std::mem::size_of::<TcpStream>();
-    let per_connection = || {
-        let d = before.delta(&keel_alloc::stats());
-        (d.live_bytes as f64 - mine as f64) / N as f64
-    };
-    // Bounded polling: a connection's buffers go back once it has been
-    // quiet for a moment.
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    while per_connection() > BOUND && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    let per = per_connection();
-    println!("server live heap per idle gRPC connection: {per:.0} bytes");
-    assert!(per <= BOUND, "{per:.0} bytes per idle gRPC connection");
-    drop(clients);
-    eventually("connections to close", || f.server.stats().connections == 0).await;
 }

@@ -31,12 +31,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc::system();
 
-/// The tests measure the whole process's heap peak: one at a time.
-async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
-    static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-    SERIAL.lock().await
-}
-
 /// More than the calls themselves need (256 small calls in flight), far
 /// less than one 64 MiB claim.
 const PEAK_BOUND: i64 = 8 << 20;
@@ -86,85 +80,87 @@ async fn interleaved(client: &EchoServiceClient, bad: &str, pairs: usize) -> Vec
     failures
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn snappy_claims_of_64_mib_fail_their_own_calls_only_and_allocate_nothing_big() {
-    let _serial = one_at_a_time().await;
-    keel::rpcz::tracer().sampler().set_target(0);
-    let server = fake_baidu::start(|cid, req| {
-        if req.message == "bomb" {
-            // 32 bytes of payload whose header announces 64 MiB.
-            response(cid, 0, b"", 1, &snappy_claiming(64 << 20, 32))
-        } else {
-            fake_baidu::echo(cid, req)
+#[test]
+fn snappy_claims_of_64_mib_fail_their_own_calls_only_and_allocate_nothing_big() {
+    support::alone_on(2, async {
+        keel::rpcz::tracer().sampler().set_target(0);
+        let server = fake_baidu::start(|cid, req| {
+            if req.message == "bomb" {
+                // 32 bytes of payload whose header announces 64 MiB.
+                response(cid, 0, b"", 1, &snappy_claiming(64 << 20, 32))
+            } else {
+                fake_baidu::echo(cid, req)
+            }
+        })
+        .await;
+        let (channel, client) = warm_client(&server.addr, |b| b).await;
+        keel_alloc::reset_peak();
+        let peak_before = keel_alloc::peak_bytes() as i64;
+
+        // The scenario: 128 bombs among 256 calls on one connection.
+        let failures = interleaved(&client, "bomb", 128).await;
+
+        let peak = keel_alloc::peak_bytes() as i64 - peak_before;
+        assert_eq!(failures.len(), 128);
+        for status in &failures {
+            assert_eq!(status.code(), Code::ERESPONSE, "{status}");
+            assert!(status.message().contains("at most"), "{status}");
         }
-    })
-    .await;
-    let (channel, client) = warm_client(&server.addr, |b| b).await;
-    keel_alloc::reset_peak();
-    let peak_before = keel_alloc::peak_bytes() as i64;
-
-    // The scenario: 128 bombs among 256 calls on one connection.
-    let failures = interleaved(&client, "bomb", 128).await;
-
-    let peak = keel_alloc::peak_bytes() as i64 - peak_before;
-    assert_eq!(failures.len(), 128);
-    for status in &failures {
-        assert_eq!(status.code(), Code::ERESPONSE, "{status}");
-        assert!(status.message().contains("at most"), "{status}");
-    }
-    assert!(peak < PEAK_BOUND, "the heap peaked {peak} bytes higher");
-    // All of it on the first connection, and each bomb sent once.
-    assert_eq!(server.accepts.load(Ordering::Relaxed), 1);
-    assert_eq!(server.requests.load(Ordering::Relaxed), 1 + 256);
-    assert_eq!(channel.pending_calls(), 0);
+        assert!(peak < PEAK_BOUND, "the heap peaked {peak} bytes higher");
+        // All of it on the first connection, and each bomb sent once.
+        assert_eq!(server.accepts.load(Ordering::Relaxed), 1);
+        assert_eq!(server.requests.load(Ordering::Relaxed), 1 + 256);
+        assert_eq!(channel.pending_calls(), 0);
+    });
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_gzip_bomb_costs_no_more_than_the_channels_limit() {
-    let _serial = one_at_a_time().await;
-    keel::rpcz::tracer().sampler().set_target(0);
-    // 100 gzip members of 1 MiB of zeros each: about 100 KB that inflate
-    // to 100 MiB, each member's trailer telling the truth about itself.
-    let mut member = BytesMut::new();
-    keel_wire::compress(
-        keel_wire::CompressType::Gzip,
-        &vec![0; 1 << 20],
-        &mut member,
-    )
-    .expect("gzip");
-    let bomb = member.repeat(100);
-    const LIMIT: usize = 4 << 20;
-    let server = fake_baidu::start(move |cid, req| {
-        if req.message == "bomb" {
-            response(cid, 0, b"", 2, &bomb)
-        } else {
-            fake_baidu::echo(cid, req)
+#[test]
+fn a_gzip_bomb_costs_no_more_than_the_channels_limit() {
+    support::alone_on(2, async {
+        keel::rpcz::tracer().sampler().set_target(0);
+        // 100 gzip members of 1 MiB of zeros each: about 100 KB that inflate
+        // to 100 MiB, each member's trailer telling the truth about itself.
+        let mut member = BytesMut::new();
+        keel_wire::compress(
+            keel_wire::CompressType::Gzip,
+            &vec![0; 1 << 20],
+            &mut member,
+        )
+        .expect("gzip");
+        let bomb = member.repeat(100);
+        const LIMIT: usize = 4 << 20;
+        let server = fake_baidu::start(move |cid, req| {
+            if req.message == "bomb" {
+                response(cid, 0, b"", 2, &bomb)
+            } else {
+                fake_baidu::echo(cid, req)
+            }
+        })
+        .await;
+        let (channel, client) = warm_client(&server.addr, |b| b.max_body_size(LIMIT)).await;
+        keel_alloc::reset_peak();
+        let peak_before = keel_alloc::peak_bytes() as i64;
+
+        let failures = interleaved(&client, "bomb", 8).await;
+
+        let peak = keel_alloc::peak_bytes() as i64 - peak_before;
+        assert_eq!(failures.len(), 8);
+        for status in &failures {
+            assert_eq!(status.code(), Code::ERESPONSE, "{status}");
+            assert!(
+                status.message().contains("decompresses to more than"),
+                "{status}"
+            );
         }
-    })
-    .await;
-    let (channel, client) = warm_client(&server.addr, |b| b.max_body_size(LIMIT)).await;
-    keel_alloc::reset_peak();
-    let peak_before = keel_alloc::peak_bytes() as i64;
-
-    let failures = interleaved(&client, "bomb", 8).await;
-
-    let peak = keel_alloc::peak_bytes() as i64 - peak_before;
-    assert_eq!(failures.len(), 8);
-    for status in &failures {
-        assert_eq!(status.code(), Code::ERESPONSE, "{status}");
+        // Each bomb inflates up to the limit at most, in its caller's task;
+        // the two workers run two at a time, plus the replies as received.
         assert!(
-            status.message().contains("decompresses to more than"),
-            "{status}"
+            peak < 2 * LIMIT as i64 + 8 * (bomb_len() as i64) + PEAK_BOUND,
+            "the heap peaked {peak} bytes higher"
         );
-    }
-    // Each bomb inflates up to the limit at most, in its caller's task;
-    // the two workers run two at a time, plus the replies as received.
-    assert!(
-        peak < 2 * LIMIT as i64 + 8 * (bomb_len() as i64) + PEAK_BOUND,
-        "the heap peaked {peak} bytes higher"
-    );
-    assert_eq!(server.accepts.load(Ordering::Relaxed), 1);
-    assert_eq!(channel.pending_calls(), 0);
+        assert_eq!(server.accepts.load(Ordering::Relaxed), 1);
+        assert_eq!(channel.pending_calls(), 0);
+    });
 }
 
 /// The compressed size of the gzip bomb above (for its bound).
@@ -227,189 +223,194 @@ fn request_frame(cid: i64, compress_type: i32, payload: &[u8]) -> BytesMut {
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_server_refuses_a_64_mib_snappy_claim_without_allocating_it() {
-    let _serial = one_at_a_time().await;
-    keel::rpcz::tracer().sampler().set_target(0);
-    let fixture = support::start(|b| b).await;
-    let mut stream = tokio::net::TcpStream::connect(fixture.addr())
-        .await
-        .expect("connect");
-    let mut inbuf = BytesMut::new();
-    let good = request("after").encode_to_vec();
-    // A good request first, so the connection's buffers are warm.
-    stream
-        .write_all(&request_frame(1, 0, &good))
-        .await
-        .expect("write");
-    assert_eq!(read_answer(&mut stream, &mut inbuf).await.0, 0);
-    keel_alloc::reset_peak();
-    let peak_before = keel_alloc::peak_bytes() as i64;
-
-    for cid in 2..66 {
+#[test]
+fn a_server_refuses_a_64_mib_snappy_claim_without_allocating_it() {
+    support::alone_on(2, async {
+        keel::rpcz::tracer().sampler().set_target(0);
+        let fixture = support::start(|b| b).await;
+        let mut stream = tokio::net::TcpStream::connect(fixture.addr())
+            .await
+            .expect("connect");
+        let mut inbuf = BytesMut::new();
+        let good = request("after").encode_to_vec();
+        // A good request first, so the connection's buffers are warm.
         stream
-            .write_all(&request_frame(cid, 1, &snappy_claiming(64 << 20, 32)))
+            .write_all(&request_frame(1, 0, &good))
             .await
             .expect("write");
-        let (code, _) = read_answer(&mut stream, &mut inbuf).await;
-        assert_eq!(code, Code::EREQUEST.value());
-    }
+        assert_eq!(read_answer(&mut stream, &mut inbuf).await.0, 0);
+        keel_alloc::reset_peak();
+        let peak_before = keel_alloc::peak_bytes() as i64;
 
-    let peak = keel_alloc::peak_bytes() as i64 - peak_before;
-    assert!(peak < 1 << 20, "the heap peaked {peak} bytes higher");
-    // The connection still serves, and no handler saw a bomb.
-    stream
-        .write_all(&request_frame(99, 0, &good))
-        .await
-        .expect("write");
-    let (code, payload) = read_answer(&mut stream, &mut inbuf).await;
-    assert_eq!(code, 0);
-    assert_eq!(
-        EchoResponse::decode(&payload[..]).expect("echo").message,
-        "after"
-    );
-    assert_eq!(fixture.calls.load(Ordering::Relaxed), 2);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_error_text_that_is_not_utf8_reaches_the_caller_lossily_and_fails_nothing_else() {
-    let _serial = one_at_a_time().await;
-    keel::rpcz::tracer().sampler().set_target(0);
-    // brpc (C++ proto2) sends any bytes as error_text.
-    let server = fake_baidu::start(|cid, req| {
-        if req.message == "latin-1" {
-            response(cid, 4242, b"caf\xe9 ferm\xe9", 0, b"")
-        } else {
-            fake_baidu::echo(cid, req)
+        for cid in 2..66 {
+            stream
+                .write_all(&request_frame(cid, 1, &snappy_claiming(64 << 20, 32)))
+                .await
+                .expect("write");
+            let (code, _) = read_answer(&mut stream, &mut inbuf).await;
+            assert_eq!(code, Code::EREQUEST.value());
         }
-    })
-    .await;
-    let (_channel, client) = warm_client(&server.addr, |b| b).await;
 
-    let failures = interleaved(&client, "latin-1", 16).await;
-
-    assert_eq!(failures.len(), 16);
-    for status in &failures {
-        // The server's code and its text, each invalid byte replaced.
-        assert_eq!(status.code(), Code::new(4242), "{status}");
-        assert_eq!(status.message(), "caf\u{fffd} ferm\u{fffd}");
-    }
-    // Each call ran once (an answered call is not retried), all on the
-    // first connection, which is still up.
-    assert_eq!(server.requests.load(Ordering::Relaxed), 1 + 32);
-    assert_eq!(server.accepts.load(Ordering::Relaxed), 1);
-    client
-        .echo(&request("after"))
-        .await
-        .expect("the connection serves on");
-    assert_eq!(server.accepts.load(Ordering::Relaxed), 1);
+        let peak = keel_alloc::peak_bytes() as i64 - peak_before;
+        assert!(peak < 1 << 20, "the heap peaked {peak} bytes higher");
+        // The connection still serves, and no handler saw a bomb.
+        stream
+            .write_all(&request_frame(99, 0, &good))
+            .await
+            .expect("write");
+        let (code, payload) = read_answer(&mut stream, &mut inbuf).await;
+        assert_eq!(code, 0);
+        assert_eq!(
+            EchoResponse::decode(&payload[..]).expect("echo").message,
+            "after"
+        );
+        assert_eq!(fixture.calls.load(Ordering::Relaxed), 2);
+    });
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_server_inflates_a_large_request_off_its_connections_task() {
-    let _serial = one_at_a_time().await;
-    keel::rpcz::tracer().sampler().set_target(0);
-    let fixture = support::start(|b| b).await;
-    let mut stream = tokio::net::TcpStream::connect(fixture.addr())
-        .await
-        .expect("connect");
-    let mut inbuf = BytesMut::new();
-    // About 100 KB of gzip that inflates past the server's 64 MiB limit,
-    // then a good request, in one write.
-    let mut member = BytesMut::new();
-    keel_wire::compress(
-        keel_wire::CompressType::Gzip,
-        &vec![0; 1 << 20],
-        &mut member,
-    )
-    .expect("gzip");
-    let mut both = request_frame(1, 2, &member.repeat(100));
-    both.extend_from_slice(&request_frame(2, 0, &request("meanwhile").encode_to_vec()));
-    stream.write_all(&both).await.expect("write");
+#[test]
+fn an_error_text_that_is_not_utf8_reaches_the_caller_lossily_and_fails_nothing_else() {
+    support::alone_on(2, async {
+        keel::rpcz::tracer().sampler().set_target(0);
+        // brpc (C++ proto2) sends any bytes as error_text.
+        let server = fake_baidu::start(|cid, req| {
+            if req.message == "latin-1" {
+                response(cid, 4242, b"caf\xe9 ferm\xe9", 0, b"")
+            } else {
+                fake_baidu::echo(cid, req)
+            }
+        })
+        .await;
+        let (_channel, client) = warm_client(&server.addr, |b| b).await;
 
-    // The good request is answered while the bomb still inflates on a
-    // task of its own (on the connection's task, it would wait for it).
-    let (cid, code, payload) = read_answer_of(&mut stream, &mut inbuf).await;
-    assert_eq!(
-        (cid, code),
-        (2, 0),
-        "the request behind the bomb is answered first"
-    );
-    assert_eq!(
-        EchoResponse::decode(&payload[..]).expect("echo").message,
-        "meanwhile"
-    );
-    let (cid, code, _) = read_answer_of(&mut stream, &mut inbuf).await;
-    assert_eq!((cid, code), (1, Code::EREQUEST.value()));
-    assert_eq!(fixture.calls.load(Ordering::Relaxed), 1);
-}
+        let failures = interleaved(&client, "latin-1", 16).await;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_service_name_that_is_not_utf8_fails_its_call_only() {
-    let _serial = one_at_a_time().await;
-    let fixture = support::start(|b| b).await;
-    let mut stream = tokio::net::TcpStream::connect(fixture.addr())
-        .await
-        .expect("connect");
-    let mut inbuf = BytesMut::new();
-    // RpcMeta { request { service_name "example.Echo\xffService"
-    // method_name "Echo" } correlation_id 7 }, no payload: brpc sends any
-    // bytes in a proto2 string.
-    let service = b"example.Echo\xffService";
-    let mut request_meta = vec![0x0a, service.len() as u8];
-    request_meta.extend_from_slice(service);
-    request_meta.extend_from_slice(b"\x12\x04Echo");
-    let mut meta = vec![0x0a, request_meta.len() as u8];
-    meta.extend_from_slice(&request_meta);
-    meta.extend_from_slice(&[0x20, 7]);
-    let mut frame = b"PRPC".to_vec();
-    frame.extend_from_slice(&(meta.len() as u32).to_be_bytes());
-    frame.extend_from_slice(&(meta.len() as u32).to_be_bytes());
-    frame.extend_from_slice(&meta);
-    stream.write_all(&frame).await.expect("write");
-    let (cid, code, _) = read_answer_of(&mut stream, &mut inbuf).await;
-    assert_eq!((cid, code), (7, Code::ENOSERVICE.value()));
-    // The connection still serves.
-    let good = request("after").encode_to_vec();
-    stream
-        .write_all(&request_frame(8, 0, &good))
-        .await
-        .expect("write");
-    let (cid, code, _) = read_answer_of(&mut stream, &mut inbuf).await;
-    assert_eq!((cid, code), (8, 0));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reply_whose_meta_does_not_parse_fails_its_own_call_only() {
-    let _serial = one_at_a_time().await;
-    keel::rpcz::tracer().sampler().set_target(0);
-    let server = fake_baidu::start(|cid, req| {
-        if req.message == "bad meta" {
-            // RpcMeta { correlation_id }, then a key of wire type 7.
-            let mut meta = vec![0x20];
-            fake_baidu::varint(&mut meta, cid as u64);
-            meta.extend_from_slice(&[0x0f, 0x01]);
-            let mut frame = b"PRPC".to_vec();
-            frame.extend_from_slice(&(meta.len() as u32).to_be_bytes());
-            frame.extend_from_slice(&(meta.len() as u32).to_be_bytes());
-            frame.extend_from_slice(&meta);
-            frame
-        } else {
-            fake_baidu::echo(cid, req)
+        assert_eq!(failures.len(), 16);
+        for status in &failures {
+            // The server's code and its text, each invalid byte replaced.
+            assert_eq!(status.code(), Code::new(4242), "{status}");
+            assert_eq!(status.message(), "caf\u{fffd} ferm\u{fffd}");
         }
-    })
-    .await;
-    let (channel, client) = warm_client(&server.addr, |b| b).await;
+        // Each call ran once (an answered call is not retried), all on the
+        // first connection, which is still up.
+        assert_eq!(server.requests.load(Ordering::Relaxed), 1 + 32);
+        assert_eq!(server.accepts.load(Ordering::Relaxed), 1);
+        client
+            .echo(&request("after"))
+            .await
+            .expect("the connection serves on");
+        assert_eq!(server.accepts.load(Ordering::Relaxed), 1);
+    });
+}
 
-    let failures = interleaved(&client, "bad meta", 16).await;
+#[test]
+fn a_server_inflates_a_large_request_off_its_connections_task() {
+    support::alone_on(2, async {
+        keel::rpcz::tracer().sampler().set_target(0);
+        let fixture = support::start(|b| b).await;
+        let mut stream = tokio::net::TcpStream::connect(fixture.addr())
+            .await
+            .expect("connect");
+        let mut inbuf = BytesMut::new();
+        // About 100 KB of gzip that inflates past the server's 64 MiB limit,
+        // then a good request, in one write.
+        let mut member = BytesMut::new();
+        keel_wire::compress(
+            keel_wire::CompressType::Gzip,
+            &vec![0; 1 << 20],
+            &mut member,
+        )
+        .expect("gzip");
+        let mut both = request_frame(1, 2, &member.repeat(100));
+        both.extend_from_slice(&request_frame(2, 0, &request("meanwhile").encode_to_vec()));
+        stream.write_all(&both).await.expect("write");
 
-    assert_eq!(failures.len(), 16);
-    for status in &failures {
-        assert_eq!(status.code(), Code::ERESPONSE, "{status}");
-        assert!(status.message().contains("bad response meta"), "{status}");
-    }
-    // Not retried, all on the first connection.
-    assert_eq!(server.requests.load(Ordering::Relaxed), 1 + 32);
-    assert_eq!(server.accepts.load(Ordering::Relaxed), 1);
-    assert_eq!(channel.pending_calls(), 0);
+        // The good request is answered while the bomb still inflates on a
+        // task of its own (on the connection's task, it would wait for it).
+        let (cid, code, payload) = read_answer_of(&mut stream, &mut inbuf).await;
+        assert_eq!(
+            (cid, code),
+            (2, 0),
+            "the request behind the bomb is answered first"
+        );
+        assert_eq!(
+            EchoResponse::decode(&payload[..]).expect("echo").message,
+            "meanwhile"
+        );
+        let (cid, code, _) = read_answer_of(&mut stream, &mut inbuf).await;
+        assert_eq!((cid, code), (1, Code::EREQUEST.value()));
+        assert_eq!(fixture.calls.load(Ordering::Relaxed), 1);
+    });
+}
+
+#[test]
+fn a_service_name_that_is_not_utf8_fails_its_call_only() {
+    support::alone_on(2, async {
+        let fixture = support::start(|b| b).await;
+        let mut stream = tokio::net::TcpStream::connect(fixture.addr())
+            .await
+            .expect("connect");
+        let mut inbuf = BytesMut::new();
+        // RpcMeta { request { service_name "example.Echo\xffService"
+        // method_name "Echo" } correlation_id 7 }, no payload: brpc sends any
+        // bytes in a proto2 string.
+        let service = b"example.Echo\xffService";
+        let mut request_meta = vec![0x0a, service.len() as u8];
+        request_meta.extend_from_slice(service);
+        request_meta.extend_from_slice(b"\x12\x04Echo");
+        let mut meta = vec![0x0a, request_meta.len() as u8];
+        meta.extend_from_slice(&request_meta);
+        meta.extend_from_slice(&[0x20, 7]);
+        let mut frame = b"PRPC".to_vec();
+        frame.extend_from_slice(&(meta.len() as u32).to_be_bytes());
+        frame.extend_from_slice(&(meta.len() as u32).to_be_bytes());
+        frame.extend_from_slice(&meta);
+        stream.write_all(&frame).await.expect("write");
+        let (cid, code, _) = read_answer_of(&mut stream, &mut inbuf).await;
+        assert_eq!((cid, code), (7, Code::ENOSERVICE.value()));
+        // The connection still serves.
+        let good = request("after").encode_to_vec();
+        stream
+            .write_all(&request_frame(8, 0, &good))
+            .await
+            .expect("write");
+        let (cid, code, _) = read_answer_of(&mut stream, &mut inbuf).await;
+        assert_eq!((cid, code), (8, 0));
+    });
+}
+
+#[test]
+fn a_reply_whose_meta_does_not_parse_fails_its_own_call_only() {
+    support::alone_on(2, async {
+        keel::rpcz::tracer().sampler().set_target(0);
+        let server = fake_baidu::start(|cid, req| {
+            if req.message == "bad meta" {
+                // RpcMeta { correlation_id }, then a key of wire type 7.
+                let mut meta = vec![0x20];
+                fake_baidu::varint(&mut meta, cid as u64);
+                meta.extend_from_slice(&[0x0f, 0x01]);
+                let mut frame = b"PRPC".to_vec();
+                frame.extend_from_slice(&(meta.len() as u32).to_be_bytes());
+                frame.extend_from_slice(&(meta.len() as u32).to_be_bytes());
+                frame.extend_from_slice(&meta);
+                frame
+            } else {
+                fake_baidu::echo(cid, req)
+            }
+        })
+        .await;
+        let (channel, client) = warm_client(&server.addr, |b| b).await;
+
+        let failures = interleaved(&client, "bad meta", 16).await;
+
+        assert_eq!(failures.len(), 16);
+        for status in &failures {
+            assert_eq!(status.code(), Code::ERESPONSE, "{status}");
+            assert!(status.message().contains("bad response meta"), "{status}");
+        }
+        // Not retried, all on the first connection.
+        assert_eq!(server.requests.load(Ordering::Relaxed), 1 + 32);
+        assert_eq!(server.accepts.load(Ordering::Relaxed), 1);
+        assert_eq!(channel.pending_calls(), 0);
+    });
 }

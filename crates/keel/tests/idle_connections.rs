@@ -14,108 +14,105 @@ static ALLOC: CountingAlloc = CountingAlloc::system();
 
 const N: usize = 1_000;
 
-/// The tests measure the whole process's heap: one at a time.
-async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
-    static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-    SERIAL.lock().await
-}
-
 /// One echo call over a plain blocking socket (no client-side framework
 /// memory), leaving the connection open.
 fn call(stream: &mut std::net::TcpStream, id: i64) {
     support::raw_echo(stream, id, b"rrrrrrrrrrrrrrrr");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-async fn idle_connections_cost_at_most_4kb_each_on_the_server() {
-    let _serial = one_at_a_time().await;
-    // This test is about connection memory; rpcz (on by default) keeps recent traces
-    // in a bounded store, which has churn tests of its own in keel-rpcz.
-    keel::rpcz::tracer().sampler().set_target(0);
-    let f = start(|b| b).await;
-    let addr = f.server.local_addr();
-    let mut streams = Vec::with_capacity(N);
-    // Warm-up: the runtime's and server's one-time structures.
-    {
-        let mut s = std::net::TcpStream::connect(addr).expect("connect");
-        tokio::task::block_in_place(|| call(&mut s, 1));
-    }
-    eventually("warm-up connection to close", || {
-        f.server.stats().connections == 0
-    })
-    .await;
-    let before = keel_alloc::stats();
-    tokio::task::block_in_place(|| {
-        for i in 0..N {
+#[test]
+fn idle_connections_cost_at_most_4kb_each_on_the_server() {
+    support::alone_on(1, async {
+        // This test is about connection memory; rpcz (on by default) keeps recent traces
+        // in a bounded store, which has churn tests of its own in keel-rpcz.
+        keel::rpcz::tracer().sampler().set_target(0);
+        let f = start(|b| b).await;
+        let addr = f.server.local_addr();
+        let mut streams = Vec::with_capacity(N);
+        // Warm-up: the runtime's and server's one-time structures.
+        {
             let mut s = std::net::TcpStream::connect(addr).expect("connect");
-            call(&mut s, i as i64 + 2);
-            streams.push(s);
+            tokio::task::block_in_place(|| call(&mut s, 1));
         }
+        eventually("warm-up connection to close", || {
+            f.server.stats().connections == 0
+        })
+        .await;
+        let before = keel_alloc::stats();
+        tokio::task::block_in_place(|| {
+            for i in 0..N {
+                let mut s = std::net::TcpStream::connect(addr).expect("connect");
+                call(&mut s, i as i64 + 2);
+                streams.push(s);
+            }
+        });
+        eventually("all connections accepted", || {
+            f.server.stats().connections == N
+        })
+        .await;
+        let d = before.delta(&keel_alloc::stats());
+        let per_connection = (d.live_bytes as f64
+            - (N * std::mem::size_of::<std::net::TcpStream>()) as f64)
+            / N as f64;
+        println!("server live heap per idle connection: {per_connection:.0} bytes");
+        assert!(
+            per_connection <= 4096.0,
+            "{per_connection:.0} bytes per idle connection"
+        );
+        drop(streams);
+        eventually("connections to close", || f.server.stats().connections == 0).await;
     });
-    eventually("all connections accepted", || {
-        f.server.stats().connections == N
-    })
-    .await;
-    let d = before.delta(&keel_alloc::stats());
-    let per_connection =
-        (d.live_bytes as f64 - (N * std::mem::size_of::<std::net::TcpStream>()) as f64) / N as f64;
-    println!("server live heap per idle connection: {per_connection:.0} bytes");
-    assert!(
-        per_connection <= 4096.0,
-        "{per_connection:.0} bytes per idle connection"
-    );
-    drop(streams);
-    eventually("connections to close", || f.server.stats().connections == 0).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-async fn connections_that_carried_large_requests_go_back_to_the_idle_footprint() {
-    let _serial = one_at_a_time().await;
-    keel::rpcz::tracer().sampler().set_target(0);
-    let f = start(|b| b).await;
-    let addr = f.server.local_addr();
-    {
-        let mut s = std::net::TcpStream::connect(addr).expect("connect");
-        tokio::task::block_in_place(|| call(&mut s, 1));
-    }
-    eventually("warm-up connection to close", || {
-        f.server.stats().connections == 0
-    })
-    .await;
-    let before = keel_alloc::stats();
-    let mut streams = Vec::new();
-    for (i, mib) in [2usize, 4, 8].into_iter().enumerate() {
-        let large = vec![b'L'; mib << 20];
-        let mut s = std::net::TcpStream::connect(addr).expect("connect");
-        tokio::task::block_in_place(|| {
-            call(&mut s, 1);
-            support::raw_echo(&mut s, 2, &large);
-            call(&mut s, 3);
-        });
-        drop(large);
-        streams.push(s);
-        let open = i + 1;
-        // Bounded polling: the server gives a connection's buffers back
-        // once it has been quiet for a moment.
-        let per_connection = || {
-            let d = before.delta(&keel_alloc::stats());
-            (d.live_bytes - (open * std::mem::size_of::<std::net::TcpStream>()) as i64) as f64
-                / open as f64
-        };
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-        while per_connection() > 4096.0 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+#[test]
+fn connections_that_carried_large_requests_go_back_to_the_idle_footprint() {
+    support::alone_on(1, async {
+        keel::rpcz::tracer().sampler().set_target(0);
+        let f = start(|b| b).await;
+        let addr = f.server.local_addr();
+        {
+            let mut s = std::net::TcpStream::connect(addr).expect("connect");
+            tokio::task::block_in_place(|| call(&mut s, 1));
         }
-        let per = per_connection();
-        println!(
-            "after a {mib} MiB request, {open} idle connection(s): server live heap {per:.0} \
-             bytes per connection"
-        );
-        assert!(
-            per <= 4096.0,
-            "{per:.0} bytes per idle connection after a {mib} MiB request"
-        );
-    }
-    drop(streams);
-    eventually("connections to close", || f.server.stats().connections == 0).await;
+        eventually("warm-up connection to close", || {
+            f.server.stats().connections == 0
+        })
+        .await;
+        let before = keel_alloc::stats();
+        let mut streams = Vec::new();
+        for (i, mib) in [2usize, 4, 8].into_iter().enumerate() {
+            let large = vec![b'L'; mib << 20];
+            let mut s = std::net::TcpStream::connect(addr).expect("connect");
+            tokio::task::block_in_place(|| {
+                call(&mut s, 1);
+                support::raw_echo(&mut s, 2, &large);
+                call(&mut s, 3);
+            });
+            drop(large);
+            streams.push(s);
+            let open = i + 1;
+            // Bounded polling: the server gives a connection's buffers back
+            // once it has been quiet for a moment.
+            let per_connection = || {
+                let d = before.delta(&keel_alloc::stats());
+                (d.live_bytes - (open * std::mem::size_of::<std::net::TcpStream>()) as i64) as f64
+                    / open as f64
+            };
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+            while per_connection() > 4096.0 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            let per = per_connection();
+            println!(
+                "after a {mib} MiB request, {open} idle connection(s): server live heap {per:.0} \
+                 bytes per connection"
+            );
+            assert!(
+                per <= 4096.0,
+                "{per:.0} bytes per idle connection after a {mib} MiB request"
+            );
+        }
+        drop(streams);
+        eventually("connections to close", || f.server.stats().connections == 0).await;
+    });
 }

@@ -21,12 +21,6 @@ static ALLOC: CountingAlloc = CountingAlloc::system();
 /// Bytes a side may keep after a large message (the bound).
 const SLACK: i64 = 64 * 1024;
 
-/// The tests measure the whole process's heap: one at a time.
-async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
-    static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-    SERIAL.lock().await
-}
-
 /// Live heap now, once the server has no call in flight.
 async fn settled(f: &support::Fixture) -> i64 {
     eventually("server calls to finish", || f.server.stats().in_flight == 0).await;
@@ -49,107 +43,110 @@ async fn warmed_up() -> (support::Fixture, Channel, EchoServiceClient, i64) {
     (f, channel, client, before)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_32_mib_call_leaves_nothing_behind_on_either_side() {
-    let _serial = one_at_a_time().await;
-    let (f, channel, client, before) = warmed_up().await;
-    let big = request(&"x".repeat(32 << 20));
-    let reply = client
-        .echo(&big)
-        .timeout(Duration::from_secs(30))
-        .await
-        .expect("32 MiB echoed");
-    assert_eq!(reply.message.len(), 32 << 20);
-    drop((reply, big));
-    let after = settled(&f).await;
-    assert!(
-        after - before < SLACK,
-        "a 32 MiB call left {} bytes behind",
-        after - before
-    );
-    assert_eq!(channel.pending_calls(), 0);
+#[test]
+fn a_32_mib_call_leaves_nothing_behind_on_either_side() {
+    support::alone_on(2, async {
+        let (f, channel, client, before) = warmed_up().await;
+        let big = request(&"x".repeat(32 << 20));
+        let reply = client
+            .echo(&big)
+            .timeout(Duration::from_secs(30))
+            .await
+            .expect("32 MiB echoed");
+        assert_eq!(reply.message.len(), 32 << 20);
+        drop((reply, big));
+        let after = settled(&f).await;
+        assert!(
+            after - before < SLACK,
+            "a 32 MiB call left {} bytes behind",
+            after - before
+        );
+        assert_eq!(channel.pending_calls(), 0);
+    });
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_small_leftover_does_not_keep_a_large_buffer_alive() {
-    let _serial = one_at_a_time().await;
-    let (f, _channel, client, before) = warmed_up().await;
-    let big = request(&"y".repeat(512 << 10));
-    // Pipelined: the 512 KiB answer arrives with small ones behind it, so
-    // a small tail sits in the buffer the large one was read into.
-    let small = request("small");
-    let (large, tail) = tokio::join!(client.echo(&big), client.echo(&small));
-    assert_eq!(large.expect("large").message.len(), 512 << 10);
-    assert_eq!(tail.expect("small").message, "small");
-    drop(big);
-    let idle = settled(&f).await;
-    for _ in 0..1_000 {
-        client.echo(&small).await.expect("small call");
-    }
-    let after = settled(&f).await;
-    assert!(
-        idle - before < SLACK,
-        "idle after a 512 KiB response: {} bytes held",
-        idle - before
-    );
-    assert!(
-        after - before < SLACK,
-        "after 1,000 small calls: {} bytes held",
-        after - before
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_peer_that_stops_reading_cannot_grow_the_queue_past_its_limit_and_its_failure_frees_it() {
-    let _serial = one_at_a_time().await;
-    keel::rpcz::tracer().sampler().set_target(0);
-    // A "server" that accepts and never reads.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr").to_string();
-    let accepted = tokio::spawn(async move { listener.accept().await.expect("accept").0 });
-    // Long enough for all 40 requests to be encoded and queued before the
-    // first times out (a debug build on a loaded machine takes a few ms a
-    // request; a call that times out leaves the queue, and with 200 ms the
-    // queue sometimes never filled).
-    let channel = Channel::builder(&addr)
-        .timeout(Some(Duration::from_secs(2)))
-        .max_retry(0)
-        .build()
-        .expect("addr");
-    let client = EchoServiceClient::new(&channel);
-    let before = keel_alloc::stats().live_bytes();
-    keel_alloc::reset_peak();
-    let peak_before = keel_alloc::peak_bytes() as i64;
-    let chunk = request(&"z".repeat(4 << 20));
-    let mut overcrowded = 0;
-    // 40 calls of 4 MiB: 160 MiB offered to a 64 MiB queue (bounded: each
-    // call ends by its 2 s timeout at the latest).
-    let calls: Vec<_> = (0..40).map(|_| client.echo(&chunk)).collect();
-    for result in futures_join_all(calls).await {
-        match result {
-            Err(e) if e.code() == Code::EOVERCROWDED => overcrowded += 1,
-            Err(e) => assert_eq!(e.code(), Code::ERPCTIMEDOUT, "{e}"),
-            Ok(_) => panic!("nobody answers"),
+#[test]
+fn a_small_leftover_does_not_keep_a_large_buffer_alive() {
+    support::alone_on(2, async {
+        let (f, _channel, client, before) = warmed_up().await;
+        let big = request(&"y".repeat(512 << 10));
+        // Pipelined: the 512 KiB answer arrives with small ones behind it, so
+        // a small tail sits in the buffer the large one was read into.
+        let small = request("small");
+        let (large, tail) = tokio::join!(client.echo(&big), client.echo(&small));
+        assert_eq!(large.expect("large").message.len(), 512 << 10);
+        assert_eq!(tail.expect("small").message, "small");
+        drop(big);
+        let idle = settled(&f).await;
+        for _ in 0..1_000 {
+            client.echo(&small).await.expect("small call");
         }
-    }
-    assert!(overcrowded > 0, "the queue limit refused some calls");
-    let peak = keel_alloc::peak_bytes() as i64 - peak_before;
-    // The queue (64 MiB) plus the calls' own request message and the bytes
-    // being written; never the 128 MiB a limit checked before adding allows.
-    assert!(
-        peak < (64 << 20) + (24 << 20),
-        "peak heap grew by {peak} bytes"
-    );
-    // The peer goes away: the connection fails and drops its queue.
-    drop(accepted.await.expect("accepted"));
-    drop(chunk);
-    eventually("the connection to fail", || {
-        keel_alloc::stats().live_bytes() - before < SLACK
-    })
-    .await;
-    assert_eq!(channel.pending_calls(), 0);
+        let after = settled(&f).await;
+        assert!(
+            idle - before < SLACK,
+            "idle after a 512 KiB response: {} bytes held",
+            idle - before
+        );
+        assert!(
+            after - before < SLACK,
+            "after 1,000 small calls: {} bytes held",
+            after - before
+        );
+    });
+}
+
+#[test]
+fn a_peer_that_stops_reading_cannot_grow_the_queue_past_its_limit_and_its_failure_frees_it() {
+    support::alone_on(2, async {
+        keel::rpcz::tracer().sampler().set_target(0);
+        // A "server" that accepts and never reads.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let accepted = tokio::spawn(async move { listener.accept().await.expect("accept").0 });
+        // Long enough for all 40 requests to be encoded and queued before the
+        // first times out (a debug build on a loaded machine takes a few ms a
+        // request; a call that times out leaves the queue, and with 200 ms the
+        // queue sometimes never filled).
+        let channel = Channel::builder(&addr)
+            .timeout(Some(Duration::from_secs(2)))
+            .max_retry(0)
+            .build()
+            .expect("addr");
+        let client = EchoServiceClient::new(&channel);
+        let before = keel_alloc::stats().live_bytes();
+        keel_alloc::reset_peak();
+        let peak_before = keel_alloc::peak_bytes() as i64;
+        let chunk = request(&"z".repeat(4 << 20));
+        let mut overcrowded = 0;
+        // 40 calls of 4 MiB: 160 MiB offered to a 64 MiB queue (bounded: each
+        // call ends by its 2 s timeout at the latest).
+        let calls: Vec<_> = (0..40).map(|_| client.echo(&chunk)).collect();
+        for result in futures_join_all(calls).await {
+            match result {
+                Err(e) if e.code() == Code::EOVERCROWDED => overcrowded += 1,
+                Err(e) => assert_eq!(e.code(), Code::ERPCTIMEDOUT, "{e}"),
+                Ok(_) => panic!("nobody answers"),
+            }
+        }
+        assert!(overcrowded > 0, "the queue limit refused some calls");
+        let peak = keel_alloc::peak_bytes() as i64 - peak_before;
+        // The queue (64 MiB) plus the calls' own request message and the bytes
+        // being written; never the 128 MiB a limit checked before adding allows.
+        assert!(
+            peak < (64 << 20) + (24 << 20),
+            "peak heap grew by {peak} bytes"
+        );
+        // The peer goes away: the connection fails and drops its queue.
+        drop(accepted.await.expect("accepted"));
+        drop(chunk);
+        eventually("the connection to fail", || {
+            keel_alloc::stats().live_bytes() - before < SLACK
+        })
+        .await;
+        assert_eq!(channel.pending_calls(), 0);
+    });
 }
 
 /// Awaits every future (they make progress together).

@@ -19,6 +19,8 @@ use tokio::sync::Semaphore;
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc::system();
 
+mod support;
+
 mod example {
     keel::include_proto!("example");
 }
@@ -125,83 +127,81 @@ fn live() -> i64 {
     keel_alloc::live_bytes() as i64
 }
 
-/// The tests of this binary, one at a time: the counting allocator sees
-/// the whole process.
-static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+#[test]
+fn a_fixed_limit_refuses_the_excess_at_once_with_a_flat_heap() {
+    support::alone_on(2, async {
+        let (server, handled) = server(|b| b.max_concurrency(8)).await;
+        // Keel's gRPC client reads brpc's code from the trailers (a peer
+        // that is not Keel sees `UNAVAILABLE`, see status::mapping).
+        for (protocol, refused) in [
+            (Protocol::BaiduStd, Code::ELIMIT),
+            (Protocol::Grpc, Code::ELIMIT),
+        ] {
+            let channel = channel(&server, protocol);
+            let first = round(&channel, refused).await;
+            let after_first = live();
+            let second = round(&channel, refused).await;
+            let grown = live() - after_first;
+            for outcome in [&first, &second] {
+                assert!(
+                    outcome.other.is_empty(),
+                    "{protocol:?}: {} other failures, first {:?}",
+                    outcome.other.len(),
+                    outcome.other.first()
+                );
+                assert!(outcome.ok > 0, "{protocol:?}: some calls admitted");
+                assert!(outcome.refused > 0, "{protocol:?}: the excess refused");
+                assert_eq!(outcome.ok + outcome.refused, (CALLERS * CALLS) as u64);
+            }
+            assert!(
+                grown < 256 * 1024,
+                "{protocol:?}: a second round of overload left {grown} B more live heap"
+            );
+        }
+        let stats = server.stats();
+        assert!(stats.rejected > 0);
+        assert_eq!(stats.in_flight, 0);
+        assert!(handled.load(Ordering::Relaxed) > 0);
+    });
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_fixed_limit_refuses_the_excess_at_once_with_a_flat_heap() {
-    let _alone = ONE_AT_A_TIME.lock().await;
-    let (server, handled) = server(|b| b.max_concurrency(8)).await;
-    // Keel's gRPC client reads brpc's code from the trailers (a peer
-    // that is not Keel sees `UNAVAILABLE`, see status::mapping).
-    for (protocol, refused) in [
-        (Protocol::BaiduStd, Code::ELIMIT),
-        (Protocol::Grpc, Code::ELIMIT),
-    ] {
-        let channel = channel(&server, protocol);
-        let first = round(&channel, refused).await;
-        let after_first = live();
-        let second = round(&channel, refused).await;
-        let grown = live() - after_first;
-        for outcome in [&first, &second] {
+#[test]
+fn an_adaptive_limit_falls_when_calls_queue() {
+    support::alone_on(2, async {
+        let adaptive = AdaptiveLimit {
+            initial: 64,
+            min: 2,
+            max: 1000,
+            window: Duration::from_millis(20),
+            min_samples: 8,
+        };
+        let (server, _handled) = server(|b| b.adaptive_max_concurrency(adaptive)).await;
+        let channel = channel(&server, Protocol::BaiduStd);
+        // Four workers; eighty callers: admitted calls queue for a worker
+        // until the limit comes down to about what the workers do.
+        let mut refused = 0;
+        for _ in 0..4 {
+            let outcome = round(&channel, Code::ELIMIT).await;
             assert!(
                 outcome.other.is_empty(),
-                "{protocol:?}: {} other failures, first {:?}",
+                "{} other failures, first {:?}",
                 outcome.other.len(),
                 outcome.other.first()
             );
-            assert!(outcome.ok > 0, "{protocol:?}: some calls admitted");
-            assert!(outcome.refused > 0, "{protocol:?}: the excess refused");
-            assert_eq!(outcome.ok + outcome.refused, (CALLERS * CALLS) as u64);
+            refused += outcome.refused;
         }
+        assert!(refused > 0, "the adaptive limit refused the excess");
+        let mut http = tokio::net::TcpStream::connect(server.local_addr())
+            .await
+            .expect("connect");
+        let status = get_json(&mut http, "/status?format=json").await;
+        assert_eq!(status["adaptive_concurrency"], true);
+        let limit = status["max_concurrency"].as_u64().expect("a limit");
         assert!(
-            grown < 256 * 1024,
-            "{protocol:?}: a second round of overload left {grown} B more live heap"
+            (2..64).contains(&limit),
+            "the limit fell from 64 to {limit}"
         );
-    }
-    let stats = server.stats();
-    assert!(stats.rejected > 0);
-    assert_eq!(stats.in_flight, 0);
-    assert!(handled.load(Ordering::Relaxed) > 0);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_adaptive_limit_falls_when_calls_queue() {
-    let _alone = ONE_AT_A_TIME.lock().await;
-    let adaptive = AdaptiveLimit {
-        initial: 64,
-        min: 2,
-        max: 1000,
-        window: Duration::from_millis(20),
-        min_samples: 8,
-    };
-    let (server, _handled) = server(|b| b.adaptive_max_concurrency(adaptive)).await;
-    let channel = channel(&server, Protocol::BaiduStd);
-    // Four workers; eighty callers: admitted calls queue for a worker
-    // until the limit comes down to about what the workers do.
-    let mut refused = 0;
-    for _ in 0..4 {
-        let outcome = round(&channel, Code::ELIMIT).await;
-        assert!(
-            outcome.other.is_empty(),
-            "{} other failures, first {:?}",
-            outcome.other.len(),
-            outcome.other.first()
-        );
-        refused += outcome.refused;
-    }
-    assert!(refused > 0, "the adaptive limit refused the excess");
-    let mut http = tokio::net::TcpStream::connect(server.local_addr())
-        .await
-        .expect("connect");
-    let status = get_json(&mut http, "/status?format=json").await;
-    assert_eq!(status["adaptive_concurrency"], true);
-    let limit = status["max_concurrency"].as_u64().expect("a limit");
-    assert!(
-        (2..64).contains(&limit),
-        "the limit fell from 64 to {limit}"
-    );
+    });
 }
 
 /// One HTTP/1.0 GET, its body as JSON.

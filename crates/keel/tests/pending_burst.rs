@@ -41,33 +41,14 @@ async fn within(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-/// The tests measure the whole process's heap: one at a time, each on a
-/// runtime of its own that is gone before the next starts. Dropping a
-/// runtime joins its threads, whose caches (pooled objects, future
-/// blocks) are freed as they exit; a test that began meanwhile would count
-/// those frees against its baseline.
-fn one_at_a_time(long: bool) {
-    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _serial = SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    runtime.block_on(burst(long));
-    drop(runtime);
-}
-
 #[test]
 fn a_burst_of_concurrent_calls_leaves_the_heap_at_its_baseline() {
-    one_at_a_time(false);
+    support::alone_on(2, burst(false));
 }
 
 #[test]
 fn a_burst_leaves_the_heap_at_its_baseline_while_a_later_call_still_waits() {
-    one_at_a_time(true);
+    support::alone_on(2, burst(true));
 }
 
 /// The burst, and with `long` one more call sent after it that waits in

@@ -138,17 +138,31 @@ pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
 /// next test of the binary may start. For churn tests with several tests
 /// in one binary: the counting allocator sees the whole process, so a
 /// test must not measure while another runs or its runtime is torn down.
-pub fn alone(test: impl std::future::Future<Output = ()>) {
+pub fn alone<F: std::future::Future>(test: F) -> F::Output {
+    run_alone(tokio::runtime::Builder::new_current_thread(), test)
+}
+
+/// [`alone`], on a multi-thread runtime of `workers` threads. Dropping it
+/// joins its threads, which free their caches (pooled objects, future
+/// blocks) as they exit, before the next test takes its baseline; also
+/// for tests that count the process's connections.
+pub fn alone_on<F: std::future::Future>(workers: usize, test: F) -> F::Output {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.worker_threads(workers);
+    run_alone(builder, test)
+}
+
+fn run_alone<F: std::future::Future>(mut builder: tokio::runtime::Builder, test: F) -> F::Output {
     static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one = SERIAL
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    runtime.block_on(test);
+    let runtime = builder.enable_all().build().expect("a runtime");
+    let output = runtime.block_on(test);
+    drop(runtime);
+    output
 }
+
 pub mod etcd;
 pub mod fake_baidu;
 pub mod frames;
