@@ -647,23 +647,41 @@ pub fn put_goaway(dst: &mut BytesMut, last_stream: u32, reason: Reason, debug: &
 /// `stream`, END_STREAM on the last when `end` (one empty frame when `data`
 /// is empty and `end`).
 pub fn put_data(dst: &mut BytesMut, stream: u32, data: &[u8], max_frame: usize, end: bool) {
+    dst.reserve(data.len() + data.len().div_ceil(max_frame.max(1)) * HEAD_LEN);
+    put_data_with(dst, stream, data.len(), max_frame, end, |dst, range| {
+        dst.put_slice(&data[range]);
+    });
+}
+
+/// [`put_data`] for `len` bytes that `payload` puts after each frame's
+/// head, given the range of them the frame carries: copied into `dst`, or
+/// kept aside to be written from where they are.
+pub fn put_data_with(
+    dst: &mut BytesMut,
+    stream: u32,
+    len: usize,
+    max_frame: usize,
+    end: bool,
+    mut payload: impl FnMut(&mut BytesMut, std::ops::Range<usize>),
+) {
     let max_frame = max_frame.max(1);
-    if data.is_empty() {
+    if len == 0 {
         if end {
             put_head(dst, 0, kind::DATA, flag::END_STREAM, stream);
         }
         return;
     }
-    dst.reserve(data.len() + data.len().div_ceil(max_frame) * HEAD_LEN);
-    let mut chunks = data.chunks(max_frame).peekable();
-    while let Some(chunk) = chunks.next() {
-        let flags = if end && chunks.peek().is_none() {
+    let mut start = 0;
+    while start < len {
+        let stop = len.min(start + max_frame);
+        let flags = if end && stop == len {
             flag::END_STREAM
         } else {
             0
         };
-        put_head(dst, chunk.len(), kind::DATA, flags, stream);
-        dst.put_slice(chunk);
+        put_head(dst, stop - start, kind::DATA, flags, stream);
+        payload(dst, start..stop);
+        start = stop;
     }
 }
 

@@ -9,7 +9,9 @@
 //! Owns: sizing, growing and giving back these buffers. May not touch:
 //! what is in them (the protocol's frames).
 
-use bytes::BytesMut;
+use std::io::IoSlice;
+
+use bytes::{Bytes, BytesMut};
 
 use crate::connections::Count;
 
@@ -113,12 +115,52 @@ impl ReadBuffer {
     }
 }
 
+/// Data larger than this is spliced ([`Splices`]) rather than copied into
+/// the write buffer.
+pub(crate) const SPLICE_MIN: usize = 4 * 1024;
+
+/// Large data placed among a buffer's frames without being copied into it:
+/// each piece goes out after the buffer's first `at` bytes, from where it
+/// is (one vectored write), and is dropped once written. A streamed
+/// answer's queued bytes go out this way.
+#[derive(Default)]
+pub(crate) struct Splices {
+    list: Vec<(usize, Bytes)>,
+    bytes: usize,
+}
+
+impl Splices {
+    /// `data` goes out after what `buf` holds now.
+    pub(crate) fn push(&mut self, buf: &BytesMut, data: Bytes) {
+        self.bytes += data.len();
+        self.list.push((buf.len(), data));
+    }
+
+    /// Bytes spliced.
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Whether its list holds any memory.
+    pub(crate) fn holds(&self) -> bool {
+        self.list.capacity() > 0
+    }
+
+    fn clear(&mut self) {
+        self.list.clear();
+        self.bytes = 0;
+    }
+}
+
 /// Answers being written (from `written` on) while the protocol collects
 /// the next ones in its own buffer: reading goes on during a write, so a
 /// client that sends while it receives cannot deadlock the server.
 #[derive(Default)]
 pub(crate) struct WriteBuffer {
     writing: BytesMut,
+    /// Data that goes out among `writing`'s bytes.
+    splices: Splices,
+    /// Of `writing` and its splices, in the order they go out.
     written: usize,
 }
 
@@ -126,10 +168,17 @@ impl WriteBuffer {
     /// When everything was written, takes what `out` collected to write
     /// next (and gives `out` an empty buffer, a new one when it grew large).
     pub(crate) fn take(&mut self, out: &mut BytesMut) {
+        self.take_spliced(out, &mut Splices::default());
+    }
+
+    /// [`take`](Self::take), with the data spliced among `out`'s bytes.
+    pub(crate) fn take_spliced(&mut self, out: &mut BytesMut, splices: &mut Splices) {
         if self.flushed() && !out.is_empty() {
             self.writing.clear();
+            self.splices.clear();
             self.written = 0;
             std::mem::swap(out, &mut self.writing);
+            std::mem::swap(splices, &mut self.splices);
             if out.capacity() > KEEP_CAPACITY {
                 *out = BytesMut::new();
             }
@@ -138,12 +187,44 @@ impl WriteBuffer {
 
     /// Everything taken was written.
     pub(crate) fn flushed(&self) -> bool {
-        self.written == self.writing.len()
+        self.written == self.writing.len() + self.splices.bytes
     }
 
-    /// The bytes still to write.
+    /// The bytes still to write, when nothing was spliced among them.
     pub(crate) fn pending(&self) -> &[u8] {
+        debug_assert!(self.splices.list.is_empty(), "spliced: write slices()");
         &self.writing[self.written..]
+    }
+
+    /// The bytes still to write, spliced data included, as slices for a
+    /// vectored write: as many as fit in `dst`; how many that was.
+    pub(crate) fn slices<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
+        let list = &self.splices.list;
+        let tail = list.last().map_or(0, |(at, _)| *at);
+        let mut from = 0;
+        let pieces = list
+            .iter()
+            .flat_map(|(at, data)| {
+                let head = &self.writing[from..*at];
+                from = *at;
+                [head, &data[..]]
+            })
+            .chain(std::iter::once(&self.writing[tail..]));
+        let mut skip = self.written;
+        let mut n = 0;
+        for piece in pieces {
+            if n == dst.len() {
+                break;
+            }
+            if skip >= piece.len() {
+                skip -= piece.len();
+                continue;
+            }
+            dst[n] = IoSlice::new(&piece[skip..]);
+            skip = 0;
+            n += 1;
+        }
+        n
     }
 
     /// A write of [`pending`](Self::pending) ended: `false` when the
@@ -159,10 +240,12 @@ impl WriteBuffer {
         }
     }
 
-    /// Once written, a buffer larger than a few reads is given back.
+    /// Once written, a buffer larger than a few reads is given back, and
+    /// the spliced data is dropped.
     pub(crate) fn settle(&mut self, read_size: usize) {
         if self.flushed() {
             self.writing.clear();
+            self.splices.clear();
             self.written = 0;
             if self.writing.capacity() > 4 * read_size {
                 self.writing = BytesMut::new();
@@ -172,14 +255,64 @@ impl WriteBuffer {
 
     /// Whether it holds any memory.
     pub(crate) fn holds(&self) -> bool {
-        self.writing.capacity() > 0
+        self.writing.capacity() > 0 || self.splices.holds()
     }
 
     /// The connection went quiet: give the buffer back once written.
     pub(crate) fn quiet(&mut self) {
         if self.flushed() {
             self.writing = BytesMut::new();
+            self.splices = Splices::default();
             self.written = 0;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Nobody;
+
+    impl Count for Nobody {
+        fn read(&self, _: usize) {}
+        fn wrote(&self, _: usize) {}
+    }
+
+    /// Everything the slices show, joined.
+    fn shown(w: &WriteBuffer, room: usize) -> Vec<u8> {
+        let mut slices = vec![IoSlice::new(&[]); room];
+        let n = w.slices(&mut slices);
+        slices[..n].iter().flat_map(|s| s.iter().copied()).collect()
+    }
+
+    /// Spliced data goes out where it was placed among the buffer's bytes,
+    /// and a partial write resumes inside any piece.
+    #[test]
+    fn spliced_data_goes_out_in_place_and_resumes_after_partial_writes() {
+        let mut out = BytesMut::new();
+        let mut splices = Splices::default();
+        out.extend_from_slice(b"ab");
+        splices.push(&out, Bytes::from_static(b"CDE"));
+        splices.push(&out, Bytes::from_static(b"FG"));
+        out.extend_from_slice(b"hij");
+        splices.push(&out, Bytes::from_static(b"K"));
+        let mut w = WriteBuffer::default();
+        w.take_spliced(&mut out, &mut splices);
+        assert!(out.is_empty() && splices.bytes() == 0, "taken");
+        let whole = b"abCDEFGhijK".to_vec();
+        assert_eq!(shown(&w, 64), whole);
+        assert_eq!(shown(&w, 2), b"abCDE".to_vec(), "as many slices as fit");
+        let mut at = 0;
+        for step in [1, 3, 2, 4, 1] {
+            assert!(!w.flushed());
+            assert!(w.wrote(Ok(step), &Nobody));
+            at += step;
+            assert_eq!(shown(&w, 64), whole[at..].to_vec(), "after {at} bytes");
+        }
+        assert!(w.flushed());
+        w.settle(1024);
+        assert!(shown(&w, 64).is_empty());
+        assert_eq!(w.splices.bytes(), 0, "written data is dropped");
     }
 }

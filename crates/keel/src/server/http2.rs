@@ -9,8 +9,10 @@
 //!                              │ ready: HEADERS + DATA + trailers into `out`
 //!                              ▼ pending: a task in `calls`; its answer comes back there
 //!   streaming ─► a task runs the handler; it leaves messages in the stream's
-//!               cell (super::http2_stream) and the connection frames them
-//!   write `out` once per turn: every answer ready together shares one write
+//!               cell (super::http2_stream) and the connection frames them,
+//!               splicing large runs of them among `out`'s frames uncopied
+//!   write `out` once per turn (vectored): every answer ready together
+//!   shares one write
 //! ```
 //!
 //! It is built like the baidu_std connection: one task owns the socket,
@@ -52,7 +54,7 @@ use tokio::time::Instant;
 
 use crate::codec::grpc as wire;
 use crate::compression::Compression;
-use crate::conn_buffers::{KEEP_CAPACITY, ReadBuffer, WriteBuffer};
+use crate::conn_buffers::{KEEP_CAPACITY, ReadBuffer, SPLICE_MIN, Splices, WriteBuffer};
 use crate::metadata::Metadata;
 use crate::method::MethodKind;
 use crate::rpcz::TraceContext;
@@ -83,6 +85,8 @@ const IDLE_SHRINK: Duration = Duration::from_millis(250);
 /// Bytes queued for writing beyond which reading pauses (backpressure on a
 /// client that does not read its answers).
 const MAX_QUEUED_OUT: usize = 4 * 1024 * 1024;
+/// Pieces (frames, spliced data) one vectored write takes at most.
+const WRITE_SLICES: usize = 64;
 /// Turns of the scheduler a small batch of streamed messages waits for its
 /// handler to add to it, counted while the handler adds nothing (a handler
 /// that sends one message and then waits is not held up long; one still
@@ -164,7 +168,7 @@ pub(crate) async fn serve<S: Duplex>(
         }
         conn.serve_dirty();
         conn.window_updates();
-        writing.take(&mut conn.out);
+        writing.take_spliced(&mut conn.out, &mut conn.splices);
         let flushed = writing.flushed();
         open.info().set_in_flight(conn.streams.len());
         let closing = conn.error.is_some()
@@ -178,7 +182,8 @@ pub(crate) async fn serve<S: Duplex>(
         // back (R7).
         input.prepare();
         writing.settle(input.size());
-        let may_read = !eof && conn.error.is_none() && conn.out.len() < MAX_QUEUED_OUT;
+        let may_read =
+            !eof && conn.error.is_none() && conn.out.len() + conn.splices.bytes() < MAX_QUEUED_OUT;
         if !shrink_armed
             && !shrunk
             && (input.above_idle() || writing.holds() || conn.holds_more_than_idle())
@@ -186,6 +191,12 @@ pub(crate) async fn serve<S: Duplex>(
             shrink.as_mut().reset(Instant::now() + IDLE_SHRINK);
             shrink_armed = true;
         }
+        let mut slices = [std::io::IoSlice::new(&[]); WRITE_SLICES];
+        let pieces = if flushed {
+            0
+        } else {
+            writing.slices(&mut slices)
+        };
         tokio::select! {
             biased;
             Some(done) = conn.calls.join_next(), if !conn.calls.is_empty() => {
@@ -199,7 +210,7 @@ pub(crate) async fn serve<S: Duplex>(
                 conn.dirty.append(&mut deferred);
                 conn.deferred = deferred;
             }
-            written = wr.write(writing.pending()), if !flushed => {
+            written = wr.write_vectored(&slices[..pieces]), if !flushed => {
                 if !writing.wrote(written, &open) {
                     return;
                 }
@@ -400,6 +411,9 @@ struct Conn {
     shared: Arc<ServerCore>,
     open: Arc<OpenGuard>,
     out: BytesMut,
+    /// A streamed answer's queued bytes, written from where they are
+    /// among `out`'s frames rather than copied into it.
+    splices: Splices,
     decoder: Decoder,
     encoder: Encoder,
     /// A header block being encoded (reused).
@@ -449,6 +463,7 @@ impl Conn {
             shared,
             open,
             out: BytesMut::new(),
+            splices: Splices::default(),
             decoder: Decoder::new(4096),
             encoder: Encoder::new(),
             block: BytesMut::new(),
@@ -939,7 +954,7 @@ impl Conn {
     /// does.
     fn send_answer(&mut self, id: u32, mut body: BytesMut, trailers: Trailers) {
         wire::seal_in_place(&mut body);
-        let sent = self.put_within_window(id, &body);
+        let sent = self.put_within_window(id, &body, None);
         let rest = if sent == body.len() {
             wire::give_back_answer_buffer(body);
             Bytes::new()
@@ -953,19 +968,33 @@ impl Conn {
     }
 
     /// Writes as much of `data` on stream `id` as its and the connection's
-    /// windows allow into `out`; how much that was.
-    fn put_within_window(&mut self, id: u32, data: &[u8]) -> usize {
+    /// windows allow into `out`; how much that was. Frames of `shared`
+    /// (the same bytes, when they are shared) large enough are spliced
+    /// rather than copied.
+    fn put_within_window(&mut self, id: u32, data: &[u8], shared: Option<&Bytes>) -> usize {
         let Some(stream) = self.streams.get_mut(&id) else {
             return 0;
         };
         let room = usize::try_from(stream.send_window.min(self.send_window)).unwrap_or(0);
         let n = data.len().min(room);
-        if n > 0 {
-            frame::put_data(&mut self.out, id, &data[..n], self.peer_max_frame, false);
-            let sent = i64::try_from(n).unwrap_or(i64::MAX);
-            stream.send_window -= sent;
-            self.send_window -= sent;
+        if n == 0 {
+            return 0;
         }
+        let sent = i64::try_from(n).unwrap_or(i64::MAX);
+        stream.send_window -= sent;
+        self.send_window -= sent;
+        let splices = &mut self.splices;
+        frame::put_data_with(
+            &mut self.out,
+            id,
+            n,
+            self.peer_max_frame,
+            false,
+            |out, range| match shared {
+                Some(shared) if range.len() >= SPLICE_MIN => splices.push(out, shared.slice(range)),
+                _ => out.extend_from_slice(&data[range]),
+            },
+        );
         n
     }
 
@@ -1068,7 +1097,7 @@ impl Conn {
     /// Sends `data` on stream `id` as the windows allow, then `trailers`;
     /// what does not fit waits for WINDOW_UPDATE.
     fn send_data(&mut self, id: u32, mut data: Bytes, trailers: Option<Trailers>, from_cell: bool) {
-        let n = self.put_within_window(id, &data);
+        let n = self.put_within_window(id, &data, Some(&data));
         data.advance(n);
         let Some(stream) = self.streams.get_mut(&id) else {
             return;
@@ -1222,6 +1251,7 @@ impl Conn {
     /// should run).
     fn holds_more_than_idle(&self) -> bool {
         self.out.capacity() > 0
+            || self.splices.holds()
             || self.block.capacity() > 0
             || self.blocks.capacity() > 0
             || self.streams.capacity() > 0
@@ -1235,6 +1265,7 @@ impl Conn {
     fn shrink(&mut self) {
         if self.out.is_empty() {
             self.out = BytesMut::new();
+            self.splices = Splices::default();
         }
         self.block = BytesMut::new();
         self.blocks.shrink();
