@@ -968,9 +968,9 @@ impl Conn {
     }
 
     /// Writes as much of `data` on stream `id` as its and the connection's
-    /// windows allow into `out`; how much that was. Frames of `shared`
-    /// (the same bytes, when they are shared) large enough are spliced
-    /// rather than copied.
+    /// windows allow into `out`; how much that was. `shared` is `data`
+    /// itself when it is held as shared [`Bytes`]: its frames of at least
+    /// [`SPLICE_MIN`] bytes are then spliced rather than copied.
     fn put_within_window(&mut self, id: u32, data: &[u8], shared: Option<&Bytes>) -> usize {
         let Some(stream) = self.streams.get_mut(&id) else {
             return 0;
