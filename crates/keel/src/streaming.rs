@@ -426,7 +426,12 @@ impl Chunks {
             let n = missing.min(chunk.len());
             self.head.extend_from_slice(&chunk.split_to(n));
         }
-        self.rest = chunk;
+        // Emptied, the chunk still holds its block: it is not kept as
+        // `rest`, which becomes `head` once the message is cut, and a
+        // stream that then goes quiet would hold the block on.
+        if !chunk.is_empty() {
+            self.rest = chunk;
+        }
     }
 
     /// The next whole message if it is uncompressed and within `max`;
@@ -461,6 +466,10 @@ impl Chunks {
     ) -> Result<Option<keel_wire::grpc::Message>, keel_wire::grpc::MessageError> {
         loop {
             let message = keel_wire::grpc::split_message(&mut self.head, max)?;
+            if self.head.is_empty() && self.rest.is_empty() {
+                // Nothing left, and no block held for nothing.
+                self.head = BytesMut::new();
+            }
             if message.is_some() || !self.head.is_empty() || self.rest.is_empty() {
                 return Ok(message);
             }

@@ -61,7 +61,7 @@ impl Counter for Numbers {
             responses
                 .send(&Number {
                     value: n.value * 2,
-                    pad: Vec::new(),
+                    pad: n.pad,
                 })
                 .await?;
         }
@@ -274,5 +274,53 @@ fn a_reader_that_stops_holds_the_server_to_its_window() {
         );
         assert!(peak < 4 * 1024 * 1024, "peak {peak} B");
         drop(warm);
+    });
+}
+
+/// A stream that goes quiet after a burst and stays open (its handler
+/// waits for the next request): once the connection has been quiet a
+/// moment, neither side holds the burst's buffers, the handler's response
+/// queue and the request queues on both sides among them (rule R7).
+#[test]
+fn a_stream_open_and_quiet_after_a_burst_holds_no_buffers() {
+    alone(async {
+        let f = start(|b| b.add_service(CounterServer::new(Numbers))).await;
+        let channel = Channel::builder(&format!("grpc://{}", f.addr()))
+            .timeout(Some(Duration::from_secs(30)))
+            .build()
+            .expect("addr");
+        let counter = CounterClient::new(&channel);
+        let (mut tx, mut rx) = counter.double().await.expect("opened");
+        let mut exchange = async |value: i64, pad: usize| {
+            tx.send(&Number {
+                value,
+                pad: vec![7; pad],
+            })
+            .await
+            .expect("sent");
+            let n = rx.message().await.expect("answer").expect("one");
+            assert_eq!((n.value, n.pad.len()), (2 * value, pad));
+        };
+        exchange(1, 0).await;
+        settle();
+        let before = keel_alloc::stats();
+        // 1 MiB each way, in messages of 64 KiB.
+        for i in 0..16 {
+            exchange(i, 64 * 1024).await;
+        }
+        let burst = before.delta(&keel_alloc::stats());
+        // What the burst grew, held until the connection goes quiet.
+        assert!(burst.live_bytes > 64 * 1024, "{burst:?}");
+        eventually("the burst's buffers back while the stream is open", || {
+            before.delta(&keel_alloc::stats()).live_bytes.abs() < 16 * 1024
+        })
+        .await;
+        let after = before.delta(&keel_alloc::stats());
+        println!(
+            "a stream quiet after a 1 MiB burst each way: live heap {:+} B after it, {:+} B once quiet",
+            burst.live_bytes, after.live_bytes
+        );
+        assert_eq!(f.server.stats().in_flight, 1, "the stream is still open");
+        drop((tx, rx));
     });
 }

@@ -1274,6 +1274,11 @@ impl Conn {
         if self.deferred.is_empty() {
             self.deferred = Vec::new();
         }
+        for stream in self.streams.values() {
+            if let StreamState::Streaming(cell, _) = &stream.state {
+                cell.shrink();
+            }
+        }
         // Only streams still waiting for window stay listed.
         let streams = &self.streams;
         self.blocked

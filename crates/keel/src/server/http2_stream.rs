@@ -244,6 +244,18 @@ impl Cell {
 
     // The connection's side.
 
+    /// The connection went quiet: the queues' buffers, once empty, go
+    /// back (R7), so a stream open and idle after a burst holds none.
+    pub(crate) fn shrink(&self) {
+        let mut st = self.lock();
+        if st.send.is_empty() {
+            st.send = BytesMut::new();
+        }
+        if st.recv.is_empty() {
+            st.recv = BytesMut::new();
+        }
+    }
+
     /// DATA arrived.
     pub(crate) fn push(&self, data: &[u8]) {
         let mut st = self.lock();

@@ -1243,6 +1243,15 @@ async fn run<S: crate::tls::Duplex>(
                     st.streams.shrink_to_fit();
                     st.blocked = Vec::new();
                 }
+                // Open streams' queues, once empty, go back too.
+                for stream in st.streams.values_mut() {
+                    if stream.pending.is_empty() {
+                        stream.pending = BytesMut::new();
+                    }
+                    if stream.data.is_empty() {
+                        stream.data = BytesMut::new();
+                    }
+                }
                 drop(st);
                 reader.decoder.shrink();
                 reader.blocks.shrink();
