@@ -214,15 +214,32 @@ fn grpc_channels_by_the_thousand_leave_no_connection_and_no_heap() {
     });
 }
 
+/// A server of `Counter`, and a client on a gRPC channel to it whose
+/// deadline (30 s) outlasts a long stream.
+async fn counter_server() -> (support::Fixture, CounterClient) {
+    let f = start(|b| b.add_service(CounterServer::new(Numbers))).await;
+    let channel = Channel::builder(&format!("grpc://{}", f.addr()))
+        .timeout(Some(Duration::from_secs(30)))
+        .build()
+        .expect("addr");
+    let counter = CounterClient::new(&channel);
+    (f, counter)
+}
+
+/// Waits until the live heap is back within 16 KiB of `before`; the
+/// difference then.
+async fn heap_back_to(before: &keel_alloc::Stats, what: &str) -> keel_alloc::Delta {
+    eventually(what, || {
+        before.delta(&keel_alloc::stats()).live_bytes.abs() < 16 * 1024
+    })
+    .await;
+    before.delta(&keel_alloc::stats())
+}
+
 #[test]
 fn a_reader_that_stops_holds_the_server_to_its_window() {
     alone(async {
-        let f = start(|b| b.add_service(CounterServer::new(Numbers))).await;
-        let channel = Channel::builder(&format!("grpc://{}", f.addr()))
-            .timeout(Some(Duration::from_secs(30)))
-            .build()
-            .expect("addr");
-        let counter = CounterClient::new(&channel);
+        let (f, counter) = counter_server().await;
         // Warm the connection up.
         let mut warm = counter
             .count(&CountRequest {
@@ -263,11 +280,7 @@ fn a_reader_that_stops_holds_the_server_to_its_window() {
         // still held: the buffers the transfer grew (a 64 KiB read buffer)
         // go back to their idle footprint once the connection has been
         // quiet a moment (rule R7), open streams or not.
-        eventually("the connection's buffers back to idle", || {
-            before.delta(&keel_alloc::stats()).live_bytes.abs() < 16 * 1024
-        })
-        .await;
-        let after = before.delta(&keel_alloc::stats());
+        let after = heap_back_to(&before, "the connection's buffers back to idle").await;
         println!(
             "a stalled 64 MiB stream: peak live heap {:+} B (both sides), at the reset {:+} B, once quiet {:+} B",
             peak, at_reset.live_bytes, after.live_bytes
@@ -284,12 +297,7 @@ fn a_reader_that_stops_holds_the_server_to_its_window() {
 #[test]
 fn a_stream_open_and_quiet_after_a_burst_holds_no_buffers() {
     alone(async {
-        let f = start(|b| b.add_service(CounterServer::new(Numbers))).await;
-        let channel = Channel::builder(&format!("grpc://{}", f.addr()))
-            .timeout(Some(Duration::from_secs(30)))
-            .build()
-            .expect("addr");
-        let counter = CounterClient::new(&channel);
+        let (f, counter) = counter_server().await;
         let (mut tx, mut rx) = counter.double().await.expect("opened");
         let mut exchange = async |value: i64, pad: usize| {
             tx.send(&Number {
@@ -311,11 +319,8 @@ fn a_stream_open_and_quiet_after_a_burst_holds_no_buffers() {
         let burst = before.delta(&keel_alloc::stats());
         // What the burst grew, held until the connection goes quiet.
         assert!(burst.live_bytes > 64 * 1024, "{burst:?}");
-        eventually("the burst's buffers back while the stream is open", || {
-            before.delta(&keel_alloc::stats()).live_bytes.abs() < 16 * 1024
-        })
-        .await;
-        let after = before.delta(&keel_alloc::stats());
+        let after =
+            heap_back_to(&before, "the burst's buffers back while the stream is open").await;
         println!(
             "a stream quiet after a 1 MiB burst each way: live heap {:+} B after it, {:+} B once quiet",
             burst.live_bytes, after.live_bytes
