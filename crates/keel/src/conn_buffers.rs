@@ -22,6 +22,15 @@ const READ_MAX: usize = 64 * 1024;
 /// Buffers larger than this are given back once empty.
 pub(crate) const KEEP_CAPACITY: usize = 64 * 1024;
 
+/// Gives `buf`'s allocation back if it holds nothing (an empty `BytesMut`
+/// may still hold a large block, or share one): the step every quiet
+/// connection takes for the buffers and queues it keeps (R7).
+pub(crate) fn give_back_if_empty(buf: &mut BytesMut) {
+    if buf.is_empty() {
+        *buf = BytesMut::new();
+    }
+}
+
 /// Bytes read and not yet cut into frames.
 pub(crate) struct ReadBuffer {
     pub(crate) buf: BytesMut,

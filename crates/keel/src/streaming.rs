@@ -426,11 +426,20 @@ impl Chunks {
             let n = missing.min(chunk.len());
             self.head.extend_from_slice(&chunk.split_to(n));
         }
-        // Emptied, the chunk still holds its block: it is not kept as
-        // `rest`, which becomes `head` once the message is cut, and a
-        // stream that then goes quiet would hold the block on.
+        // Emptied, the chunk still holds its block: it is not kept (see
+        // `next_chunk_if_done`).
         if !chunk.is_empty() {
             self.rest = chunk;
+        }
+    }
+
+    /// Once `head` is used up, `rest` takes its place; with no `rest`,
+    /// `head` becomes a new empty buffer, so that an emptied one does not
+    /// hold its block for a stream that then goes quiet.
+    #[inline]
+    fn next_chunk_if_done(&mut self) {
+        if self.head.is_empty() {
+            self.head = std::mem::take(&mut self.rest);
         }
     }
 
@@ -442,9 +451,7 @@ impl Chunks {
     /// 1.64-1.81x in alternating runs).
     #[inline]
     fn split_plain(&mut self, max: usize) -> Option<Bytes> {
-        if self.head.is_empty() {
-            self.head = std::mem::take(&mut self.rest);
-        }
+        self.next_chunk_if_done();
         let (compressed, len) = keel_wire::grpc::parse_prefix(&self.head, max).ok()??;
         let end = keel_wire::grpc::PREFIX_LEN + len;
         if compressed || self.head.len() < end {
@@ -452,9 +459,7 @@ impl Chunks {
         }
         let mut message = self.head.split_to(end);
         bytes::Buf::advance(&mut message, keel_wire::grpc::PREFIX_LEN);
-        if self.head.is_empty() {
-            self.head = std::mem::take(&mut self.rest);
-        }
+        self.next_chunk_if_done();
         Some(message.freeze())
     }
 
@@ -466,14 +471,11 @@ impl Chunks {
     ) -> Result<Option<keel_wire::grpc::Message>, keel_wire::grpc::MessageError> {
         loop {
             let message = keel_wire::grpc::split_message(&mut self.head, max)?;
-            if self.head.is_empty() && self.rest.is_empty() {
-                // Nothing left, and no block held for nothing.
-                self.head = BytesMut::new();
-            }
-            if message.is_some() || !self.head.is_empty() || self.rest.is_empty() {
+            let used_up = self.head.is_empty() && !self.rest.is_empty();
+            self.next_chunk_if_done();
+            if message.is_some() || !used_up {
                 return Ok(message);
             }
-            self.head = std::mem::take(&mut self.rest);
         }
     }
 }

@@ -52,7 +52,7 @@ use crate::server::done_queue::{DoneReceiver, DoneSender, done_queue};
 
 use crate::busy_poll::BusyPoll;
 use crate::compression::{self, Compression};
-use crate::conn_buffers::{ReadBuffer, WriteBuffer};
+use crate::conn_buffers::{ReadBuffer, WriteBuffer, give_back_if_empty};
 use crate::metadata::{Metadata, REQUEST_ID};
 use crate::server::builder::ServerCore;
 use crate::server::dispatch::{Answer, Request};
@@ -288,9 +288,7 @@ impl<S: Duplex> Connection<S> {
                     // answer, calls still running) is kept.
                     inbuf.quiet();
                     writing.quiet();
-                    if st.out.is_empty() {
-                        st.out = BytesMut::new();
-                    }
+                    give_back_if_empty(&mut st.out);
                     st.packed = BytesMut::new();
                     st.scratch = Vec::new();
                     if st.spawned == 0 {

@@ -1264,6 +1264,7 @@ impl Conn {
     /// use is kept.
     fn shrink(&mut self) {
         if self.out.is_empty() {
+            // Nothing is spliced among no frames.
             self.out = BytesMut::new();
             self.splices = Splices::default();
         }

@@ -25,6 +25,7 @@ use std::task::{Context, Poll, Waker};
 use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
 
+use crate::conn_buffers::give_back_if_empty;
 use crate::status::Status;
 use crate::streaming::{MAX_PENDING, may_queue};
 
@@ -248,12 +249,8 @@ impl Cell {
     /// back (R7), so a stream open and idle after a burst holds none.
     pub(crate) fn shrink(&self) {
         let mut st = self.lock();
-        if st.send.is_empty() {
-            st.send = BytesMut::new();
-        }
-        if st.recv.is_empty() {
-            st.recv = BytesMut::new();
-        }
+        give_back_if_empty(&mut st.send);
+        give_back_if_empty(&mut st.recv);
     }
 
     /// DATA arrived.

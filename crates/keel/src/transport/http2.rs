@@ -54,7 +54,7 @@ use tokio::time::Instant;
 
 use super::pending::IdHasher;
 use crate::codec::grpc::ResponseHead;
-use crate::conn_buffers::{KEEP_CAPACITY, ReadBuffer, WriteBuffer};
+use crate::conn_buffers::{KEEP_CAPACITY, ReadBuffer, WriteBuffer, give_back_if_empty};
 use crate::status::{Code, Status};
 use crate::streaming::{MAX_PENDING, Queued, may_queue};
 
@@ -1236,21 +1236,15 @@ async fn run<S: crate::tls::Duplex>(
                 input.quiet();
                 writing.quiet();
                 let mut st = conn.lock();
-                if st.out.is_empty() {
-                    st.out = BytesMut::new();
-                }
+                give_back_if_empty(&mut st.out);
                 if st.streams.is_empty() {
                     st.streams.shrink_to_fit();
                     st.blocked = Vec::new();
                 }
                 // Open streams' queues, once empty, go back too.
                 for stream in st.streams.values_mut() {
-                    if stream.pending.is_empty() {
-                        stream.pending = BytesMut::new();
-                    }
-                    if stream.data.is_empty() {
-                        stream.data = BytesMut::new();
-                    }
+                    give_back_if_empty(&mut stream.pending);
+                    give_back_if_empty(&mut stream.data);
                 }
                 drop(st);
                 reader.decoder.shrink();
