@@ -17,9 +17,14 @@
 //!        ├──► T's own counters (plain Cells: no atomics, read by T only)
 //!        │        used for per-thread attribution ("what did this side allocate")
 //!        │
-//!        └──► shard[T's index % SHARDS] (cache-line padded atomics, one RMW each)
-//!                 summed on read for process totals; no global lock, and
-//!                 threads rarely share a shard, so the lines do not bounce
+//!        └──► T's counter set, summed with all others on read for process
+//!             totals (cache-line padded atomics; no global lock):
+//!               - one of 256 sets T owns while it lives: T is its only
+//!                 writer, so a count is a plain load and store;
+//!               - beyond 256 living threads (or while T ends), one of 32
+//!                 shared sets, one atomic add per count.
+//!             An ending thread gives its set back with its counts in it;
+//!             the next owner adds to them.
 //! ```
 //!
 //! It is cheap enough to leave on in benchmarks and in production: the console
@@ -51,9 +56,12 @@ pub use release::{keep_free_memory_releasable, note_thread, release_free_memory,
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release};
 
-/// Number of counter shards for process-wide totals.
+/// Counter sets a thread can own alone (see [`Local::counters`]).
+const OWNED: usize = 256;
+
+/// Shared counter sets for threads that found no free owned one.
 const SHARDS: usize = 32;
 
 /// A thread re-checks the process peak after its live bytes grew by this much.
@@ -98,6 +106,14 @@ const SHARD_INIT: Shard = Shard {
     free_bytes: AtomicU64::new(0),
 };
 
+/// Counter sets a thread owns while it lives: one writer each, so a count
+/// is a plain load and store (no locked read-modify-write on every
+/// allocation and free).
+static OWNED_ARR: [Shard; OWNED] = [SHARD_INIT; OWNED];
+/// Which of [`OWNED_ARR`] a living thread owns, one bit each.
+static CLAIMED: [AtomicU64; OWNED / 64] = [const { AtomicU64::new(0) }; OWNED / 64];
+/// Counter sets shared by threads beyond [`OWNED`] (or in teardown),
+/// updated by atomic read-modify-write.
 static SHARDS_ARR: [Shard; SHARDS] = [SHARD_INIT; SHARDS];
 static PEAK: AtomicU64 = AtomicU64::new(0);
 static NEXT_THREAD: AtomicU32 = AtomicU32::new(0);
@@ -111,8 +127,10 @@ struct Local {
     frees: Cell<u64>,
     alloc_bytes: Cell<u64>,
     free_bytes: Cell<u64>,
-    /// Shard index + 1; 0 until first use.
-    shard: Cell<u32>,
+    /// Where this thread's counts go: [`UNASSIGNED`], an index into
+    /// [`OWNED_ARR`] (below [`OWNED`]), or [`OWNED`] + an index into
+    /// [`SHARDS_ARR`].
+    counters: Cell<u32>,
     /// Net bytes grown since this thread last checked the peak.
     unchecked: Cell<i64>,
 }
@@ -124,20 +142,96 @@ thread_local! {
             frees: Cell::new(0),
             alloc_bytes: Cell::new(0),
             free_bytes: Cell::new(0),
-            shard: Cell::new(0),
+            counters: Cell::new(UNASSIGNED),
             unchecked: Cell::new(0),
         }
     };
 }
 
-impl Local {
-    fn shard(&self) -> &'static Shard {
-        let mut s = self.shard.get();
-        if s == 0 {
-            s = NEXT_THREAD.fetch_add(1, Relaxed) % SHARDS as u32 + 1;
-            self.shard.set(s);
+/// [`Local::counters`] before the thread's first count.
+const UNASSIGNED: u32 = u32::MAX;
+
+/// Gives the thread's owned counter set back when the thread ends; its
+/// counts stay in the set, which the next owner adds to.
+struct Owner;
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        let _ = LOCAL.try_with(|l| {
+            let c = l.counters.get() as usize;
+            if c < OWNED {
+                // Later allocations of this ending thread (other
+                // thread-locals' destructors) go to a shared set.
+                l.counters.set(shared_set());
+                CLAIMED[c / 64].fetch_and(!(1 << (c % 64)), Release);
+            }
+        });
+    }
+}
+
+thread_local! {
+    static OWNER: Owner = const { Owner };
+}
+
+/// A shared counter set for one thread, spread over [`SHARDS`].
+fn shared_set() -> u32 {
+    OWNED as u32 + NEXT_THREAD.fetch_add(1, Relaxed) % SHARDS as u32
+}
+
+/// Claims a free owned counter set, if any.
+fn claim() -> Option<usize> {
+    for (w, word) in CLAIMED.iter().enumerate() {
+        let mut bits = word.load(Relaxed);
+        while bits != u64::MAX {
+            let bit = (!bits).trailing_zeros() as usize;
+            // Acquire: the previous owner's last counts (published by its
+            // release) are what this thread adds to.
+            match word.compare_exchange_weak(bits, bits | 1 << bit, Acquire, Relaxed) {
+                Ok(_) => return Some(w * 64 + bit),
+                Err(now) => bits = now,
+            }
         }
-        &SHARDS_ARR[(s - 1) as usize]
+    }
+    None
+}
+
+impl Local {
+    /// Adds to this thread's counter set: its own (plain loads and stores)
+    /// or a shared one (atomic adds). The first count claims a set.
+    #[inline]
+    fn count(&self, pick: impl Fn(&Shard) -> [&AtomicU64; 2], size: u64) {
+        let mut c = self.counters.get();
+        if c == UNASSIGNED {
+            c = self.assign();
+        }
+        if (c as usize) < OWNED {
+            let [n, bytes] = pick(&OWNED_ARR[c as usize]);
+            n.store(n.load(Relaxed) + 1, Relaxed);
+            bytes.store(bytes.load(Relaxed) + size, Relaxed);
+        } else {
+            let [n, bytes] = pick(&SHARDS_ARR[c as usize - OWNED]);
+            n.fetch_add(1, Relaxed);
+            bytes.fetch_add(size, Relaxed);
+        }
+    }
+
+    #[cold]
+    fn assign(&self) -> u32 {
+        // A shared set first: registering `OWNER`'s destructor below may
+        // allocate, and that allocation is counted here too.
+        let shared = shared_set();
+        self.counters.set(shared);
+        let Some(c) = claim() else {
+            return shared;
+        };
+        self.counters.set(c as u32);
+        if OWNER.try_with(|_| ()).is_err() {
+            // The thread is ending: it could not give the set back.
+            self.counters.set(shared);
+            CLAIMED[c / 64].fetch_and(!(1 << (c % 64)), Release);
+            return shared;
+        }
+        self.counters.get()
     }
 }
 
@@ -147,9 +241,7 @@ fn on_alloc(size: usize) {
     let _ = LOCAL.try_with(|l| {
         l.allocs.set(l.allocs.get() + 1);
         l.alloc_bytes.set(l.alloc_bytes.get() + size);
-        let shard = l.shard();
-        shard.allocs.fetch_add(1, Relaxed);
-        shard.alloc_bytes.fetch_add(size, Relaxed);
+        l.count(|s| [&s.allocs, &s.alloc_bytes], size);
         let unchecked = l.unchecked.get() + size as i64;
         if unchecked >= PEAK_GRANULE {
             l.unchecked.set(0);
@@ -166,22 +258,34 @@ fn on_free(size: usize) {
     let _ = LOCAL.try_with(|l| {
         l.frees.set(l.frees.get() + 1);
         l.free_bytes.set(l.free_bytes.get() + size);
-        let shard = l.shard();
-        shard.frees.fetch_add(1, Relaxed);
-        shard.free_bytes.fetch_add(size, Relaxed);
+        l.count(|s| [&s.frees, &s.free_bytes], size);
         // Floored at zero: growth after a large free must still reach the
         // peak within PEAK_GRANULE, not after the freed amount is made up.
         l.unchecked.set((l.unchecked.get() - size as i64).max(0));
     });
 }
 
+/// Every counter set, owned and shared.
+fn all_sets() -> impl Iterator<Item = &'static Shard> {
+    OWNED_ARR.iter().chain(SHARDS_ARR.iter())
+}
+
 fn process_live() -> u64 {
     let (mut a, mut f) = (0u64, 0u64);
-    for s in &SHARDS_ARR {
+    for s in all_sets() {
         a = a.wrapping_add(s.alloc_bytes.load(Relaxed));
         f = f.wrapping_add(s.free_bytes.load(Relaxed));
     }
     a.saturating_sub(f)
+}
+
+/// Sets [`INSTALLED`] once: a store on every allocation would pull its
+/// cache line from core to core.
+#[inline]
+fn mark_installed() {
+    if !INSTALLED.load(Relaxed) {
+        INSTALLED.store(true, Relaxed);
+    }
 }
 
 fn update_peak(live: u64) {
@@ -198,7 +302,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for CountingAlloc<A> {
         // SAFETY: forwarded with the caller's (valid, non-zero-size) layout.
         let p = unsafe { self.inner.alloc(layout) };
         if !p.is_null() {
-            INSTALLED.store(true, Relaxed);
+            mark_installed();
             on_alloc(layout.size());
         }
         p
@@ -209,7 +313,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for CountingAlloc<A> {
         // SAFETY: as for `alloc`.
         let p = unsafe { self.inner.alloc_zeroed(layout) };
         if !p.is_null() {
-            INSTALLED.store(true, Relaxed);
+            mark_installed();
             on_alloc(layout.size());
         }
         p
@@ -300,7 +404,7 @@ impl Delta {
 /// Process-wide counters (summed over shards).
 pub fn stats() -> Stats {
     let mut s = Stats::default();
-    for sh in &SHARDS_ARR {
+    for sh in all_sets() {
         s.allocs += sh.allocs.load(Relaxed);
         s.frees += sh.frees.load(Relaxed);
         s.alloc_bytes += sh.alloc_bytes.load(Relaxed);

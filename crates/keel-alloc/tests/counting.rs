@@ -134,3 +134,43 @@ fn a_large_free_does_not_hide_the_next_peak() {
     .join()
     .expect("thread");
 }
+
+#[test]
+fn process_counts_stay_exact_when_threads_outnumber_owned_sets() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // Three waves of 300 threads alive at once: more than the 256 counter
+    // sets threads own, so some count in shared sets, and every wave's
+    // threads take over the sets the last wave's gave back.
+    const THREADS: usize = 300;
+    const PAIRS: u64 = 1_000;
+    let before = stats();
+    let mut kept = Vec::new();
+    for _ in 0..3 {
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(THREADS));
+        let hs: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let b = barrier.clone();
+                std::thread::spawn(move || {
+                    b.wait();
+                    for i in 0..PAIRS {
+                        drop(std::hint::black_box(Box::new(i)));
+                    }
+                    // Outlives the thread: its count must stay in the totals.
+                    Box::new([0u8; 1000])
+                })
+            })
+            .collect();
+        kept.extend(hs.into_iter().map(|h| h.join().expect("thread")));
+    }
+    let d = before.delta(&stats());
+    let threads = 3 * THREADS as u64;
+    assert!(d.allocs >= threads * (PAIRS + 1), "{d:?}");
+    assert!(d.frees >= threads * PAIRS, "{d:?}");
+    // What the threads kept is live; spawning them left little else.
+    let kept_bytes = threads as i64 * 1000;
+    assert!(d.live_bytes >= kept_bytes, "{d:?}");
+    assert!(d.live_bytes < kept_bytes + 256 * 1024, "{d:?}");
+    drop(kept);
+    let d = before.delta(&stats());
+    assert!(d.live_bytes.abs() < 256 * 1024, "{d:?}");
+}

@@ -81,13 +81,13 @@ client; each server in its own process. Scenarios: 1 connection x 1, 16,
 128 calls in flight, and 2 connections x 64. Prints medians of QPS, p50/p99
 latency, CPU and allocations per call on each side, and server heap per
 idle gRPC connection. Then, for each pair, one server-streaming call per run
-(grpc.testing.TestService/StreamingOutputCall, 200,000 responses of 16 B,
-100,000 of 1 KiB): messages/s at the client, CPU and allocations per message,
+(grpc.testing.TestService/StreamingOutputCall, 600,000 responses of 16 B,
+300,000 of 1 KiB): messages/s at the client, CPU and allocations per message,
 server heap peak.
 
 Defaults: --seconds 2 (each unary run; a full run takes ~2 min), --rounds 3
 (runs of each pair per scenario, alternating); --quick: 0.3 s runs, 100 idle
-connections, streams of a tenth, a smoke run of ~25 s; --streaming: the
+connections, streams of 20,000 and 10,000, a smoke run of ~25 s; --streaming: the
 streaming runs alone (no unary scenarios, no idle connections).";
 
 /// The flags of `keel-bench grpc`.
