@@ -111,7 +111,7 @@ impl<T: Reset + Send> LocalCache<T> {
         let s = self.stats();
         // SAFETY: `p` was in this cache, so this thread holds it, and a cache
         // is only used while its pool lives.
-        let heap = unsafe { p.heap() };
+        let heap = unsafe { p.take_heap() };
         if heap != 0 {
             LocalStats::add(&s.heap, -(heap as i64));
         }

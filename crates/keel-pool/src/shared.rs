@@ -43,8 +43,10 @@ pub(crate) struct Slot<T> {
     pub(crate) value: UnsafeCell<T>,
     block: NonNull<Block<T>>,
     /// [`Reset::heap_bytes`] of the object when it was last returned (or
-    /// built). Written only by the slot's owner (the `Pooled` that returns
-    /// it), read by whoever holds the free slot next.
+    /// built), while the slot is free; 0 while a `Pooled` holds it (taken
+    /// out by [`SlotPtr::take_heap`]), so that returning an object that
+    /// keeps no heap writes nothing here. Written only by whoever holds
+    /// the slot.
     heap: Cell<usize>,
 }
 
@@ -85,14 +87,33 @@ impl<T> SlotPtr<T> {
         unsafe { (*self.0.as_ptr()).heap.get() }
     }
 
-    /// Records the heap bytes of this slot's (reset) object.
+    /// Records the heap bytes of this slot's (reset) object, on its way
+    /// back: nothing to write for 0, which a held slot records already.
     ///
     /// # Safety
     /// As for [`heap`](Self::heap).
     #[inline]
     pub(crate) unsafe fn set_heap(self, bytes: usize) {
+        if bytes != 0 {
+            // SAFETY: as for `heap`.
+            unsafe { (*self.0.as_ptr()).heap.set(bytes) }
+        }
+    }
+
+    /// The heap bytes recorded for this slot's object as it leaves the
+    /// free slots for a `Pooled`, which holds it with 0 recorded.
+    ///
+    /// # Safety
+    /// As for [`heap`](Self::heap).
+    #[inline]
+    pub(crate) unsafe fn take_heap(self) -> usize {
         // SAFETY: as for `heap`.
-        unsafe { (*self.0.as_ptr()).heap.set(bytes) }
+        let heap = unsafe { self.heap() };
+        if heap != 0 {
+            // SAFETY: as for `heap`.
+            unsafe { (*self.0.as_ptr()).heap.set(0) }
+        }
+        heap
     }
 }
 
@@ -460,7 +481,7 @@ impl<T: Reset + Send> Shared<T> {
             if let Some(p) = g.free.pop() {
                 g.retired_gets += 1;
                 // SAFETY: it was in the global list, which we hold.
-                g.free_heap -= unsafe { p.heap() };
+                g.free_heap -= unsafe { p.take_heap() };
                 return p;
             }
         }
@@ -473,6 +494,8 @@ impl<T: Reset + Send> Shared<T> {
         let mut one = Vec::with_capacity(1);
         self.adopt(block, &mut one, 1);
         lock(&self.global).retired_gets += 1;
+        // SAFETY: the slot is ours; what it keeps is counted in no list.
+        unsafe { one[0].take_heap() };
         one[0]
     }
 

@@ -35,6 +35,7 @@ keel_pool::pool! {
     static EXIT: Pool<Buf, ExitCache> = Pool::with_config("own: exit", buf, SMALL);
     static COUNTS: Pool<Buf, CountsCache> = Pool::new("own: counts", buf);
     static TRIM: Pool<Buf, TrimCache> = Pool::with_config("own: trim", buf, SMALL);
+    static HEAP: Pool<Buf, HeapCache> = Pool::with_config("own: heap", buf, SMALL);
 }
 
 #[test]
@@ -77,6 +78,41 @@ fn objects_dropped_on_other_threads_return_to_the_pool() {
     assert_eq!(after.blocks_allocated, s.blocks_allocated, "{after:?}");
     assert_eq!((after.live, after.cached), (s.cached, 0), "{after:?}");
     drop(held);
+}
+
+#[test]
+fn the_heap_a_free_object_keeps_follows_it_through_reuse() {
+    // One object, returned each time keeping a different heap: 32 B, then
+    // none (given up), then 100 B, then none again.
+    let mut b = HEAP.get();
+    drop(b);
+    assert_eq!(HEAP.stats().heap_bytes, HEAP.stats().cached * 32);
+    let others = HEAP.stats().cached - 1;
+    b = HEAP.get();
+    b.0 = Vec::new();
+    drop(b);
+    let s = HEAP.stats();
+    assert_eq!(s.heap_bytes, others * 32, "returned keeping none: {s:?}");
+    b = HEAP.get();
+    assert_eq!(b.0.capacity(), 0, "the same object came back");
+    b.0.reserve_exact(100);
+    drop(b);
+    let s = HEAP.stats();
+    assert_eq!(s.heap_bytes, others * 32 + 100, "{s:?}");
+    b = HEAP.get();
+    b.0 = Vec::new();
+    drop(b);
+    let s = HEAP.stats();
+    assert_eq!(s.heap_bytes, others * 32, "returned keeping none again: {s:?}");
+    // On another thread's cache and through the global list alike.
+    std::thread::spawn(|| {
+        let held: Vec<_> = (0..20).map(|_| HEAP.get()).collect();
+        drop(held);
+    })
+    .join()
+    .expect("thread");
+    let s = HEAP.stats();
+    assert_eq!(s.heap_bytes, (s.cached - 1) * 32, "{s:?}");
 }
 
 #[test]
