@@ -56,7 +56,9 @@ pub use release::{keep_free_memory_releasable, note_thread, release_free_memory,
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release};
+use std::sync::atomic::{
+    AtomicBool, AtomicU32, AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release,
+};
 
 /// Counter sets a thread can own alone (see [`Local::counters`]).
 const OWNED: usize = 256;

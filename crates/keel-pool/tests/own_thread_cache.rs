@@ -103,7 +103,11 @@ fn the_heap_a_free_object_keeps_follows_it_through_reuse() {
     b.0 = Vec::new();
     drop(b);
     let s = HEAP.stats();
-    assert_eq!(s.heap_bytes, others * 32, "returned keeping none again: {s:?}");
+    assert_eq!(
+        s.heap_bytes,
+        others * 32,
+        "returned keeping none again: {s:?}"
+    );
     // On another thread's cache and through the global list alike.
     std::thread::spawn(|| {
         let held: Vec<_> = (0..20).map(|_| HEAP.get()).collect();
