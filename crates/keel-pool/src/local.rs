@@ -28,11 +28,11 @@ pub struct LocalCache<T: Reset + Send> {
     free: Vec<SlotPtr<T>>,
     /// Copy of `shared.local_capacity`, next to `free`.
     capacity: usize,
-    /// `idle_check_puts - 1` (a power of two minus one): a put whose
-    /// number (this cache's put counter, already loaded to bump it) has
-    /// these bits clear makes the idle check, so the check costs the fast
-    /// path one mask test.
-    check_mask: u64,
+    /// `idle_check_puts` (rounded up to a power of two) in the puts' half
+    /// of [`LocalStats::len_puts`]: a put whose new word reaches it makes
+    /// the idle check, so the check costs the fast path one compare on the
+    /// word it loads anyway.
+    check_at: u64,
     /// The fewest objects `free` held since the last idle check: those at
     /// the bottom of the stack went unused for the whole interval.
     low: usize,
@@ -53,7 +53,7 @@ impl<T: Reset + Send> LocalCache<T> {
         LocalCache {
             free: Vec::with_capacity(shared.local_capacity),
             capacity: shared.local_capacity,
-            check_mask: shared.idle_check_puts.next_power_of_two() as u64 - 1,
+            check_at: u64::from(shared.idle_check_puts.next_power_of_two()) << 32,
             low: 0,
             stats,
             shared,
@@ -70,7 +70,7 @@ impl<T: Reset + Send> LocalCache<T> {
     /// Objects in the cache now (the published length).
     #[inline]
     fn len(&self) -> usize {
-        self.stats().len.load(Relaxed) as usize
+        LocalStats::len_of(self.stats().len_puts.load(Relaxed))
     }
 
     /// Brings the `Vec`'s length up to the published one, before a cold
@@ -86,7 +86,7 @@ impl<T: Reset + Send> LocalCache<T> {
     /// Publishes the `Vec`'s length after a cold path changed it (`Release`:
     /// see [`LocalStats`]).
     fn publish(&self) {
-        self.stats().len.store(self.free.len() as u64, Release);
+        self.stats().set_len(self.free.len());
     }
 
     /// Takes a free object: from this cache, else a batch from the global
@@ -94,12 +94,14 @@ impl<T: Reset + Send> LocalCache<T> {
     /// builds a block (user code) outside any borrow and calls [`adopt`].
     #[inline]
     pub(crate) fn get(&mut self) -> Option<SlotPtr<T>> {
-        let n = self.len();
+        let word = self.stats().len_puts.load(Relaxed);
+        let n = LocalStats::len_of(word);
         let p = if n > 0 {
             // SAFETY: entries below the published length are initialised
             // (see `sync`).
             let p = unsafe { *self.free.as_ptr().add(n - 1) };
-            self.stats().len.store(n as u64 - 1, Release);
+            // The length is at least 1: no borrow from the puts' half.
+            self.stats().len_puts.store(word - 1, Release);
             if n - 1 < self.low {
                 self.low = n - 1;
             }
@@ -153,29 +155,30 @@ impl<T: Reset + Send> LocalCache<T> {
     /// to a push and a few counter stores.
     #[inline]
     pub(crate) fn try_put(&mut self, p: SlotPtr<T>, heap: usize) -> Result<(), SlotPtr<T>> {
-        let puts = self.stats().puts.load(Relaxed) + 1;
-        // One load of the length serves the check and the push.
-        let len = self.len();
-        if len >= self.capacity || puts & self.check_mask == 0 {
+        // One load serves the room check, the idle check and the push.
+        let word = self.stats().len_puts.load(Relaxed);
+        let len = LocalStats::len_of(word);
+        let next = word + LocalStats::PUT;
+        if len >= self.capacity || next >= self.check_at {
             return Err(p);
         }
-        self.push(p, heap, puts, len);
+        self.push(p, heap, len, next);
         Ok(())
     }
 
-    /// Pushes `p`, whose recorded heap is `heap`, as this cache's put number
-    /// `puts`, onto the `len` objects it holds.
+    /// Pushes `p`, whose recorded heap is `heap`, onto the `len` objects
+    /// the cache holds, and publishes `next`: the length and puts after it.
     #[inline]
-    fn push(&mut self, p: SlotPtr<T>, heap: usize, puts: u64, len: usize) {
+    fn push(&mut self, p: SlotPtr<T>, heap: usize, len: usize, next: u64) {
         debug_assert_eq!(len, self.len());
+        debug_assert_eq!(LocalStats::len_of(next), len + 1);
         debug_assert!(len < self.capacity && len < self.free.capacity());
         // SAFETY: callers push only while the cache holds fewer than
         // `capacity` objects, and `free` was made with room for `capacity`
         // and never shrinks, so the entry at `len` is allocated.
         unsafe { self.free.as_mut_ptr().add(len).write(p) };
         let s = self.stats();
-        s.len.store(len as u64 + 1, Release);
-        s.puts.store(puts, Release);
+        s.len_puts.store(next, Release);
         // Types that keep no heap (the default `heap_bytes`) skip this at
         // compile time.
         if heap != 0 {
@@ -188,15 +191,21 @@ impl<T: Reset + Send> LocalCache<T> {
     /// the global list trimmed, outside any borrow.
     #[cold]
     pub(crate) fn put_cold(&mut self, p: SlotPtr<T>, heap: usize) -> Doomed<T> {
-        let puts = self.stats().puts.load(Relaxed) + 1;
+        let due = self.stats().len_puts.load(Relaxed) + LocalStats::PUT >= self.check_at;
         let mut doomed = Doomed::none();
-        if puts & self.check_mask == 0 {
+        if due {
             doomed = self.idle_check();
         }
         if self.len() >= self.capacity {
             doomed.join(self.give_back(self.capacity / 2));
         }
-        self.push(p, heap, puts, self.len());
+        // The moves kept the puts' half: this put is counted on it.
+        let word = self.stats().len_puts.load(Relaxed);
+        self.push(p, heap, LocalStats::len_of(word), word + LocalStats::PUT);
+        if due {
+            // The next check comes `idle_check_puts` puts after this one.
+            self.stats().roll_puts();
+        }
         doomed
     }
 

@@ -36,6 +36,9 @@ pub(crate) const IDLE_CHECK_PUTS: u32 = 1024;
 /// Idle checks in a row, from any thread, that must see no draw from the
 /// global list before its free blocks are given back.
 pub(crate) const IDLE_TICKS: u32 = 4;
+/// The most objects a thread cache holds, whatever the configuration asks:
+/// its length must fit the low half of [`LocalStats::len_puts`].
+pub(crate) const MAX_LOCAL_CAPACITY: usize = u32::MAX as usize;
 
 /// One object's home. `value` is always initialised while the block lives.
 #[repr(C)] // `value` first: a pointer to the object is a pointer to its slot
@@ -129,26 +132,42 @@ unsafe fn heap_of<T>(slots: &[SlotPtr<T>]) -> usize {
 /// Counters a thread cache publishes. Written only by the owning thread (a
 /// plain load + store, no read-modify-write), read by anyone for statistics.
 ///
-/// A get only pops and stores the new length: the gets are derived,
+/// The cache's length and its puts since its last idle check share one
+/// word, `len_puts` (length in the low 32 bits, puts in the high 32): a get
+/// stores it less one, a put stores it plus [`PUT`](Self::PUT), so the fast
+/// path keeps one counter, and one load gives a put both its slot and
+/// whether the idle check is due. The check moves the high half into
+/// `puts_before` ([`roll_puts`](Self::roll_puts)), so it never grows past
+/// one check's puts.
+///
+/// A get only pops and stores the new word: the gets are derived,
 /// `puts + moved_in - moved_out - len` (every object that came into the
-/// cache left it by a get or a move, or is still there), so the fast path
-/// keeps one counter fewer. A reader on another thread must never see more
-/// gets than were made, so the owner stores with `Release` (a plain store on
-/// x86) in these orders, and [`gets`](Self::gets) loads with `Acquire` in
-/// the order `puts`, `moved_in`, `len`, `moved_out`:
-/// - a put stores `len`, then `puts`;
-/// - a move in (a refill, a new block) stores `len`, then `moved_in`;
+/// cache left it by a get or a move, or is still there). A reader on
+/// another thread must never see more gets than were made, so the owner
+/// stores with `Release` (a plain store on x86) in these orders, and
+/// [`gets`](Self::gets) loads with `Acquire` in the order `puts_before`,
+/// `moved_in`, `len_puts`, `moved_out`:
+/// - a put stores `len_puts` (its length and its puts together);
+/// - an idle check's roll stores `len_puts` (puts cleared), then
+///   `puts_before`;
+/// - a move in (a refill, a new block) stores `len_puts`, then `moved_in`;
 /// - a move out (a spill, an idle check, a drain) stores `moved_out`, then
-///   `len`.
+///   `len_puts`.
 ///
 /// Each load then sees the owner at the same point as the one before it or
-/// later, the counters that only grow (`puts`, `moved_in`) read no later
-/// than `len`, and `moved_out` no earlier: the sum can only undercount.
+/// later, the counters that only grow (`puts_before`, `moved_in`) read no
+/// later than the length, and `moved_out` no earlier: the sum can only
+/// undercount. A roll between the loads of `puts_before` and `len_puts`
+/// loses the rolled puts from that one reading (an undercount); the reverse
+/// (the new `puts_before` with the puts it took still in the word) cannot
+/// happen, since the word was stored first.
 #[derive(Default)]
 pub(crate) struct LocalStats {
-    /// Objects in the cache.
-    pub(crate) len: AtomicU64,
-    pub(crate) puts: AtomicU64,
+    /// Objects in the cache (low 32 bits) and puts since the last idle
+    /// check (high 32 bits).
+    pub(crate) len_puts: AtomicU64,
+    /// Puts up to the last idle check.
+    pub(crate) puts_before: AtomicU64,
     /// Objects moved in from the global list or a new block, ever.
     pub(crate) moved_in: AtomicU64,
     /// Objects moved out to the global list, ever.
@@ -159,17 +178,54 @@ pub(crate) struct LocalStats {
 }
 
 impl LocalStats {
+    /// What one put adds to `len_puts`: an object and a put.
+    pub(crate) const PUT: u64 = (1 << 32) | 1;
+    /// The length's bits of `len_puts`.
+    const LEN_MASK: u64 = u32::MAX as u64;
+
+    /// The length in a `len_puts` word.
+    #[inline]
+    pub(crate) fn len_of(len_puts: u64) -> usize {
+        (len_puts & Self::LEN_MASK) as usize
+    }
+
     /// Objects in the cache now.
     pub(crate) fn cached(&self) -> u64 {
-        self.len.load(Relaxed)
+        Self::len_of(self.len_puts.load(Relaxed)) as u64
+    }
+
+    /// The owner sets the length, keeping the puts (`Release`: see the
+    /// type's doc).
+    pub(crate) fn set_len(&self, len: usize) {
+        debug_assert!(len as u64 <= Self::LEN_MASK);
+        let word = self.len_puts.load(Relaxed);
+        self.len_puts
+            .store((word & !Self::LEN_MASK) | len as u64, Release);
+    }
+
+    /// The owner moves the puts since the last idle check into
+    /// `puts_before` (in the order the type's doc gives).
+    pub(crate) fn roll_puts(&self) {
+        let word = self.len_puts.load(Relaxed);
+        self.len_puts.store(word & Self::LEN_MASK, Release);
+        let before = self.puts_before.load(Relaxed);
+        self.puts_before.store(before + (word >> 32), Release);
+    }
+
+    /// Objects the cache took back, ever.
+    pub(crate) fn puts(&self) -> u64 {
+        let before = self.puts_before.load(Acquire);
+        before.wrapping_add(self.len_puts.load(Acquire) >> 32)
     }
 
     /// Objects the cache handed out, ever (derived: see the type's doc).
     pub(crate) fn gets(&self) -> u64 {
-        let puts = self.puts.load(Acquire);
+        let before = self.puts_before.load(Acquire);
         let moved_in = self.moved_in.load(Acquire);
-        let len = self.len.load(Acquire);
+        let word = self.len_puts.load(Acquire);
         let moved_out = self.moved_out.load(Acquire);
+        let puts = before.wrapping_add(word >> 32);
+        let len = Self::len_of(word) as u64;
         puts.wrapping_add(moved_in)
             .saturating_sub(len.wrapping_add(moved_out))
     }
@@ -308,7 +364,7 @@ impl<T: Reset + Send> Shared<T> {
         let local_capacity = config
             .local_capacity
             .unwrap_or_else(|| (256 * 1024 / slot).clamp(32, 256))
-            .max(2);
+            .clamp(2, MAX_LOCAL_CAPACITY);
         Shared {
             uid,
             index,
@@ -525,7 +581,7 @@ impl<T: Reset + Send> Shared<T> {
     pub(crate) fn flush_local(&self, free: &mut Vec<SlotPtr<T>>, stats: &LocalStats) -> Doomed<T> {
         let mut g = lock(&self.global);
         g.retired_gets += stats.gets();
-        g.retired_puts += stats.puts.load(Relaxed);
+        g.retired_puts += stats.puts();
         g.locals.retain(|s| !std::ptr::eq(s.0.as_ptr(), stats));
         if self.is_dead() {
             free.clear();
@@ -683,7 +739,7 @@ impl<T: Reset + Send> Shared<T> {
             cached_local = cached_local.wrapping_add(l.cached());
             heap = heap.wrapping_add(l.heap.load(Relaxed));
             gets = gets.saturating_add(l.gets());
-            puts = puts.saturating_add(l.puts.load(Relaxed));
+            puts = puts.saturating_add(l.puts());
         }
         let blocks = g.blocks.len() as u64;
         let total = blocks * self.per_block as u64;

@@ -36,6 +36,7 @@ keel_pool::pool! {
     static COUNTS: Pool<Buf, CountsCache> = Pool::new("own: counts", buf);
     static TRIM: Pool<Buf, TrimCache> = Pool::with_config("own: trim", buf, SMALL);
     static HEAP: Pool<Buf, HeapCache> = Pool::with_config("own: heap", buf, SMALL);
+    static CHECKS: Pool<Buf, ChecksCache> = Pool::new("own: idle checks", buf);
 }
 
 #[test]
@@ -172,6 +173,52 @@ fn statistics_count_the_fast_path() {
             .iter()
             .any(|p| p.name == "own: counts" && p.gets == 330),
         "listed in the registry"
+    );
+}
+
+/// A cache counts its recent puts in the word that holds its length, and
+/// moves them to a running total at every idle check (every 1,024 puts):
+/// the totals stay exact through many checks, read between checks, on
+/// puts that also hit a full cache, and after the thread's cache is gone.
+#[test]
+fn statistics_stay_exact_across_idle_checks() {
+    let mut held = Vec::new();
+    let mut made = 0u64;
+    for (round, pairs) in [3_000u64, 1_023, 1, 5_555, 2_048].into_iter().enumerate() {
+        for _ in 0..pairs {
+            drop(CHECKS.get());
+        }
+        made += pairs;
+        // A burst beyond the cache's capacity: puts that spill.
+        held.extend((0..300).map(|_| CHECKS.get()));
+        made += 300;
+        let s = CHECKS.stats();
+        assert_eq!((s.gets, s.puts), (made, made - 300), "round {round}: {s:?}");
+        held.clear();
+        let s = CHECKS.stats();
+        assert_eq!(
+            (s.gets, s.puts, s.live),
+            (made, made, 0),
+            "round {round}: {s:?}"
+        );
+    }
+    // The same counts from a thread whose cache then goes away with it.
+    std::thread::spawn(|| {
+        for _ in 0..4_100 {
+            drop(CHECKS.get());
+        }
+    })
+    .join()
+    .unwrap();
+    let s = CHECKS.stats();
+    assert_eq!(
+        (s.gets, s.puts, s.live),
+        (made + 4_100, made + 4_100, 0),
+        "{s:?}"
+    );
+    assert_eq!(
+        s.thread_caches, 1,
+        "the other thread's cache is gone: {s:?}"
     );
 }
 
