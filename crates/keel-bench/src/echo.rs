@@ -98,7 +98,7 @@ use tokio::task::JoinSet;
 
 use crate::child::{ChildServer, parse_cpu_ticks};
 use crate::interop::{TonicTestServer, TonicTestService};
-use crate::summary::{load_average, median};
+use crate::summary::{count_cell, load_average, median};
 use crate::table::{Align, Table};
 
 /// tonic's generated code for brpc's echo service (see `build.rs`); the
@@ -1006,8 +1006,54 @@ pub(crate) fn idle_socket(addr: SocketAddr) -> Result<TcpStream, String> {
     Ok(s)
 }
 
+/// How long idle connections are left alone before their second figure:
+/// long enough for a server that gives a quiet connection's buffers back
+/// to have done so (Keel's do after 250 ms).
+const QUIET_WAIT: Duration = Duration::from_secs(1);
+
+/// Server heap per idle connection, in bytes: right after each made its
+/// call, and once they were left alone for [`QUIET_WAIT`].
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct IdleBytes {
+    pub(crate) busy: f64,
+    pub(crate) quiet: f64,
+}
+
+impl IdleBytes {
+    /// Measures `n` connections the server holds open, from its live heap
+    /// `before` they were made.
+    fn measure(server: &mut ServerProcess, before: u64, n: usize) -> Result<IdleBytes, String> {
+        let per = |after: u64| (after as f64 - before as f64) / n as f64;
+        let busy = per(server.settled_live_bytes()?);
+        std::thread::sleep(QUIET_WAIT);
+        let quiet = per(server.settled_live_bytes()?);
+        Ok(IdleBytes { busy, quiet })
+    }
+
+    /// The table's two rows (`what`: the connections), keel's and the
+    /// peer's figures and the peer's over keel's.
+    pub(crate) fn rows(what: &str, keel: IdleBytes, peer: IdleBytes) -> [Vec<String>; 2] {
+        let row = |label: String, keel: f64, peer: f64| {
+            vec![
+                label,
+                format!("{} B", count_cell(keel)),
+                format!("{} B", count_cell(peer)),
+                format!("{:.2}x", peer / keel),
+            ]
+        };
+        [
+            row(what.to_string(), keel.busy, peer.busy),
+            row(
+                format!("the same, {} s later (quiet)", QUIET_WAIT.as_secs()),
+                keel.quiet,
+                peer.quiet,
+            ),
+        ]
+    }
+}
+
 /// Server heap per idle Keel connection, in bytes.
-fn keel_idle_bytes(server: &mut ServerProcess, n: usize) -> Result<f64, String> {
+fn keel_idle_bytes(server: &mut ServerProcess, n: usize) -> Result<IdleBytes, String> {
     let payload = EchoRequest {
         message: MESSAGE.to_string(),
     }
@@ -1024,9 +1070,9 @@ fn keel_idle_bytes(server: &mut ServerProcess, n: usize) -> Result<f64, String> 
         keel_raw_call(&mut s, &payload, i as i64 + 2)?;
         streams.push(s);
     }
-    let after = server.settled_live_bytes()?;
+    let idle = IdleBytes::measure(server, before, n)?;
     drop(streams);
-    Ok((after as f64 - before as f64) / n as f64)
+    Ok(idle)
 }
 
 /// Server heap per idle gRPC connection, in bytes: `n` tonic channels (one
@@ -1036,7 +1082,7 @@ pub(crate) fn grpc_idle_bytes(
     rt: &tokio::runtime::Runtime,
     server: &mut ServerProcess,
     n: usize,
-) -> Result<f64, String> {
+) -> Result<IdleBytes, String> {
     let addr = server.addr;
     let request = EchoRequest {
         message: MESSAGE.to_string(),
@@ -1071,9 +1117,9 @@ pub(crate) fn grpc_idle_bytes(
             .await
             .map_err(|_| format!("{n} tonic connections took longer than {bound:?}"))?
     })?;
-    let after = server.settled_live_bytes()?;
+    let idle = IdleBytes::measure(server, before, n)?;
     rt.block_on(async move { drop(channels) });
-    Ok((after as f64 - before as f64) / n as f64)
+    Ok(idle)
 }
 
 // ---------------------------------------------------------------------------
@@ -1088,8 +1134,8 @@ pub fn main(a: &Args) -> ExitCode {
 /// Everything `run` found, for the report.
 struct Results {
     scenarios: Vec<ScenarioResult>,
-    keel_idle: f64,
-    tonic_idle: f64,
+    keel_idle: IdleBytes,
+    tonic_idle: IdleBytes,
     clk_tck: f64,
     load_start: String,
     load_end: String,
@@ -1172,13 +1218,7 @@ fn report(opts: &Options, cores: usize, r: &Results) -> String {
     );
     out.push('\n');
 
-    let int = |x: f64| {
-        if x.is_finite() {
-            group_thousands(x.round() as u64)
-        } else {
-            "-".to_string()
-        }
-    };
+    let int = count_cell;
     let one = |x: f64| format!("{x:.1}");
     let two = |x: f64| format!("{x:.2}");
 
@@ -1250,12 +1290,10 @@ fn report(opts: &Options, cores: usize, r: &Results) -> String {
         .column("keel", Align::Right)
         .column("tonic", Align::Right)
         .column("tonic/keel", Align::Right);
-    t.row(vec![
-        format!("{IDLE_CONNECTIONS} connections, one call each"),
-        format!("{} B", int(r.keel_idle)),
-        format!("{} B", int(r.tonic_idle)),
-        format!("{:.2}x", r.tonic_idle / r.keel_idle),
-    ]);
+    let what = format!("{IDLE_CONNECTIONS} connections, one call each");
+    for row in IdleBytes::rows(&what, r.keel_idle, r.tonic_idle) {
+        t.row(row);
+    }
     let _ = write!(out, "{t}");
     out.push_str(
         "  (live bytes after - before) / connections, from each server's counting allocator;\n  \
@@ -1348,9 +1386,9 @@ fn report(opts: &Options, cores: usize, r: &Results) -> String {
     let _ = writeln!(
         out,
         "  {}  keel server heap <= 4 KB ({TARGET_IDLE_BYTES} B) per idle connection: {} B (tonic {} B)",
-        verdict(r.keel_idle <= TARGET_IDLE_BYTES),
-        int(r.keel_idle),
-        int(r.tonic_idle)
+        verdict(r.keel_idle.busy <= TARGET_IDLE_BYTES),
+        int(r.keel_idle.busy),
+        int(r.tonic_idle.busy)
     );
     out.push_str(
         "\nreference figures (other runs, other machines; for context only):\n  \

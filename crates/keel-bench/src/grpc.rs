@@ -220,8 +220,8 @@ pub fn main(a: &Args) -> ExitCode {
 struct Unary {
     scenarios: Vec<ScenarioResult>,
     idle_connections: usize,
-    keel_idle: f64,
-    tonic_idle: f64,
+    keel_idle: echo::IdleBytes,
+    tonic_idle: echo::IdleBytes,
 }
 
 /// Everything `run` found, for the report.
@@ -437,15 +437,13 @@ fn report_unary(out: &mut String, r: &Unary) {
         .column("keel", Align::Right)
         .column("tonic", Align::Right)
         .column("tonic/keel", Align::Right);
-    t.row(vec![
-        format!(
-            "{} tonic channels, one call each",
-            echo::group_thousands(r.idle_connections as u64)
-        ),
-        format!("{} B", int(r.keel_idle)),
-        format!("{} B", int(r.tonic_idle)),
-        ratio(r.tonic_idle / r.keel_idle),
-    ]);
+    let what = format!(
+        "{} tonic channels, one call each",
+        echo::group_thousands(r.idle_connections as u64)
+    );
+    for row in echo::IdleBytes::rows(&what, r.keel_idle, r.tonic_idle) {
+        t.row(row);
+    }
     let _ = write!(out, "{t}");
     out.push_str(
         "  (live bytes after - before) / connections, from each server's counting allocator\n",
@@ -514,9 +512,9 @@ fn unary_targets(out: &mut String, r: &Unary, verdict: impl Fn(bool) -> &'static
     let _ = writeln!(
         out,
         "  {}  keel server heap per idle gRPC connection <= 16 KB ({TARGET_IDLE_BYTES} B): {} B (tonic {} B)",
-        verdict(r.keel_idle <= TARGET_IDLE_BYTES),
-        int(r.keel_idle),
-        int(r.tonic_idle)
+        verdict(r.keel_idle.busy <= TARGET_IDLE_BYTES),
+        int(r.keel_idle.busy),
+        int(r.tonic_idle.busy)
     );
 }
 

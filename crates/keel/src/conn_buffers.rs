@@ -12,6 +12,7 @@
 use std::io::IoSlice;
 
 use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::connections::Count;
 
@@ -21,6 +22,10 @@ const READ_MIN: usize = 1024;
 const READ_MAX: usize = 64 * 1024;
 /// Buffers larger than this are given back once empty.
 pub(crate) const KEEP_CAPACITY: usize = 64 * 1024;
+/// Room a quiet connection's next read is offered, on the side: its
+/// buffer is made again only once bytes came (see [`ReadBuffer::read`]).
+/// A small baidu_std call fits.
+const WAKE_READ: usize = 64;
 
 /// Gives `buf`'s allocation back if it holds nothing (an empty `BytesMut`
 /// may still hold a large block, or share one): the step every quiet
@@ -42,6 +47,10 @@ pub(crate) struct ReadBuffer {
     grown: bool,
     /// Room offered to the read in flight.
     room: usize,
+    /// The connection went quiet with nothing buffered: `buf` holds no
+    /// block, and the next read goes to `wake`.
+    parked: bool,
+    wake: [u8; WAKE_READ],
 }
 
 impl ReadBuffer {
@@ -53,7 +62,32 @@ impl ReadBuffer {
             size: READ_MIN,
             grown: false,
             room: 0,
+            parked: false,
+            wake: [0; WAKE_READ],
         }
+    }
+
+    /// Reads from `rd` into the buffer's room; what a connection's select
+    /// waits on. On a quiet connection ([`quiet`](Self::quiet)) the read
+    /// waits with [`WAKE_READ`] bytes of room on the side, and the buffer
+    /// is made again only with the bytes that came: an idle connection
+    /// holds no read buffer. Cancel-safe, as the reads it makes.
+    pub(crate) async fn read<R: AsyncRead + Unpin>(
+        &mut self,
+        rd: &mut R,
+    ) -> std::io::Result<usize> {
+        if !self.parked {
+            return rd.read_buf(&mut self.buf).await;
+        }
+        let n = rd.read(&mut self.wake).await?;
+        if n > 0 {
+            self.parked = false;
+            self.buf.reserve(self.size);
+            self.buf.extend_from_slice(&self.wake[..n]);
+            // A read this small keeps the room at its least (`filled`).
+            self.room = self.size;
+        }
+        Ok(n)
     }
 
     /// After the frames were cut: a buffer that went empty after a burst is
@@ -64,6 +98,10 @@ impl ReadBuffer {
         // The quiet trim reaches this thread's arena (a thread-local read
         // after the first time).
         keel_alloc::note_thread();
+        if self.parked {
+            // Quiet: no room is made before bytes come (see `read`).
+            return false;
+        }
         let mut gave_back = false;
         if self.buf.is_empty() && (self.grown || self.buf.capacity() > 4 * self.size) {
             self.buf = BytesMut::new();
@@ -109,11 +147,13 @@ impl ReadBuffer {
     }
 
     /// The connection went quiet: back to the idle footprint, keeping a
-    /// partial frame.
+    /// partial frame; with none, no read buffer at all until bytes come
+    /// (see [`read`](Self::read)).
     pub(crate) fn quiet(&mut self) {
         if self.buf.is_empty() {
             self.buf = BytesMut::new();
             self.grown = false;
+            self.parked = true;
         }
         self.size = READ_MIN;
     }
@@ -293,6 +333,56 @@ mod tests {
         let mut slices = vec![IoSlice::new(&[]); room];
         let n = w.slices(&mut slices);
         slices[..n].iter().flat_map(|s| s.iter().copied()).collect()
+    }
+
+    /// A quiet connection holds no read buffer: none is made before bytes
+    /// come, the first read takes a few of them on the side, and every
+    /// byte arrives, in order, with the buffer made again after it.
+    #[tokio::test]
+    async fn a_quiet_connection_reads_with_no_buffer_until_bytes_come() {
+        let sent: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
+        let mut rd: &[u8] = &sent;
+        let mut input = ReadBuffer::new(BytesMut::new());
+        input.prepare();
+        let n = input.read(&mut rd).await.unwrap();
+        assert_eq!(input.filled(Ok(n), &Nobody), Some(false));
+        assert!(
+            input.buf.capacity() >= READ_MIN,
+            "a busy connection reads into room"
+        );
+        let mut got = input.buf.split().to_vec();
+
+        input.quiet();
+        assert_eq!(input.buf.capacity(), 0, "quiet: the buffer went back");
+        assert!(!input.prepare(), "nothing to give back");
+        assert_eq!(input.buf.capacity(), 0, "no room made before bytes come");
+        assert!(!input.above_idle());
+        let n = input.read(&mut rd).await.unwrap();
+        assert_eq!(
+            n, WAKE_READ,
+            "the first read after quiet: a few bytes on the side"
+        );
+        assert_eq!(input.filled(Ok(n), &Nobody), Some(false));
+        assert_eq!(input.size(), READ_MIN, "a small read asks for no more room");
+        assert!(input.buf.capacity() >= READ_MIN, "the buffer is made again");
+        loop {
+            input.prepare();
+            let n = input.read(&mut rd).await.unwrap();
+            if input.filled(Ok(n), &Nobody) == Some(true) {
+                break;
+            }
+            got.extend_from_slice(&input.buf.split());
+        }
+        got.extend_from_slice(&input.buf);
+        assert_eq!(got, sent, "every byte, in order");
+
+        // The end of the stream while quiet is the end, with no buffer made.
+        let mut input = ReadBuffer::new(BytesMut::new());
+        input.quiet();
+        let mut empty: &[u8] = &[];
+        let n = input.read(&mut empty).await.unwrap();
+        assert_eq!(input.filled(Ok(n), &Nobody), Some(true));
+        assert_eq!(input.buf.capacity(), 0);
     }
 
     /// Spliced data goes out where it was placed among the buffer's bytes,

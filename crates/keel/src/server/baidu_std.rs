@@ -42,7 +42,7 @@ use keel_wire::baidu_std::{
     MetaView, RawFrame, RequestView, ResponseHeader, decode_raw_frame, encode_response,
     encode_response_with,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::tls::Duplex;
@@ -264,7 +264,7 @@ impl<S: Duplex> Connection<S> {
                     }
                     busy = true;
                 }
-                read = rd.read_buf(&mut inbuf.buf), if may_read => {
+                read = inbuf.read(&mut rd), if may_read => {
                     spin.read();
                     busy = true;
                     match inbuf.filled(read, &open) {

@@ -47,7 +47,7 @@ use http::HeaderMap;
 use keel_pool::{FutureBox, Pool, Pooled, Reset};
 use keel_wire::hpack::{Decoder, Encoder, HpackError, Indexing};
 use keel_wire::http2::{self as frame, Assembly, Head, HeaderBlocks, Reason, flag, kind, setting};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
@@ -217,7 +217,7 @@ pub(crate) async fn serve<S: Duplex>(
                 busy = true;
                 shrunk = false;
             }
-            read = rd.read_buf(&mut input.buf), if may_read => {
+            read = input.read(&mut rd), if may_read => {
                 busy = true;
                 shrunk = false;
                 match input.filled(read, &open) {

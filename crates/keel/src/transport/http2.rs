@@ -48,7 +48,7 @@ use keel_wire::hpack::{Decoder, Encoder, HpackError};
 use keel_wire::http2::{
     self as frame, Assembly, Cut, Head, HeaderBlocks, Reason, flag, kind, setting,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
@@ -1217,7 +1217,7 @@ async fn run<S: crate::tls::Duplex>(
                 }
                 busy = true;
             }
-            read = rd.read_buf(&mut input.buf), if may_read => {
+            read = input.read(&mut rd), if may_read => {
                 busy = true;
                 match input.filled(read, &listed) {
                     Some(end) => eof |= end,
