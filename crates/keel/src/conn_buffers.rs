@@ -5,6 +5,14 @@
 //! Both start empty and grow with the traffic, and both go back to their
 //! idle footprint once the connection has been quiet for a moment (rule
 //! R7): an idle connection costs a few KB however large its last message.
+//! A quiet connection holds no read buffer at all: it waits for its next
+//! bytes with a few bytes of room inline ([`ReadBuffer::read`]).
+//!
+//! ```text
+//!   busy:   read_buf into `buf` (1-64 KiB of room, sized by the reads)
+//!   quiet:  `buf` given back ──► read into `wake` (64 B, inline)
+//!           bytes came ──► `buf` made again with them, busy again
+//! ```
 //!
 //! Owns: sizing, growing and giving back these buffers. May not touch:
 //! what is in them (the protocol's frames).
