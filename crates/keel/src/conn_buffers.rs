@@ -17,10 +17,12 @@
 //! Owns: sizing, growing and giving back these buffers. May not touch:
 //! what is in them (the protocol's frames).
 
+use std::future::Future;
 use std::io::IoSlice;
+use std::pin::Pin;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 
 use crate::connections::Count;
 
@@ -172,6 +174,9 @@ impl ReadBuffer {
     }
 }
 
+/// Pieces (frames, spliced data) one vectored write takes at most.
+pub(crate) const WRITE_SLICES: usize = 64;
+
 /// Data larger than this is spliced ([`Splices`]) rather than copied into
 /// the write buffer.
 pub(crate) const SPLICE_MIN: usize = 4 * 1024;
@@ -251,6 +256,22 @@ impl WriteBuffer {
     pub(crate) fn pending(&self) -> &[u8] {
         debug_assert!(self.splices.list.is_empty(), "spliced: write slices()");
         &self.writing[self.written..]
+    }
+
+    /// Writes what is still to write, spliced data included, to `wr`: one
+    /// vectored write of at most [`WRITE_SLICES`] pieces. The slices are
+    /// made on the stack at each poll, not kept in the connection's future
+    /// (1 KiB for the whole life of every connection otherwise). Cancel-safe
+    /// as the write is; count what it wrote with [`wrote`](Self::wrote).
+    pub(crate) fn write_to<'a, W: AsyncWrite + Unpin>(
+        &'a self,
+        wr: &'a mut W,
+    ) -> impl Future<Output = std::io::Result<usize>> + 'a {
+        std::future::poll_fn(move |cx| {
+            let mut slices = [IoSlice::new(&[]); WRITE_SLICES];
+            let n = self.slices(&mut slices);
+            Pin::new(&mut *wr).poll_write_vectored(cx, &slices[..n])
+        })
     }
 
     /// The bytes still to write, spliced data included, as slices for a

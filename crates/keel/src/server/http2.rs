@@ -85,8 +85,6 @@ const IDLE_SHRINK: Duration = Duration::from_millis(250);
 /// Bytes queued for writing beyond which reading pauses (backpressure on a
 /// client that does not read its answers).
 const MAX_QUEUED_OUT: usize = 4 * 1024 * 1024;
-/// Pieces (frames, spliced data) one vectored write takes at most.
-const WRITE_SLICES: usize = 64;
 /// Turns of the scheduler a small batch of streamed messages waits for its
 /// handler to add to it, counted while the handler adds nothing (a handler
 /// that sends one message and then waits is not held up long; one still
@@ -191,12 +189,6 @@ pub(crate) async fn serve<S: Duplex>(
             shrink.as_mut().reset(Instant::now() + IDLE_SHRINK);
             shrink_armed = true;
         }
-        let mut slices = [std::io::IoSlice::new(&[]); WRITE_SLICES];
-        let pieces = if flushed {
-            0
-        } else {
-            writing.slices(&mut slices)
-        };
         tokio::select! {
             biased;
             Some(done) = conn.calls.join_next(), if !conn.calls.is_empty() => {
@@ -210,7 +202,7 @@ pub(crate) async fn serve<S: Duplex>(
                 conn.dirty.append(&mut deferred);
                 conn.deferred = deferred;
             }
-            written = wr.write_vectored(&slices[..pieces]), if !flushed => {
+            written = writing.write_to(&mut wr), if !flushed => {
                 if !writing.wrote(written, &open) {
                     return;
                 }
