@@ -6,11 +6,19 @@ use std::sync::Mutex;
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc::system();
 
-/// Process-wide assertions must not overlap with each other.
+/// The process-wide assertions see every thread's allocations: every test
+/// here takes this lock, so that none allocates or frees (megabytes, or a
+/// kept vector allocated before another's window) inside another's window,
+/// nor resets the peak under it.
 static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 #[test]
 fn counts_one_box_on_this_thread() {
+    let _serial = serial();
     let before = thread_stats();
     let b = std::hint::black_box(Box::new([7u8; 100]));
     let mid = thread_stats();
@@ -27,6 +35,7 @@ fn counts_one_box_on_this_thread() {
 
 #[test]
 fn realloc_counts_as_alloc_and_free() {
+    let _serial = serial();
     let mut v: Vec<u8> = Vec::with_capacity(16);
     v.push(1);
     let before = thread_stats();
@@ -38,6 +47,7 @@ fn realloc_counts_as_alloc_and_free() {
 
 #[test]
 fn other_threads_are_not_attributed_to_this_one() {
+    let _serial = serial();
     let before = thread_stats();
     let kept = std::thread::spawn(|| {
         let mut v = Vec::new();
@@ -62,6 +72,7 @@ fn other_threads_are_not_attributed_to_this_one() {
 
 #[test]
 fn churn_thread_sees_flat_and_leaking_closures() {
+    let _serial = serial();
     let flat = churn_thread(10, 10_000, |i| {
         let s = format!("{i}");
         std::hint::black_box(s);
@@ -79,7 +90,7 @@ fn churn_thread_sees_flat_and_leaking_closures() {
 
 #[test]
 fn process_wide_counts_and_peak_see_every_thread() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     keel_alloc::reset_peak();
     let base_peak = keel_alloc::peak_bytes();
     // Four threads each hold 1 MiB at once, then free it.
@@ -111,6 +122,7 @@ fn process_wide_counts_and_peak_see_every_thread() {
 
 #[test]
 fn a_large_free_does_not_hide_the_next_peak() {
+    let _serial = serial();
     // On a thread of its own: its frees and allocations are what the
     // per-thread check sees.
     std::thread::spawn(|| {
@@ -137,7 +149,7 @@ fn a_large_free_does_not_hide_the_next_peak() {
 
 #[test]
 fn process_counts_stay_exact_when_threads_outnumber_owned_sets() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     // Three waves of 300 threads alive at once: more than the 256 counter
     // sets threads own, so some count in shared sets, and every wave's
     // threads take over the sets the last wave's gave back.
@@ -166,9 +178,11 @@ fn process_counts_stay_exact_when_threads_outnumber_owned_sets() {
     let threads = 3 * THREADS as u64;
     assert!(d.allocs >= threads * (PAIRS + 1), "{d:?}");
     assert!(d.frees >= threads * PAIRS, "{d:?}");
-    // What the threads kept is live; spawning them left little else.
+    // What the threads kept is live; spawning them left little else. The
+    // test harness's own bookkeeping (its threads report other tests'
+    // results meanwhile) may free a few bytes it allocated before.
     let kept_bytes = threads as i64 * 1000;
-    assert!(d.live_bytes >= kept_bytes, "{d:?}");
+    assert!(d.live_bytes >= kept_bytes - 16 * 1024, "{d:?}");
     assert!(d.live_bytes < kept_bytes + 256 * 1024, "{d:?}");
     drop(kept);
     let d = before.delta(&stats());
