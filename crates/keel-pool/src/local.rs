@@ -159,11 +159,18 @@ impl<T: Reset + Send> LocalCache<T> {
         let word = self.stats().len_puts.load(Relaxed);
         let len = LocalStats::len_of(word);
         let next = word + LocalStats::PUT;
-        if len >= self.capacity || next >= self.check_at {
+        if len >= self.capacity || self.check_due(next) {
             return Err(p);
         }
         self.push(p, heap, len, next);
         Ok(())
+    }
+
+    /// Whether the put that makes the cache's word `next` makes the idle
+    /// check.
+    #[inline]
+    fn check_due(&self, next: u64) -> bool {
+        next >= self.check_at
     }
 
     /// Pushes `p`, whose recorded heap is `heap`, onto the `len` objects
@@ -191,7 +198,7 @@ impl<T: Reset + Send> LocalCache<T> {
     /// the global list trimmed, outside any borrow.
     #[cold]
     pub(crate) fn put_cold(&mut self, p: SlotPtr<T>, heap: usize) -> Doomed<T> {
-        let due = self.stats().len_puts.load(Relaxed) + LocalStats::PUT >= self.check_at;
+        let due = self.check_due(self.stats().len_puts.load(Relaxed) + LocalStats::PUT);
         let mut doomed = Doomed::none();
         if due {
             doomed = self.idle_check();

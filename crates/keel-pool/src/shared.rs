@@ -38,7 +38,7 @@ pub(crate) const IDLE_CHECK_PUTS: u32 = 1024;
 pub(crate) const IDLE_TICKS: u32 = 4;
 /// The most objects a thread cache holds, whatever the configuration asks:
 /// its length must fit the low half of [`LocalStats::len_puts`].
-pub(crate) const MAX_LOCAL_CAPACITY: usize = u32::MAX as usize;
+pub(crate) const MAX_LOCAL_CAPACITY: usize = LocalStats::LEN_MASK as usize;
 
 /// One object's home. `value` is always initialised while the block lives.
 #[repr(C)] // `value` first: a pointer to the object is a pointer to its slot
@@ -183,6 +183,12 @@ impl LocalStats {
     /// The length's bits of `len_puts`.
     const LEN_MASK: u64 = u32::MAX as u64;
 
+    /// All the puts, from `puts_before` and a `len_puts` word.
+    #[inline]
+    fn puts_of(before: u64, len_puts: u64) -> u64 {
+        before.wrapping_add(len_puts >> 32)
+    }
+
     /// The length in a `len_puts` word.
     #[inline]
     pub(crate) fn len_of(len_puts: u64) -> usize {
@@ -215,7 +221,7 @@ impl LocalStats {
     /// Objects the cache took back, ever.
     pub(crate) fn puts(&self) -> u64 {
         let before = self.puts_before.load(Acquire);
-        before.wrapping_add(self.len_puts.load(Acquire) >> 32)
+        Self::puts_of(before, self.len_puts.load(Acquire))
     }
 
     /// Objects the cache handed out, ever (derived: see the type's doc).
@@ -224,7 +230,7 @@ impl LocalStats {
         let moved_in = self.moved_in.load(Acquire);
         let word = self.len_puts.load(Acquire);
         let moved_out = self.moved_out.load(Acquire);
-        let puts = before.wrapping_add(word >> 32);
+        let puts = Self::puts_of(before, word);
         let len = Self::len_of(word) as u64;
         puts.wrapping_add(moved_in)
             .saturating_sub(len.wrapping_add(moved_out))
