@@ -16,7 +16,7 @@ use keel_wire::hpack::{Decoder, Encoder, Indexing};
 use keel_wire::http2::{self as frame, Reason, flag, kind, setting};
 use prost::Message;
 use support::frames::{Frame, Frames};
-use support::{eventually, start};
+use support::{eventually, settle_below, start};
 
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc::system();
@@ -351,19 +351,12 @@ fn idle_grpc_connections_cost_at_most_8kb_each_on_the_server() {
         };
         // Bounded polling: a connection's buffers go back once it has been
         // quiet for a moment.
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-        while per_connection() > BOUND && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-        let per = per_connection();
+        let per = settle_below(BOUND, per_connection).await;
         println!("server live heap per idle gRPC connection: {per:.0} bytes");
         assert!(per <= BOUND, "{per:.0} bytes per idle gRPC connection");
         // Quiet for a moment, each connection gives its buffers back and
         // waits for its next bytes with no read buffer.
-        while per_connection() > QUIET_BOUND && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-        let quiet = per_connection();
+        let quiet = settle_below(QUIET_BOUND, per_connection).await;
         println!("server live heap per quiet gRPC connection: {quiet:.0} bytes");
         assert!(
             quiet <= QUIET_BOUND,

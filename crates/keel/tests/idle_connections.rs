@@ -10,7 +10,7 @@
 mod support;
 
 use keel_alloc::CountingAlloc;
-use support::{eventually, start};
+use support::{eventually, settle_below, start};
 
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc::system();
@@ -23,17 +23,6 @@ const QUIET_BOUND: f64 = 2_600.0;
 /// memory), leaving the connection open.
 fn call(stream: &mut std::net::TcpStream, id: i64) {
     support::raw_echo(stream, id, b"rrrrrrrrrrrrrrrr");
-}
-
-/// Polls `per_connection` (bounded: 10 s) until it is at most `bound`, as
-/// the server gives a quiet connection's buffers back; returns its last
-/// figure.
-async fn settle_below(bound: f64, per_connection: impl Fn() -> f64) -> f64 {
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    while per_connection() > bound && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    per_connection()
 }
 
 #[test]

@@ -119,6 +119,17 @@ pub fn request(message: &str) -> EchoRequest {
     }
 }
 
+/// Polls `per_connection` (bounded: 10 s) until it is at most `bound`, as
+/// a server gives its quiet connections' buffers back; returns its last
+/// figure, for the caller to assert on and print.
+pub async fn settle_below(bound: f64, per_connection: impl Fn() -> f64) -> f64 {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while per_connection() > bound && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    per_connection()
+}
+
 /// Waits (bounded) until `cond` holds, yielding to the runtime in between.
 /// Used for effects that complete on another task, such as a server noticing
 /// a closed connection; panics if it never happens.
