@@ -350,7 +350,7 @@ impl Progress {
 /// requests before the worker reads again, so each write carries more of
 /// them, and the server reads them in fewer reads. At 2 connections x 64
 /// calls in flight (`scripts/bench-syscalls.sh`), client syscalls per call
-/// are 0.24-0.26 against 0.30-0.33 with the default (alternating runs),
+/// are 0.23-0.26 against 0.28-0.33 with the default (alternating runs),
 /// the server's 0.13 against 0.20, at the same QPS; at 4 x 128, the
 /// client's are 0.16-0.17 against 0.31, at 0.89-1.06M QPS against
 /// 0.85-0.87M. One call at a time (1x1) is not affected: its worker has
