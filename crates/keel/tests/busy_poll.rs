@@ -49,17 +49,6 @@ fn found_by_polling(before: [f64; 3], after: [f64; 3], what: &str) {
     assert!(after[2] > before[2], "time spent polling is counted");
 }
 
-/// Waits until the process has `open` Keel connections: the server's end
-/// of the last `/vars` read has closed. While it is open, the connection
-/// under test is not the process's only one and is not polled (on a
-/// loaded machine the close can come after the first calls).
-async fn vars_read_closed(open: usize) {
-    eventually("the /vars connection closed", || {
-        keel::connections::connection_count() == open
-    })
-    .await;
-}
-
 /// `calls` echo calls one at a time on a new connection, on a thread of
 /// its own; the connection is returned open.
 async fn lone_caller(addr: SocketAddr, calls: i64) -> TcpStream {
@@ -81,7 +70,9 @@ fn a_lone_caller_is_served_by_polling() {
         let fixture = start(|b| b.busy_poll(Some(Duration::from_secs(5)))).await;
         let addr = fixture.server.local_addr();
         let before = counters(addr).await;
-        vars_read_closed(0).await;
+        // The last `/vars` read's connection is closed: while it is open,
+        // the connection under test is not the process's only one.
+        support::connections_listed(0).await;
         let stream = lone_caller(addr, CALLS).await;
         // The first few calls establish the pattern; after that every wait for
         // the next request is a poll, and each finds it. (Reading /vars opens a
@@ -202,7 +193,9 @@ fn a_lone_channel_polls_for_its_answers() {
         let (_fixture, vars, fake) = calling_outside(fake_baidu::echo).await;
         let client = polling_client(&fake.addr, Some(Duration::from_secs(5)));
         let before = counters(vars).await;
-        vars_read_closed(0).await;
+        // The last `/vars` read's connection is closed: while it is open,
+        // the connection under test is not the process's only one.
+        support::connections_listed(0).await;
         call_in_turn(&client, CALLS as usize).await;
         // The first few calls establish the pattern; after that every
         // answer is found by polling.
@@ -220,10 +213,7 @@ fn a_channel_with_another_connection_or_polling_off_never_polls() {
         let (_fixture, vars, fake) = calling_outside(fake_baidu::echo).await;
         for (window, second) in [(Some(Duration::from_secs(5)), true), (None, false)] {
             // The last round's connections are gone: this round's decide.
-            eventually("the last round's connections closed", || {
-                keel::connections::connection_count() == 0
-            })
-            .await;
+            support::connections_listed(0).await;
             let client = polling_client(&fake.addr, window);
             // Another channel with a connection open: the caller's is not the
             // only one.
@@ -265,7 +255,9 @@ fn a_call_queued_while_the_channel_polls_is_sent_at_once() {
         let client = EchoServiceClient::new(&channel);
         call_in_turn(&client, 20).await;
         let before = counters(vars).await;
-        vars_read_closed(1).await;
+        // The last `/vars` read's connection is closed: while it is open,
+        // the connection under test is not the process's only one.
+        support::connections_listed(1).await;
         // A lone call: its connection polls for the answer, which waits for
         // the next request...
         let first = tokio::spawn({

@@ -127,10 +127,7 @@ fn http_connections_by_the_thousand_leave_nothing_behind() {
             f.server.stats().connections == 0
         })
         .await;
-        eventually("no connection listed", || {
-            keel::connections::connection_count() == 0
-        })
-        .await;
+        support::connections_listed(0).await;
         settle();
         let d = before.delta(&keel_alloc::stats());
         println!(
@@ -173,10 +170,7 @@ fn http_channels_by_the_thousand_leave_no_connection_and_no_heap() {
             f.server.stats().connections == 0
         })
         .await;
-        eventually("no connection listed", || {
-            keel::connections::connection_count() == 0
-        })
-        .await;
+        support::connections_listed(0).await;
         settle();
         let d = before.delta(&keel_alloc::stats());
         println!(

@@ -144,6 +144,16 @@ pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Waits (bounded, as [`eventually`]) until the process lists `open` Keel
+/// connections (`keel::connections::connection_count`): those a test
+/// closed are gone on the other side too.
+pub async fn connections_listed(open: usize) {
+    eventually(&format!("{open} connections listed"), || {
+        keel::connections::connection_count() == open
+    })
+    .await;
+}
+
 /// Runs `test` alone in the process, on a current-thread runtime that is
 /// shut down (its tasks ended, its blocking threads joined) before the
 /// next test of the binary may start. For churn tests with several tests
