@@ -203,19 +203,34 @@ impl Incoming {
         next
     }
 
-    /// The next message if it is whole in the buffer, uncompressed, and
-    /// the turn goes on: taken as [`next`](Self::next) would take it, with
-    /// no future and no status in the way. `None` for anything else
-    /// (more to read, a yield due, a compressed or bad message, the end):
-    /// [`next`](Self::next) deals with it.
+    /// The next message, if it is whole in the buffer, uncompressed, and
+    /// the turn goes on, decoded into `into` (empty) where it lies: no
+    /// `Bytes` is cut out for it, no future or status stands in the way.
+    /// `None` for anything else (more to read, a yield due, a compressed
+    /// or bad message, the end): [`next`](Self::next) deals with it. A
+    /// message that does not decode is consumed, and its error returned,
+    /// as `next` and the decoding after it would.
+    ///
+    /// Decoding in place, rather than cutting each message out first, cut
+    /// the CPU of a client reading one stream of 16-byte messages by
+    /// about a tenth: two reference counts per message fewer, and no
+    /// `Bytes` moved through the calls.
     #[inline]
-    pub(crate) fn next_plain(&mut self) -> Option<Bytes> {
+    pub(crate) fn merge_plain<M: Message>(
+        &mut self,
+        server: bool,
+        method: &MethodDescriptor,
+        required: Option<&RequiredSchema>,
+        into: &mut M,
+    ) -> Option<Result<(), Status>> {
         if self.budget.due {
             return None;
         }
-        let bytes = self.buf.split_plain(self.max)?;
+        let merged = self.buf.with_plain(self.max, |buf, len| {
+            crate::codec::merge_in_place(server, method, buf, len, required, into)
+        })?;
         self.budget.count();
-        Some(bytes)
+        Some(merged)
     }
 
     async fn next_unbudgeted(&mut self) -> Result<Option<Bytes>, Status> {
@@ -443,24 +458,29 @@ impl Chunks {
         }
     }
 
-    /// The next whole message if it is uncompressed and within `max`;
-    /// `None` for anything else, which [`split_message`](Self::split_message)
-    /// then deals with. It cuts the message itself rather than peek and
+    /// Hands the next message to `read` where it lies (`head`, past its
+    /// prefix, with its length), if it is whole, uncompressed and within
+    /// `max`; `read` consumes exactly that length. `None`, with nothing
+    /// consumed, for anything else, which [`split_message`](Self::split_message)
+    /// then deals with. It reads the prefix itself rather than peek and
     /// call `split_message`: that second parse and loop cost 16-byte
     /// streams about a tenth of their rate (1.41-1.66x tonic against
     /// 1.64-1.81x in alternating runs).
     #[inline]
-    fn split_plain(&mut self, max: usize) -> Option<Bytes> {
+    fn with_plain<R>(
+        &mut self,
+        max: usize,
+        read: impl FnOnce(&mut BytesMut, usize) -> R,
+    ) -> Option<R> {
         self.next_chunk_if_done();
         let (compressed, len) = keel_wire::grpc::parse_prefix(&self.head, max).ok()??;
-        let end = keel_wire::grpc::PREFIX_LEN + len;
-        if compressed || self.head.len() < end {
+        if compressed || self.head.len() < keel_wire::grpc::PREFIX_LEN + len {
             return None;
         }
-        let mut message = self.head.split_to(end);
-        bytes::Buf::advance(&mut message, keel_wire::grpc::PREFIX_LEN);
+        bytes::Buf::advance(&mut self.head, keel_wire::grpc::PREFIX_LEN);
+        let out = read(&mut self.head, len);
         self.next_chunk_if_done();
-        Some(message.freeze())
+        Some(out)
     }
 
     /// The next whole message, `None` when more must be read, or the
@@ -896,12 +916,14 @@ impl<T: Message + Default> Streaming<T> {
         let Some(raw) = self.raw.as_mut() else {
             return Ok(None);
         };
-        let bytes = match raw.next_plain() {
+        let mut message = T::default();
+        if let Some(merged) = raw.merge_plain(self.server, self.method, self.required, &mut message)
+        {
+            return merged.map(|()| Some(message));
+        }
+        let bytes = match raw.next().await? {
             Some(bytes) => bytes,
-            None => match raw.next().await? {
-                Some(bytes) => bytes,
-                None => return Ok(None),
-            },
+            None => return Ok(None),
         };
         if self.server {
             decode_request(self.method, bytes, self.required).map(Some)
@@ -1228,7 +1250,7 @@ mod tests {
     }
 
     /// The same through a typed stream, whose reads take buffered messages
-    /// by their own short way ([`Incoming::next_plain`]).
+    /// by their own short way ([`Incoming::merge_plain`]).
     #[tokio::test(flavor = "current_thread")]
     async fn a_typed_stream_of_small_messages_yields_to_other_tasks() {
         static METHOD: MethodDescriptor = MethodDescriptor::for_tests();
@@ -1277,6 +1299,37 @@ mod tests {
         let failure = stream.message().await.expect_err("misses its field");
         assert_eq!(failure.code(), crate::status::Code::ERESPONSE, "{failure}");
         assert!(failure.message().contains("s.B.value"), "{failure}");
+    }
+
+    /// A buffered message that does not decode, decoded where it lies,
+    /// fails alone: its bytes are consumed, the messages around it come
+    /// out whole, and the stream's end is still read.
+    #[tokio::test]
+    async fn a_message_that_does_not_decode_in_place_is_skipped_whole() {
+        use prost::Message as _;
+        static METHOD: MethodDescriptor = MethodDescriptor::for_tests();
+        let mut bytes = Vec::new();
+        // A string field whose length runs past the message's end.
+        let bad = vec![0x0a, 0x09, b'x'];
+        for body in [
+            "before".to_string().encode_to_vec(),
+            bad,
+            "after".to_string().encode_to_vec(),
+        ] {
+            bytes.push(0);
+            bytes.extend_from_slice(&(body.len() as u32).to_be_bytes());
+            bytes.extend_from_slice(&body);
+        }
+        let raw = buffered(&bytes, None);
+        let mut stream = Streaming::<String>::client(raw, &METHOD, None);
+        let first = stream.message().await.expect("well formed");
+        assert_eq!(first.as_deref(), Some("before"));
+        let failure = stream.message().await.expect_err("truncated field");
+        assert_eq!(failure.code(), crate::status::Code::ERESPONSE, "{failure}");
+        assert!(failure.message().contains("response_size=3"), "{failure}");
+        let last = stream.message().await.expect("well formed");
+        assert_eq!(last.as_deref(), Some("after"));
+        assert_eq!(stream.message().await.expect("the end"), None);
     }
 
     /// A handler sending small responses into a queue that always has
@@ -1413,7 +1466,7 @@ mod tests {
         fn drain(chunks: &mut Chunks, messages: &mut Vec<Vec<u8>>) -> usize {
             let mut plain = 0;
             loop {
-                if let Some(m) = chunks.split_plain(1 << 20) {
+                if let Some(m) = chunks.with_plain(1 << 20, |buf, len| buf.split_to(len)) {
                     messages.push(m.to_vec());
                     plain += 1;
                 } else if let Some(m) = chunks.split_message(1 << 20).expect("well formed") {

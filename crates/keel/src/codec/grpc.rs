@@ -411,6 +411,7 @@ pub(crate) fn seal_message(
         return seal(body, None);
     };
     let mut scratch = Scratch::take();
+    scratch.plain.reserve(message.encoded_len());
     message.encode_to(&mut scratch.plain);
     let Scratch { plain, packed } = &mut scratch;
     let sealed = seal_compressed(plain, kind, packed);

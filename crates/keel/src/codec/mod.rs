@@ -64,7 +64,11 @@ pub trait Encode {
     /// Exact number of bytes [`encode_to`](Encode::encode_to) appends.
     fn encoded_len(&self) -> usize;
 
-    /// Appends the encoding to `buf`, growing it if needed.
+    /// Appends the encoding to `buf`. Callers reserve room for it first
+    /// (they know [`encoded_len`](Encode::encoded_len) already, for a
+    /// prefix or a frame header): a message's length is worked out over
+    /// all its fields, so it is not worked out twice. Without room, `buf`
+    /// grows as the encoding goes.
     fn encode_to(&self, buf: &mut BytesMut);
 }
 
@@ -74,7 +78,6 @@ impl<M: Message> Encode for M {
     }
 
     fn encode_to(&self, buf: &mut BytesMut) {
-        buf.reserve(Message::encoded_len(self));
         self.encode_raw(buf);
     }
 }
@@ -162,23 +165,61 @@ fn merge<M: Message>(
     into: &mut M,
 ) -> Result<(), Status> {
     let len = payload.len();
-    let fail = |reason: &dyn fmt::Display| {
-        // brpc's wording, so operators can grep one text for both.
-        let (code, what, type_name) = match side {
-            Side::Request => (Code::EREQUEST, "request", method.request_type),
-            Side::Response => (Code::ERESPONSE, "response", method.response_type),
-        };
-        Status::new(
-            code,
-            format!(
-                "Fail to parse {what}={type_name}, {what}_size={len}, method={method}: {reason}"
-            ),
-        )
-    };
+    let fail = |reason: &dyn fmt::Display| parse_failure(side, method, len, reason);
     if let Some(schema) = required {
         schema.check(&payload).map_err(|err| fail(&err))?;
     }
     into.merge(payload).map_err(|err| fail(&err))
+}
+
+/// Why a message of `len` bytes did not decode, in brpc's wording, so
+/// operators can grep one text for both.
+#[cold]
+fn parse_failure(
+    side: Side,
+    method: &MethodDescriptor,
+    len: usize,
+    reason: &dyn fmt::Display,
+) -> Status {
+    let (code, what, type_name) = match side {
+        Side::Request => (Code::EREQUEST, "request", method.request_type),
+        Side::Response => (Code::ERESPONSE, "response", method.response_type),
+    };
+    Status::new(
+        code,
+        format!("Fail to parse {what}={type_name}, {what}_size={len}, method={method}: {reason}"),
+    )
+}
+
+/// Decodes the `len` bytes at the start of `buf` into `into` (empty),
+/// where they lie: with the checks and errors of [`decode_request`] or
+/// [`decode_response`] (`server` picks the side). The bytes are consumed
+/// whatever the outcome.
+#[inline]
+pub(crate) fn merge_in_place<M: Message>(
+    server: bool,
+    method: &MethodDescriptor,
+    buf: &mut BytesMut,
+    len: usize,
+    required: Option<&RequiredSchema>,
+    into: &mut M,
+) -> Result<(), Status> {
+    let side = if server {
+        Side::Request
+    } else {
+        Side::Response
+    };
+    if let Some(schema) = required
+        && let Err(err) = schema.check(&buf[..len])
+    {
+        bytes::Buf::advance(buf, len);
+        return Err(parse_failure(side, method, len, &err));
+    }
+    let mut body = bytes::Buf::take(&mut *buf, len);
+    let merged = into.merge(&mut body);
+    let left = bytes::Buf::remaining(&body);
+    bytes::Buf::advance(buf, left);
+    merged.map_err(|err| parse_failure(side, method, len, &err))
 }
 
 #[cfg(test)]

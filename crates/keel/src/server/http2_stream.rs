@@ -125,6 +125,7 @@ impl Cell {
         })
     }
 
+    #[inline]
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }

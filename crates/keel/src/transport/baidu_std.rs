@@ -415,6 +415,7 @@ fn compress_request(call: &Call<'_>) -> Result<Option<Scratch>, Status> {
         return Ok(None);
     }
     let mut scratch = Scratch::take();
+    scratch.plain.reserve(call.request.encoded_len());
     call.request.encode_to(&mut scratch.plain);
     let Scratch { plain, packed } = &mut scratch;
     compression::compress(kind, plain, packed)
