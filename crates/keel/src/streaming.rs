@@ -211,10 +211,11 @@ impl Incoming {
     /// message that does not decode is consumed, and its error returned,
     /// as `next` and the decoding after it would.
     ///
-    /// Decoding in place, rather than cutting each message out first, cut
-    /// the CPU of a client reading one stream of 16-byte messages by
-    /// about a tenth: two reference counts per message fewer, and no
-    /// `Bytes` moved through the calls.
+    /// Decoding in place, rather than cutting each message out first,
+    /// saves two reference counts per message and the moves of a `Bytes`
+    /// through the calls: with [`Encode::encode_to`] no longer working
+    /// out a length twice, one stream of 16-byte messages ran 7-9% faster
+    /// (`keel-bench grpc --streaming`, Keel's pair, builds alternating).
     #[inline]
     pub(crate) fn merge_plain<M: Message>(
         &mut self,
