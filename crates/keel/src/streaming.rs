@@ -1122,11 +1122,15 @@ mod tests {
     fn wire(n: usize, len: usize) -> Vec<u8> {
         let mut out = Vec::new();
         for i in 0..n {
-            out.push(0);
-            out.extend_from_slice(&(len as u32).to_be_bytes());
-            out.extend(std::iter::repeat_n(i as u8, len));
+            put_message(&mut out, false, &vec![i as u8; len]);
         }
         out
+    }
+
+    /// Appends `body` to `out` as one message on the wire, with its prefix.
+    fn put_message(out: &mut Vec<u8>, compressed: bool, body: &[u8]) {
+        out.extend_from_slice(&keel_wire::grpc::prefix(compressed, body.len()));
+        out.extend_from_slice(body);
     }
 
     /// Feeds `bytes` to a [`Chunks`] in chunks of `step` bytes, each a
@@ -1289,9 +1293,7 @@ mod tests {
         };
         let mut bytes = Vec::new();
         for body in ["present".to_string().encode_to_vec(), Vec::new()] {
-            bytes.push(0);
-            bytes.extend_from_slice(&(body.len() as u32).to_be_bytes());
-            bytes.extend_from_slice(&body);
+            put_message(&mut bytes, false, &body);
         }
         let raw = buffered(&bytes, None);
         let mut stream = Streaming::<String>::client(raw, &METHOD, Some(&NEEDS_FIELD_1));
@@ -1317,9 +1319,7 @@ mod tests {
             bad,
             "after".to_string().encode_to_vec(),
         ] {
-            bytes.push(0);
-            bytes.extend_from_slice(&(body.len() as u32).to_be_bytes());
-            bytes.extend_from_slice(&body);
+            put_message(&mut bytes, false, &body);
         }
         let raw = buffered(&bytes, None);
         let mut stream = Streaming::<String>::client(raw, &METHOD, None);
@@ -1506,16 +1506,14 @@ mod tests {
         let mut bytes = Vec::new();
         for (i, text) in ["plain", "squeezed", "plain again"].into_iter().enumerate() {
             let body = text.to_string().encode_to_vec();
-            let (flag, body) = if i == 1 {
+            let (compressed, body) = if i == 1 {
                 let mut out = BytesMut::new();
                 crate::compression::compress(Compression::Gzip, &body, &mut out).expect("gzip");
-                (1, out.to_vec())
+                (true, out.to_vec())
             } else {
-                (0, body)
+                (false, body)
             };
-            bytes.push(flag);
-            bytes.extend_from_slice(&(body.len() as u32).to_be_bytes());
-            bytes.extend_from_slice(&body);
+            put_message(&mut bytes, compressed, &body);
         }
         let raw = buffered(&bytes, Some(Compression::Gzip));
         let mut stream = Streaming::<String>::client(raw, &METHOD, None);
