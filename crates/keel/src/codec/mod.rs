@@ -469,32 +469,19 @@ mod tests {
         buf.extend_from_slice(&two.encode_to_vec());
         buf.extend_from_slice(b"rest");
         let block = buf.as_ptr() as usize..buf.as_ptr() as usize + buf.len();
-        let mut first = Fields::default();
-        merge_in_place(
-            true,
-            &M,
-            &mut buf,
-            Message::encoded_len(&one),
-            None,
-            &mut first,
-        )
-        .expect("first");
+        let decode = |server: bool, buf: &mut BytesMut, like: &Fields| {
+            let mut into = Fields::default();
+            let len = Message::encoded_len(like);
+            merge_in_place(server, &M, buf, len, None, &mut into).map(|()| into)
+        };
+        let first = decode(true, &mut buf, &one).expect("first");
         assert_eq!(first, one);
         // The large field lies in the buffer's block; the small one was
         // copied out of it.
         assert!(block.contains(&(first.shared.as_ptr() as usize)));
         assert!(!block.contains(&(first.small.as_ptr() as usize)));
         assert_eq!(buf.len(), Message::encoded_len(&two) + 4);
-        let mut second = Fields::default();
-        merge_in_place(
-            false,
-            &M,
-            &mut buf,
-            Message::encoded_len(&two),
-            None,
-            &mut second,
-        )
-        .expect("second");
+        let second = decode(false, &mut buf, &two).expect("second");
         assert_eq!(second, two);
         assert_eq!(&buf[..], b"rest");
         // A large `Bytes` field was cut out of the buffer, a small one
