@@ -988,6 +988,12 @@ impl<T: Message> ResponseSink<T> {
     /// Sends one response, waiting while the client's flow-control window
     /// is full (a slow reader slows the handler instead of growing a
     /// buffer). Fails once the client went away.
+    ///
+    /// Responses sent one after another, with nothing to wait for between
+    /// them, are handed to the connection together: when the handler's
+    /// task next waits for anything (a request, a timer, room in the
+    /// window) or yields, or once 16 KiB of them are ready, whichever
+    /// comes first.
     pub async fn send(&mut self, message: &T) -> Result<(), Status> {
         let Some(raw) = self.raw.as_mut() else {
             return Err(Outgoing::closed());

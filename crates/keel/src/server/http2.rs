@@ -884,9 +884,13 @@ impl Conn {
         let outgoing = Outgoing::server_cell(cell.clone(), checked.compress);
         let shared = self.shared.clone();
         let peer = self.peer;
+        let batching = cell.clone();
         let abort = self.calls.spawn(async move {
             let stream = Box::new(ServerStream::new(incoming, outgoing));
-            run_streaming(head, checked, stream, &shared, peer).await;
+            let mut run = std::pin::pin!(run_streaming(head, checked, stream, &shared, peer));
+            // What the handler queues in a poll goes to the connection at
+            // the poll's end (see `Cell::batched`).
+            std::future::poll_fn(|cx| batching.batched(|| run.as_mut().poll(cx))).await;
             (id, None)
         });
         if let Some(stream) = self.streams.get_mut(&id) {

@@ -19,6 +19,8 @@
 //! Owns: one stream's buffers in both directions and the wakeups between
 //! its two sides. May not touch: frames, windows, HPACK (the connection's).
 
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 
@@ -54,6 +56,47 @@ pub(crate) struct Cell {
     id: u32,
     signal: Arc<Signal>,
     state: Mutex<State>,
+    /// Bytes queued in `send` when the handler last added to it: never
+    /// fewer than are there now (only the connection takes from it), so a
+    /// batch that fits under this fits under the queue's bound (see
+    /// [`Cell::batched`]).
+    queued_hint: AtomicUsize,
+}
+
+/// The messages a handler queued during the poll of its task that is
+/// running on this thread, not yet in its cell (see [`Cell::batched`]).
+struct Batch {
+    /// The cell (its address) whose handler's task is being polled here;
+    /// 0 when none.
+    key: usize,
+    /// What the cell's queue held when the poll began (its hint).
+    queued: usize,
+    bytes: Option<BytesMut>,
+}
+
+thread_local! {
+    static HANDLER_BATCH: RefCell<Batch> = const {
+        RefCell::new(Batch {
+            key: 0,
+            queued: 0,
+            bytes: None,
+        })
+    };
+}
+
+/// Clears this thread's batch when a batched poll ends, however it ends
+/// (a handler that panics loses what it batched in that poll, as its
+/// stream is reset anyway).
+struct BatchScope;
+
+impl Drop for BatchScope {
+    fn drop(&mut self) {
+        HANDLER_BATCH.with(|batch| {
+            let mut batch = batch.borrow_mut();
+            batch.key = 0;
+            batch.bytes = None;
+        });
+    }
 }
 
 #[derive(Default)]
@@ -122,6 +165,7 @@ impl Cell {
             id,
             signal,
             state: Mutex::new(State::default()),
+            queued_hint: AtomicUsize::new(0),
         })
     }
 
@@ -144,6 +188,91 @@ impl Cell {
     }
 
     // The handler's side.
+
+    /// This cell's key in [`HANDLER_BATCH`].
+    fn key(&self) -> usize {
+        std::ptr::from_ref(self) as usize
+    }
+
+    /// Runs `poll`, one poll of the task of this stream's handler, with the
+    /// stream's batch open on this thread, then hands what the handler
+    /// queued meanwhile to the connection in one go.
+    ///
+    /// A handler sending in a loop took the cell's lock once per message
+    /// (two atomic operations, which were three quarters of the time its
+    /// `send` took); batched, messages go into a buffer of the thread's
+    /// own, and the lock is taken once per [`BATCH`] bytes and once per
+    /// poll. Nothing waits longer than before for the connection: a
+    /// message is handed over at the latest when the handler's task stops
+    /// (waits for anything, yields, or ends), and a batch goes as soon as
+    /// it reaches [`BATCH`], the least the connection takes while the
+    /// handler keeps adding. Server-streaming 16-byte messages took the
+    /// server 80-94 ns of CPU each rather than 93-111 (`keel-bench grpc
+    /// --streaming`, builds alternating). A poll inside another stream's
+    /// batched poll (a handler driving another stream's task by hand) is
+    /// not batched.
+    pub(crate) fn batched<R>(&self, poll: impl FnOnce() -> R) -> R {
+        let opened = HANDLER_BATCH.with(|batch| {
+            let mut batch = batch.borrow_mut();
+            if batch.key != 0 {
+                return false;
+            }
+            batch.key = self.key();
+            batch.queued = self.queued_hint.load(Ordering::Relaxed);
+            true
+        });
+        if !opened {
+            return poll();
+        }
+        let scope = BatchScope;
+        let out = poll();
+        let bytes = HANDLER_BATCH.with(|batch| batch.borrow_mut().bytes.take());
+        drop(scope);
+        if let Some(bytes) = bytes.filter(|bytes| !bytes.is_empty()) {
+            self.hand_over(&mut self.lock(), &bytes);
+        }
+        out
+    }
+
+    /// Drops this thread's batch if it is this cell's (the stream is reset).
+    fn discard_batch(&self) {
+        HANDLER_BATCH.with(|batch| {
+            let mut batch = batch.borrow_mut();
+            if batch.key == self.key()
+                && let Some(bytes) = batch.bytes.as_mut()
+            {
+                bytes.clear();
+            }
+        });
+    }
+
+    /// Appends a batch to the queue (dropped if the stream failed).
+    fn hand_over(&self, st: &mut State, bytes: &[u8]) {
+        if st.failed.is_some() || st.reset {
+            return;
+        }
+        st.send.extend_from_slice(bytes);
+        self.queued_hint.store(st.send.len(), Ordering::Relaxed);
+        self.mark(st);
+    }
+
+    /// Hands this thread's batch of this cell over, before anything that
+    /// must follow it, and notes what the queue holds now.
+    fn flush_batch(&self, st: &mut State) {
+        HANDLER_BATCH.with(|batch| {
+            let mut batch = batch.borrow_mut();
+            if batch.key != self.key() {
+                return;
+            }
+            if let Some(bytes) = batch.bytes.as_mut()
+                && !bytes.is_empty()
+            {
+                self.hand_over(st, bytes);
+                bytes.clear();
+            }
+            batch.queued = st.send.len();
+        });
+    }
 
     /// The next bytes of the request side: `None` once it ended cleanly.
     pub(crate) fn poll_data(&self, cx: &mut Context<'_>) -> Poll<Option<Result<BytesMut, Status>>> {
@@ -183,6 +312,7 @@ impl Cell {
         // only when there is one.
         let queued = std::future::poll_fn(|cx| {
             let mut st = self.lock();
+            self.flush_batch(&mut st);
             match self.queue_now(&mut st, len, &append) {
                 Some(queued) => Poll::Ready(queued),
                 None => {
@@ -205,7 +335,38 @@ impl Cell {
     /// waits, or tells the failure).
     #[inline]
     pub(crate) fn try_send(&self, len: usize, append: impl FnOnce(&mut BytesMut)) -> bool {
-        self.queue_now(&mut self.lock(), len, append) == Some(true)
+        let mut append = Some(append);
+        let batched = HANDLER_BATCH.with(|batch| {
+            let mut batch = batch.borrow_mut();
+            if batch.key != self.key() || len > BATCH {
+                return None;
+            }
+            let batch = &mut *batch;
+            let bytes = batch.bytes.get_or_insert_with(BytesMut::new);
+            if !may_queue(batch.queued + bytes.len(), len) {
+                return None;
+            }
+            if let Some(append) = append.take() {
+                append(bytes);
+            }
+            Some(bytes.len() >= BATCH)
+        });
+        match batched {
+            Some(false) => true,
+            Some(true) => {
+                let mut st = self.lock();
+                self.flush_batch(&mut st);
+                st.failed.is_none()
+            }
+            None => {
+                let Some(append) = append else {
+                    return false;
+                };
+                let mut st = self.lock();
+                self.flush_batch(&mut st);
+                self.queue_now(&mut st, len, append) == Some(true)
+            }
+        }
     }
 
     /// Queues `len` bytes written by `append` if there is room: `Some(true)`
@@ -224,6 +385,7 @@ impl Cell {
             return None;
         }
         append(&mut st.send);
+        self.queued_hint.store(st.send.len(), Ordering::Relaxed);
         self.mark(st);
         Some(true)
     }
@@ -232,6 +394,7 @@ impl Cell {
     /// trailers-only response when `trailers_only`).
     pub(crate) fn finish(&self, trailers: HeaderMap) {
         let mut st = self.lock();
+        self.flush_batch(&mut st);
         st.trailers = Some(trailers);
         self.mark(&mut st);
     }
@@ -239,6 +402,7 @@ impl Cell {
     /// The handler gave up mid-stream: the peer is told (RST_STREAM).
     pub(crate) fn reset(&self) {
         let mut st = self.lock();
+        self.discard_batch();
         st.reset = true;
         st.send = BytesMut::new();
         self.mark(&mut st);
@@ -315,5 +479,130 @@ impl Cell {
             st.send = BytesMut::new();
         }
         work
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::Code;
+
+    fn cell(id: u32) -> Arc<Cell> {
+        Cell::new(id, Arc::new(Signal::default()))
+    }
+
+    /// Everything queued so far, as the connection takes it.
+    fn queued(cell: &Cell) -> Vec<u8> {
+        cell.work(usize::MAX, true).data.to_vec()
+    }
+
+    fn put(byte: u8, n: usize) -> impl FnOnce(&mut BytesMut) {
+        move |queue| queue.extend_from_slice(&vec![byte; n])
+    }
+
+    #[test]
+    fn a_poll_hands_its_messages_over_when_it_ends() {
+        let c = cell(1);
+        c.batched(|| {
+            assert!(c.try_send(3, put(1, 3)));
+            assert!(c.try_send(2, put(2, 2)));
+            assert!(queued(&c).is_empty(), "nothing reached the connection yet");
+        });
+        assert_eq!(queued(&c), [1, 1, 1, 2, 2]);
+        // Outside a batched poll, a message goes straight to the queue.
+        assert!(c.try_send(1, put(3, 1)));
+        assert_eq!(queued(&c), [3]);
+    }
+
+    #[test]
+    fn a_batch_goes_at_batch_size_and_before_what_follows_it() {
+        let c = cell(1);
+        c.batched(|| {
+            assert!(c.try_send(BATCH - 1, put(1, BATCH - 1)));
+            assert!(queued(&c).is_empty());
+            assert!(c.try_send(1, put(2, 1)));
+            assert_eq!(queued(&c).len(), BATCH, "handed over on reaching BATCH");
+            assert!(c.try_send(1, put(3, 1)));
+            // Larger than a batch: straight to the queue, after the batch.
+            assert!(c.try_send(BATCH + 1, put(4, BATCH + 1)));
+            let queue = queued(&c);
+            assert_eq!(queue.len(), BATCH + 2);
+            assert_eq!(queue[0], 3);
+            assert!(queue[1..].iter().all(|&b| b == 4));
+            assert!(c.try_send(1, put(5, 1)));
+            c.finish(HeaderMap::new());
+        });
+        let work = c.work(usize::MAX, true);
+        assert_eq!(&work.data[..], [5], "the batch went before the trailers");
+        assert!(work.trailers.is_some());
+    }
+
+    #[test]
+    fn the_queue_bound_counts_what_a_poll_batched() {
+        let c = cell(1);
+        let mut sent = 0;
+        c.batched(|| {
+            while c.try_send(1000, put(0, 1000)) {
+                sent += 1000;
+                assert!(sent <= MAX_PENDING, "{sent} queued and batched");
+            }
+        });
+        assert!(sent > MAX_PENDING - 1000, "{sent}");
+        assert_eq!(queued(&c).len(), sent);
+    }
+
+    #[test]
+    fn a_poll_that_panics_leaves_no_batch_open() {
+        let (c, d) = (cell(1), cell(2));
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            c.batched(|| {
+                assert!(c.try_send(1, put(1, 1)));
+                panic!("a handler panicked");
+            })
+        }));
+        assert!(panicked.is_err());
+        assert!(queued(&c).is_empty(), "its batch went with it");
+        // The thread batches the next poll, of any stream.
+        d.batched(|| {
+            assert!(d.try_send(1, put(2, 1)));
+            assert!(queued(&d).is_empty());
+        });
+        assert_eq!(queued(&d), [2]);
+        assert!(c.try_send(1, put(3, 1)));
+        assert_eq!(queued(&c), [3]);
+    }
+
+    #[test]
+    fn a_poll_inside_another_is_not_batched() {
+        let (c, d) = (cell(1), cell(2));
+        c.batched(|| {
+            d.batched(|| {
+                assert!(d.try_send(1, put(2, 1)));
+                assert_eq!(queued(&d), [2], "straight to its queue");
+                assert!(c.try_send(1, put(1, 1)));
+            });
+            assert!(queued(&c).is_empty(), "the outer batch is still open");
+        });
+        assert_eq!(queued(&c), [1]);
+    }
+
+    #[test]
+    fn a_reset_or_a_failure_drops_the_batch() {
+        let c = cell(1);
+        c.batched(|| {
+            assert!(c.try_send(1, put(1, 1)));
+            c.reset();
+        });
+        let work = c.work(usize::MAX, true);
+        assert!(work.reset);
+        assert!(work.data.is_empty());
+        let c = cell(3);
+        c.batched(|| {
+            assert!(c.try_send(1, put(1, 1)));
+            c.end_recv(Err(Status::new(Code::Cancelled, "reset by the client")));
+            // The batch that fills up next tells the failure.
+            assert!(!c.try_send(BATCH, put(2, BATCH)));
+        });
+        assert!(queued(&c).is_empty());
     }
 }
