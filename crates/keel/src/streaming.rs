@@ -223,7 +223,7 @@ impl Incoming {
         method: &MethodDescriptor,
         required: Option<&RequiredSchema>,
         into: &mut M,
-    ) -> Option<Result<(), Status>> {
+    ) -> Option<Result<(), Box<Status>>> {
         if self.budget.due {
             return None;
         }
@@ -920,7 +920,10 @@ impl<T: Message + Default> Streaming<T> {
         let mut message = T::default();
         if let Some(merged) = raw.merge_plain(self.server, self.method, self.required, &mut message)
         {
-            return merged.map(|()| Some(message));
+            return match merged {
+                Ok(()) => Ok(Some(message)),
+                Err(failure) => Err(*failure),
+            };
         }
         let bytes = match raw.next().await? {
             Some(bytes) => bytes,

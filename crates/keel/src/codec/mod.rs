@@ -194,7 +194,9 @@ fn parse_failure(
 /// Decodes the `len` bytes at the start of `buf` into `into` (empty),
 /// where they lie: with the checks and errors of [`decode_request`] or
 /// [`decode_response`] (`server` picks the side). The bytes are consumed
-/// whatever the outcome.
+/// whatever the outcome. A failure comes boxed: the result that every
+/// message passes back through the stream's calls is then one pointer,
+/// not a whole [`Status`] moved on the stack at each step.
 ///
 /// prost reads a message of at most [`COPY_FIELD_MAX`] bytes from a plain
 /// slice ([`Copied`]), a larger one through [`InPlace`]; both copy small
@@ -213,7 +215,7 @@ pub(crate) fn merge_in_place<M: Message>(
     len: usize,
     required: Option<&RequiredSchema>,
     into: &mut M,
-) -> Result<(), Status> {
+) -> Result<(), Box<Status>> {
     let side = if server {
         Side::Request
     } else {
@@ -223,7 +225,7 @@ pub(crate) fn merge_in_place<M: Message>(
         && let Err(err) = schema.check(&buf[..len])
     {
         bytes::Buf::advance(buf, len);
-        return Err(parse_failure(side, method, len, &err));
+        return Err(Box::new(parse_failure(side, method, len, &err)));
     }
     let merged = if len <= COPY_FIELD_MAX {
         // No field of it can be larger: a plain slice.
@@ -242,7 +244,7 @@ pub(crate) fn merge_in_place<M: Message>(
         bytes::Buf::advance(buf, left);
         merged
     };
-    merged.map_err(|err| parse_failure(side, method, len, &err))
+    merged.map_err(|err| Box::new(parse_failure(side, method, len, &err)))
 }
 
 /// A message of at most [`COPY_FIELD_MAX`] bytes, read from a slice: its
