@@ -196,7 +196,10 @@ fn parse_failure(
 /// [`decode_response`] (`server` picks the side). The bytes are consumed
 /// whatever the outcome. A failure comes boxed: the result that every
 /// message passes back through the stream's calls is then one pointer,
-/// not a whole [`Status`] moved on the stack at each step.
+/// not a whole [`Status`] moved on the stack at each step (those moves,
+/// stalled on store forwarding, were half of the time `Streaming::message`
+/// spent itself: 5.6% of both processes' CPU on a stream of 16-byte
+/// messages, 3.0% boxed; `perf record` on `keel-bench grpc --streaming`).
 ///
 /// prost reads a message of at most [`COPY_FIELD_MAX`] bytes from a plain
 /// slice ([`Copied`]), a larger one through [`InPlace`]; both copy small
