@@ -238,13 +238,20 @@ impl Cell {
         out
     }
 
-    /// Drops this thread's batch if it is this cell's (the stream is reset).
-    fn discard_batch(&self) {
+    /// Runs `f` on this thread's batch if it is this cell's (`None`
+    /// otherwise: no batched poll of this stream is running here).
+    fn with_batch<R>(&self, f: impl FnOnce(Option<&mut Batch>) -> R) -> R {
         HANDLER_BATCH.with(|batch| {
             let mut batch = batch.borrow_mut();
-            if batch.key == self.key()
-                && let Some(bytes) = batch.bytes.as_mut()
-            {
+            let own = batch.key == self.key();
+            f(own.then_some(&mut *batch))
+        })
+    }
+
+    /// Drops this thread's batch if it is this cell's (the stream is reset).
+    fn discard_batch(&self) {
+        self.with_batch(|batch| {
+            if let Some(bytes) = batch.and_then(|batch| batch.bytes.as_mut()) {
                 bytes.clear();
             }
         });
@@ -263,11 +270,10 @@ impl Cell {
     /// Hands this thread's batch of this cell over, before anything that
     /// must follow it, and notes what the queue holds now.
     fn flush_batch(&self, st: &mut State) {
-        HANDLER_BATCH.with(|batch| {
-            let mut batch = batch.borrow_mut();
-            if batch.key != self.key() {
+        self.with_batch(|batch| {
+            let Some(batch) = batch else {
                 return;
-            }
+            };
             if let Some(bytes) = batch.bytes.as_mut()
                 && !bytes.is_empty()
             {
@@ -339,33 +345,27 @@ impl Cell {
     /// waits, or tells the failure).
     #[inline]
     pub(crate) fn try_send(&self, len: usize, append: impl FnOnce(&mut BytesMut)) -> bool {
-        let mut append = Some(append);
-        let batched = HANDLER_BATCH.with(|batch| {
-            let mut batch = batch.borrow_mut();
-            if batch.key != self.key() || len > BATCH {
-                return None;
-            }
-            let batch = &mut *batch;
+        // Into the batch when it is open, small enough and within the
+        // bound; else `append` comes back for the queue itself.
+        let batched = self.with_batch(|batch| {
+            let Some(batch) = batch.filter(|_| len <= BATCH) else {
+                return Err(append);
+            };
             let bytes = batch.bytes.get_or_insert_with(BytesMut::new);
             if !may_queue(batch.queued + bytes.len(), len) {
-                return None;
+                return Err(append);
             }
-            if let Some(append) = append.take() {
-                append(bytes);
-            }
-            Some(bytes.len() >= BATCH)
+            append(bytes);
+            Ok(bytes.len() >= BATCH)
         });
         match batched {
-            Some(false) => true,
-            Some(true) => {
+            Ok(false) => true,
+            Ok(true) => {
                 let mut st = self.lock();
                 self.flush_batch(&mut st);
                 st.failed.is_none()
             }
-            None => {
-                let Some(append) = append else {
-                    return false;
-                };
+            Err(append) => {
                 let mut st = self.lock();
                 self.flush_batch(&mut st);
                 self.queue_now(&mut st, len, append) == Some(true)
